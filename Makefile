@@ -1,0 +1,43 @@
+# One entry point for humans and CI. `make setup` is idempotent: it does nothing when up to date.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+CDK := node_modules/.bin/cdk
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# jsii warns on every call under Node 20 (end of life); the warning is not ours to fix here.
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup test lint demo synth bench clean
+
+setup: $(VENV)/.installed $(CDK)
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install --quiet -r requirements-dev.txt -e . 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
+	touch $@
+
+$(CDK): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest
+
+lint: setup
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+synth: setup
+	$(CDK) synth --quiet
+
+demo: setup
+	$(PY) -m device_provisioning.demo --out out/demo
+
+bench: setup
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) node_modules cdk.out out .pytest_cache

@@ -1,0 +1,1 @@
+"""esp-ota-provisioning device side."""

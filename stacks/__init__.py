@@ -1,0 +1,1 @@
+"""CDK code only: the AWS side of signed ESP32 OTA updates."""

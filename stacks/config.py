@@ -1,0 +1,151 @@
+"""The app's configuration: read once from CDK context into a frozen, validated object.
+
+No construct calls ``try_get_context``; ``app.py`` builds one :class:`AppConfig` and passes
+typed values down.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+STAGES = ("dev", "prod")
+
+# AWS IoT thing names: 1-128 of [a-zA-Z0-9:_-].
+_THING_NAME = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
+# ACM certificate ARN, any partition.
+_ACM_ARN = re.compile(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}$")
+# Signer profile names: 2-64 of [a-zA-Z0-9_].
+_SIGNER_PROFILE = re.compile(r"^[a-zA-Z0-9_]{2,64}$")
+
+
+class ConfigError(ValueError):
+    """A context value is missing or malformed; the message names the key and the fix."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"context key '{key}': {problem}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Everything the stacks need, validated."""
+
+    stage: str = "dev"
+    thing_names: tuple[str, ...] = ()
+    code_signing_certificate_arn: str | None = None
+    signing_profile_name: str = "dev_esp_ota_signing"
+    noncurrent_version_expiration_days: int = 90
+    access_log_retention_days: int = 365
+    retain_firmware_bucket: bool = True
+    account: str | None = None
+    region: str | None = None
+
+    @property
+    def name_prefix(self) -> str:
+        """Prefix for physical names, so dev and prod can share an account."""
+        return f"{self.stage}-esp-ota"
+
+    @classmethod
+    def from_context(
+        cls,
+        get: Callable[[str], Any],
+        *,
+        account: str | None = None,
+        region: str | None = None,
+    ) -> AppConfig:
+        """Build the config from a context getter (``app.node.try_get_context``)."""
+        stage = _stage(get("stage"))
+        profile = _signing_profile_name(get("signingProfileName"), stage)
+        return cls(
+            stage=stage,
+            thing_names=_thing_names(get("thingNames")),
+            code_signing_certificate_arn=_certificate_arn(get("codeSigningCertificateArn")),
+            signing_profile_name=profile,
+            noncurrent_version_expiration_days=_positive_int(
+                "noncurrentVersionExpirationDays", get("noncurrentVersionExpirationDays"), 90
+            ),
+            access_log_retention_days=_positive_int(
+                "accessLogRetentionDays", get("accessLogRetentionDays"), 365
+            ),
+            retain_firmware_bucket=_boolean("retainFirmwareBucket", get("retainFirmwareBucket"), True),
+            account=account,
+            region=region,
+        )
+
+
+def _stage(value: Any) -> str:
+    if value is None or value == "":
+        return "dev"
+    if value not in STAGES:
+        raise ConfigError("stage", f"got {value!r}; use one of {', '.join(STAGES)} (-c stage=dev)")
+    return str(value)
+
+
+def _thing_names(value: Any) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    # `-c thingNames=a,b` arrives as a string; cdk.json may hold a list.
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, list | tuple):
+        raise ConfigError("thingNames", f"got {value!r}; give a list or a comma-separated string")
+    cleaned = tuple(str(name).strip() for name in names if str(name).strip())
+    for name in cleaned:
+        if not _THING_NAME.match(name):
+            raise ConfigError(
+                "thingNames", f"{name!r} is not a valid IoT thing name (1-128 of a-z A-Z 0-9 : _ -)"
+            )
+    if len(set(cleaned)) != len(cleaned):
+        raise ConfigError("thingNames", "a thing name is listed twice")
+    return cleaned
+
+
+def _certificate_arn(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _ACM_ARN.match(value):
+        raise ConfigError(
+            "codeSigningCertificateArn",
+            f"got {value!r}; give an ACM certificate ARN "
+            "(arn:aws:acm:REGION:ACCOUNT:certificate/UUID), e.g. from `device-provisioning codesign import`",
+        )
+    return value
+
+
+def _signing_profile_name(value: Any, stage: str) -> str:
+    if value is None or value == "":
+        return f"{stage}_esp_ota_signing"
+    if not isinstance(value, str) or not _SIGNER_PROFILE.match(value):
+        raise ConfigError(
+            "signingProfileName", f"got {value!r}; use 2-64 characters of a-z A-Z 0-9 _ (Signer's rule)"
+        )
+    return value
+
+
+def _positive_int(key: str, value: Any, default: int) -> int:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        raise ConfigError(key, f"got {value!r}; give a whole number of days")
+    try:
+        number = int(str(value), 10)
+    except ValueError:
+        raise ConfigError(key, f"got {value!r}; give a whole number of days") from None
+    if not 1 <= number <= 3650:
+        raise ConfigError(key, f"got {number}; give a number of days between 1 and 3650")
+    return number
+
+
+def _boolean(key: str, value: Any, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ConfigError(key, f"got {value!r}; use true or false")

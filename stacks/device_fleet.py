@@ -1,0 +1,73 @@
+"""The IoT policy every ESP32 device gets, and optional development things."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from aws_cdk import Stack
+from aws_cdk import aws_iot as iot
+from constructs import Construct
+
+# Policy variable: the thing the connecting certificate is attached to.
+THING_NAME = "${iot:Connection.Thing.ThingName}"
+# Topic trees the OTA agent uses: job notifications/documents, and MQTT file streams.
+OTA_TOPIC_TREES = ("jobs", "streams")
+
+
+class DeviceFleet(Construct):
+    """Least-privilege device IoT policy (one thing = one client id = its own OTA topics)."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        policy_name: str,
+        thing_names: Sequence[str],
+    ) -> None:
+        super().__init__(scope, id_)
+        self.policy_name = policy_name
+        self.policy = iot.CfnPolicy(
+            self,
+            "DevicePolicy",
+            policy_name=policy_name,
+            policy_document=self._policy_document(),
+        )
+        self.things = [
+            iot.CfnThing(self, f"Thing{index}", thing_name=name) for index, name in enumerate(thing_names)
+        ]
+
+    def _policy_document(self) -> dict[str, Any]:
+        stack = Stack.of(self)
+
+        def iot_arn(resource: str, name: str) -> str:
+            return stack.format_arn(service="iot", resource=resource, resource_name=name)
+
+        topics = [iot_arn("topic", f"$aws/things/{THING_NAME}/{tree}/*") for tree in OTA_TOPIC_TREES]
+        filters = [iot_arn("topicfilter", f"$aws/things/{THING_NAME}/{tree}/*") for tree in OTA_TOPIC_TREES]
+        return {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "ConnectAsOwnThing",
+                    "Effect": "Allow",
+                    "Action": "iot:Connect",
+                    "Resource": iot_arn("client", THING_NAME),
+                    # Only certificates attached to a thing may connect, and only as that thing.
+                    "Condition": {"Bool": {"iot:Connection.Thing.IsAttached": "true"}},
+                },
+                {
+                    "Sid": "OtaPublishAndReceive",
+                    "Effect": "Allow",
+                    "Action": ["iot:Publish", "iot:Receive"],
+                    "Resource": topics,
+                },
+                {
+                    "Sid": "OtaSubscribe",
+                    "Effect": "Allow",
+                    "Action": "iot:Subscribe",
+                    "Resource": filters,
+                },
+            ],
+        }

@@ -1,0 +1,61 @@
+"""Acknowledging cdk-nag findings next to the resource that causes them.
+
+cdk-nag names each finding of a list-type rule (IAM4, IAM5) after the flattened CloudFormation
+value, e.g. ``AwsSolutions-IAM5[Resource::<FirmwareBucket59E574FA.Arn>/*]``. We acknowledge
+exactly those findings, never a whole rule, so a wildcard added later still fails the synth.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import aws_cdk as cdk
+from constructs import IConstruct
+
+
+def acknowledge_wildcard_resources(construct: IConstruct, resources: Iterable[str], reason: str) -> None:
+    """Acknowledge AwsSolutions-IAM5 for exactly these wildcard resources on ``construct``."""
+    _acknowledge_findings(construct, "IAM5", "Resource", resources, reason)
+
+
+def acknowledge_managed_policies(construct: IConstruct, policy_arns: Iterable[str], reason: str) -> None:
+    """Acknowledge AwsSolutions-IAM4 for exactly these AWS managed policies on ``construct``."""
+    _acknowledge_findings(construct, "IAM4", "Policy", policy_arns, reason)
+
+
+def _acknowledge_findings(
+    construct: IConstruct, rule: str, kind: str, values: Iterable[str], reason: str
+) -> None:
+    stack = cdk.Stack.of(construct)
+    acknowledgments = [
+        cdk.Acknowledgment(
+            id=f"AwsSolutions-{rule}[{kind}::{flatten_cfn_reference(stack.resolve(value))}]",
+            reason=reason,
+        )
+        for value in values
+    ]
+    cdk.Validations.of(construct).acknowledge(*acknowledgments)
+
+
+def flatten_cfn_reference(node: Any) -> str:
+    """cdk-nag's flattening of a resolved CloudFormation value (utils/flatten-cfn-reference)."""
+    if node is None:
+        return ""
+    if isinstance(node, str):
+        return node.replace("${", "<").replace("}", ">")
+    if isinstance(node, dict):
+        if "Fn::Join" in node:
+            delimiter, items = node["Fn::Join"]
+            return delimiter.join(flatten_cfn_reference(item) for item in items)
+        if "Fn::Sub" in node:
+            return flatten_cfn_reference(node["Fn::Sub"])
+        if "Fn::GetAtt" in node:
+            resource, attribute = node["Fn::GetAtt"]
+            return f"<{flatten_cfn_reference(resource)}.{flatten_cfn_reference(attribute)}>"
+        if "Fn::ImportValue" in node:
+            return flatten_cfn_reference(node["Fn::ImportValue"])
+        if "Ref" in node:
+            return f"<{flatten_cfn_reference(node['Ref'])}>"
+    return json.dumps(node, separators=(",", ":"))

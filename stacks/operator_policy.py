@@ -1,0 +1,117 @@
+"""Managed policy for the humans and CI roles that publish firmware and create OTA updates."""
+
+from __future__ import annotations
+
+from aws_cdk import ArnFormat, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from stacks.nag import acknowledge_wildcard_resources
+
+
+class OtaOperatorPolicy(Construct):
+    """Upload firmware, create and follow OTA updates/jobs/streams, and pass the OTA role only."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        managed_policy_name: str,
+        firmware_bucket: s3.IBucket,
+        ota_role: iam.IRole,
+        signing_profile_arn: str | None,
+    ) -> None:
+        super().__init__(scope, id_)
+        stack = Stack.of(self)
+
+        def iot_arn(resource: str) -> str:
+            return stack.format_arn(service="iot", resource=resource, resource_name="*")
+
+        statements = [
+            iam.PolicyStatement(
+                sid="PublishFirmware",
+                actions=["s3:PutObject", "s3:GetObject", "s3:GetObjectVersion"],
+                resources=[firmware_bucket.arn_for_objects("*")],
+            ),
+            iam.PolicyStatement(
+                sid="ListFirmwareVersions",
+                actions=["s3:ListBucket", "s3:ListBucketVersions", "s3:GetBucketVersioning"],
+                resources=[firmware_bucket.bucket_arn],
+            ),
+            iam.PolicyStatement(
+                sid="CreateAndFollowOtaUpdates",
+                actions=[
+                    "iot:CreateOTAUpdate",
+                    "iot:GetOTAUpdate",
+                    "iot:DeleteOTAUpdate",
+                    "iot:CreateJob",
+                    "iot:DescribeJob",
+                    "iot:GetJobDocument",
+                    "iot:CancelJob",
+                    "iot:ListJobExecutionsForJob",
+                    "iot:DescribeJobExecution",
+                    "iot:CreateStream",
+                    "iot:DescribeStream",
+                    "iot:DeleteStream",
+                ],
+                resources=[
+                    iot_arn("otaupdate"),
+                    iot_arn("job"),
+                    iot_arn("stream"),
+                    iot_arn("thing"),
+                    iot_arn("thinggroup"),
+                ],
+            ),
+            iam.PolicyStatement(
+                sid="ListOtaUpdates",
+                # List calls have no resource-level permissions in IAM.
+                actions=["iot:ListOTAUpdates", "iot:ListJobs", "iot:ListStreams"],
+                resources=["*"],
+            ),
+            iam.PolicyStatement(
+                sid="PassOtaRoleToIot",
+                actions=["iam:PassRole"],
+                resources=[ota_role.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "iot.amazonaws.com"}},
+            ),
+        ]
+        if signing_profile_arn is not None:
+            statements.append(
+                iam.PolicyStatement(
+                    sid="SignWithOtaProfile",
+                    actions=["signer:StartSigningJob", "signer:GetSigningProfile"],
+                    resources=[signing_profile_arn],
+                )
+            )
+            statements.append(
+                iam.PolicyStatement(
+                    sid="FollowSigningJobs",
+                    actions=["signer:DescribeSigningJob"],
+                    resources=[
+                        stack.format_arn(
+                            service="signer",
+                            resource="/signing-jobs",
+                            resource_name="*",
+                            arn_format=ArnFormat.SLASH_RESOURCE_NAME,
+                        )
+                    ],
+                )
+            )
+        self.policy = iam.ManagedPolicy(
+            self,
+            "Policy",
+            managed_policy_name=managed_policy_name,
+            description="Publish ESP32 firmware and create signed OTA updates",
+            statements=statements,
+        )
+        wildcard_resources = sorted(
+            {resource for statement in statements for resource in statement.resources if "*" in resource}
+        )
+        acknowledge_wildcard_resources(
+            self.policy,
+            wildcard_resources,
+            "Wildcards are object keys of the firmware bucket, IoT OTA/job/stream ids created at run "
+            "time in this account and region, and List* calls that IAM cannot scope.",
+        )

@@ -1,0 +1,84 @@
+"""The stacks: firmware delivery (bucket, signing, roles) and the device fleet policy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Annotations, CfnOutput, Duration, Stack
+from constructs import Construct
+
+from stacks.config import AppConfig
+from stacks.device_fleet import DeviceFleet
+from stacks.firmware_bucket import FirmwareBucket
+from stacks.operator_policy import OtaOperatorPolicy
+from stacks.ota_service_role import OtaServiceRole
+from stacks.signing_profile import SigningProfile
+
+
+class OtaUpdateStack(Stack):
+    """Firmware bucket, Signer profile, OTA service role and operator policy."""
+
+    def __init__(self, scope: Construct, id_: str, *, config: AppConfig, **kwargs: Any) -> None:
+        super().__init__(scope, id_, **kwargs)
+
+        firmware = FirmwareBucket(
+            self,
+            "Firmware",
+            noncurrent_version_expiration=Duration.days(config.noncurrent_version_expiration_days),
+            access_log_retention=Duration.days(config.access_log_retention_days),
+            retain_on_delete=config.retain_firmware_bucket,
+        )
+        self.firmware_bucket = firmware.bucket
+
+        ota_role = OtaServiceRole(self, "OtaServiceRole", firmware_bucket=firmware.bucket)
+        self.ota_role = ota_role.role
+
+        self.signing_profile: SigningProfile | None = None
+        if config.code_signing_certificate_arn is None:
+            # Not an error: the first deploy happens before the certificate is imported into ACM.
+            Annotations.of(self).add_info(
+                "No codeSigningCertificateArn in context: the Signer signing profile is not created. "
+                "Run `device-provisioning codesign import` and deploy again."
+            )
+        else:
+            self.signing_profile = SigningProfile(
+                self,
+                "SigningProfile",
+                profile_name=config.signing_profile_name,
+                certificate_arn=config.code_signing_certificate_arn,
+            )
+
+        operator = OtaOperatorPolicy(
+            self,
+            "OperatorPolicy",
+            managed_policy_name=f"{config.name_prefix}-operator",
+            firmware_bucket=firmware.bucket,
+            ota_role=ota_role.role,
+            signing_profile_arn=self.signing_profile.profile_arn if self.signing_profile else None,
+        )
+        self.operator_policy = operator.policy
+
+        CfnOutput(self, "FirmwareBucketName", value=firmware.bucket.bucket_name)
+        CfnOutput(self, "OtaServiceRoleArn", value=ota_role.role.role_arn)
+        CfnOutput(self, "OperatorPolicyArn", value=operator.policy.managed_policy_arn)
+        CfnOutput(
+            self,
+            "SigningProfileName",
+            value=self.signing_profile.profile_name if self.signing_profile else "none",
+            description="Signer profile for CreateOTAUpdate ('none' until a certificate ARN is given)",
+        )
+
+
+class DeviceFleetStack(Stack):
+    """The device IoT policy and any development things listed in context."""
+
+    def __init__(self, scope: Construct, id_: str, *, config: AppConfig, **kwargs: Any) -> None:
+        super().__init__(scope, id_, **kwargs)
+        fleet = DeviceFleet(
+            self,
+            "Fleet",
+            policy_name=f"{config.name_prefix}-device",
+            thing_names=config.thing_names,
+        )
+        self.device_policy = fleet.policy
+        CfnOutput(self, "DevicePolicyName", value=fleet.policy_name)

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import pytest
+
+from stacks.config import AppConfig, ConfigError
+
+VALID_ARN = "arn:aws:acm:us-east-1:123456789012:certificate/12345678-1234-1234-1234-123456789012"
+
+
+def config_from(**context):  # type: ignore[no-untyped-def]
+    return AppConfig.from_context(context.get)
+
+
+def test_defaults_are_safe() -> None:
+    config = config_from()
+    assert config.stage == "dev"
+    assert config.thing_names == ()
+    assert config.code_signing_certificate_arn is None
+    assert config.retain_firmware_bucket is True
+    assert config.signing_profile_name == "dev_esp_ota_signing"
+    assert config.name_prefix == "dev-esp-ota"
+
+
+def test_command_line_strings_are_parsed() -> None:
+    config = config_from(
+        stage="prod",
+        thingNames="board-1, board-2",
+        codeSigningCertificateArn=VALID_ARN,
+        noncurrentVersionExpirationDays="30",
+        retainFirmwareBucket="false",
+    )
+    assert config.stage == "prod"
+    assert config.thing_names == ("board-1", "board-2")
+    assert config.code_signing_certificate_arn == VALID_ARN
+    assert config.noncurrent_version_expiration_days == 30
+    assert config.retain_firmware_bucket is False
+    assert config.signing_profile_name == "prod_esp_ota_signing"
+
+
+def test_config_is_frozen() -> None:
+    config = config_from()
+    with pytest.raises(AttributeError):
+        config.stage = "prod"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("stage", "qa"),
+        ("thingNames", "ok,not ok"),
+        ("thingNames", "dup,dup"),
+        ("thingNames", 5),
+        ("codeSigningCertificateArn", "arn:aws:iam::123456789012:role/x"),
+        ("signingProfileName", "has-dash"),
+        ("noncurrentVersionExpirationDays", "0"),
+        ("noncurrentVersionExpirationDays", "ninety"),
+        ("noncurrentVersionExpirationDays", True),
+        ("accessLogRetentionDays", "99999"),
+        ("retainFirmwareBucket", "maybe"),
+    ],
+)
+def test_bad_value_names_the_key(key: str, value: object) -> None:
+    with pytest.raises(ConfigError) as raised:
+        config_from(**{key: value})
+    assert raised.value.key == key
+    message = str(raised.value)
+    assert message.startswith(f"context key '{key}'")
+    assert "\n" not in message

@@ -1,0 +1,326 @@
+"""Template tests per construct and stack; the synth itself runs cdk-nag (any finding fails it)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Capture, Match
+
+from stacks.config import AppConfig
+from tests.cdk_helpers import CERT_ARN, SynthesizedApp, synthesize
+
+DATA_PLANE_ACTIONS = {"iot:Connect", "iot:Publish", "iot:Subscribe", "iot:Receive"}
+
+
+@pytest.fixture(scope="module")
+def without_certificate() -> SynthesizedApp:
+    return synthesize(AppConfig(thing_names=("dev-board-1", "dev-board-2")))
+
+
+@pytest.fixture(scope="module")
+def with_certificate() -> SynthesizedApp:
+    return synthesize(
+        AppConfig(
+            stage="prod",
+            code_signing_certificate_arn=CERT_ARN,
+            signing_profile_name="prod_esp_ota_signing",
+            retain_firmware_bucket=False,
+        )
+    )
+
+
+def resources_of(template: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == type_}
+
+
+def firmware_bucket_id(app: SynthesizedApp) -> str:
+    buckets = resources_of(app.ota_json, "AWS::S3::Bucket")
+    (bucket_id,) = [k for k, v in buckets.items() if "VersioningConfiguration" in v["Properties"]]
+    return bucket_id
+
+
+# --- firmware bucket -----------------------------------------------------------------------------
+
+
+def test_firmware_bucket_is_versioned_private_encrypted_and_logged(without_certificate) -> None:
+    t = without_certificate.ota
+    t.resource_count_is("AWS::S3::Bucket", 2)
+    log_bucket = Capture()
+    t.has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "VersioningConfiguration": {"Status": "Enabled"},
+            "PublicAccessBlockConfiguration": {
+                "BlockPublicAcls": True,
+                "BlockPublicPolicy": True,
+                "IgnorePublicAcls": True,
+                "RestrictPublicBuckets": True,
+            },
+            "BucketEncryption": {
+                "ServerSideEncryptionConfiguration": [
+                    {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+                ]
+            },
+            "LoggingConfiguration": {"DestinationBucketName": {"Ref": log_bucket}},
+            "LifecycleConfiguration": {
+                "Rules": Match.array_with(
+                    [Match.object_like({"NoncurrentVersionExpiration": {"NoncurrentDays": 90}})]
+                )
+            },
+        },
+    )
+    assert log_bucket.as_string() != firmware_bucket_id(without_certificate)
+    assert without_certificate.ota_json["Resources"][log_bucket.as_string()]["Type"] == "AWS::S3::Bucket"
+
+
+def test_both_buckets_refuse_plain_http(without_certificate) -> None:
+    policies = resources_of(without_certificate.ota_json, "AWS::S3::BucketPolicy")
+    assert len(policies) == 2
+    for policy in policies.values():
+        statements = policy["Properties"]["PolicyDocument"]["Statement"]
+        assert any(
+            s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+            for s in statements
+        )
+
+
+def test_bucket_retention_follows_config(without_certificate, with_certificate) -> None:
+    retained = without_certificate.ota_json["Resources"][firmware_bucket_id(without_certificate)]
+    destroyed = with_certificate.ota_json["Resources"][firmware_bucket_id(with_certificate)]
+    assert retained["DeletionPolicy"] == "Retain"
+    assert destroyed["DeletionPolicy"] == "Delete"
+
+
+# --- signing profile ------------------------------------------------------------------------------
+
+
+def test_no_signing_profile_without_certificate(without_certificate) -> None:
+    without_certificate.ota.resource_count_is("Custom::AWS", 0)
+    without_certificate.ota.has_output("SigningProfileName", {"Value": "none"})
+
+
+def test_signing_profile_uses_certificate_and_freertos_platform(with_certificate) -> None:
+    (resource,) = resources_of(with_certificate.ota_json, "Custom::AWS").values()
+    create = json.loads(_join_literal(resource["Properties"]["Create"]))
+    delete = json.loads(_join_literal(resource["Properties"]["Delete"]))
+    assert create["service"] == "Signer" and create["action"] == "putSigningProfile"
+    assert create["parameters"] == {
+        "profileName": "prod_esp_ota_signing",
+        "platformId": "AmazonFreeRTOS-Default",
+        "signingMaterial": {"certificateArn": CERT_ARN},
+    }
+    assert delete["action"] == "cancelSigningProfile"
+    with_certificate.ota.has_output("SigningProfileName", {"Value": "prod_esp_ota_signing"})
+
+
+def test_signing_profile_custom_resource_policy_is_scoped_to_the_profile(with_certificate) -> None:
+    policies = resources_of(with_certificate.ota_json, "AWS::IAM::Policy")
+    signer_statements = [
+        s
+        for p in policies.values()
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+        if any(a.startswith("signer:") for a in _as_list(s["Action"]))
+    ]
+    assert len(signer_statements) == 1
+    statement = signer_statements[0]
+    assert sorted(_as_list(statement["Action"])) == [
+        "signer:CancelSigningProfile",
+        "signer:PutSigningProfile",
+    ]
+    assert "/signing-profiles/prod_esp_ota_signing" in json.dumps(statement["Resource"])
+
+
+# --- OTA service role ----------------------------------------------------------------------------
+
+
+def test_ota_role_is_assumed_by_iot_only(without_certificate) -> None:
+    roles = resources_of(without_certificate.ota_json, "AWS::IAM::Role")
+    (role,) = roles.values()
+    trust = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust == [
+        {"Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": "iot.amazonaws.com"}}
+    ]
+    assert "service-role/AmazonFreeRTOSOTAUpdate" in json.dumps(role["Properties"]["ManagedPolicyArns"])
+
+
+def test_ota_role_passes_only_itself_and_reads_firmware_versions(without_certificate) -> None:
+    (role_id,) = resources_of(without_certificate.ota_json, "AWS::IAM::Role")
+    bucket_id = firmware_bucket_id(without_certificate)
+    without_certificate.ota.has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            "Roles": [{"Ref": role_id}],
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Action": ["iam:GetRole", "iam:PassRole"],
+                                "Resource": {"Fn::GetAtt": [role_id, "Arn"]},
+                            }
+                        ),
+                        Match.object_like(
+                            {
+                                "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+                                "Resource": {"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, "/*"]]},
+                            }
+                        ),
+                        Match.object_like(
+                            {
+                                "Action": "s3:PutObject",
+                                "Resource": {
+                                    "Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, "/signed/*"]]
+                                },
+                            }
+                        ),
+                    ]
+                )
+            },
+        },
+    )
+
+
+# --- operator policy -------------------------------------------------------------------------------
+
+
+def operator_statements(app: SynthesizedApp) -> dict[str, dict[str, Any]]:
+    (policy,) = resources_of(app.ota_json, "AWS::IAM::ManagedPolicy").values()
+    return {s["Sid"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
+
+
+def test_operator_policy_passes_only_the_ota_role_to_iot(without_certificate) -> None:
+    (role_id,) = resources_of(without_certificate.ota_json, "AWS::IAM::Role")
+    statement = operator_statements(without_certificate)["PassOtaRoleToIot"]
+    assert statement["Action"] == "iam:PassRole"
+    assert statement["Resource"] == {"Fn::GetAtt": [role_id, "Arn"]}
+    assert statement["Condition"] == {"StringEquals": {"iam:PassedToService": "iot.amazonaws.com"}}
+
+
+def test_operator_policy_creates_ota_updates_jobs_and_streams(without_certificate) -> None:
+    actions = set(operator_statements(without_certificate)["CreateAndFollowOtaUpdates"]["Action"])
+    assert {"iot:CreateOTAUpdate", "iot:CreateJob", "iot:CreateStream", "iot:GetOTAUpdate"} <= actions
+    assert not any(a.endswith("*") for a in actions)
+
+
+def test_operator_signer_rights_only_with_a_profile(without_certificate, with_certificate) -> None:
+    assert "SignWithOtaProfile" not in operator_statements(without_certificate)
+    statement = operator_statements(with_certificate)["SignWithOtaProfile"]
+    assert sorted(statement["Action"]) == ["signer:GetSigningProfile", "signer:StartSigningJob"]
+    assert "/signing-profiles/prod_esp_ota_signing" in json.dumps(statement["Resource"])
+
+
+def test_ota_stack_outputs_for_scripts(without_certificate) -> None:
+    outputs = without_certificate.ota_json["Outputs"]
+    assert {"FirmwareBucketName", "OtaServiceRoleArn", "OperatorPolicyArn", "SigningProfileName"} <= set(
+        outputs
+    )
+
+
+# --- device fleet ----------------------------------------------------------------------------------
+
+
+def device_policy(app: SynthesizedApp) -> dict[str, Any]:
+    (policy,) = resources_of(app.fleet_json, "AWS::IoT::Policy").values()
+    return policy["Properties"]
+
+
+def test_device_policy_is_named_by_stage_and_exported(without_certificate, with_certificate) -> None:
+    assert device_policy(without_certificate)["PolicyName"] == "dev-esp-ota-device"
+    assert device_policy(with_certificate)["PolicyName"] == "prod-esp-ota-device"
+    without_certificate.fleet.has_output("DevicePolicyName", {"Value": Match.any_value()})
+
+
+def test_device_connects_only_as_its_own_thing(without_certificate) -> None:
+    statements = device_policy(without_certificate)["PolicyDocument"]["Statement"]
+    (connect,) = [s for s in statements if "iot:Connect" in _as_list(s["Action"])]
+    assert _flatten(connect["Resource"]).endswith(":client/${iot:Connection.Thing.ThingName}")
+    assert connect["Condition"] == {"Bool": {"iot:Connection.Thing.IsAttached": "true"}}
+
+
+def test_device_topics_are_its_own_jobs_and_streams(without_certificate) -> None:
+    statements = device_policy(without_certificate)["PolicyDocument"]["Statement"]
+    topics = sorted(
+        _flatten(r).split("<AWS::AccountId>:", 1)[1]
+        for s in statements
+        if set(_as_list(s["Action"])) & {"iot:Publish", "iot:Receive", "iot:Subscribe"}
+        for r in _as_list(s["Resource"])
+    )
+    assert topics == [
+        "topic/$aws/things/${iot:Connection.Thing.ThingName}/jobs/*",
+        "topic/$aws/things/${iot:Connection.Thing.ThingName}/streams/*",
+        "topicfilter/$aws/things/${iot:Connection.Thing.ThingName}/jobs/*",
+        "topicfilter/$aws/things/${iot:Connection.Thing.ThingName}/streams/*",
+    ]
+
+
+def wildcard_data_plane_grants(policy_document: dict[str, Any]) -> list[tuple[str, str]]:
+    """Our own check: (action, resource) pairs that give a data-plane action on a wildcard resource.
+
+    A resource is a wildcard unless it is scoped by the connecting thing's name.
+    """
+    found = []
+    for statement in policy_document["Statement"]:
+        if statement.get("Effect") != "Allow":
+            continue
+        actions = {a for a in _as_list(statement["Action"]) if a in DATA_PLANE_ACTIONS or a in ("iot:*", "*")}
+        for resource in _as_list(statement.get("Resource", [])):
+            flat = _flatten(resource)
+            if flat == "*" or "${iot:Connection.Thing.ThingName}" not in flat:
+                found.extend((action, flat) for action in actions)
+    return found
+
+
+def test_no_iot_policy_grants_data_plane_actions_on_wildcards(without_certificate, with_certificate) -> None:
+    for app in (without_certificate, with_certificate):
+        for template in (app.ota_json, app.fleet_json):
+            for policy in resources_of(template, "AWS::IoT::Policy").values():
+                assert wildcard_data_plane_grants(policy["Properties"]["PolicyDocument"]) == []
+
+
+def test_wildcard_check_catches_a_broad_policy() -> None:
+    broad = {
+        "Statement": [
+            {"Effect": "Allow", "Action": ["iot:Publish"], "Resource": "*"},
+            {"Effect": "Allow", "Action": "iot:Connect", "Resource": "arn:aws:iot:r:1:client/*"},
+            {"Effect": "Deny", "Action": "iot:Subscribe", "Resource": "*"},
+        ]
+    }
+    assert wildcard_data_plane_grants(broad) == [
+        ("iot:Publish", "*"),
+        ("iot:Connect", "arn:aws:iot:r:1:client/*"),
+    ]
+
+
+def test_development_things_from_context(without_certificate, with_certificate) -> None:
+    without_certificate.fleet.resource_count_is("AWS::IoT::Thing", 2)
+    without_certificate.fleet.has_resource_properties("AWS::IoT::Thing", {"ThingName": "dev-board-2"})
+    with_certificate.fleet.resource_count_is("AWS::IoT::Thing", 0)
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _flatten(value: Any) -> str:
+    """A resolved ARN as text, pseudo parameters shown as <AWS::X>."""
+    if isinstance(value, str):
+        return value
+    if "Fn::Join" in value:
+        delimiter, parts = value["Fn::Join"]
+        return delimiter.join(_flatten(p) for p in parts)
+    if "Ref" in value:
+        return f"<{value['Ref']}>"
+    raise AssertionError(f"unexpected intrinsic {value}")
+
+
+def _join_literal(value: Any) -> str:
+    """AwsCustomResource serialises its call to JSON, possibly via Fn::Join around tokens."""
+    if isinstance(value, str):
+        return value
+    delimiter, parts = value["Fn::Join"]
+    return delimiter.join(p if isinstance(p, str) else json.dumps(p) for p in parts)
