@@ -53,7 +53,7 @@ class OtaServiceRole(Construct):
         acknowledge_managed_policies(
             self.role,
             [ota_managed_policy.managed_policy_arn],
-            "AmazonFreeRTOSOTAUpdate is the AWS-maintained policy that AWS's OTA guide requires for this role.",
+            "AmazonFreeRTOSOTAUpdate is the AWS-maintained policy AWS's OTA guide requires for this role.",
         )
         acknowledge_wildcard_resources(
             self.role,
