@@ -67,9 +67,7 @@ class AppConfig:
             noncurrent_version_expiration_days=_positive_int(
                 "noncurrentVersionExpirationDays", get("noncurrentVersionExpirationDays"), 90
             ),
-            access_log_retention_days=_positive_int(
-                "accessLogRetentionDays", get("accessLogRetentionDays"), 365
-            ),
+            access_log_retention_days=_positive_int("accessLogRetentionDays", get("accessLogRetentionDays"), 365),
             retain_firmware_bucket=_boolean("retainFirmwareBucket", get("retainFirmwareBucket"), True),
             account=account,
             region=region,
@@ -94,9 +92,7 @@ def _thing_names(value: Any) -> tuple[str, ...]:
     cleaned = tuple(str(name).strip() for name in names if str(name).strip())
     for name in cleaned:
         if not _THING_NAME.match(name):
-            raise ConfigError(
-                "thingNames", f"{name!r} is not a valid IoT thing name (1-128 of a-z A-Z 0-9 : _ -)"
-            )
+            raise ConfigError("thingNames", f"{name!r} is not a valid IoT thing name (1-128 of a-z A-Z 0-9 : _ -)")
     if len(set(cleaned)) != len(cleaned):
         raise ConfigError("thingNames", "a thing name is listed twice")
     return cleaned
@@ -118,9 +114,7 @@ def _signing_profile_name(value: Any, stage: str) -> str:
     if value is None or value == "":
         return f"{stage}_esp_ota_signing"
     if not isinstance(value, str) or not _SIGNER_PROFILE.match(value):
-        raise ConfigError(
-            "signingProfileName", f"got {value!r}; use 2-64 characters of a-z A-Z 0-9 _ (Signer's rule)"
-        )
+        raise ConfigError("signingProfileName", f"got {value!r}; use 2-64 characters of a-z A-Z 0-9 _ (Signer's rule)")
     return value
 
 

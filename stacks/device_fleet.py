@@ -34,9 +34,7 @@ class DeviceFleet(Construct):
             policy_name=policy_name,
             policy_document=self._policy_document(),
         )
-        self.things = [
-            iot.CfnThing(self, f"Thing{index}", thing_name=name) for index, name in enumerate(thing_names)
-        ]
+        self.things = [iot.CfnThing(self, f"Thing{index}", thing_name=name) for index, name in enumerate(thing_names)]
 
     def _policy_document(self) -> dict[str, Any]:
         stack = Stack.of(self)

@@ -25,9 +25,7 @@ def acknowledge_managed_policies(construct: IConstruct, policy_arns: Iterable[st
     _acknowledge_findings(construct, "IAM4", "Policy", policy_arns, reason)
 
 
-def _acknowledge_findings(
-    construct: IConstruct, rule: str, kind: str, values: Iterable[str], reason: str
-) -> None:
+def _acknowledge_findings(construct: IConstruct, rule: str, kind: str, values: Iterable[str], reason: str) -> None:
     stack = cdk.Stack.of(construct)
     acknowledgments = [
         cdk.Acknowledgment(

@@ -17,9 +17,7 @@ class OtaServiceRole(Construct):
 
     def __init__(self, scope: Construct, id_: str, *, firmware_bucket: s3.IBucket) -> None:
         super().__init__(scope, id_)
-        ota_managed_policy = iam.ManagedPolicy.from_aws_managed_policy_name(
-            "service-role/AmazonFreeRTOSOTAUpdate"
-        )
+        ota_managed_policy = iam.ManagedPolicy.from_aws_managed_policy_name("service-role/AmazonFreeRTOSOTAUpdate")
         read_objects = firmware_bucket.arn_for_objects("*")
         signed_objects = firmware_bucket.arn_for_objects(f"{SIGNED_FIRMWARE_PREFIX}*")
         self.role = iam.Role(

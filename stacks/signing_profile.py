@@ -62,9 +62,7 @@ class SigningProfile(Construct):
             install_latest_aws_sdk=False,
         )
         # AwsCustomResource runs one singleton Lambda per stack; its role and runtime are CDK's.
-        provider = Stack.of(self).node.find_child(
-            "AWS" + cr.AwsCustomResource.PROVIDER_FUNCTION_UUID.replace("-", "")
-        )
+        provider = Stack.of(self).node.find_child("AWS" + cr.AwsCustomResource.PROVIDER_FUNCTION_UUID.replace("-", ""))
         acknowledge_managed_policies(
             provider,
             [

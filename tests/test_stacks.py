@@ -59,15 +59,11 @@ def test_firmware_bucket_is_versioned_private_encrypted_and_logged(without_certi
                 "RestrictPublicBuckets": True,
             },
             "BucketEncryption": {
-                "ServerSideEncryptionConfiguration": [
-                    {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
-                ]
+                "ServerSideEncryptionConfiguration": [{"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
             },
             "LoggingConfiguration": {"DestinationBucketName": {"Ref": log_bucket}},
             "LifecycleConfiguration": {
-                "Rules": Match.array_with(
-                    [Match.object_like({"NoncurrentVersionExpiration": {"NoncurrentDays": 90}})]
-                )
+                "Rules": Match.array_with([Match.object_like({"NoncurrentVersionExpiration": {"NoncurrentDays": 90}})])
             },
         },
     )
@@ -81,8 +77,7 @@ def test_both_buckets_refuse_plain_http(without_certificate) -> None:
     for policy in policies.values():
         statements = policy["Properties"]["PolicyDocument"]["Statement"]
         assert any(
-            s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-            for s in statements
+            s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} for s in statements
         )
 
 
@@ -139,9 +134,7 @@ def test_ota_role_is_assumed_by_iot_only(without_certificate) -> None:
     roles = resources_of(without_certificate.ota_json, "AWS::IAM::Role")
     (role,) = roles.values()
     trust = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
-    assert trust == [
-        {"Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": "iot.amazonaws.com"}}
-    ]
+    assert trust == [{"Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": "iot.amazonaws.com"}}]
     assert "service-role/AmazonFreeRTOSOTAUpdate" in json.dumps(role["Properties"]["ManagedPolicyArns"])
 
 
@@ -170,9 +163,7 @@ def test_ota_role_passes_only_itself_and_reads_firmware_versions(without_certifi
                         Match.object_like(
                             {
                                 "Action": "s3:PutObject",
-                                "Resource": {
-                                    "Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, "/signed/*"]]
-                                },
+                                "Resource": {"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, "/signed/*"]]},
                             }
                         ),
                     ]
@@ -213,9 +204,7 @@ def test_operator_signer_rights_only_with_a_profile(without_certificate, with_ce
 
 def test_ota_stack_outputs_for_scripts(without_certificate) -> None:
     outputs = without_certificate.ota_json["Outputs"]
-    assert {"FirmwareBucketName", "OtaServiceRoleArn", "OperatorPolicyArn", "SigningProfileName"} <= set(
-        outputs
-    )
+    assert {"FirmwareBucketName", "OtaServiceRoleArn", "OperatorPolicyArn", "SigningProfileName"} <= set(outputs)
 
 
 # --- device fleet ----------------------------------------------------------------------------------

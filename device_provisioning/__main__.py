@@ -1,0 +1,3 @@
+from device_provisioning.cli import run
+
+run()

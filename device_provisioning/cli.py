@@ -1,0 +1,573 @@
+"""The ``device-provisioning`` command line: a thin layer over the library.
+
+Each command checks its options and calls one library function. :func:`main` is the single place
+that turns a :class:`~device_provisioning.errors.ProvisioningError` into ``ERROR <one line>`` on
+stderr and an exit code; tests call ``main([...])`` directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from device_provisioning import codesign, credentials, doctor, embedded, nvs, partition_table, signing
+from device_provisioning.errors import InputFileError, ProvisioningError
+from device_provisioning.files import read_bytes, write_atomic
+
+Handler = Callable[[argparse.Namespace, TextIO], int]
+
+
+# --- shared helpers ------------------------------------------------------------------------------------
+
+
+def _emit(out: TextIO, args: argparse.Namespace, human: Sequence[str], data: dict[str, Any]) -> None:
+    if getattr(args, "json", False):
+        json.dump(data, out, indent=2, sort_keys=True)
+        out.write("\n")
+    else:
+        for line in human:
+            out.write(line + "\n")
+
+
+def _passphrase(args: argparse.Namespace) -> bytes | None:
+    """Passphrases come from an environment variable, never from argv (visible in `ps`)."""
+    variable = getattr(args, "passphrase_env", None)
+    if not variable:
+        return None
+    value = os.environ.get(variable)
+    if not value:
+        raise InputFileError(f"--passphrase-env {variable}: the variable is not set or empty")
+    return value.encode()
+
+
+def _nvs_encryption_key(args: argparse.Namespace) -> bytes | None:
+    path = getattr(args, "nvs_keys", None)
+    if path is None:
+        return None
+    return nvs.key_from_keys_partition(read_bytes(path, "NVS keys"))
+
+
+# --- codesign ------------------------------------------------------------------------------------------
+
+
+def _codesign_create(args: argparse.Namespace, out: TextIO) -> int:
+    files = codesign.create_identity(
+        args.out,
+        common_name=args.common_name,
+        organization=args.organization,
+        days=args.days,
+        passphrase=_passphrase(args),
+    )
+    assert files.certificate is not None
+    certificate = codesign.load_certificate_file(files.certificate)
+    fp = codesign.fingerprint(certificate)
+    _emit(
+        out,
+        args,
+        [
+            f"private key  {files.key} (PKCS#8, mode 0600: keep it secret, never commit it)",
+            f"certificate  {files.certificate}",
+            f"SHA-256      {fp}",
+            "next: `device-provisioning nvs build ... --code-verify-cert "
+            f"{files.certificate}` puts it where the device reads it",
+        ],
+        {"key": str(files.key), "certificate": str(files.certificate), "sha256_fingerprint": fp},
+    )
+    return 0
+
+
+def _codesign_csr(args: argparse.Namespace, out: TextIO) -> int:
+    files = codesign.create_signing_request(
+        args.out, common_name=args.common_name, organization=args.organization, passphrase=_passphrase(args)
+    )
+    _emit(
+        out,
+        args,
+        [
+            f"private key  {files.key} (mode 0600)",
+            f"request      {files.csr}",
+            "send the request to your CA for a certificate with extendedKeyUsage=codeSigning, then run "
+            f"`device-provisioning codesign import-cert --out {args.out} --cert ISSUED.crt`",
+        ],
+        {"key": str(files.key), "csr": str(files.csr)},
+    )
+    return 0
+
+
+def _codesign_import_cert(args: argparse.Namespace, out: TextIO) -> int:
+    files = codesign.import_issued_certificate(args.out, args.cert, passphrase=_passphrase(args))
+    assert files.certificate is not None
+    fp = codesign.fingerprint(codesign.load_certificate_file(files.certificate))
+    _emit(
+        out,
+        args,
+        [f"certificate  {files.certificate} (matches {files.key})", f"SHA-256      {fp}"],
+        {"certificate": str(files.certificate), "sha256_fingerprint": fp},
+    )
+    return 0
+
+
+def _codesign_show(args: argparse.Namespace, out: TextIO) -> int:
+    certificate = codesign.load_certificate_file(args.cert)
+    key = codesign.load_private_key_file(args.key, _passphrase(args)) if args.key else None
+    summary = codesign.summarise(certificate, key=key)
+    lines = [
+        f"subject      {summary.subject}",
+        f"issuer       {summary.issuer}",
+        f"valid        {summary.not_before:%Y-%m-%d %H:%M} .. {summary.not_after:%Y-%m-%d %H:%M} UTC",
+        f"SHA-256      {summary.sha256_fingerprint}",
+        f"key          {summary.key_type}",
+        f"EKU          {', '.join(summary.extended_key_usages) or 'none'}",
+    ]
+    if summary.findings:
+        lines += [f"{f.level.upper():<12} {f.message}" for f in summary.findings]
+    else:
+        lines.append("OTA use      ok: usable with AWS Signer (AmazonFreeRTOS-Default) and the device")
+    _emit(out, args, lines, summary.to_json())
+    return 1 if any(f.level == "error" for f in summary.findings) else 0
+
+
+def _codesign_install_embedded(args: argparse.Namespace, out: TextIO) -> int:
+    certificate = codesign.load_certificate_file(args.cert)
+    codesign.require_usable(codesign.check_certificate(certificate), f"certificate {args.cert}")
+    installed = embedded.install_embedded(args.project, certificate)
+    lines = [f"wrote        {installed.path}", f"SHA-256      {installed.fingerprint}"]
+    if installed.backup:
+        lines.append(f"backup       {installed.backup}")
+    lines.append("rebuild the firmware (idf.py build): the certificate is compiled into the app")
+    _emit(
+        out,
+        args,
+        lines,
+        {
+            "path": str(installed.path),
+            "backup": str(installed.backup) if installed.backup else None,
+            "sha256_fingerprint": installed.fingerprint,
+        },
+    )
+    return 0
+
+
+# --- partitions and NVS --------------------------------------------------------------------------------
+
+
+def _partitions_show(args: argparse.Namespace, out: TextIO) -> int:
+    table = partition_table.load(args.table)
+    rows = [
+        {
+            "name": p.name,
+            "type": p.type_name,
+            "subtype": p.subtype_name,
+            "offset": p.offset,
+            "size": p.size,
+            "encrypted": p.encrypted,
+        }
+        for p in table.partitions
+    ]
+    lines = [f"{'name':<16} {'type':<8} {'subtype':<10} {'offset':>10} {'size':>10}"]
+    lines += [
+        f"{p.name:<16} {p.type_name:<8} {p.subtype_name:<10} {p.offset:>#10x} {p.size:>#10x}" for p in table.partitions
+    ]
+    _emit(out, args, lines, {"partitions": rows})
+    return 0
+
+
+def _load_credentials(args: argparse.Namespace) -> credentials.Credentials:
+    def optional_cert(path: str | None) -> Any:
+        return codesign.load_certificate_file(path) if path else None
+
+    def optional_key(path: str | None) -> Any:
+        if not path:
+            return None
+        from cryptography.hazmat.primitives import serialization
+
+        data = read_bytes(path, "private key")
+        try:
+            loader = serialization.load_pem_private_key if b"-----BEGIN" in data else serialization.load_der_private_key
+            return loader(data.replace(b"\r\n", b"\n"), password=None)
+        except (TypeError, ValueError):
+            raise InputFileError(f"private key {path}: not an unencrypted PEM/DER private key") from None
+
+    code_verify = codesign.load_certificate_file(args.code_verify_cert)
+    # The device checks no dates or extensions, but a non-P-256 key can never verify.
+    codesign.check_key_type(code_verify.public_key(), f"certificate {args.code_verify_cert}")
+    return credentials.Credentials(
+        code_verify_certificate=code_verify,
+        device_certificate=optional_cert(args.device_cert),
+        device_key=optional_key(args.device_key),
+        claim_certificate=optional_cert(args.claim_cert),
+        claim_key=optional_key(args.claim_key),
+        jitp_certificate=optional_cert(args.jitp_cert),
+    )
+
+
+def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
+    table = partition_table.load(args.partition_table)
+    creds = _load_credentials(args)
+    extra = [credentials.parse_extra_value(v) for v in args.value or []]
+    key = None
+    if args.encrypt:
+        key = _nvs_encryption_key(args) or nvs.generate_encryption_key()
+    elif args.nvs_keys:
+        raise InputFileError("--nvs-keys needs --encrypt")
+    built = credentials.build_credential_image(
+        table,
+        creds,
+        args.family,
+        partition_label=args.partition,
+        pkcs11_encoding=args.pkcs11_encoding,
+        extra=extra,
+        encryption_key=key,
+    )
+    # Everything is checked before the first file is written.
+    image_path = write_atomic(args.out, built.image, private=built.holds_private_key)
+    keys_path = None
+    if args.encrypt and not args.nvs_keys:
+        keys_path = write_atomic(
+            Path(args.out).with_suffix(".nvs_keys.bin"), nvs.keys_partition_image(key or b""), private=True
+        )
+    csk = next(e for e in built.entries if e.key == credentials.CODE_VERIFY_KEY)
+    fp = codesign.fingerprint(creds.code_verify_certificate)
+    lines = [
+        f"image        {image_path} ({len(built.image)} bytes = partition {built.partition.name!r})",
+        f"flash at     0x{built.partition.offset:x} (from {table.source})",
+        f"{credentials.CREDS_NAMESPACE}/{credentials.CODE_VERIFY_KEY:<8} {csk.kind}, certificate SHA-256 {fp}",
+    ]
+    lines += [f"entry        {e.describe()}" for e in built.entries if e is not csk]
+    if keys_path:
+        lines.append(f"NVS keys     {keys_path} (flash to the nvs_keys partition; keep it secret)")
+    lines.append("read back    every entry matches what was written")
+    _emit(
+        out,
+        args,
+        lines,
+        {
+            "image": str(image_path),
+            "partition": built.partition.name,
+            "offset": built.partition.offset,
+            "size": built.partition.size,
+            "family": args.family,
+            "code_verify_sha256_fingerprint": fp,
+            "entries": [{"namespace": e.namespace, "key": e.key, "kind": e.kind} for e in built.entries],
+            "nvs_keys": str(keys_path) if keys_path else None,
+        },
+    )
+    return 0
+
+
+def _nvs_show(args: argparse.Namespace, out: TextIO) -> int:
+    data = read_bytes(args.image, "NVS image")
+    image = nvs.read_image(data, encryption_key=_nvs_encryption_key(args), source=f"NVS image {args.image}")
+    rows = []
+    lines = [f"NVS v2, {image.size} bytes, {image.empty_pages} free page(s)"]
+    for entry in image.entries:
+        row: dict[str, Any] = {"namespace": entry.namespace, "key": entry.key, "kind": entry.kind}
+        text = entry.describe()
+        if isinstance(entry.value, int):
+            row["value"] = entry.value
+        else:
+            row["size"] = len(entry.data)
+            try:
+                certificate = codesign.load_certificate(entry.data)
+                fp = codesign.fingerprint(certificate)
+                row["certificate_sha256_fingerprint"] = fp
+                text += f", certificate {certificate.subject.rfc4514_string()} SHA-256 {fp}"
+            except ProvisioningError:
+                if entry.kind == "string" and b"PRIVATE KEY" not in entry.data:
+                    row["value"] = entry.value
+                    text += f" = {entry.value!r}"
+        rows.append(row)
+        lines.append(text)
+    lines += [f"warning: {w}" for w in image.warnings]
+    _emit(
+        out,
+        args,
+        lines,
+        {
+            "size": image.size,
+            "free_pages": image.empty_pages,
+            "entries": rows,
+            "warnings": list(image.warnings),
+        },
+    )
+    return 0
+
+
+# --- sign, verify, doctor ------------------------------------------------------------------------------
+
+
+def _sign(args: argparse.Namespace, out: TextIO) -> int:
+    key = codesign.load_private_key_file(args.key, _passphrase(args))
+    firmware = read_bytes(args.firmware, "firmware")
+    der = signing.sign_firmware(key, firmware)
+    write_atomic(args.out, der)
+    signature = signing.SignatureInput(der, str(args.out))
+    _emit(
+        out,
+        args,
+        [f"signature    {args.out} ({len(der)} bytes DER)", f"{signing.SIGNATURE_FIELD} {signature.base64}"],
+        {"signature": str(args.out), "der_length": len(der), signing.SIGNATURE_FIELD: signature.base64},
+    )
+    return 0
+
+
+def _verify(args: argparse.Namespace, out: TextIO) -> int:
+    firmware = read_bytes(args.firmware, "firmware")
+    signature = signing.load_signature(args.signature)
+    if args.nvs:
+        if not args.family:
+            raise InputFileError("--nvs needs --family beta|pkcs11 (how the firmware reads the certificate)")
+        candidates = [
+            signing.certificate_from_nvs(
+                read_bytes(args.nvs, "NVS image"),
+                args.family,
+                source=str(args.nvs),
+                encryption_key=_nvs_encryption_key(args),
+            )
+        ]
+    elif args.embedded_in:
+        candidates = signing.certificates_embedded_in(
+            read_bytes(args.embedded_in, "app image"), source=str(args.embedded_in)
+        )
+    else:
+        candidates = [signing.DeviceCertificate(codesign.load_certificate_file(args.cert), f"certificate {args.cert}")]
+    report = signing.verify_update(
+        firmware, signature, candidates, family=args.family, expected_fingerprint=args.expect_fingerprint
+    )
+    _emit(
+        out,
+        args,
+        ["ACCEPTED     the device would accept this image"]
+        + [f"ok           {check}" for check in report.checks]
+        + [
+            f"firmware     SHA-256 {report.firmware_sha256}, {report.firmware_size} bytes",
+            f"certificate  SHA-256 {report.certificate_fingerprint}",
+        ],
+        report.to_json(),
+    )
+    return 0
+
+
+def _doctor(args: argparse.Namespace, out: TextIO) -> int:
+    if args.log == "-":
+        lines = sys.stdin.read().splitlines()
+    else:
+        lines = read_bytes(args.log, "log").decode("utf-8", errors="replace").splitlines()
+    found = doctor.diagnose(lines)
+    human = []
+    for d in found:
+        human += [f"line {d.line_number}: {d.line}", f"  what:  {d.explanation}", f"  fix:   {d.fix}", ""]
+    human.append(f"{len(found)} known failure(s) found" if found else "no known OTA or PKCS#11 failure found")
+    _emit(out, args, human, {"findings": [d.to_json() for d in found]})
+    return 4 if found else 0
+
+
+# --- parser --------------------------------------------------------------------------------------------
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _command(
+    subparsers: Any, name: str, handler: Handler, help_: str, example: str, *, json_flag: bool = True
+) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        name, help=help_, description=help_, epilog=f"example:\n  {example}", formatter_class=_Formatter
+    )
+    parser.set_defaults(handler=handler)
+    if json_flag:
+        parser.add_argument("--json", action="store_true", help="print a JSON object instead of text")
+    return parser
+
+
+def _passphrase_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--passphrase-env", metavar="VAR", help="environment variable holding the key's passphrase")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="device-provisioning",
+        description="Provision ESP32 devices for signed OTA updates on AWS IoT.",
+        formatter_class=_Formatter,
+        epilog="example:\n  device-provisioning codesign create --out keys/",
+    )
+    groups = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    # codesign
+    codesign_parser = groups.add_parser("codesign", help="code-signing key and certificate")
+    cs = codesign_parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+    p = _command(
+        cs,
+        "create",
+        _codesign_create,
+        "create an ECDSA P-256 key and self-signed code-signing certificate",
+        "device-provisioning codesign create --out keys/ --common-name 'Acme OTA signing' --days 1095",
+    )
+    p.add_argument("--out", required=True, type=Path, help="directory for codesign.key and codesign.crt")
+    p.add_argument("--common-name", default=codesign.DEFAULT_COMMON_NAME)
+    p.add_argument("--organization")
+    p.add_argument("--days", type=int, default=codesign.DEFAULT_DAYS, help="validity (default: 3 years)")
+    _passphrase_option(p)
+    p = _command(
+        cs,
+        "csr",
+        _codesign_csr,
+        "create a key and a CSR for a company CA",
+        "device-provisioning codesign csr --out keys/ --common-name 'Acme OTA signing'",
+    )
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--common-name", default=codesign.DEFAULT_COMMON_NAME)
+    p.add_argument("--organization")
+    _passphrase_option(p)
+    p = _command(
+        cs,
+        "import-cert",
+        _codesign_import_cert,
+        "store the CA-issued certificate beside its key",
+        "device-provisioning codesign import-cert --out keys/ --cert issued.crt",
+    )
+    p.add_argument("--out", required=True, type=Path, help="directory holding codesign.key")
+    p.add_argument("--cert", required=True, type=Path)
+    _passphrase_option(p)
+    p = _command(
+        cs,
+        "show",
+        _codesign_show,
+        "show a certificate and what is wrong with it for OTA use",
+        "device-provisioning codesign show keys/codesign.crt --key keys/codesign.key",
+    )
+    p.add_argument("cert", type=Path)
+    p.add_argument("--key", type=Path, help="also check that this key matches")
+    _passphrase_option(p)
+    p = _command(
+        cs,
+        "install-embedded",
+        _codesign_install_embedded,
+        "write the certificate to main/certs/aws_codesign.crt of a stock master/LTS demo project",
+        "device-provisioning codesign install-embedded --project examples/ota/ota_mqtt --cert keys/codesign.crt",
+    )
+    p.add_argument("--project", required=True, type=Path)
+    p.add_argument("--cert", required=True, type=Path)
+
+    # partitions
+    partitions_parser = groups.add_parser("partitions", help="partition tables")
+    pt = partitions_parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+    p = _command(
+        pt,
+        "show",
+        _partitions_show,
+        "show a partition table with computed offsets",
+        "device-provisioning partitions show partitions_ota_mqtt.csv",
+    )
+    p.add_argument("table", type=Path, help="CSV or partition-table.bin")
+
+    # nvs
+    nvs_parser = groups.add_parser("nvs", help="NVS credential images")
+    nv = nvs_parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+    p = _command(
+        nv,
+        "build",
+        _nvs_build,
+        "build the NVS image holding the certificates where the firmware reads them",
+        "device-provisioning nvs build --partition-table partitions.csv --family beta "
+        "--code-verify-cert keys/codesign.crt --out creds.bin",
+    )
+    p.add_argument("--partition-table", required=True, type=Path, help="CSV or partition-table.bin")
+    p.add_argument("--partition", default=credentials.DEFAULT_PARTITION, help="NVS partition label (default: storage)")
+    p.add_argument(
+        "--family",
+        required=True,
+        choices=credentials.FAMILIES,
+        help="beta: NVS strings (PEM); pkcs11: NVS blobs (DER, or PEM+NUL)",
+    )
+    p.add_argument("--pkcs11-encoding", choices=credentials.PKCS11_ENCODINGS, default="der")
+    p.add_argument("--code-verify-cert", required=True, type=Path, help="the code-signing certificate (P11_CSK)")
+    p.add_argument("--device-cert", type=Path, help="device certificate (P11_Cert)")
+    p.add_argument("--device-key", type=Path, help="device private key (P11_Key)")
+    p.add_argument("--claim-cert", type=Path, help="fleet-provisioning claim certificate (P11_Claim_Cert)")
+    p.add_argument("--claim-key", type=Path, help="claim private key (P11_Claim_Key)")
+    p.add_argument("--jitp-cert", type=Path, help="JITP certificate (P11_JITP)")
+    p.add_argument("--value", action="append", metavar="NS/KEY=VALUE", help="extra string value (repeatable)")
+    p.add_argument("--encrypt", action="store_true", help="NVS encryption (devices with flash encryption)")
+    p.add_argument("--nvs-keys", type=Path, help="existing nvs_keys partition image (else keys are generated)")
+    p.add_argument("--out", required=True, type=Path)
+    p = _command(
+        nv,
+        "show",
+        _nvs_show,
+        "decode an NVS image (built here or read from a device)",
+        "device-provisioning nvs show creds.bin --json",
+    )
+    p.add_argument("image", type=Path)
+    p.add_argument("--nvs-keys", type=Path, help="nvs_keys partition image, for encrypted NVS")
+
+    # sign / verify / doctor
+    p = _command(
+        groups,
+        "sign",
+        _sign,
+        "sign firmware as AWS Signer's AmazonFreeRTOS-Default does",
+        "device-provisioning sign --key keys/codesign.key --firmware build/app.bin --out app.sig",
+    )
+    p.add_argument("--key", required=True, type=Path)
+    p.add_argument("--firmware", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="DER signature file")
+    _passphrase_option(p)
+    p = _command(
+        groups,
+        "verify",
+        _verify,
+        "answer: will this device accept this image?",
+        "device-provisioning verify --firmware build/app.bin --signature job.json --nvs creds.bin --family beta",
+    )
+    p.add_argument("--firmware", required=True, type=Path)
+    p.add_argument("--signature", required=True, help="DER file, base64 string, or OTA job document JSON")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--nvs", type=Path, help="NVS image the device was flashed with")
+    source.add_argument("--embedded-in", type=Path, help="app image with the certificate compiled in")
+    source.add_argument("--cert", type=Path, help="certificate file")
+    p.add_argument("--family", choices=credentials.FAMILIES)
+    p.add_argument("--nvs-keys", type=Path, help="nvs_keys partition image, for encrypted NVS")
+    p.add_argument("--expect-fingerprint", metavar="SHA256", help="the code-signing certificate you expect")
+    p = _command(
+        groups,
+        "doctor",
+        _doctor,
+        "explain OTA/PKCS#11 failures in a device log (exit 4 if any)",
+        "idf.py monitor | tee boot.log; device-provisioning doctor boot.log",
+    )
+    p.add_argument("log", help="log file, or - for stdin")
+    return parser
+
+
+# --- entry points --------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run one command; the only place that prints errors and chooses exit codes."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        return args.handler(args, out)
+    except ProvisioningError as error:
+        message = " ".join(str(error).split())
+        err.write(f"ERROR {message}\n")
+        return error.exit_code
+    except KeyboardInterrupt:
+        err.write("ERROR interrupted\n")
+        return 130
+
+
+def run() -> None:
+    sys.exit(main())

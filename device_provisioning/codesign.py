@@ -1,0 +1,395 @@
+"""Code-signing identity: the ECDSA P-256 key and certificate that sign and verify OTA images.
+
+AWS Signer's ``AmazonFreeRTOS-Default`` platform and the device's mbedTLS check both need an EC
+P-256 key; AWS's guide creates the certificate with ``keyUsage=digitalSignature`` and
+``extendedKeyUsage=codeSigning``. Everything here returns cryptography objects or bytes; files are
+read and written by the callers (or by :func:`create_identity` and friends, which do it atomically).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from device_provisioning.errors import CertificateError, InputFileError
+from device_provisioning.files import read_bytes, refuse_existing, write_atomic
+
+KEY_FILE = "codesign.key"
+CERT_FILE = "codesign.crt"
+CSR_FILE = "codesign.csr"
+DEFAULT_COMMON_NAME = "ESP32 OTA code signing"
+DEFAULT_DAYS = 3 * 365
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing wrong with a certificate for OTA use. ``error`` blocks, ``warning`` informs."""
+
+    level: str
+    message: str
+
+
+@dataclass(frozen=True)
+class CertificateSummary:
+    subject: str
+    issuer: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    sha256_fingerprint: str
+    key_type: str
+    extended_key_usages: tuple[str, ...]
+    findings: tuple[Finding, ...] = field(default=())
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "subject": self.subject,
+            "issuer": self.issuer,
+            "not_before": self.not_before.isoformat(),
+            "not_after": self.not_after.isoformat(),
+            "sha256_fingerprint": self.sha256_fingerprint,
+            "key_type": self.key_type,
+            "extended_key_usages": list(self.extended_key_usages),
+            "findings": [{"level": f.level, "message": f.message} for f in self.findings],
+        }
+
+
+@dataclass(frozen=True)
+class IdentityFiles:
+    key: Path
+    certificate: Path | None
+    csr: Path | None = None
+
+
+# --- creating ---------------------------------------------------------------------------------------
+
+
+def generate_signing_key() -> ec.EllipticCurvePrivateKey:
+    """A fresh ECDSA P-256 key (the only curve AmazonFreeRTOS-Default and the OTA PAL accept)."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _subject(common_name: str, organization: str | None) -> x509.Name:
+    if not common_name.strip():
+        raise CertificateError("common name is empty; give --common-name 'My Company OTA signing'")
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    return x509.Name(attributes)
+
+
+def create_self_signed_certificate(
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    common_name: str = DEFAULT_COMMON_NAME,
+    organization: str | None = None,
+    days: int = DEFAULT_DAYS,
+    now: dt.datetime | None = None,
+) -> x509.Certificate:
+    """Self-signed code-signing certificate with the extensions AWS Signer expects."""
+    if days < 1:
+        raise CertificateError(f"validity of {days} days; give --days 1 or more")
+    start = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
+    name = _subject(common_name, organization)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)  # self-signed: issuer is the subject
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        # Backdate a little so a device or service with a slightly slow clock accepts it.
+        .not_valid_before(start - dt.timedelta(minutes=5))
+        .not_valid_after(start + dt.timedelta(days=days))
+        # An end-entity certificate, used only to sign code.
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def create_csr(
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    common_name: str = DEFAULT_COMMON_NAME,
+    organization: str | None = None,
+) -> x509.CertificateSigningRequest:
+    """A CSR asking a company CA for a code-signing certificate with the right extensions."""
+    return (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(_subject(common_name, organization))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def private_key_pem(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None = None) -> bytes:
+    """PKCS#8 PEM, encrypted when a passphrase is given."""
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
+    )
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+
+
+def certificate_pem(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+# --- loading ----------------------------------------------------------------------------------------
+
+
+def _normalise(data: bytes) -> bytes:
+    # Accept CRLF files from Windows editors, and a trailing NUL as stored in NVS.
+    return data.replace(b"\r\n", b"\n").rstrip(b"\x00")
+
+
+def load_certificate(data: bytes, source: str = "certificate") -> x509.Certificate:
+    """Parse a PEM or DER certificate (LF or CRLF)."""
+    data = _normalise(data)
+    try:
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            return x509.load_pem_x509_certificate(data)
+        return x509.load_der_x509_certificate(data)
+    except ValueError:
+        raise CertificateError(
+            f"{source}: not a PEM or DER X.509 certificate; give the .crt file (-----BEGIN CERTIFICATE-----)"
+        ) from None
+
+
+def load_private_key(
+    data: bytes, source: str = "private key", passphrase: bytes | None = None
+) -> ec.EllipticCurvePrivateKey:
+    """Parse a PEM or DER private key and insist on ECDSA P-256."""
+    data = _normalise(data)
+    try:
+        if b"-----BEGIN" in data:
+            key = serialization.load_pem_private_key(data, password=passphrase)
+        else:
+            key = serialization.load_der_private_key(data, password=passphrase)
+    except TypeError:
+        hint = "give --passphrase" if passphrase is None else "the key is not encrypted; drop --passphrase"
+        raise CertificateError(f"{source}: {hint}") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise CertificateError(
+            f"{source}: not a readable PEM/DER private key (or wrong passphrase); "
+            "create one with `device-provisioning codesign create`"
+        ) from None
+    check_key_type(key.public_key(), source)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return key
+
+
+def check_key_type(public_key: object, source: str) -> None:
+    """The device and AWS Signer only handle ECDSA over P-256."""
+    if isinstance(public_key, rsa.RSAPublicKey):
+        raise CertificateError(
+            f"{source}: RSA key; ESP32 OTA (AmazonFreeRTOS-Default) needs ECDSA P-256 — "
+            "create one with `device-provisioning codesign create`"
+        )
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        raise CertificateError(f"{source}: {type(public_key).__name__} key; ESP32 OTA needs ECDSA P-256")
+    if not isinstance(public_key.curve, ec.SECP256R1):
+        raise CertificateError(
+            f"{source}: EC key on {public_key.curve.name}; ESP32 OTA needs P-256 (secp256r1/prime256v1)"
+        )
+
+
+def load_certificate_file(path: str | Path) -> x509.Certificate:
+    return load_certificate(read_bytes(path, "certificate"), f"certificate {path}")
+
+
+def load_private_key_file(path: str | Path, passphrase: bytes | None = None) -> ec.EllipticCurvePrivateKey:
+    return load_private_key(read_bytes(path, "private key"), f"private key {path}", passphrase)
+
+
+# --- inspecting -------------------------------------------------------------------------------------
+
+
+def fingerprint(certificate: x509.Certificate) -> str:
+    """SHA-256 over the DER certificate, lowercase hex (what `openssl x509 -fingerprint` shows)."""
+    return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def normalise_fingerprint(text: str) -> str:
+    """Accept ``AB:CD:...`` or ``abcd...``; return lowercase hex."""
+    cleaned = text.strip().replace(":", "").lower()
+    if len(cleaned) != 64 or any(c not in "0123456789abcdef" for c in cleaned):
+        raise CertificateError(f"fingerprint {text!r}: expected 64 hex digits (SHA-256), e.g. from `codesign show`")
+    return cleaned
+
+
+def key_matches_certificate(key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate) -> bool:
+    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_key().public_bytes(*fmt) == certificate.public_key().public_bytes(*fmt)
+
+
+def _extended_key_usages(certificate: x509.Certificate) -> tuple[x509.ObjectIdentifier, ...]:
+    try:
+        return tuple(certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        return ()
+
+
+def check_certificate(
+    certificate: x509.Certificate,
+    *,
+    key: ec.EllipticCurvePrivateKey | None = None,
+    now: dt.datetime | None = None,
+) -> tuple[Finding, ...]:
+    """What is wrong with this certificate for OTA code signing.
+
+    The device checks neither dates nor extensions (mbedTLS parses and verifies only), so those
+    problems are errors where AWS Signer/ACM would refuse and warnings where only the device cares.
+    """
+    findings: list[Finding] = []
+    public_key = certificate.public_key()
+    try:
+        check_key_type(public_key, "certificate")
+    except CertificateError as error:
+        findings.append(Finding("error", str(error).removeprefix("certificate: ")))
+    moment = now or dt.datetime.now(dt.UTC)
+    if certificate.not_valid_after_utc <= moment:
+        findings.append(
+            Finding(
+                "error",
+                f"expired on {certificate.not_valid_after_utc:%Y-%m-%d}; AWS Signer refuses it — "
+                "create a new one with `codesign create`",
+            )
+        )
+    elif certificate.not_valid_before_utc > moment:
+        findings.append(Finding("error", f"not valid before {certificate.not_valid_before_utc:%Y-%m-%d}"))
+    if ExtendedKeyUsageOID.CODE_SIGNING not in _extended_key_usages(certificate):
+        findings.append(
+            Finding(
+                "error",
+                "no extendedKeyUsage=codeSigning: AWS Signer will refuse it "
+                "(the device itself would not care, so local custom signing still works)",
+            )
+        )
+    try:
+        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+        if not usage.digital_signature:
+            findings.append(Finding("error", "keyUsage lacks digitalSignature: AWS Signer will refuse it"))
+    except x509.ExtensionNotFound:
+        findings.append(Finding("warning", "no keyUsage extension; AWS's guide sets digitalSignature"))
+    try:
+        if certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            findings.append(Finding("warning", "a CA certificate; use an end-entity certificate for signing"))
+    except x509.ExtensionNotFound:
+        pass
+    if key is not None and not key_matches_certificate(key, certificate):
+        findings.append(Finding("error", "does not match the private key: images signed with that key will fail"))
+    return tuple(findings)
+
+
+def summarise(
+    certificate: x509.Certificate,
+    *,
+    key: ec.EllipticCurvePrivateKey | None = None,
+    now: dt.datetime | None = None,
+) -> CertificateSummary:
+    public_key = certificate.public_key()
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        key_type = f"EC {public_key.curve.name}"
+    elif isinstance(public_key, rsa.RSAPublicKey):
+        key_type = f"RSA {public_key.key_size}"
+    else:
+        key_type = type(public_key).__name__
+    return CertificateSummary(
+        subject=certificate.subject.rfc4514_string(),
+        issuer=certificate.issuer.rfc4514_string(),
+        not_before=certificate.not_valid_before_utc,
+        not_after=certificate.not_valid_after_utc,
+        sha256_fingerprint=fingerprint(certificate),
+        key_type=key_type,
+        extended_key_usages=tuple(
+            getattr(oid, "_name", None) or oid.dotted_string for oid in _extended_key_usages(certificate)
+        ),
+        findings=check_certificate(certificate, key=key, now=now),
+    )
+
+
+def require_usable(findings: Sequence[Finding], source: str) -> None:
+    """Raise on the first error finding."""
+    for finding in findings:
+        if finding.level == "error":
+            raise CertificateError(f"{source}: {finding.message}")
+
+
+# --- identity files ---------------------------------------------------------------------------------
+
+
+def create_identity(
+    out_dir: str | Path,
+    *,
+    common_name: str = DEFAULT_COMMON_NAME,
+    organization: str | None = None,
+    days: int = DEFAULT_DAYS,
+    passphrase: bytes | None = None,
+) -> IdentityFiles:
+    """Write ``codesign.key`` (PKCS#8, 0600) and ``codesign.crt`` (PEM) into ``out_dir``."""
+    directory = Path(out_dir)
+    key_path, cert_path = directory / KEY_FILE, directory / CERT_FILE
+    refuse_existing(key_path, cert_path, hint="choose another --out, or move them away to start over")
+    key = generate_signing_key()
+    certificate = create_self_signed_certificate(key, common_name=common_name, organization=organization, days=days)
+    write_atomic(key_path, private_key_pem(key, passphrase), private=True)
+    write_atomic(cert_path, certificate_pem(certificate))
+    return IdentityFiles(key=key_path, certificate=cert_path)
+
+
+def create_signing_request(
+    out_dir: str | Path,
+    *,
+    common_name: str = DEFAULT_COMMON_NAME,
+    organization: str | None = None,
+    passphrase: bytes | None = None,
+) -> IdentityFiles:
+    """Write a new key (0600) and ``codesign.csr`` for a company CA to sign."""
+    directory = Path(out_dir)
+    key_path, csr_path = directory / KEY_FILE, directory / CSR_FILE
+    refuse_existing(key_path, csr_path, hint="choose another --out, or move them away to start over")
+    key = generate_signing_key()
+    csr = create_csr(key, common_name=common_name, organization=organization)
+    write_atomic(key_path, private_key_pem(key, passphrase), private=True)
+    write_atomic(csr_path, csr.public_bytes(serialization.Encoding.PEM))
+    return IdentityFiles(key=key_path, certificate=None, csr=csr_path)
+
+
+def import_issued_certificate(
+    out_dir: str | Path, certificate_path: str | Path, *, passphrase: bytes | None = None
+) -> IdentityFiles:
+    """Check a CA-issued certificate against ``out_dir``'s key and store it as ``codesign.crt``."""
+    directory = Path(out_dir)
+    key_path = directory / KEY_FILE
+    if not key_path.exists():
+        raise InputFileError(f"{key_path}: no key; run `codesign csr --out {directory}` first")
+    key = load_private_key_file(key_path, passphrase)
+    certificate = load_certificate_file(certificate_path)
+    require_usable(check_certificate(certificate, key=key), f"certificate {certificate_path}")
+    cert_path = write_atomic(directory / CERT_FILE, certificate_pem(certificate))
+    return IdentityFiles(key=key_path, certificate=cert_path)

@@ -1,0 +1,161 @@
+"""Which NVS entries each esp-aws-iot firmware family reads, in which type and encoding.
+
+From the firmware source (see ``shared/reference``): the PKCS#11 PAL reads partition ``storage``,
+namespace ``creds``; label ``Code Verify Key`` maps to key ``P11_CSK``. The ``beta`` family reads
+values with ``nvs_get_str`` (NVS string holding PEM); the ``pkcs11`` family with ``nvs_get_blob``
+(blob holding DER, or PEM plus one NUL so mbedTLS parses it as PEM).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+from device_provisioning import nvs
+from device_provisioning.errors import NvsError
+from device_provisioning.partition_table import Partition, PartitionTable
+
+FAMILIES = ("beta", "pkcs11")
+PKCS11_ENCODINGS = ("der", "pem")
+CREDS_NAMESPACE = "creds"
+DEFAULT_PARTITION = "storage"
+# The OTA job's `certfile`; the beta PAL matches PKCS#11 labels by prefix.
+CODE_VERIFY_LABEL = "Code Verify Key"
+
+CODE_VERIFY_KEY = "P11_CSK"
+DEVICE_CERT_KEY = "P11_Cert"
+DEVICE_KEY_KEY = "P11_Key"
+CLAIM_CERT_KEY = "P11_Claim_Cert"
+CLAIM_KEY_KEY = "P11_Claim_Key"
+JITP_CERT_KEY = "P11_JITP"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What goes into the image; only the code-verification certificate is mandatory."""
+
+    code_verify_certificate: x509.Certificate
+    device_certificate: x509.Certificate | None = None
+    device_key: PrivateKeyTypes | None = None
+    claim_certificate: x509.Certificate | None = None
+    claim_key: PrivateKeyTypes | None = None
+    jitp_certificate: x509.Certificate | None = None
+
+    @property
+    def holds_private_key(self) -> bool:
+        return self.device_key is not None or self.claim_key is not None
+
+
+@dataclass(frozen=True)
+class CredentialImage:
+    image: bytes
+    partition: Partition
+    entries: tuple[nvs.NvsEntry, ...]
+    holds_private_key: bool
+
+
+def check_family(family: str) -> str:
+    if family not in FAMILIES:
+        raise NvsError(f"firmware family {family!r}: use one of {', '.join(FAMILIES)}")
+    return family
+
+
+def _certificate_entry(key: str, certificate: x509.Certificate, family: str, pkcs11_encoding: str) -> nvs.NvsEntry:
+    pem = certificate.public_bytes(serialization.Encoding.PEM)
+    if family == "beta":
+        return nvs.NvsEntry(CREDS_NAMESPACE, key, "string", pem.decode())
+    if pkcs11_encoding == "pem":
+        # mbedtls_x509_crt_parse takes a buffer as PEM only if it is NUL-terminated.
+        return nvs.NvsEntry(CREDS_NAMESPACE, key, "blob", pem + b"\x00")
+    return nvs.NvsEntry(CREDS_NAMESPACE, key, "blob", certificate.public_bytes(serialization.Encoding.DER))
+
+
+def _key_entry(key: str, private_key: PrivateKeyTypes, family: str, pkcs11_encoding: str) -> nvs.NvsEntry:
+    # SEC1/PKCS#1 ("traditional"), what mbedtls_pk_write_key_der writes and mbedtls_pk_parse_key reads.
+    fmt = serialization.PrivateFormat.TraditionalOpenSSL
+    none = serialization.NoEncryption()
+    if family == "beta":
+        pem = private_key.private_bytes(serialization.Encoding.PEM, fmt, none)
+        return nvs.NvsEntry(CREDS_NAMESPACE, key, "string", pem.decode())
+    if pkcs11_encoding == "pem":
+        return nvs.NvsEntry(
+            CREDS_NAMESPACE,
+            key,
+            "blob",
+            private_key.private_bytes(serialization.Encoding.PEM, fmt, none) + b"\x00",
+        )
+    return nvs.NvsEntry(CREDS_NAMESPACE, key, "blob", private_key.private_bytes(serialization.Encoding.DER, fmt, none))
+
+
+def credential_entries(
+    credentials: Credentials,
+    family: str,
+    *,
+    pkcs11_encoding: str = "der",
+    extra: Sequence[nvs.NvsEntry] = (),
+) -> list[nvs.NvsEntry]:
+    """The NVS entries for ``credentials`` as ``family`` firmware reads them, plus ``extra`` values."""
+    check_family(family)
+    if pkcs11_encoding not in PKCS11_ENCODINGS:
+        raise NvsError(f"pkcs11 encoding {pkcs11_encoding!r}: use der or pem")
+    if (credentials.device_certificate is None) != (credentials.device_key is None):
+        raise NvsError("device certificate and device key go together; give both or neither")
+    if (credentials.claim_certificate is None) != (credentials.claim_key is None):
+        raise NvsError("claim certificate and claim key go together; give both or neither")
+    certificates: Mapping[str, x509.Certificate | None] = {
+        CODE_VERIFY_KEY: credentials.code_verify_certificate,
+        DEVICE_CERT_KEY: credentials.device_certificate,
+        CLAIM_CERT_KEY: credentials.claim_certificate,
+        JITP_CERT_KEY: credentials.jitp_certificate,
+    }
+    keys: Mapping[str, PrivateKeyTypes | None] = {
+        DEVICE_KEY_KEY: credentials.device_key,
+        CLAIM_KEY_KEY: credentials.claim_key,
+    }
+    entries = [_certificate_entry(name, cert, family, pkcs11_encoding) for name, cert in certificates.items() if cert]
+    entries += [_key_entry(name, key, family, pkcs11_encoding) for name, key in keys.items() if key]
+    for entry in extra:
+        if entry.namespace == CREDS_NAMESPACE:
+            raise NvsError(
+                f"extra value {entry.namespace}/{entry.key}: namespace 'creds' belongs to the PKCS#11 PAL; "
+                "choose another namespace (e.g. cfg/thing_name=...)"
+            )
+    return entries + list(extra)
+
+
+def parse_extra_value(text: str) -> nvs.NvsEntry:
+    """``NAMESPACE/KEY=VALUE`` from the command line, stored as an NVS string."""
+    target, separator, value = text.partition("=")
+    namespace, slash, key = target.partition("/")
+    if not separator or not slash or not namespace or not key:
+        raise NvsError(f"--value {text!r}: expected NAMESPACE/KEY=VALUE, e.g. cfg/thing_name=board-42")
+    return nvs.NvsEntry(namespace.strip(), key.strip(), "string", value)
+
+
+def build_credential_image(
+    table: PartitionTable,
+    credentials: Credentials,
+    family: str,
+    *,
+    partition_label: str = DEFAULT_PARTITION,
+    pkcs11_encoding: str = "der",
+    extra: Sequence[nvs.NvsEntry] = (),
+    encryption_key: bytes | None = None,
+) -> CredentialImage:
+    """Build the image for the table's NVS partition and prove, by reading it back, what it holds."""
+    partition = table.nvs_partition(partition_label)
+    if partition.encrypted:
+        raise NvsError(
+            f"partition {partition.name!r} is flagged 'encrypted'; NVS partitions use NVS encryption "
+            "(--encrypt), not flash encryption of the partition"
+        )
+    entries = credential_entries(credentials, family, pkcs11_encoding=pkcs11_encoding, extra=extra)
+    image = nvs.build_image(entries, partition.size, encryption_key=encryption_key)
+    problems = nvs.compare(entries, nvs.read_image(image, encryption_key=encryption_key))
+    if problems:
+        raise NvsError(f"the built image does not read back as written: {'; '.join(problems)}")
+    return CredentialImage(image, partition, tuple(entries), credentials.holds_private_key)
