@@ -1,0 +1,66 @@
+"""Test data made at test time: keys and certificates are never committed."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from device_provisioning import codesign
+
+REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "reference"
+PARTITION_TABLES = REFERENCE / "partition-tables"
+BETA_TABLE = PARTITION_TABLES / "esp-aws-iot-beta-ota_mqtt.csv"
+MASTER_TABLE = PARTITION_TABLES / "esp-aws-iot-master-ota_mqtt.csv"
+FLEET_TABLE = PARTITION_TABLES / "esp-aws-iot-master-fleet_provisioning.csv"
+
+
+def certificate_for(
+    key,  # type: ignore[no-untyped-def]
+    *,
+    common_name: str = "test",
+    code_signing: bool = True,
+    not_before: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
+) -> x509.Certificate:
+    """A certificate with chosen flaws (no EKU, dates), signed by its own key."""
+    now = dt.datetime.now(dt.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before or now - dt.timedelta(days=1))
+        .not_valid_after(not_after or now + dt.timedelta(days=30))
+        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+    )
+    if code_signing:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+    return builder.sign(key, hashes.SHA256())
+
+
+def write_key(path: Path, key) -> Path:  # type: ignore[no-untyped-def]
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    path.chmod(0o600)
+    return path
+
+
+def write_cert(path: Path, certificate: x509.Certificate) -> Path:
+    path.write_bytes(codesign.certificate_pem(certificate))
+    return path
+
+
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def p384_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP384R1())

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import pytest
+
+from device_provisioning import doctor
+
+CLASSIC_FAILURE_LOG = """\
+I (1234) wifi:connected with myssid, aid = 1, channel 6, BW20
+I (5678) PKCS11: Initializing PKCS #11
+E (5680) PKCS11: failed nvs open 4354
+I (9012) OTA_DEMO: Received job document
+I (9100) AWS_OTA: Received: 64   Queued: 64   Processed: 64   Dropped: 0
+W (9200) ota_pal: No such certificate file: Code Verify Key. Using certificate in ota_config.h.
+E (9300) ota_pal: Signature verification failed
+E (9301) AWS_OTA: Failed to close file: OtaPalSignatureCheckFailed, status 0xe3000000
+"""
+
+
+def codes(log: str) -> list[str]:
+    return [d.code for d in doctor.diagnose(log.splitlines())]
+
+
+def test_classic_failure_log_is_explained_in_order() -> None:
+    found = doctor.diagnose(CLASSIC_FAILURE_LOG.splitlines())
+    assert [d.code for d in found] == [
+        "creds-namespace-missing",
+        "using-test-certificate",
+        "OtaPalSignatureCheckFailed",
+        "OtaPalSignatureCheckFailed",
+    ]
+    assert found[0].line_number == 3
+    assert "ESP_ERR_NVS_NOT_FOUND" in found[0].explanation and "wrong offset" in found[0].explanation
+    assert "nvs build" in found[0].fix
+    assert "test certificate" in found[1].explanation and "Code Verify Key" in found[1].explanation
+    assert "device-provisioning verify" in found[2].fix
+
+
+@pytest.mark.parametrize(
+    ("line", "code"),
+    [
+        ("E (1) AWS_OTA: OtaPalBadSignerCert", "OtaPalBadSignerCert"),
+        ("E (1) AWS_OTA: ota failed: status 0xe7000000", "OtaPalBadSignerCert"),
+        ("E (1) AWS_OTA: ota close failed 0xee000001", "OtaPalFileClose"),
+        ("E (1) AWS_OTA: OtaPalCommitFailed", "OtaPalCommitFailed"),
+        ("E (1) AWS_OTA: OtaPalRxFileTooLarge", "OtaPalRxFileTooLarge"),
+        ("E (1) AWS_OTA: OtaJobParseErrNonConformingJobDoc", "job-document-signature"),
+        ("E (1) AWS_OTA: Failed to decode Base64 data: mbedtls_base64_decode error", "job-document-signature"),
+        ("E (1) OTA_DEMO: Self-test failed, rejecting image", "self-test-failed"),
+        ("W (1) boot: Rejecting new image and rolling back", "self-test-failed"),
+        ("E (1) PKCS11: nvs_get_blob failed: ESP_ERR_NVS_TYPE_MISMATCH", "ESP_ERR_NVS_TYPE_MISMATCH"),
+        ("E (1) PKCS11: nvs_flash_init returned 4365", "ESP_ERR_NVS_NO_FREE_PAGES"),
+        ("E (1) PKCS11: nvs init error 0x1110", "ESP_ERR_NVS_NEW_VERSION_FOUND"),
+        ("E (1) app: failed nvs open 4367", "nvs-open-failed"),
+        ("\x1b[0;31mE (5680) PKCS11: failed nvs open 4354\x1b[0m", "creds-namespace-missing"),
+    ],
+)
+def test_each_known_code(line: str, code: str) -> None:
+    assert codes(line) == [code]
+
+
+def test_all_nvs_codes_have_names() -> None:
+    for number, (name, text) in doctor.NVS_ERRORS.items():
+        assert codes(f"E (1) nvs: error {number}") == [name], name
+        assert text
+
+
+def test_clean_log_has_no_findings() -> None:
+    assert codes("I (1) OTA_DEMO: OTA completed successfully\nI (2) wifi: 4354 packets sent\n") == []

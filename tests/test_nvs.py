@@ -1,0 +1,168 @@
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from device_provisioning import codesign, credentials, nvs
+from device_provisioning import partition_table as pt
+from device_provisioning.errors import NvsError
+from tests.helpers import BETA_TABLE, MASTER_TABLE, REFERENCE
+
+
+@pytest.fixture(scope="module")
+def code_verify():  # type: ignore[no-untyped-def]
+    key = codesign.generate_signing_key()
+    return codesign.create_self_signed_certificate(key, common_name="OTA signer")
+
+
+@pytest.fixture(scope="module")
+def device():  # type: ignore[no-untyped-def]
+    key = codesign.generate_signing_key()
+    return key, codesign.create_self_signed_certificate(key, common_name="thing-1")
+
+
+def test_beta_image_matches_espressif_generator_byte_for_byte(tmp_path: Path, code_verify) -> None:
+    """The esp-aws-iot beta project's own NVS input, run through the generator's command line."""
+    certs = tmp_path / "main" / "certs"
+    certs.mkdir(parents=True)
+    (certs / "P11_CSK.crt").write_bytes(codesign.certificate_pem(code_verify))
+    shutil.copy(REFERENCE / "esp-aws-iot-beta-nvs-input.csv", tmp_path / "nvs.csv")
+    subprocess.run(
+        [sys.executable, "-m", "esp_idf_nvs_partition_gen", "generate", "nvs.csv", "reference.bin", "0x4000"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    table = pt.load(BETA_TABLE)
+    built = credentials.build_credential_image(table, credentials.Credentials(code_verify), "beta")
+    assert built.image == (tmp_path / "reference.bin").read_bytes()
+    assert built.partition.offset == 0x310000
+
+
+@pytest.mark.parametrize("family", ["beta", "pkcs11"])
+@pytest.mark.parametrize("encoding", ["der", "pem"])
+def test_round_trip_every_entry_type(family: str, encoding: str, code_verify, device) -> None:
+    device_key, device_cert = device
+    creds = credentials.Credentials(
+        code_verify,
+        device_certificate=device_cert,
+        device_key=device_key,
+        claim_certificate=device_cert,
+        claim_key=device_key,
+        jitp_certificate=code_verify,
+    )
+    extra = [credentials.parse_extra_value("cfg/thing_name=thing-1"), nvs.NvsEntry("cfg", "port", "u16", 8883)]
+    built = credentials.build_credential_image(
+        pt.load(MASTER_TABLE), creds, family, pkcs11_encoding=encoding, extra=extra
+    )
+    image = nvs.read_image(built.image)
+    assert len(built.image) == 0x4000 and image.empty_pages >= 1
+    csk = image.get("creds", "P11_CSK")
+    assert csk is not None
+    pem = codesign.certificate_pem(code_verify)
+    if family == "beta":
+        assert csk.kind == "string" and csk.value == pem.decode()
+    elif encoding == "der":
+        assert csk.kind == "blob" and csk.value == code_verify.public_bytes(serialization.Encoding.DER)
+    else:
+        assert csk.kind == "blob" and csk.value == pem + b"\x00"
+    for key in ("P11_Cert", "P11_Key", "P11_Claim_Cert", "P11_Claim_Key", "P11_JITP"):
+        assert image.get("creds", key) is not None
+    assert image.get("cfg", "thing_name").value == "thing-1"  # type: ignore[union-attr]
+    assert image.get("cfg", "port").value == 8883  # type: ignore[union-attr]
+    assert built.holds_private_key
+
+
+def test_multi_page_blob_round_trip() -> None:
+    big = bytes([0x30]) + bytes(range(256)) * 30  # ~7.7 KB: spans pages as v2 BLOB_DATA chunks
+    image = nvs.read_image(nvs.build_image([nvs.NvsEntry("creds", "P11_Cert", "blob", big)], 0x6000))
+    assert image.get("creds", "P11_Cert").value == big  # type: ignore[union-attr]
+    assert image.warnings == ()
+
+
+def test_encrypted_image_round_trip_and_keys_partition() -> None:
+    key = nvs.generate_encryption_key()
+    entries = [nvs.NvsEntry("creds", "P11_CSK", "string", "-----BEGIN CERTIFICATE-----\nxyz\n")]
+    image = nvs.build_image(entries, 0x4000, encryption_key=key)
+    assert b"BEGIN CERTIFICATE" not in image
+    assert nvs.compare(entries, nvs.read_image(image, encryption_key=key)) == []
+    assert nvs.key_from_keys_partition(nvs.keys_partition_image(key)) == key
+    # Without the key the image does not decode to the entries.
+    assert nvs.read_image(image).get("creds", "P11_CSK") is None
+
+
+def test_too_small_partition_says_how_much_is_missing() -> None:
+    entries = [nvs.NvsEntry("creds", f"blob{i}", "blob", b"\x30" * 3000) for i in range(4)]
+    with pytest.raises(
+        NvsError, match=r"need an NVS partition of 0x5000 bytes but it has 0x4000: 0x1000 \(4096 bytes\) missing"
+    ):
+        nvs.build_image(entries, 0x4000)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (nvs.NvsEntry("cfg", "k", "blob", b"\x00abc"), "starts with 0x00"),
+        (nvs.NvsEntry("cfg", "k", "string", ""), "starts with 0x00"),
+        (nvs.NvsEntry("cfg", "a_key_that_is_too_long", "string", "x"), "1-15 characters"),
+        (nvs.NvsEntry("cfg", "k", "string", "x" * 4000), "exceeds"),
+        (nvs.NvsEntry("cfg", "k", "float", 1), "unknown kind"),
+    ],
+)
+def test_bad_entries_are_refused(entry: nvs.NvsEntry, message: str) -> None:
+    with pytest.raises(NvsError, match=message):
+        nvs.build_image([entry], 0x4000)
+
+
+def test_generator_exit_is_contained() -> None:
+    from esp_pylib.logger import log
+
+    with pytest.raises(NvsError, match="refused the input: .*boom"):
+        with nvs._generator_contained():
+            log.die("boom")
+
+
+def test_extra_values_cannot_go_into_creds(code_verify) -> None:
+    with pytest.raises(NvsError, match="belongs to the PKCS#11 PAL"):
+        credentials.credential_entries(
+            credentials.Credentials(code_verify), "beta", extra=[credentials.parse_extra_value("creds/x=y")]
+        )
+    with pytest.raises(NvsError, match="NAMESPACE/KEY=VALUE"):
+        credentials.parse_extra_value("novalue")
+
+
+def test_reader_rejects_non_nvs_data() -> None:
+    with pytest.raises(NvsError, match="whole number"):
+        nvs.read_image(b"\xff" * 100)
+    with pytest.raises(NvsError, match="erased"):
+        nvs.read_image(b"\xff" * 0x3000)
+    with pytest.raises(NvsError, match="unknown state"):
+        nvs.read_image(b"\x12" * 0x3000)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=0, max_size=3 * 4096))
+def test_reader_never_crashes_on_arbitrary_bytes(data: bytes) -> None:
+    try:
+        nvs.read_image(data)
+    except NvsError:
+        pass
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_reader_survives_corruption_of_a_valid_image(data) -> None:  # type: ignore[no-untyped-def]
+    image = bytearray(nvs.build_image([nvs.NvsEntry("creds", "P11_CSK", "string", "-----BEGIN CERT\n" * 20)], 0x3000))
+    for _ in range(data.draw(st.integers(1, 8))):
+        image[data.draw(st.integers(0, len(image) - 1))] = data.draw(st.integers(0, 255))
+    try:
+        nvs.read_image(bytes(image))
+    except NvsError:
+        pass
