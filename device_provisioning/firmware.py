@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from pathlib import Path
 
 from esptool.bin_image import ELFSection, ESP32FirmwareImage, LoadFirmwareImage
 
+from device_provisioning import partition_table
 from device_provisioning.errors import InputFileError
+from device_provisioning.files import write_atomic
 
 PLACEHOLDER_BANNER = b"esp-ota-provisioning PLACEHOLDER FIRMWARE: not a real application, do not flash to a product\x00"
 # ESP32 memory map: flash-mapped read-only data and internal instruction RAM.
@@ -47,3 +51,43 @@ def check_app_image(data: bytes, source: str, chip: str = "esp32") -> None:
         raise InputFileError(f"{source}: not an {chip} app image ({error}); give build/<project>.bin") from None
     if getattr(image, "append_digest", False) and image.stored_digest != image.calc_digest:
         raise InputFileError(f"{source}: the app image's SHA-256 digest does not match; the file is corrupt")
+
+
+def write_placeholder_build(
+    directory: str | Path, table: partition_table.PartitionTable, *, app: bytes | None = None, chip: str = "esp32"
+) -> Path:
+    """An ESP-IDF-shaped build directory (flasher_args.json and its files) around a placeholder app.
+
+    For demos and tests without an ESP-IDF toolchain; the bootloader is a placeholder image too.
+    """
+    build = Path(directory)
+    otadata = next((p for p in table.partitions if p.type_name == "data" and p.subtype_name == "ota"), None)
+    apps = [p for p in table.partitions if p.type_name == "app"]
+    if not apps:
+        raise InputFileError(f"{table.source}: no app partition to place the firmware in")
+    files = {
+        "bootloader": (0x1000, "bootloader/bootloader.bin", placeholder_app_image(version="bootloader")),
+        "partition-table": (
+            table.table_offset,
+            "partition_table/partition-table.bin",
+            partition_table.to_binary(table),
+        ),
+        "app": (apps[0].offset, "placeholder_app.bin", app if app is not None else placeholder_app_image()),
+    }
+    if otadata is not None:
+        files["otadata"] = (otadata.offset, "ota_data_initial.bin", b"\xff" * otadata.size)
+    for _, relative, data in files.values():
+        write_atomic(build / relative, data)
+    settings = {"flash_mode": "dio", "flash_size": "4MB", "flash_freq": "40m"}
+    args = {
+        "write_flash_args": ["--flash_mode", "dio", "--flash_size", "4MB", "--flash_freq", "40m"],
+        "flash_settings": settings,
+        "flash_files": {hex(offset): relative for offset, relative, _ in files.values()},
+        **{
+            name: {"offset": hex(offset), "file": relative, "encrypted": "false"}
+            for name, (offset, relative, _) in files.items()
+        },
+        "extra_esptool_args": {"after": "hard_reset", "before": "default_reset", "stub": True, "chip": chip},
+    }
+    write_atomic(build / "flasher_args.json", json.dumps(args, indent=4).encode())
+    return build

@@ -61,6 +61,8 @@ class NvsEntry:
     key: str
     kind: str
     value: bytes | str | int
+    # Where a read entry's header sits, relative to the partition start (not part of equality).
+    location: int | None = field(default=None, compare=False)
 
     @property
     def data(self) -> bytes:
@@ -242,6 +244,7 @@ class _RawItem:
     key: str
     header: bytes
     payload: bytes
+    location: int
 
 
 def _page_items(page: bytes, page_number: int, key: bytes | None, warnings: list[str]) -> list[_RawItem]:
@@ -274,7 +277,8 @@ def _page_items(page: bytes, page_number: int, key: bytes | None, warnings: list
             index += 1
             continue
         payload = b"".join(entry_bytes(i) for i in range(index + 1, index + span))
-        items.append(_RawItem(namespace_index, type_, span, chunk_index, key_name, header, payload))
+        location = page_number * PAGE_SIZE + FIRST_ENTRY_OFFSET + index * ENTRY_SIZE
+        items.append(_RawItem(namespace_index, type_, span, chunk_index, key_name, header, payload, location))
         index += span
     return items
 
@@ -331,13 +335,13 @@ def read_image(image: bytes, *, encryption_key: bytes | None = None, source: str
         if item.type in PRIMITIVES:
             name, fmt = PRIMITIVES[item.type]
             (value,) = struct.unpack_from(fmt, item.header, 24)
-            entries.append(NvsEntry(namespace, item.key, name, value))
+            entries.append(NvsEntry(namespace, item.key, name, value, item.location))
         elif item.type == TYPE_STRING:
             data = _varlen(item, warnings)
             if not data.endswith(b"\x00"):
                 warnings.append(f"{namespace}/{item.key}: string without terminating NUL")
             text = data.rstrip(b"\x00").decode("utf-8", errors="replace")
-            entries.append(NvsEntry(namespace, item.key, "string", text))
+            entries.append(NvsEntry(namespace, item.key, "string", text, item.location))
         elif item.type == TYPE_BLOB_INDEX:
             (size,) = struct.unpack_from("<I", item.header, 24)
             count, start = item.header[28], item.header[29]
@@ -349,9 +353,9 @@ def read_image(image: bytes, *, encryption_key: bytes | None = None, source: str
             if len(data) != size:
                 warnings.append(f"{namespace}/{item.key}: blob is {len(data)} bytes, index says {size}")
                 continue
-            entries.append(NvsEntry(namespace, item.key, "blob", data))
+            entries.append(NvsEntry(namespace, item.key, "blob", data, item.location))
         elif item.type == TYPE_BLOB_V1:
-            entries.append(NvsEntry(namespace, item.key, "blob", _varlen(item, warnings)))
+            entries.append(NvsEntry(namespace, item.key, "blob", _varlen(item, warnings), item.location))
         elif item.type != TYPE_BLOB_DATA:
             warnings.append(f"{namespace}/{item.key}: unknown type 0x{item.type:02x}")
     return NvsImage(tuple(entries), len(image), PAGE_VERSION2, empty_pages, tuple(warnings))

@@ -1,0 +1,117 @@
+"""What will be written where, decided and checked before any byte reaches a device.
+
+Pure: the partition table, the NVS image and the build go in; a :class:`FlashPlan` or an error
+comes out. Every refusal that can be made without a device is made here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from device_provisioning import nvs
+from device_provisioning.errors import ProvisioningError
+from device_provisioning.esp_build import EspBuild, normalise_chip
+from device_provisioning.partition_table import Partition, PartitionTable
+
+SECTOR = 0x1000
+
+
+class FlashPlanError(ProvisioningError):
+    """The requested write is unsafe or inconsistent; nothing was written."""
+
+
+@dataclass(frozen=True)
+class FlashRegion:
+    name: str
+    offset: int
+    data: bytes
+
+    @property
+    def end(self) -> int:
+        return self.offset + len(self.data)
+
+
+@dataclass(frozen=True)
+class FlashPlan:
+    chip: str | None
+    nvs_partition: Partition
+    nvs_region: FlashRegion
+    firmware: tuple[FlashRegion, ...]
+    nvs_contents: nvs.NvsImage
+    nvs_encrypted: bool
+    flash_mode: str = "keep"
+    flash_freq: str = "keep"
+    flash_size: str = "keep"
+
+    @property
+    def regions(self) -> tuple[FlashRegion, ...]:
+        return tuple(sorted((*self.firmware, self.nvs_region), key=lambda r: r.offset))
+
+    @property
+    def bytes_to_write(self) -> int:
+        return sum(len(r.data) for r in self.regions)
+
+
+def _same_layout(a: PartitionTable, b: PartitionTable) -> bool:
+    key = [(p.name, p.type, p.subtype, p.offset, p.size) for p in a.partitions]
+    return key == [(p.name, p.type, p.subtype, p.offset, p.size) for p in b.partitions]
+
+
+def plan_flash(
+    table: PartitionTable,
+    nvs_image: bytes,
+    *,
+    partition_label: str = "storage",
+    build: EspBuild | None = None,
+    chip: str | None = None,
+    nvs_encryption_key: bytes | None = None,
+) -> FlashPlan:
+    """Check everything that can be checked offline and return the plan."""
+    partition = table.nvs_partition(partition_label)
+    if partition.offset % SECTOR:
+        raise FlashPlanError(
+            f"partition {partition.name!r} at 0x{partition.offset:x} is not aligned to a 0x{SECTOR:x} flash sector"
+        )
+    if len(nvs_image) != partition.size:
+        raise FlashPlanError(
+            f"NVS image is {len(nvs_image)} bytes (0x{len(nvs_image):x}) but partition {partition.name!r} is "
+            f"0x{partition.size:x}: rebuild it with `nvs build` against this partition table"
+        )
+    contents = nvs.read_image(nvs_image, encryption_key=nvs_encryption_key, source="NVS image")
+    # A plaintext image decodes cleanly; an NVS-encrypted one (without its key) does not.
+    encrypted = nvs_encryption_key is not None or bool(contents.warnings) or not contents.entries
+
+    requested = normalise_chip(chip) if chip else None
+    if build is not None and requested is not None and build.chip != requested:
+        raise FlashPlanError(
+            f"--chip {requested} but the build in {build.directory} is for {build.chip}: flash the right build"
+        )
+    firmware: list[FlashRegion] = []
+    if build is not None:
+        build_table = build.partition_table()
+        if build_table is not None and not _same_layout(build_table, table):
+            raise FlashPlanError(
+                f"{table.source} differs from the build's partition table ({build_table.source}): the device "
+                "will use the build's; pass that one (--partition-table build/partition_table/partition-table.bin)"
+            )
+        firmware = [FlashRegion(f.name, f.offset, f.data) for f in build.files]
+    regions = sorted([*firmware, FlashRegion(partition.name, partition.offset, nvs_image)], key=lambda r: r.offset)
+    for region in regions:
+        if region.offset % SECTOR:
+            raise FlashPlanError(f"{region.name} offset 0x{region.offset:x} is not aligned to 0x{SECTOR:x}")
+    for before, after in zip(regions, regions[1:], strict=False):
+        if after.offset < before.end:
+            raise FlashPlanError(
+                f"{before.name} (0x{before.offset:x}-0x{before.end:x}) overlaps {after.name} at 0x{after.offset:x}"
+            )
+    return FlashPlan(
+        chip=build.chip if build is not None else requested,
+        nvs_partition=partition,
+        nvs_region=FlashRegion(partition.name, partition.offset, nvs_image),
+        firmware=tuple(firmware),
+        nvs_contents=contents,
+        nvs_encrypted=encrypted,
+        flash_mode=build.flash_mode if build else "keep",
+        flash_freq=build.flash_freq if build else "keep",
+        flash_size=build.flash_size if build else "keep",
+    )

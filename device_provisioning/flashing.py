@@ -1,0 +1,228 @@
+"""The only module that talks to a serial port: esptool as a library.
+
+Connect (auto-detecting the port like esptool when none is given), refuse what the device makes
+unsafe (chip mismatch, flash encryption with a plaintext image, a layout beyond the flash size),
+write, read the NVS partition back and decode it, then reset the chip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import serial
+from esptool import cmds
+from esptool.logger import log as esptool_log
+from esptool.util import FatalError
+
+from device_provisioning import codesign, nvs
+from device_provisioning.credentials import CODE_VERIFY_KEY, CREDS_NAMESPACE
+from device_provisioning.errors import ProvisioningError
+from device_provisioning.esp_build import normalise_chip
+from device_provisioning.flash_plan import FlashPlan
+
+ROM_BAUD = 115200
+DEFAULT_BAUD = 460800
+_SIZE = re.compile(r"^(\d+)(KB|MB)$", re.IGNORECASE)
+
+
+class DeviceError(ProvisioningError):
+    """The device, its port or its state prevents the operation; nothing unsafe was written."""
+
+
+@dataclass(frozen=True)
+class FlashReport:
+    port: str
+    chip: str
+    regions: tuple[tuple[str, int, int], ...]  # (name, offset, size)
+    bytes_written: int
+    code_verify_location: int | None
+    code_verify_fingerprint: str | None
+    matches_expected: bool | None
+    nvs_entries: tuple[str, ...] = field(default=())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "port": self.port,
+            "chip": self.chip,
+            "regions": [{"name": n, "offset": o, "size": s} for n, o, s in self.regions],
+            "bytes_written": self.bytes_written,
+            "code_verify": {
+                "location": self.code_verify_location,
+                "sha256_fingerprint": self.code_verify_fingerprint,
+                "matches_expected": self.matches_expected,
+            },
+            "nvs_entries": list(self.nvs_entries),
+        }
+
+
+def _explain(error: BaseException, port: str | None, baud: int) -> DeviceError:
+    text = str(error)
+    where = port or "the auto-detected port"
+    if "available serial ports" in text and "0 available" in text:
+        return DeviceError("no serial port found: connect the board by USB, or pass --port /dev/ttyUSB0")
+    if "Could not connect to an Espressif device" in text:
+        return DeviceError(f"{text} Put the board in download mode (hold BOOT, tap EN) or pass --port")
+    if "No such file or directory" in text or "Connection refused" in text:
+        return DeviceError(f"port {where} does not exist or cannot be opened: check --port")
+    if "Errno 16" in text or "Device or resource busy" in text or "Resource temporarily unavailable" in text:
+        return DeviceError(f"port {where} is busy: close idf.py monitor or any other program using it")
+    if "Permission denied" in text:
+        return DeviceError(f"port {where}: permission denied; add yourself to the dialout group (Linux)")
+    if "No serial data received" in text or "Failed to connect" in text or "Wrong boot mode" in text:
+        return DeviceError(
+            f"no answer from a bootloader on {where}: put the board in download mode (hold BOOT, tap EN), "
+            "check the cable, or try --baud 115200"
+        )
+    if "baud" in text.lower():
+        return DeviceError(f"the device on {where} did not accept {baud} baud: try --baud 115200")
+    return DeviceError(f"esptool on {where}: {' '.join(text.split())}")
+
+
+@contextlib.contextmanager
+def _esptool_errors(port: str | None, baud: int) -> Iterator[None]:
+    try:
+        yield
+    except DeviceError:
+        raise
+    except (FatalError, serial.SerialException, OSError) as error:
+        raise _explain(error, port, baud) from None
+
+
+@contextlib.contextmanager
+def esptool_quiet(enabled: bool) -> Iterator[None]:
+    """esptool prints its progress to stdout; --json output must stay parseable."""
+    if not enabled:
+        yield
+        return
+    esptool_log.set_verbosity("silent")
+    try:
+        yield
+    finally:
+        esptool_log.set_verbosity("auto")
+
+
+def flash_size_bytes(text: str | None) -> int | None:
+    match = _SIZE.match(text or "")
+    if not match:
+        return None
+    return int(match.group(1)) * (1024 if match.group(2).upper() == "KB" else 1024 * 1024)
+
+
+def flash_device(
+    plan: FlashPlan,
+    *,
+    port: str | None = None,
+    baud: int = DEFAULT_BAUD,
+    stub: bool = True,
+    erase_storage: bool = False,
+    expected_certificate: Any = None,
+    quiet: bool = False,
+    progress: bool = True,
+) -> FlashReport:
+    """Write the plan to the device and prove what landed in the NVS partition."""
+    with esptool_quiet(quiet), _esptool_errors(port, baud):
+        esp = cmds.connect_esp(port=port, chip="auto", initial_baud=ROM_BAUD)
+        try:
+            return flash_connected(
+                esp,
+                plan,
+                baud=baud,
+                stub=stub,
+                erase_storage=erase_storage,
+                expected_certificate=expected_certificate,
+                progress=progress,
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                esp._port.close()
+
+
+def flash_connected(
+    esp: Any,
+    plan: FlashPlan,
+    *,
+    baud: int = DEFAULT_BAUD,
+    stub: bool = True,
+    erase_storage: bool = False,
+    expected_certificate: Any = None,
+    progress: bool = True,
+) -> FlashReport:
+    """The same, on an esptool loader that is already connected (a station's open port, or a test's)."""
+    detected = normalise_chip(esp.CHIP_NAME)
+    port_name = str(getattr(esp._port, "port", None) or getattr(esp._port, "portstr", "?"))
+    if plan.chip is not None and plan.chip != detected:
+        raise DeviceError(f"the device on {port_name} is an {detected}, but the image is for {plan.chip}: wrong board?")
+    if stub:
+        esp = cmds.run_stub(esp)
+        if baud != ROM_BAUD:
+            esp.change_baud(baud)
+    cmds.attach_flash(esp)
+    if esp.get_flash_encryption_enabled() and not plan.nvs_encrypted:
+        raise DeviceError(
+            f"the device on {port_name} has flash encryption enabled and the NVS image is plaintext: rebuild it "
+            "with `nvs build --encrypt` and flash its nvs_keys image encrypted (esptool --encrypt), "
+            "or use a device without flash encryption"
+        )
+    capacity = flash_size_bytes(cmds.detect_flash_size(esp))
+    last = max(r.end for r in plan.regions)
+    if capacity is not None and last > capacity:
+        raise DeviceError(f"the layout ends at 0x{last:x} but the device has 0x{capacity:x} bytes of flash")
+
+    partition = plan.nvs_partition
+    if erase_storage and esp.IS_STUB:
+        cmds.erase_region(esp, partition.offset, partition.size)
+    # (Without the stub, writing the full-size image erases and rewrites every sector of the range.)
+    cmds.write_flash(
+        esp,
+        [(r.offset, r.data) for r in plan.regions],
+        flash_mode=plan.flash_mode,
+        flash_freq=plan.flash_freq,
+        flash_size=plan.flash_size,
+        no_progress=not progress,
+    )
+    read_back = cmds.read_flash(esp, partition.offset, partition.size, no_progress=True)
+    if read_back != plan.nvs_region.data:
+        raise DeviceError(
+            f"read-back of {partition.name!r} at 0x{partition.offset:x} differs from the image "
+            f"(sha256 {hashlib.sha256(read_back or b'').hexdigest()[:16]}…): flash again, check the power supply"
+        )
+    report = _describe_nvs(read_back, plan, port_name, detected, expected_certificate)
+    cmds.reset_chip(esp, "hard-reset")
+    return report
+
+
+def _describe_nvs(read_back: bytes, plan: FlashPlan, port: str, chip: str, expected: Any) -> FlashReport:
+    partition = plan.nvs_partition
+    location = fingerprint = None
+    matches: bool | None = None
+    entries: tuple[str, ...] = ()
+    if not plan.nvs_encrypted:
+        contents = nvs.read_image(read_back, source=f"flash at 0x{partition.offset:x}")
+        entries = tuple(e.describe() for e in contents.entries)
+        csk = contents.get(CREDS_NAMESPACE, CODE_VERIFY_KEY)
+        if csk is not None and csk.location is not None:
+            location = partition.offset + csk.location
+            certificate = codesign.load_certificate(csk.data, f"{CREDS_NAMESPACE}/{CODE_VERIFY_KEY}")
+            fingerprint = codesign.fingerprint(certificate)
+            if expected is not None:
+                matches = fingerprint == codesign.fingerprint(expected)
+                if not matches:
+                    raise DeviceError(
+                        f"{CREDS_NAMESPACE}/{CODE_VERIFY_KEY} on the device is {fingerprint}, not the expected "
+                        f"{codesign.fingerprint(expected)}: the image holds another certificate"
+                    )
+    return FlashReport(
+        port=port,
+        chip=chip,
+        regions=tuple((r.name, r.offset, len(r.data)) for r in plan.regions),
+        bytes_written=plan.bytes_to_write,
+        code_verify_location=location,
+        code_verify_fingerprint=fingerprint,
+        matches_expected=matches,
+        nvs_entries=entries,
+    )
