@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from device_provisioning import (
+    aws,
+    aws_codesign,
     codesign,
     credentials,
     doctor,
@@ -25,7 +27,9 @@ from device_provisioning import (
     flash_plan,
     flashing,
     nvs,
+    ota,
     partition_table,
+    registration,
     signing,
 )
 from device_provisioning.errors import InputFileError, ProvisioningError
@@ -460,6 +464,125 @@ def _image_inspect(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+# --- AWS ----------------------------------------------------------------------------------------------
+
+
+def _aws(args: argparse.Namespace) -> aws.Aws:
+    return aws.connect(profile=args.profile, region=args.region)
+
+
+def _codesign_import(args: argparse.Namespace, out: TextIO) -> int:
+    certificate = codesign.load_certificate_file(args.cert)
+    key = codesign.load_private_key_file(args.key, _passphrase(args))
+    imported = aws_codesign.import_code_signing_certificate(_aws(args), certificate, key)
+    lines = [imported.arn, f"{'found existing' if imported.reused else 'imported'} (SHA-256 {imported.fingerprint})"]
+    if args.write_context:
+        path = aws_codesign.write_cdk_context(args.write_context, imported.arn)
+        lines.append(f"wrote {aws_codesign.CONTEXT_KEY} to {path}: the next `cdk deploy` creates the Signer profile")
+    else:
+        lines.append(f"next: cdk deploy --all -c {aws_codesign.CONTEXT_KEY}={imported.arn}")
+    _emit(
+        out, args, lines, {"arn": imported.arn, "reused": imported.reused, "sha256_fingerprint": imported.fingerprint}
+    )
+    return 0
+
+
+def _signer_profile(args: argparse.Namespace, out: TextIO) -> int:
+    result = aws_codesign.put_signing_profile(_aws(args), args.name, args.certificate_arn)
+    _emit(out, args, [f"Signer profile {result['name']} ({result['arn']}) version {result['version']}"], result)
+    return 0
+
+
+def _device_register(args: argparse.Namespace, out: TextIO) -> int:
+    session = _aws(args)
+    policy = args.policy or aws.stack_values(session, args.stage)["DevicePolicyName"]
+    result = registration.register_device(session, args.thing, args.out, policy_name=policy)
+    lines = [
+        f"thing        {result.thing_name} ({'existing certificate reused' if result.reused else 'registered'})",
+        f"certificate  {result.certificate_id} (active, policy {policy} attached)",
+        f"files        {args.out}/{registration.DEVICE_KEY} (0600, never leaves this machine), "
+        f"{registration.DEVICE_CERT}, {registration.ROOT_CA}",
+        f"endpoint     {result.endpoint}",
+        "next: nvs build ... --device-cert DIR/device.crt --device-key DIR/device.key",
+    ]
+    if not result.certificate_matches_key:
+        lines.append("WARNING      the endpoint issued a certificate for another key (local emulator): demo only")
+    _emit(out, args, lines, result.to_json())
+    return 0
+
+
+def _trust(args: argparse.Namespace) -> ota.DeviceTrust:
+    certificates: list[signing.DeviceCertificate] = []
+    if args.nvs:
+        if not args.family:
+            raise InputFileError("--nvs needs --family beta|pkcs11")
+        certificates.append(
+            signing.certificate_from_nvs(read_bytes(args.nvs, "NVS image"), args.family, source=str(args.nvs))
+        )
+    if args.embedded_in:
+        certificates += signing.certificates_embedded_in(
+            read_bytes(args.embedded_in, "app image"), source=str(args.embedded_in)
+        )
+    if args.device_cert:
+        certificates.append(
+            signing.DeviceCertificate(codesign.load_certificate_file(args.device_cert), str(args.device_cert))
+        )
+    return ota.DeviceTrust(tuple(certificates), args.expect_fingerprint, args.family)
+
+
+def _split(text: str | None) -> tuple[str, ...]:
+    return tuple(item.strip() for item in (text or "").split(",") if item.strip())
+
+
+def _ota_create(args: argparse.Namespace, out: TextIO) -> int:
+    session = _aws(args)
+    trust = _trust(args)
+    firmware_bytes = read_bytes(args.firmware, "firmware")
+    key = codesign.load_private_key_file(args.sign_key, _passphrase(args)) if args.sign_key else None
+    bucket, role = args.bucket, args.role_arn
+    if not bucket or not role:
+        values = aws.stack_values(session, args.stage)
+        bucket = bucket or values["FirmwareBucketName"]
+        role = role or values["OtaServiceRoleArn"]
+    request = ota.OtaRequest(
+        firmware=firmware_bytes,
+        device_path=args.device_path,
+        targets=ota.Targets(_split(args.targets), _split(args.thing_groups)),
+        bucket=bucket,
+        role_arn=role,
+        trust=trust,
+        via=args.via,
+        protocol=args.protocol,
+        signing_profile=args.signing_profile,
+        signing_key=key,
+        certfile=args.certfile,
+        ota_id=args.ota_id,
+        rollout=ota.Rollout(
+            maximum_per_minute=args.rollout_rate,
+            abort_failure_percent=args.abort_percent,
+            timeout_minutes=args.timeout_minutes,
+            continuous=args.continuous,
+        ),
+    )
+    result = ota.create_ota(session, request)
+    lines = [f"pre-flight   {check}" for check in result.preflight]
+    lines += [
+        f"firmware     s3://{result.bucket}/{result.key} (version {result.version_id})",
+        f"created      {'OTA update' if result.via == 'ota-update' else 'job'} {result.ota_id}",
+        f"status       device-provisioning ota status {result.ota_id}",
+    ]
+    _emit(out, args, lines, result.to_json())
+    return 0
+
+
+def _ota_status(args: argparse.Namespace, out: TextIO) -> int:
+    status = ota.ota_status(_aws(args), args.id)
+    lines = [f"{status['ota_id']}: {status['status']}"]
+    lines += [f"  {e['thing']:<32} {e['status']}" for e in status["executions"]]
+    _emit(out, args, lines, status)
+    return 0
+
+
 # --- parser --------------------------------------------------------------------------------------------
 
 
@@ -477,6 +600,11 @@ def _command(
     if json_flag:
         parser.add_argument("--json", action="store_true", help="print a JSON object instead of text")
     return parser
+
+
+def _aws_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", help="AWS profile (default: AWS_PROFILE / default chain)")
+    parser.add_argument("--region", help="AWS region (default: AWS_REGION / profile)")
 
 
 def _passphrase_option(parser: argparse.ArgumentParser) -> None:
@@ -547,6 +675,98 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--project", required=True, type=Path)
     p.add_argument("--cert", required=True, type=Path)
+
+    p = _command(
+        cs,
+        "import",
+        _codesign_import,
+        "import certificate + key into ACM (once) for AWS Signer",
+        "device-provisioning codesign import --cert keys/codesign.crt --key keys/codesign.key "
+        "--write-context cdk.context.json",
+    )
+    p.add_argument("--cert", required=True, type=Path)
+    p.add_argument("--key", required=True, type=Path)
+    p.add_argument(
+        "--write-context",
+        type=Path,
+        metavar="CDK_CONTEXT_JSON",
+        help="record the ARN for the stacks (else the -c flag is printed)",
+    )
+    _passphrase_option(p)
+    _aws_options(p)
+
+    signer_parser = groups.add_parser("signer", help="AWS Signer")
+    sg = signer_parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+    p = _command(
+        sg,
+        "profile",
+        _signer_profile,
+        "create/update the AmazonFreeRTOS-Default signing profile",
+        "device-provisioning signer profile --name dev_esp_ota_signing --certificate-arn arn:aws:acm:...",
+    )
+    p.add_argument("--name", required=True)
+    p.add_argument("--certificate-arn", required=True)
+    _aws_options(p)
+
+    device_parser = groups.add_parser("device", help="devices on AWS IoT")
+    dv = device_parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+    p = _command(
+        dv,
+        "register",
+        _device_register,
+        "register a thing with a certificate from a local key's CSR",
+        "device-provisioning device register board-42 --out devices/board-42",
+    )
+    p.add_argument("thing")
+    p.add_argument("--out", required=True, type=Path, help="directory for device.key (0600), device.crt, root CA")
+    p.add_argument("--policy", help="device IoT policy (default: the DeviceFleet stack's)")
+    p.add_argument("--stage", default="dev")
+    _aws_options(p)
+
+    ota_parser = groups.add_parser("ota", help="OTA updates")
+    ot = ota_parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+    p = _command(
+        ot,
+        "create",
+        _ota_create,
+        "pre-flight, upload and create an OTA update or job",
+        "device-provisioning ota create --firmware build/app.bin --targets board-42 "
+        "--sign-key keys/codesign.key --nvs creds.bin --family beta --via job --protocol http",
+    )
+    p.add_argument("--firmware", required=True, type=Path)
+    p.add_argument("--targets", help="thing names, comma-separated")
+    p.add_argument("--thing-groups", help="thing group names, comma-separated")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--signing-profile", help="AWS Signer profile (CreateOTAUpdate signs in the cloud)")
+    how.add_argument("--sign-key", type=Path, help="local code-signing key (custom signing)")
+    _passphrase_option(p)
+    p.add_argument("--via", choices=("ota-update", "job"), default="ota-update")
+    p.add_argument("--protocol", choices=("mqtt", "http"), default="mqtt")
+    p.add_argument("--certfile", default=credentials.CODE_VERIFY_LABEL, help="certificate name on the device")
+    p.add_argument("--device-path", default="/device/firmware.bin", help="file path the device is told")
+    p.add_argument("--nvs", type=Path, help="pre-flight: the devices' NVS image")
+    p.add_argument("--family", choices=credentials.FAMILIES)
+    p.add_argument("--embedded-in", type=Path, help="pre-flight: app image with the certificate compiled in")
+    p.add_argument("--device-cert", type=Path, help="pre-flight: the certificate on the devices")
+    p.add_argument("--expect-fingerprint", metavar="SHA256")
+    p.add_argument("--bucket", help="firmware bucket (default: the stack's)")
+    p.add_argument("--role-arn", help="OTA service role (default: the stack's)")
+    p.add_argument("--stage", default="dev")
+    p.add_argument("--ota-id")
+    p.add_argument("--rollout-rate", type=int, metavar="PER_MINUTE")
+    p.add_argument("--abort-percent", type=float, metavar="FAILED_PERCENT")
+    p.add_argument("--timeout-minutes", type=int)
+    p.add_argument("--continuous", action="store_true", help="also update devices added to the groups later")
+    _aws_options(p)
+    p = _command(
+        ot,
+        "status",
+        _ota_status,
+        "show an OTA update's job executions per thing",
+        "device-provisioning ota status ota-1234 --json",
+    )
+    p.add_argument("id")
+    _aws_options(p)
 
     # partitions
     partitions_parser = groups.add_parser("partitions", help="partition tables")

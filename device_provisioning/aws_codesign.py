@@ -1,0 +1,101 @@
+"""The code-signing certificate on the AWS side: ACM import and the Signer signing profile."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from device_provisioning import codesign
+from device_provisioning.aws import Aws, aws_errors
+from device_provisioning.errors import CertificateError
+from device_provisioning.files import write_atomic
+
+FINGERPRINT_TAG = "esp-ota:sha256"
+SIGNER_PLATFORM = "AmazonFreeRTOS-Default"
+CONTEXT_KEY = "codeSigningCertificateArn"
+
+
+@dataclass(frozen=True)
+class ImportedCertificate:
+    arn: str
+    fingerprint: str
+    reused: bool
+
+
+def _find_imported(acm: Any, fingerprint: str) -> str | None:
+    """An ACM certificate with this fingerprint (by our tag, else by comparing the certificate)."""
+    for page in acm.get_paginator("list_certificates").paginate():
+        for summary in page["CertificateSummaryList"]:
+            arn = summary["CertificateArn"]
+            tags = acm.list_tags_for_certificate(CertificateArn=arn).get("Tags", [])
+            if any(t["Key"] == FINGERPRINT_TAG and t.get("Value") == fingerprint for t in tags):
+                return str(arn)
+            body = acm.get_certificate(CertificateArn=arn).get("Certificate", "")
+            try:
+                if codesign.fingerprint(codesign.load_certificate(body.encode())) == fingerprint:
+                    return str(arn)
+            except CertificateError:
+                continue
+    return None
+
+
+def import_code_signing_certificate(
+    aws: Aws, certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey
+) -> ImportedCertificate:
+    """Import certificate + key into ACM once; a re-import finds the existing ARN."""
+    codesign.require_usable(codesign.check_certificate(certificate, key=key), "code-signing certificate")
+    fingerprint = codesign.fingerprint(certificate)
+    acm = aws.client("acm")
+    with aws_errors("importing the code-signing certificate into ACM"):
+        existing = _find_imported(acm, fingerprint)
+        if existing:
+            return ImportedCertificate(existing, fingerprint, reused=True)
+        # ACM needs the key unencrypted; it never touches disk here.
+        response = acm.import_certificate(
+            Certificate=codesign.certificate_pem(certificate),
+            PrivateKey=codesign.private_key_pem(key),
+            Tags=[{"Key": FINGERPRINT_TAG, "Value": fingerprint}, {"Key": "project", "Value": "esp-ota-provisioning"}],
+        )
+    return ImportedCertificate(str(response["CertificateArn"]), fingerprint, reused=False)
+
+
+def write_cdk_context(path: str | Path, arn: str) -> Path:
+    """Record the ARN in cdk.context.json so the next `cdk deploy` creates the signing profile."""
+    target = Path(path)
+    context: dict[str, Any] = {}
+    if target.exists():
+        try:
+            context = json.loads(target.read_text())
+        except json.JSONDecodeError:
+            raise CertificateError(f"{target}: not valid JSON; fix or remove it") from None
+    context[CONTEXT_KEY] = arn
+    return write_atomic(target, (json.dumps(context, indent=2, sort_keys=True) + "\n").encode())
+
+
+def put_signing_profile(aws: Aws, name: str, certificate_arn: str) -> dict[str, Any]:
+    """Create or update the Signer profile (for users who do not deploy the stack)."""
+    with aws_errors(f"creating Signer profile {name}"):
+        response = aws.client("signer").put_signing_profile(
+            profileName=name, platformId=SIGNER_PLATFORM, signingMaterial={"certificateArn": certificate_arn}
+        )
+    return {"name": name, "arn": response.get("arn"), "version": response.get("profileVersion")}
+
+
+def signing_certificate_of_profile(aws: Aws, profile_name: str) -> x509.Certificate:
+    """The certificate AWS Signer will sign with: Signer profile -> ACM certificate."""
+    with aws_errors(f"reading Signer profile {profile_name}"):
+        profile = aws.client("signer").get_signing_profile(profileName=profile_name)
+    platform = profile.get("platformId")
+    if platform and platform != SIGNER_PLATFORM:
+        raise CertificateError(f"Signer profile {profile_name} is for {platform}; ESP32 OTA needs {SIGNER_PLATFORM}")
+    arn = profile.get("signingMaterial", {}).get("certificateArn")
+    if not arn:
+        raise CertificateError(f"Signer profile {profile_name} has no signing certificate")
+    with aws_errors(f"reading ACM certificate {arn}"):
+        body = aws.client("acm").get_certificate(CertificateArn=arn)["Certificate"]
+    return codesign.load_certificate(body.encode(), f"ACM certificate {arn}")

@@ -1,0 +1,236 @@
+"""Device registration on AWS IoT: a key that never leaves the machine, a certificate from its CSR.
+
+Idempotent (a second run reuses the device's active certificate instead of creating another)
+and atomic from the user's view (a failure half way deactivates and deletes what it created).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import certifi
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from device_provisioning import codesign
+from device_provisioning.aws import Aws, AwsError, aws_errors, error_code
+from device_provisioning.errors import InputFileError
+from device_provisioning.files import read_bytes, write_atomic
+
+DEVICE_KEY = "device.key"
+DEVICE_CERT = "device.crt"
+ROOT_CA = "AmazonRootCA1.pem"
+RECORD = "registration.json"
+ROOT_CA_SUBJECT = "CN=Amazon Root CA 1,O=Amazon,C=US"
+_THING_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_-")
+
+
+@dataclass(frozen=True)
+class Registration:
+    thing_name: str
+    certificate_id: str
+    certificate_arn: str
+    certificate_pem: str
+    endpoint: str
+    root_ca_pem: bytes
+    reused: bool
+    certificate_matches_key: bool
+    directory: Path
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "thing_name": self.thing_name,
+            "certificate_id": self.certificate_id,
+            "certificate_arn": self.certificate_arn,
+            "endpoint": self.endpoint,
+            "reused": self.reused,
+            "certificate_matches_key": self.certificate_matches_key,
+            "key": str(self.directory / DEVICE_KEY),
+            "certificate": str(self.directory / DEVICE_CERT),
+            "root_ca": str(self.directory / ROOT_CA),
+        }
+
+
+def amazon_root_ca() -> bytes:
+    """Amazon Root CA 1 (what AWS IoT's ATS endpoints chain to), from the certifi bundle."""
+    bundle = Path(certifi.where()).read_bytes()
+    label = bundle.find(b'# Label: "Amazon Root CA 1"')
+    start = bundle.find(b"-----BEGIN CERTIFICATE-----", label)
+    end = bundle.find(b"-----END CERTIFICATE-----", start)
+    if label < 0 or start < 0 or end < 0:
+        raise InputFileError("Amazon Root CA 1 is missing from the certifi bundle; reinstall certifi")
+    pem = bundle[start : end + len(b"-----END CERTIFICATE-----")] + b"\n"
+    if x509.load_pem_x509_certificate(pem).subject.rfc4514_string() != ROOT_CA_SUBJECT:
+        raise InputFileError("the certifi bundle's 'Amazon Root CA 1' entry has another subject; reinstall certifi")
+    return pem
+
+
+def _load_or_create_key(directory: Path) -> ec.EllipticCurvePrivateKey:
+    path = directory / DEVICE_KEY
+    if path.exists():
+        return codesign.load_private_key_file(path)
+    key = codesign.generate_signing_key()
+    # Written before any AWS call: if we crash after AWS issues the certificate, the key that
+    # matches it is already on disk and the next run finds that certificate again.
+    write_atomic(path, codesign.private_key_pem(key), private=True)
+    return key
+
+
+def _public_key_matches(key: ec.EllipticCurvePrivateKey, pem: str) -> bool:
+    try:
+        return codesign.key_matches_certificate(key, codesign.load_certificate(pem.encode()))
+    except Exception:
+        return False
+
+
+def _active_certificates(iot: Any, thing_name: str) -> list[dict[str, Any]]:
+    found = []
+    for principal in iot.list_thing_principals(thingName=thing_name).get("principals", []):
+        if ":cert/" not in principal:
+            continue
+        description = iot.describe_certificate(certificateId=principal.rsplit("/", 1)[1])["certificateDescription"]
+        if description.get("status") == "ACTIVE":
+            found.append(description)
+    return found
+
+
+def _thing_exists(iot: Any, thing_name: str) -> bool:
+    try:
+        iot.describe_thing(thingName=thing_name)
+        return True
+    except Exception as error:  # botocore ClientError
+        if error_code(error) == "ResourceNotFoundException":
+            return False
+        raise
+
+
+def register_device(aws: Aws, thing_name: str, out_dir: str | Path, *, policy_name: str) -> Registration:
+    """Create (or find) the thing, its certificate from a local CSR, and attach the device policy."""
+    if not thing_name or len(thing_name) > 128 or set(thing_name) - _THING_NAME_CHARS:
+        raise InputFileError(f"thing name {thing_name!r}: use 1-128 of a-z A-Z 0-9 : _ -")
+    directory = Path(out_dir)
+    iot = aws.client("iot")
+    with aws_errors(f"checking the device policy {policy_name}"):
+        iot.get_policy(policyName=policy_name)  # refuse before creating anything if it is missing
+    with aws_errors(f"registering {thing_name}"):
+        endpoint = iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"]
+        exists = _thing_exists(iot, thing_name)
+        active = _active_certificates(iot, thing_name) if exists else []
+    key = _load_or_create_key(directory)
+    record = _read_record(directory, thing_name)
+    for description in active:
+        if description["certificateId"] == record.get("certificate_id") or _public_key_matches(
+            key, description["certificatePem"]
+        ):
+            with aws_errors(f"re-attaching the policy for {thing_name}"):
+                iot.attach_policy(policyName=policy_name, target=description["certificateArn"])
+            return _finish(directory, thing_name, description, endpoint, key, reused=True)
+    if active:
+        ids = ", ".join(d["certificateId"][:12] + "…" for d in active)
+        raise AwsError(
+            f"thing {thing_name} already has active certificate(s) {ids} that this directory's key does not match: "
+            "a second one would let two devices act as it; deactivate the old one "
+            "(aws iot update-certificate --new-status INACTIVE) or use the directory it was registered from"
+        )
+    description = _create(aws, iot, thing_name, key, policy_name, create_thing=not exists)
+    return _finish(directory, thing_name, description, endpoint, key, reused=False)
+
+
+def _create(
+    aws: Aws, iot: Any, thing_name: str, key: ec.EllipticCurvePrivateKey, policy_name: str, *, create_thing: bool
+) -> dict[str, Any]:
+    csr = codesign.create_csr(key, common_name=thing_name).public_bytes(serialization.Encoding.PEM).decode()
+    undo: list[tuple[str, Any]] = []
+    step = "create_certificate_from_csr"
+    try:
+        certificate = iot.create_certificate_from_csr(certificateSigningRequest=csr, setAsActive=True)
+        arn = certificate["certificateArn"]
+        undo.append(("certificate", certificate["certificateId"]))
+        if create_thing:
+            step = "create_thing"
+            iot.create_thing(thingName=thing_name)
+            undo.append(("thing", thing_name))
+        step = "attach_policy"
+        iot.attach_policy(policyName=policy_name, target=arn)
+        undo.append(("policy", arn))
+        step = "attach_thing_principal"
+        iot.attach_thing_principal(thingName=thing_name, principal=arn)
+        undo.append(("principal", arn))
+        if not aws.is_local_endpoint and not _public_key_matches(key, certificate["certificatePem"]):
+            step = "checking the issued certificate"
+            raise AwsError(f"AWS IoT issued a certificate for another key than {thing_name}'s CSR")
+        return {
+            "certificateId": certificate["certificateId"],
+            "certificateArn": arn,
+            "certificatePem": certificate["certificatePem"],
+        }
+    except Exception as error:
+        rolled_back = _rollback(iot, thing_name, policy_name, undo)
+        cause = " ".join(str(error).split())[:200]
+        raise AwsError(
+            f"registering {thing_name} failed at {step} ({cause}); rolled back: {', '.join(rolled_back) or 'nothing'}"
+        ) from None
+
+
+def _rollback(iot: Any, thing_name: str, policy_name: str, undo: list[tuple[str, Any]]) -> list[str]:
+    done = []
+    for kind, value in reversed(undo):
+        try:
+            if kind == "principal":
+                iot.detach_thing_principal(thingName=thing_name, principal=value)
+                done.append("thing principal detached")
+            elif kind == "policy":
+                iot.detach_policy(policyName=policy_name, target=value)
+                done.append("policy detached")
+            elif kind == "thing":
+                iot.delete_thing(thingName=value)
+                done.append("thing deleted")
+            elif kind == "certificate":
+                iot.update_certificate(certificateId=value, newStatus="INACTIVE")
+                iot.delete_certificate(certificateId=value)
+                done.append("certificate deactivated and deleted")
+        except Exception as error:  # keep undoing the rest; report what could not be undone
+            done.append(f"could not undo {kind} ({error_code(error) or type(error).__name__})")
+    return done
+
+
+def _read_record(directory: Path, thing_name: str) -> dict[str, Any]:
+    path = directory / RECORD
+    if not path.exists():
+        return {}
+    try:
+        record = json.loads(read_bytes(path, "registration record"))
+    except json.JSONDecodeError:
+        return {}
+    return record if record.get("thing_name") == thing_name else {}
+
+
+def _finish(
+    directory: Path,
+    thing_name: str,
+    description: dict[str, Any],
+    endpoint: str,
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    reused: bool,
+) -> Registration:
+    root_ca = amazon_root_ca()
+    registration = Registration(
+        thing_name=thing_name,
+        certificate_id=description["certificateId"],
+        certificate_arn=description["certificateArn"],
+        certificate_pem=description["certificatePem"],
+        endpoint=endpoint,
+        root_ca_pem=root_ca,
+        reused=reused,
+        certificate_matches_key=_public_key_matches(key, description["certificatePem"]),
+        directory=directory,
+    )
+    write_atomic(directory / DEVICE_CERT, description["certificatePem"].encode())
+    write_atomic(directory / ROOT_CA, root_ca)
+    write_atomic(directory / RECORD, (json.dumps(registration.to_json(), indent=2) + "\n").encode())
+    return registration
