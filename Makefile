@@ -33,8 +33,10 @@ lint: setup
 synth: setup
 	$(CDK) synth --quiet
 
+# AWS=local (default): the embedded local endpoint; AWS=real: the account of AWS_PROFILE.
+AWS ?= local
 demo: setup
-	$(PY) -m device_provisioning.demo --out out/demo
+	$(PY) -m device_provisioning.demo --out out/demo --aws $(AWS)
 
 bench: setup
 	$(PY) bench/run.py

@@ -14,3 +14,15 @@ def pytest_addoption(parser):  # type: ignore[no-untyped-def]
         default=None,
         help="serial port of a real ESP32 for tests marked 'hardware' (skipped without it)",
     )
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def local_endpoint():  # type: ignore[no-untyped-def]
+    """The project's local AWS endpoint (moto server on loopback), shared by the AWS tests."""
+    from device_provisioning.local_aws import local_aws
+
+    with local_aws() as endpoint:
+        yield endpoint

@@ -1,0 +1,92 @@
+"""A loopback HTTP proxy in front of the local AWS endpoint that fails chosen calls.
+
+Real HTTP end to end (boto3 -> proxy -> moto server), so failure handling is tested the way it
+happens against AWS: an error response on the wire, not an exception patched into boto3.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlparse
+
+
+@dataclass
+class Fault:
+    method: str
+    path: re.Pattern[str]
+    status: int = 400
+    code: str = "InvalidRequestException"
+    message: str = "injected failure"
+    times: int | None = None  # None = always
+    hits: int = 0
+
+
+@dataclass
+class FaultProxy:
+    url: str
+    faults: list[Fault] = field(default_factory=list)
+    calls: list[tuple[str, str]] = field(default_factory=list)
+
+    def fail(self, method: str, path: str, **kwargs: object) -> Fault:
+        fault = Fault(method, re.compile(path), **kwargs)  # type: ignore[arg-type]
+        self.faults.append(fault)
+        return fault
+
+
+@contextmanager
+def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
+    target = urlparse(upstream)
+    proxy = FaultProxy(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _handle(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            proxy.calls.append((self.command, self.path))
+            for fault in proxy.faults:
+                if fault.method == self.command and fault.path.search(self.path):
+                    if fault.times is None or fault.hits < fault.times:
+                        fault.hits += 1
+                        payload = json.dumps({"message": fault.message}).encode()
+                        self.send_response(fault.status)
+                        self.send_header("x-amzn-ErrorType", fault.code)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", str(len(payload)))
+                        self.end_headers()
+                        self.wfile.write(payload)
+                        return
+            connection = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+            headers["Host"] = f"localhost:{target.port}"
+            connection.request(self.command, self.path, body=body, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+            self.send_response(response.status)
+            for key, value in response.getheaders():
+                if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            connection.close()
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    proxy.url = f"http://localhost:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield proxy
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,287 @@
+"""AWS integration against the project's local endpoint over real HTTP (moto server on loopback)."""
+
+from __future__ import annotations
+
+import io
+import json
+import stat
+import uuid
+from pathlib import Path
+
+import pytest
+
+from device_provisioning import aws, aws_codesign, codesign, credentials, ota, registration, signing
+from device_provisioning import partition_table as pt
+from device_provisioning.cli import main
+from device_provisioning.errors import ProvisioningError, VerificationFailed
+from device_provisioning.firmware import placeholder_app_image
+from tests.fault_proxy import fault_proxy
+from tests.helpers import BETA_TABLE
+
+POLICY_DOCUMENT = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "iot:Connect",
+                "Resource": "arn:aws:iot:us-east-1:123456789012:client/${iot:Connection.Thing.ThingName}",
+            }
+        ],
+    }
+)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def session(local_endpoint) -> aws.Aws:  # type: ignore[no-untyped-def]
+    return aws.connect()
+
+
+@pytest.fixture(scope="module")
+def device_policy(session: aws.Aws) -> str:
+    name = unique("device-policy")
+    session.client("iot").create_policy(policyName=name, policyDocument=POLICY_DOCUMENT)
+    return name
+
+
+@pytest.fixture(scope="module")
+def firmware_bucket(session: aws.Aws) -> str:
+    name = unique("firmware")
+    s3 = session.client("s3")
+    s3.create_bucket(Bucket=name)
+    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    return name
+
+
+@pytest.fixture(scope="module")
+def identity(tmp_path_factory):  # type: ignore[no-untyped-def]
+    files = codesign.create_identity(tmp_path_factory.mktemp("codesign"))
+    return codesign.load_private_key_file(files.key), codesign.load_certificate_file(files.certificate)
+
+
+def active_certificates(session: aws.Aws, thing: str) -> list[str]:
+    iot = session.client("iot")
+    return [
+        p for p in iot.list_thing_principals(thingName=thing)["principals"]
+        if iot.describe_certificate(certificateId=p.rsplit("/", 1)[1])["certificateDescription"]["status"] == "ACTIVE"
+    ]  # fmt: skip
+
+
+def all_certificate_ids(session: aws.Aws) -> set[str]:
+    return {c["certificateId"] for c in session.client("iot").list_certificates()["certificates"]}
+
+
+# --- ACM and Signer --------------------------------------------------------------------------------
+
+
+def test_acm_reimport_finds_the_existing_arn(session, identity, tmp_path: Path) -> None:
+    key, certificate = identity
+    first = aws_codesign.import_code_signing_certificate(session, certificate, key)
+    second = aws_codesign.import_code_signing_certificate(session, certificate, key)
+    assert not first.reused and second.reused and second.arn == first.arn
+    arns = [c["CertificateArn"] for c in session.client("acm").list_certificates()["CertificateSummaryList"]]
+    assert arns.count(first.arn) == 1
+    context = tmp_path / "cdk.context.json"
+    context.write_text(json.dumps({"other": 1}))
+    aws_codesign.write_cdk_context(context, first.arn)
+    assert json.loads(context.read_text()) == {"other": 1, "codeSigningCertificateArn": first.arn}
+
+
+def test_signer_profile_resolves_to_the_acm_certificate(session, identity) -> None:
+    key, certificate = identity
+    arn = aws_codesign.import_code_signing_certificate(session, certificate, key).arn
+    name = unique("profile").replace("-", "_")
+    aws_codesign.put_signing_profile(session, name, arn)
+    assert aws_codesign.signing_certificate_of_profile(session, name) == certificate
+
+
+# --- registration ----------------------------------------------------------------------------------
+
+
+def test_registration_is_idempotent(session, device_policy, tmp_path: Path) -> None:
+    thing = unique("board")
+    first = registration.register_device(session, thing, tmp_path, policy_name=device_policy)
+    second = registration.register_device(session, thing, tmp_path, policy_name=device_policy)
+    assert not first.reused and second.reused
+    assert second.certificate_id == first.certificate_id
+    assert active_certificates(session, thing) == [first.certificate_arn]
+    assert stat.S_IMODE((tmp_path / registration.DEVICE_KEY).stat().st_mode) == 0o600
+    policies = session.client("iot").list_attached_policies(target=first.certificate_arn)["policies"]
+    assert [p["policyName"] for p in policies] == [device_policy]
+    assert first.endpoint.endswith(".amazonaws.com") and b"BEGIN CERTIFICATE" in first.root_ca_pem
+    assert (tmp_path / registration.ROOT_CA).read_bytes() == registration.amazon_root_ca()
+
+
+def test_second_directory_cannot_add_a_second_active_certificate(session, device_policy, tmp_path: Path) -> None:
+    thing = unique("board")
+    registration.register_device(session, thing, tmp_path / "a", policy_name=device_policy)
+    with pytest.raises(aws.AwsError, match="already has active certificate"):
+        registration.register_device(session, thing, tmp_path / "b", policy_name=device_policy)
+    assert len(active_certificates(session, thing)) == 1
+
+
+def test_missing_policy_creates_nothing(session, tmp_path: Path) -> None:
+    thing = unique("board")
+    before = all_certificate_ids(session)
+    with pytest.raises(aws.AwsError, match="checking the device policy"):
+        registration.register_device(session, thing, tmp_path, policy_name="no-such-policy")
+    assert all_certificate_ids(session) == before
+    assert thing not in [t["thingName"] for t in session.client("iot").list_things()["things"]]
+
+
+def test_failure_half_way_is_rolled_back(local_endpoint, device_policy, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    thing = unique("board")
+    with fault_proxy(local_endpoint.url) as proxy:
+        # AttachThingPrincipal (PUT /things/<name>/principals) fails after the certificate, the thing and
+        # the policy attachment exist.
+        fault = proxy.fail("PUT", rf"^/things/{thing}/principals")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        session = aws.connect()
+        before = all_certificate_ids(session)
+        with pytest.raises(aws.AwsError, match="failed at attach_thing_principal.*rolled back"):
+            registration.register_device(session, thing, tmp_path, policy_name=device_policy)
+        assert all_certificate_ids(session) == before  # the new certificate was deactivated and deleted
+        assert thing not in [t["thingName"] for t in session.client("iot").list_things()["things"]]
+        assert not (tmp_path / registration.DEVICE_CERT).exists()
+        assert fault.hits == 1
+
+
+# --- OTA -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def board(session, device_policy, tmp_path: Path) -> str:  # type: ignore[no-untyped-def]
+    thing = unique("board")
+    registration.register_device(session, thing, tmp_path / "device", policy_name=device_policy)
+    return thing
+
+
+def beta_trust(certificate) -> ota.DeviceTrust:  # type: ignore[no-untyped-def]
+    image = credentials.build_credential_image(pt.load(BETA_TABLE), credentials.Credentials(certificate), "beta").image
+    return ota.DeviceTrust((signing.certificate_from_nvs(image, "beta", source="creds.bin"),), family="beta")
+
+
+def object_versions(session: aws.Aws, bucket: str) -> list[str]:
+    return [v["VersionId"] for v in session.client("s3").list_object_versions(Bucket=bucket).get("Versions", [])]
+
+
+def test_create_job_path_end_to_end(session, identity, board, firmware_bucket) -> None:
+    key, certificate = identity
+    firmware = placeholder_app_image(version="2.0.0")
+    request = ota.OtaRequest(
+        firmware=firmware, device_path="/ota/app.bin", targets=ota.Targets(things=(board,)),
+        bucket=firmware_bucket, role_arn="arn:aws:iam::123456789012:role/ota", trust=beta_trust(certificate),
+        via="job", protocol="http", signing_key=key, rollout=ota.Rollout(maximum_per_minute=5, timeout_minutes=30),
+    )  # fmt: skip
+    result = ota.create_ota(session, request)
+    assert result.version_id in object_versions(session, firmware_bucket)
+    body = session.client("s3").get_object(Bucket=firmware_bucket, Key=result.key, VersionId=result.version_id)
+    assert body["Body"].read() == firmware
+    assert result.job_id is not None
+    document = ota.fetch_job_document(session, result.job_id)
+    file = document["afr_ota"]["files"][0]
+    assert file["certfile"] == "Code Verify Key" and file["filesize"] == len(firmware)
+    assert file["update_data_url"].startswith("${aws:iot:s3-presigned-url:https://")
+    signature = signing._signature_from_job_document(document, "job")
+    signing.verify_update(firmware, signature, [signing.DeviceCertificate(certificate, "c")], family="beta")
+    status = ota.ota_status(session, result.job_id)
+    assert status["executions"] == [{"thing": board, "status": "QUEUED"}]
+
+
+def test_preflight_refuses_a_mismatched_certificate_and_creates_nothing(session, board, firmware_bucket) -> None:
+    stranger = codesign.generate_signing_key()
+    device_certificate = codesign.create_self_signed_certificate(codesign.generate_signing_key())
+    before = object_versions(session, firmware_bucket)
+    jobs_before = session.client("iot").list_jobs()["jobs"]
+    request = ota.OtaRequest(
+        firmware=placeholder_app_image(), device_path="/ota/app.bin", targets=ota.Targets(things=(board,)),
+        bucket=firmware_bucket, role_arn="arn:aws:iam::123456789012:role/ota",
+        trust=beta_trust(device_certificate), via="job", protocol="http", signing_key=stranger,
+    )  # fmt: skip
+    with pytest.raises(VerificationFailed, match="signed with another key"):
+        ota.create_ota(session, request)
+    assert object_versions(session, firmware_bucket) == before
+    assert session.client("iot").list_jobs()["jobs"] == jobs_before
+
+
+def test_signer_preflight_shows_both_fingerprints(session, identity, board, firmware_bucket) -> None:
+    key, certificate = identity
+    name = unique("profile").replace("-", "_")
+    aws_codesign.put_signing_profile(
+        session, name, aws_codesign.import_code_signing_certificate(session, certificate, key).arn
+    )
+    other = codesign.create_self_signed_certificate(codesign.generate_signing_key())
+    request = ota.OtaRequest(
+        firmware=placeholder_app_image(), device_path="/ota/app.bin", targets=ota.Targets(things=(board,)),
+        bucket=firmware_bucket, role_arn="arn:aws:iam::123456789012:role/ota", trust=beta_trust(other),
+        via="ota-update", signing_profile=name,
+    )  # fmt: skip
+    with pytest.raises(VerificationFailed) as raised:
+        ota.create_ota(session, request)
+    assert codesign.fingerprint(certificate) in str(raised.value)
+    assert codesign.fingerprint(other) in str(raised.value)
+
+
+def test_ota_update_path_on_the_emulator_fails_cleanly(session, identity, board, firmware_bucket) -> None:
+    key, certificate = identity
+    before = object_versions(session, firmware_bucket)
+    request = ota.OtaRequest(
+        firmware=placeholder_app_image(), device_path="/ota/app.bin", targets=ota.Targets(things=(board,)),
+        bucket=firmware_bucket, role_arn="arn:aws:iam::123456789012:role/ota", trust=beta_trust(certificate),
+        via="ota-update", signing_key=key,
+    )  # fmt: skip
+    with pytest.raises(ProvisioningError, match="does not implement CreateOTAUpdate"):
+        ota.create_ota(session, request)
+    assert object_versions(session, firmware_bucket) == before  # the uploaded version was removed again
+
+
+def test_unknown_target_is_refused_before_upload(session, identity, firmware_bucket) -> None:
+    key, certificate = identity
+    before = object_versions(session, firmware_bucket)
+    request = ota.OtaRequest(
+        firmware=placeholder_app_image(), device_path="/ota/app.bin", targets=ota.Targets(things=("ghost",)),
+        bucket=firmware_bucket, role_arn="arn:aws:iam::123456789012:role/ota", trust=beta_trust(certificate),
+        via="job", protocol="http", signing_key=key,
+    )  # fmt: skip
+    with pytest.raises(aws.AwsError, match="'ghost' does not exist"):
+        ota.create_ota(session, request)
+    assert object_versions(session, firmware_bucket) == before
+
+
+# --- the CLI over the same endpoint -----------------------------------------------------------------
+
+
+def cli(*argv: object) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    return main([str(a) for a in argv], out=out, err=err), out.getvalue(), err.getvalue()
+
+
+def test_cli_register_sign_and_ota_job(session, device_policy, firmware_bucket, tmp_path: Path) -> None:
+    code, _, err = cli("codesign", "create", "--out", tmp_path / "keys")
+    assert code == 0, err
+    code, out, err = cli("codesign", "import", "--cert", tmp_path / "keys/codesign.crt",
+                         "--key", tmp_path / "keys/codesign.key", "--json")  # fmt: skip
+    assert code == 0 and json.loads(out)["arn"].startswith("arn:aws:acm:"), err
+    thing = unique("cli-board")
+    code, out, err = cli("device", "register", thing, "--out", tmp_path / "dev", "--policy", device_policy, "--json")
+    assert code == 0, err
+    assert json.loads(out)["thing_name"] == thing
+    cert = tmp_path / "keys/codesign.crt"
+    code, _, err = cli("nvs", "build", "--partition-table", BETA_TABLE, "--family", "beta",
+                       "--code-verify-cert", cert, "--out", tmp_path / "creds.bin")  # fmt: skip
+    assert code == 0, err
+    (tmp_path / "app.bin").write_bytes(placeholder_app_image(version="3"))
+    code, out, err = cli("ota", "create", "--firmware", tmp_path / "app.bin", "--targets", thing,
+                         "--sign-key", tmp_path / "keys/codesign.key", "--nvs", tmp_path / "creds.bin",
+                         "--family", "beta", "--via", "job", "--protocol", "http", "--bucket", firmware_bucket,
+                         "--role-arn", "arn:aws:iam::123456789012:role/ota", "--json")  # fmt: skip
+    assert code == 0, err
+    ota_id = json.loads(out)["ota_id"]
+    code, out, err = cli("ota", "status", ota_id, "--json")
+    assert code == 0 and json.loads(out)["executions"][0]["thing"] == thing
+    code, _, err = cli("ota", "status", "no-such-ota")
+    assert code != 0 and err.startswith("ERROR reading OTA no-such-ota") and len(err.strip().splitlines()) == 1

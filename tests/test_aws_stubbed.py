@@ -1,0 +1,202 @@
+"""Calls the local endpoint does not implement, validated against botocore's service model.
+
+botocore's Stubber checks every request's parameters against the real API definition, so these
+tests catch a wrong shape or name in CreateOTAUpdate and the Signer calls without an AWS account.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import ANY, Stubber
+
+from device_provisioning import aws, aws_codesign, codesign, ota, signing
+from device_provisioning.firmware import placeholder_app_image
+
+BUCKET = "firmware-bucket"
+ROLE = "arn:aws:iam::123456789012:role/ota"
+THING_ARN = "arn:aws:iot:us-east-1:123456789012:thing/board-1"
+CERT_ARN = "arn:aws:acm:us-east-1:123456789012:certificate/12345678-1234-1234-1234-123456789012"
+
+
+class StubbedAws(aws.Aws):
+    """An Aws whose clients are stubbed (nothing leaves the process)."""
+
+    def __init__(self) -> None:
+        session = boto3.session.Session(
+            region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+        )
+        object.__setattr__(self, "session", session)
+        object.__setattr__(self, "endpoint_url", None)
+        clients = {name: session.client(name) for name in ("iot", "s3", "signer", "acm")}
+        object.__setattr__(self, "clients", clients)
+        object.__setattr__(self, "stubbers", {name: Stubber(client) for name, client in clients.items()})
+
+    def client(self, service: str) -> Any:
+        return self.clients[service]  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def stubbed():  # type: ignore[no-untyped-def]
+    fake = StubbedAws()
+    for stubber in fake.stubbers.values():  # type: ignore[attr-defined]
+        stubber.activate()
+    yield fake
+    for stubber in fake.stubbers.values():  # type: ignore[attr-defined]
+        stubber.assert_no_pending_responses()
+        stubber.deactivate()
+
+
+@pytest.fixture(scope="module")
+def identity():  # type: ignore[no-untyped-def]
+    key = codesign.generate_signing_key()
+    return key, codesign.create_self_signed_certificate(key)
+
+
+def expect_upload(stubbed: StubbedAws, firmware: bytes) -> None:
+    s3 = stubbed.stubbers["s3"]  # type: ignore[attr-defined]
+    iot = stubbed.stubbers["iot"]  # type: ignore[attr-defined]
+    iot.add_response("describe_thing", {"thingName": "board-1", "thingArn": THING_ARN}, {"thingName": "board-1"})
+    s3.add_response("get_bucket_versioning", {"Status": "Enabled"}, {"Bucket": BUCKET})
+    s3.add_response("put_object", {"VersionId": "v1"}, {"Bucket": BUCKET, "Key": ANY, "Body": firmware})
+
+
+def request_for(identity, **kwargs: Any) -> ota.OtaRequest:  # type: ignore[no-untyped-def]
+    _, certificate = identity
+    defaults: dict[str, Any] = dict(
+        firmware=placeholder_app_image(version="7"),
+        device_path="/device/app.bin",
+        targets=ota.Targets(things=("board-1",)),
+        bucket=BUCKET,
+        role_arn=ROLE,
+        trust=ota.DeviceTrust((signing.DeviceCertificate(certificate, "device"),), family="beta"),
+        via="ota-update",
+        protocol="mqtt",
+        rollout=ota.Rollout(maximum_per_minute=50, abort_failure_percent=10.0, timeout_minutes=120),
+    )
+    defaults.update(kwargs)
+    return ota.OtaRequest(**defaults)
+
+
+def test_create_ota_update_with_aws_signer(stubbed, identity) -> None:
+    _, certificate = identity
+    request = request_for(identity, signing_profile="prod_esp_ota_signing")
+    stubbed.stubbers["signer"].add_response(
+        "get_signing_profile",
+        {"profileName": "prod_esp_ota_signing", "platformId": "AmazonFreeRTOS-Default",
+         "signingMaterial": {"certificateArn": CERT_ARN}},
+        {"profileName": "prod_esp_ota_signing"},
+    )  # fmt: skip
+    stubbed.stubbers["acm"].add_response(
+        "get_certificate",
+        {"Certificate": codesign.certificate_pem(certificate).decode()},
+        {"CertificateArn": CERT_ARN},
+    )
+    expect_upload(stubbed, request.firmware)
+    expected = {
+        "otaUpdateId": "release-7",
+        "targets": [THING_ARN],
+        "protocols": ["MQTT"],
+        "targetSelection": "SNAPSHOT",
+        "files": [
+            {
+                "fileName": "/device/app.bin",
+                "fileLocation": {"s3Location": {"bucket": BUCKET, "key": ANY, "version": "v1"}},
+                "codeSigning": {
+                    "startSigningJobParameter": {
+                        "signingProfileName": "prod_esp_ota_signing",
+                        "destination": {"s3Destination": {"bucket": BUCKET, "prefix": "signed/"}},
+                    }
+                },
+                "attributes": {},
+            }
+        ],
+        "roleArn": ROLE,
+        "awsJobExecutionsRolloutConfig": {"maximumPerMinute": 50},
+        "awsJobAbortConfig": {
+            "abortCriteriaList": [
+                {
+                    "failureType": "FAILED",
+                    "action": "CANCEL",
+                    "thresholdPercentage": 10.0,
+                    "minNumberOfExecutedThings": 10,
+                }
+            ]
+        },
+        "awsJobTimeoutConfig": {"inProgressTimeoutInMinutes": 120},
+    }
+    stubbed.stubbers["iot"].add_response(
+        "create_ota_update", {"otaUpdateId": "release-7", "awsIotJobId": "AFR_OTA-release-7"}, expected
+    )
+    result = ota.create_ota(stubbed, ota.OtaRequest(**{**request.__dict__, "ota_id": "release-7"}))
+    assert result.job_id == "AFR_OTA-release-7"
+    assert any("Signer certificate" in check for check in result.preflight)
+
+
+def test_create_ota_update_with_custom_signature_sends_der_once_encoded(stubbed, identity) -> None:
+    key, _ = identity
+    request = request_for(identity, signing_key=key, ota_id="custom-1")
+    expect_upload(stubbed, request.firmware)
+    captured: dict[str, Any] = {}
+
+    def capture(params: dict[str, Any], **_: Any) -> None:
+        captured.update(params)
+
+    stubbed.clients["iot"].meta.events.register("provide-client-params.iot.CreateOTAUpdate", capture)
+    stubbed.stubbers["iot"].add_response(
+        "create_ota_update", {"otaUpdateId": "custom-1"},
+        {"otaUpdateId": "custom-1", "targets": [THING_ARN], "protocols": ["MQTT"], "targetSelection": "SNAPSHOT",
+         "files": ANY, "roleArn": ROLE, "awsJobExecutionsRolloutConfig": ANY, "awsJobAbortConfig": ANY,
+         "awsJobTimeoutConfig": ANY},
+    )  # fmt: skip
+    result = ota.create_ota(stubbed, request)
+    custom = captured["files"][0]["codeSigning"]["customCodeSigning"]
+    der = custom["signature"]["inlineDocument"]
+    assert isinstance(der, bytes) and der[0] == 0x30  # raw DER, not base64 text
+    assert custom["certificateChain"] == {"certificateName": "Code Verify Key"}
+    assert (custom["hashAlgorithm"], custom["signatureAlgorithm"]) == ("SHA256", "ECDSA")
+    assert result.signature_b64 == base64.b64encode(der).decode()
+    # On the wire botocore base64-encodes the blob exactly once: the device decodes DER.
+    operation = stubbed.clients["iot"].meta.service_model.operation_model("CreateOTAUpdate")
+    wire = stubbed.clients["iot"]._serializer.serialize_to_request(captured, operation)
+    body = json.loads(wire["body"])
+    assert base64.b64decode(body["files"][0]["codeSigning"]["customCodeSigning"]["signature"]["inlineDocument"]) == der
+
+
+def test_put_signing_profile_request(stubbed) -> None:
+    stubbed.stubbers["signer"].add_response(
+        "put_signing_profile",
+        {"arn": "arn:aws:signer:us-east-1:123456789012:/signing-profiles/ota_p1", "profileVersion": "abcdef1234"},
+        {
+            "profileName": "ota_p1",
+            "platformId": "AmazonFreeRTOS-Default",
+            "signingMaterial": {"certificateArn": CERT_ARN},
+        },
+    )
+    assert aws_codesign.put_signing_profile(stubbed, "ota_p1", CERT_ARN)["version"] == "abcdef1234"
+
+
+def test_profile_for_another_platform_is_refused(stubbed) -> None:
+    stubbed.stubbers["signer"].add_response(
+        "get_signing_profile",
+        {
+            "profileName": "ota_p1",
+            "platformId": "AWSLambda-SHA384-ECDSA",
+            "signingMaterial": {"certificateArn": CERT_ARN},
+        },
+        {"profileName": "ota_p1"},
+    )
+    with pytest.raises(Exception, match="AmazonFreeRTOS-Default"):
+        aws_codesign.signing_certificate_of_profile(stubbed, "ota_p1")
+
+
+def test_throttling_error_is_one_line(stubbed) -> None:
+    stubbed.stubbers["signer"].add_client_error(
+        "put_signing_profile", service_error_code="ThrottlingException", service_message="Rate exceeded"
+    )
+    with pytest.raises(aws.AwsError, match="PutSigningProfile failed: ThrottlingException Rate exceeded"):
+        aws_codesign.put_signing_profile(stubbed, "ota_p1", CERT_ARN)
