@@ -583,6 +583,53 @@ def _ota_status(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+# --- factory batches ------------------------------------------------------------------------------------
+
+
+def _batch_prepare(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning import batch, batch_input
+
+    config = batch_input.load_config(args.config)
+    session = _aws(args) if config.registration == "per-device" else None
+    summary = batch.prepare_batch(
+        args.devices, args.config, args.out, workers=args.workers, aws=session,
+        progress_stream=None if args.json else sys.stderr,
+    )  # fmt: skip
+    lines = [
+        f"batch        {summary.directory}: {summary.devices} devices in {summary.seconds:.1f}s "
+        f"({summary.rate:,.0f}/s)",
+        "states       " + ", ".join(f"{state}={count}" for state, count in sorted(summary.counts.items())),
+        f"manifest     {summary.directory / batch.MANIFEST}",
+    ]
+    if summary.failed:
+        lines.append(f"FAILED       {summary.failed} device(s); see `device-provisioning batch status {args.out}`")
+    _emit(out, args, lines, summary.to_json())
+    return 4 if summary.failed else 0
+
+
+def _batch_status(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning import batch
+
+    status = batch.batch_status(args.dir)
+    lines = [f"{status['directory']}: {status['devices']} devices"]
+    lines += [f"  {state:<12} {count}" for state, count in sorted(status["states"].items())]
+    lines += [f"  error {e['serial']}: {e['error']}" for e in status["errors"]]
+    _emit(out, args, lines, status)
+    return 0
+
+
+def _batch_flash(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning import station
+
+    results = station.flash_station(
+        args.dir, _split(args.ports), stub=not args.no_stub,
+        report=(lambda line: None) if args.json else (lambda line: print(line, file=sys.stderr, flush=True)),
+    )  # fmt: skip
+    lines = [f"{r.port:<20} {r.serial:<16} {'verified' if r.ok else 'FAILED ' + r.detail}" for r in results]
+    _emit(out, args, lines, {"results": [r.to_json() for r in results]})
+    return 0 if all(r.ok for r in results) else 4
+
+
 # --- parser --------------------------------------------------------------------------------------------
 
 
@@ -767,6 +814,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("id")
     _aws_options(p)
+
+    batch_parser = groups.add_parser("batch", help="factory batches")
+    bt = batch_parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+    p = _command(
+        bt,
+        "prepare",
+        _batch_prepare,
+        "keys, CSRs, registration and NVS images for a CSV of devices",
+        "device-provisioning batch prepare --devices devices.csv --config batch.toml --out batch-42",
+    )
+    p.add_argument("--devices", required=True, type=Path, help="CSV: serial,thing_name[,thing_group,<nvs values>]")
+    p.add_argument("--config", required=True, type=Path, help="batch TOML ([batch], [registration], [nvs])")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--workers", type=int, help="processes (default: one per core)")
+    _aws_options(p)
+    p = _command(
+        bt, "status", _batch_status, "states and errors of a batch", "device-provisioning batch status batch-42"
+    )
+    p.add_argument("dir", type=Path)
+    p = _command(
+        bt,
+        "flash",
+        _batch_flash,
+        "flash the next prepared devices, one board per port",
+        "device-provisioning batch flash batch-42 --ports /dev/ttyUSB0,/dev/ttyUSB1",
+    )
+    p.add_argument("dir", type=Path)
+    p.add_argument("--ports", required=True)
+    p.add_argument("--no-stub", action="store_true")
 
     # partitions
     partitions_parser = groups.add_parser("partitions", help="partition tables")

@@ -25,7 +25,9 @@ class Fault:
     code: str = "InvalidRequestException"
     message: str = "injected failure"
     times: int | None = None  # None = always
+    every: int = 1  # fail one matching call in `every` (a share of the traffic)
     hits: int = 0
+    seen: int = 0
 
 
 @dataclass
@@ -54,7 +56,8 @@ def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
             proxy.calls.append((self.command, self.path))
             for fault in proxy.faults:
                 if fault.method == self.command and fault.path.search(self.path):
-                    if fault.times is None or fault.hits < fault.times:
+                    fault.seen += 1
+                    if (fault.times is None or fault.hits < fault.times) and fault.seen % fault.every == 0:
                         fault.hits += 1
                         payload = json.dumps({"message": fault.message}).encode()
                         self.send_response(fault.status)

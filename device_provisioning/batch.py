@@ -1,0 +1,330 @@
+"""Factory batches: thousands of device bundles per run, parallel, resumable after any crash.
+
+Stages, each skipping what the journal says is done: keys and CSRs (process pool), registration
+(bounded thread pool, per-device mode), NVS images (process pool), manifest. Every file is written
+to a temporary name and renamed; journal transitions are committed in groups.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from device_provisioning import batch_register, codesign, credentials, nvs, partition_table
+from device_provisioning.aws import Aws, aws_errors
+from device_provisioning.batch_input import BatchConfig, DeviceRow, load_config, load_devices
+from device_provisioning.errors import ProvisioningError
+from device_provisioning.files import read_bytes, write_atomic
+from device_provisioning.journal import Journal
+
+DEVICES_DIR = "devices"
+MANIFEST = "manifest.csv"
+# The batch directory is self-contained for the stations: the table the images were built for.
+TABLE_FILE = "partition-table.bin"
+IMAGE_FILE = "creds.bin"
+MANIFEST_COLUMNS = (
+    "serial", "thing_name", "state", "certificate_id", "certificate_fingerprint", "image_sha256", "error",
+)  # fmt: skip
+COMMIT_EVERY = 200
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    directory: Path
+    devices: int
+    counts: dict[str, int]
+    failed: int
+    seconds: float
+    stage_seconds: dict[str, float]
+
+    @property
+    def rate(self) -> float:
+        return self.devices / self.seconds if self.seconds else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "directory": str(self.directory),
+            "devices": self.devices,
+            "states": self.counts,
+            "failed": self.failed,
+            "seconds": round(self.seconds, 3),
+            "devices_per_second": round(self.rate, 1),
+            "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
+        }
+
+
+class Progress:
+    """A one-line progress bar with rate and ETA on a terminal stream (silent when disabled)."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self.stream = stream
+
+    def __call__(self, stage: str, done: int, total: int, started: float) -> None:
+        if self.stream is None or total == 0:
+            return
+        interactive = self.stream.isatty()
+        if not interactive and done != total:
+            return  # logs get one line per stage, not a wall of carriage returns
+        elapsed = max(time.monotonic() - started, 1e-9)
+        rate = done / elapsed
+        eta = (total - done) / rate if rate else 0.0
+        width = 30
+        filled = int(width * done / total)
+        self.stream.write(
+            f"{chr(13) if interactive else ''}{stage:<12} [{'#' * filled}{'.' * (width - filled)}] "
+            f"{done}/{total} {rate:,.0f}/s ETA {eta:,.0f}s"
+        )
+        if done == total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+# --- worker functions (run in child processes: picklable arguments only) ------------------------------
+
+
+def _make_key(task: tuple[str, str, str]) -> str:
+    serial, thing, directory = task
+    device_dir = Path(directory)
+    key_path = device_dir / batch_register.DEVICE_KEY
+    if key_path.exists():  # a previous run made it: never replace a key AWS may know
+        key = codesign.load_private_key_file(key_path)
+    else:
+        key = codesign.generate_signing_key()
+        write_atomic(key_path, codesign.private_key_pem(key), private=True)
+    write_atomic(device_dir / batch_register.DEVICE_CSR, batch_register.csr_pem(key, thing))
+    return serial
+
+
+@dataclass(frozen=True)
+class _ImageTask:
+    serial: str
+    directory: str
+    family: str
+    pkcs11_encoding: str
+    partition_size: int
+    code_verify_pem: bytes
+    with_device_credentials: bool
+    claim_cert_pem: bytes | None
+    claim_key_pem: bytes | None
+    values: tuple[tuple[str, str, str], ...]
+
+
+def _build_image(task: _ImageTask) -> tuple[str, str]:
+    device_dir = Path(task.directory)
+    device_cert = device_key = None
+    if task.with_device_credentials:
+        device_cert = codesign.load_certificate_file(device_dir / batch_register.DEVICE_CERT)
+        device_key = codesign.load_private_key_file(device_dir / batch_register.DEVICE_KEY)
+    creds = credentials.Credentials(
+        code_verify_certificate=codesign.load_certificate(task.code_verify_pem),
+        device_certificate=device_cert,
+        device_key=device_key,
+        claim_certificate=codesign.load_certificate(task.claim_cert_pem) if task.claim_cert_pem else None,
+        claim_key=codesign.load_private_key(task.claim_key_pem) if task.claim_key_pem else None,
+    )
+    extra = [nvs.NvsEntry(namespace, key, "string", value) for namespace, key, value in task.values]
+    entries = credentials.credential_entries(creds, task.family, pkcs11_encoding=task.pkcs11_encoding, extra=extra)
+    image = nvs.build_image(entries, task.partition_size)
+    problems = nvs.compare(entries, nvs.read_image(image))
+    if problems:
+        raise ProvisioningError(f"device {task.serial}: image does not read back: {'; '.join(problems)}")
+    write_atomic(device_dir / IMAGE_FILE, image, private=creds.holds_private_key)
+    return task.serial, hashlib.sha256(image).hexdigest()
+
+
+# --- orchestration ----------------------------------------------------------------------------------
+
+
+def _input_fingerprint(devices_csv: Path, config_path: Path) -> str:
+    digest = hashlib.sha256(read_bytes(devices_csv, "devices CSV"))
+    digest.update(read_bytes(config_path, "batch config"))
+    return digest.hexdigest()
+
+
+def _run_pool(
+    executor: Any,
+    function: Callable[[Any], Any],
+    tasks: Sequence[Any],
+    on_result: Callable[[list[Any]], None],
+    stage: str,
+    progress: Progress,
+) -> None:
+    """Map ``function`` over ``tasks``, committing results in groups as they arrive."""
+    started = time.monotonic()
+    pending: list[Any] = []
+    done = 0
+    chunk = max(1, min(64, len(tasks) // (4 * (os.cpu_count() or 1)) or 1))
+    for result in executor.map(function, tasks, chunksize=chunk):
+        pending.append(result)
+        done += 1
+        if len(pending) >= COMMIT_EVERY or done == len(tasks):
+            on_result(pending)
+            pending = []
+            progress(stage, done, len(tasks), started)
+
+
+def prepare_batch(
+    devices_csv: str | Path,
+    config_path: str | Path,
+    out_dir: str | Path,
+    *,
+    workers: int | None = None,
+    aws: Aws | None = None,
+    progress_stream: TextIO | None = sys.stderr,
+) -> BatchSummary:
+    started = time.monotonic()
+    devices_csv, config_path, out = Path(devices_csv), Path(config_path), Path(out_dir)
+    # Everything is validated before the first file or AWS call.
+    rows = load_devices(devices_csv)
+    config = load_config(config_path)
+    table = partition_table.load(config.partition_table)
+    partition = table.nvs_partition(config.partition)
+    code_verify = codesign.load_certificate_file(config.code_verify_cert)
+    codesign.check_key_type(code_verify.public_key(), f"certificate {config.code_verify_cert}")
+    claim_cert_pem = claim_key_pem = None
+    if config.registration == "claim":
+        assert config.claim_cert and config.claim_key
+        claim_cert_pem = codesign.certificate_pem(codesign.load_certificate_file(config.claim_cert))
+        claim_key_pem = codesign.private_key_pem(codesign.load_private_key_file(config.claim_key))
+    if config.registration == "per-device" and aws is None:
+        raise ProvisioningError("per-device registration needs AWS access (--profile/--region or AWS_ENDPOINT_URL)")
+
+    journal = Journal(out)
+    try:
+        journal.bind_input(_input_fingerprint(devices_csv, config_path))
+        journal.add_devices((row.serial, row.thing_name, row.line) for row in rows)
+        journal.set_meta("partition", partition.name)
+        write_atomic(out / TABLE_FILE, partition_table.to_binary(table))
+        stage_seconds: dict[str, float] = {}
+        progress = Progress(progress_stream)
+        by_serial = {row.serial: row for row in rows}
+        device_dir = {row.serial: out / DEVICES_DIR / row.serial for row in rows}
+        worker_count = workers or os.cpu_count() or 1
+
+        with ProcessPoolExecutor(max_workers=worker_count) as pool:
+            # 1. keys and CSRs
+            t = time.monotonic()
+            todo = [r for r in journal.records() if r.state == "pending"]
+            _run_pool(
+                pool,
+                _make_key,
+                [(r.serial, r.thing_name, str(device_dir[r.serial])) for r in todo],
+                lambda serials: journal.update_many([(s, "key_made", {}) for s in serials]),
+                "keys",
+                progress,
+            )
+            stage_seconds["keys"] = time.monotonic() - t
+
+            # 2. registration
+            if config.registration == "per-device":
+                assert aws is not None and config.policy is not None
+                t = time.monotonic()
+                _register_all(aws, journal, by_serial, device_dir, config, progress)
+                stage_seconds["registration"] = time.monotonic() - t
+
+            # 3. NVS images
+            t = time.monotonic()
+            ready = "registered" if config.registration == "per-device" else "key_made"
+            todo = [r for r in journal.records() if r.state == ready]
+            tasks = [
+                _ImageTask(
+                    serial=r.serial,
+                    directory=str(device_dir[r.serial]),
+                    family=config.family,
+                    pkcs11_encoding=config.pkcs11_encoding,
+                    partition_size=partition.size,
+                    code_verify_pem=codesign.certificate_pem(code_verify),
+                    with_device_credentials=config.registration == "per-device",
+                    claim_cert_pem=claim_cert_pem,
+                    claim_key_pem=claim_key_pem,
+                    values=_values(config, by_serial[r.serial]),
+                )
+                for r in todo
+            ]
+            _run_pool(
+                pool,
+                _build_image,
+                tasks,
+                lambda results: journal.update_many([(s, "image_built", {"image_sha256": h}) for s, h in results]),
+                "images",
+                progress,
+            )
+            stage_seconds["images"] = time.monotonic() - t
+
+        write_manifest(journal, out)
+        counts = journal.counts()
+        failed = sum(1 for r in journal.records() if r.error)
+        return BatchSummary(out, len(rows), counts, failed, time.monotonic() - started, stage_seconds)
+    finally:
+        journal.close()
+
+
+def _values(config: BatchConfig, row: DeviceRow) -> tuple[tuple[str, str, str], ...]:
+    namespace = config.values_namespace
+    values = {"thing_name": row.thing_name, **config.extra, **dict(row.values)}
+    return tuple((namespace, key, value) for key, value in values.items())
+
+
+def _register_all(
+    aws: Aws,
+    journal: Journal,
+    rows: dict[str, DeviceRow],
+    device_dir: dict[str, Path],
+    config: BatchConfig,
+    progress: Progress,
+) -> None:
+    iot = aws.client("iot")  # botocore clients are thread-safe; adaptive retries pace the calls
+    todo = [r for r in journal.records() if r.state in ("key_made", "registering")]
+    started = time.monotonic()
+    with aws_errors("registering the batch's devices"):
+        with ThreadPoolExecutor(max_workers=config.concurrency) as threads:
+            futures: list[Future[str | None]] = [
+                threads.submit(
+                    batch_register.register_batch_device,
+                    iot,
+                    journal,
+                    rows[r.serial],
+                    device_dir[r.serial],
+                    config.policy or "",
+                )
+                for r in todo
+            ]
+            for done, future in enumerate(as_completed(futures), start=1):
+                future.result()
+                if done % 50 == 0 or done == len(futures):
+                    progress("registration", done, len(futures), started)
+
+
+def write_manifest(journal: Journal, out: Path) -> Path:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(MANIFEST_COLUMNS)
+    for record in journal.records():
+        writer.writerow([getattr(record, column) or "" for column in MANIFEST_COLUMNS])
+    return write_atomic(out / MANIFEST, buffer.getvalue().encode())
+
+
+def batch_status(out_dir: str | Path) -> dict[str, Any]:
+    out = Path(out_dir)
+    if not (out / "journal.sqlite").exists():
+        raise ProvisioningError(f"{out}: no batch journal; run `batch prepare --out {out}` first")
+    journal = Journal(out)
+    try:
+        records = journal.records()
+        return {
+            "directory": str(out),
+            "devices": len(records),
+            "states": journal.counts(),
+            "errors": [{"serial": r.serial, "error": r.error} for r in records if r.error],
+        }
+    finally:
+        journal.close()

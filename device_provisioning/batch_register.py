@@ -1,0 +1,129 @@
+"""Per-device registration for factory batches, crash-safe through the journal.
+
+Protocol for one device (each arrow is one committed journal write or one AWS call):
+``registering`` (intent) -> CreateThing -> CreateCertificateFromCsr (INACTIVE) -> certificate id
+journaled -> AttachPolicy -> AttachThingPrincipal -> UpdateCertificate ACTIVE -> ``registered``.
+A certificate only becomes ACTIVE once it is attached to its thing and journaled, so a kill at any
+point leaves no active certificate that no device holds. A rerun of a device found in
+``registering`` first removes every certificate on its thing except the journaled one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+
+from device_provisioning import codesign
+from device_provisioning.aws import error_code
+from device_provisioning.batch_input import DeviceRow
+from device_provisioning.files import write_atomic
+from device_provisioning.journal import Journal
+
+DEVICE_KEY = "device.key"
+DEVICE_CSR = "device.csr"
+DEVICE_CERT = "device.crt"
+
+
+def _certificate_ids(iot: Any, thing: str) -> list[str]:
+    try:
+        principals = iot.list_thing_principals(thingName=thing).get("principals", [])
+    except Exception as error:
+        if error_code(error) == "ResourceNotFoundException":
+            return []
+        raise
+    return [p.rsplit("/", 1)[1] for p in principals if ":cert/" in p]
+
+
+def _remove_certificate(iot: Any, thing: str, certificate_id: str) -> None:
+    description = iot.describe_certificate(certificateId=certificate_id)["certificateDescription"]
+    arn = description["certificateArn"]
+    iot.detach_thing_principal(thingName=thing, principal=arn)
+    for policy in iot.list_attached_policies(target=arn).get("policies", []):
+        iot.detach_policy(policyName=policy["policyName"], target=arn)
+    if description.get("status") != "INACTIVE":
+        iot.update_certificate(certificateId=certificate_id, newStatus="INACTIVE")
+    iot.delete_certificate(certificateId=certificate_id)
+
+
+PERMANENT_ERRORS = ("ResourceNotFoundException", "InvalidRequestException", "UnauthorizedException")
+
+
+def register_batch_device(iot: Any, journal: Journal, row: DeviceRow, device_dir: Path, policy: str) -> str | None:
+    """Register one device; returns an error message for a device that cannot be registered."""
+    record = journal.get(row.serial)
+    if record.reached("registered"):
+        return None
+    thing = row.thing_name
+    if record.state == "registering":
+        # A previous run died half way: only the journaled certificate may stay on this thing.
+        for certificate_id in _certificate_ids(iot, thing):
+            if certificate_id != record.certificate_id:
+                _remove_certificate(iot, thing, certificate_id)
+    else:
+        existing = _certificate_ids(iot, thing)
+        if existing:
+            message = (
+                f"thing {thing} already has certificate(s) {', '.join(c[:12] for c in existing)} that this batch "
+                "did not create; deactivate them or remove the device from the CSV"
+            )
+            journal.update(row.serial, None, error=message)
+            return message
+        journal.update(row.serial, "registering", error=None)
+    try:
+        _register(iot, journal, row, device_dir, policy)
+    except Exception as error:
+        if error_code(error) not in PERMANENT_ERRORS:
+            raise  # transient (throttling beyond retries, network): the rerun resumes this device
+        message = f"{error_code(error)}: {' '.join(str(error).split())[:200]}"
+        _undo(iot, journal, row)
+        journal.update(row.serial, "key_made", certificate_id=None, certificate_arn=None, error=message)
+        return message
+    return None
+
+
+def _register(iot: Any, journal: Journal, row: DeviceRow, device_dir: Path, policy: str) -> None:
+    thing = row.thing_name
+    try:
+        iot.create_thing(thingName=thing)
+    except Exception as error:
+        if error_code(error) != "ResourceAlreadyExistsException":
+            raise
+    if row.thing_group:
+        iot.add_thing_to_thing_group(thingGroupName=row.thing_group, thingName=thing)
+    certificate_id = journal.get(row.serial).certificate_id
+    if certificate_id is None:
+        csr = (device_dir / DEVICE_CSR).read_text()
+        created = iot.create_certificate_from_csr(certificateSigningRequest=csr, setAsActive=False)
+        certificate_id = created["certificateId"]
+        journal.update(row.serial, None, certificate_id=certificate_id, certificate_arn=created["certificateArn"])
+    description = iot.describe_certificate(certificateId=certificate_id)["certificateDescription"]
+    arn, pem = description["certificateArn"], description["certificatePem"]
+    iot.attach_policy(policyName=policy, target=arn)
+    iot.attach_thing_principal(thingName=thing, principal=arn)
+    if description.get("status") != "ACTIVE":
+        # Last: only a journaled certificate attached to its thing is ever active.
+        iot.update_certificate(certificateId=certificate_id, newStatus="ACTIVE")
+    write_atomic(device_dir / DEVICE_CERT, pem.encode())
+    fingerprint = codesign.fingerprint(codesign.load_certificate(pem.encode()))
+    journal.update(row.serial, "registered", certificate_fingerprint=fingerprint, error=None)
+
+
+def _undo(iot: Any, journal: Journal, row: DeviceRow) -> None:
+    journaled = journal.get(row.serial).certificate_id
+    for certificate_id in _certificate_ids(iot, row.thing_name):
+        _remove_certificate(iot, row.thing_name, certificate_id)
+        if certificate_id == journaled:
+            journaled = None
+    if journaled is not None:  # created but never attached
+        try:
+            iot.update_certificate(certificateId=journaled, newStatus="INACTIVE")
+            iot.delete_certificate(certificateId=journaled)
+        except Exception as error:
+            if error_code(error) != "ResourceNotFoundException":
+                raise
+
+
+def csr_pem(key: Any, thing: str) -> bytes:
+    return codesign.create_csr(key, common_name=thing).public_bytes(serialization.Encoding.PEM)

@@ -1,0 +1,152 @@
+"""The batch journal: SQLite in WAL mode, one row per device, every state transition recorded.
+
+A device only moves forward (key_made -> registering -> registered -> image_built -> flashed ->
+verified); ``registering`` is written *before* the first AWS call for a device, so a rerun after a
+crash knows which devices may have half-created resources and cleans those up first.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from device_provisioning.errors import InputFileError
+
+STATES = ("pending", "key_made", "registering", "registered", "image_built", "flashed", "verified")
+JOURNAL_FILE = "journal.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS devices (
+    serial TEXT PRIMARY KEY,
+    thing_name TEXT NOT NULL UNIQUE,
+    line INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    certificate_id TEXT,
+    certificate_arn TEXT,
+    certificate_fingerprint TEXT,
+    image_sha256 TEXT,
+    error TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS transitions (
+    serial TEXT NOT NULL, state TEXT NOT NULL, at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    serial: str
+    thing_name: str
+    line: int
+    state: str
+    certificate_id: str | None
+    certificate_arn: str | None
+    certificate_fingerprint: str | None
+    image_sha256: str | None
+    error: str | None
+
+    def reached(self, state: str) -> bool:
+        return STATES.index(self.state) >= STATES.index(state)
+
+
+class Journal:
+    """Thread-safe: stations and registration threads write through one connection and a lock."""
+
+    def __init__(self, directory: str | Path) -> None:
+        path = Path(directory) / JOURNAL_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed transition survives a power cut, not only a killed process.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def bind_input(self, fingerprint: str) -> None:
+        """A journal belongs to one batch input; refuse to mix batches in one directory."""
+        with self.transaction() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'input'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta VALUES ('input', ?)", (fingerprint,))
+            elif row[0] != fingerprint:
+                raise InputFileError(
+                    "this output directory holds another batch (different devices CSV or config); use a new --out"
+                )
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def add_devices(self, devices: Iterable[tuple[str, str, int]]) -> None:
+        now = time.time()
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO devices (serial, thing_name, line, state, updated_at) "
+                "VALUES (?, ?, ?, 'pending', ?)",
+                [(serial, thing, line, now) for serial, thing, line in devices],
+            )
+
+    def update(self, serial: str, state: str | None = None, **fields: Any) -> None:
+        self.update_many([(serial, state, fields)])
+
+    def update_many(self, updates: Sequence[tuple[str, str | None, dict[str, Any]]]) -> None:
+        """Apply several transitions in one committed transaction (one fsync for many devices)."""
+        now = time.time()
+        with self.transaction() as db:
+            for serial, state, fields in updates:
+                columns = dict(fields)
+                if state is not None:
+                    columns["state"] = state
+                    db.execute("INSERT INTO transitions VALUES (?, ?, ?)", (serial, state, now))
+                columns["updated_at"] = now
+                assignments = ", ".join(f"{name} = ?" for name in columns)
+                db.execute(f"UPDATE devices SET {assignments} WHERE serial = ?", (*columns.values(), serial))
+
+    def get(self, serial: str) -> DeviceRecord:
+        with self._lock:
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM devices WHERE serial = ?", (serial,)).fetchone()
+        if row is None:
+            raise KeyError(serial)
+        return DeviceRecord(*row)
+
+    def records(self) -> list[DeviceRecord]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM devices ORDER BY line").fetchall()
+        return [DeviceRecord(*row) for row in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM devices GROUP BY state").fetchall()
+        return {state: count for state, count in rows}
+
+
+_COLUMNS = (
+    "serial, thing_name, line, state, certificate_id, certificate_arn, certificate_fingerprint, image_sha256, error"
+)

@@ -1,0 +1,254 @@
+"""Factory batches: input validation, parallel prepare, resume after kill -9, throttling, stations."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import random
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from esp32_mock_bootloader import mock_bootloader
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from device_provisioning import aws, batch, batch_input, codesign, nvs, signing
+from device_provisioning.cli import main
+from device_provisioning.errors import InputFileError
+from device_provisioning.journal import Journal
+from tests.fault_proxy import fault_proxy
+from tests.helpers import BETA_TABLE
+
+POLICY = json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}]}
+)
+
+
+def write_devices(path: Path, count: int, prefix: str, *, group: str = "") -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["serial", "thing_name", "thing_group", "region"])
+        for index in range(count):
+            writer.writerow([f"{prefix}-SN{index:05d}", f"{prefix}-thing-{index:05d}", group, "eu-west"])
+    return path
+
+
+@pytest.fixture(scope="module")
+def signer(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    directory = tmp_path_factory.mktemp("signer")
+    codesign.create_identity(directory)
+    return directory / codesign.CERT_FILE
+
+
+def write_config(
+    path: Path, signer: Path, *, mode: str = "none", policy: str | None = None, concurrency: int = 4
+) -> Path:
+    text = f'[batch]\npartition_table = "{BETA_TABLE}"\ncode_verify_cert = "{signer}"\nfamily = "beta"\n\n'
+    text += f'[registration]\nmode = "{mode}"\nconcurrency = {concurrency}\n'
+    if policy:
+        text += f'policy = "{policy}"\n'
+    text += '\n[nvs]\nnamespace = "cfg"\n[nvs.values]\nfactory = "line-3"\n'
+    path.write_text(text)
+    return path
+
+
+def manifest(out: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader((out / batch.MANIFEST).open()))
+
+
+# --- inputs ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty"),
+        ("serial,name\nA,b\n", "line 1: missing column(s) thing_name"),
+        ("serial,thing_name\nA,t1\nB\n", "line 3: 1 fields"),
+        ("serial,thing_name\nA,t1\nA,t2\n", "line 3: serial A already on line 2"),
+        ("serial,thing_name\nA,t1\nB,t1\n", "line 3: thing t1 already on line 2"),
+        ("serial,thing_name\nA,t 1\n", "line 2: thing name"),
+        ("serial,thing_name\nA/1,t1\n", "line 2: serial"),
+        ("serial,thing_name,a_column_name_too_long\nA,t1,x\n", "cannot be an NVS key"),
+        ("serial,thing_name\n", "no devices"),
+    ],
+)
+def test_bad_csv_rows_are_rejected_with_their_line(text: str, message: str) -> None:
+    with pytest.raises(InputFileError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        batch_input.parse_devices(text)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.text(max_size=12), st.text(max_size=12)), min_size=1, max_size=6))
+def test_csv_parser_accepts_only_clean_rows(pairs: list[tuple[str, str]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["serial", "thing_name"])
+    writer.writerows(pairs)
+    try:
+        rows = batch_input.parse_devices(buffer.getvalue())
+    except InputFileError as error:
+        assert str(error).startswith("devices CSV")
+        return
+    assert len({r.serial for r in rows}) == len(rows) == len({r.thing_name for r in rows})
+
+
+def test_bad_input_leaves_no_output(tmp_path: Path, signer: Path) -> None:
+    devices = tmp_path / "devices.csv"
+    devices.write_text("serial,thing_name\nA,t1\nB,t1\n")
+    config = write_config(tmp_path / "batch.toml", signer)
+    out = tmp_path / "out"
+    code = main(["batch", "prepare", "--devices", str(devices), "--config", str(config), "--out", str(out)],
+                out=io.StringIO(), err=(err := io.StringIO()))  # fmt: skip
+    assert code != 0 and "line 3" in err.getvalue()
+    assert not out.exists()
+
+
+# --- prepare offline ---------------------------------------------------------------------------------
+
+
+def test_prepare_and_resume_offline(tmp_path: Path, signer: Path) -> None:
+    devices = write_devices(tmp_path / "devices.csv", 40, "off")
+    config = write_config(tmp_path / "batch.toml", signer)
+    out = tmp_path / "out"
+    summary = batch.prepare_batch(devices, config, out, workers=2, progress_stream=None)
+    assert summary.counts == {"image_built": 40} and summary.failed == 0
+    rows = manifest(out)
+    assert [r["serial"] for r in rows] == [f"off-SN{i:05d}" for i in range(40)]
+    device = out / "devices" / "off-SN00007"
+    assert stat.S_IMODE((device / "device.key").stat().st_mode) == 0o600
+    image = nvs.read_image((device / "creds.bin").read_bytes())
+    assert image.get("cfg", "thing_name").value == "off-thing-00007"  # type: ignore[union-attr]
+    assert image.get("cfg", "region").value == "eu-west"  # type: ignore[union-attr]
+    assert image.get("cfg", "factory").value == "line-3"  # type: ignore[union-attr]
+    assert signing.certificate_from_nvs((device / "creds.bin").read_bytes(), "beta", source="x").certificate == (
+        codesign.load_certificate_file(signer)
+    )
+    key_before = (device / "device.key").read_bytes()
+    again = batch.prepare_batch(devices, config, out, workers=2, progress_stream=None)
+    assert again.counts == {"image_built": 40}
+    assert (device / "device.key").read_bytes() == key_before  # nothing redone
+    other = write_devices(tmp_path / "other.csv", 3, "other")
+    with pytest.raises(InputFileError, match="another batch"):
+        batch.prepare_batch(other, config, out, progress_stream=None)
+
+
+# --- registration against the local endpoint ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def device_policy(local_endpoint) -> str:  # type: ignore[no-untyped-def]
+    name = f"batch-policy-{os.getpid()}"
+    aws.connect().client("iot").create_policy(policyName=name, policyDocument=POLICY)
+    return name
+
+
+def check_invariants(out: Path, certificates_before: set[str]) -> None:
+    """One active certificate per device (the journaled one), no orphan, a complete manifest."""
+    iot = aws.connect().client("iot")
+    journal = Journal(out)
+    records = journal.records()
+    journal.close()
+    assert all(r.state == "image_built" and not r.error for r in records), [(r.serial, r.state) for r in records]
+    journaled = set()
+    for record in records:
+        principals = iot.list_thing_principals(thingName=record.thing_name)["principals"]
+        ids = [p.rsplit("/", 1)[1] for p in principals]
+        active = [
+            i for i in ids if iot.describe_certificate(certificateId=i)["certificateDescription"]["status"] == "ACTIVE"
+        ]
+        assert active == [record.certificate_id], record.serial
+        journaled.add(record.certificate_id)
+    new_active = {
+        c["certificateId"] for c in iot.list_certificates(pageSize=250)["certificates"]
+        if c["status"] == "ACTIVE" and c["certificateId"] not in certificates_before
+    }  # fmt: skip
+    assert new_active == journaled  # every new active certificate is held by exactly its device
+    rows = manifest(out)
+    assert len(rows) == len(records) and all(r["certificate_id"] and r["image_sha256"] for r in rows)
+
+
+def active_certificate_ids() -> set[str]:
+    certificates = aws.connect().client("iot").list_certificates(pageSize=250)["certificates"]
+    return {c["certificateId"] for c in certificates if c["status"] == "ACTIVE"}
+
+
+def test_per_device_registration_is_idempotent(tmp_path: Path, signer: Path, device_policy: str) -> None:
+    before = active_certificate_ids()
+    devices = write_devices(tmp_path / "devices.csv", 12, "reg")
+    config = write_config(tmp_path / "batch.toml", signer, mode="per-device", policy=device_policy)
+    out = tmp_path / "out"
+    batch.prepare_batch(devices, config, out, workers=2, aws=aws.connect(), progress_stream=None)
+    check_invariants(out, before)
+    batch.prepare_batch(devices, config, out, workers=2, aws=aws.connect(), progress_stream=None)
+    check_invariants(out, before)
+    image = (out / "devices" / "reg-SN00003" / "creds.bin").read_bytes()
+    assert nvs.read_image(image).get("creds", "P11_Cert") is not None
+
+
+def test_throttled_endpoint(tmp_path: Path, signer: Path, device_policy: str, local_endpoint, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    before = active_certificate_ids()
+    devices = write_devices(tmp_path / "devices.csv", 10, "thr")
+    config = write_config(tmp_path / "batch.toml", signer, mode="per-device", policy=device_policy)
+    with fault_proxy(local_endpoint.url) as proxy:
+        # One in three certificate creations and attachments is throttled, as AWS does under load.
+        throttled = [
+            proxy.fail(
+                "POST", r"^/certificates", status=400, code="ThrottlingException", message="Rate exceeded", every=3
+            ),
+            proxy.fail("PUT", r"/principals", status=400, code="ThrottlingException", message="Rate exceeded", every=3),
+        ]
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        batch.prepare_batch(devices, config, tmp_path / "out", workers=2, aws=aws.connect(), progress_stream=None)
+    assert all(f.hits > 0 for f in throttled)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", local_endpoint.url)
+    check_invariants(tmp_path / "out", before)
+
+
+def test_kill_9_at_random_points_then_resume(tmp_path: Path, signer: Path, device_policy: str, local_endpoint) -> None:  # type: ignore[no-untyped-def]
+    before = active_certificate_ids()
+    devices = write_devices(tmp_path / "devices.csv", 30, "kill")
+    config = write_config(tmp_path / "batch.toml", signer, mode="per-device", policy=device_policy, concurrency=4)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "device_provisioning", "batch", "prepare", "--devices", str(devices),
+               "--config", str(config), "--out", str(out), "--workers", "2", "--json"]  # fmt: skip
+    env = {**os.environ, **local_endpoint.environment}
+    chooser = random.Random(1234)
+    kills = 0
+    for _ in range(4):
+        process = subprocess.Popen(command, env=env, start_new_session=True,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        time.sleep(chooser.uniform(0.3, 2.5))
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)  # the station loses power: no cleanup runs
+            kills += 1
+        process.wait()
+    final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr
+    assert kills >= 1
+    check_invariants(out, before)
+
+
+# --- stations --------------------------------------------------------------------------------------
+
+
+def test_station_flashes_one_device_per_port(tmp_path: Path, signer: Path) -> None:
+    devices = write_devices(tmp_path / "devices.csv", 3, "st")
+    config = write_config(tmp_path / "batch.toml", signer)
+    out = tmp_path / "out"
+    batch.prepare_batch(devices, config, out, workers=1, progress_stream=None)
+    with mock_bootloader(chip="esp32") as first, mock_bootloader(chip="esp32") as second:
+        err = io.StringIO()
+        code = main(["batch", "flash", str(out), "--ports", f"{first.url()},{second.url()}", "--no-stub"],
+                    out=(stdout := io.StringIO()), err=err)  # fmt: skip
+        assert code == 0, err.getvalue()
+    states = {r["serial"]: r["state"] for r in manifest(out)}
+    assert states == {"st-SN00000": "verified", "st-SN00001": "verified", "st-SN00002": "image_built"}
+    assert stdout.getvalue().count("verified") == 2
