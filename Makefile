@@ -39,7 +39,7 @@ demo: setup
 	$(PY) -m device_provisioning.demo --out out/demo --aws $(AWS)
 
 bench: setup
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules cdk.out out .pytest_cache

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from device_provisioning import batch_register, codesign, credentials, nvs, partition_table
+from device_provisioning import batch_register, bulk_registration, codesign, credentials, nvs, partition_table
 from device_provisioning.aws import Aws, aws_errors
 from device_provisioning.batch_input import BatchConfig, DeviceRow, load_config, load_devices
 from device_provisioning.errors import ProvisioningError
@@ -195,8 +195,8 @@ def prepare_batch(
         assert config.claim_cert and config.claim_key
         claim_cert_pem = codesign.certificate_pem(codesign.load_certificate_file(config.claim_cert))
         claim_key_pem = codesign.private_key_pem(codesign.load_private_key_file(config.claim_key))
-    if config.registration == "per-device" and aws is None:
-        raise ProvisioningError("per-device registration needs AWS access (--profile/--region or AWS_ENDPOINT_URL)")
+    if config.registration in ("per-device", "bulk") and aws is None:
+        raise ProvisioningError(f"{config.registration} registration needs AWS access (--profile/--region)")
 
     journal = Journal(out)
     try:
@@ -230,10 +230,16 @@ def prepare_batch(
                 t = time.monotonic()
                 _register_all(aws, journal, by_serial, device_dir, config, progress)
                 stage_seconds["registration"] = time.monotonic() - t
+            elif config.registration == "bulk":
+                assert aws is not None
+                t = time.monotonic()
+                _register_bulk(aws, journal, device_dir, config)
+                stage_seconds["registration"] = time.monotonic() - t
 
             # 3. NVS images
             t = time.monotonic()
-            ready = "registered" if config.registration == "per-device" else "key_made"
+            registers = config.registration in ("per-device", "bulk")
+            ready = "registered" if registers else "key_made"
             todo = [r for r in journal.records() if r.state == ready]
             tasks = [
                 _ImageTask(
@@ -243,7 +249,7 @@ def prepare_batch(
                     pkcs11_encoding=config.pkcs11_encoding,
                     partition_size=partition.size,
                     code_verify_pem=codesign.certificate_pem(code_verify),
-                    with_device_credentials=config.registration == "per-device",
+                    with_device_credentials=registers,
                     claim_cert_pem=claim_cert_pem,
                     claim_key_pem=claim_key_pem,
                     values=_values(config, by_serial[r.serial]),
@@ -302,6 +308,49 @@ def _register_all(
                 future.result()
                 if done % 50 == 0 or done == len(futures):
                     progress("registration", done, len(futures), started)
+
+
+def _register_bulk(aws: Aws, journal: Journal, device_dir: dict[str, Path], config: BatchConfig) -> None:
+    """One StartThingRegistrationTask for every device not yet registered; reports back into the journal."""
+    todo = [r for r in journal.records() if r.state in ("key_made", "registering")]
+    if not todo:
+        return
+    key = journal.meta("bulk_input_key") or f"bulk-registration/{int(time.time())}-{len(todo)}.jsonl"
+    journal.set_meta("bulk_input_key", key)
+    journal.update_many([(r.serial, "registering", {}) for r in todo if r.state == "key_made"])
+    devices = [(r.thing_name, (device_dir[r.serial] / batch_register.DEVICE_CSR).read_text()) for r in todo]
+    assert config.bulk_bucket and config.bulk_role_arn and config.policy
+    result = bulk_registration.run_bulk_registration(
+        aws,
+        devices,
+        bucket=config.bulk_bucket,
+        key=key,
+        role_arn=config.bulk_role_arn,
+        policy_name=config.policy,
+        existing_task_id=journal.meta("bulk_task_id") or None,
+        on_task_started=lambda task_id: journal.set_meta("bulk_task_id", task_id),
+        wait_for_running=config.bulk_wait,
+    )
+    updates = []
+    for offset, record in enumerate(todo):
+        if offset in result.registered:
+            certificate_id, pem = result.registered[offset]
+            write_atomic(device_dir[record.serial] / batch_register.DEVICE_CERT, pem.encode())
+            fingerprint = codesign.fingerprint(codesign.load_certificate(pem.encode()))
+            updates.append(
+                (
+                    record.serial,
+                    "registered",
+                    {"certificate_id": certificate_id, "certificate_fingerprint": fingerprint, "error": None},
+                )
+            )
+        else:
+            message = result.errors.get(offset, f"not in the reports of task {result.task_id}")
+            updates.append((record.serial, "key_made", {"error": f"bulk registration: {message}"}))
+    journal.update_many(updates)
+    # The task is finished: a later run (after fixing the errors) starts a new one.
+    journal.set_meta("bulk_task_id", "")
+    journal.set_meta("bulk_input_key", "")
 
 
 def write_manifest(journal: Journal, out: Path) -> Path:

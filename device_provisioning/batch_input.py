@@ -20,7 +20,7 @@ from device_provisioning.files import read_bytes
 
 REQUIRED_COLUMNS = ("serial", "thing_name")
 OPTIONAL_COLUMNS = ("thing_group",)
-REGISTRATION_MODES = ("none", "per-device", "claim")
+REGISTRATION_MODES = ("none", "per-device", "bulk", "claim")
 _THING = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
 _SERIAL = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _NVS_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
@@ -48,6 +48,9 @@ class BatchConfig:
     concurrency: int = 8
     claim_cert: Path | None = None
     claim_key: Path | None = None
+    bulk_bucket: str | None = None
+    bulk_role_arn: str | None = None
+    bulk_wait: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -152,6 +155,9 @@ def load_config(path: str | Path) -> BatchConfig:
         concurrency=int(registration.get("concurrency", 8)),
         claim_cert=path_of(registration, "claim_cert", required=False),
         claim_key=path_of(registration, "claim_key", required=False),
+        bulk_bucket=registration.get("bucket"),
+        bulk_role_arn=registration.get("role_arn"),
+        bulk_wait=bool(registration.get("wait_for_running_task", False)),
         extra={str(k): str(v) for k, v in (nvs.get("values") or {}).items()},
     )
     if config.family not in FAMILIES:
@@ -160,8 +166,10 @@ def load_config(path: str | Path) -> BatchConfig:
         raise InputFileError(f"batch config {source}: pkcs11_encoding must be der or pem")
     if config.registration not in REGISTRATION_MODES:
         raise InputFileError(f"batch config {source}: registration mode must be one of {', '.join(REGISTRATION_MODES)}")
-    if config.registration == "per-device" and not config.policy:
-        raise InputFileError(f"batch config {source}: per-device registration needs [registration] policy")
+    if config.registration in ("per-device", "bulk") and not config.policy:
+        raise InputFileError(f"batch config {source}: {config.registration} registration needs [registration] policy")
+    if config.registration == "bulk" and not (config.bulk_bucket and config.bulk_role_arn):
+        raise InputFileError(f"batch config {source}: bulk registration needs [registration] bucket and role_arn")
     if config.registration == "claim" and (config.claim_cert is None or config.claim_key is None):
         raise InputFileError(f"batch config {source}: claim mode needs claim_cert and claim_key")
     if not 1 <= config.concurrency <= 64:

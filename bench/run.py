@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""Factory-scale benchmarks, printed as one table with ratios against baselines measured in the same run.
+
+(a) bundles/s of `batch prepare` (key, CSR, NVS image, manifest) at 1,000 and 10,000 devices, against
+    what a team writes today: per device, `openssl` for the key and CSR and the
+    `esp_idf_nvs_partition_gen` command line for the image (measured on a sample, default 100 devices);
+(b) the floor: bare key generation + CSR signing + NVS encoding in one process per core, no files;
+(c) AWS API calls per device for per-device registration (counted on the local endpoint) and for
+    bulk registration (the StartThingRegistrationTask flow, counted on its validated request sequence);
+(d) bytes written per device: credentials-only flashing vs full flashing.
+
+Not a test: nothing here asserts a time. Run: `make bench` (or `python bench/run.py --help`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from device_provisioning import (  # noqa: E402
+    aws,
+    batch,
+    batch_register,
+    bulk_registration,
+    codesign,
+    credentials,
+    esp_build,
+    firmware,
+    flash_plan,
+    nvs,
+    partition_table,
+)
+from device_provisioning.local_aws import local_aws  # noqa: E402
+
+TABLE = REPO / "examples" / "esp-aws-iot" / "partitions_ota_mqtt.csv"
+
+
+def write_inputs(
+    directory: Path, count: int, signer: Path, *, mode: str = "none", policy: str = ""
+) -> tuple[Path, Path]:
+    devices = directory / f"devices-{count}.csv"
+    with devices.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["serial", "thing_name"])
+        writer.writerows([f"SN{i:06d}", f"bench-{count}-{i:06d}"] for i in range(count))
+    config = directory / f"batch-{count}-{mode}.toml"
+    text = f'[batch]\npartition_table = "{TABLE}"\ncode_verify_cert = "{signer}"\n\n[registration]\nmode = "{mode}"\n'
+    if policy:
+        text += f'policy = "{policy}"\n'
+    config.write_text(text)
+    return devices, config
+
+
+def pipeline_rate(directory: Path, count: int, signer: Path, workers: int) -> float:
+    devices, config = write_inputs(directory, count, signer)
+    started = time.perf_counter()
+    batch.prepare_batch(devices, config, directory / f"out-{count}", workers=workers, progress_stream=None)
+    return count / (time.perf_counter() - started)
+
+
+def baseline_rate(directory: Path, sample: int, signer: Path) -> float:
+    """Per device: openssl key + CSR, then the NVS generator's command line (as a shell script would)."""
+    work = directory / "baseline"
+    work.mkdir()
+    started = time.perf_counter()
+    for index in range(sample):
+        device = work / f"SN{index:06d}"
+        device.mkdir()
+        subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "device.key"],
+                       cwd=device, check=True, capture_output=True)  # fmt: skip
+        subprocess.run(["openssl", "req", "-new", "-key", "device.key", "-subj", f"/CN=thing-{index}",
+                        "-out", "device.csr"], cwd=device, check=True, capture_output=True)  # fmt: skip
+        (device / "nvs.csv").write_text(
+            f"key,type,encoding,value\ncreds,namespace,,\nP11_CSK,file,string,{signer}\n"
+            f"cfg,namespace,,\nthing_name,data,string,thing-{index}\n"
+        )
+        subprocess.run([sys.executable, "-m", "esp_idf_nvs_partition_gen", "generate", "nvs.csv", "creds.bin",
+                        "0x4000"], cwd=device, check=True, capture_output=True)  # fmt: skip
+    return sample / (time.perf_counter() - started)
+
+
+def _floor_chunk(count: int) -> int:
+    certificate = codesign.create_self_signed_certificate(codesign.generate_signing_key())
+    for index in range(count):
+        key = codesign.generate_signing_key()
+        batch_register.csr_pem(key, f"thing-{index}")
+        entries = credentials.credential_entries(
+            credentials.Credentials(certificate), "beta", extra=[nvs.NvsEntry("cfg", "thing_name", "string", "t")]
+        )
+        nvs.build_image(entries, 0x4000)
+    return count
+
+
+def floor_rate(count: int, workers: int) -> float:
+    started = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(_floor_chunk, [count // workers] * workers))
+    return (count // workers * workers) / (time.perf_counter() - started)
+
+
+def per_device_calls(directory: Path, signer: Path, count: int) -> float:
+    """Registration calls per device, counted on the local endpoint."""
+    with local_aws():
+        session = aws.connect()
+        iot = session.client("iot")
+        iot.create_policy(policyName="bench", policyDocument='{"Version":"2012-10-17","Statement":[]}')
+        calls = 0
+
+        def count_call(**_: object) -> None:
+            nonlocal calls
+            calls += 1
+
+        iot.meta.events.register("before-call.iot.*", count_call)
+
+        class CountingAws(aws.Aws):
+            def client(self, service: str):  # type: ignore[no-untyped-def]
+                return iot if service == "iot" else super().client(service)
+
+        counting = CountingAws(session.session, session.endpoint_url)
+        devices, config = write_inputs(directory, count, signer, mode="per-device", policy="bench")
+        batch.prepare_batch(devices, config, directory / "out-reg", workers=2, aws=counting, progress_stream=None)
+    return calls / count
+
+
+def bulk_calls(size: int) -> int:
+    """Calls made by the bulk flow for ``size`` devices, on stubbed clients (the emulator lacks these APIs).
+
+    The task is assumed to finish on the third poll; AWS publishes no throughput, so polls are the
+    one number that is assumed rather than counted.
+    """
+    from botocore.stub import ANY
+
+    from tests.test_aws_stubbed import StubbedAws
+
+    fake = StubbedAws()
+    iot, s3 = fake.stubbers["iot"], fake.stubbers["s3"]  # type: ignore[attr-defined]
+    task = "a1b2c3d4-0000-1111-2222-333344445555"
+    iot.add_response("list_thing_registration_tasks", {"taskIds": []}, {"status": "InProgress"})
+    s3.add_response("put_object", {}, {"Bucket": "bench-bucket", "Key": "k", "Body": ANY})
+    iot.add_response("start_thing_registration_task", {"taskId": task}, None)
+    for status in ("InProgress", "InProgress", "Completed"):
+        iot.add_response("describe_thing_registration_task", {"taskId": task, "status": status}, None)
+    for report in ("RESULTS", "ERRORS"):
+        iot.add_response("list_thing_registration_task_reports", {"resourceLinks": [f"r/{report}"]}, None)
+    results = "".join(
+        f'{{"offset": {i}, "response": {{"ResourceArns": {{"certificate": "c/{i}"}}, "CertificatePem": ""}}}}\n'
+        for i in range(size)
+    ).encode()
+    for stubber in (iot, s3):
+        stubber.activate()
+    result = bulk_registration.run_bulk_registration(
+        fake, [(f"t{i}", "csr") for i in range(size)], bucket="bench-bucket", key="k",
+        role_arn="arn:aws:iam::123456789012:role/bulk", policy_name="p", sleep=lambda _: None,
+        fetch=lambda url: results if url.endswith("RESULTS") else b"",
+    )  # fmt: skip
+    assert len(result.registered) == size
+    return result.calls
+
+
+def bytes_per_device(directory: Path, nvs_image: bytes) -> tuple[int, int]:
+    table = partition_table.load(TABLE)
+    app_size = table.find("ota_0").size * 9 // 10  # a typical app fills ~90 % of its slot
+    app = firmware.placeholder_app_image(payload_size=app_size)
+    build = esp_build.load_build(firmware.write_placeholder_build(directory / "build", table, app=app))
+    credentials_only = flash_plan.plan_flash(table, nvs_image).bytes_to_write
+    full = flash_plan.plan_flash(table, nvs_image, build=build).bytes_to_write
+    return credentials_only, full
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", default="1000,10000", help="batch sizes for (a)")
+    parser.add_argument("--baseline-sample", type=int, default=100, help="devices timed for the openssl baseline")
+    parser.add_argument("--registration-devices", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    if shutil.which("openssl") is None:
+        print("openssl is needed for the baseline (apt-get install openssl)", file=sys.stderr)
+        return 2
+    rows: list[tuple[str, str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="esp-ota-bench-") as temporary:
+        directory = Path(temporary)
+        codesign.create_identity(directory / "signer")
+        signer = directory / "signer" / codesign.CERT_FILE
+
+        baseline = baseline_rate(directory, args.baseline_sample, signer)
+        rows.append((f"(a) baseline: openssl + nvs_partition_gen CLI ({args.baseline_sample} devices)",
+                     f"{baseline:,.1f} bundles/s", "1.0x"))  # fmt: skip
+        last_rate = 0.0
+        for count in (int(c) for c in args.devices.split(",")):
+            last_rate = pipeline_rate(directory, count, signer, args.workers)
+            rows.append((f"(a) batch prepare, {count:,} devices, {args.workers} workers",
+                         f"{last_rate:,.1f} bundles/s", f"{last_rate / baseline:,.1f}x baseline"))  # fmt: skip
+        floor = floor_rate(min(2000, max(args.workers * 100, 200)), args.workers)
+        rows.append(("(b) floor: keygen + CSR + NVS encoding only, no files",
+                     f"{floor:,.1f} bundles/s", f"pipeline at {100 * last_rate / floor:.0f}% of floor"))  # fmt: skip
+
+        per_device = per_device_calls(directory, signer, args.registration_devices)
+        rows.append((f"(c) per-device registration ({args.registration_devices} devices, local endpoint)",
+                     f"{per_device:.1f} calls/device", "1.0x"))  # fmt: skip
+        for size in (1_000, 10_000):
+            bulk = bulk_calls(size) / size
+            rows.append((f"(c) bulk registration, {size:,} devices (Stubber-validated sequence, 3 polls)",
+                         f"{bulk:.4f} calls/device", f"{per_device / bulk:,.0f}x fewer"))  # fmt: skip
+
+        image = (
+            next((directory / "out-1000" / batch.DEVICES_DIR).glob("*/creds.bin")).read_bytes()
+            if (directory / "out-1000").exists()
+            else nvs.build_image([nvs.NvsEntry("cfg", "k", "string", "v")], 0x4000)
+        )
+        credentials_only, full = bytes_per_device(directory, image)
+        rows.append(("(d) bytes written: credentials only (--no-firmware)", f"{credentials_only:,} B", "1.0x"))
+        rows.append(("(d) bytes written: full flash (bootloader, table, otadata, app, NVS)",
+                     f"{full:,} B", f"{full / credentials_only:,.0f}x more"))  # fmt: skip
+
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measurement':<{width}}  {'value':>22}  ratio")
+    for name, value, ratio in rows:
+        print(f"{name:<{width}}  {value:>22}  {ratio}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Bulk registration: the emulator does not implement it; every request is checked by botocore's Stubber."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from botocore.stub import Stubber
+
+from device_provisioning import bulk_registration
+from device_provisioning.aws import AwsError
+from tests.test_aws_stubbed import StubbedAws
+
+TASK = "a1b2c3d4-0000-1111-2222-333344445555"
+ROLE = "arn:aws:iam::123456789012:role/bulk"
+DEVICES = [("thing-0", "CSR0"), ("thing-1", "CSR1"), ("thing-2", "CSR2")]
+
+
+@pytest.fixture
+def stubbed():  # type: ignore[no-untyped-def]
+    fake = StubbedAws()
+    stubbers: dict[str, Stubber] = fake.stubbers  # type: ignore[attr-defined]
+    for stubber in stubbers.values():
+        stubber.activate()
+    yield fake
+    for stubber in stubbers.values():
+        stubber.assert_no_pending_responses()
+        stubber.deactivate()
+
+
+def expect_start(stubbed: Any, running: list[list[str]]) -> None:
+    iot, s3 = stubbed.stubbers["iot"], stubbed.stubbers["s3"]
+    for task_ids in running:
+        iot.add_response("list_thing_registration_tasks", {"taskIds": task_ids}, {"status": "InProgress"})
+    s3.add_response(
+        "put_object",
+        {},
+        {"Bucket": "firmware-bucket", "Key": "bulk/batch.jsonl", "Body": bulk_registration.input_file(DEVICES)},
+    )
+    iot.add_response(
+        "start_thing_registration_task",
+        {"taskId": TASK},
+        {
+            "templateBody": json.dumps(bulk_registration.registration_template("device-policy")),
+            "inputFileBucket": "firmware-bucket",
+            "inputFileKey": "bulk/batch.jsonl",
+            "roleArn": ROLE,
+        },
+    )
+
+
+def expect_finish(stubbed: Any, statuses: list[str]) -> None:
+    iot = stubbed.stubbers["iot"]
+    for status in statuses:
+        iot.add_response("describe_thing_registration_task", {"taskId": TASK, "status": status}, {"taskId": TASK})
+    iot.add_response(
+        "list_thing_registration_task_reports",
+        {"resourceLinks": ["https://reports/results-1"], "reportType": "RESULTS", "nextToken": "n1"},
+        {"taskId": TASK, "reportType": "RESULTS"},
+    )
+    iot.add_response(
+        "list_thing_registration_task_reports",
+        {"resourceLinks": ["https://reports/results-2"], "reportType": "RESULTS"},
+        {"taskId": TASK, "reportType": "RESULTS", "nextToken": "n1"},
+    )
+    iot.add_response(
+        "list_thing_registration_task_reports",
+        {"resourceLinks": ["https://reports/errors"], "reportType": "ERRORS"},
+        {"taskId": TASK, "reportType": "ERRORS"},
+    )
+
+
+REPORTS = {
+    "https://reports/results-1": json.dumps(
+        {"offset": 0, "response": {"ResourceArns": {"certificate": "arn:aws:iot:us-east-1:1:cert/aaa"},
+                                   "CertificatePem": "PEM0"}}
+    ) + "\n",
+    "https://reports/results-2": json.dumps(
+        {"offset": 2, "response": {"ResourceArns": {"certificate": "arn:aws:iot:us-east-1:1:cert/ccc"},
+                                   "CertificatePem": "PEM2"}}
+    ) + "\n",
+    "https://reports/errors": json.dumps({"offset": 1, "errorMessage": "InvalidRequestException: bad CSR"}) + "\n",
+}  # fmt: skip
+
+
+def run(stubbed: Any, **kwargs: Any) -> bulk_registration.BulkResult:
+    started: list[str] = []
+    result = bulk_registration.run_bulk_registration(
+        stubbed, DEVICES, bucket="firmware-bucket", key="bulk/batch.jsonl", role_arn=ROLE, policy_name="device-policy",
+        sleep=lambda _: None, fetch=lambda url: REPORTS[url].encode(), on_task_started=started.append, **kwargs,
+    )  # fmt: skip
+    if kwargs.get("existing_task_id") is None:
+        assert started == [TASK]
+    return result
+
+
+def test_bulk_registration_parses_results_and_errors(stubbed) -> None:
+    expect_start(stubbed, [[]])
+    expect_finish(stubbed, ["InProgress", "InProgress", "Completed"])
+    result = run(stubbed)
+    assert result.registered == {0: ("aaa", "PEM0"), 2: ("ccc", "PEM2")}
+    assert result.errors == {1: "InvalidRequestException: bad CSR"}
+    assert result.calls == 1 + 1 + 1 + 3 + 3  # O(1) in the number of devices
+
+
+def test_a_running_task_is_refused_or_waited_for(stubbed) -> None:
+    stubbed.stubbers["iot"].add_response(
+        "list_thing_registration_tasks", {"taskIds": ["other-task"]}, {"status": "InProgress"}
+    )
+    with pytest.raises(AwsError, match="other-task is already running.*only one runs at a time"):
+        run(stubbed)
+
+
+def test_waits_for_the_running_task_then_starts(stubbed) -> None:
+    expect_start(stubbed, [["other-task"], ["other-task"], []])
+    expect_finish(stubbed, ["Completed"])
+    assert run(stubbed, wait_for_running=True).task_id == TASK
+
+
+def test_resume_follows_the_journaled_task_instead_of_starting_another(stubbed) -> None:
+    expect_finish(stubbed, ["Completed"])
+    result = run(stubbed, existing_task_id=TASK)
+    assert result.task_id == TASK and len(result.registered) == 2
+
+
+def test_batch_prepare_in_bulk_mode_journals_the_reports(stubbed, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from botocore.stub import ANY
+
+    from device_provisioning import batch, codesign
+    from tests.helpers import BETA_TABLE
+
+    codesign.create_identity(tmp_path / "signer")
+    (tmp_path / "devices.csv").write_text("serial,thing_name\nS0,thing-0\nS1,thing-1\n")
+    (tmp_path / "batch.toml").write_text(
+        f'[batch]\npartition_table = "{BETA_TABLE}"\ncode_verify_cert = "signer/codesign.crt"\n'
+        f'[registration]\nmode = "bulk"\npolicy = "device-policy"\nbucket = "firmware-bucket"\nrole_arn = "{ROLE}"\n'
+    )
+    issued = codesign.certificate_pem(codesign.create_self_signed_certificate(codesign.generate_signing_key()))
+    iot, s3 = stubbed.stubbers["iot"], stubbed.stubbers["s3"]
+    iot.add_response("list_thing_registration_tasks", {"taskIds": []}, {"status": "InProgress"})
+    s3.add_response("put_object", {}, {"Bucket": "firmware-bucket", "Key": ANY, "Body": ANY})
+    start = {"templateBody": ANY, "inputFileBucket": "firmware-bucket", "inputFileKey": ANY, "roleArn": ROLE}
+    iot.add_response("start_thing_registration_task", {"taskId": TASK}, start)
+    iot.add_response("describe_thing_registration_task", {"taskId": TASK, "status": "Completed"}, {"taskId": TASK})
+    for report in ("RESULTS", "ERRORS"):
+        iot.add_response("list_thing_registration_task_reports",
+                         {"resourceLinks": [f"https://r/{report}"], "reportType": report},
+                         {"taskId": TASK, "reportType": report})  # fmt: skip
+    lines = {
+        "https://r/RESULTS": json.dumps({"offset": 0, "response": {
+            "ResourceArns": {"certificate": "arn:aws:iot:us-east-1:1:cert/c0"}, "CertificatePem": issued.decode()}}),
+        "https://r/ERRORS": json.dumps({"offset": 1, "errorMessage": "ThingName conflict"}),
+    }  # fmt: skip
+    monkeypatch.setattr(bulk_registration, "_fetch", lambda url: lines[url].encode())
+    summary = batch.prepare_batch(
+        tmp_path / "devices.csv", tmp_path / "batch.toml", tmp_path / "out", workers=1, aws=stubbed,
+        progress_stream=None,
+    )  # fmt: skip
+    assert summary.counts == {"image_built": 1, "key_made": 1} and summary.failed == 1
+    status = batch.batch_status(tmp_path / "out")
+    assert status["errors"] == [{"serial": "S1", "error": "bulk registration: ThingName conflict"}]
