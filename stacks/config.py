@@ -40,6 +40,9 @@ class AppConfig:
     noncurrent_version_expiration_days: int = 90
     access_log_retention_days: int = 365
     retain_firmware_bucket: bool = True
+    fleet_provisioning: bool = False
+    claim_client_id_prefix: str = "provision-"
+    pre_provisioning_hook_arn: str | None = None
     account: str | None = None
     region: str | None = None
 
@@ -69,6 +72,9 @@ class AppConfig:
             ),
             access_log_retention_days=_positive_int("accessLogRetentionDays", get("accessLogRetentionDays"), 365),
             retain_firmware_bucket=_boolean("retainFirmwareBucket", get("retainFirmwareBucket"), True),
+            fleet_provisioning=_boolean("fleetProvisioning", get("fleetProvisioning"), False),
+            claim_client_id_prefix=_client_id_prefix(get("claimClientIdPrefix")),
+            pre_provisioning_hook_arn=_lambda_arn(get("preProvisioningHookArn")),
             account=account,
             region=region,
         )
@@ -107,6 +113,28 @@ def _certificate_arn(value: Any) -> str | None:
             f"got {value!r}; give an ACM certificate ARN "
             "(arn:aws:acm:REGION:ACCOUNT:certificate/UUID), e.g. from `device-provisioning codesign import`",
         )
+    return value
+
+
+_LAMBDA_ARN = re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_$-]+)?$")
+_CLIENT_PREFIX = re.compile(r"^[A-Za-z0-9_-]{3,32}$")
+
+
+def _client_id_prefix(value: Any) -> str:
+    if value is None or value == "":
+        return "provision-"
+    if not isinstance(value, str) or not _CLIENT_PREFIX.match(value):
+        raise ConfigError(
+            "claimClientIdPrefix", f"got {value!r}; use 3-32 of a-z A-Z 0-9 _ - (claim devices connect as PREFIX...)"
+        )
+    return value
+
+
+def _lambda_arn(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _LAMBDA_ARN.match(value):
+        raise ConfigError("preProvisioningHookArn", f"got {value!r}; give a Lambda function ARN")
     return value
 
 

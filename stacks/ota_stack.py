@@ -10,6 +10,7 @@ from constructs import Construct
 from stacks.config import AppConfig
 from stacks.device_fleet import DeviceFleet
 from stacks.firmware_bucket import FirmwareBucket
+from stacks.fleet_provisioning import FleetProvisioning
 from stacks.operator_policy import OtaOperatorPolicy
 from stacks.ota_service_role import OtaServiceRole
 from stacks.signing_profile import SigningProfile
@@ -81,4 +82,20 @@ class DeviceFleetStack(Stack):
             thing_names=config.thing_names,
         )
         self.device_policy = fleet.policy
-        CfnOutput(self, "DevicePolicyName", value=fleet.policy_name)
+        CfnOutput(self, "DevicePolicyName", value=fleet.policy.ref)
+        self.fleet_provisioning: FleetProvisioning | None = None
+        if config.fleet_provisioning:
+            self.fleet_provisioning = FleetProvisioning(
+                self,
+                "FleetProvisioning",
+                template_name=f"{config.name_prefix}-fleet-provisioning",
+                device_policy_name=fleet.policy_name,
+                claim_policy_name=f"{config.name_prefix}-claim",
+                claim_client_id_prefix=config.claim_client_id_prefix,
+                thing_name_prefix=f"{config.stage}-esp32-",
+                pre_provisioning_hook_arn=config.pre_provisioning_hook_arn,
+            )
+            # The template names the device policy: create the policy first.
+            self.fleet_provisioning.template.node.add_dependency(fleet.policy)
+            CfnOutput(self, "ProvisioningTemplateName", value=self.fleet_provisioning.template.ref)
+            CfnOutput(self, "ClaimPolicyName", value=self.fleet_provisioning.claim_policy.ref)

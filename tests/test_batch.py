@@ -252,3 +252,23 @@ def test_station_flashes_one_device_per_port(tmp_path: Path, signer: Path) -> No
     states = {r["serial"]: r["state"] for r in manifest(out)}
     assert states == {"st-SN00000": "verified", "st-SN00001": "verified", "st-SN00002": "image_built"}
     assert stdout.getvalue().count("verified") == 2
+
+
+def test_claim_mode_puts_the_same_claim_credentials_in_every_image(tmp_path: Path, signer: Path) -> None:
+    claim_dir = tmp_path / "claim"
+    codesign.create_identity(claim_dir, common_name="claim")
+    devices = write_devices(tmp_path / "devices.csv", 4, "claim")
+    config = write_config(tmp_path / "batch.toml", signer, mode="claim")
+    text = config.read_text().replace(
+        '[registration]\nmode = "claim"\n',
+        f'[registration]\nmode = "claim"\nclaim_cert = "{claim_dir / "codesign.crt"}"\n'
+        f'claim_key = "{claim_dir / "codesign.key"}"\n',
+    )
+    config.write_text(text)
+    batch.prepare_batch(devices, config, tmp_path / "out", workers=1, progress_stream=None)
+    claim_der = codesign.load_certificate_file(claim_dir / "codesign.crt")
+    for index in range(4):
+        image = nvs.read_image((tmp_path / "out" / "devices" / f"claim-SN{index:05d}" / "creds.bin").read_bytes())
+        assert codesign.load_certificate(image.get("creds", "P11_Claim_Cert").data) == claim_der  # type: ignore[union-attr]
+        assert image.get("creds", "P11_Claim_Key") is not None
+        assert image.get("creds", "P11_Cert") is None

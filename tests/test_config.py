@@ -57,6 +57,9 @@ def test_config_is_frozen() -> None:
         ("noncurrentVersionExpirationDays", True),
         ("accessLogRetentionDays", "99999"),
         ("retainFirmwareBucket", "maybe"),
+        ("fleetProvisioning", "sometimes"),
+        ("claimClientIdPrefix", "a b"),
+        ("preProvisioningHookArn", "arn:aws:iam::123456789012:role/x"),
     ],
 )
 def test_bad_value_names_the_key(key: str, value: object) -> None:

@@ -19,6 +19,9 @@ def without_certificate() -> SynthesizedApp:
     return synthesize(AppConfig(thing_names=("dev-board-1", "dev-board-2")))
 
 
+HOOK_ARN = "arn:aws:lambda:eu-west-1:123456789012:function:check-serial"
+
+
 @pytest.fixture(scope="module")
 def with_certificate() -> SynthesizedApp:
     return synthesize(
@@ -27,6 +30,8 @@ def with_certificate() -> SynthesizedApp:
             code_signing_certificate_arn=CERT_ARN,
             signing_profile_name="prod_esp_ota_signing",
             retain_firmware_bucket=False,
+            fleet_provisioning=True,
+            pre_provisioning_hook_arn=HOOK_ARN,
         )
     )
 
@@ -211,7 +216,8 @@ def test_ota_stack_outputs_for_scripts(without_certificate) -> None:
 
 
 def device_policy(app: SynthesizedApp) -> dict[str, Any]:
-    (policy,) = resources_of(app.fleet_json, "AWS::IoT::Policy").values()
+    policies = resources_of(app.fleet_json, "AWS::IoT::Policy").values()
+    (policy,) = [p for p in policies if p["Properties"]["PolicyName"].endswith("-device")]
     return policy["Properties"]
 
 
@@ -244,11 +250,20 @@ def test_device_topics_are_its_own_jobs_and_streams(without_certificate) -> None
     ]
 
 
-def wildcard_data_plane_grants(policy_document: dict[str, Any]) -> list[tuple[str, str]]:
-    """Our own check: (action, resource) pairs that give a data-plane action on a wildcard resource.
+def _is_wildcard(flat: str) -> bool:
+    """``*``, or an IoT resource whose name is open-ended from its start (client/*, topic/*, topic/$aws/*)."""
+    if flat == "*":
+        return True
+    if "<AWS::AccountId>:" in flat:
+        name = flat.split("<AWS::AccountId>:", 1)[1]
+    else:
+        name = flat.split(":", 5)[-1]
+    _, _, resource_name = name.partition("/")
+    return resource_name in ("", "*", "$aws/*", "$aws/things/*") or resource_name.startswith("*")
 
-    A resource is a wildcard unless it is scoped by the connecting thing's name.
-    """
+
+def wildcard_data_plane_grants(policy_document: dict[str, Any]) -> list[tuple[str, str]]:
+    """Our own check: (action, resource) pairs that give a data-plane action on a wildcard resource."""
     found = []
     for statement in policy_document["Statement"]:
         if statement.get("Effect") != "Allow":
@@ -256,7 +271,7 @@ def wildcard_data_plane_grants(policy_document: dict[str, Any]) -> list[tuple[st
         actions = {a for a in _as_list(statement["Action"]) if a in DATA_PLANE_ACTIONS or a in ("iot:*", "*")}
         for resource in _as_list(statement.get("Resource", [])):
             flat = _flatten(resource)
-            if flat == "*" or "${iot:Connection.Thing.ThingName}" not in flat:
+            if _is_wildcard(flat):
                 found.extend((action, flat) for action in actions)
     return found
 
@@ -273,12 +288,15 @@ def test_wildcard_check_catches_a_broad_policy() -> None:
         "Statement": [
             {"Effect": "Allow", "Action": ["iot:Publish"], "Resource": "*"},
             {"Effect": "Allow", "Action": "iot:Connect", "Resource": "arn:aws:iot:r:1:client/*"},
+            {"Effect": "Allow", "Action": "iot:Receive", "Resource": "arn:aws:iot:r:1:topic/$aws/*"},
+            {"Effect": "Allow", "Action": "iot:Publish", "Resource": "arn:aws:iot:r:1:topic/$aws/things/x/jobs/*"},
             {"Effect": "Deny", "Action": "iot:Subscribe", "Resource": "*"},
         ]
     }
     assert wildcard_data_plane_grants(broad) == [
         ("iot:Publish", "*"),
         ("iot:Connect", "arn:aws:iot:r:1:client/*"),
+        ("iot:Receive", "arn:aws:iot:r:1:topic/$aws/*"),
     ]
 
 
@@ -286,6 +304,51 @@ def test_development_things_from_context(without_certificate, with_certificate) 
     without_certificate.fleet.resource_count_is("AWS::IoT::Thing", 2)
     without_certificate.fleet.has_resource_properties("AWS::IoT::Thing", {"ThingName": "dev-board-2"})
     with_certificate.fleet.resource_count_is("AWS::IoT::Thing", 0)
+
+
+# --- fleet provisioning ------------------------------------------------------------------------------
+
+
+def test_fleet_provisioning_only_when_asked(without_certificate, with_certificate) -> None:
+    without_certificate.fleet.resource_count_is("AWS::IoT::ProvisioningTemplate", 0)
+    with_certificate.fleet.resource_count_is("AWS::IoT::ProvisioningTemplate", 1)
+    with_certificate.fleet.has_output("ProvisioningTemplateName", {"Value": Match.any_value()})
+
+
+def test_provisioning_template_creates_thing_certificate_and_device_policy(with_certificate) -> None:
+    (template,) = resources_of(with_certificate.fleet_json, "AWS::IoT::ProvisioningTemplate").values()
+    properties = template["Properties"]
+    assert properties["Enabled"] is True
+    assert properties["PreProvisioningHook"] == {"TargetArn": HOOK_ARN, "PayloadVersion": "2020-04-01"}
+    body = json.loads(properties["TemplateBody"])
+    resources = body["Resources"]
+    assert resources["certificate"]["Properties"]["Status"] == "ACTIVE"
+    assert resources["policy"]["Properties"]["PolicyName"] == "prod-esp-ota-device"
+    assert {"SerialNumber", "AWS::IoT::Certificate::Id"} <= set(body["Parameters"])
+    role_ref = Capture()
+    with_certificate.fleet.has_resource_properties(
+        "AWS::IoT::ProvisioningTemplate", {"ProvisioningRoleArn": {"Fn::GetAtt": [role_ref, "Arn"]}}
+    )
+    role = with_certificate.fleet_json["Resources"][role_ref.as_string()]
+    assert "service-role/AWSIoTThingsRegistration" in json.dumps(role["Properties"]["ManagedPolicyArns"])
+    with_certificate.fleet.has_resource_properties(
+        "AWS::Lambda::Permission", {"FunctionName": HOOK_ARN, "Principal": "iot.amazonaws.com"}
+    )
+
+
+def test_claim_policy_reaches_only_the_provisioning_topics(with_certificate) -> None:
+    policies = resources_of(with_certificate.fleet_json, "AWS::IoT::Policy")
+    (claim,) = [p for p in policies.values() if p["Properties"]["PolicyName"] == "prod-esp-ota-claim"]
+    resources = [
+        _flatten(r).split("<AWS::AccountId>:", 1)[1]
+        for s in claim["Properties"]["PolicyDocument"]["Statement"]
+        for r in _as_list(s["Resource"])
+    ]
+    assert resources[0] == "client/provision-*"
+    assert all(
+        r.split("/", 1)[1].startswith(("$aws/certificates/create-from-csr/", "$aws/provisioning-templates/"))
+        for r in resources[1:]
+    )
 
 
 # --- helpers ----------------------------------------------------------------------------------------
