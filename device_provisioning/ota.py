@@ -257,20 +257,17 @@ def ota_update_request(
 
 
 def _resolve_targets(iot: Any, targets: Targets) -> list[str]:
+    lookups = [(name, "thing", lambda n: iot.describe_thing(thingName=n)["thingArn"]) for name in targets.things] + [
+        (name, "thing group", lambda n: iot.describe_thing_group(thingGroupName=n)["thingGroupArn"])
+        for name in targets.thing_groups
+    ]
     arns = []
-    for thing in targets.things:
+    for name, kind, describe in lookups:
         try:
-            arns.append(iot.describe_thing(thingName=thing)["thingArn"])
+            arns.append(describe(name))
         except Exception as error:
             if error_code(error) == "ResourceNotFoundException":
-                raise AwsError(f"target thing {thing!r} does not exist; register it with `device register`") from None
-            raise
-    for group in targets.thing_groups:
-        try:
-            arns.append(iot.describe_thing_group(thingGroupName=group)["thingGroupArn"])
-        except Exception as error:
-            if error_code(error) == "ResourceNotFoundException":
-                raise AwsError(f"target thing group {group!r} does not exist") from None
+                raise AwsError(f"target {kind} {name!r} does not exist; register it first") from None
             raise
     if not arns:
         raise InputFileError("no targets: pass --targets THING[,THING...] or --thing-groups GROUP")

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from aws_cdk import Stack
 from aws_cdk import aws_iot as iot
 from constructs import Construct
+
+from stacks.arns import iot_arn
 
 # Policy variable: the thing the connecting certificate is attached to.
 THING_NAME = "${iot:Connection.Thing.ThingName}"
@@ -37,13 +38,9 @@ class DeviceFleet(Construct):
         self.things = [iot.CfnThing(self, f"Thing{index}", thing_name=name) for index, name in enumerate(thing_names)]
 
     def _policy_document(self) -> dict[str, Any]:
-        stack = Stack.of(self)
 
-        def iot_arn(resource: str, name: str) -> str:
-            return stack.format_arn(service="iot", resource=resource, resource_name=name)
-
-        topics = [iot_arn("topic", f"$aws/things/{THING_NAME}/{tree}/*") for tree in OTA_TOPIC_TREES]
-        filters = [iot_arn("topicfilter", f"$aws/things/{THING_NAME}/{tree}/*") for tree in OTA_TOPIC_TREES]
+        topics = [iot_arn(self, "topic", f"$aws/things/{THING_NAME}/{tree}/*") for tree in OTA_TOPIC_TREES]
+        filters = [iot_arn(self, "topicfilter", f"$aws/things/{THING_NAME}/{tree}/*") for tree in OTA_TOPIC_TREES]
         return {
             "Version": "2012-10-17",
             "Statement": [
@@ -51,7 +48,7 @@ class DeviceFleet(Construct):
                     "Sid": "ConnectAsOwnThing",
                     "Effect": "Allow",
                     "Action": "iot:Connect",
-                    "Resource": iot_arn("client", THING_NAME),
+                    "Resource": iot_arn(self, "client", THING_NAME),
                     # Only certificates attached to a thing may connect, and only as that thing.
                     "Condition": {"Bool": {"iot:Connection.Thing.IsAttached": "true"}},
                 },

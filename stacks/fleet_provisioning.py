@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_cdk import Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_iot as iot
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
+from stacks.arns import iot_arn
 from stacks.nag import acknowledge_managed_policies
 
 
@@ -35,7 +35,6 @@ class FleetProvisioning(Construct):
         pre_provisioning_hook_arn: str | None = None,
     ) -> None:
         super().__init__(scope, id_)
-        stack = Stack.of(self)
         registration_policy = iam.ManagedPolicy.from_aws_managed_policy_name("service-role/AWSIoTThingsRegistration")
         self.role = iam.Role(
             self,
@@ -77,9 +76,6 @@ class FleetProvisioning(Construct):
                 source_arn=self.template.attr_template_arn,
             )
 
-        def iot_arn(resource: str, name: str) -> str:
-            return stack.format_arn(service="iot", resource=resource, resource_name=name)
-
         template_topics = f"$aws/provisioning-templates/{template_name}/provision/json"
         csr_topics = "$aws/certificates/create-from-csr/json"
         topics = [f"{csr_topics}/*", template_topics, f"{template_topics}/*", csr_topics]
@@ -95,19 +91,19 @@ class FleetProvisioning(Construct):
                         "Sid": "ConnectForProvisioning",
                         "Effect": "Allow",
                         "Action": "iot:Connect",
-                        "Resource": iot_arn("client", f"{claim_client_id_prefix}*"),
+                        "Resource": iot_arn(self, "client", f"{claim_client_id_prefix}*"),
                     },
                     {
                         "Sid": "ProvisioningTopicsOnly",
                         "Effect": "Allow",
                         "Action": ["iot:Publish", "iot:Receive"],
-                        "Resource": [iot_arn("topic", t) for t in topics],
+                        "Resource": [iot_arn(self, "topic", t) for t in topics],
                     },
                     {
                         "Sid": "ProvisioningTopicFiltersOnly",
                         "Effect": "Allow",
                         "Action": "iot:Subscribe",
-                        "Resource": [iot_arn("topicfilter", t) for t in topics],
+                        "Resource": [iot_arn(self, "topicfilter", t) for t in topics],
                     },
                 ],
             },

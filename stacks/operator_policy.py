@@ -7,6 +7,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from stacks.arns import iot_arn
 from stacks.nag import acknowledge_wildcard_resources
 
 
@@ -25,9 +26,6 @@ class OtaOperatorPolicy(Construct):
     ) -> None:
         super().__init__(scope, id_)
         stack = Stack.of(self)
-
-        def iot_arn(resource: str) -> str:
-            return stack.format_arn(service="iot", resource=resource, resource_name="*")
 
         statements = [
             iam.PolicyStatement(
@@ -57,11 +55,11 @@ class OtaOperatorPolicy(Construct):
                     "iot:DeleteStream",
                 ],
                 resources=[
-                    iot_arn("otaupdate"),
-                    iot_arn("job"),
-                    iot_arn("stream"),
-                    iot_arn("thing"),
-                    iot_arn("thinggroup"),
+                    iot_arn(self, "otaupdate", "*"),
+                    iot_arn(self, "job", "*"),
+                    iot_arn(self, "stream", "*"),
+                    iot_arn(self, "thing", "*"),
+                    iot_arn(self, "thinggroup", "*"),
                 ],
             ),
             iam.PolicyStatement(
