@@ -261,3 +261,13 @@ def test_hardware_scenario(request, beta_image) -> None:  # type: ignore[no-unty
     plan = flash_plan.plan_flash(pt.load(BETA_TABLE), beta_image)
     report = flashing.flash_device(plan, port=port, quiet=True)
     assert report.code_verify_fingerprint is not None
+
+
+def test_misaligned_partition_from_a_binary_table_is_refused(beta_image) -> None:
+    # CSV offsets are checked when parsed; a binary table can still carry any offset.
+    binary = pt.to_binary(pt.parse_csv("nvs, data, nvs, , 0x4000\nstorage, data, nvs, 0x310000, 0x4000\n"))
+    entries = binary[:64].replace((0x310000).to_bytes(4, "little"), (0x310100).to_bytes(4, "little"))
+    # Without the MD5 entry the edit invalidated (tables from old ESP-IDF versions have none).
+    table = pt.parse_binary(entries + b"\xff" * 32)
+    with pytest.raises(flash_plan.FlashPlanError, match="not aligned"):
+        flash_plan.plan_flash(table, beta_image)
