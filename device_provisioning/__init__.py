@@ -1,1 +1,37 @@
-"""esp-ota-provisioning device side."""
+"""esp-ota-provisioning, device and factory side: a library first, with a thin CLI over it.
+
+Modules, one concern each:
+
+- ``codesign``: the ECDSA P-256 code-signing key and certificate (create, CSR, load, check).
+- ``partition_table``: ESP-IDF partition tables from CSV or ``partition-table.bin``.
+- ``nvs`` / ``credentials``: NVS images (built with esp-idf-nvs-partition-gen, read back by our reader)
+  and which entries each firmware family reads.
+- ``signing``: sign as AWS Signer does; verify as the device will.
+- ``embedded``, ``doctor``, ``firmware``, ``esp_build``: embedded certificates, device-log diagnosis,
+  placeholder app images, ESP-IDF build directories.
+- ``flash_plan`` / ``flashing`` / ``factory_image``: what to write where; esptool (the only serial access);
+  merged factory images.
+- ``aws``, ``aws_codesign``, ``registration``, ``ota``, ``local_aws``: the AWS side and its local endpoint.
+- ``batch_input``, ``journal``, ``batch``, ``batch_register``, ``bulk_registration``, ``station``: factory scale.
+- ``errors``: the one error hierarchy (``ProvisioningError`` and subclasses); ``cli``: the command line.
+"""
+
+from device_provisioning.errors import (
+    CertificateError,
+    InputFileError,
+    NvsError,
+    PartitionTableError,
+    ProvisioningError,
+    SignatureError,
+    VerificationFailed,
+)
+
+__all__ = [
+    "CertificateError",
+    "InputFileError",
+    "NvsError",
+    "PartitionTableError",
+    "ProvisioningError",
+    "SignatureError",
+    "VerificationFailed",
+]

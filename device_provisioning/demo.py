@@ -10,6 +10,7 @@ emulator — never more than what happened.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -167,7 +168,7 @@ def validate_ota_update_requests(log: DemoLog, session: aws.Aws, request: ota.Ot
     """CreateOTAUpdate (both signing modes) is not served by the emulator: validate the exact requests."""
     client = session.client("iot")
     for mode, variant in (
-        ("AWS Signer", ota.OtaRequest(**{**request.__dict__, "signing_key": None, "signing_profile": "profile"})),
+        ("AWS Signer", dataclasses.replace(request, signing_key=None, signing_profile="profile")),
         ("custom signature", request),
     ):
         params = ota.ota_update_request(
@@ -300,7 +301,7 @@ def run_demo(out: Path, *, real: bool = False, firmware_path: Path | None = None
         document = ota.fetch_job_document(session, result.job_id)
         write_atomic(out / "job-document.json", (json.dumps(document, indent=2) + "\n").encode())
         print(json.dumps(document, indent=2))
-        from_document = signing._signature_from_job_document(document, "job-document.json")
+        from_document = signing.signature_from_job_document(document, "job-document.json")
         signing.verify_update(
             firmware_bytes, from_document, [nvs_certificate], family="beta", expected_fingerprint=fingerprint
         )

@@ -155,7 +155,7 @@ def decode_base64_signature(text: str, where: str) -> bytes:
 # --- reading the inputs of `verify` -------------------------------------------------------------------
 
 
-def _signature_from_job_document(document: Any, where: str) -> SignatureInput:
+def signature_from_job_document(document: Any, where: str) -> SignatureInput:
     try:
         files = document["afr_ota"]["files"]
     except (KeyError, TypeError):
@@ -188,7 +188,7 @@ def load_signature(argument: str) -> SignatureInput:
                 document = json.loads(stripped)
             except (json.JSONDecodeError, UnicodeDecodeError):
                 raise SignatureError(f"signature {path}: looks like JSON but does not parse") from None
-            return _signature_from_job_document(document, str(path))
+            return signature_from_job_document(document, str(path))
         if stripped[:1] == b"0":  # 0x30: a DER SEQUENCE
             return SignatureInput(data, f"DER file {path}")
         try:

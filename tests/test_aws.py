@@ -186,7 +186,7 @@ def test_create_job_path_end_to_end(session, identity, board, firmware_bucket) -
     file = document["afr_ota"]["files"][0]
     assert file["certfile"] == "Code Verify Key" and file["filesize"] == len(firmware)
     assert file["update_data_url"].startswith("${aws:iot:s3-presigned-url:https://")
-    signature = signing._signature_from_job_document(document, "job")
+    signature = signing.signature_from_job_document(document, "job")
     signing.verify_update(firmware, signature, [signing.DeviceCertificate(certificate, "c")], family="beta")
     status = ota.ota_status(session, result.job_id)
     assert status["executions"] == [{"thing": board, "status": "QUEUED"}]

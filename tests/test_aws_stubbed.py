@@ -7,6 +7,7 @@ tests catch a wrong shape or name in CreateOTAUpdate and the Signer calls withou
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from typing import Any
 
@@ -132,7 +133,7 @@ def test_create_ota_update_with_aws_signer(stubbed, identity) -> None:
     stubbed.stubbers["iot"].add_response(
         "create_ota_update", {"otaUpdateId": "release-7", "awsIotJobId": "AFR_OTA-release-7"}, expected
     )
-    result = ota.create_ota(stubbed, ota.OtaRequest(**{**request.__dict__, "ota_id": "release-7"}))
+    result = ota.create_ota(stubbed, dataclasses.replace(request, ota_id="release-7"))
     assert result.job_id == "AFR_OTA-release-7"
     assert any("Signer certificate" in check for check in result.preflight)
 

@@ -63,7 +63,7 @@ def test_device_accepts_nvs_beta_image_with_job_document(certificate, firmware, 
     document = job_document(base64.b64encode(signature).decode(), filesize=len(firmware))
     report = signing.verify_update(
         firmware,
-        signing._signature_from_job_document(document, "job.json"),
+        signing.signature_from_job_document(document, "job.json"),
         [signing.certificate_from_nvs(nvs_image(certificate), "beta", source="creds.bin")],
         family="beta",
         expected_fingerprint=codesign.fingerprint(certificate),
@@ -124,7 +124,7 @@ def test_certfile_that_does_not_reach_p11_csk(certificate, firmware, signature) 
     with pytest.raises(VerificationFailed, match="does not begin with 'Code Verify Key'"):
         signing.verify_update(
             firmware,
-            signing._signature_from_job_document(document, "job.json"),
+            signing.signature_from_job_document(document, "job.json"),
             [signing.DeviceCertificate(certificate, "c")],
             family="beta",
         )
@@ -134,7 +134,7 @@ def test_job_for_another_file_size(certificate, firmware, signature) -> None:
     document = job_document(base64.b64encode(signature).decode(), filesize=len(firmware) + 1)
     with pytest.raises(VerificationFailed, match="filesize"):
         signing.verify_update(
-            firmware, signing._signature_from_job_document(document, "j"), [signing.DeviceCertificate(certificate, "c")]
+            firmware, signing.signature_from_job_document(document, "j"), [signing.DeviceCertificate(certificate, "c")]
         )
 
 
