@@ -640,7 +640,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 def _command(
     subparsers: Any, name: str, handler: Handler, help_: str, example: str, *, json_flag: bool = True
 ) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
+    parser: argparse.ArgumentParser = subparsers.add_parser(
         name, help=help_, description=help_, epilog=f"example:\n  {example}", formatter_class=_Formatter
     )
     parser.set_defaults(handler=handler)
@@ -994,7 +994,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
     except SystemExit as exit_:
         return int(exit_.code or 0)
     try:
-        return args.handler(args, out)
+        handler: Handler = args.handler
+        return handler(args, out)
     except ProvisioningError as error:
         message = " ".join(str(error).split())
         err.write(f"ERROR {message}\n")

@@ -39,7 +39,7 @@ def placeholder_app_image(
         ELFSection(b".iram0.text", IRAM_ADDRESS, b"\x00" * 256, flags=0),
     ]
     saved = image.save(None)
-    assert saved is not None
+    assert isinstance(saved, bytes)
     return saved
 
 

@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -257,7 +257,9 @@ def ota_update_request(
 
 
 def _resolve_targets(iot: Any, targets: Targets) -> list[str]:
-    lookups = [(name, "thing", lambda n: iot.describe_thing(thingName=n)["thingArn"]) for name in targets.things] + [
+    lookups: list[tuple[str, str, Callable[[str], str]]] = [
+        (name, "thing", lambda n: iot.describe_thing(thingName=n)["thingArn"]) for name in targets.things
+    ] + [
         (name, "thing group", lambda n: iot.describe_thing_group(thingGroupName=n)["thingGroupArn"])
         for name in targets.thing_groups
     ]
