@@ -25,11 +25,13 @@ def read_bytes(path: str | os.PathLike[str], what: str) -> bytes:
         raise InputFileError(f"{what} {file}: cannot read ({error.strerror})") from None
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes, *, private: bool = False) -> Path:
+def write_atomic(path: str | os.PathLike[str], data: bytes, *, private: bool = False, fsync: bool = True) -> Path:
     """Write ``data`` to a temporary file beside ``path`` and rename it into place.
 
     A crash or an error leaves either the old file or none, never a partial one. ``private``
     files (keys) are created with mode 0600 from the start, so no other user can ever read them.
+    ``fsync=False`` is for callers that make many files durable at once (``os.sync()``) before
+    recording that they exist.
     """
     target = Path(path)
     try:
@@ -41,10 +43,11 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, private: bool = F
         with os.fdopen(fd, "wb") as handle:
             # mkstemp already creates 0600; public files get the usual umask-based mode.
             if not private:
-                os.fchmod(handle.fileno(), 0o666 & ~_umask())
+                os.fchmod(handle.fileno(), 0o666 & ~_UMASK)
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if fsync:
+                os.fsync(handle.fileno())
         os.replace(temp_name, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -60,7 +63,12 @@ def refuse_existing(*paths: Path, hint: str) -> None:
         raise InputFileError(f"{', '.join(existing)} already exist(s); {hint}")
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+# Read once at import: os.umask can only be read by setting it, which must not race with the
+# threads (stations, registration) that create files later.
+_UMASK = _read_umask()
