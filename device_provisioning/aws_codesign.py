@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from device_provisioning import codesign
 from device_provisioning.aws import Aws, aws_errors
+from device_provisioning.credentials import CODE_VERIFY_LABEL
 from device_provisioning.errors import CertificateError
 from device_provisioning.files import write_atomic
 
@@ -77,17 +78,38 @@ def write_cdk_context(path: str | Path, arn: str) -> Path:
     return write_atomic(target, (json.dumps(context, indent=2, sort_keys=True) + "\n").encode())
 
 
-def put_signing_profile(aws: Aws, name: str, certificate_arn: str) -> dict[str, Any]:
-    """Create or update the Signer profile (for users who do not deploy the stack)."""
+def put_signing_profile(
+    aws: Aws, name: str, certificate_arn: str, *, certificate_name: str = CODE_VERIFY_LABEL
+) -> dict[str, Any]:
+    """Create or update the Signer profile (for users who do not deploy the stack).
+
+    ``certname`` becomes the job document's ``certfile``: the beta PAL looks it up as a PKCS#11
+    label by prefix, so it must begin with ``Code Verify Key`` to reach ``P11_CSK``.
+    """
     with aws_errors(f"creating Signer profile {name}"):
         response = aws.client("signer").put_signing_profile(
-            profileName=name, platformId=SIGNER_PLATFORM, signingMaterial={"certificateArn": certificate_arn}
+            profileName=name,
+            platformId=SIGNER_PLATFORM,
+            signingMaterial={"certificateArn": certificate_arn},
+            signingParameters={"certname": certificate_name},
         )
     return {"name": name, "arn": response.get("arn"), "version": response.get("profileVersion")}
 
 
+@dataclass(frozen=True)
+class SigningProfile:
+    name: str
+    certificate_arn: str
+    certificate: x509.Certificate
+
+
 def signing_certificate_of_profile(aws: Aws, profile_name: str) -> x509.Certificate:
     """The certificate AWS Signer will sign with: Signer profile -> ACM certificate."""
+    return read_signing_profile(aws, profile_name).certificate
+
+
+def read_signing_profile(aws: Aws, profile_name: str) -> SigningProfile:
+    """The profile's ACM certificate ARN and the certificate behind it."""
     with aws_errors(f"reading Signer profile {profile_name}"):
         profile = aws.client("signer").get_signing_profile(profileName=profile_name)
     platform = profile.get("platformId")
@@ -98,4 +120,4 @@ def signing_certificate_of_profile(aws: Aws, profile_name: str) -> x509.Certific
         raise CertificateError(f"Signer profile {profile_name} has no signing certificate")
     with aws_errors(f"reading ACM certificate {arn}"):
         body = aws.client("acm").get_certificate(CertificateArn=arn)["Certificate"]
-    return codesign.load_certificate(body.encode(), f"ACM certificate {arn}")
+    return SigningProfile(profile_name, str(arn), codesign.load_certificate(body.encode(), f"ACM certificate {arn}"))

@@ -164,7 +164,9 @@ def ensure_signing_profile(log: DemoLog, session: aws.Aws, name: str, certificat
     )  # fmt: skip
 
 
-def validate_ota_update_requests(log: DemoLog, session: aws.Aws, request: ota.OtaRequest, der: bytes) -> None:
+def validate_ota_update_requests(
+    log: DemoLog, session: aws.Aws, request: ota.OtaRequest, der: bytes, certificate_arn: str
+) -> None:
     """CreateOTAUpdate (both signing modes) is not served by the emulator: validate the exact requests."""
     client = session.client("iot")
     for mode, variant in (
@@ -173,7 +175,7 @@ def validate_ota_update_requests(log: DemoLog, session: aws.Aws, request: ota.Ot
     ):
         params = ota.ota_update_request(
             variant, [f"arn:aws:iot:{session.region}:123456789012:thing/{THING}"], "firmware/x.bin", "v1",
-            der if variant.signing_key else None, "demo-ota-update",
+            der if variant.signing_key else None, "demo-ota-update", signer_certificate_arn=certificate_arn,
         )  # fmt: skip
         with Stubber(client) as stubber:
             stubber.add_response("create_ota_update", {"otaUpdateId": "demo-ota-update"}, params)
@@ -295,7 +297,7 @@ def run_demo(out: Path, *, real: bool = False, firmware_path: Path | None = None
             "ota create (CreateJob, HTTP)", where,
             f"job {result.job_id}, firmware s3://{result.bucket}/{result.key} version {result.version_id}",
         )  # fmt: skip
-        validate_ota_update_requests(log, session, request, der)
+        validate_ota_update_requests(log, session, request, der, imported.arn)
 
         assert result.job_id is not None
         document = ota.fetch_job_document(session, result.job_id)

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from device_provisioning import codesign, signing
 from device_provisioning.aws import Aws, AwsError, aws_errors, error_code
-from device_provisioning.aws_codesign import signing_certificate_of_profile
+from device_provisioning.aws_codesign import SIGNER_PLATFORM, read_signing_profile
 from device_provisioning.credentials import CODE_VERIFY_LABEL
 from device_provisioning.errors import InputFileError, VerificationFailed
 from device_provisioning.signing import DeviceCertificate, SignatureInput
@@ -213,13 +213,27 @@ def _rollout_arguments(rollout: Rollout, *, for_ota_update: bool) -> dict[str, A
 
 
 def ota_update_request(
-    request: OtaRequest, target_arns: Sequence[str], key: str, version_id: str, der: bytes | None, ota_id: str
+    request: OtaRequest,
+    target_arns: Sequence[str],
+    key: str,
+    version_id: str,
+    der: bytes | None,
+    ota_id: str,
+    *,
+    signer_certificate_arn: str | None = None,
 ) -> dict[str, Any]:
     """CreateOTAUpdate parameters, with AWS Signer or with our own (custom) signature."""
     if request.signing_profile:
+        assert signer_certificate_arn is not None
         code_signing: dict[str, Any] = {
             "startSigningJobParameter": {
                 "signingProfileName": request.signing_profile,
+                # certificatePathOnDevice becomes the job's certfile (the PKCS#11 label on the device).
+                "signingProfileParameter": {
+                    "certificateArn": signer_certificate_arn,
+                    "platform": SIGNER_PLATFORM,
+                    "certificatePathOnDevice": request.certfile,
+                },
                 "destination": {"s3Destination": {"bucket": request.bucket, "prefix": SIGNED_PREFIX}},
             }
         }
@@ -301,11 +315,12 @@ def create_ota(aws: Aws, request: OtaRequest) -> OtaResult:
     if request.signing_key is not None:
         der = signing.sign_firmware(request.signing_key, request.firmware)
         checks = preflight_local_signature(request.firmware, der, request.trust, request.certfile)
+        signer_certificate_arn = None
     else:
         assert request.signing_profile is not None
-        checks = preflight_signer_certificate(
-            signing_certificate_of_profile(aws, request.signing_profile), request.trust, request.certfile
-        )
+        profile = read_signing_profile(aws, request.signing_profile)
+        signer_certificate_arn = profile.certificate_arn
+        checks = preflight_signer_certificate(profile.certificate, request.trust, request.certfile)
     iot, s3 = aws.client("iot"), aws.client("s3")
     with aws_errors("resolving OTA targets"):
         target_arns = _resolve_targets(iot, request.targets)
@@ -321,7 +336,9 @@ def create_ota(aws: Aws, request: OtaRequest) -> OtaResult:
     try:
         with aws_errors(f"creating OTA {ota_id}"):
             if request.via == "ota-update":
-                params = ota_update_request(request, target_arns, key, version_id, der, ota_id)
+                params = ota_update_request(
+                    request, target_arns, key, version_id, der, ota_id, signer_certificate_arn=signer_certificate_arn
+                )
                 response = iot.create_ota_update(**params)
                 created.append(("ota-update", ota_id))
                 return OtaResult(

@@ -20,7 +20,15 @@ PLATFORM_ID = "AmazonFreeRTOS-Default"
 class SigningProfile(Construct):
     """A Signer profile whose signing material is an ACM certificate (certificate + P-256 key)."""
 
-    def __init__(self, scope: Construct, id_: str, *, profile_name: str, certificate_arn: str) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        profile_name: str,
+        certificate_arn: str,
+        certificate_name_on_device: str = "Code Verify Key",
+    ) -> None:
         super().__init__(scope, id_)
         self.profile_name = profile_name
         self.profile_arn = Stack.of(self).format_arn(
@@ -37,6 +45,8 @@ class SigningProfile(Construct):
                 "profileName": profile_name,
                 "platformId": PLATFORM_ID,
                 "signingMaterial": {"certificateArn": certificate_arn},
+                # Becomes the OTA job's `certfile`; the beta PAL finds P11_CSK by this label prefix.
+                "signingParameters": {"certname": certificate_name_on_device},
             },
             physical_resource_id=cr.PhysicalResourceId.of(profile_name),
         )

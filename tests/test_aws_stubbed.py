@@ -110,6 +110,11 @@ def test_create_ota_update_with_aws_signer(stubbed, identity) -> None:
                 "codeSigning": {
                     "startSigningJobParameter": {
                         "signingProfileName": "prod_esp_ota_signing",
+                        "signingProfileParameter": {
+                            "certificateArn": CERT_ARN,
+                            "platform": "AmazonFreeRTOS-Default",
+                            "certificatePathOnDevice": "Code Verify Key",
+                        },
                         "destination": {"s3Destination": {"bucket": BUCKET, "prefix": "signed/"}},
                     }
                 },
@@ -176,6 +181,7 @@ def test_put_signing_profile_request(stubbed) -> None:
             "profileName": "ota_p1",
             "platformId": "AmazonFreeRTOS-Default",
             "signingMaterial": {"certificateArn": CERT_ARN},
+            "signingParameters": {"certname": "Code Verify Key"},
         },
     )
     assert aws_codesign.put_signing_profile(stubbed, "ota_p1", CERT_ARN)["version"] == "abcdef1234"

@@ -110,6 +110,7 @@ def test_signing_profile_uses_certificate_and_freertos_platform(with_certificate
         "profileName": "prod_esp_ota_signing",
         "platformId": "AmazonFreeRTOS-Default",
         "signingMaterial": {"certificateArn": CERT_ARN},
+        "signingParameters": {"certname": "Code Verify Key"},
     }
     assert delete["action"] == "cancelSigningProfile"
     with_certificate.ota.has_output("SigningProfileName", {"Value": "prod_esp_ota_signing"})
