@@ -5,7 +5,9 @@ Protocol for one device (each arrow is one committed journal write or one AWS ca
 journaled -> AttachPolicy -> AttachThingPrincipal -> UpdateCertificate ACTIVE -> ``registered``.
 A certificate only becomes ACTIVE once it is attached to its thing and journaled, so a kill at any
 point leaves no active certificate that no device holds. A rerun of a device found in
-``registering`` first removes every certificate on its thing except the journaled one.
+``registering`` first removes every certificate on its thing except the journaled one, and, when
+no certificate id was journaled, any INACTIVE unattached certificate issued for its key since it
+entered ``registering`` (where the endpoint issues certificates for the CSR's key, as AWS does).
 """
 
 from __future__ import annotations
@@ -50,6 +52,40 @@ def _remove_certificate(iot: Any, thing: str, certificate_id: str) -> None:
 PERMANENT_ERRORS = ("ResourceNotFoundException", "InvalidRequestException", "UnauthorizedException")
 
 
+def sweep_unjournaled_certificates(iot: Any, device_dir: Path, since: float) -> list[str]:
+    """Delete INACTIVE, unattached certificates for this device's key created after ``since``.
+
+    They are what a kill between CreateCertificateFromCsr and the journal write leaves behind;
+    matching the public key proves they were issued for this device's CSR and no one else's.
+    """
+    key = codesign.load_private_key_file(device_dir / DEVICE_KEY)
+    removed: list[str] = []
+    marker: str | None = None
+    while True:
+        arguments: dict[str, Any] = {"ascendingOrder": False, "pageSize": 100}
+        if marker:
+            arguments["marker"] = marker
+        page = iot.list_certificates(**arguments)
+        for summary in page.get("certificates", []):
+            created = summary.get("creationDate")
+            if created is not None and created.timestamp() < since - 300:  # newest first: done
+                return removed
+            if summary.get("status") != "INACTIVE":
+                continue
+            description = iot.describe_certificate(certificateId=summary["certificateId"])["certificateDescription"]
+            if not codesign.key_matches_certificate(
+                key, codesign.load_certificate(description["certificatePem"].encode())
+            ):
+                continue
+            if iot.list_principal_things(principal=description["certificateArn"]).get("things"):
+                continue
+            iot.delete_certificate(certificateId=summary["certificateId"])
+            removed.append(summary["certificateId"])
+        marker = page.get("nextMarker")
+        if not marker:
+            return removed
+
+
 def register_batch_device(iot: Any, journal: Journal, row: DeviceRow, device_dir: Path, policy: str) -> str | None:
     """Register one device; returns an error message for a device that cannot be registered."""
     record = journal.get(row.serial)
@@ -61,6 +97,9 @@ def register_batch_device(iot: Any, journal: Journal, row: DeviceRow, device_dir
         for certificate_id in _certificate_ids(iot, thing):
             if certificate_id != record.certificate_id:
                 _remove_certificate(iot, thing, certificate_id)
+        since = journal.entered_at(row.serial, "registering")
+        if record.certificate_id is None and since is not None:
+            sweep_unjournaled_certificates(iot, device_dir, since)
     else:
         existing = _certificate_ids(iot, thing)
         if existing:

@@ -104,6 +104,14 @@ class Journal:
             row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    def entered_at(self, serial: str, state: str) -> float | None:
+        """When ``serial`` last entered ``state`` (from the transition log)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MAX(at) FROM transitions WHERE serial = ? AND state = ?", (serial, state)
+            ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
     def add_devices(self, devices: Iterable[tuple[str, str, int]]) -> None:
         now = time.time()
         with self.transaction() as db:

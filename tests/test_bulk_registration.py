@@ -160,3 +160,43 @@ def test_batch_prepare_in_bulk_mode_journals_the_reports(stubbed, tmp_path, monk
     assert summary.counts == {"image_built": 1, "key_made": 1} and summary.failed == 1
     status = batch.batch_status(tmp_path / "out")
     assert status["errors"] == [{"serial": "S1", "error": "bulk registration: ThingName conflict"}]
+
+
+def test_sweep_removes_only_inactive_unattached_certificates_of_this_key(stubbed, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """After a kill between CreateCertificateFromCsr and the journal write (AWS issues for the CSR key)."""
+    import datetime as dt
+
+    from device_provisioning import batch_register, codesign
+
+    key = codesign.generate_signing_key()
+    (tmp_path / "device.key").write_bytes(codesign.private_key_pem(key))
+    ours = codesign.certificate_pem(codesign.create_self_signed_certificate(key)).decode()
+    theirs = codesign.certificate_pem(codesign.create_self_signed_certificate(codesign.generate_signing_key())).decode()
+    now = dt.datetime.now(dt.UTC)
+    arn = "arn:aws:iot:us-east-1:123456789012:cert/"
+    certificates = [
+        {"certificateArn": arn + "a" * 64, "certificateId": "a" * 64, "status": "INACTIVE", "creationDate": now},
+        {"certificateArn": arn + "b" * 64, "certificateId": "b" * 64, "status": "INACTIVE", "creationDate": now},
+        {"certificateArn": arn + "c" * 64, "certificateId": "c" * 64, "status": "ACTIVE", "creationDate": now},
+        {"certificateArn": arn + "d" * 64, "certificateId": "d" * 64, "status": "INACTIVE",
+         "creationDate": now - dt.timedelta(days=1)},
+    ]  # fmt: skip
+    iot = stubbed.stubbers["iot"]
+    iot.add_response("list_certificates", {"certificates": certificates}, {"ascendingOrder": False, "pageSize": 100})
+
+    def describe(certificate_id: str, pem: str) -> None:
+        iot.add_response(
+            "describe_certificate",
+            {"certificateDescription": {"certificateId": certificate_id, "certificateArn": arn + certificate_id,
+                                        "certificatePem": pem}},
+            {"certificateId": certificate_id},
+        )  # fmt: skip
+
+    describe("a" * 64, ours)  # INACTIVE, our key, unattached: deleted
+    iot.add_response("list_principal_things", {"things": []}, {"principal": arn + "a" * 64})
+    iot.add_response("delete_certificate", {}, {"certificateId": "a" * 64})
+    describe("b" * 64, theirs)  # another key: kept; c is ACTIVE: kept; d is older than the intent: stop
+    removed = batch_register.sweep_unjournaled_certificates(
+        stubbed.clients["iot"], tmp_path, (now - dt.timedelta(minutes=1)).timestamp()
+    )
+    assert removed == ["a" * 64]
