@@ -31,7 +31,6 @@ sys.path.insert(0, str(REPO))
 from device_provisioning import (  # noqa: E402
     aws,
     batch,
-    batch_register,
     bulk_registration,
     codesign,
     credentials,
@@ -94,7 +93,7 @@ def _floor_chunk(count: int) -> int:
     certificate = codesign.create_self_signed_certificate(codesign.generate_signing_key())
     for index in range(count):
         key = codesign.generate_signing_key()
-        batch_register.csr_pem(key, f"thing-{index}")
+        codesign.csr_pem(key, f"thing-{index}")
         entries = credentials.credential_entries(
             credentials.Credentials(certificate), "beta", extra=[nvs.NvsEntry("cfg", "thing_name", "string", "t")]
         )

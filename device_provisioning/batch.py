@@ -105,7 +105,7 @@ def _make_key(task: tuple[str, str, str]) -> str:
     except ProvisioningError:
         key = codesign.generate_signing_key()
         write_atomic(key_path, codesign.private_key_pem(key), private=True, fsync=not GROUP_SYNC)
-    write_atomic(device_dir / batch_register.DEVICE_CSR, batch_register.csr_pem(key, thing), fsync=not GROUP_SYNC)
+    write_atomic(device_dir / batch_register.DEVICE_CSR, codesign.csr_pem(key, thing), fsync=not GROUP_SYNC)
     return serial
 
 
@@ -138,10 +138,10 @@ def _build_image(task: _ImageTask) -> tuple[str, str]:
     )
     extra = [nvs.NvsEntry(namespace, key, "string", value) for namespace, key, value in task.values]
     entries = credentials.credential_entries(creds, task.family, pkcs11_encoding=task.pkcs11_encoding, extra=extra)
-    image = nvs.build_image(entries, task.partition_size)
-    problems = nvs.compare(entries, nvs.read_image(image))
-    if problems:
-        raise ProvisioningError(f"device {task.serial}: image does not read back: {'; '.join(problems)}")
+    try:
+        image = nvs.build_verified_image(entries, task.partition_size)
+    except ProvisioningError as error:
+        raise ProvisioningError(f"device {task.serial}: {error}") from None
     write_atomic(device_dir / IMAGE_FILE, image, private=creds.holds_private_key, fsync=not GROUP_SYNC)
     return task.serial, hashlib.sha256(image).hexdigest()
 
@@ -375,9 +375,7 @@ def write_manifest(journal: Journal, out: Path) -> Path:
 
 def batch_status(out_dir: str | Path) -> dict[str, Any]:
     out = Path(out_dir)
-    if not (out / "journal.sqlite").exists():
-        raise ProvisioningError(f"{out}: no batch journal; run `batch prepare --out {out}` first")
-    journal = Journal(out)
+    journal = Journal.existing(out)
     try:
         records = journal.records()
         return {

@@ -15,8 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-
 from device_provisioning import codesign
 from device_provisioning.aws import error_code
 from device_provisioning.batch_input import DeviceRow
@@ -162,7 +160,3 @@ def _undo(iot: Any, journal: Journal, row: DeviceRow) -> None:
         except Exception as error:
             if error_code(error) != "ResourceNotFoundException":
                 raise
-
-
-def csr_pem(key: Any, thing: str) -> bytes:
-    return codesign.create_csr(key, common_name=thing).public_bytes(serialization.Encoding.PEM)

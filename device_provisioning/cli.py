@@ -332,26 +332,28 @@ def _sign(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _verify(args: argparse.Namespace, out: TextIO) -> int:
-    firmware = read_bytes(args.firmware, "firmware")
-    signature = signing.load_signature(args.signature)
+def _device_certificates(args: argparse.Namespace, certificate_file: Path | None) -> list[signing.DeviceCertificate]:
+    """The certificate(s) the devices verify with, from --nvs/--family, --embedded-in and a certificate file."""
+    found: list[signing.DeviceCertificate] = []
     if args.nvs:
         if not args.family:
             raise InputFileError("--nvs needs --family beta|pkcs11 (how the firmware reads the certificate)")
-        candidates = [
-            signing.certificate_from_nvs(
-                read_bytes(args.nvs, "NVS image"),
-                args.family,
-                source=str(args.nvs),
-                encryption_key=_nvs_encryption_key(args),
-            )
-        ]
-    elif args.embedded_in:
-        candidates = signing.certificates_embedded_in(
-            read_bytes(args.embedded_in, "app image"), source=str(args.embedded_in)
-        )
-    else:
-        candidates = [signing.DeviceCertificate(codesign.load_certificate_file(args.cert), f"certificate {args.cert}")]
+        image = read_bytes(args.nvs, "NVS image")
+        key = _nvs_encryption_key(args)
+        found.append(signing.certificate_from_nvs(image, args.family, source=str(args.nvs), encryption_key=key))
+    if args.embedded_in:
+        app = read_bytes(args.embedded_in, "app image")
+        found += signing.certificates_embedded_in(app, source=str(args.embedded_in))
+    if certificate_file:
+        certificate = codesign.load_certificate_file(certificate_file)
+        found.append(signing.DeviceCertificate(certificate, f"certificate {certificate_file}"))
+    return found
+
+
+def _verify(args: argparse.Namespace, out: TextIO) -> int:
+    firmware = read_bytes(args.firmware, "firmware")
+    signature = signing.load_signature(args.signature)
+    candidates = _device_certificates(args, args.cert)
     report = signing.verify_update(
         firmware, signature, candidates, family=args.family, expected_fingerprint=args.expect_fingerprint
     )
@@ -512,21 +514,7 @@ def _device_register(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _trust(args: argparse.Namespace) -> ota.DeviceTrust:
-    certificates: list[signing.DeviceCertificate] = []
-    if args.nvs:
-        if not args.family:
-            raise InputFileError("--nvs needs --family beta|pkcs11")
-        certificates.append(
-            signing.certificate_from_nvs(read_bytes(args.nvs, "NVS image"), args.family, source=str(args.nvs))
-        )
-    if args.embedded_in:
-        certificates += signing.certificates_embedded_in(
-            read_bytes(args.embedded_in, "app image"), source=str(args.embedded_in)
-        )
-    if args.device_cert:
-        certificates.append(
-            signing.DeviceCertificate(codesign.load_certificate_file(args.device_cert), str(args.device_cert))
-        )
+    certificates = _device_certificates(args, args.device_cert)
     return ota.DeviceTrust(tuple(certificates), args.expect_fingerprint, args.family)
 
 

@@ -154,8 +154,5 @@ def build_credential_image(
             "(--encrypt), not flash encryption of the partition"
         )
     entries = credential_entries(credentials, family, pkcs11_encoding=pkcs11_encoding, extra=extra)
-    image = nvs.build_image(entries, partition.size, encryption_key=encryption_key)
-    problems = nvs.compare(entries, nvs.read_image(image, encryption_key=encryption_key))
-    if problems:
-        raise NvsError(f"the built image does not read back as written: {'; '.join(problems)}")
+    image = nvs.build_verified_image(entries, partition.size, encryption_key=encryption_key)
     return CredentialImage(image, partition, tuple(entries), credentials.holds_private_key)

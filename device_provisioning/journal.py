@@ -95,6 +95,13 @@ class Journal:
                     "this output directory holds another batch (different devices CSV or config); use a new --out"
                 )
 
+    @classmethod
+    def existing(cls, directory: str | Path) -> Journal:
+        """The journal of a prepared batch; refuses a directory that holds none."""
+        if not (Path(directory) / JOURNAL_FILE).exists():
+            raise InputFileError(f"{directory}: no batch journal; run `batch prepare --out {directory}` first")
+        return cls(directory)
+
     def set_meta(self, key: str, value: str) -> None:
         with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))

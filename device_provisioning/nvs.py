@@ -167,6 +167,15 @@ def build_image(entries: Sequence[NvsEntry], size: int, *, encryption_key: bytes
         ) from None
 
 
+def build_verified_image(entries: Sequence[NvsEntry], size: int, *, encryption_key: bytes | None = None) -> bytes:
+    """:func:`build_image`, then read the image back and refuse it unless every entry is as written."""
+    image = build_image(entries, size, encryption_key=encryption_key)
+    problems = compare(entries, read_image(image, encryption_key=encryption_key))
+    if problems:
+        raise NvsError(f"the built image does not read back as written: {'; '.join(problems)}")
+    return image
+
+
 def _generate(gen, entries: Sequence[NvsEntry], size: int, key: bytes | None) -> bytes:  # type: ignore[no-untyped-def]
     buffer = io.BytesIO()
     with _generator_contained():

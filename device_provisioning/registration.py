@@ -13,7 +13,6 @@ from typing import Any
 
 import certifi
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from device_provisioning import codesign
@@ -143,7 +142,7 @@ def register_device(aws: Aws, thing_name: str, out_dir: str | Path, *, policy_na
 def _create(
     aws: Aws, iot: Any, thing_name: str, key: ec.EllipticCurvePrivateKey, policy_name: str, *, create_thing: bool
 ) -> dict[str, Any]:
-    csr = codesign.create_csr(key, common_name=thing_name).public_bytes(serialization.Encoding.PEM).decode()
+    csr = codesign.csr_pem(key, thing_name).decode()
     undo: list[tuple[str, Any]] = []
     step = "create_certificate_from_csr"
     try:

@@ -40,10 +40,8 @@ def flash_station(
         raise ProvisioningError("give at least one port: --ports /dev/ttyUSB0[,/dev/ttyUSB1...]")
     if len(set(ports)) != len(ports):
         raise ProvisioningError("a port is listed twice in --ports")
-    if not (out / "journal.sqlite").exists():
-        raise ProvisioningError(f"{out}: no batch journal; run `batch prepare --out {out}` first")
+    journal = Journal.existing(out)
     table = partition_table.load(out / TABLE_FILE)
-    journal = Journal(out)
     label = journal.meta("partition") or "storage"
     lock = threading.Lock()
     try:
