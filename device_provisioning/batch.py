@@ -252,6 +252,7 @@ def prepare_batch(
             registers = config.registration in ("per-device", "bulk")
             ready = "registered" if registers else "key_made"
             todo = [r for r in journal.records() if r.state == ready]
+            code_verify_pem = codesign.certificate_pem(code_verify)
             tasks = [
                 _ImageTask(
                     serial=r.serial,
@@ -259,7 +260,7 @@ def prepare_batch(
                     family=config.family,
                     pkcs11_encoding=config.pkcs11_encoding,
                     partition_size=partition.size,
-                    code_verify_pem=codesign.certificate_pem(code_verify),
+                    code_verify_pem=code_verify_pem,
                     with_device_credentials=registers,
                     claim_cert_pem=claim_cert_pem,
                     claim_key_pem=claim_key_pem,
