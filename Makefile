@@ -37,7 +37,7 @@ synth: setup
 # AWS=local (default): the embedded local endpoint; AWS=real: the account of AWS_PROFILE.
 AWS ?= local
 demo: setup
-	$(PY) -m device_provisioning.demo --out out/demo --aws $(AWS)
+	$(PY) -m devtools.demo --out out/demo --aws $(AWS)
 
 bench: setup
 	$(PY) bench/run.py $(BENCH_ARGS)

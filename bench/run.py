@@ -40,7 +40,7 @@ from device_provisioning import (  # noqa: E402
     nvs,
     partition_table,
 )
-from device_provisioning.local_aws import local_aws  # noqa: E402
+from devtools.local_aws import local_aws  # noqa: E402
 
 TABLE = REPO / "examples" / "esp-aws-iot" / "partitions_ota_mqtt.csv"
 

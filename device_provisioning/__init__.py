@@ -11,10 +11,13 @@ Modules, one concern each:
   placeholder app images, ESP-IDF build directories.
 - ``flash_plan`` / ``flashing`` / ``factory_image``: what to write where; esptool (the only serial access);
   merged factory images.
-- ``aws``, ``aws_codesign``, ``registration``, ``ota``, ``local_aws``: the AWS side and its local endpoint.
+- ``aws``, ``aws_codesign``, ``registration``, ``ota``: the AWS side (the local endpoint and the demo live in
+  the repository's ``devtools/``, not in the installed package).
 - ``batch_input``, ``journal``, ``batch``, ``batch_register``, ``bulk_registration``, ``station``: factory scale.
 - ``errors``: the one error hierarchy (``ProvisioningError`` and subclasses); ``cli``: the command line.
 """
+
+__version__ = "0.2.0"
 
 from device_provisioning.errors import (
     CertificateError,
@@ -27,6 +30,7 @@ from device_provisioning.errors import (
 )
 
 __all__ = [
+    "__version__",
     "CertificateError",
     "InputFileError",
     "NvsError",

@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from device_provisioning import (
+    __version__,
     aws,
     aws_codesign,
     codesign,
@@ -653,6 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
         epilog="example:\n  device-provisioning codesign create --out keys/",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     groups = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     # codesign
@@ -994,4 +997,12 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
 
 
 def run() -> None:
-    sys.exit(main())
+    """Console entry point. A reader that closes the pipe early (``| head``) ends the command quietly."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would report the failed flush of stdout at exit: point it at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 128 + signal.SIGPIPE
+    sys.exit(code)

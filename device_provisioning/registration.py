@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import certifi
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -24,7 +24,8 @@ DEVICE_KEY = "device.key"
 DEVICE_CERT = "device.crt"
 ROOT_CA = "AmazonRootCA1.pem"
 RECORD = "registration.json"
-ROOT_CA_SUBJECT = "CN=Amazon Root CA 1,O=Amazon,C=US"
+# SHA-256 of Amazon Root CA 1 (DER), as published at https://www.amazontrust.com/repository/.
+ROOT_CA_SHA256 = "8ecde6884f3d87b1125ba31ac3fcb13d7016de7f57cc904fe1cb97c6ae98196e"
 _THING_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_-")
 
 
@@ -55,16 +56,14 @@ class Registration:
 
 
 def amazon_root_ca() -> bytes:
-    """Amazon Root CA 1 (what AWS IoT's ATS endpoints chain to), from the certifi bundle."""
-    bundle = Path(certifi.where()).read_bytes()
-    label = bundle.find(b'# Label: "Amazon Root CA 1"')
-    start = bundle.find(b"-----BEGIN CERTIFICATE-----", label)
-    end = bundle.find(b"-----END CERTIFICATE-----", start)
-    if label < 0 or start < 0 or end < 0:
-        raise InputFileError("Amazon Root CA 1 is missing from the certifi bundle; reinstall certifi")
-    pem = bundle[start : end + len(b"-----END CERTIFICATE-----")] + b"\n"
-    if x509.load_pem_x509_certificate(pem).subject.rfc4514_string() != ROOT_CA_SUBJECT:
-        raise InputFileError("the certifi bundle's 'Amazon Root CA 1' entry has another subject; reinstall certifi")
+    """Amazon Root CA 1 (what AWS IoT's ATS endpoints chain to), shipped with the package.
+
+    Pinned by fingerprint so a damaged or substituted file is refused rather than flashed.
+    """
+    pem = resources.files("device_provisioning.data").joinpath(ROOT_CA).read_bytes()
+    certificate = x509.load_pem_x509_certificate(pem)
+    if codesign.fingerprint(certificate) != ROOT_CA_SHA256:
+        raise InputFileError(f"the packaged {ROOT_CA} is not Amazon Root CA 1; reinstall esp-ota-provisioning")
     return pem
 
 

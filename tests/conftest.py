@@ -22,7 +22,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def local_endpoint():  # type: ignore[no-untyped-def]
     """The project's local AWS endpoint (moto server on loopback), shared by the AWS tests."""
-    from device_provisioning.local_aws import local_aws
+    from devtools.local_aws import local_aws
 
     with local_aws() as endpoint:
         yield endpoint

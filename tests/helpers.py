@@ -12,11 +12,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from device_provisioning import codesign
 
-REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "reference"
-PARTITION_TABLES = REFERENCE / "partition-tables"
-BETA_TABLE = PARTITION_TABLES / "esp-aws-iot-beta-ota_mqtt.csv"
-MASTER_TABLE = PARTITION_TABLES / "esp-aws-iot-master-ota_mqtt.csv"
-FLEET_TABLE = PARTITION_TABLES / "esp-aws-iot-master-fleet_provisioning.csv"
+# Fixtures live in the repository (tests/data): each file's first line says which real layout it mirrors.
+DATA = Path(__file__).resolve().parent / "data"
+PARTITION_TABLES = DATA / "partition-tables"
+BETA_TABLE = PARTITION_TABLES / "beta-ota-mqtt.csv"
+MASTER_TABLE = PARTITION_TABLES / "master-ota-mqtt.csv"
+FLEET_TABLE = PARTITION_TABLES / "master-fleet-provisioning.csv"
+BETA_NVS_INPUT = DATA / "beta-nvs-input.csv"
 
 
 def certificate_for(

@@ -131,7 +131,7 @@ def test_offline_refusals_leave_flash_untouched(mock, beta_image, tmp_path: Path
     wrong_size = tmp_path / "small.bin"
     wrong_size.write_bytes(beta_image[:0x3000])
     not_nvs = tmp_path / "not-nvs.csv"
-    not_nvs.write_text(BETA_TABLE.read_text().replace("storage,  data, nvs", "storage,  data, spiffs"))
+    not_nvs.write_text(BETA_TABLE.read_text().replace("storage, data, nvs", "storage, data, spiffs"))
     image = tmp_path / "creds.bin"
     image.write_bytes(beta_image)
     build = firmware.write_placeholder_build(tmp_path / "build", pt.load(MASTER_TABLE))

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from device_provisioning import codesign, credentials, nvs
 from device_provisioning import partition_table as pt
 from device_provisioning.errors import NvsError
-from tests.helpers import BETA_TABLE, MASTER_TABLE, REFERENCE
+from tests.helpers import BETA_NVS_INPUT, BETA_TABLE, MASTER_TABLE
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_beta_image_matches_espressif_generator_byte_for_byte(tmp_path: Path, co
     certs = tmp_path / "main" / "certs"
     certs.mkdir(parents=True)
     (certs / "P11_CSK.crt").write_bytes(codesign.certificate_pem(code_verify))
-    shutil.copy(REFERENCE / "esp-aws-iot-beta-nvs-input.csv", tmp_path / "nvs.csv")
+    shutil.copy(BETA_NVS_INPUT, tmp_path / "nvs.csv")
     subprocess.run(
         [sys.executable, "-m", "esp_idf_nvs_partition_gen", "generate", "nvs.csv", "reference.bin", "0x4000"],
         cwd=tmp_path,

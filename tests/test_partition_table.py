@@ -17,7 +17,7 @@ def offsets(table: pt.PartitionTable) -> dict[str, tuple[int, int]]:
 
 
 def test_reference_tables_follow_esp_idf_offset_rules() -> None:
-    # Offsets documented in shared/reference/esp-aws-iot-device-facts.md.
+    # The offsets ESP-IDF gives the esp-aws-iot examples these fixtures mirror.
     beta = offsets(pt.load(BETA_TABLE))
     assert beta["nvs"] == (0x9000, 0x4000)
     assert beta["factory"] == (0x10000, 0x100000)

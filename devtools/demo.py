@@ -40,7 +40,7 @@ from device_provisioning import (
 )
 from device_provisioning.errors import ProvisioningError
 from device_provisioning.files import read_bytes, write_atomic
-from device_provisioning.local_aws import local_aws
+from devtools.local_aws import local_aws
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_TABLE = REPO / "examples" / "esp-aws-iot" / "partitions_ota_mqtt.csv"

@@ -1,0 +1,136 @@
+"""The embedded default: a local AWS API endpoint (moto's server) on loopback.
+
+It serves IoT things/certificates/policies/jobs, S3 with versioning, ACM import, Signer profiles
+and CloudFormation. It does not implement CreateOTAUpdate, CreateStream, Signer StartSigningJob,
+bulk registration or provisioning templates: those are validated, never pretended.
+
+Where moto answers differently from AWS in a way the project's guarantees rest on, this module
+corrects moto's IoT backend before the server starts (:func:`correct_moto`):
+
+- ``CreateCertificateFromCsr`` honours ``setAsActive`` (moto passes the query flag on as the string
+  ``"false"``, which it took for true, so every certificate was ACTIVE): the batch's crash safety
+  rests on certificates being created INACTIVE;
+- it issues the certificate for the CSR's own public key, signed by a local CA (moto certified a
+  fresh RSA key of its own), and refuses a CSR whose signature does not verify, as AWS does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from moto.iot import exceptions as iot_exceptions
+from moto.iot import models as iot_models
+from moto.server import ThreadedMotoServer
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's fixed account id
+
+# The subject and issuer AWS IoT writes into the certificates it issues from a CSR.
+ISSUED_SUBJECT = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "AWS IoT Certificate")])
+ISSUER = x509.Name(
+    [
+        x509.NameAttribute(
+            NameOID.ORGANIZATIONAL_UNIT_NAME, "Amazon Web Services O=Amazon.com Inc. L=Seattle ST=Washington C=US"
+        )
+    ]
+)
+ISSUED_NOT_AFTER = dt.datetime(2049, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
+
+
+@functools.cache
+def _local_ca_key() -> ec.EllipticCurvePrivateKey:
+    """The key that signs this endpoint's certificates: one per process, never written anywhere."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def issue_certificate_for_csr(csr_pem: str) -> str:
+    """A PEM certificate for the CSR's own public key, as AWS IoT issues one."""
+    try:
+        request = x509.load_pem_x509_csr(csr_pem.encode())
+    except ValueError:
+        raise iot_exceptions.InvalidRequestException("The certificate signing request is not valid PEM") from None
+    if not request.is_signature_valid:
+        raise iot_exceptions.InvalidRequestException("The certificate signing request's signature is not valid")
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(ISSUED_SUBJECT)
+        .issuer_name(ISSUER)
+        .public_key(request.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(ISSUED_NOT_AFTER)
+        .sign(_local_ca_key(), hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _create_certificate_from_csr(self: Any, csr: str, set_as_active: object) -> Any:
+    # moto's response handler passes the query flag on unparsed: "true", "false" or None.
+    active = str(set_as_active).lower() == "true"
+    return self.register_certificate(
+        issue_certificate_for_csr(csr), ca_certificate_pem=None, set_as_active=active, status="INACTIVE"
+    )
+
+
+def correct_moto() -> None:
+    """Make moto's IoT backend answer as AWS does where our guarantees depend on it (idempotent)."""
+    iot_models.IoTBackend.create_certificate_from_csr = _create_certificate_from_csr  # type: ignore[method-assign]
+
+
+@dataclass(frozen=True)
+class LocalAws:
+    url: str
+    environment: dict[str, str]
+
+
+@contextlib.contextmanager
+def local_aws(region: str = REGION) -> Iterator[LocalAws]:
+    """Start the endpoint on a free loopback port and point boto3 (and child processes) at it."""
+    # The emulator logs every request and each resource type it skips; keep the user's output
+    # readable (the demo checks and reports what really exists after a deploy).
+    # It also logs a server-side traceback when it cannot answer a call (e.g. an absent Signer
+    # profile); the client still gets an error response, which is what the caller handles.
+    for name in ("werkzeug", "moto", "moto.moto_server.werkzeug_app", "flask.app"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", message="Tried to parse .* but it's not supported by moto")
+    correct_moto()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    _, port = server.get_host_and_port()
+    # localhost, not 127.0.0.1: moto's CloudFormation only recognises path-style S3 URLs on localhost.
+    url = f"http://localhost:{port}"
+    environment = {
+        "AWS_ENDPOINT_URL": url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+        "CDK_DEFAULT_ACCOUNT": ACCOUNT,
+        "CDK_DEFAULT_REGION": region,
+    }
+    saved = {name: os.environ.get(name) for name in [*environment, "AWS_PROFILE"]}
+    os.environ.pop("AWS_PROFILE", None)
+    os.environ.update(environment)
+    try:
+        yield LocalAws(url, environment)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        server.stop()
