@@ -1,8 +1,10 @@
 """boto3 sessions and clients for every AWS command, and one translation of AWS errors.
 
 Every command takes ``--profile``/``--region``; boto3 itself honours ``AWS_ENDPOINT_URL`` (how
-the local endpoint and any emulator are reached). Clients use botocore's adaptive retry mode,
-which backs off on throttling and rate-limits the client itself.
+the local endpoint and any emulator are reached). Clients retry as :class:`RetrySettings` say:
+by default botocore's adaptive mode (backs off on throttling and rate-limits the client itself)
+with 8 attempts, for a factory line that must ride out throttling; ``AWS_RETRY_MODE`` and
+``AWS_MAX_ATTEMPTS`` (botocore's own variables) or the ``retries`` argument choose others.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 import boto3
@@ -21,12 +23,44 @@ import botocore.exceptions
 
 from device_provisioning.errors import ProvisioningError
 
-RETRIES = botocore.config.Config(retries={"mode": "adaptive", "max_attempts": 8})
-LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
-
 
 class AwsError(ProvisioningError):
     """AWS refused or failed a call; the message names the call and what to do."""
+
+
+RetryMode = Literal["legacy", "standard", "adaptive"]
+RETRY_MODES: tuple[RetryMode, ...] = ("legacy", "standard", "adaptive")
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """How often and how a client retries a failed call (botocore's retry modes)."""
+
+    mode: RetryMode = "adaptive"
+    max_attempts: int = 8
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> RetrySettings:
+        """The defaults, overridden by ``AWS_RETRY_MODE`` / ``AWS_MAX_ATTEMPTS`` where set."""
+        environ = os.environ if environ is None else environ
+        settings = cls()
+        mode = environ.get("AWS_RETRY_MODE")
+        if mode:
+            if mode not in RETRY_MODES:
+                raise AwsError(f"AWS_RETRY_MODE={mode!r}: use one of {', '.join(RETRY_MODES)}")
+            settings = replace(settings, mode=mode)
+        attempts = environ.get("AWS_MAX_ATTEMPTS")
+        if attempts:
+            if not attempts.isdigit() or int(attempts) < 1:
+                raise AwsError(f"AWS_MAX_ATTEMPTS={attempts!r}: use a whole number of at least 1")
+            settings = replace(settings, max_attempts=int(attempts))
+        return settings
+
+    def client_config(self) -> botocore.config.Config:
+        return botocore.config.Config(retries={"mode": self.mode, "max_attempts": self.max_attempts})
+
+
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
 @dataclass(frozen=True)
@@ -35,9 +69,10 @@ class Aws:
 
     session: boto3.session.Session
     endpoint_url: str | None
+    retries: RetrySettings = RetrySettings()
 
     def client(self, service: str) -> Any:
-        return self.session.client(service, config=RETRIES)
+        return self.session.client(service, config=self.retries.client_config())
 
     @property
     def region(self) -> str:
@@ -49,14 +84,19 @@ class Aws:
         return bool(self.endpoint_url) and urlparse(self.endpoint_url).hostname in LOOPBACK_HOSTS
 
 
-def connect(profile: str | None = None, region: str | None = None) -> Aws:
+def connect(profile: str | None = None, region: str | None = None, retries: RetrySettings | None = None) -> Aws:
+    """A session for ``profile``/``region``; ``retries`` defaults to :meth:`RetrySettings.from_environment`.
+
+    Raises :class:`AwsError` for an unknown profile, no region, or a bad retry variable.
+    """
+    retries = retries or RetrySettings.from_environment()
     try:
         session = boto3.session.Session(profile_name=profile, region_name=region)
     except botocore.exceptions.ProfileNotFound:
         raise AwsError(f"AWS profile {profile!r} not found in ~/.aws/config; check --profile / AWS_PROFILE") from None
     if session.region_name is None:
         raise AwsError("no AWS region: pass --region or set AWS_REGION")
-    return Aws(session, os.environ.get("AWS_ENDPOINT_URL"))
+    return Aws(session, os.environ.get("AWS_ENDPOINT_URL"), retries)
 
 
 def explain(error: BaseException, action: str) -> AwsError:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+# No test waits in botocore's backoff: one attempt per call (inherited by the CLI subprocesses the
+# tests start). The throttling test passes its own RetrySettings to exercise retries.
+os.environ["AWS_RETRY_MODE"] = "standard"
+os.environ["AWS_MAX_ATTEMPTS"] = "1"
 
 
 def pytest_addoption(parser):  # type: ignore[no-untyped-def]

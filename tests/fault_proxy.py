@@ -2,13 +2,19 @@
 
 Real HTTP end to end (boto3 -> proxy -> moto server), so failure handling is tested the way it
 happens against AWS: an error response on the wire, not an exception patched into boto3.
+
+A fault can also kill the client (the process group in :attr:`FaultProxy.victim`) with SIGKILL at
+an exact point of a protocol: ``kill="before"`` when the call arrives (AWS never sees it), or
+``kill="after"`` once AWS has answered (the client never sees the answer).
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
+import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +32,7 @@ class Fault:
     message: str = "injected failure"
     times: int | None = None  # None = always
     every: int = 1  # fail one matching call in `every` (a share of the traffic)
+    kill: str | None = None  # "before" / "after": SIGKILL the victim instead of answering with an error
     hits: int = 0
     seen: int = 0
 
@@ -35,6 +42,13 @@ class FaultProxy:
     url: str
     faults: list[Fault] = field(default_factory=list)
     calls: list[tuple[str, str]] = field(default_factory=list)
+    victim: int | None = None  # process group id killed by kill faults
+    killed: threading.Event = field(default_factory=threading.Event)
+
+    def kill_victim(self) -> None:
+        assert self.victim is not None, "set proxy.victim before a kill fault can fire"
+        os.killpg(self.victim, signal.SIGKILL)  # the station loses power: no cleanup runs
+        self.killed.set()
 
     def fail(self, method: str, path: str, **kwargs: object) -> Fault:
         fault = Fault(method, re.compile(path), **kwargs)  # type: ignore[arg-type]
@@ -54,11 +68,18 @@ def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
         def _handle(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             proxy.calls.append((self.command, self.path))
+            kill_after = False
             for fault in proxy.faults:
                 if fault.method == self.command and fault.path.search(self.path):
                     fault.seen += 1
                     if (fault.times is None or fault.hits < fault.times) and fault.seen % fault.every == 0:
                         fault.hits += 1
+                        if fault.kill == "before":
+                            proxy.kill_victim()
+                            return
+                        if fault.kill == "after":
+                            kill_after = True
+                            break
                         payload = json.dumps({"message": fault.message}).encode()
                         self.send_response(fault.status)
                         self.send_header("x-amzn-ErrorType", fault.code)
@@ -73,6 +94,10 @@ def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
             connection.request(self.command, self.path, body=body, headers=headers)
             response = connection.getresponse()
             data = response.read()
+            connection.close()
+            if kill_after:
+                proxy.kill_victim()
+                return
             self.send_response(response.status)
             for key, value in response.getheaders():
                 if key.lower() not in ("transfer-encoding", "connection", "content-length"):
@@ -80,7 +105,6 @@ def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
-            connection.close()
 
         do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
 

@@ -207,3 +207,66 @@ def test_throttling_error_is_one_line(stubbed) -> None:
     )
     with pytest.raises(aws.AwsError, match="PutSigningProfile failed: ThrottlingException Rate exceeded"):
         aws_codesign.put_signing_profile(stubbed, "ota_p1", CERT_ARN)
+
+
+def test_batch_registration_creates_inactive_journals_attaches_then_activates(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The per-device protocol's order, call by call, with the journal read at each call."""
+    from device_provisioning import batch_register
+    from device_provisioning.batch_input import DeviceRow
+    from device_provisioning.journal import Journal
+
+    key = codesign.generate_signing_key()
+    device_dir = tmp_path / "devices" / "SN1"
+    device_dir.mkdir(parents=True)
+    (device_dir / batch_register.DEVICE_CSR).write_bytes(codesign.csr_pem(key, "thing-1"))
+    certificate_pem = codesign.certificate_pem(codesign.create_self_signed_certificate(key)).decode()
+    cert_id = "a" * 64
+    cert_arn = f"arn:aws:iot:us-east-1:123456789012:cert/{cert_id}"
+    journal = Journal(tmp_path)
+    journal.add_devices([("SN1", "thing-1", 2)])
+    journal.update("SN1", "key_made")  # what the batch's key stage leaves
+    iot = boto3.session.Session(
+        region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+    ).client("iot")
+    seen: list[tuple[str, str, str | None]] = []
+
+    def record(model, **_: Any) -> None:  # type: ignore[no-untyped-def]
+        state = journal.get("SN1")
+        seen.append((model.name, state.state, state.certificate_id))
+
+    iot.meta.events.register("before-parameter-build.iot", record)
+    description = {"certificateArn": cert_arn, "certificateId": cert_id, "certificatePem": certificate_pem}
+    with Stubber(iot) as stub:
+        stub.add_client_error(
+            "list_thing_principals", "ResourceNotFoundException", expected_params={"thingName": "thing-1"}
+        )
+        stub.add_response("create_thing", {"thingName": "thing-1"}, {"thingName": "thing-1"})
+        stub.add_response(
+            "create_certificate_from_csr",
+            {"certificateArn": cert_arn, "certificateId": cert_id, "certificatePem": certificate_pem},
+            {"certificateSigningRequest": ANY, "setAsActive": False},
+        )
+        stub.add_response(
+            "describe_certificate",
+            {"certificateDescription": {**description, "status": "INACTIVE"}},
+            {"certificateId": cert_id},
+        )
+        stub.add_response("attach_policy", {}, {"policyName": "device-policy", "target": cert_arn})
+        stub.add_response("attach_thing_principal", {}, {"thingName": "thing-1", "principal": cert_arn})
+        stub.add_response("update_certificate", {}, {"certificateId": cert_id, "newStatus": "ACTIVE"})
+        message = batch_register.register_batch_device(
+            iot, journal, DeviceRow(2, "SN1", "thing-1"), device_dir, "device-policy"
+        )
+        stub.assert_no_pending_responses()
+    assert message is None
+    assert seen == [
+        ("ListThingPrincipals", "key_made", None),
+        ("CreateThing", "registering", None),  # intent journaled before the first change in AWS
+        ("CreateCertificateFromCsr", "registering", None),
+        ("DescribeCertificate", "registering", cert_id),  # the certificate id is journaled before use
+        ("AttachPolicy", "registering", cert_id),
+        ("AttachThingPrincipal", "registering", cert_id),
+        ("UpdateCertificate", "registering", cert_id),  # activation last
+    ]
+    assert journal.get("SN1").state == "registered"
+    journal.close()

@@ -6,15 +6,15 @@ import csv
 import io
 import json
 import os
-import random
+import re
 import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from esp32_mock_bootloader import mock_bootloader
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,7 +23,7 @@ from device_provisioning import aws, batch, batch_input, codesign, nvs, signing
 from device_provisioning.cli import main
 from device_provisioning.errors import InputFileError
 from device_provisioning.journal import Journal
-from tests.fault_proxy import fault_proxy
+from tests.fault_proxy import Fault, fault_proxy
 from tests.helpers import BETA_TABLE
 
 POLICY = json.dumps(
@@ -206,34 +206,79 @@ def test_throttled_endpoint(tmp_path: Path, signer: Path, device_policy: str, lo
             proxy.fail("PUT", r"/principals", status=400, code="ThrottlingException", message="Rate exceeded", every=3),
         ]
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
-        batch.prepare_batch(devices, config, tmp_path / "out", workers=2, aws=aws.connect(), progress_stream=None)
+        # Standard mode: throttled calls back off and retry; adaptive mode's client-side rate
+        # limiter (the default) would only slow the test down further.
+        session = aws.connect(retries=aws.RetrySettings("standard", 6))
+        batch.prepare_batch(devices, config, tmp_path / "out", workers=2, aws=session, progress_stream=None)
     assert all(f.hits > 0 for f in throttled)
     monkeypatch.setenv("AWS_ENDPOINT_URL", local_endpoint.url)
     check_invariants(tmp_path / "out", before)
 
 
-def test_kill_9_at_random_points_then_resume(tmp_path: Path, signer: Path, device_policy: str, local_endpoint) -> None:  # type: ignore[no-untyped-def]
+# Each named point of the per-device registration protocol, as the call the proxy kills the
+# station at: "before" = the call never reached AWS, "after" = AWS answered, the station never saw it.
+KILL_POINTS = {
+    "certificate-created": ("POST", r"^/certificates\?", "after"),  # CreateCertificateFromCsr answered
+    "certificate-journaled": ("GET", r"^/certificates/[0-9a-f]+$", "before"),  # next call: DescribeCertificate
+    "policy-attached": ("PUT", r"^/things/[^/?]+/principals", "before"),  # next call: AttachThingPrincipal
+    "thing-attached": ("PUT", r"^/certificates/[0-9a-f]+\?newStatus=ACTIVE", "before"),  # next: activation
+    "activated": ("PUT", r"^/certificates/[0-9a-f]+\?newStatus=ACTIVE", "after"),  # UpdateCertificate answered
+}
+
+
+def spki(public_key) -> bytes:  # type: ignore[no-untyped-def]
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def certificates_by_key() -> dict[bytes, list[str]]:
+    """Every certificate on the endpoint, grouped by the public key it certifies."""
+    iot = aws.connect().client("iot")
+    grouped: dict[bytes, list[str]] = {}
+    for page in iot.get_paginator("list_certificates").paginate(PaginationConfig={"PageSize": 250}):
+        for summary in page["certificates"]:
+            pem = iot.describe_certificate(certificateId=summary["certificateId"])["certificateDescription"]
+            certificate = codesign.load_certificate(pem["certificatePem"].encode())
+            grouped.setdefault(spki(certificate.public_key()), []).append(summary["certificateId"])
+    return grouped
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_kill_9_at_each_protocol_point_then_resume(
+    point: str, tmp_path: Path, signer: Path, device_policy: str, local_endpoint
+) -> None:  # type: ignore[no-untyped-def]
     before = active_certificate_ids()
-    devices = write_devices(tmp_path / "devices.csv", 30, "kill")
-    config = write_config(tmp_path / "batch.toml", signer, mode="per-device", policy=device_policy, concurrency=4)
+    prefix = f"kill-{point}"
+    devices = write_devices(tmp_path / "devices.csv", 4, prefix)
+    config = write_config(tmp_path / "batch.toml", signer, mode="per-device", policy=device_policy, concurrency=1)
     out = tmp_path / "out"
     command = [sys.executable, "-m", "device_provisioning", "batch", "prepare", "--devices", str(devices),
-               "--config", str(config), "--out", str(out), "--workers", "2", "--json"]  # fmt: skip
-    env = {**os.environ, **local_endpoint.environment}
-    chooser = random.Random(1234)
-    kills = 0
-    for _ in range(4):
+               "--config", str(config), "--out", str(out), "--workers", "1", "--json"]  # fmt: skip
+    method, path, when = KILL_POINTS[point]
+    with fault_proxy(local_endpoint.url) as proxy:
+        # The third device's call: two devices are registered, one is cut at `point`, one untouched.
+        proxy.faults.append(Fault(method, re.compile(path), kill=when, times=1, every=3))
+        env = {**os.environ, **local_endpoint.environment, "AWS_ENDPOINT_URL": proxy.url}
         process = subprocess.Popen(command, env=env, start_new_session=True,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-        time.sleep(chooser.uniform(0.3, 2.5))
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)  # the station loses power: no cleanup runs
-            kills += 1
-        process.wait()
-    final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        proxy.victim = process.pid
+        process.wait(timeout=120)
+        assert proxy.killed.is_set() and process.returncode == -signal.SIGKILL
+    cut = Journal(out)
+    states = sorted(r.state for r in cut.records())
+    cut.close()
+    assert states.count("registering") == 1, states
+    final = subprocess.run(command, env={**os.environ, **local_endpoint.environment}, capture_output=True,
+                           text=True, timeout=300)  # fmt: skip
     assert final.returncode == 0, final.stderr
-    assert kills >= 1
     check_invariants(out, before)
+    journal = Journal(out)
+    records = journal.records()
+    journal.close()
+    issued = certificates_by_key()
+    for record in records:
+        key = codesign.load_private_key_file(out / "devices" / record.serial / "device.key")
+        # No other certificate (active or not) is left for the device's key: only the journaled one.
+        assert issued[spki(key.public_key())] == [record.certificate_id], record.serial
 
 
 # --- stations --------------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -319,3 +321,21 @@ def test_console_script_and_module_entry_points(workspace: Path) -> None:
         result = subprocess.run(argv + ["nvs", "show", str(workspace / "nothing.bin")], capture_output=True, text=True)
         assert result.returncode == 1
         assert result.stderr.startswith("ERROR NVS image") and "Traceback" not in result.stderr
+
+
+def test_closed_stdout_ends_quietly_with_sigpipe_status() -> None:
+    """`device-provisioning partitions show T --json | head` : the reader is gone before we write."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "device_provisioning", "partitions", "show", str(MASTER_TABLE), "--json"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 128 + signal.SIGPIPE
+    assert result.stderr == ""
