@@ -230,8 +230,13 @@ def run_demo(out: Path, *, real: bool = False, firmware_path: Path | None = None
         )
         if again_device.certificate_id != device.certificate_id or not again_device.reused:
             raise DemoFailed("registering the device twice created a second certificate")
-        note = "" if device.certificate_matches_key else " (the emulator ignores the CSR key: demo certificate only)"
-        log.record("device register", where, f"{THING}, certificate {device.certificate_id[:12]}…{note}")
+        if not device.certificate_matches_key:
+            raise DemoFailed("AWS issued the device a certificate for another key than its CSR's")
+        log.record(
+            "device register",
+            where,
+            f"{THING}, certificate {device.certificate_id[:12]}… (certificate_matches_key: true)",
+        )
 
         table = partition_table.load(EXAMPLE_TABLE)
         extra = [
