@@ -28,18 +28,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from device_provisioning import (  # noqa: E402
-    aws,
-    batch,
-    bulk_registration,
-    codesign,
+from device_provisioning import aws  # noqa: E402
+from device_provisioning.device import (  # noqa: E402
+    app_image,
     credentials,
     esp_build,
-    firmware,
-    flash_plan,
     nvs,
     partition_table,
 )
+from device_provisioning.factory import (  # noqa: E402
+    batch,
+    bulk,
+)
+from device_provisioning.flashing import layout  # noqa: E402
+from device_provisioning.identity import codesign  # noqa: E402
 from devtools.local_aws import local_aws  # noqa: E402
 
 TABLE = REPO / "examples" / "esp-aws-iot" / "partitions_ota_mqtt.csv"
@@ -158,7 +160,7 @@ def bulk_calls(size: int) -> int:
     ).encode()
     for stubber in (iot, s3):
         stubber.activate()
-    result = bulk_registration.run_bulk_registration(
+    result = bulk.run_bulk_registration(
         fake, [(f"t{i}", "csr") for i in range(size)], bucket="bench-bucket", key="k",
         role_arn="arn:aws:iam::123456789012:role/bulk", policy_name="p", sleep=lambda _: None,
         fetch=lambda url: results if url.endswith("RESULTS") else b"",
@@ -170,10 +172,10 @@ def bulk_calls(size: int) -> int:
 def bytes_per_device(directory: Path, nvs_image: bytes) -> tuple[int, int]:
     table = partition_table.load(TABLE)
     app_size = table.find("ota_0").size * 9 // 10  # a typical app fills ~90 % of its slot
-    app = firmware.placeholder_app_image(payload_size=app_size)
-    build = esp_build.load_build(firmware.write_placeholder_build(directory / "build", table, app=app))
-    credentials_only = flash_plan.plan_flash(table, nvs_image).bytes_to_write
-    full = flash_plan.plan_flash(table, nvs_image, build=build).bytes_to_write
+    app = app_image.placeholder_app_image(payload_size=app_size)
+    build = esp_build.load_build(app_image.write_placeholder_build(directory / "build", table, app=app))
+    credentials_only = layout.plan_flash(table, nvs_image).bytes_to_write
+    full = layout.plan_flash(table, nvs_image, build=build).bytes_to_write
     return credentials_only, full
 
 

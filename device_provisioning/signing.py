@@ -23,10 +23,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from device_provisioning import codesign, nvs
-from device_provisioning.credentials import CODE_VERIFY_KEY, CODE_VERIFY_LABEL, CREDS_NAMESPACE, check_family
+from device_provisioning.device import nvs
+from device_provisioning.device.credentials import CODE_VERIFY_KEY, CODE_VERIFY_LABEL, CREDS_NAMESPACE, check_family
 from device_provisioning.errors import CertificateError, SignatureError, VerificationFailed
 from device_provisioning.files import read_bytes
+from device_provisioning.identity import codesign
 
 MAX_SIGNATURE_LENGTH = 384
 MAX_COORDINATE_LENGTH = 32

@@ -24,22 +24,14 @@ from pathlib import Path
 
 from botocore.stub import Stubber
 
-from device_provisioning import (
-    aws,
-    aws_codesign,
-    codesign,
-    credentials,
-    esp_build,
-    factory_image,
-    firmware,
-    flash_plan,
-    ota,
-    partition_table,
-    registration,
-    signing,
-)
+from device_provisioning import aws, signing
+from device_provisioning.aws import codesign as aws_codesign
+from device_provisioning.aws import ota, registration
+from device_provisioning.device import app_image, credentials, esp_build, partition_table
 from device_provisioning.errors import ProvisioningError
 from device_provisioning.files import read_bytes, write_atomic
+from device_provisioning.flashing import factory_image, layout
+from device_provisioning.identity import codesign
 from devtools.local_aws import local_aws
 
 REPO = Path(__file__).resolve().parent.parent
@@ -257,26 +249,26 @@ def run_demo(out: Path, *, real: bool = False, firmware_path: Path | None = None
 
         if firmware_path is not None:
             firmware_bytes = read_bytes(firmware_path, "firmware")
-            firmware.check_app_image(firmware_bytes, str(firmware_path))
+            app_image.check_app_image(firmware_bytes, str(firmware_path))
             firmware_note = str(firmware_path)
         else:
-            firmware_bytes = firmware.placeholder_app_image(version="1.0.1")
+            firmware_bytes = app_image.placeholder_app_image(version="1.0.1")
             firmware_note = "PLACEHOLDER app image made with esptool's writer (not a real application)"
-        app_path = write_atomic(out / "firmware.bin", firmware_bytes)
+        app_path = write_atomic(out / "app_image.bin", firmware_bytes)
         log.record("firmware", "local", firmware_note)
 
-        build = esp_build.load_build(firmware.write_placeholder_build(out / "build", table, app=firmware_bytes))
-        merged = factory_image.merge_factory_image(flash_plan.plan_flash(table, built.image, build=build), quiet=True)
+        build = esp_build.load_build(app_image.write_placeholder_build(out / "build", table, app=firmware_bytes))
+        merged = factory_image.merge_factory_image(layout.plan_flash(table, built.image, build=build), quiet=True)
         write_atomic(out / "factory.bin", merged.image, private=True)
         write_atomic(out / "factory.bin.json", (json.dumps(merged.sidecar, indent=2) + "\n").encode())
         log.record("image merge", "local", f"factory.bin ({len(merged.image)} bytes) + factory.bin.json sidecar")
 
         der = signing.sign_firmware(signing_key, firmware_bytes)
-        write_atomic(out / "firmware.sig", der)
+        write_atomic(out / "app_image.sig", der)
         nvs_certificate = signing.certificate_from_nvs(built.image, "beta", source="creds.bin")
         report = signing.verify_update(
             firmware_bytes,
-            signing.SignatureInput(der, "firmware.sig", certfile=credentials.CODE_VERIFY_LABEL),
+            signing.SignatureInput(der, "app_image.sig", certfile=credentials.CODE_VERIFY_LABEL),
             [nvs_certificate],
             family="beta",
             expected_fingerprint=fingerprint,
@@ -286,7 +278,7 @@ def run_demo(out: Path, *, real: bool = False, firmware_path: Path | None = None
         trust = ota.DeviceTrust(certificates=(nvs_certificate,), expected_fingerprint=fingerprint, family="beta")
         request = ota.OtaRequest(
             firmware=firmware_bytes,
-            device_path="/device/firmware.bin",
+            device_path="/device/app_image.bin",
             targets=ota.Targets(things=(THING,)),
             bucket=values["FirmwareBucketName"],
             role_arn=values["OtaServiceRoleArn"],
@@ -323,7 +315,7 @@ def run_demo(out: Path, *, real: bool = False, firmware_path: Path | None = None
         "device credentials": str(out / "device"),
         "NVS image (flash at storage)": str(nvs_path),
         "factory image": str(out / "factory.bin"),
-        "firmware + signature": f"{app_path}, {out / 'firmware.sig'}",
+        "firmware + signature": f"{app_path}, {out / 'app_image.sig'}",
         "job document": str(out / "job-document.json"),
     }
     summary = {"steps": [step.__dict__ for step in log.steps], "files": log.files}

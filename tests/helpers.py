@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from device_provisioning import codesign
+from device_provisioning.identity import codesign
 
 # Fixtures live in the repository (tests/data): each file's first line says which real layout it mirrors.
 DATA = Path(__file__).resolve().parent / "data"

@@ -10,11 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from device_provisioning import aws, aws_codesign, codesign, credentials, ota, registration, signing
-from device_provisioning import partition_table as pt
+from device_provisioning import aws, signing
+from device_provisioning.aws import codesign as aws_codesign
+from device_provisioning.aws import ota, registration
 from device_provisioning.cli import main
+from device_provisioning.device import credentials
+from device_provisioning.device import partition_table as pt
+from device_provisioning.device.app_image import placeholder_app_image
 from device_provisioning.errors import ProvisioningError, VerificationFailed
-from device_provisioning.firmware import placeholder_app_image
+from device_provisioning.identity import codesign
 from tests.fault_proxy import fault_proxy
 from tests.helpers import BETA_TABLE
 

@@ -15,8 +15,11 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from device_provisioning import aws, aws_codesign, codesign, ota, signing
-from device_provisioning.firmware import placeholder_app_image
+from device_provisioning import aws, signing
+from device_provisioning.aws import codesign as aws_codesign
+from device_provisioning.aws import ota
+from device_provisioning.device.app_image import placeholder_app_image
+from device_provisioning.identity import codesign
 
 BUCKET = "firmware-bucket"
 ROLE = "arn:aws:iam::123456789012:role/ota"
@@ -211,9 +214,9 @@ def test_throttling_error_is_one_line(stubbed) -> None:
 
 def test_batch_registration_creates_inactive_journals_attaches_then_activates(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The per-device protocol's order, call by call, with the journal read at each call."""
-    from device_provisioning import batch_register
-    from device_provisioning.batch_input import DeviceRow
-    from device_provisioning.journal import Journal
+    from device_provisioning.factory import register as batch_register
+    from device_provisioning.factory.inputs import DeviceRow
+    from device_provisioning.factory.journal import Journal
 
     key = codesign.generate_signing_key()
     device_dir = tmp_path / "devices" / "SN1"

@@ -19,10 +19,13 @@ from esp32_mock_bootloader import mock_bootloader
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from device_provisioning import aws, batch, batch_input, codesign, nvs, signing
+from device_provisioning import aws, signing
 from device_provisioning.cli import main
+from device_provisioning.device import nvs
 from device_provisioning.errors import InputFileError
-from device_provisioning.journal import Journal
+from device_provisioning.factory import batch, inputs
+from device_provisioning.factory.journal import Journal
+from device_provisioning.identity import codesign
 from tests.fault_proxy import Fault, fault_proxy
 from tests.helpers import BETA_TABLE
 
@@ -82,7 +85,7 @@ def manifest(out: Path) -> list[dict[str, str]]:
 )
 def test_bad_csv_rows_are_rejected_with_their_line(text: str, message: str) -> None:
     with pytest.raises(InputFileError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        batch_input.parse_devices(text)
+        inputs.parse_devices(text)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -93,7 +96,7 @@ def test_csv_parser_accepts_only_clean_rows(pairs: list[tuple[str, str]]) -> Non
     writer.writerow(["serial", "thing_name"])
     writer.writerows(pairs)
     try:
-        rows = batch_input.parse_devices(buffer.getvalue())
+        rows = inputs.parse_devices(buffer.getvalue())
     except InputFileError as error:
         assert str(error).startswith("devices CSV")
         return

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from botocore.stub import Stubber
 
-from device_provisioning import bulk_registration
 from device_provisioning.aws import AwsError
+from device_provisioning.factory import bulk
 from tests.test_aws_stubbed import StubbedAws
 
 TASK = "a1b2c3d4-0000-1111-2222-333344445555"
@@ -36,13 +36,13 @@ def expect_start(stubbed: Any, running: list[list[str]]) -> None:
     s3.add_response(
         "put_object",
         {},
-        {"Bucket": "firmware-bucket", "Key": "bulk/batch.jsonl", "Body": bulk_registration.input_file(DEVICES)},
+        {"Bucket": "firmware-bucket", "Key": "bulk/batch.jsonl", "Body": bulk.input_file(DEVICES)},
     )
     iot.add_response(
         "start_thing_registration_task",
         {"taskId": TASK},
         {
-            "templateBody": json.dumps(bulk_registration.registration_template("device-policy")),
+            "templateBody": json.dumps(bulk.registration_template("device-policy")),
             "inputFileBucket": "firmware-bucket",
             "inputFileKey": "bulk/batch.jsonl",
             "roleArn": ROLE,
@@ -84,9 +84,9 @@ REPORTS = {
 }  # fmt: skip
 
 
-def run(stubbed: Any, **kwargs: Any) -> bulk_registration.BulkResult:
+def run(stubbed: Any, **kwargs: Any) -> bulk.BulkResult:
     started: list[str] = []
-    result = bulk_registration.run_bulk_registration(
+    result = bulk.run_bulk_registration(
         stubbed, DEVICES, bucket="firmware-bucket", key="bulk/batch.jsonl", role_arn=ROLE, policy_name="device-policy",
         sleep=lambda _: None, fetch=lambda url: REPORTS[url].encode(), on_task_started=started.append, **kwargs,
     )  # fmt: skip
@@ -127,7 +127,8 @@ def test_resume_follows_the_journaled_task_instead_of_starting_another(stubbed) 
 def test_batch_prepare_in_bulk_mode_journals_the_reports(stubbed, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from botocore.stub import ANY
 
-    from device_provisioning import batch, codesign
+    from device_provisioning.factory import batch
+    from device_provisioning.identity import codesign
     from tests.helpers import BETA_TABLE
 
     codesign.create_identity(tmp_path / "signer")
@@ -152,7 +153,7 @@ def test_batch_prepare_in_bulk_mode_journals_the_reports(stubbed, tmp_path, monk
             "ResourceArns": {"certificate": "arn:aws:iot:us-east-1:1:cert/c0"}, "CertificatePem": issued.decode()}}),
         "https://r/ERRORS": json.dumps({"offset": 1, "errorMessage": "ThingName conflict"}),
     }  # fmt: skip
-    monkeypatch.setattr(bulk_registration, "_fetch", lambda url: lines[url].encode())
+    monkeypatch.setattr(bulk, "_fetch", lambda url: lines[url].encode())
     summary = batch.prepare_batch(
         tmp_path / "devices.csv", tmp_path / "batch.toml", tmp_path / "out", workers=1, aws=stubbed,
         progress_stream=None,
@@ -166,7 +167,8 @@ def test_sweep_removes_only_inactive_unattached_certificates_of_this_key(stubbed
     """After a kill between CreateCertificateFromCsr and the journal write (AWS issues for the CSR key)."""
     import datetime as dt
 
-    from device_provisioning import batch_register, codesign
+    from device_provisioning.factory import register as batch_register
+    from device_provisioning.identity import codesign
 
     key = codesign.generate_signing_key()
     (tmp_path / "device.key").write_bytes(codesign.private_key_pem(key))

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from device_provisioning import codesign
 from device_provisioning.cli import build_parser, main
-from device_provisioning.firmware import placeholder_app_image
+from device_provisioning.device.app_image import placeholder_app_image
+from device_provisioning.identity import codesign
 from tests.helpers import BETA_TABLE, MASTER_TABLE, certificate_for, rsa_key, write_cert, write_key
 
 

@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from device_provisioning import codesign
 from device_provisioning.errors import CertificateError, InputFileError
+from device_provisioning.identity import codesign
 from tests.helpers import certificate_for, p384_key, rsa_key, write_cert, write_key
 
 

@@ -16,10 +16,12 @@ import pytest
 from esp32_mock_bootloader import mock_bootloader
 from esptool import cmds
 
-from device_provisioning import codesign, credentials, esp_build, factory_image, firmware, flash_plan, flashing
-from device_provisioning import partition_table as pt
 from device_provisioning.cli import main
+from device_provisioning.device import app_image, credentials, esp_build
+from device_provisioning.device import partition_table as pt
 from device_provisioning.errors import ProvisioningError
+from device_provisioning.flashing import esptool_device, factory_image, layout
+from device_provisioning.identity import codesign
 from tests.helpers import BETA_TABLE, MASTER_TABLE
 
 FLASH_SIZE = 0x400000
@@ -110,9 +112,9 @@ def test_full_flash_with_build_dir(mock, identity, tmp_path: Path) -> None:
     table = pt.load(MASTER_TABLE)
     certificate = codesign.load_certificate_file(identity.certificate)
     image = credentials.build_credential_image(table, credentials.Credentials(certificate), "beta").image
-    build = esp_build.load_build(firmware.write_placeholder_build(tmp_path / "build", table))
-    plan = flash_plan.plan_flash(table, image, build=build)
-    report = flashing.flash_device(plan, port=mock.url(), stub=False, quiet=True, progress=False)
+    build = esp_build.load_build(app_image.write_placeholder_build(tmp_path / "build", table))
+    plan = layout.plan_flash(table, image, build=build)
+    report = esptool_device.flash_device(plan, port=mock.url(), stub=False, quiet=True, progress=False)
     assert [name for name, _, _ in report.regions] == ["bootloader", "partition-table", "otadata", "app", "storage"]
     # esptool patches the bootloader header with the build's flash settings, like `idf.py flash`.
     expected = [(r.offset, r.data) for r in plan.regions if r.name != "bootloader"]
@@ -134,8 +136,8 @@ def test_offline_refusals_leave_flash_untouched(mock, beta_image, tmp_path: Path
     not_nvs.write_text(BETA_TABLE.read_text().replace("storage, data, nvs", "storage, data, spiffs"))
     image = tmp_path / "creds.bin"
     image.write_bytes(beta_image)
-    build = firmware.write_placeholder_build(tmp_path / "build", pt.load(MASTER_TABLE))
-    s3_build = firmware.write_placeholder_build(tmp_path / "build-s3", pt.load(BETA_TABLE), chip="esp32s3")
+    build = app_image.write_placeholder_build(tmp_path / "build", pt.load(MASTER_TABLE))
+    s3_build = app_image.write_placeholder_build(tmp_path / "build-s3", pt.load(BETA_TABLE), chip="esp32s3")
     cases = [
         (["--partition-table", BETA_TABLE, "--nvs", wrong_size, "--no-firmware"], "rebuild it with `nvs build`"),
         (["--partition-table", not_nvs, "--nvs", image, "--no-firmware"], "not data/nvs"),
@@ -162,13 +164,13 @@ def test_chip_mismatch_with_the_device_is_refused(mock, beta_image, tmp_path: Pa
 
 
 def test_flash_encryption_with_plaintext_image_is_refused(mock, beta_image) -> None:
-    plan = flash_plan.plan_flash(pt.load(BETA_TABLE), beta_image)
+    plan = layout.plan_flash(pt.load(BETA_TABLE), beta_image)
     esp = cmds.connect_esp(port=mock.url())
     try:
         # The device's FLASH_CRYPT_CNT eFuse has an odd number of bits set: flash encryption is on.
         esp.write_reg(0x3FF5A000, 1 << 20)
-        with pytest.raises(flashing.DeviceError, match="flash encryption enabled.*nvs build --encrypt"):
-            flashing.flash_connected(esp, plan, stub=False, progress=False)
+        with pytest.raises(esptool_device.DeviceError, match="flash encryption enabled.*nvs build --encrypt"):
+            esptool_device.flash_connected(esp, plan, stub=False, progress=False)
     finally:
         esp._port.close()
     flash_is_untouched(mock.url())
@@ -180,9 +182,9 @@ def test_layout_beyond_flash_size_is_refused(mock, tmp_path: Path, identity) -> 
     )
     certificate = codesign.load_certificate_file(identity.certificate)
     image = credentials.build_credential_image(table, credentials.Credentials(certificate), "beta").image
-    plan = flash_plan.plan_flash(table, image)
-    with pytest.raises(flashing.DeviceError, match="0x400000 bytes of flash"):
-        flashing.flash_device(plan, port=mock.url(), stub=False, quiet=True)
+    plan = layout.plan_flash(table, image)
+    with pytest.raises(esptool_device.DeviceError, match="0x400000 bytes of flash"):
+        esptool_device.flash_device(plan, port=mock.url(), stub=False, quiet=True)
     flash_is_untouched(mock.url())
 
 
@@ -191,17 +193,17 @@ def test_layout_beyond_flash_size_is_refused(mock, tmp_path: Path, identity) -> 
     [("/dev/ttyNOPE0", "does not exist"), ("socket://127.0.0.1:1", "does not exist or cannot be opened")],
 )
 def test_unusable_ports_give_one_clear_line(port: str, message: str, beta_image) -> None:
-    plan = flash_plan.plan_flash(pt.load(BETA_TABLE), beta_image)
+    plan = layout.plan_flash(pt.load(BETA_TABLE), beta_image)
     with pytest.raises(ProvisioningError, match=message):
-        flashing.flash_device(plan, port=port, stub=False, quiet=True)
+        esptool_device.flash_device(plan, port=port, stub=False, quiet=True)
 
 
 def test_no_port_at_all(beta_image, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    plan = flash_plan.plan_flash(pt.load(BETA_TABLE), beta_image)
+    plan = layout.plan_flash(pt.load(BETA_TABLE), beta_image)
     # Auto-detection on a machine with no serial devices (CI): esptool finds zero ports.
     monkeypatch.setattr(cmds, "get_port_names", lambda **_: [])
-    with pytest.raises(flashing.DeviceError, match="no serial port found"):
-        flashing.flash_device(plan, port=None, stub=False, quiet=True)
+    with pytest.raises(esptool_device.DeviceError, match="no serial port found"):
+        esptool_device.flash_device(plan, port=None, stub=False, quiet=True)
 
 
 @pytest.mark.parametrize(
@@ -215,7 +217,7 @@ def test_no_port_at_all(beta_image, monkeypatch) -> None:  # type: ignore[no-unt
     ],
 )
 def test_esptool_failures_become_actionable(esptool_message: str, expected: str) -> None:
-    error = flashing._explain(flashing.FatalError(esptool_message), "/dev/ttyUSB0", 921600)
+    error = esptool_device._explain(esptool_device.FatalError(esptool_message), "/dev/ttyUSB0", 921600)
     assert expected in str(error)
 
 
@@ -227,7 +229,7 @@ def test_merged_image_has_nvs_at_the_storage_offset_byte_for_byte(identity, tmp_
     certificate = codesign.load_certificate_file(identity.certificate)
     nvs_image = credentials.build_credential_image(table, credentials.Credentials(certificate), "beta").image
     (tmp_path / "creds.bin").write_bytes(nvs_image)
-    firmware.write_placeholder_build(tmp_path / "build", table)
+    app_image.write_placeholder_build(tmp_path / "build", table)
     code, out, err = cli("image", "merge", "--partition-table", MASTER_TABLE, "--nvs", tmp_path / "creds.bin",
                          "--build-dir", tmp_path / "build", "--out", tmp_path / "factory.bin", "--json")  # fmt: skip
     assert code == 0, err
@@ -258,8 +260,8 @@ def test_hardware_scenario(request, beta_image) -> None:  # type: ignore[no-unty
     port = request.config.getoption("--port")
     if not port:
         pytest.skip("no --port given: hardware test")
-    plan = flash_plan.plan_flash(pt.load(BETA_TABLE), beta_image)
-    report = flashing.flash_device(plan, port=port, quiet=True)
+    plan = layout.plan_flash(pt.load(BETA_TABLE), beta_image)
+    report = esptool_device.flash_device(plan, port=port, quiet=True)
     assert report.code_verify_fingerprint is not None
 
 
@@ -269,5 +271,5 @@ def test_misaligned_partition_from_a_binary_table_is_refused(beta_image) -> None
     entries = binary[:64].replace((0x310000).to_bytes(4, "little"), (0x310100).to_bytes(4, "little"))
     # Without the MD5 entry the edit invalidated (tables from old ESP-IDF versions have none).
     table = pt.parse_binary(entries + b"\xff" * 32)
-    with pytest.raises(flash_plan.FlashPlanError, match="not aligned"):
-        flash_plan.plan_flash(table, beta_image)
+    with pytest.raises(layout.FlashPlanError, match="not aligned"):
+        layout.plan_flash(table, beta_image)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import venv
@@ -12,6 +13,7 @@ from pathlib import Path
 from device_provisioning import __version__
 
 REPO = Path(__file__).resolve().parent.parent
+UNSHIPPED = (".git", ".venv", "node_modules", "cdk.out", "out", "build", "*.egg-info", ".*_cache", "__pycache__")
 
 
 def run(command: list[str | Path], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -25,7 +27,10 @@ def test_wheel_installs_into_a_clean_venv_and_runs(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "AWS_"))}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     dist = tmp_path / "dist"
-    run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", dist, REPO], tmp_path, env)
+    # Built from a copy: setuptools writes build/ and *.egg-info into the source tree it builds.
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*UNSHIPPED))
+    run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", dist, source], tmp_path, env)
     (wheel,) = dist.glob("esp_ota_provisioning-*.whl")
     target = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(target)
@@ -61,6 +66,6 @@ def test_wheel_installs_into_a_clean_venv_and_runs(tmp_path: Path) -> None:
     assert doctor.returncode in (0, 4) and "Traceback" not in doctor.stderr
     register_help = run([tool, "device", "register", "--help"], work, env)
     assert "usage" in register_help.stdout
-    root_ca = run([python, "-c", "from device_provisioning import registration as r; print(len(r.amazon_root_ca()))"],
+    root_ca = run([python, "-c", "from device_provisioning.aws import registration as r; print(len(r.amazon_root_ca()))"],
                   work, env)  # fmt: skip
     assert int(root_ca.stdout) > 1000

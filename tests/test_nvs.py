@@ -10,9 +10,10 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device_provisioning import codesign, credentials, nvs
-from device_provisioning import partition_table as pt
+from device_provisioning.device import credentials, nvs
+from device_provisioning.device import partition_table as pt
 from device_provisioning.errors import NvsError
+from device_provisioning.identity import codesign
 from tests.helpers import BETA_NVS_INPUT, BETA_TABLE, MASTER_TABLE
 
 

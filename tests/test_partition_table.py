@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device_provisioning import partition_table as pt
+from device_provisioning.device import partition_table as pt
 from device_provisioning.errors import PartitionTableError
 from tests.helpers import BETA_TABLE, FLEET_TABLE, MASTER_TABLE
 

@@ -9,10 +9,12 @@ import ecdsa  # independent, pure-Python ECDSA
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from device_provisioning import codesign, credentials, nvs, signing
-from device_provisioning import partition_table as pt
+from device_provisioning import signing
+from device_provisioning.device import credentials, nvs
+from device_provisioning.device import partition_table as pt
+from device_provisioning.device.app_image import placeholder_app_image
 from device_provisioning.errors import SignatureError, VerificationFailed
-from device_provisioning.firmware import placeholder_app_image
+from device_provisioning.identity import codesign
 from tests.helpers import BETA_TABLE
 
 

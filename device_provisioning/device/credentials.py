@@ -15,9 +15,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from device_provisioning import nvs
+from device_provisioning.device import nvs
+from device_provisioning.device.partition_table import Partition, PartitionTable
 from device_provisioning.errors import NvsError
-from device_provisioning.partition_table import Partition, PartitionTable
 
 FAMILIES = ("beta", "pkcs11")
 PKCS11_ENCODINGS = ("der", "pem")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from device_provisioning import nvs
+from device_provisioning.device import nvs
+from device_provisioning.device.esp_build import EspBuild, normalise_chip
+from device_provisioning.device.partition_table import Partition, PartitionTable
 from device_provisioning.errors import ProvisioningError
-from device_provisioning.esp_build import EspBuild, normalise_chip
-from device_provisioning.partition_table import Partition, PartitionTable
 
 SECTOR = 0x1000
 

@@ -15,10 +15,10 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from device_provisioning import codesign
 from device_provisioning.aws import Aws, AwsError, aws_errors, error_code
 from device_provisioning.errors import InputFileError
 from device_provisioning.files import read_bytes, write_atomic
+from device_provisioning.identity import codesign
 
 DEVICE_KEY = "device.key"
 DEVICE_CERT = "device.crt"

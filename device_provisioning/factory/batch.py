@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from device_provisioning import batch_register, bulk_registration, codesign, credentials, nvs, partition_table
 from device_provisioning.aws import Aws, aws_errors
-from device_provisioning.batch_input import BatchConfig, DeviceRow, load_config, load_devices
+from device_provisioning.device import credentials, nvs, partition_table
 from device_provisioning.errors import ProvisioningError
+from device_provisioning.factory import bulk, register
+from device_provisioning.factory.inputs import BatchConfig, DeviceRow, load_config, load_devices
+from device_provisioning.factory.journal import Journal
 from device_provisioning.files import read_bytes, write_atomic
-from device_provisioning.journal import Journal
+from device_provisioning.identity import codesign
 
 DEVICES_DIR = "devices"
 MANIFEST = "manifest.csv"
@@ -97,7 +99,7 @@ class Progress:
 def _make_key(task: tuple[str, str, str]) -> str:
     serial, thing, directory = task
     device_dir = Path(directory)
-    key_path = device_dir / batch_register.DEVICE_KEY
+    key_path = device_dir / register.DEVICE_KEY
     # Only devices still `pending` come here, so AWS has never seen their CSR: a key left by a run
     # that died before the journal recorded it may be kept, or replaced if the crash damaged it.
     try:
@@ -105,7 +107,7 @@ def _make_key(task: tuple[str, str, str]) -> str:
     except ProvisioningError:
         key = codesign.generate_signing_key()
         write_atomic(key_path, codesign.private_key_pem(key), private=True, fsync=not GROUP_SYNC)
-    write_atomic(device_dir / batch_register.DEVICE_CSR, codesign.csr_pem(key, thing), fsync=not GROUP_SYNC)
+    write_atomic(device_dir / register.DEVICE_CSR, codesign.csr_pem(key, thing), fsync=not GROUP_SYNC)
     return serial
 
 
@@ -127,8 +129,8 @@ def _build_image(task: _ImageTask) -> tuple[str, str]:
     device_dir = Path(task.directory)
     device_cert = device_key = None
     if task.with_device_credentials:
-        device_cert = codesign.load_certificate_file(device_dir / batch_register.DEVICE_CERT)
-        device_key = codesign.load_private_key_file(device_dir / batch_register.DEVICE_KEY)
+        device_cert = codesign.load_certificate_file(device_dir / register.DEVICE_CERT)
+        device_key = codesign.load_private_key_file(device_dir / register.DEVICE_KEY)
     creds = credentials.Credentials(
         code_verify_certificate=codesign.load_certificate(task.code_verify_pem),
         device_certificate=device_cert,
@@ -307,7 +309,7 @@ def _register_all(
         with ThreadPoolExecutor(max_workers=config.concurrency) as threads:
             futures: list[Future[str | None]] = [
                 threads.submit(
-                    batch_register.register_batch_device,
+                    register.register_batch_device,
                     iot,
                     journal,
                     rows[r.serial],
@@ -330,9 +332,9 @@ def _register_bulk(aws: Aws, journal: Journal, device_dir: dict[str, Path], conf
     key = journal.meta("bulk_input_key") or f"bulk-registration/{int(time.time())}-{len(todo)}.jsonl"
     journal.set_meta("bulk_input_key", key)
     journal.update_many([(r.serial, "registering", {}) for r in todo if r.state == "key_made"])
-    devices = [(r.thing_name, (device_dir[r.serial] / batch_register.DEVICE_CSR).read_text()) for r in todo]
+    devices = [(r.thing_name, (device_dir[r.serial] / register.DEVICE_CSR).read_text()) for r in todo]
     assert config.bulk_bucket and config.bulk_role_arn and config.policy
-    result = bulk_registration.run_bulk_registration(
+    result = bulk.run_bulk_registration(
         aws,
         devices,
         bucket=config.bulk_bucket,
@@ -347,7 +349,7 @@ def _register_bulk(aws: Aws, journal: Journal, device_dir: dict[str, Path], conf
     for offset, record in enumerate(todo):
         if offset in result.registered:
             certificate_id, pem = result.registered[offset]
-            write_atomic(device_dir[record.serial] / batch_register.DEVICE_CERT, pem.encode())
+            write_atomic(device_dir[record.serial] / register.DEVICE_CERT, pem.encode())
             fingerprint = codesign.fingerprint(codesign.load_certificate(pem.encode()))
             updates.append(
                 (

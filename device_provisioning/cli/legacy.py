@@ -16,26 +16,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from device_provisioning import (
-    __version__,
-    aws,
-    aws_codesign,
-    codesign,
-    credentials,
-    doctor,
-    embedded,
-    esp_build,
-    factory_image,
-    flash_plan,
-    flashing,
-    nvs,
-    ota,
-    partition_table,
-    registration,
-    signing,
-)
+from device_provisioning import __version__, aws, doctor, signing
+from device_provisioning.aws import codesign as aws_codesign
+from device_provisioning.aws import ota, registration
+from device_provisioning.device import credentials, embedded, esp_build, nvs, partition_table
 from device_provisioning.errors import InputFileError, ProvisioningError
 from device_provisioning.files import read_bytes, write_atomic
+from device_provisioning.flashing import esptool_device, factory_image, layout
+from device_provisioning.identity import codesign
 
 Handler = Callable[[argparse.Namespace, TextIO], int]
 
@@ -390,10 +378,10 @@ def _doctor(args: argparse.Namespace, out: TextIO) -> int:
 # --- flashing and factory images -----------------------------------------------------------------------
 
 
-def _plan(args: argparse.Namespace) -> flash_plan.FlashPlan:
+def _plan(args: argparse.Namespace) -> layout.FlashPlan:
     table = partition_table.load(args.partition_table)
     build = esp_build.load_build(args.build_dir) if getattr(args, "build_dir", None) else None
-    return flash_plan.plan_flash(
+    return layout.plan_flash(
         table,
         read_bytes(args.nvs, "NVS image"),
         partition_label=args.partition,
@@ -408,7 +396,7 @@ def _flash(args: argparse.Namespace, out: TextIO) -> int:
         raise InputFileError("give --build-dir BUILD to flash the firmware too, or --no-firmware for credentials only")
     plan = _plan(args)
     expected = codesign.load_certificate_file(args.code_verify_cert) if args.code_verify_cert else None
-    report = flashing.flash_device(
+    report = esptool_device.flash_device(
         plan,
         port=args.port,
         baud=args.baud,
@@ -577,7 +565,8 @@ def _ota_status(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _batch_prepare(args: argparse.Namespace, out: TextIO) -> int:
-    from device_provisioning import batch, batch_input
+    from device_provisioning.factory import batch
+    from device_provisioning.factory import inputs as batch_input
 
     config = batch_input.load_config(args.config)
     session = _aws(args) if config.registration == "per-device" else None
@@ -598,7 +587,7 @@ def _batch_prepare(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _batch_status(args: argparse.Namespace, out: TextIO) -> int:
-    from device_provisioning import batch
+    from device_provisioning.factory import batch
 
     status = batch.batch_status(args.dir)
     lines = [f"{status['directory']}: {status['devices']} devices"]
@@ -609,7 +598,7 @@ def _batch_status(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _batch_flash(args: argparse.Namespace, out: TextIO) -> int:
-    from device_provisioning import station
+    from device_provisioning.factory import station
 
     results = station.flash_station(
         args.dir, _split(args.ports), stub=not args.no_stub,
@@ -896,7 +885,7 @@ def build_parser() -> argparse.ArgumentParser:
         "device-provisioning flash --port /dev/ttyUSB0 --partition-table partitions.csv --nvs creds.bin --no-firmware",
     )
     p.add_argument("--port", help="serial port (default: auto-detect, like esptool)")
-    p.add_argument("--baud", type=int, default=flashing.DEFAULT_BAUD)
+    p.add_argument("--baud", type=int, default=esptool_device.DEFAULT_BAUD)
     p.add_argument("--chip", help="expected chip (esp32, esp32s3, ...); checked against the build and the device")
     p.add_argument("--partition-table", required=True, type=Path, help="CSV or partition-table.bin")
     p.add_argument("--partition", default=credentials.DEFAULT_PARTITION)

@@ -20,11 +20,12 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from device_provisioning import codesign, signing
+from device_provisioning import signing
 from device_provisioning.aws import Aws, AwsError, aws_errors, error_code
-from device_provisioning.aws_codesign import SIGNER_PLATFORM, read_signing_profile
-from device_provisioning.credentials import CODE_VERIFY_LABEL
+from device_provisioning.aws.codesign import SIGNER_PLATFORM, read_signing_profile
+from device_provisioning.device.credentials import CODE_VERIFY_LABEL
 from device_provisioning.errors import InputFileError, VerificationFailed
+from device_provisioning.identity import codesign
 from device_provisioning.signing import DeviceCertificate, SignatureInput
 
 MAX_OTA_FILE = 16 * 1024 * 1024

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from cryptography import x509
 
-from device_provisioning import codesign
 from device_provisioning.errors import InputFileError
 from device_provisioning.files import write_atomic
+from device_provisioning.identity import codesign
 
 EMBEDDED_CERT_PATH = Path("main") / "certs" / "aws_codesign.crt"
 

@@ -10,11 +10,11 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from device_provisioning import codesign
 from device_provisioning.aws import Aws, aws_errors
-from device_provisioning.credentials import CODE_VERIFY_LABEL
+from device_provisioning.device.credentials import CODE_VERIFY_LABEL
 from device_provisioning.errors import CertificateError
 from device_provisioning.files import write_atomic
+from device_provisioning.identity import codesign
 
 FINGERPRINT_TAG = "esp-ota:sha256"
 SIGNER_PLATFORM = "AmazonFreeRTOS-Default"

@@ -15,11 +15,12 @@ from typing import Any
 from esptool import cmds
 from esptool.util import FatalError
 
-from device_provisioning import codesign, nvs, partition_table
-from device_provisioning.credentials import CODE_VERIFY_KEY, CREDS_NAMESPACE
+from device_provisioning.device import nvs, partition_table
+from device_provisioning.device.credentials import CODE_VERIFY_KEY, CREDS_NAMESPACE
 from device_provisioning.errors import InputFileError, ProvisioningError
-from device_provisioning.flash_plan import FlashPlan
-from device_provisioning.flashing import esptool_quiet, flash_size_bytes
+from device_provisioning.flashing.esptool_device import esptool_quiet, flash_size_bytes
+from device_provisioning.flashing.layout import FlashPlan
+from device_provisioning.identity import codesign
 
 APP_DESC_MAGIC = 0xABCD5432
 APP_IMAGE_MAGIC = 0xE9

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from device_provisioning.credentials import FAMILIES, PKCS11_ENCODINGS
+from device_provisioning.device.credentials import FAMILIES, PKCS11_ENCODINGS
 from device_provisioning.errors import InputFileError
 from device_provisioning.files import read_bytes
 

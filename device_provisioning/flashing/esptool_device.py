@@ -19,11 +19,12 @@ from esptool import cmds
 from esptool.logger import log as esptool_log
 from esptool.util import FatalError
 
-from device_provisioning import codesign, nvs
-from device_provisioning.credentials import CODE_VERIFY_KEY, CREDS_NAMESPACE
+from device_provisioning.device import nvs
+from device_provisioning.device.credentials import CODE_VERIFY_KEY, CREDS_NAMESPACE
+from device_provisioning.device.esp_build import normalise_chip
 from device_provisioning.errors import ProvisioningError
-from device_provisioning.esp_build import normalise_chip
-from device_provisioning.flash_plan import FlashPlan
+from device_provisioning.flashing.layout import FlashPlan
+from device_provisioning.identity import codesign
 
 ROM_BAUD = 115200
 DEFAULT_BAUD = 460800

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from device_provisioning import partition_table
+from device_provisioning.device import partition_table
 from device_provisioning.errors import InputFileError
 from device_provisioning.files import read_bytes
 

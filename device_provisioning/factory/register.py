@@ -15,11 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from device_provisioning import codesign
 from device_provisioning.aws import error_code
-from device_provisioning.batch_input import DeviceRow
+from device_provisioning.factory.inputs import DeviceRow
+from device_provisioning.factory.journal import Journal
 from device_provisioning.files import write_atomic
-from device_provisioning.journal import Journal
+from device_provisioning.identity import codesign
 
 DEVICE_KEY = "device.key"
 DEVICE_CSR = "device.csr"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from esptool.bin_image import ELFSection, ESP32FirmwareImage, LoadFirmwareImage
 
-from device_provisioning import partition_table
+from device_provisioning.device import partition_table
 from device_provisioning.errors import InputFileError
 from device_provisioning.files import write_atomic
 

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from device_provisioning import flash_plan, flashing, partition_table
-from device_provisioning.batch import DEVICES_DIR, IMAGE_FILE, TABLE_FILE, write_manifest
+from device_provisioning.device import partition_table
 from device_provisioning.errors import ProvisioningError
+from device_provisioning.factory.batch import DEVICES_DIR, IMAGE_FILE, TABLE_FILE, write_manifest
+from device_provisioning.factory.journal import Journal
 from device_provisioning.files import read_bytes
-from device_provisioning.journal import Journal
+from device_provisioning.flashing import esptool_device, layout
 
 
 @dataclass(frozen=True)
@@ -53,10 +54,10 @@ def flash_station(
         def flash_one(port: str, serial: str) -> StationResult:
             image = read_bytes(out / DEVICES_DIR / serial / IMAGE_FILE, "NVS image")
             try:
-                plan = flash_plan.plan_flash(table, image, partition_label=label)
+                plan = layout.plan_flash(table, image, partition_label=label)
                 with lock:
                     report(f"[{port}] {serial}: writing {len(image)} bytes")
-                result = flashing.flash_device(plan, port=port, stub=stub, quiet=True, progress=False)
+                result = esptool_device.flash_device(plan, port=port, stub=stub, quiet=True, progress=False)
             except ProvisioningError as error:
                 with lock:
                     report(f"[{port}] {serial}: FAILED {error}")
