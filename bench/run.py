@@ -41,7 +41,7 @@ from device_provisioning.factory import (  # noqa: E402
     bulk,
 )
 from device_provisioning.flashing import layout  # noqa: E402
-from device_provisioning.identity import codesign  # noqa: E402
+from device_provisioning.identity import codesign, device_tls  # noqa: E402
 from devtools.local_aws import local_aws  # noqa: E402
 
 TABLE = REPO / "examples" / "esp-aws-iot" / "partitions_ota_mqtt.csv"
@@ -94,8 +94,8 @@ def baseline_rate(directory: Path, sample: int, signer: Path) -> float:
 def _floor_chunk(count: int) -> int:
     certificate = codesign.create_self_signed_certificate(codesign.generate_signing_key())
     for index in range(count):
-        key = codesign.generate_signing_key()
-        codesign.csr_pem(key, f"thing-{index}")
+        key = device_tls.generate_device_key()
+        device_tls.device_csr_pem(key, f"thing-{index}")
         entries = credentials.credential_entries(
             credentials.Credentials(certificate), "beta", extra=[nvs.NvsEntry("cfg", "thing_name", "string", "t")]
         )

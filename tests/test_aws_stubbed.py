@@ -19,7 +19,7 @@ from device_provisioning import aws, signing
 from device_provisioning.aws import codesign as aws_codesign
 from device_provisioning.aws import ota
 from device_provisioning.device.app_image import placeholder_app_image
-from device_provisioning.identity import codesign
+from device_provisioning.identity import codesign, device_tls
 
 BUCKET = "firmware-bucket"
 ROLE = "arn:aws:iam::123456789012:role/ota"
@@ -221,7 +221,7 @@ def test_batch_registration_creates_inactive_journals_attaches_then_activates(tm
     key = codesign.generate_signing_key()
     device_dir = tmp_path / "devices" / "SN1"
     device_dir.mkdir(parents=True)
-    (device_dir / batch_register.DEVICE_CSR).write_bytes(codesign.csr_pem(key, "thing-1"))
+    (device_dir / batch_register.DEVICE_CSR).write_bytes(device_tls.device_csr_pem(key, "thing-1"))
     certificate_pem = codesign.certificate_pem(codesign.create_self_signed_certificate(key)).decode()
     cert_id = "a" * 64
     cert_arn = f"arn:aws:iot:us-east-1:123456789012:cert/{cert_id}"

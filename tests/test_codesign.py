@@ -142,3 +142,17 @@ def test_fingerprint_formats() -> None:
     assert codesign.normalise_fingerprint(":".join(["AB"] * 32)) == fp
     with pytest.raises(CertificateError, match="64 hex digits"):
         codesign.normalise_fingerprint("abc")
+
+
+def test_device_tls_csr_asks_for_no_code_signing_and_is_bounded() -> None:
+    from cryptography import x509 as x509_
+
+    from device_provisioning.errors import InputFileError
+    from device_provisioning.identity import device_tls
+
+    key = device_tls.generate_device_key()
+    request = x509_.load_pem_x509_csr(device_tls.device_csr_pem(key, "board-42"))
+    assert request.subject.rfc4514_string() == "CN=board-42"
+    assert list(request.extensions) == []  # no extendedKeyUsage=codeSigning on a device's TLS identity
+    with pytest.raises(InputFileError, match="1 to 64 characters"):
+        device_tls.device_csr_pem(key, "x" * 65)

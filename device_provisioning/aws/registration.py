@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from device_provisioning.aws import Aws, AwsError, aws_errors, error_code
 from device_provisioning.errors import InputFileError
 from device_provisioning.files import read_bytes, write_atomic
-from device_provisioning.identity import codesign
+from device_provisioning.identity import codesign, device_tls
 
 DEVICE_KEY = "device.key"
 DEVICE_CERT = "device.crt"
@@ -71,7 +71,7 @@ def _load_or_create_key(directory: Path) -> ec.EllipticCurvePrivateKey:
     path = directory / DEVICE_KEY
     if path.exists():
         return codesign.load_private_key_file(path)
-    key = codesign.generate_signing_key()
+    key = device_tls.generate_device_key()
     # Written before any AWS call: if we crash after AWS issues the certificate, the key that
     # matches it is already on disk and the next run finds that certificate again.
     write_atomic(path, codesign.private_key_pem(key), private=True)
@@ -141,7 +141,7 @@ def register_device(aws: Aws, thing_name: str, out_dir: str | Path, *, policy_na
 def _create(
     aws: Aws, iot: Any, thing_name: str, key: ec.EllipticCurvePrivateKey, policy_name: str, *, create_thing: bool
 ) -> dict[str, Any]:
-    csr = codesign.csr_pem(key, thing_name).decode()
+    csr = device_tls.device_csr_pem(key, thing_name).decode()
     undo: list[tuple[str, Any]] = []
     step = "create_certificate_from_csr"
     try:

@@ -26,7 +26,7 @@ from device_provisioning.factory import bulk, register
 from device_provisioning.factory.inputs import BatchConfig, DeviceRow, load_config, load_devices
 from device_provisioning.factory.journal import Journal
 from device_provisioning.files import read_bytes, write_atomic
-from device_provisioning.identity import codesign
+from device_provisioning.identity import codesign, device_tls
 
 DEVICES_DIR = "devices"
 MANIFEST = "manifest.csv"
@@ -105,9 +105,9 @@ def _make_key(task: tuple[str, str, str]) -> str:
     try:
         key = codesign.load_private_key_file(key_path)
     except ProvisioningError:
-        key = codesign.generate_signing_key()
+        key = device_tls.generate_device_key()
         write_atomic(key_path, codesign.private_key_pem(key), private=True, fsync=not GROUP_SYNC)
-    write_atomic(device_dir / register.DEVICE_CSR, codesign.csr_pem(key, thing), fsync=not GROUP_SYNC)
+    write_atomic(device_dir / register.DEVICE_CSR, device_tls.device_csr_pem(key, thing), fsync=not GROUP_SYNC)
     return serial
 
 

@@ -147,11 +147,6 @@ def create_csr(
     )
 
 
-def csr_pem(key: ec.EllipticCurvePrivateKey, common_name: str) -> bytes:
-    """A CSR for a device key, PEM (what AWS IoT's CreateCertificateFromCsr takes)."""
-    return create_csr(key, common_name=common_name).public_bytes(serialization.Encoding.PEM)
-
-
 def private_key_pem(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None = None) -> bytes:
     """PKCS#8 PEM, encrypted when a passphrase is given."""
     encryption: serialization.KeySerializationEncryption = (
