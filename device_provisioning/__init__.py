@@ -20,7 +20,11 @@ Modules, one concern each:
 __version__ = "0.2.0"
 
 from device_provisioning.errors import (
+    AwsError,
     CertificateError,
+    DeviceError,
+    ExitCode,
+    FlashPlanError,
     InputFileError,
     NvsError,
     PartitionTableError,
@@ -31,7 +35,11 @@ from device_provisioning.errors import (
 
 __all__ = [
     "__version__",
+    "AwsError",
     "CertificateError",
+    "DeviceError",
+    "ExitCode",
+    "FlashPlanError",
     "InputFileError",
     "NvsError",
     "PartitionTableError",

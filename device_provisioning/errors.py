@@ -7,11 +7,25 @@ names the input and says how to fix it. The library raises and never prints or e
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The command line's exit statuses; scripts and factory stations branch on them."""
+
+    OK = 0
+    ERROR = 1  # bad input, or AWS or the device refused: the message says which and what to do
+    USAGE = 2  # argparse: unknown option, missing argument
+    REJECTED = 3  # verify / pre-flight: the device would refuse the update
+    FAILURES_FOUND = 4  # doctor found known failures; a batch has failed devices
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+    BROKEN_PIPE = 141  # the reader of stdout went away (128 + SIGPIPE), e.g. `| head`
+
 
 class ProvisioningError(Exception):
     """Base class: bad input or device state, with a one-line, actionable message."""
 
-    exit_code = 1
+    exit_code: ExitCode = ExitCode.ERROR
 
 
 class InputFileError(ProvisioningError):
@@ -37,4 +51,16 @@ class SignatureError(ProvisioningError):
 class VerificationFailed(SignatureError):
     """``verify`` found a broken link: the device would refuse this update."""
 
-    exit_code = 3
+    exit_code = ExitCode.REJECTED
+
+
+class AwsError(ProvisioningError):
+    """AWS refused or failed a call; the message names the call and what to do."""
+
+
+class FlashPlanError(ProvisioningError):
+    """The requested write is unsafe or inconsistent; nothing was written."""
+
+
+class DeviceError(ProvisioningError):
+    """The device, its port or its state prevents the operation; nothing unsafe was written."""

@@ -7,7 +7,6 @@ The session API is re-exported here, so ``from device_provisioning import aws; a
 from device_provisioning.aws.session import (
     STACK_VALUES,
     Aws,
-    AwsError,
     RetrySettings,
     aws_errors,
     connect,
@@ -15,6 +14,7 @@ from device_provisioning.aws.session import (
     explain,
     stack_values,
 )
+from device_provisioning.errors import AwsError
 
 __all__ = [
     "STACK_VALUES",

@@ -15,7 +15,7 @@ import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -65,6 +65,14 @@ class Rollout:
     continuous: bool = False
 
 
+# How the update is created: CreateOTAUpdate (AWS makes the job and, for MQTT, the stream) or CreateJob.
+Via = Literal["ota-update", "job"]
+VIAS: tuple[Via, ...] = get_args(Via)
+# How the device fetches the file; the firmware enables each at compile time.
+Protocol = Literal["mqtt", "http"]
+PROTOCOLS: tuple[Protocol, ...] = get_args(Protocol)
+
+
 @dataclass(frozen=True)
 class OtaRequest:
     firmware: bytes
@@ -73,8 +81,8 @@ class OtaRequest:
     bucket: str
     role_arn: str
     trust: DeviceTrust
-    via: str = "job"  # "ota-update" | "job"
-    protocol: str = "http"  # "mqtt" | "http"
+    via: Via = "job"
+    protocol: Protocol = "http"
     signing_profile: str | None = None
     signing_key: ec.EllipticCurvePrivateKey | None = None
     certfile: str = CODE_VERIFY_LABEL
@@ -85,7 +93,7 @@ class OtaRequest:
 @dataclass(frozen=True)
 class OtaResult:
     ota_id: str
-    via: str
+    via: Via
     job_id: str | None
     bucket: str
     key: str

@@ -21,12 +21,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from device_provisioning.errors import ProvisioningError
-
-
-class AwsError(ProvisioningError):
-    """AWS refused or failed a call; the message names the call and what to do."""
-
+from device_provisioning.errors import AwsError
 
 RetryMode = Literal["legacy", "standard", "adaptive"]
 RETRY_MODES: tuple[RetryMode, ...] = ("legacy", "standard", "adaptive")

@@ -1,3 +1,87 @@
-from device_provisioning.cli.legacy import build_parser, main, run
+"""The ``device-provisioning`` command line: a thin layer over the library.
 
-__all__ = ["build_parser", "main", "run"]
+One module per command group (``codesign``, ``device`` for partitions and NVS, ``flash``, ``verify`` for
+sign/verify/doctor, ``cloud`` for Signer, devices and OTA, ``batch``); shared option groups and output
+in ``common``. Each handler checks its options, calls the library, and prints. :func:`main` is the
+single error boundary: it turns a :class:`~device_provisioning.errors.ProvisioningError` into
+``ERROR <one line>`` on stderr and its :class:`~device_provisioning.errors.ExitCode`; tests call
+``main([...])`` directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from device_provisioning import __version__
+from device_provisioning.cli import batch, cloud, codesign, device, flash, verify
+from device_provisioning.cli.common import Command, CommandGroup, Formatter, Handler
+from device_provisioning.errors import ExitCode, ProvisioningError
+
+# The order of `device-provisioning --help`: the path from a key to a device in the field.
+COMMANDS: tuple[Command | CommandGroup, ...] = (
+    codesign.GROUP,
+    cloud.SIGNER,
+    cloud.DEVICE,
+    cloud.OTA,
+    batch.GROUP,
+    device.PARTITIONS,
+    device.NVS,
+    flash.FLASH,
+    flash.IMAGE,
+    verify.SIGN,
+    verify.VERIFY,
+    verify.DOCTOR,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line, from :data:`COMMANDS`."""
+    parser = argparse.ArgumentParser(
+        prog="device-provisioning",
+        description="Provision ESP32 devices for signed OTA updates on AWS IoT.",
+        formatter_class=Formatter,
+        epilog="example:\n  device-provisioning codesign create --out keys/",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_to(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run one command; the only place that prints errors and chooses exit codes."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        handler: Handler = args.handler
+        return handler(args, out)
+    except ProvisioningError as error:
+        message = " ".join(str(error).split())
+        err.write(f"ERROR {message}\n")
+        return error.exit_code
+    except KeyboardInterrupt:
+        err.write("ERROR interrupted\n")
+        return ExitCode.INTERRUPTED
+
+
+def run() -> None:
+    """Console entry point. A reader that closes the pipe early (``| head``) ends the command quietly."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would report the failed flush of stdout at exit: point it at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = ExitCode.BROKEN_PIPE
+    sys.exit(code)

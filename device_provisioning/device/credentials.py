@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -17,7 +18,9 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from device_provisioning.device import nvs
 from device_provisioning.device.partition_table import Partition, PartitionTable
-from device_provisioning.errors import NvsError
+from device_provisioning.errors import InputFileError, NvsError
+from device_provisioning.files import read_bytes
+from device_provisioning.identity import codesign
 
 FAMILIES = ("beta", "pkcs11")
 PKCS11_ENCODINGS = ("der", "pem")
@@ -48,6 +51,49 @@ class Credentials:
     @property
     def holds_private_key(self) -> bool:
         return self.device_key is not None or self.claim_key is not None
+
+    @classmethod
+    def from_files(
+        cls,
+        code_verify_cert: str | Path,
+        *,
+        device_cert: str | Path | None = None,
+        device_key: str | Path | None = None,
+        claim_cert: str | Path | None = None,
+        claim_key: str | Path | None = None,
+        jitp_cert: str | Path | None = None,
+    ) -> Credentials:
+        """Read the credentials from files (PEM or DER; private keys unencrypted).
+
+        Raises :class:`InputFileError` for an unreadable file and :class:`CertificateError` for a
+        code-verification certificate whose key is not P-256 (it could never verify on the device).
+        """
+        code_verify = codesign.load_certificate_file(code_verify_cert)
+        # The device checks no dates or extensions, but a non-P-256 key can never verify.
+        codesign.check_key_type(code_verify.public_key(), f"certificate {code_verify_cert}")
+        return cls(
+            code_verify_certificate=code_verify,
+            device_certificate=_optional_certificate(device_cert),
+            device_key=_optional_private_key(device_key),
+            claim_certificate=_optional_certificate(claim_cert),
+            claim_key=_optional_private_key(claim_key),
+            jitp_certificate=_optional_certificate(jitp_cert),
+        )
+
+
+def _optional_certificate(path: str | Path | None) -> x509.Certificate | None:
+    return codesign.load_certificate_file(path) if path else None
+
+
+def _optional_private_key(path: str | Path | None) -> PrivateKeyTypes | None:
+    if not path:
+        return None
+    data = read_bytes(path, "private key")
+    try:
+        loader = serialization.load_pem_private_key if b"-----BEGIN" in data else serialization.load_der_private_key
+        return loader(data.replace(b"\r\n", b"\n"), password=None)
+    except (TypeError, ValueError):
+        raise InputFileError(f"private key {path}: not an unencrypted PEM/DER private key") from None
 
 
 @dataclass(frozen=True)

@@ -22,17 +22,13 @@ from esptool.util import FatalError
 from device_provisioning.device import nvs
 from device_provisioning.device.credentials import CODE_VERIFY_KEY, CREDS_NAMESPACE
 from device_provisioning.device.esp_build import normalise_chip
-from device_provisioning.errors import ProvisioningError
+from device_provisioning.errors import DeviceError
 from device_provisioning.flashing.layout import FlashPlan
 from device_provisioning.identity import codesign
 
 ROM_BAUD = 115200
 DEFAULT_BAUD = 460800
 _SIZE = re.compile(r"^(\d+)(KB|MB)$", re.IGNORECASE)
-
-
-class DeviceError(ProvisioningError):
-    """The device, its port or its state prevents the operation; nothing unsafe was written."""
 
 
 @dataclass(frozen=True)

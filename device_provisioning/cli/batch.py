@@ -1,0 +1,102 @@
+"""``batch``: factory batches (prepare keys, registration and images; status; station flashing)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from device_provisioning.cli.common import AWS, NO_STUB, Command, CommandGroup, connect_aws, emit, split_list, status
+
+
+def _batch_prepare(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning.factory import batch
+    from device_provisioning.factory import inputs as batch_input
+
+    config = batch_input.load_config(args.config)
+    session = connect_aws(args) if config.registration == "per-device" else None
+    summary = batch.prepare_batch(
+        args.devices, args.config, args.out, workers=args.workers, aws=session,
+        progress_stream=None if args.json else sys.stderr,
+    )  # fmt: skip
+    lines = [
+        f"batch        {summary.directory}: {summary.devices} devices in {summary.seconds:.1f}s "
+        f"({summary.rate:,.0f}/s)",
+        "states       " + ", ".join(f"{state}={count}" for state, count in sorted(summary.counts.items())),
+        f"manifest     {summary.directory / batch.MANIFEST}",
+    ]
+    if summary.failed:
+        lines.append(f"FAILED       {summary.failed} device(s); see `device-provisioning batch status {args.out}`")
+    emit(out, args, lines, summary.to_json())
+    return status(summary.failed > 0)
+
+
+def _batch_status(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning.factory import batch
+
+    status = batch.batch_status(args.dir)
+    lines = [f"{status['directory']}: {status['devices']} devices"]
+    lines += [f"  {state:<12} {count}" for state, count in sorted(status["states"].items())]
+    lines += [f"  error {e['serial']}: {e['error']}" for e in status["errors"]]
+    emit(out, args, lines, status)
+    return 0
+
+
+def _batch_flash(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning.factory import station
+
+    results = station.flash_station(
+        args.dir, split_list(args.ports), stub=not args.no_stub,
+        report=(lambda line: None) if args.json else (lambda line: print(line, file=sys.stderr, flush=True)),
+    )  # fmt: skip
+    lines = [f"{r.port:<20} {r.serial:<16} {'verified' if r.ok else 'FAILED ' + r.detail}" for r in results]
+    emit(out, args, lines, {"results": [r.to_json() for r in results]})
+    return status(not all(r.ok for r in results))
+
+
+def _prepare_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--devices", required=True, type=Path, help="CSV: serial,thing_name[,thing_group,<nvs values>]")
+    parser.add_argument("--config", required=True, type=Path, help="batch TOML ([batch], [registration], [nvs])")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--workers", type=int, help="processes (default: one per core)")
+
+
+def _directory_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dir", type=Path)
+
+
+def _flash_arguments(parser: argparse.ArgumentParser) -> None:
+    _directory_argument(parser)
+    parser.add_argument("--ports", required=True)
+
+
+GROUP = CommandGroup(
+    "batch",
+    "factory batches",
+    [
+        Command(
+            "prepare",
+            _batch_prepare,
+            "keys, CSRs, registration and NVS images for a CSV of devices",
+            "device-provisioning batch prepare --devices devices.csv --config batch.toml --out batch-42",
+            [AWS],
+            _prepare_arguments,
+        ),
+        Command(
+            "status",
+            _batch_status,
+            "states and errors of a batch",
+            "device-provisioning batch status batch-42",
+            arguments=_directory_argument,
+        ),
+        Command(
+            "flash",
+            _batch_flash,
+            "flash the next prepared devices, one board per port",
+            "device-provisioning batch flash batch-42 --ports /dev/ttyUSB0,/dev/ttyUSB1",
+            [NO_STUB],
+            _flash_arguments,
+        ),
+    ],
+)

@@ -1,0 +1,198 @@
+"""``signer``, ``device`` and ``ota``: the AWS side of a signed update."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TextIO
+
+from device_provisioning import aws
+from device_provisioning.aws import codesign as aws_codesign
+from device_provisioning.aws import ota, registration
+from device_provisioning.cli.common import (
+    AWS,
+    EXPECT_FINGERPRINT,
+    FAMILY,
+    NVS_KEYS,
+    PASSPHRASE,
+    STAGE,
+    Command,
+    CommandGroup,
+    connect_aws,
+    device_certificates,
+    emit,
+    passphrase,
+    split_list,
+)
+from device_provisioning.device import credentials
+from device_provisioning.files import read_bytes
+from device_provisioning.identity import codesign
+
+
+def _signer_profile(args: argparse.Namespace, out: TextIO) -> int:
+    result = aws_codesign.put_signing_profile(connect_aws(args), args.name, args.certificate_arn)
+    emit(out, args, [f"Signer profile {result['name']} ({result['arn']}) version {result['version']}"], result)
+    return 0
+
+
+def _device_register(args: argparse.Namespace, out: TextIO) -> int:
+    session = connect_aws(args)
+    policy = args.policy or aws.stack_values(session, args.stage)["DevicePolicyName"]
+    result = registration.register_device(session, args.thing, args.out, policy_name=policy)
+    lines = [
+        f"thing        {result.thing_name} ({'existing certificate reused' if result.reused else 'registered'})",
+        f"certificate  {result.certificate_id} (active, policy {policy} attached)",
+        f"files        {args.out}/{registration.DEVICE_KEY} (0600, never leaves this machine), "
+        f"{registration.DEVICE_CERT}, {registration.ROOT_CA}",
+        f"endpoint     {result.endpoint}",
+        "next: nvs build ... --device-cert DIR/device.crt --device-key DIR/device.key",
+    ]
+    if not result.certificate_matches_key:
+        lines.append("WARNING      the endpoint issued a certificate for another key (local emulator): demo only")
+    emit(out, args, lines, result.to_json())
+    return 0
+
+
+def _trust(args: argparse.Namespace) -> ota.DeviceTrust:
+    certificates = device_certificates(args, args.device_cert)
+    return ota.DeviceTrust(tuple(certificates), args.expect_fingerprint, args.family)
+
+
+def _ota_create(args: argparse.Namespace, out: TextIO) -> int:
+    session = connect_aws(args)
+    trust = _trust(args)
+    firmware_bytes = read_bytes(args.firmware, "firmware")
+    key = codesign.load_private_key_file(args.sign_key, passphrase(args)) if args.sign_key else None
+    bucket, role = args.bucket, args.role_arn
+    if not bucket or not role:
+        values = aws.stack_values(session, args.stage)
+        bucket = bucket or values["FirmwareBucketName"]
+        role = role or values["OtaServiceRoleArn"]
+    request = ota.OtaRequest(
+        firmware=firmware_bytes,
+        device_path=args.device_path,
+        targets=ota.Targets(split_list(args.targets), split_list(args.thing_groups)),
+        bucket=bucket,
+        role_arn=role,
+        trust=trust,
+        via=args.via,
+        protocol=args.protocol,
+        signing_profile=args.signing_profile,
+        signing_key=key,
+        certfile=args.certfile,
+        ota_id=args.ota_id,
+        rollout=ota.Rollout(
+            maximum_per_minute=args.rollout_rate,
+            abort_failure_percent=args.abort_percent,
+            timeout_minutes=args.timeout_minutes,
+            continuous=args.continuous,
+        ),
+    )
+    result = ota.create_ota(session, request)
+    lines = [f"pre-flight   {check}" for check in result.preflight]
+    lines += [
+        f"firmware     s3://{result.bucket}/{result.key} (version {result.version_id})",
+        f"created      {'OTA update' if result.via == 'ota-update' else 'job'} {result.ota_id}",
+        f"status       device-provisioning ota status {result.ota_id}",
+    ]
+    emit(out, args, lines, result.to_json())
+    return 0
+
+
+def _ota_status(args: argparse.Namespace, out: TextIO) -> int:
+    status = ota.ota_status(connect_aws(args), args.id)
+    lines = [f"{status['ota_id']}: {status['status']}"]
+    lines += [f"  {e['thing']:<32} {e['status']}" for e in status["executions"]]
+    emit(out, args, lines, status)
+    return 0
+
+
+def _signer_profile_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--certificate-arn", required=True)
+
+
+def _register_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("thing")
+    parser.add_argument("--out", required=True, type=Path, help="directory for device.key (0600), device.crt, root CA")
+    parser.add_argument("--policy", help="device IoT policy (default: the DeviceFleet stack's)")
+
+
+def _ota_create_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--firmware", required=True, type=Path)
+    parser.add_argument("--targets", help="thing names, comma-separated")
+    parser.add_argument("--thing-groups", help="thing group names, comma-separated")
+    how = parser.add_mutually_exclusive_group(required=True)
+    how.add_argument("--signing-profile", help="AWS Signer profile (CreateOTAUpdate signs in the cloud)")
+    how.add_argument("--sign-key", type=Path, help="local code-signing key (custom signing)")
+    parser.add_argument("--via", choices=ota.VIAS, default="ota-update")
+    parser.add_argument("--protocol", choices=ota.PROTOCOLS, default="mqtt")
+    parser.add_argument("--certfile", default=credentials.CODE_VERIFY_LABEL, help="certificate name on the device")
+    parser.add_argument("--device-path", default="/device/firmware.bin", help="file path the device is told")
+    parser.add_argument("--nvs", type=Path, help="pre-flight: the devices' NVS image")
+    parser.add_argument("--embedded-in", type=Path, help="pre-flight: app image with the certificate compiled in")
+    parser.add_argument("--device-cert", type=Path, help="pre-flight: the certificate on the devices")
+    parser.add_argument("--bucket", help="firmware bucket (default: the stack's)")
+    parser.add_argument("--role-arn", help="OTA service role (default: the stack's)")
+    parser.add_argument("--ota-id")
+    parser.add_argument("--rollout-rate", type=int, metavar="PER_MINUTE")
+    parser.add_argument("--abort-percent", type=float, metavar="FAILED_PERCENT")
+    parser.add_argument("--timeout-minutes", type=int)
+    parser.add_argument("--continuous", action="store_true", help="also update devices added to the groups later")
+
+
+def _ota_status_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id")
+
+
+SIGNER = CommandGroup(
+    "signer",
+    "AWS Signer",
+    [
+        Command(
+            "profile",
+            _signer_profile,
+            "create/update the AmazonFreeRTOS-Default signing profile",
+            "device-provisioning signer profile --name dev_esp_ota_signing --certificate-arn arn:aws:acm:...",
+            [AWS],
+            _signer_profile_arguments,
+        )
+    ],
+)
+DEVICE = CommandGroup(
+    "device",
+    "devices on AWS IoT",
+    [
+        Command(
+            "register",
+            _device_register,
+            "register a thing with a certificate from a local key's CSR",
+            "device-provisioning device register board-42 --out devices/board-42",
+            [STAGE, AWS],
+            _register_arguments,
+        )
+    ],
+)
+OTA = CommandGroup(
+    "ota",
+    "OTA updates",
+    [
+        Command(
+            "create",
+            _ota_create,
+            "pre-flight, upload and create an OTA update or job",
+            "device-provisioning ota create --firmware build/app.bin --targets board-42 "
+            "--sign-key keys/codesign.key --nvs creds.bin --family beta --via job --protocol http",
+            [PASSPHRASE, FAMILY, NVS_KEYS, EXPECT_FINGERPRINT, STAGE, AWS],
+            _ota_create_arguments,
+        ),
+        Command(
+            "status",
+            _ota_status,
+            "show an OTA update's job executions per thing",
+            "device-provisioning ota status ota-1234 --json",
+            [AWS],
+            _ota_status_arguments,
+        ),
+    ],
+)

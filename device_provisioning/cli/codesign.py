@@ -1,0 +1,223 @@
+"""``codesign``: the code-signing key and certificate, and their import into ACM for AWS Signer."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TextIO
+
+from device_provisioning.aws import codesign as aws_codesign
+from device_provisioning.cli.common import AWS, PASSPHRASE, Command, CommandGroup, connect_aws, emit, passphrase
+from device_provisioning.device import embedded
+from device_provisioning.errors import ExitCode
+from device_provisioning.identity import codesign
+
+
+def _codesign_create(args: argparse.Namespace, out: TextIO) -> int:
+    files = codesign.create_identity(
+        args.out,
+        common_name=args.common_name,
+        organization=args.organization,
+        days=args.days,
+        passphrase=passphrase(args),
+    )
+    assert files.certificate is not None
+    certificate = codesign.load_certificate_file(files.certificate)
+    fp = codesign.fingerprint(certificate)
+    emit(
+        out,
+        args,
+        [
+            f"private key  {files.key} (PKCS#8, mode 0600: keep it secret, never commit it)",
+            f"certificate  {files.certificate}",
+            f"SHA-256      {fp}",
+            "next: `device-provisioning nvs build ... --code-verify-cert "
+            f"{files.certificate}` puts it where the device reads it",
+        ],
+        {"key": str(files.key), "certificate": str(files.certificate), "sha256_fingerprint": fp},
+    )
+    return 0
+
+
+def _codesign_csr(args: argparse.Namespace, out: TextIO) -> int:
+    files = codesign.create_signing_request(
+        args.out, common_name=args.common_name, organization=args.organization, passphrase=passphrase(args)
+    )
+    emit(
+        out,
+        args,
+        [
+            f"private key  {files.key} (mode 0600)",
+            f"request      {files.csr}",
+            "send the request to your CA for a certificate with extendedKeyUsage=codeSigning, then run "
+            f"`device-provisioning codesign import-cert --out {args.out} --cert ISSUED.crt`",
+        ],
+        {"key": str(files.key), "csr": str(files.csr)},
+    )
+    return 0
+
+
+def _codesign_import_cert(args: argparse.Namespace, out: TextIO) -> int:
+    files = codesign.import_issued_certificate(args.out, args.cert, passphrase=passphrase(args))
+    assert files.certificate is not None
+    fp = codesign.fingerprint(codesign.load_certificate_file(files.certificate))
+    emit(
+        out,
+        args,
+        [f"certificate  {files.certificate} (matches {files.key})", f"SHA-256      {fp}"],
+        {"certificate": str(files.certificate), "sha256_fingerprint": fp},
+    )
+    return 0
+
+
+def _codesign_show(args: argparse.Namespace, out: TextIO) -> int:
+    certificate = codesign.load_certificate_file(args.cert)
+    key = codesign.load_private_key_file(args.key, passphrase(args)) if args.key else None
+    summary = codesign.summarise(certificate, key=key)
+    lines = [
+        f"subject      {summary.subject}",
+        f"issuer       {summary.issuer}",
+        f"valid        {summary.not_before:%Y-%m-%d %H:%M} .. {summary.not_after:%Y-%m-%d %H:%M} UTC",
+        f"SHA-256      {summary.sha256_fingerprint}",
+        f"key          {summary.key_type}",
+        f"EKU          {', '.join(summary.extended_key_usages) or 'none'}",
+    ]
+    if summary.findings:
+        lines += [f"{f.level.upper():<12} {f.message}" for f in summary.findings]
+    else:
+        lines.append("OTA use      ok: usable with AWS Signer (AmazonFreeRTOS-Default) and the device")
+    emit(out, args, lines, summary.to_json())
+    return ExitCode.ERROR if any(f.level == "error" for f in summary.findings) else ExitCode.OK
+
+
+def _codesign_install_embedded(args: argparse.Namespace, out: TextIO) -> int:
+    certificate = codesign.load_certificate_file(args.cert)
+    codesign.require_usable(codesign.check_certificate(certificate), f"certificate {args.cert}")
+    installed = embedded.install_embedded(args.project, certificate)
+    lines = [f"wrote        {installed.path}", f"SHA-256      {installed.fingerprint}"]
+    if installed.backup:
+        lines.append(f"backup       {installed.backup}")
+    lines.append("rebuild the firmware (idf.py build): the certificate is compiled into the app")
+    emit(
+        out,
+        args,
+        lines,
+        {
+            "path": str(installed.path),
+            "backup": str(installed.backup) if installed.backup else None,
+            "sha256_fingerprint": installed.fingerprint,
+        },
+    )
+    return 0
+
+
+def _codesign_import(args: argparse.Namespace, out: TextIO) -> int:
+    certificate = codesign.load_certificate_file(args.cert)
+    key = codesign.load_private_key_file(args.key, passphrase(args))
+    imported = aws_codesign.import_code_signing_certificate(connect_aws(args), certificate, key)
+    lines = [imported.arn, f"{'found existing' if imported.reused else 'imported'} (SHA-256 {imported.fingerprint})"]
+    if args.write_context:
+        path = aws_codesign.write_cdk_context(args.write_context, imported.arn)
+        lines.append(f"wrote {aws_codesign.CONTEXT_KEY} to {path}: the next `cdk deploy` creates the Signer profile")
+    else:
+        lines.append(f"next: cdk deploy --all -c {aws_codesign.CONTEXT_KEY}={imported.arn}")
+    emit(out, args, lines, {"arn": imported.arn, "reused": imported.reused, "sha256_fingerprint": imported.fingerprint})
+    return 0
+
+
+def _identity_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--common-name", default=codesign.DEFAULT_COMMON_NAME)
+    parser.add_argument("--organization")
+
+
+def _create_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, type=Path, help="directory for codesign.key and codesign.crt")
+    _identity_options(parser)
+    parser.add_argument("--days", type=int, default=codesign.DEFAULT_DAYS, help="validity (default: 3 years)")
+
+
+def _csr_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, type=Path)
+    _identity_options(parser)
+
+
+def _import_cert_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, type=Path, help="directory holding codesign.key")
+    parser.add_argument("--cert", required=True, type=Path)
+
+
+def _show_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("cert", type=Path)
+    parser.add_argument("--key", type=Path, help="also check that this key matches")
+
+
+def _install_embedded_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--project", required=True, type=Path)
+    parser.add_argument("--cert", required=True, type=Path)
+
+
+def _import_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cert", required=True, type=Path)
+    parser.add_argument("--key", required=True, type=Path)
+    parser.add_argument(
+        "--write-context",
+        type=Path,
+        metavar="CDK_CONTEXT_JSON",
+        help="record the ARN for the stacks (else the -c flag is printed)",
+    )
+
+
+GROUP = CommandGroup(
+    "codesign",
+    "code-signing key and certificate",
+    [
+        Command(
+            "create",
+            _codesign_create,
+            "create an ECDSA P-256 key and self-signed code-signing certificate",
+            "device-provisioning codesign create --out keys/ --common-name 'Acme OTA signing' --days 1095",
+            [PASSPHRASE],
+            _create_arguments,
+        ),
+        Command(
+            "csr",
+            _codesign_csr,
+            "create a key and a CSR for a company CA",
+            "device-provisioning codesign csr --out keys/ --common-name 'Acme OTA signing'",
+            [PASSPHRASE],
+            _csr_arguments,
+        ),
+        Command(
+            "import-cert",
+            _codesign_import_cert,
+            "store the CA-issued certificate beside its key",
+            "device-provisioning codesign import-cert --out keys/ --cert issued.crt",
+            [PASSPHRASE],
+            _import_cert_arguments,
+        ),
+        Command(
+            "show",
+            _codesign_show,
+            "show a certificate and what is wrong with it for OTA use",
+            "device-provisioning codesign show keys/codesign.crt --key keys/codesign.key",
+            [PASSPHRASE],
+            _show_arguments,
+        ),
+        Command(
+            "install-embedded",
+            _codesign_install_embedded,
+            "write the certificate to main/certs/aws_codesign.crt of a stock master/LTS demo project",
+            "device-provisioning codesign install-embedded --project examples/ota/ota_mqtt --cert keys/codesign.crt",
+            arguments=_install_embedded_arguments,
+        ),
+        Command(
+            "import",
+            _codesign_import,
+            "import certificate + key into ACM (once) for AWS Signer",
+            "device-provisioning codesign import --cert keys/codesign.crt --key keys/codesign.key "
+            "--write-context cdk.context.json",
+            [PASSPHRASE, AWS],
+            _import_arguments,
+        ),
+    ],
+)

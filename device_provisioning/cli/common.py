@@ -1,0 +1,179 @@
+"""What every command module shares: the handler type, output, option groups and a few readers.
+
+Option groups are argparse parent parsers, declared once here and named by each command that takes
+them (``parents=[AWS, PASSPHRASE]``), so an option means the same thing on every command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from device_provisioning import aws, signing
+from device_provisioning.device import credentials, nvs
+from device_provisioning.errors import ExitCode, InputFileError
+from device_provisioning.files import read_bytes
+from device_provisioning.identity import codesign
+
+Handler = Callable[[argparse.Namespace, TextIO], int]
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples in the epilogs as written."""
+
+
+def _group(*adders: Callable[[argparse.ArgumentParser], object]) -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for add in adders:
+        add(parent)
+    return parent
+
+
+# --- option groups (argparse parents) -------------------------------------------------------------------
+
+JSON = _group(lambda p: p.add_argument("--json", action="store_true", help="print a JSON object instead of text"))
+AWS = _group(
+    lambda p: p.add_argument("--profile", help="AWS profile (default: AWS_PROFILE / default chain)"),
+    lambda p: p.add_argument("--region", help="AWS region (default: AWS_REGION / profile)"),
+)
+PASSPHRASE = _group(
+    lambda p: p.add_argument(
+        "--passphrase-env", metavar="VAR", help="environment variable holding the key's passphrase"
+    )
+)
+NVS_KEYS = _group(
+    lambda p: p.add_argument("--nvs-keys", type=Path, help="nvs_keys partition image, for NVS encryption")
+)
+PARTITION_TABLE = _group(
+    lambda p: p.add_argument("--partition-table", required=True, type=Path, help="CSV or partition-table.bin"),
+    lambda p: p.add_argument(
+        "--partition", default=credentials.DEFAULT_PARTITION, help="NVS partition label (default: storage)"
+    ),
+)
+FAMILY = _group(
+    lambda p: p.add_argument(
+        "--family", choices=credentials.FAMILIES, help="how the firmware reads the certificate (beta, pkcs11)"
+    )
+)
+EXPECT_FINGERPRINT = _group(
+    lambda p: p.add_argument("--expect-fingerprint", metavar="SHA256", help="the code-signing certificate you expect")
+)
+STAGE = _group(lambda p: p.add_argument("--stage", default="dev", help="the stacks' stage (default: dev)"))
+NO_STUB = _group(
+    lambda p: p.add_argument("--no-stub", action="store_true", help="use the ROM loader only (slower, most compatible)")
+)
+
+
+# --- declaring commands ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command: its name, handler, one-line help, an example, and its options."""
+
+    name: str
+    handler: Handler
+    help: str
+    example: str
+    parents: Sequence[argparse.ArgumentParser] = ()
+    arguments: Callable[[argparse.ArgumentParser], None] = field(default=lambda parser: None)
+
+    def add_to(self, subparsers: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = subparsers.add_parser(
+            self.name,
+            help=self.help,
+            description=self.help,
+            epilog=f"example:\n  {self.example}",
+            formatter_class=Formatter,
+            parents=[JSON, *self.parents],
+            allow_abbrev=False,
+        )
+        parser.set_defaults(handler=self.handler)
+        self.arguments(parser)
+        return parser
+
+
+@dataclass(frozen=True)
+class CommandGroup:
+    """A noun with subcommands (``codesign create``, ``ota status``)."""
+
+    name: str
+    help: str
+    commands: Sequence[Command]
+
+    def add_to(self, subparsers: Any) -> None:
+        parser = subparsers.add_parser(self.name, help=self.help, description=self.help, allow_abbrev=False)
+        children = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+        for command in self.commands:
+            command.add_to(children)
+
+
+# --- output and shared readers --------------------------------------------------------------------------
+
+
+def emit(out: TextIO, args: argparse.Namespace, human: Sequence[str], data: dict[str, Any]) -> None:
+    """Text lines for people, or one JSON object with ``--json``."""
+    if getattr(args, "json", False):
+        json.dump(data, out, indent=2, sort_keys=True)
+        out.write("\n")
+    else:
+        for line in human:
+            out.write(line + "\n")
+
+
+def status(failed: bool) -> int:
+    """The exit status of a command whose run can end with some failures found."""
+    return ExitCode.FAILURES_FOUND if failed else ExitCode.OK
+
+
+def passphrase(args: argparse.Namespace) -> bytes | None:
+    """Passphrases come from an environment variable, never from argv (visible in `ps`)."""
+    variable = getattr(args, "passphrase_env", None)
+    if not variable:
+        return None
+    value = os.environ.get(variable)
+    if not value:
+        raise InputFileError(f"--passphrase-env {variable}: the variable is not set or empty")
+    return value.encode()
+
+
+def nvs_encryption_key(args: argparse.Namespace) -> bytes | None:
+    path = getattr(args, "nvs_keys", None)
+    if path is None:
+        return None
+    return nvs.key_from_keys_partition(read_bytes(path, "NVS keys"))
+
+
+def connect_aws(args: argparse.Namespace) -> aws.Aws:
+    return aws.connect(profile=args.profile, region=args.region)
+
+
+def split_list(text: str | None) -> tuple[str, ...]:
+    """``a, b,,c`` -> ``("a", "b", "c")``."""
+    return tuple(item.strip() for item in (text or "").split(",") if item.strip())
+
+
+def device_certificates(args: argparse.Namespace, certificate_file: Path | None) -> list[signing.DeviceCertificate]:
+    """The certificate(s) the devices verify with, from --nvs/--family, --embedded-in and a certificate file."""
+    found: list[signing.DeviceCertificate] = []
+    if args.nvs:
+        if not args.family:
+            raise InputFileError("--nvs needs --family beta|pkcs11 (how the firmware reads the certificate)")
+        image = read_bytes(args.nvs, "NVS image")
+        found.append(
+            signing.certificate_from_nvs(
+                image, args.family, source=str(args.nvs), encryption_key=nvs_encryption_key(args)
+            )
+        )
+    if args.embedded_in:
+        app = read_bytes(args.embedded_in, "app image")
+        found += signing.certificates_embedded_in(app, source=str(args.embedded_in))
+    if certificate_file:
+        certificate = codesign.load_certificate_file(certificate_file)
+        found.append(signing.DeviceCertificate(certificate, f"certificate {certificate_file}"))
+    return found

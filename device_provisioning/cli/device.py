@@ -1,0 +1,200 @@
+"""``partitions`` and ``nvs``: partition tables and the NVS credential images built from them."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, TextIO
+
+from device_provisioning.cli.common import NVS_KEYS, PARTITION_TABLE, Command, CommandGroup, emit, nvs_encryption_key
+from device_provisioning.device import credentials, nvs, partition_table
+from device_provisioning.errors import InputFileError, ProvisioningError
+from device_provisioning.files import read_bytes, write_atomic
+from device_provisioning.identity import codesign
+
+
+def _partitions_show(args: argparse.Namespace, out: TextIO) -> int:
+    table = partition_table.load(args.table)
+    rows = [
+        {
+            "name": p.name,
+            "type": p.type_name,
+            "subtype": p.subtype_name,
+            "offset": p.offset,
+            "size": p.size,
+            "encrypted": p.encrypted,
+        }
+        for p in table.partitions
+    ]
+    lines = [f"{'name':<16} {'type':<8} {'subtype':<10} {'offset':>10} {'size':>10}"]
+    lines += [
+        f"{p.name:<16} {p.type_name:<8} {p.subtype_name:<10} {p.offset:>#10x} {p.size:>#10x}" for p in table.partitions
+    ]
+    emit(out, args, lines, {"partitions": rows})
+    return 0
+
+
+def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
+    table = partition_table.load(args.partition_table)
+    creds = credentials.Credentials.from_files(
+        args.code_verify_cert,
+        device_cert=args.device_cert,
+        device_key=args.device_key,
+        claim_cert=args.claim_cert,
+        claim_key=args.claim_key,
+        jitp_cert=args.jitp_cert,
+    )
+    extra = [credentials.parse_extra_value(v) for v in args.value or []]
+    key = None
+    if args.encrypt:
+        key = nvs_encryption_key(args) or nvs.generate_encryption_key()
+    elif args.nvs_keys:
+        raise InputFileError("--nvs-keys needs --encrypt")
+    built = credentials.build_credential_image(
+        table,
+        creds,
+        args.family,
+        partition_label=args.partition,
+        pkcs11_encoding=args.pkcs11_encoding,
+        extra=extra,
+        encryption_key=key,
+    )
+    # Everything is checked before the first file is written.
+    image_path = write_atomic(args.out, built.image, private=built.holds_private_key)
+    keys_path = None
+    if args.encrypt and not args.nvs_keys:
+        keys_path = write_atomic(
+            Path(args.out).with_suffix(".nvs_keys.bin"), nvs.keys_partition_image(key or b""), private=True
+        )
+    csk = next(e for e in built.entries if e.key == credentials.CODE_VERIFY_KEY)
+    fp = codesign.fingerprint(creds.code_verify_certificate)
+    lines = [
+        f"image        {image_path} ({len(built.image)} bytes = partition {built.partition.name!r})",
+        f"flash at     0x{built.partition.offset:x} (from {table.source})",
+        f"{credentials.CREDS_NAMESPACE}/{credentials.CODE_VERIFY_KEY:<8} {csk.kind}, certificate SHA-256 {fp}",
+    ]
+    lines += [f"entry        {e.describe()}" for e in built.entries if e is not csk]
+    if keys_path:
+        lines.append(f"NVS keys     {keys_path} (flash to the nvs_keys partition; keep it secret)")
+    lines.append("read back    every entry matches what was written")
+    emit(
+        out,
+        args,
+        lines,
+        {
+            "image": str(image_path),
+            "partition": built.partition.name,
+            "offset": built.partition.offset,
+            "size": built.partition.size,
+            "family": args.family,
+            "code_verify_sha256_fingerprint": fp,
+            "entries": [{"namespace": e.namespace, "key": e.key, "kind": e.kind} for e in built.entries],
+            "nvs_keys": str(keys_path) if keys_path else None,
+        },
+    )
+    return 0
+
+
+def _nvs_show(args: argparse.Namespace, out: TextIO) -> int:
+    data = read_bytes(args.image, "NVS image")
+    image = nvs.read_image(data, encryption_key=nvs_encryption_key(args), source=f"NVS image {args.image}")
+    rows = []
+    lines = [f"NVS v2, {image.size} bytes, {image.empty_pages} free page(s)"]
+    for entry in image.entries:
+        row: dict[str, Any] = {"namespace": entry.namespace, "key": entry.key, "kind": entry.kind}
+        text = entry.describe()
+        if isinstance(entry.value, int):
+            row["value"] = entry.value
+        else:
+            row["size"] = len(entry.data)
+            try:
+                certificate = codesign.load_certificate(entry.data)
+                fp = codesign.fingerprint(certificate)
+                row["certificate_sha256_fingerprint"] = fp
+                text += f", certificate {certificate.subject.rfc4514_string()} SHA-256 {fp}"
+            except ProvisioningError:
+                if entry.kind == "string" and b"PRIVATE KEY" not in entry.data:
+                    row["value"] = entry.value
+                    text += f" = {entry.value!r}"
+        rows.append(row)
+        lines.append(text)
+    lines += [f"warning: {w}" for w in image.warnings]
+    emit(
+        out,
+        args,
+        lines,
+        {
+            "size": image.size,
+            "free_pages": image.empty_pages,
+            "entries": rows,
+            "warnings": list(image.warnings),
+        },
+    )
+    return 0
+
+
+def _show_table_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("table", type=Path, help="CSV or partition-table.bin")
+
+
+def _build_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--family",
+        required=True,
+        choices=credentials.FAMILIES,
+        help="beta: NVS strings (PEM); pkcs11: NVS blobs (DER, or PEM+NUL)",
+    )
+    parser.add_argument("--pkcs11-encoding", choices=credentials.PKCS11_ENCODINGS, default="der")
+    parser.add_argument("--code-verify-cert", required=True, type=Path, help="the code-signing certificate (P11_CSK)")
+    parser.add_argument("--device-cert", type=Path, help="device certificate (P11_Cert)")
+    parser.add_argument("--device-key", type=Path, help="device private key (P11_Key)")
+    parser.add_argument("--claim-cert", type=Path, help="fleet-provisioning claim certificate (P11_Claim_Cert)")
+    parser.add_argument("--claim-key", type=Path, help="claim private key (P11_Claim_Key)")
+    parser.add_argument("--jitp-cert", type=Path, help="JITP certificate (P11_JITP)")
+    parser.add_argument("--value", action="append", metavar="NS/KEY=VALUE", help="extra string value (repeatable)")
+    parser.add_argument("--encrypt", action="store_true", help="NVS encryption (devices with flash encryption)")
+    parser.add_argument("--out", required=True, type=Path)
+
+
+def _show_image_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", type=Path)
+
+
+PARTITIONS = CommandGroup(
+    "partitions",
+    "partition tables",
+    [
+        Command(
+            "show",
+            _partitions_show,
+            "show a partition table with computed offsets",
+            "device-provisioning partitions show partitions_ota_mqtt.csv",
+            arguments=_show_table_arguments,
+        )
+    ],
+)
+
+NVS = CommandGroup(
+    "nvs",
+    "NVS credential images",
+    [
+        Command(
+            "build",
+            _nvs_build,
+            "build the NVS image holding the certificates where the firmware reads them "
+            "(--nvs-keys: an existing nvs_keys image for --encrypt, else keys are generated)",
+            "device-provisioning nvs build --partition-table partitions.csv --family beta "
+            "--code-verify-cert keys/codesign.crt --out creds.bin",
+            [PARTITION_TABLE, NVS_KEYS],
+            _build_arguments,
+        ),
+        Command(
+            "show",
+            _nvs_show,
+            "decode an NVS image (built here or read from a device)",
+            "device-provisioning nvs show creds.bin --json",
+            [NVS_KEYS],
+            _show_image_arguments,
+        ),
+    ],
+)

@@ -1,0 +1,160 @@
+"""``flash`` and ``image``: writing a device with esptool, and merged factory images."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TextIO
+
+from device_provisioning.cli.common import (
+    NO_STUB,
+    NVS_KEYS,
+    PARTITION_TABLE,
+    Command,
+    CommandGroup,
+    emit,
+    nvs_encryption_key,
+)
+from device_provisioning.device import credentials, esp_build, partition_table
+from device_provisioning.errors import InputFileError
+from device_provisioning.files import read_bytes, write_atomic
+from device_provisioning.flashing import esptool_device, factory_image, layout
+from device_provisioning.identity import codesign
+
+
+def _plan(args: argparse.Namespace) -> layout.FlashPlan:
+    table = partition_table.load(args.partition_table)
+    build = esp_build.load_build(args.build_dir) if getattr(args, "build_dir", None) else None
+    return layout.plan_flash(
+        table,
+        read_bytes(args.nvs, "NVS image"),
+        partition_label=args.partition,
+        build=build,
+        chip=getattr(args, "chip", None),
+        nvs_encryption_key=nvs_encryption_key(args),
+    )
+
+
+def _flash(args: argparse.Namespace, out: TextIO) -> int:
+    if not args.build_dir and not args.no_firmware:
+        raise InputFileError("give --build-dir BUILD to flash the firmware too, or --no-firmware for credentials only")
+    plan = _plan(args)
+    expected = codesign.load_certificate_file(args.code_verify_cert) if args.code_verify_cert else None
+    report = esptool_device.flash_device(
+        plan,
+        port=args.port,
+        baud=args.baud,
+        stub=not args.no_stub,
+        erase_storage=args.erase_storage,
+        expected_certificate=expected,
+        quiet=args.json,
+        progress=not args.json,
+    )
+    lines = [f"wrote        {name} at 0x{offset:x} ({size} bytes)" for name, offset, size in report.regions]
+    if report.code_verify_fingerprint:
+        assert report.code_verify_location is not None
+        match = ""
+        if report.matches_expected:
+            match = f", matches {args.code_verify_cert}"
+        lines.append(
+            f"verified     {credentials.CREDS_NAMESPACE}/{credentials.CODE_VERIFY_KEY} present at "
+            f"0x{report.code_verify_location:x}, certificate SHA-256 {report.code_verify_fingerprint}{match}"
+        )
+    elif plan.nvs_encrypted:
+        lines.append("verified     NVS partition read back byte for byte (encrypted: entries not decoded)")
+    else:
+        lines.append(f"WARNING      no {credentials.CREDS_NAMESPACE}/{credentials.CODE_VERIFY_KEY} in the image")
+    lines.append(f"reset        {report.chip} on {report.port}")
+    emit(out, args, lines, report.to_json())
+    return 0
+
+
+def _image_merge(args: argparse.Namespace, out: TextIO) -> int:
+    merged = factory_image.merge_factory_image(_plan(args), quiet=args.json)
+    image_path = write_atomic(args.out, merged.image)
+    sidecar_path = write_atomic(
+        Path(str(args.out) + ".json"), (json.dumps(merged.sidecar, indent=2, sort_keys=True) + "\n").encode()
+    )
+    lines = [f"image        {image_path} ({len(merged.image)} bytes, sha256 {merged.sidecar['sha256']})"]
+    lines += [
+        f"region       {r['name']:<16} 0x{r['offset']:06x} {r['size']:>8} bytes" for r in merged.sidecar["regions"]
+    ]
+    lines.append(f"sidecar      {sidecar_path}")
+    emit(out, args, lines, {"image": str(image_path), "sidecar": str(sidecar_path), **merged.sidecar})
+    return 0
+
+
+def _image_inspect(args: argparse.Namespace, out: TextIO) -> int:
+    report = factory_image.inspect_merged(read_bytes(args.image, "merged image"))
+    lines = [f"partition table at 0x{report['table_offset']:x}, image {report['size']} bytes"]
+    for p in report["partitions"]:
+        text = f"{p['name']:<16} {p['type']}/{p['subtype']:<8} 0x{p['offset']:06x} {p['content']}"
+        if "entries" in p:
+            text += ": " + ", ".join(f"{e['namespace']}/{e['key']} ({e['kind']})" for e in p["entries"])
+        if "code_verify_sha256_fingerprint" in p:
+            text += f"; P11_CSK SHA-256 {p['code_verify_sha256_fingerprint']}"
+        if "version" in p:
+            text += f" {p.get('project', '')} {p['version']}"
+        lines.append(text)
+    emit(out, args, lines, report)
+    return 0
+
+
+def _nvs_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nvs", required=True, type=Path, help="NVS image from `nvs build`")
+
+
+def _flash_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", help="serial port (default: auto-detect, like esptool)")
+    parser.add_argument("--baud", type=int, default=esptool_device.DEFAULT_BAUD)
+    parser.add_argument("--chip", help="expected chip (esp32, esp32s3, ...); checked against the build and the device")
+    _nvs_argument(parser)
+    firmware = parser.add_mutually_exclusive_group()
+    firmware.add_argument("--build-dir", type=Path, help="ESP-IDF build directory (reads flasher_args.json)")
+    firmware.add_argument("--no-firmware", action="store_true", help="credentials only (fast re-provisioning)")
+    parser.add_argument("--erase-storage", action="store_true", help="erase the NVS partition range first")
+    parser.add_argument("--code-verify-cert", type=Path, help="check the flashed P11_CSK is this certificate")
+
+
+def _merge_arguments(parser: argparse.ArgumentParser) -> None:
+    _nvs_argument(parser)
+    parser.add_argument("--build-dir", required=True, type=Path, help="ESP-IDF build directory")
+    parser.add_argument("--out", required=True, type=Path, help="merged image; a .json sidecar is written beside it")
+
+
+def _inspect_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", type=Path)
+
+
+FLASH = Command(
+    "flash",
+    _flash,
+    "write the NVS image (and firmware) with esptool, read back and verify",
+    "device-provisioning flash --port /dev/ttyUSB0 --partition-table partitions.csv --nvs creds.bin --no-firmware",
+    [PARTITION_TABLE, NVS_KEYS, NO_STUB],
+    _flash_arguments,
+)
+
+IMAGE = CommandGroup(
+    "image",
+    "factory images",
+    [
+        Command(
+            "merge",
+            _image_merge,
+            "merge bootloader, table, otadata, app and NVS into one factory image",
+            "device-provisioning image merge --partition-table partitions.csv --nvs creds.bin "
+            "--build-dir build --out factory.bin",
+            [PARTITION_TABLE, NVS_KEYS],
+            _merge_arguments,
+        ),
+        Command(
+            "inspect",
+            _image_inspect,
+            "show what each partition of a merged image holds",
+            "device-provisioning image inspect factory.bin --json",
+            arguments=_inspect_arguments,
+        ),
+    ],
+)

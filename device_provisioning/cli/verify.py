@@ -1,0 +1,117 @@
+"""``sign``, ``verify`` and ``doctor``: sign as AWS Signer does, check as the device will, read its logs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from device_provisioning import doctor, signing
+from device_provisioning.cli.common import (
+    EXPECT_FINGERPRINT,
+    FAMILY,
+    NVS_KEYS,
+    PASSPHRASE,
+    Command,
+    device_certificates,
+    emit,
+    passphrase,
+    status,
+)
+from device_provisioning.files import read_bytes, write_atomic
+from device_provisioning.identity import codesign
+
+
+def _sign(args: argparse.Namespace, out: TextIO) -> int:
+    key = codesign.load_private_key_file(args.key, passphrase(args))
+    firmware = read_bytes(args.firmware, "firmware")
+    der = signing.sign_firmware(key, firmware)
+    write_atomic(args.out, der)
+    signature = signing.SignatureInput(der, str(args.out))
+    emit(
+        out,
+        args,
+        [f"signature    {args.out} ({len(der)} bytes DER)", f"{signing.SIGNATURE_FIELD} {signature.base64}"],
+        {"signature": str(args.out), "der_length": len(der), signing.SIGNATURE_FIELD: signature.base64},
+    )
+    return 0
+
+
+def _verify(args: argparse.Namespace, out: TextIO) -> int:
+    firmware = read_bytes(args.firmware, "firmware")
+    signature = signing.load_signature(args.signature)
+    candidates = device_certificates(args, args.cert)
+    report = signing.verify_update(
+        firmware, signature, candidates, family=args.family, expected_fingerprint=args.expect_fingerprint
+    )
+    emit(
+        out,
+        args,
+        ["ACCEPTED     the device would accept this image"]
+        + [f"ok           {check}" for check in report.checks]
+        + [
+            f"firmware     SHA-256 {report.firmware_sha256}, {report.firmware_size} bytes",
+            f"certificate  SHA-256 {report.certificate_fingerprint}",
+        ],
+        report.to_json(),
+    )
+    return 0
+
+
+def _doctor(args: argparse.Namespace, out: TextIO) -> int:
+    if args.log == "-":
+        lines = sys.stdin.read().splitlines()
+    else:
+        lines = read_bytes(args.log, "log").decode("utf-8", errors="replace").splitlines()
+    found = doctor.diagnose(lines)
+    human = []
+    for d in found:
+        human += [f"line {d.line_number}: {d.line}", f"  what:  {d.explanation}", f"  fix:   {d.fix}", ""]
+    human.append(f"{len(found)} known failure(s) found" if found else "no known OTA or PKCS#11 failure found")
+    emit(out, args, human, {"findings": [d.to_json() for d in found]})
+    return status(bool(found))
+
+
+def _sign_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--key", required=True, type=Path)
+    parser.add_argument("--firmware", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path, help="DER signature file")
+
+
+def _verify_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--firmware", required=True, type=Path)
+    parser.add_argument("--signature", required=True, help="DER file, base64 string, or OTA job document JSON")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--nvs", type=Path, help="NVS image the device was flashed with")
+    source.add_argument("--embedded-in", type=Path, help="app image with the certificate compiled in")
+    source.add_argument("--cert", type=Path, help="certificate file")
+
+
+def _doctor_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("log", help="log file, or - for stdin")
+
+
+SIGN = Command(
+    "sign",
+    _sign,
+    "sign firmware as AWS Signer's AmazonFreeRTOS-Default does",
+    "device-provisioning sign --key keys/codesign.key --firmware build/app.bin --out app.sig",
+    [PASSPHRASE],
+    _sign_arguments,
+)
+VERIFY = Command(
+    "verify",
+    _verify,
+    "answer: will this device accept this image?",
+    "device-provisioning verify --firmware build/app.bin --signature job.json --nvs creds.bin --family beta",
+    [FAMILY, NVS_KEYS, EXPECT_FINGERPRINT],
+    _verify_arguments,
+)
+DOCTOR = Command(
+    "doctor",
+    _doctor,
+    "explain OTA/PKCS#11 failures in a device log (exit 4 if any)",
+    "idf.py monitor | tee boot.log; device-provisioning doctor boot.log",
+    arguments=_doctor_arguments,
+)
