@@ -27,6 +27,7 @@ from botocore.stub import Stubber
 from device_provisioning import aws, signing
 from device_provisioning.aws import codesign as aws_codesign
 from device_provisioning.aws import ota, registration
+from device_provisioning.contract import CODE_SIGNING_CERTIFICATE_ARN_CONTEXT, StackOutput
 from device_provisioning.device import app_image, credentials, esp_build, partition_table
 from device_provisioning.errors import ProvisioningError
 from device_provisioning.files import read_bytes, write_atomic
@@ -109,7 +110,7 @@ def check_deployment(log: DemoLog, session: aws.Aws, values: dict[str, str]) -> 
     missing = [name for name in aws.STACK_VALUES if name not in values]
     if missing:
         raise DemoFailed(f"the deployed stacks lack {', '.join(missing)}")
-    bucket = values["FirmwareBucketName"]
+    bucket = values[StackOutput.FIRMWARE_BUCKET_NAME]
     versioning = s3.get_bucket_versioning(Bucket=bucket).get("Status")
     if versioning != "Enabled":
         if not session.is_local_endpoint:
@@ -129,7 +130,7 @@ def check_deployment(log: DemoLog, session: aws.Aws, values: dict[str, str]) -> 
         if aws.error_code(error) != "NoSuchBucketPolicy" or not session.is_local_endpoint:
             raise
         log.record("check bucket policy", "emulator-skipped", "the emulator's CloudFormation did not create it")
-    policy = values["DevicePolicyName"]
+    policy = values[StackOutput.DEVICE_POLICY_NAME]
     iot.get_policy(policyName=policy)
     log.record("check device policy", "endpoint", f"IoT policy {policy} exists")
 
@@ -210,15 +211,17 @@ def run_demo(out: Path, *, real: bool = False, firmware_path: Path | None = None
         log.record("codesign import", where, f"{imported.arn} (re-import found the same ARN)")
 
         # One deploy with the certificate ARN in context, so the stack includes the Signer profile.
-        context = [f"stage={STAGE}", f"codeSigningCertificateArn={imported.arn}"]
+        context = [f"stage={STAGE}", f"{CODE_SIGNING_CERTIFICATE_ARN_CONTEXT}={imported.arn}"]
         values = deploy_stacks(log, session, out, context, where)
         check_deployment(log, session, values)
         profile_name = f"{STAGE}_esp_ota_signing"
         ensure_signing_profile(log, session, profile_name, imported.arn)
 
-        device = registration.register_device(session, THING, out / "device", policy_name=values["DevicePolicyName"])
+        device = registration.register_device(
+            session, THING, out / "device", policy_name=values[StackOutput.DEVICE_POLICY_NAME]
+        )
         again_device = registration.register_device(
-            session, THING, out / "device", policy_name=values["DevicePolicyName"]
+            session, THING, out / "device", policy_name=values[StackOutput.DEVICE_POLICY_NAME]
         )
         if again_device.certificate_id != device.certificate_id or not again_device.reused:
             raise DemoFailed("registering the device twice created a second certificate")
@@ -280,8 +283,8 @@ def run_demo(out: Path, *, real: bool = False, firmware_path: Path | None = None
             firmware=firmware_bytes,
             device_path="/device/app_image.bin",
             targets=ota.Targets(things=(THING,)),
-            bucket=values["FirmwareBucketName"],
-            role_arn=values["OtaServiceRoleArn"],
+            bucket=values[StackOutput.FIRMWARE_BUCKET_NAME],
+            role_arn=values[StackOutput.OTA_SERVICE_ROLE_ARN],
             trust=trust,
             via="job",
             protocol="http",

@@ -5,27 +5,23 @@ from __future__ import annotations
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
+from device_provisioning import contract
 from stacks.config import AppConfig
 from stacks.ota_stack import DeviceFleetStack, OtaUpdateStack
-
-
-def stack_id(config: AppConfig, name: str) -> str:
-    """Stable PascalCase stack ids, prefixed by stage (``DevOtaUpdate``, ``ProdDeviceFleet``)."""
-    return f"{config.stage.capitalize()}{name}"
 
 
 def build_app(app: cdk.App, config: AppConfig) -> tuple[OtaUpdateStack, DeviceFleetStack]:
     env = cdk.Environment(account=config.account, region=config.region)
     ota = OtaUpdateStack(
         app,
-        stack_id(config, "OtaUpdate"),
+        contract.stack_name(config.stage, contract.OTA_UPDATE_STACK),
         config=config,
         env=env,
         description="ESP32 signed OTA: firmware bucket, Signer profile, OTA service role, operator policy",
     )
     fleet = DeviceFleetStack(
         app,
-        stack_id(config, "DeviceFleet"),
+        contract.stack_name(config.stage, contract.DEVICE_FLEET_STACK),
         config=config,
         env=env,
         description="ESP32 signed OTA: least-privilege device IoT policy and development things",

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from device_provisioning.contract import CODE_SIGNING_CERTIFICATE_ARN_CONTEXT
+
 STAGES = ("dev", "prod")
 
 # AWS IoT thing names: 1-128 of [a-zA-Z0-9:_-].
@@ -65,7 +67,7 @@ class AppConfig:
         return cls(
             stage=stage,
             thing_names=_thing_names(get("thingNames")),
-            code_signing_certificate_arn=_certificate_arn(get("codeSigningCertificateArn")),
+            code_signing_certificate_arn=_certificate_arn(get(CODE_SIGNING_CERTIFICATE_ARN_CONTEXT)),
             signing_profile_name=profile,
             noncurrent_version_expiration_days=_positive_int(
                 "noncurrentVersionExpirationDays", get("noncurrentVersionExpirationDays"), 90
@@ -109,7 +111,7 @@ def _certificate_arn(value: Any) -> str | None:
         return None
     if not isinstance(value, str) or not _ACM_ARN.match(value):
         raise ConfigError(
-            "codeSigningCertificateArn",
+            CODE_SIGNING_CERTIFICATE_ARN_CONTEXT,
             f"got {value!r}; give an ACM certificate ARN "
             "(arn:aws:acm:REGION:ACCOUNT:certificate/UUID), e.g. from `device-provisioning codesign import`",
         )

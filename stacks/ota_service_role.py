@@ -6,10 +6,9 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from stacks.nag import acknowledge_managed_policies, acknowledge_wildcard_resources
-
 # Signer writes the signed image back into the firmware bucket under this prefix.
-SIGNED_FIRMWARE_PREFIX = "signed/"
+from device_provisioning.contract import SIGNED_FIRMWARE_PREFIX
+from stacks.nag import acknowledge_managed_policies, acknowledge_wildcard_resources
 
 
 class OtaServiceRole(Construct):

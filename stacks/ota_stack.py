@@ -7,6 +7,7 @@ from typing import Any
 from aws_cdk import Annotations, CfnOutput, Duration, Stack
 from constructs import Construct
 
+from device_provisioning import contract
 from stacks.config import AppConfig
 from stacks.device_fleet import DeviceFleet
 from stacks.firmware_bucket import FirmwareBucket
@@ -59,9 +60,9 @@ class OtaUpdateStack(Stack):
         )
         self.operator_policy = operator.policy
 
-        CfnOutput(self, "FirmwareBucketName", value=firmware.bucket.bucket_name)
-        CfnOutput(self, "OtaServiceRoleArn", value=ota_role.role.role_arn)
-        CfnOutput(self, "OperatorPolicyArn", value=operator.policy.managed_policy_arn)
+        CfnOutput(self, contract.StackOutput.FIRMWARE_BUCKET_NAME, value=firmware.bucket.bucket_name)
+        CfnOutput(self, contract.StackOutput.OTA_SERVICE_ROLE_ARN, value=ota_role.role.role_arn)
+        CfnOutput(self, contract.StackOutput.OPERATOR_POLICY_ARN, value=operator.policy.managed_policy_arn)
         CfnOutput(
             self,
             "SigningProfileName",
@@ -82,7 +83,7 @@ class DeviceFleetStack(Stack):
             thing_names=config.thing_names,
         )
         self.device_policy = fleet.policy
-        CfnOutput(self, "DevicePolicyName", value=fleet.policy.ref)
+        CfnOutput(self, contract.StackOutput.DEVICE_POLICY_NAME, value=fleet.policy.ref)
         self.fleet_provisioning: FleetProvisioning | None = None
         if config.fleet_provisioning:
             self.fleet_provisioning = FleetProvisioning(

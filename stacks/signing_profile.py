@@ -12,9 +12,10 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
+from device_provisioning import contract
 from stacks.nag import acknowledge_managed_policies
 
-PLATFORM_ID = "AmazonFreeRTOS-Default"
+PLATFORM_ID = contract.SIGNER_PLATFORM_ID
 
 
 class SigningProfile(Construct):
@@ -27,7 +28,7 @@ class SigningProfile(Construct):
         *,
         profile_name: str,
         certificate_arn: str,
-        certificate_name_on_device: str = "Code Verify Key",
+        certificate_name_on_device: str = contract.CODE_VERIFY_LABEL,
     ) -> None:
         super().__init__(scope, id_)
         self.profile_name = profile_name

@@ -11,14 +11,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from device_provisioning.aws import Aws, aws_errors
+from device_provisioning.contract import CODE_SIGNING_CERTIFICATE_ARN_CONTEXT, SIGNER_PLATFORM_ID
 from device_provisioning.device.credentials import CODE_VERIFY_LABEL
 from device_provisioning.errors import CertificateError
 from device_provisioning.files import write_atomic
 from device_provisioning.identity import codesign
 
 FINGERPRINT_TAG = "esp-ota:sha256"
-SIGNER_PLATFORM = "AmazonFreeRTOS-Default"
-CONTEXT_KEY = "codeSigningCertificateArn"
+SIGNER_PLATFORM = SIGNER_PLATFORM_ID
+CONTEXT_KEY = CODE_SIGNING_CERTIFICATE_ARN_CONTEXT
 
 
 @dataclass(frozen=True)

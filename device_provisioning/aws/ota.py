@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from device_provisioning import signing
 from device_provisioning.aws import Aws, AwsError, aws_errors, error_code
 from device_provisioning.aws.codesign import SIGNER_PLATFORM, read_signing_profile
+from device_provisioning.contract import SIGNED_FIRMWARE_PREFIX
 from device_provisioning.device.credentials import CODE_VERIFY_LABEL
 from device_provisioning.errors import InputFileError, VerificationFailed
 from device_provisioning.identity import codesign
@@ -30,7 +31,7 @@ from device_provisioning.signing import DeviceCertificate, SignatureInput
 
 MAX_OTA_FILE = 16 * 1024 * 1024
 FIRMWARE_PREFIX = "firmware/"
-SIGNED_PREFIX = "signed/"
+SIGNED_PREFIX = SIGNED_FIRMWARE_PREFIX
 _ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 

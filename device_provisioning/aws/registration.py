@@ -16,12 +16,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from device_provisioning.aws import Aws, AwsError, aws_errors, error_code
+from device_provisioning.contract import DEVICE_CERT_FILE, DEVICE_KEY_FILE
 from device_provisioning.errors import InputFileError
 from device_provisioning.files import read_bytes, write_atomic
 from device_provisioning.identity import codesign, device_tls
 
-DEVICE_KEY = "device.key"
-DEVICE_CERT = "device.crt"
+DEVICE_KEY = DEVICE_KEY_FILE
+DEVICE_CERT = DEVICE_CERT_FILE
 ROOT_CA = "AmazonRootCA1.pem"
 RECORD = "registration.json"
 # SHA-256 of Amazon Root CA 1 (DER), as published at https://www.amazontrust.com/repository/.

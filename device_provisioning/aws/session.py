@@ -21,6 +21,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
+from device_provisioning.contract import STACKS, StackOutput, stack_name
 from device_provisioning.errors import AwsError
 
 RetryMode = Literal["legacy", "standard", "adaptive"]
@@ -136,20 +137,19 @@ def error_code(error: BaseException) -> str:
 # Output name -> (resource type, logical-id prefix, attribute) to fall back on when an emulator's
 # CloudFormation does not return stack outputs.
 STACK_VALUES = {
-    "FirmwareBucketName": ("AWS::S3::Bucket", "FirmwareBucket", "physical"),
-    "OtaServiceRoleArn": ("AWS::IAM::Role", "OtaServiceRole", "role-arn"),
-    "OperatorPolicyArn": ("AWS::IAM::ManagedPolicy", "OperatorPolicy", "physical"),
-    "DevicePolicyName": ("AWS::IoT::Policy", "FleetDevicePolicy", "policy-name"),
+    StackOutput.FIRMWARE_BUCKET_NAME: ("AWS::S3::Bucket", "FirmwareBucket", "physical"),
+    StackOutput.OTA_SERVICE_ROLE_ARN: ("AWS::IAM::Role", "OtaServiceRole", "role-arn"),
+    StackOutput.OPERATOR_POLICY_ARN: ("AWS::IAM::ManagedPolicy", "OperatorPolicy", "physical"),
+    StackOutput.DEVICE_POLICY_NAME: ("AWS::IoT::Policy", "FleetDevicePolicy", "policy-name"),
 }
 
 
 def stack_values(aws: Aws, stage: str = "dev") -> dict[str, str]:
     """The stacks' outputs by name, read from CloudFormation (outputs, or resources if missing)."""
     cloudformation = aws.client("cloudformation")
-    prefix = stage.capitalize()
     values: dict[str, str] = {}
     with aws_errors("reading the deployed stacks (run `cdk deploy` first)"):
-        for stack in (f"{prefix}OtaUpdate", f"{prefix}DeviceFleet"):
+        for stack in (stack_name(stage, name) for name in STACKS):
             description = cloudformation.describe_stacks(StackName=stack)["Stacks"][0]
             for output in description.get("Outputs") or []:
                 values[output["OutputKey"]] = output["OutputValue"]

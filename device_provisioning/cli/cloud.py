@@ -24,6 +24,7 @@ from device_provisioning.cli.common import (
     passphrase,
     split_list,
 )
+from device_provisioning.contract import StackOutput
 from device_provisioning.device import credentials
 from device_provisioning.files import read_bytes
 from device_provisioning.identity import codesign
@@ -37,7 +38,7 @@ def _signer_profile(args: argparse.Namespace, out: TextIO) -> int:
 
 def _device_register(args: argparse.Namespace, out: TextIO) -> int:
     session = connect_aws(args)
-    policy = args.policy or aws.stack_values(session, args.stage)["DevicePolicyName"]
+    policy = args.policy or aws.stack_values(session, args.stage)[StackOutput.DEVICE_POLICY_NAME]
     result = registration.register_device(session, args.thing, args.out, policy_name=policy)
     lines = [
         f"thing        {result.thing_name} ({'existing certificate reused' if result.reused else 'registered'})",
@@ -66,8 +67,8 @@ def _ota_create(args: argparse.Namespace, out: TextIO) -> int:
     bucket, role = args.bucket, args.role_arn
     if not bucket or not role:
         values = aws.stack_values(session, args.stage)
-        bucket = bucket or values["FirmwareBucketName"]
-        role = role or values["OtaServiceRoleArn"]
+        bucket = bucket or values[StackOutput.FIRMWARE_BUCKET_NAME]
+        role = role or values[StackOutput.OTA_SERVICE_ROLE_ARN]
     request = ota.OtaRequest(
         firmware=firmware_bytes,
         device_path=args.device_path,

@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from device_provisioning import contract
 from device_provisioning.device import nvs
 from device_provisioning.device.partition_table import Partition, PartitionTable
 from device_provisioning.errors import InputFileError, NvsError
@@ -27,7 +28,7 @@ PKCS11_ENCODINGS = ("der", "pem")
 CREDS_NAMESPACE = "creds"
 DEFAULT_PARTITION = "storage"
 # The OTA job's `certfile`; the beta PAL matches PKCS#11 labels by prefix.
-CODE_VERIFY_LABEL = "Code Verify Key"
+CODE_VERIFY_LABEL = contract.CODE_VERIFY_LABEL
 
 CODE_VERIFY_KEY = "P11_CSK"
 DEVICE_CERT_KEY = "P11_Cert"

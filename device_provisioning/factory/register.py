@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from device_provisioning.aws import error_code
+from device_provisioning.contract import DEVICE_CERT_FILE, DEVICE_CSR_FILE, DEVICE_KEY_FILE
 from device_provisioning.factory.inputs import DeviceRow
 from device_provisioning.factory.journal import Journal
 from device_provisioning.files import write_atomic
 from device_provisioning.identity import codesign
 
-DEVICE_KEY = "device.key"
-DEVICE_CSR = "device.csr"
-DEVICE_CERT = "device.crt"
+DEVICE_KEY = DEVICE_KEY_FILE
+DEVICE_CSR = DEVICE_CSR_FILE
+DEVICE_CERT = DEVICE_CERT_FILE
 
 
 def _certificate_ids(iot: Any, thing: str) -> list[str]:

@@ -1,0 +1,44 @@
+"""Every name the CDK stacks (``stacks/``) and this package share, defined once.
+
+The stacks create what the command line later looks up by these names; a name changed on one side
+only would break ``ota create`` and ``device register`` against a deployed account without any test
+noticing, so both sides import them from here.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+# Stack ids are the stage, capitalised, then one of these: DevOtaUpdate, ProdDeviceFleet.
+OTA_UPDATE_STACK = "OtaUpdate"
+DEVICE_FLEET_STACK = "DeviceFleet"
+STACKS = (OTA_UPDATE_STACK, DEVICE_FLEET_STACK)
+
+
+def stack_name(stage: str, stack: str) -> str:
+    """``stack_name("dev", OTA_UPDATE_STACK)`` -> ``"DevOtaUpdate"``."""
+    return f"{stage.capitalize()}{stack}"
+
+
+class StackOutput(StrEnum):
+    """The CloudFormation outputs the command line reads."""
+
+    FIRMWARE_BUCKET_NAME = "FirmwareBucketName"
+    OTA_SERVICE_ROLE_ARN = "OtaServiceRoleArn"
+    OPERATOR_POLICY_ARN = "OperatorPolicyArn"
+    DEVICE_POLICY_NAME = "DevicePolicyName"
+
+
+# cdk context key (``-c codeSigningCertificateArn=...`` or cdk.context.json) naming the ACM certificate.
+CODE_SIGNING_CERTIFICATE_ARN_CONTEXT = "codeSigningCertificateArn"
+# AWS Signer platform for ESP32 / FreeRTOS OTA: ECDSA P-256 with SHA-256.
+SIGNER_PLATFORM_ID = "AmazonFreeRTOS-Default"
+# The OTA job's certfile: the PKCS#11 label the beta PAL maps (by prefix) to NVS key P11_CSK.
+CODE_VERIFY_LABEL = "Code Verify Key"
+# Where AWS Signer writes signed images in the firmware bucket (the OTA role may write only there).
+SIGNED_FIRMWARE_PREFIX = "signed/"
+
+# A device's files, for single registrations and factory batches alike.
+DEVICE_KEY_FILE = "device.key"
+DEVICE_CSR_FILE = "device.csr"
+DEVICE_CERT_FILE = "device.crt"
