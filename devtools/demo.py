@@ -10,7 +10,6 @@ emulator — never more than what happened.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
@@ -26,7 +25,7 @@ from botocore.stub import Stubber
 
 from device_provisioning import aws, signing
 from device_provisioning.aws import codesign as aws_codesign
-from device_provisioning.aws import ota, registration
+from device_provisioning.aws import ota, ota_request, registration
 from device_provisioning.contract import CODE_SIGNING_CERTIFICATE_ARN_CONTEXT, StackOutput
 from device_provisioning.device import app_image, credentials, esp_build, partition_table
 from device_provisioning.errors import ProvisioningError
@@ -163,12 +162,12 @@ def validate_ota_update_requests(
     """CreateOTAUpdate (both signing modes) is not served by the emulator: validate the exact requests."""
     client = session.client("iot")
     for mode, variant in (
-        ("AWS Signer", dataclasses.replace(request, signing_key=None, signing_profile="profile")),
-        ("custom signature", request),
+        ("AWS Signer", ota_request.SignerJob("profile", certificate_arn)),
+        ("custom signature", ota_request.CustomSignature(der)),
     ):
         params = ota.ota_update_request(
-            variant, [f"arn:aws:iot:{session.region}:123456789012:thing/{THING}"], "firmware/x.bin", "v1",
-            der if variant.signing_key else None, "demo-ota-update", signer_certificate_arn=certificate_arn,
+            request, [f"arn:aws:iot:{session.region}:123456789012:thing/{THING}"],
+            ota_request.FirmwareObject(request.bucket, "firmware/x.bin", "v1"), "demo-ota-update", variant,
         )  # fmt: skip
         with Stubber(client) as stubber:
             stubber.add_response("create_ota_update", {"otaUpdateId": "demo-ota-update"}, params)
@@ -288,7 +287,7 @@ def run_demo(out: Path, *, real: bool = False, firmware_path: Path | None = None
             trust=trust,
             via="job",
             protocol="http",
-            signing_key=signing_key,
+            signing=ota.LocalKeySigning(signing_key),
             ota_id=f"demo-{int(time.time())}",
             rollout=ota.Rollout(maximum_per_minute=10, abort_failure_percent=20.0, timeout_minutes=60),
         )
@@ -309,8 +308,8 @@ def run_demo(out: Path, *, real: bool = False, firmware_path: Path | None = None
         )
         log.record("verify job document", "local", "the document the device receives verifies against creds.bin")
         status = ota.ota_status(session, result.job_id)
-        executions = ", ".join(f"{e['thing']}={e['status']}" for e in status["executions"])
-        log.record("ota status", where, f"job {status['status']}: {executions}")
+        executions = ", ".join(f"{e.thing}={e.status}" for e in status.executions)
+        log.record("ota status", where, f"job {status.status}: {executions}")
 
     log.files = {
         "code-signing certificate": str(identity.certificate),

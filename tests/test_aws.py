@@ -179,7 +179,8 @@ def test_create_job_path_end_to_end(session, identity, board, firmware_bucket) -
     request = ota.OtaRequest(
         firmware=firmware, device_path="/ota/app.bin", targets=ota.Targets(things=(board,)),
         bucket=firmware_bucket, role_arn="arn:aws:iam::123456789012:role/ota", trust=beta_trust(certificate),
-        via="job", protocol="http", signing_key=key, rollout=ota.Rollout(maximum_per_minute=5, timeout_minutes=30),
+        via="job", protocol="http", signing=ota.LocalKeySigning(key),
+        rollout=ota.Rollout(maximum_per_minute=5, timeout_minutes=30),
     )  # fmt: skip
     result = ota.create_ota(session, request)
     assert result.version_id in object_versions(session, firmware_bucket)
@@ -189,11 +190,12 @@ def test_create_job_path_end_to_end(session, identity, board, firmware_bucket) -
     document = ota.fetch_job_document(session, result.job_id)
     file = document["afr_ota"]["files"][0]
     assert file["certfile"] == "Code Verify Key" and file["filesize"] == len(firmware)
-    assert file["update_data_url"].startswith("${aws:iot:s3-presigned-url:https://")
+    # The documented placeholder form (API reference): https://s3.amazonaws.com/<bucket>/<key>.
+    assert file["update_data_url"] == f"${{aws:iot:s3-presigned-url:https://s3.amazonaws.com/{firmware_bucket}/{result.key}}}"
     signature = signing.signature_from_job_document(document, "job")
     signing.verify_update(firmware, signature, [signing.DeviceCertificate(certificate, "c")], family="beta")
     status = ota.ota_status(session, result.job_id)
-    assert status["executions"] == [{"thing": board, "status": "QUEUED"}]
+    assert status.to_json()["executions"] == [{"thing": board, "status": "QUEUED"}]
 
 
 def test_preflight_refuses_a_mismatched_certificate_and_creates_nothing(session, board, firmware_bucket) -> None:
@@ -204,7 +206,7 @@ def test_preflight_refuses_a_mismatched_certificate_and_creates_nothing(session,
     request = ota.OtaRequest(
         firmware=placeholder_app_image(), device_path="/ota/app.bin", targets=ota.Targets(things=(board,)),
         bucket=firmware_bucket, role_arn="arn:aws:iam::123456789012:role/ota",
-        trust=beta_trust(device_certificate), via="job", protocol="http", signing_key=stranger,
+        trust=beta_trust(device_certificate), via="job", protocol="http", signing=ota.LocalKeySigning(stranger),
     )  # fmt: skip
     with pytest.raises(VerificationFailed, match="signed with another key"):
         ota.create_ota(session, request)
@@ -222,7 +224,7 @@ def test_signer_preflight_shows_both_fingerprints(session, identity, board, firm
     request = ota.OtaRequest(
         firmware=placeholder_app_image(), device_path="/ota/app.bin", targets=ota.Targets(things=(board,)),
         bucket=firmware_bucket, role_arn="arn:aws:iam::123456789012:role/ota", trust=beta_trust(other),
-        via="ota-update", signing_profile=name,
+        via="ota-update", signing=ota.SignerProfileSigning(name),
     )  # fmt: skip
     with pytest.raises(VerificationFailed) as raised:
         ota.create_ota(session, request)
@@ -236,7 +238,7 @@ def test_ota_update_path_on_the_emulator_fails_cleanly(session, identity, board,
     request = ota.OtaRequest(
         firmware=placeholder_app_image(), device_path="/ota/app.bin", targets=ota.Targets(things=(board,)),
         bucket=firmware_bucket, role_arn="arn:aws:iam::123456789012:role/ota", trust=beta_trust(certificate),
-        via="ota-update", signing_key=key,
+        via="ota-update", signing=ota.LocalKeySigning(key),
     )  # fmt: skip
     with pytest.raises(ProvisioningError, match="does not implement CreateOTAUpdate"):
         ota.create_ota(session, request)
@@ -249,7 +251,7 @@ def test_unknown_target_is_refused_before_upload(session, identity, firmware_buc
     request = ota.OtaRequest(
         firmware=placeholder_app_image(), device_path="/ota/app.bin", targets=ota.Targets(things=("ghost",)),
         bucket=firmware_bucket, role_arn="arn:aws:iam::123456789012:role/ota", trust=beta_trust(certificate),
-        via="job", protocol="http", signing_key=key,
+        via="job", protocol="http", signing=ota.LocalKeySigning(key),
     )  # fmt: skip
     with pytest.raises(aws.AwsError, match="'ghost' does not exist"):
         ota.create_ota(session, request)

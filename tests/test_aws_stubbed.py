@@ -88,7 +88,7 @@ def request_for(identity, **kwargs: Any) -> ota.OtaRequest:  # type: ignore[no-u
 
 def test_create_ota_update_with_aws_signer(stubbed, identity) -> None:
     _, certificate = identity
-    request = request_for(identity, signing_profile="prod_esp_ota_signing")
+    request = request_for(identity, signing=ota.SignerProfileSigning("prod_esp_ota_signing"))
     stubbed.stubbers["signer"].add_response(
         "get_signing_profile",
         {"profileName": "prod_esp_ota_signing", "platformId": "AmazonFreeRTOS-Default",
@@ -146,9 +146,9 @@ def test_create_ota_update_with_aws_signer(stubbed, identity) -> None:
     assert any("Signer certificate" in check for check in result.preflight)
 
 
-def test_create_ota_update_with_custom_signature_sends_der_once_encoded(stubbed, identity) -> None:
+def test_create_ota_update_with_custom_signature_sends_the_base64_text(stubbed, identity) -> None:
     key, _ = identity
-    request = request_for(identity, signing_key=key, ota_id="custom-1")
+    request = request_for(identity, signing=ota.LocalKeySigning(key), ota_id="custom-1")
     expect_upload(stubbed, request.firmware)
     captured: dict[str, Any] = {}
 
@@ -164,16 +164,22 @@ def test_create_ota_update_with_custom_signature_sends_der_once_encoded(stubbed,
     )  # fmt: skip
     result = ota.create_ota(stubbed, request)
     custom = captured["files"][0]["codeSigning"]["customCodeSigning"]
-    der = custom["signature"]["inlineDocument"]
-    assert isinstance(der, bytes) and der[0] == 0x30  # raw DER, not base64 text
+    blob = custom["signature"]["inlineDocument"]
+    # AWS copies the blob's bytes into the job document's sig-sha256-ecdsa as they are, and the device
+    # base64-decodes that field: the blob is the base64 text of the DER signature.
+    der = base64.b64decode(blob, validate=True)
+    assert der[0] == 0x30 and blob == base64.b64encode(der)
     assert custom["certificateChain"] == {"certificateName": "Code Verify Key"}
     assert (custom["hashAlgorithm"], custom["signatureAlgorithm"]) == ("SHA256", "ECDSA")
-    assert result.signature_b64 == base64.b64encode(der).decode()
-    # On the wire botocore base64-encodes the blob exactly once: the device decodes DER.
+    assert result.signature_b64 == blob.decode()
+    assert signing.verify_update(  # the signature AWS will hand the device verifies with the device's certificate
+        request.firmware, signing.SignatureInput(der, "blob"), [signing.DeviceCertificate(identity[1], "device")]
+    )
+    # On the wire botocore base64-encodes the blob once more; AWS decodes that back to the base64 text.
     operation = stubbed.clients["iot"].meta.service_model.operation_model("CreateOTAUpdate")
     wire = stubbed.clients["iot"]._serializer.serialize_to_request(captured, operation)
     body = json.loads(wire["body"])
-    assert base64.b64decode(body["files"][0]["codeSigning"]["customCodeSigning"]["signature"]["inlineDocument"]) == der
+    assert base64.b64decode(body["files"][0]["codeSigning"]["customCodeSigning"]["signature"]["inlineDocument"]) == blob
 
 
 def test_put_signing_profile_request(stubbed) -> None:

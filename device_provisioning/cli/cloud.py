@@ -78,8 +78,7 @@ def _ota_create(args: argparse.Namespace, out: TextIO) -> int:
         trust=trust,
         via=args.via,
         protocol=args.protocol,
-        signing_profile=args.signing_profile,
-        signing_key=key,
+        signing=ota.LocalKeySigning(key) if key else ota.SignerProfileSigning(args.signing_profile),
         certfile=args.certfile,
         ota_id=args.ota_id,
         rollout=ota.Rollout(
@@ -102,9 +101,9 @@ def _ota_create(args: argparse.Namespace, out: TextIO) -> int:
 
 def _ota_status(args: argparse.Namespace, out: TextIO) -> int:
     status = ota.ota_status(connect_aws(args), args.id)
-    lines = [f"{status['ota_id']}: {status['status']}"]
-    lines += [f"  {e['thing']:<32} {e['status']}" for e in status["executions"]]
-    emit(out, args, lines, status)
+    lines = [f"{status.ota_id}: {status.status}"]
+    lines += [f"  {e.thing:<32} {e.status}" for e in status.executions]
+    emit(out, args, lines, status.to_json())
     return 0
 
 

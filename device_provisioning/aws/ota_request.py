@@ -1,0 +1,239 @@
+"""What an OTA update is asked to do, and the exact requests and job document it becomes (pure, no I/O).
+
+Kept free of AWS calls so the requests can be checked against botocore's model and the job document
+against the device's parser without an account.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from device_provisioning.aws.preflight import DeviceTrust
+from device_provisioning.contract import SIGNED_FIRMWARE_PREFIX, SIGNER_PLATFORM_ID
+from device_provisioning.device.credentials import CODE_VERIFY_LABEL
+from device_provisioning.errors import InputFileError
+
+# AWS's limit for a file of an OTA update.
+MAX_OTA_FILE = 16 * 1024 * 1024
+_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+# How the update is created: CreateOTAUpdate (AWS makes the job and, for MQTT, the stream) or CreateJob.
+Via = Literal["ota-update", "job"]
+VIAS: tuple[Via, ...] = get_args(Via)
+# How the device fetches the file; the firmware enables each at compile time.
+Protocol = Literal["mqtt", "http"]
+PROTOCOLS: tuple[Protocol, ...] = get_args(Protocol)
+
+
+@dataclass(frozen=True)
+class SignerProfileSigning:
+    """AWS Signer signs inside CreateOTAUpdate with this profile's ACM certificate."""
+
+    profile: str
+
+
+@dataclass(frozen=True)
+class LocalKeySigning:
+    """We sign here with this key (custom signing, or the CreateJob path)."""
+
+    key: ec.EllipticCurvePrivateKey
+
+
+SigningMode = SignerProfileSigning | LocalKeySigning
+
+
+@dataclass(frozen=True)
+class Targets:
+    things: tuple[str, ...] = ()
+    thing_groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Rollout:
+    maximum_per_minute: int | None = None
+    abort_failure_percent: float | None = None
+    abort_min_executed: int = 10
+    timeout_minutes: int | None = None
+    continuous: bool = False
+
+
+@dataclass(frozen=True)
+class OtaRequest:
+    firmware: bytes
+    device_path: str
+    targets: Targets
+    bucket: str
+    role_arn: str
+    trust: DeviceTrust
+    signing: SigningMode
+    via: Via = "job"
+    protocol: Protocol = "http"
+    certfile: str = CODE_VERIFY_LABEL
+    ota_id: str | None = None
+    rollout: Rollout = field(default_factory=Rollout)
+
+    def checked_ota_id(self) -> str:
+        """Refuse an inconsistent request before any AWS call; returns the OTA id to use."""
+        if self.via not in VIAS or self.protocol not in PROTOCOLS:
+            raise InputFileError(f"--via is one of {', '.join(VIAS)}; --protocol is one of {', '.join(PROTOCOLS)}")
+        if self.via == "job" and not isinstance(self.signing, LocalKeySigning):
+            raise InputFileError(
+                "--via job signs locally: pass --sign-key (AWS Signer runs only inside CreateOTAUpdate)"
+            )
+        if self.via == "ota-update" and len(self.firmware) > MAX_OTA_FILE:
+            raise InputFileError(
+                f"firmware is {len(self.firmware)} bytes; CreateOTAUpdate takes at most {MAX_OTA_FILE} bytes"
+            )
+        ota_id = self.ota_id or f"ota-{uuid.uuid4().hex[:12]}"
+        if not _ID.match(ota_id):
+            raise InputFileError(f"OTA id {ota_id!r}: use 1-64 of a-z A-Z 0-9 _ -")
+        return ota_id
+
+
+@dataclass(frozen=True)
+class FirmwareObject:
+    """The uploaded firmware: an S3 object version (OTA jobs point at a version, never at a key alone)."""
+
+    bucket: str
+    key: str
+    version_id: str
+
+    def s3_location(self) -> dict[str, str]:
+        return {"bucket": self.bucket, "key": self.key, "version": self.version_id}
+
+
+@dataclass(frozen=True)
+class SignerJob:
+    """Resolved Signer signing: the profile and the certificate ARN it signs with."""
+
+    profile: str
+    certificate_arn: str
+
+
+@dataclass(frozen=True)
+class CustomSignature:
+    """Resolved local signing: the DER signature made here."""
+
+    der: bytes
+
+    @property
+    def base64_text(self) -> str:
+        return base64.b64encode(self.der).decode()
+
+
+def presigned_url_placeholder(bucket: str, key: str) -> str:
+    """The placeholder AWS IoT Jobs replaces with a presigned GET URL per device, in its documented form."""
+    return f"${{aws:iot:s3-presigned-url:https://s3.amazonaws.com/{bucket}/{key}}}"
+
+
+def job_document(
+    *,
+    device_path: str,
+    size: int,
+    certfile: str,
+    signature_b64: str,
+    protocol: Protocol,
+    stream_id: str | None = None,
+    presigned_source: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """The ``afr_ota`` document the device's OTA agent parses.
+
+    ``presigned_source`` is the firmware's (bucket, key) for HTTP; ``stream_id`` the stream for MQTT.
+    """
+    file: dict[str, Any] = {
+        "filepath": device_path,
+        "filesize": size,
+        "fileid": 0,
+        "certfile": certfile,
+        "sig-sha256-ecdsa": signature_b64,
+    }
+    document: dict[str, Any] = {"protocols": [protocol.upper()], "files": [file]}
+    if protocol == "mqtt":
+        document["streamname"] = stream_id
+    else:
+        if presigned_source is None:
+            raise InputFileError("an HTTP job needs the firmware's bucket and key")
+        file["update_data_url"] = presigned_url_placeholder(*presigned_source)
+        file["auth_scheme"] = "aws.s3.presigned"
+    return {"afr_ota": document}
+
+
+def rollout_arguments(rollout: Rollout, *, for_ota_update: bool) -> dict[str, Any]:
+    """Rollout, abort and timeout settings, named as CreateOTAUpdate or CreateJob names them."""
+    arguments: dict[str, Any] = {}
+    if rollout.maximum_per_minute:
+        arguments["awsJobExecutionsRolloutConfig" if for_ota_update else "jobExecutionsRolloutConfig"] = {
+            "maximumPerMinute": rollout.maximum_per_minute
+        }
+    if rollout.abort_failure_percent is not None:
+        criteria = {
+            "failureType": "FAILED",
+            "action": "CANCEL",
+            "thresholdPercentage": rollout.abort_failure_percent,
+            "minNumberOfExecutedThings": rollout.abort_min_executed,
+        }
+        arguments["awsJobAbortConfig" if for_ota_update else "abortConfig"] = {
+            ("abortCriteriaList" if for_ota_update else "criteriaList"): [criteria]
+        }
+    if rollout.timeout_minutes:
+        arguments["awsJobTimeoutConfig" if for_ota_update else "timeoutConfig"] = {
+            "inProgressTimeoutInMinutes": rollout.timeout_minutes
+        }
+    return arguments
+
+
+def ota_update_request(
+    request: OtaRequest,
+    target_arns: list[str],
+    firmware: FirmwareObject,
+    ota_id: str,
+    code_signing: SignerJob | CustomSignature,
+) -> dict[str, Any]:
+    """CreateOTAUpdate parameters, with AWS Signer or with our own (custom) signature."""
+    if isinstance(code_signing, SignerJob):
+        signing_parameters: dict[str, Any] = {
+            "startSigningJobParameter": {
+                "signingProfileName": code_signing.profile,
+                # certificatePathOnDevice becomes the job's certfile (the PKCS#11 label on the device).
+                "signingProfileParameter": {
+                    "certificateArn": code_signing.certificate_arn,
+                    "platform": SIGNER_PLATFORM_ID,
+                    "certificatePathOnDevice": request.certfile,
+                },
+                "destination": {"s3Destination": {"bucket": request.bucket, "prefix": SIGNED_FIRMWARE_PREFIX}},
+            }
+        }
+    else:
+        signing_parameters = {
+            "customCodeSigning": {
+                # AWS copies the blob's bytes verbatim into the job document's sig-sha256-ecdsa, which
+                # the device base64-decodes: the blob must be the base64 *text* of the DER signature
+                # (boto3 encodes the blob once more on the wire; GetOTAUpdate shows it encoded twice).
+                "signature": {"inlineDocument": code_signing.base64_text.encode()},
+                "certificateChain": {"certificateName": request.certfile},
+                "hashAlgorithm": "SHA256",
+                "signatureAlgorithm": "ECDSA",
+            }
+        }
+    return {
+        "otaUpdateId": ota_id,
+        "targets": target_arns,
+        "protocols": [request.protocol.upper()],
+        "targetSelection": "CONTINUOUS" if request.rollout.continuous else "SNAPSHOT",
+        "files": [
+            {
+                "fileName": request.device_path,
+                "fileLocation": {"s3Location": firmware.s3_location()},
+                "codeSigning": signing_parameters,
+                "attributes": {},
+            }
+        ],
+        "roleArn": request.role_arn,
+        **rollout_arguments(request.rollout, for_ota_update=True),
+    }

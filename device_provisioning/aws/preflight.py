@@ -1,0 +1,88 @@
+"""The pre-flight: before anything is uploaded or created, prove the devices will accept the update.
+
+The certificate behind the signature (the Signer profile's ACM certificate, or the local signing
+key's signature checked against the devices' certificate) must be the one on the devices, and the
+job's ``certfile`` must reach ``P11_CSK`` for the beta family.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from device_provisioning import signing
+from device_provisioning.device.credentials import CODE_VERIFY_LABEL
+from device_provisioning.errors import InputFileError, VerificationFailed
+from device_provisioning.identity import codesign
+from device_provisioning.signing import DeviceCertificate, SignatureInput
+
+
+@dataclass(frozen=True)
+class DeviceTrust:
+    """What the devices will verify with: their certificate(s) and/or an expected fingerprint."""
+
+    certificates: tuple[DeviceCertificate, ...] = ()
+    expected_fingerprint: str | None = None
+    family: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.certificates and not self.expected_fingerprint:
+            raise InputFileError(
+                "pre-flight needs the devices' certificate: pass --nvs IMAGE --family F, --embedded-in APP.bin, "
+                "--device-cert CRT or --expect-fingerprint SHA256"
+            )
+
+    def fingerprints(self) -> list[str]:
+        found = [codesign.fingerprint(c.certificate) for c in self.certificates]
+        if self.expected_fingerprint:
+            found.append(codesign.normalise_fingerprint(self.expected_fingerprint))
+        return found
+
+
+def preflight_signer_certificate(signer_certificate: x509.Certificate, trust: DeviceTrust, certfile: str) -> list[str]:
+    """AWS Signer signs in the cloud: its certificate must be the devices' certificate.
+
+    Returns the checks passed; raises :class:`VerificationFailed` naming both fingerprints otherwise.
+    """
+    signer_fp = codesign.fingerprint(signer_certificate)
+    for device_fp in trust.fingerprints():
+        if device_fp != signer_fp:
+            raise VerificationFailed(
+                f"pre-flight: the signing profile signs with certificate {signer_fp} but the devices verify with "
+                f"{device_fp}: every device would reject the update (0xe3000000); import the devices' certificate "
+                "into ACM for the profile, or provision the devices with the profile's certificate"
+            )
+    checks = [f"Signer certificate {signer_fp[:16]}… is the devices' certificate"]
+    return checks + certfile_checks(certfile, trust.family)
+
+
+def certfile_checks(certfile: str, family: str | None) -> list[str]:
+    """Beta firmware finds ``P11_CSK`` only through a certfile that begins with the PKCS#11 label."""
+    if family == "beta" and not certfile.startswith(CODE_VERIFY_LABEL):
+        raise VerificationFailed(
+            f"pre-flight: certfile {certfile!r} does not begin with {CODE_VERIFY_LABEL!r}; beta firmware would "
+            "never find P11_CSK and fall back to the test certificate"
+        )
+    return [f"certfile {certfile!r} reaches P11_CSK"] if family == "beta" else []
+
+
+def preflight_local_signature(firmware: bytes, der: bytes, trust: DeviceTrust, certfile: str) -> list[str]:
+    """A local signature is checked end to end, exactly as the devices will check it.
+
+    Returns the checks passed; raises :class:`VerificationFailed` when a device would refuse it.
+    """
+    if not trust.certificates:
+        raise VerificationFailed(
+            "pre-flight: with a local signing key, give the devices' certificate (--nvs, --embedded-in or "
+            "--device-cert) so the signature can be verified as the device will"
+        )
+    signature = SignatureInput(der, "local signature", certfile=certfile, filesize=len(firmware))
+    report = signing.verify_update(
+        firmware,
+        signature,
+        list(trust.certificates),
+        family=trust.family,
+        expected_fingerprint=trust.expected_fingerprint,
+    )
+    return list(report.checks)
