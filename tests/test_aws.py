@@ -191,7 +191,10 @@ def test_create_job_path_end_to_end(session, identity, board, firmware_bucket) -
     file = document["afr_ota"]["files"][0]
     assert file["certfile"] == "Code Verify Key" and file["filesize"] == len(firmware)
     # The documented placeholder form (API reference): https://s3.amazonaws.com/<bucket>/<key>.
-    assert file["update_data_url"] == f"${{aws:iot:s3-presigned-url:https://s3.amazonaws.com/{firmware_bucket}/{result.key}}}"
+    assert (
+        file["update_data_url"]
+        == f"${{aws:iot:s3-presigned-url:https://s3.amazonaws.com/{firmware_bucket}/{result.key}}}"
+    )
     signature = signing.signature_from_job_document(document, "job")
     signing.verify_update(firmware, signature, [signing.DeviceCertificate(certificate, "c")], family="beta")
     status = ota.ota_status(session, result.job_id)
