@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 from device_provisioning.errors import InputFileError
@@ -34,24 +34,27 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, private: bool = F
     recording that they exist.
     """
     target = Path(path)
+    # The kernel applies the process umask to the mode given here: 0600 stays 0600 for keys, and
+    # public files get the user's usual mode, with no need to read (and so briefly change) the umask.
+    mode = 0o600 if private else 0o666
+    temp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
     except OSError as error:
-        raise InputFileError(f"output {target}: cannot create ({error.strerror})") from None
+        raise InputFileError(f"output {target}: cannot create ({error.strerror}); check the directory") from None
     try:
         with os.fdopen(fd, "wb") as handle:
-            # mkstemp already creates 0600; public files get the usual umask-based mode.
-            if not private:
-                os.fchmod(handle.fileno(), 0o666 & ~_UMASK)
             handle.write(data)
             handle.flush()
             if fsync:
                 os.fsync(handle.fileno())
-        os.replace(temp_name, target)
-    except BaseException:
+        os.replace(temp, target)
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
+            os.unlink(temp)
+        if isinstance(error, OSError):  # disk full, quota, read-only file system: nothing was replaced
+            raise InputFileError(f"output {target}: cannot write ({error.strerror}); nothing was changed") from None
         raise
     return target
 
@@ -61,14 +64,3 @@ def refuse_existing(*paths: Path, hint: str) -> None:
     existing = [str(p) for p in paths if p.exists()]
     if existing:
         raise InputFileError(f"{', '.join(existing)} already exist(s); {hint}")
-
-
-def _read_umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
-# Read once at import: os.umask can only be read by setting it, which must not race with the
-# threads (stations, registration) that create files later.
-_UMASK = _read_umask()
