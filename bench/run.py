@@ -66,7 +66,7 @@ def write_inputs(
 def pipeline_rate(directory: Path, count: int, signer: Path, workers: int) -> float:
     devices, config = write_inputs(directory, count, signer)
     started = time.perf_counter()
-    batch.prepare_batch(devices, config, directory / f"out-{count}", workers=workers, progress_stream=None)
+    batch.prepare_batch(devices, config, directory / f"out-{count}", workers=workers)
     return count / (time.perf_counter() - started)
 
 
@@ -130,7 +130,7 @@ def per_device_calls(directory: Path, signer: Path, count: int) -> float:
 
         counting = CountingAws(session.session, session.endpoint_url)
         devices, config = write_inputs(directory, count, signer, mode="per-device", policy="bench")
-        batch.prepare_batch(devices, config, directory / "out-reg", workers=2, aws=counting, progress_stream=None)
+        batch.prepare_batch(devices, config, directory / "out-reg", workers=2, aws=counting)
     return calls / count
 
 

@@ -121,7 +121,7 @@ def test_prepare_and_resume_offline(tmp_path: Path, signer: Path) -> None:
     devices = write_devices(tmp_path / "devices.csv", 40, "off")
     config = write_config(tmp_path / "batch.toml", signer)
     out = tmp_path / "out"
-    summary = batch.prepare_batch(devices, config, out, workers=2, progress_stream=None)
+    summary = batch.prepare_batch(devices, config, out, workers=2)
     assert summary.counts == {"image_built": 40} and summary.failed == 0
     rows = manifest(out)
     assert [r["serial"] for r in rows] == [f"off-SN{i:05d}" for i in range(40)]
@@ -135,12 +135,12 @@ def test_prepare_and_resume_offline(tmp_path: Path, signer: Path) -> None:
         codesign.load_certificate_file(signer)
     )
     key_before = (device / "device.key").read_bytes()
-    again = batch.prepare_batch(devices, config, out, workers=2, progress_stream=None)
+    again = batch.prepare_batch(devices, config, out, workers=2)
     assert again.counts == {"image_built": 40}
     assert (device / "device.key").read_bytes() == key_before  # nothing redone
     other = write_devices(tmp_path / "other.csv", 3, "other")
     with pytest.raises(InputFileError, match="another batch"):
-        batch.prepare_batch(other, config, out, progress_stream=None)
+        batch.prepare_batch(other, config, out)
 
 
 # --- registration against the local endpoint ----------------------------------------------------------
@@ -188,9 +188,9 @@ def test_per_device_registration_is_idempotent(tmp_path: Path, signer: Path, dev
     devices = write_devices(tmp_path / "devices.csv", 12, "reg")
     config = write_config(tmp_path / "batch.toml", signer, mode="per-device", policy=device_policy)
     out = tmp_path / "out"
-    batch.prepare_batch(devices, config, out, workers=2, aws=aws.connect(), progress_stream=None)
+    batch.prepare_batch(devices, config, out, workers=2, aws=aws.connect())
     check_invariants(out, before)
-    batch.prepare_batch(devices, config, out, workers=2, aws=aws.connect(), progress_stream=None)
+    batch.prepare_batch(devices, config, out, workers=2, aws=aws.connect())
     check_invariants(out, before)
     image = (out / "devices" / "reg-SN00003" / "creds.bin").read_bytes()
     assert nvs.read_image(image).get("creds", "P11_Cert") is not None
@@ -212,7 +212,7 @@ def test_throttled_endpoint(tmp_path: Path, signer: Path, device_policy: str, lo
         # Standard mode: throttled calls back off and retry; adaptive mode's client-side rate
         # limiter (the default) would only slow the test down further.
         session = aws.connect(retries=aws.RetrySettings("standard", 6))
-        batch.prepare_batch(devices, config, tmp_path / "out", workers=2, aws=session, progress_stream=None)
+        batch.prepare_batch(devices, config, tmp_path / "out", workers=2, aws=session)
     assert all(f.hits > 0 for f in throttled)
     monkeypatch.setenv("AWS_ENDPOINT_URL", local_endpoint.url)
     check_invariants(tmp_path / "out", before)
@@ -291,7 +291,7 @@ def test_station_flashes_one_device_per_port(tmp_path: Path, signer: Path) -> No
     devices = write_devices(tmp_path / "devices.csv", 3, "st")
     config = write_config(tmp_path / "batch.toml", signer)
     out = tmp_path / "out"
-    batch.prepare_batch(devices, config, out, workers=1, progress_stream=None)
+    batch.prepare_batch(devices, config, out, workers=1)
     with mock_bootloader(chip="esp32") as first, mock_bootloader(chip="esp32") as second:
         err = io.StringIO()
         code = main(["batch", "flash", str(out), "--ports", f"{first.url()},{second.url()}", "--no-stub"],
@@ -313,7 +313,7 @@ def test_claim_mode_puts_the_same_claim_credentials_in_every_image(tmp_path: Pat
         f'claim_key = "{claim_dir / "codesign.key"}"\n',
     )
     config.write_text(text)
-    batch.prepare_batch(devices, config, tmp_path / "out", workers=1, progress_stream=None)
+    batch.prepare_batch(devices, config, tmp_path / "out", workers=1)
     claim_der = codesign.load_certificate_file(claim_dir / "codesign.crt")
     for index in range(4):
         image = nvs.read_image((tmp_path / "out" / "devices" / f"claim-SN{index:05d}" / "creds.bin").read_bytes())

@@ -156,7 +156,6 @@ def test_batch_prepare_in_bulk_mode_journals_the_reports(stubbed, tmp_path, monk
     monkeypatch.setattr(bulk, "_fetch", lambda url: lines[url].encode())
     summary = batch.prepare_batch(
         tmp_path / "devices.csv", tmp_path / "batch.toml", tmp_path / "out", workers=1, aws=stubbed,
-        progress_stream=None,
     )  # fmt: skip
     assert summary.counts == {"image_built": 1, "key_made": 1} and summary.failed == 1
     status = batch.batch_status(tmp_path / "out")

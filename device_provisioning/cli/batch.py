@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TextIO
 
 from device_provisioning.cli.common import AWS, NO_STUB, Command, CommandGroup, connect_aws, emit, split_list, status
+from device_provisioning.cli.progress import stage_progress
 
 
 def _batch_prepare(args: argparse.Namespace, out: TextIO) -> int:
@@ -15,11 +16,11 @@ def _batch_prepare(args: argparse.Namespace, out: TextIO) -> int:
     from device_provisioning.factory import inputs as batch_input
 
     config = batch_input.load_config(args.config)
-    session = connect_aws(args) if config.registration == "per-device" else None
-    summary = batch.prepare_batch(
-        args.devices, args.config, args.out, workers=args.workers, aws=session,
-        progress_stream=None if args.json else sys.stderr,
-    )  # fmt: skip
+    session = connect_aws(args) if config.registration in ("per-device", "bulk") else None
+    with stage_progress(not args.json) as progress:
+        summary = batch.prepare_batch(
+            args.devices, args.config, args.out, workers=args.workers, aws=session, progress=progress
+        )
     lines = [
         f"batch        {summary.directory}: {summary.devices} devices in {summary.seconds:.1f}s "
         f"({summary.rate:,.0f}/s)",

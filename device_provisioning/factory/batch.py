@@ -11,13 +11,12 @@ import csv
 import hashlib
 import io
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from device_provisioning.aws import Aws, aws_errors
 from device_provisioning.device import credentials, nvs, partition_table
@@ -67,30 +66,13 @@ class BatchSummary:
         }
 
 
-class Progress:
-    """A one-line progress bar with rate and ETA on a terminal stream (silent when disabled)."""
+# Progress of a stage: (stage name, devices done, devices in the stage). The CLI draws it; the
+# library only reports it.
+ProgressCallback = Callable[[str, int, int], None]
 
-    def __init__(self, stream: TextIO | None) -> None:
-        self.stream = stream
 
-    def __call__(self, stage: str, done: int, total: int, started: float) -> None:
-        if self.stream is None or total == 0:
-            return
-        interactive = self.stream.isatty()
-        if not interactive and done != total:
-            return  # logs get one line per stage, not a wall of carriage returns
-        elapsed = max(time.monotonic() - started, 1e-9)
-        rate = done / elapsed
-        eta = (total - done) / rate if rate else 0.0
-        width = 30
-        filled = int(width * done / total)
-        self.stream.write(
-            f"{chr(13) if interactive else ''}{stage:<12} [{'#' * filled}{'.' * (width - filled)}] "
-            f"{done}/{total} {rate:,.0f}/s ETA {eta:,.0f}s"
-        )
-        if done == total:
-            self.stream.write("\n")
-        self.stream.flush()
+def _no_progress(stage: str, done: int, total: int) -> None:
+    pass
 
 
 # --- worker functions (run in child processes: picklable arguments only) ------------------------------
@@ -163,14 +145,13 @@ def _run_pool(
     tasks: Sequence[Any],
     on_result: Callable[[list[Any]], None],
     stage: str,
-    progress: Progress,
+    progress: ProgressCallback,
 ) -> None:
     """Map ``function`` over ``tasks``, committing results in groups as they arrive.
 
     Workers write their files without fsync; one ``os.sync()`` per group makes them durable before
     the journal says they exist (one flush per group instead of one per file).
     """
-    started = time.monotonic()
     pending: list[Any] = []
     done = 0
     chunk = max(1, min(64, len(tasks) // (4 * (os.cpu_count() or 1)) or 1))
@@ -182,7 +163,7 @@ def _run_pool(
                 os.sync()
             on_result(pending)
             pending = []
-            progress(stage, done, len(tasks), started)
+            progress(stage, done, len(tasks))
 
 
 def prepare_batch(
@@ -192,8 +173,17 @@ def prepare_batch(
     *,
     workers: int | None = None,
     aws: Aws | None = None,
-    progress_stream: TextIO | None = sys.stderr,
+    progress: ProgressCallback | None = None,
 ) -> BatchSummary:
+    """Prepare (or resume) a factory batch: keys and CSRs, registration, NVS images, manifest.
+
+    ``devices_csv`` lists the devices, ``config_path`` is the batch TOML, ``out_dir`` the batch
+    directory (created; a re-run on the same inputs resumes where the last run stopped).
+    ``workers`` processes make keys and images (default: one per core); ``aws`` is needed for
+    per-device and bulk registration; ``progress`` is called as devices finish each stage.
+    Raises :class:`InputFileError` for bad inputs (before anything is written) and
+    :class:`AwsError` when AWS refuses; per-device failures are journaled and counted instead.
+    """
     started = time.monotonic()
     devices_csv, config_path, out = Path(devices_csv), Path(config_path), Path(out_dir)
     # Everything is validated before the first file or AWS call.
@@ -218,7 +208,7 @@ def prepare_batch(
         journal.set_meta("partition", partition.name)
         write_atomic(out / TABLE_FILE, partition_table.to_binary(table))
         stage_seconds: dict[str, float] = {}
-        progress = Progress(progress_stream)
+        progress = progress or _no_progress
         by_serial = {row.serial: row for row in rows}
         device_dir = {row.serial: out / DEVICES_DIR / row.serial for row in rows}
         worker_count = workers or os.cpu_count() or 1
@@ -300,11 +290,10 @@ def _register_all(
     rows: dict[str, DeviceRow],
     device_dir: dict[str, Path],
     config: BatchConfig,
-    progress: Progress,
+    progress: ProgressCallback,
 ) -> None:
     iot = aws.client("iot")  # botocore clients are thread-safe; adaptive retries pace the calls
     todo = [r for r in journal.records() if r.state in ("key_made", "registering")]
-    started = time.monotonic()
     with aws_errors("registering the batch's devices"):
         with ThreadPoolExecutor(max_workers=config.concurrency) as threads:
             futures: list[Future[str | None]] = [
@@ -321,7 +310,7 @@ def _register_all(
             for done, future in enumerate(as_completed(futures), start=1):
                 future.result()
                 if done % 50 == 0 or done == len(futures):
-                    progress("registration", done, len(futures), started)
+                    progress("registration", done, len(futures))
 
 
 def _register_bulk(aws: Aws, journal: Journal, device_dir: dict[str, Path], config: BatchConfig) -> None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import serial
 from esptool import cmds
+from esptool import util as esptool_util
 from esptool.logger import log as esptool_log
 from esptool.util import FatalError
 
@@ -28,7 +28,6 @@ from device_provisioning.identity import codesign
 
 ROM_BAUD = 115200
 DEFAULT_BAUD = 460800
-_SIZE = re.compile(r"^(\d+)(KB|MB)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,7 @@ def _esptool_errors(port: str | None, baud: int) -> Iterator[None]:
 
 @contextlib.contextmanager
 def esptool_quiet(enabled: bool) -> Iterator[None]:
-    """esptool prints its progress to stdout; --json output must stay parseable."""
+    """Silence esptool's own output (it prints to stdout) while ``enabled``."""
     if not enabled:
         yield
         return
@@ -104,10 +103,12 @@ def esptool_quiet(enabled: bool) -> Iterator[None]:
 
 
 def flash_size_bytes(text: str | None) -> int | None:
-    match = _SIZE.match(text or "")
-    if not match:
+    """``"4MB"`` -> 4194304 (esptool's own parser); ``None`` for ``"keep"``/``"detect"``/unknown."""
+    try:
+        size = esptool_util.flash_size_bytes(text)
+    except (FatalError, ValueError):
         return None
-    return int(match.group(1)) * (1024 if match.group(2).upper() == "KB" else 1024 * 1024)
+    return int(size) if size is not None else None
 
 
 def flash_device(
@@ -118,10 +119,15 @@ def flash_device(
     stub: bool = True,
     erase_storage: bool = False,
     expected_certificate: Any = None,
-    quiet: bool = False,
-    progress: bool = True,
+    quiet: bool = True,
+    progress: bool = False,
 ) -> FlashReport:
-    """Write the plan to the device and prove what landed in the NVS partition."""
+    """Write the plan to the device and prove what landed in the NVS partition.
+
+    esptool stays silent unless ``quiet=False`` (its messages) and ``progress=True`` (its progress
+    bars) are asked for; the library itself prints nothing. Raises :class:`DeviceError` for a
+    refused or failed write; a refusal happens before the first byte is written.
+    """
     with esptool_quiet(quiet), _esptool_errors(port, baud):
         esp = cmds.connect_esp(port=port, chip="auto", initial_baud=ROM_BAUD)
         try:
@@ -147,7 +153,7 @@ def flash_connected(
     stub: bool = True,
     erase_storage: bool = False,
     expected_certificate: Any = None,
-    progress: bool = True,
+    progress: bool = False,
 ) -> FlashReport:
     """The same, on an esptool loader that is already connected (a station's open port, or a test's)."""
     detected = normalise_chip(esp.CHIP_NAME)

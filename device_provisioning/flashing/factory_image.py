@@ -32,7 +32,7 @@ class MergedImage:
     sidecar: dict[str, Any]
 
 
-def merge_factory_image(plan: FlashPlan, *, quiet: bool = False) -> MergedImage:
+def merge_factory_image(plan: FlashPlan, *, quiet: bool = True) -> MergedImage:
     """Bootloader, partition table, otadata, app and NVS at their offsets, padded to the flash size."""
     if not plan.firmware:
         raise InputFileError("a factory image needs the firmware: pass --build-dir")
