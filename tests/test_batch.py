@@ -320,3 +320,29 @@ def test_claim_mode_puts_the_same_claim_credentials_in_every_image(tmp_path: Pat
         assert codesign.load_certificate(image.get("creds", "P11_Claim_Cert").data) == claim_der  # type: ignore[union-attr]
         assert image.get("creds", "P11_Claim_Key") is not None
         assert image.get("creds", "P11_Cert") is None
+
+
+@pytest.mark.parametrize(
+    ("registration", "nvs", "message"),
+    [
+        ("concurency = 4\n", "", "registration: Additional properties are not allowed ('concurency' was unexpected)"),
+        ('mode = "per-device"\npolicy = "p"\nconcurrency = "eight"\n', "", "registration.concurrency: 'eight'"),
+        ('mode = "per-device"\npolicy = "p"\nconcurrency = 0\n', "", "registration.concurrency: 0 is less than"),
+        ('mode = "per-device"\n', "", "'policy' is a required property"),
+        ('mode = "bulk"\npolicy = "p"\n', "", "'bucket' is a required property"),
+        ('mode = "teleport"\n', "", "registration.mode: 'teleport' is not one of"),
+        ("", 'values = "x"\n', "nvs.values: 'x' is not of type 'object'"),
+        ("", 'namespace = "creds"\n', "nvs.namespace: 'creds' belongs to the PKCS#11 PAL"),
+        ("", '[nvs.values]\na_key_far_too_long = "v"\n', "nvs.values: 'a_key_far_too_long' does not match"),
+    ],
+)
+def test_batch_config_is_checked_against_its_schema(
+    tmp_path: Path, signer: Path, registration: str, nvs: str, message: str
+) -> None:
+    config = tmp_path / "batch.toml"
+    config.write_text(
+        f'[batch]\npartition_table = "t.csv"\ncode_verify_cert = "{signer}"\n[registration]\n{registration}[nvs]\n{nvs}'
+    )
+    with pytest.raises(InputFileError) as raised:
+        inputs.load_config(config)
+    assert message in str(raised.value)

@@ -16,7 +16,7 @@ def _batch_prepare(args: argparse.Namespace, out: TextIO) -> int:
     from device_provisioning.factory import inputs as batch_input
 
     config = batch_input.load_config(args.config)
-    session = connect_aws(args) if config.registration in ("per-device", "bulk") else None
+    session = connect_aws(args) if config.needs_aws else None
     with stage_progress(not args.json) as progress:
         summary = batch.prepare_batch(
             args.devices, args.config, args.out, workers=args.workers, aws=session, progress=progress

@@ -22,7 +22,15 @@ from device_provisioning.aws import Aws, aws_errors
 from device_provisioning.device import credentials, nvs, partition_table
 from device_provisioning.errors import ProvisioningError
 from device_provisioning.factory import bulk, register
-from device_provisioning.factory.inputs import BatchConfig, DeviceRow, load_config, load_devices
+from device_provisioning.factory.inputs import (
+    BatchConfig,
+    BulkRegistration,
+    ClaimRegistration,
+    DeviceRow,
+    PerDeviceRegistration,
+    load_config,
+    load_devices,
+)
 from device_provisioning.factory.journal import Journal
 from device_provisioning.files import read_bytes, write_atomic
 from device_provisioning.identity import codesign, device_tls
@@ -193,13 +201,13 @@ def prepare_batch(
     partition = table.nvs_partition(config.partition)
     code_verify = codesign.load_certificate_file(config.code_verify_cert)
     codesign.check_key_type(code_verify.public_key(), f"certificate {config.code_verify_cert}")
+    registration = config.registration
     claim_cert_pem = claim_key_pem = None
-    if config.registration == "claim":
-        assert config.claim_cert and config.claim_key
-        claim_cert_pem = codesign.certificate_pem(codesign.load_certificate_file(config.claim_cert))
-        claim_key_pem = codesign.private_key_pem(codesign.load_private_key_file(config.claim_key))
-    if config.registration in ("per-device", "bulk") and aws is None:
-        raise ProvisioningError(f"{config.registration} registration needs AWS access (--profile/--region)")
+    if isinstance(registration, ClaimRegistration):
+        claim_cert_pem = codesign.certificate_pem(codesign.load_certificate_file(registration.claim_cert))
+        claim_key_pem = codesign.private_key_pem(codesign.load_private_key_file(registration.claim_key))
+    if config.needs_aws and aws is None:
+        raise ProvisioningError(f"{registration.mode} registration needs AWS access (--profile/--region)")
 
     journal = Journal(out)
     try:
@@ -228,21 +236,17 @@ def prepare_batch(
             stage_seconds["keys"] = time.monotonic() - t
 
             # 2. registration
-            if config.registration == "per-device":
-                assert aws is not None and config.policy is not None
-                t = time.monotonic()
-                _register_all(aws, journal, by_serial, device_dir, config, progress)
+            t = time.monotonic()
+            if isinstance(registration, PerDeviceRegistration) and aws is not None:
+                _register_all(aws, journal, by_serial, device_dir, registration, progress)
                 stage_seconds["registration"] = time.monotonic() - t
-            elif config.registration == "bulk":
-                assert aws is not None
-                t = time.monotonic()
-                _register_bulk(aws, journal, device_dir, config)
+            elif isinstance(registration, BulkRegistration) and aws is not None:
+                _register_bulk(aws, journal, device_dir, registration)
                 stage_seconds["registration"] = time.monotonic() - t
 
             # 3. NVS images
             t = time.monotonic()
-            registers = config.registration in ("per-device", "bulk")
-            ready = "registered" if registers else "key_made"
+            ready = "registered" if config.needs_aws else "key_made"
             todo = [r for r in journal.records() if r.state == ready]
             code_verify_pem = codesign.certificate_pem(code_verify)
             tasks = [
@@ -253,7 +257,7 @@ def prepare_batch(
                     pkcs11_encoding=config.pkcs11_encoding,
                     partition_size=partition.size,
                     code_verify_pem=code_verify_pem,
-                    with_device_credentials=registers,
+                    with_device_credentials=config.needs_aws,
                     claim_cert_pem=claim_cert_pem,
                     claim_key_pem=claim_key_pem,
                     values=_values(config, by_serial[r.serial]),
@@ -289,13 +293,13 @@ def _register_all(
     journal: Journal,
     rows: dict[str, DeviceRow],
     device_dir: dict[str, Path],
-    config: BatchConfig,
+    registration: PerDeviceRegistration,
     progress: ProgressCallback,
 ) -> None:
     iot = aws.client("iot")  # botocore clients are thread-safe; adaptive retries pace the calls
     todo = [r for r in journal.records() if r.state in ("key_made", "registering")]
     with aws_errors("registering the batch's devices"):
-        with ThreadPoolExecutor(max_workers=config.concurrency) as threads:
+        with ThreadPoolExecutor(max_workers=registration.concurrency) as threads:
             futures: list[Future[str | None]] = [
                 threads.submit(
                     register.register_batch_device,
@@ -303,7 +307,7 @@ def _register_all(
                     journal,
                     rows[r.serial],
                     device_dir[r.serial],
-                    config.policy or "",
+                    registration.policy,
                 )
                 for r in todo
             ]
@@ -313,7 +317,7 @@ def _register_all(
                     progress("registration", done, len(futures))
 
 
-def _register_bulk(aws: Aws, journal: Journal, device_dir: dict[str, Path], config: BatchConfig) -> None:
+def _register_bulk(aws: Aws, journal: Journal, device_dir: dict[str, Path], registration: BulkRegistration) -> None:
     """One StartThingRegistrationTask for every device not yet registered; reports back into the journal."""
     todo = [r for r in journal.records() if r.state in ("key_made", "registering")]
     if not todo:
@@ -322,17 +326,16 @@ def _register_bulk(aws: Aws, journal: Journal, device_dir: dict[str, Path], conf
     journal.set_meta("bulk_input_key", key)
     journal.update_many([(r.serial, "registering", {}) for r in todo if r.state == "key_made"])
     devices = [(r.thing_name, (device_dir[r.serial] / register.DEVICE_CSR).read_text()) for r in todo]
-    assert config.bulk_bucket and config.bulk_role_arn and config.policy
     result = bulk.run_bulk_registration(
         aws,
         devices,
-        bucket=config.bulk_bucket,
+        bucket=registration.bucket,
         key=key,
-        role_arn=config.bulk_role_arn,
-        policy_name=config.policy,
+        role_arn=registration.role_arn,
+        policy_name=registration.policy,
         existing_task_id=journal.meta("bulk_task_id") or None,
         on_task_started=lambda task_id: journal.set_meta("bulk_task_id", task_id),
-        wait_for_running=config.bulk_wait,
+        wait_for_running=registration.wait_for_running_task,
     )
     updates = []
     for offset, record in enumerate(todo):

@@ -12,7 +12,9 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import jsonschema
 
 from device_provisioning.device.credentials import FAMILIES, PKCS11_ENCODINGS
 from device_provisioning.errors import InputFileError
@@ -36,6 +38,45 @@ class DeviceRow:
 
 
 @dataclass(frozen=True)
+class NoRegistration:
+    """Keys and images only; the devices are registered some other way (or later)."""
+
+    mode: Literal["none"] = "none"
+
+
+@dataclass(frozen=True)
+class PerDeviceRegistration:
+    """CreateCertificateFromCsr per device, crash-safe through the journal."""
+
+    policy: str
+    concurrency: int = 8
+    mode: Literal["per-device"] = "per-device"
+
+
+@dataclass(frozen=True)
+class BulkRegistration:
+    """One StartThingRegistrationTask for the batch."""
+
+    policy: str
+    bucket: str
+    role_arn: str
+    wait_for_running_task: bool = False
+    mode: Literal["bulk"] = "bulk"
+
+
+@dataclass(frozen=True)
+class ClaimRegistration:
+    """Fleet provisioning by claim: every image holds the same claim certificate and key."""
+
+    claim_cert: Path
+    claim_key: Path
+    mode: Literal["claim"] = "claim"
+
+
+Registration = NoRegistration | PerDeviceRegistration | BulkRegistration | ClaimRegistration
+
+
+@dataclass(frozen=True)
 class BatchConfig:
     partition_table: Path
     code_verify_cert: Path
@@ -43,15 +84,69 @@ class BatchConfig:
     partition: str = "storage"
     pkcs11_encoding: str = "der"
     values_namespace: str = "cfg"
-    registration: str = "none"
-    policy: str | None = None
-    concurrency: int = 8
-    claim_cert: Path | None = None
-    claim_key: Path | None = None
-    bulk_bucket: str | None = None
-    bulk_role_arn: str | None = None
-    bulk_wait: bool = False
+    registration: Registration = NoRegistration()
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def needs_aws(self) -> bool:
+        return isinstance(self.registration, PerDeviceRegistration | BulkRegistration)
+
+
+_NVS_KEY_PATTERN = "^[A-Za-z0-9_.-]{1,15}$"
+# The batch TOML, as JSON Schema: unknown keys and wrong types are refused with their name.
+CONFIG_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["batch"],
+    "properties": {
+        "batch": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["partition_table", "code_verify_cert"],
+            "properties": {
+                "partition_table": {"type": "string", "minLength": 1},
+                "code_verify_cert": {"type": "string", "minLength": 1},
+                "family": {"enum": list(FAMILIES)},
+                "partition": {"type": "string", "minLength": 1, "maxLength": 16},
+            },
+        },
+        "registration": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "mode": {"enum": list(REGISTRATION_MODES)},
+                "policy": {"type": "string", "pattern": "^[\\w+=,.@-]{1,128}$"},
+                "concurrency": {"type": "integer", "minimum": 1, "maximum": 64},
+                "claim_cert": {"type": "string", "minLength": 1},
+                "claim_key": {"type": "string", "minLength": 1},
+                "bucket": {"type": "string", "pattern": "^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"},
+                "role_arn": {"type": "string", "pattern": "^arn:aws[a-z-]*:iam::[0-9]{12}:role/"},
+                "wait_for_running_task": {"type": "boolean"},
+            },
+            "allOf": [
+                {"if": {"properties": {"mode": {"const": "per-device"}}, "required": ["mode"]},
+                 "then": {"required": ["policy"]}},
+                {"if": {"properties": {"mode": {"const": "bulk"}}, "required": ["mode"]},
+                 "then": {"required": ["policy", "bucket", "role_arn"]}},
+                {"if": {"properties": {"mode": {"const": "claim"}}, "required": ["mode"]},
+                 "then": {"required": ["claim_cert", "claim_key"]}},
+            ],
+        },
+        "nvs": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "namespace": {"type": "string", "pattern": _NVS_KEY_PATTERN},
+                "pkcs11_encoding": {"enum": list(PKCS11_ENCODINGS)},
+                "values": {
+                    "type": "object",
+                    "propertyNames": {"pattern": _NVS_KEY_PATTERN},
+                    "additionalProperties": {"type": ["string", "integer"]},
+                },
+            },
+        },
+    },
+}  # fmt: skip
 
 
 def parse_devices(text: str, source: str = "devices CSV") -> list[DeviceRow]:
@@ -116,64 +211,49 @@ def load_devices(path: str | Path) -> list[DeviceRow]:
 
 
 def load_config(path: str | Path) -> BatchConfig:
+    """Read and validate the batch TOML; relative paths are relative to the file.
+
+    Raises :class:`InputFileError` naming the key for invalid TOML, an unknown key, a value of the
+    wrong type or out of range, or a registration mode without the settings it needs.
+    """
     source = Path(path)
     try:
         document = tomllib.loads(read_bytes(source, "batch config").decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise InputFileError(f"batch config {source}: not valid TOML ({error})") from None
-    base = source.parent
+    problem = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(CONFIG_SCHEMA).iter_errors(document))
+    if problem is not None:
+        where = ".".join(str(part) for part in problem.absolute_path) or "top level"
+        raise InputFileError(f"batch config {source}: {where}: {problem.message}")
 
-    def section(name: str) -> dict[str, Any]:
-        value = document.get(name, {})
-        if not isinstance(value, dict):
-            raise InputFileError(f"batch config {source}: [{name}] must be a table")
-        return value
+    def path_of(value: str) -> Path:
+        candidate = Path(value)
+        return candidate if candidate.is_absolute() else source.parent / candidate
 
-    batch, registration, nvs = section("batch"), section("registration"), section("nvs")
-    unknown = set(document) - {"batch", "registration", "nvs"}
-    if unknown:
-        raise InputFileError(f"batch config {source}: unknown section(s) {', '.join(sorted(unknown))}")
-
-    def path_of(table: dict[str, Any], key: str, required: bool = True) -> Path | None:
-        value = table.get(key)
-        if value is None:
-            if required:
-                raise InputFileError(f"batch config {source}: {key} is required")
-            return None
-        candidate = Path(str(value))
-        return candidate if candidate.is_absolute() else base / candidate
-
-    config = BatchConfig(
-        partition_table=path_of(batch, "partition_table"),  # type: ignore[arg-type]
-        code_verify_cert=path_of(batch, "code_verify_cert"),  # type: ignore[arg-type]
-        family=str(batch.get("family", "beta")),
-        partition=str(batch.get("partition", "storage")),
-        pkcs11_encoding=str(nvs.get("pkcs11_encoding", "der")),
-        values_namespace=str(nvs.get("namespace", "cfg")),
-        registration=str(registration.get("mode", "none")),
-        policy=registration.get("policy"),
-        concurrency=int(registration.get("concurrency", 8)),
-        claim_cert=path_of(registration, "claim_cert", required=False),
-        claim_key=path_of(registration, "claim_key", required=False),
-        bulk_bucket=registration.get("bucket"),
-        bulk_role_arn=registration.get("role_arn"),
-        bulk_wait=bool(registration.get("wait_for_running_task", False)),
-        extra={str(k): str(v) for k, v in (nvs.get("values") or {}).items()},
+    batch, table, nvs = document["batch"], document.get("registration", {}), document.get("nvs", {})
+    if nvs.get("namespace") == "creds":
+        raise InputFileError(
+            f"batch config {source}: nvs.namespace: 'creds' belongs to the PKCS#11 PAL; choose another"
+        )
+    mode = table.get("mode", "none")
+    registration: Registration
+    if mode == "per-device":
+        registration = PerDeviceRegistration(table["policy"], table.get("concurrency", 8))
+    elif mode == "bulk":
+        registration = BulkRegistration(
+            table["policy"], table["bucket"], table["role_arn"], table.get("wait_for_running_task", False)
+        )
+    elif mode == "claim":
+        registration = ClaimRegistration(path_of(table["claim_cert"]), path_of(table["claim_key"]))
+    else:
+        registration = NoRegistration()
+    return BatchConfig(
+        partition_table=path_of(batch["partition_table"]),
+        code_verify_cert=path_of(batch["code_verify_cert"]),
+        family=batch.get("family", "beta"),
+        partition=batch.get("partition", "storage"),
+        pkcs11_encoding=nvs.get("pkcs11_encoding", "der"),
+        values_namespace=nvs.get("namespace", "cfg"),
+        registration=registration,
+        extra={str(k): str(v) for k, v in nvs.get("values", {}).items()},
     )
-    if config.family not in FAMILIES:
-        raise InputFileError(f"batch config {source}: family {config.family!r}: use {' or '.join(FAMILIES)}")
-    if config.pkcs11_encoding not in PKCS11_ENCODINGS:
-        raise InputFileError(f"batch config {source}: pkcs11_encoding must be der or pem")
-    if config.registration not in REGISTRATION_MODES:
-        raise InputFileError(f"batch config {source}: registration mode must be one of {', '.join(REGISTRATION_MODES)}")
-    if config.registration in ("per-device", "bulk") and not config.policy:
-        raise InputFileError(f"batch config {source}: {config.registration} registration needs [registration] policy")
-    if config.registration == "bulk" and not (config.bulk_bucket and config.bulk_role_arn):
-        raise InputFileError(f"batch config {source}: bulk registration needs [registration] bucket and role_arn")
-    if config.registration == "claim" and (config.claim_cert is None or config.claim_key is None):
-        raise InputFileError(f"batch config {source}: claim mode needs claim_cert and claim_key")
-    if not 1 <= config.concurrency <= 64:
-        raise InputFileError(f"batch config {source}: concurrency must be 1-64")
-    if config.values_namespace == "creds":
-        raise InputFileError(f"batch config {source}: namespace 'creds' belongs to the PKCS#11 PAL")
-    return config
