@@ -346,3 +346,31 @@ def test_batch_config_is_checked_against_its_schema(
     with pytest.raises(InputFileError) as raised:
         inputs.load_config(config)
     assert message in str(raised.value)
+
+
+def test_a_second_writer_on_a_batch_is_refused_naming_the_holder(tmp_path: Path, signer: Path) -> None:
+    from device_provisioning.factory.journal import batch_lock
+
+    devices = write_devices(tmp_path / "devices.csv", 2, "lock")
+    config = write_config(tmp_path / "batch.toml", signer)
+    out = tmp_path / "out"
+    argv = ["batch", "prepare", "--devices", str(devices), "--config", str(config), "--out", str(out), "--json"]
+    with batch_lock(out):  # another station holds the batch
+        code = main(argv, out=io.StringIO(), err=(err := io.StringIO()))
+        flash_code = main(["batch", "flash", str(out), "--ports", "rfc2217://x"], out=io.StringIO(), err=io.StringIO())
+    assert code == 1 and flash_code == 1
+    assert (
+        err.getvalue()
+        == f"ERROR batch directory {out} is in use by process {os.getpid()}; wait for it to finish or stop it\n"
+    )
+    assert not (out / "devices").exists()
+    assert main(argv, out=io.StringIO(), err=io.StringIO()) == 0  # released: the batch runs
+
+
+def test_a_corrupt_journal_is_one_line(tmp_path: Path, signer: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "journal.sqlite").write_bytes(b"this is not a database" * 100)
+    code = main(["batch", "status", str(out)], out=io.StringIO(), err=(err := io.StringIO()))
+    assert code == 1 and err.getvalue().startswith(f"ERROR batch journal {out / 'journal.sqlite'}: cannot be used")
+    assert err.getvalue().count("\n") == 1

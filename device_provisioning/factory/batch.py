@@ -31,7 +31,7 @@ from device_provisioning.factory.inputs import (
     load_config,
     load_devices,
 )
-from device_provisioning.factory.journal import Journal
+from device_provisioning.factory.journal import Journal, batch_lock
 from device_provisioning.files import read_bytes, write_atomic
 from device_provisioning.identity import codesign, device_tls
 
@@ -209,77 +209,79 @@ def prepare_batch(
     if config.needs_aws and aws is None:
         raise ProvisioningError(f"{registration.mode} registration needs AWS access (--profile/--region)")
 
-    journal = Journal(out)
-    try:
-        journal.bind_input(_input_fingerprint(devices_csv, config_path))
-        journal.add_devices((row.serial, row.thing_name, row.line) for row in rows)
-        journal.set_meta("partition", partition.name)
-        write_atomic(out / TABLE_FILE, partition_table.to_binary(table))
-        stage_seconds: dict[str, float] = {}
-        progress = progress or _no_progress
-        by_serial = {row.serial: row for row in rows}
-        device_dir = {row.serial: out / DEVICES_DIR / row.serial for row in rows}
-        worker_count = workers or os.cpu_count() or 1
+    # One writer per batch: a second run on the same --out would give devices two identities.
+    with batch_lock(out):
+        journal = Journal(out)
+        try:
+            journal.bind_input(_input_fingerprint(devices_csv, config_path))
+            journal.add_devices((row.serial, row.thing_name, row.line) for row in rows)
+            journal.set_meta("partition", partition.name)
+            write_atomic(out / TABLE_FILE, partition_table.to_binary(table))
+            stage_seconds: dict[str, float] = {}
+            progress = progress or _no_progress
+            by_serial = {row.serial: row for row in rows}
+            device_dir = {row.serial: out / DEVICES_DIR / row.serial for row in rows}
+            worker_count = workers or os.cpu_count() or 1
 
-        with ProcessPoolExecutor(max_workers=worker_count) as pool:
-            # 1. keys and CSRs
-            t = time.monotonic()
-            todo = [r for r in journal.records() if r.state == "pending"]
-            _run_pool(
-                pool,
-                _make_key,
-                [(r.serial, r.thing_name, str(device_dir[r.serial])) for r in todo],
-                lambda serials: journal.update_many([(s, "key_made", {}) for s in serials]),
-                "keys",
-                progress,
-            )
-            stage_seconds["keys"] = time.monotonic() - t
-
-            # 2. registration
-            t = time.monotonic()
-            if isinstance(registration, PerDeviceRegistration) and aws is not None:
-                _register_all(aws, journal, by_serial, device_dir, registration, progress)
-                stage_seconds["registration"] = time.monotonic() - t
-            elif isinstance(registration, BulkRegistration) and aws is not None:
-                _register_bulk(aws, journal, device_dir, registration)
-                stage_seconds["registration"] = time.monotonic() - t
-
-            # 3. NVS images
-            t = time.monotonic()
-            ready = "registered" if config.needs_aws else "key_made"
-            todo = [r for r in journal.records() if r.state == ready]
-            code_verify_pem = codesign.certificate_pem(code_verify)
-            tasks = [
-                _ImageTask(
-                    serial=r.serial,
-                    directory=str(device_dir[r.serial]),
-                    family=config.family,
-                    pkcs11_encoding=config.pkcs11_encoding,
-                    partition_size=partition.size,
-                    code_verify_pem=code_verify_pem,
-                    with_device_credentials=config.needs_aws,
-                    claim_cert_pem=claim_cert_pem,
-                    claim_key_pem=claim_key_pem,
-                    values=_values(config, by_serial[r.serial]),
+            with ProcessPoolExecutor(max_workers=worker_count) as pool:
+                # 1. keys and CSRs
+                t = time.monotonic()
+                todo = [r for r in journal.records() if r.state == "pending"]
+                _run_pool(
+                    pool,
+                    _make_key,
+                    [(r.serial, r.thing_name, str(device_dir[r.serial])) for r in todo],
+                    lambda serials: journal.update_many([(s, "key_made", {}) for s in serials]),
+                    "keys",
+                    progress,
                 )
-                for r in todo
-            ]
-            _run_pool(
-                pool,
-                _build_image,
-                tasks,
-                lambda results: journal.update_many([(s, "image_built", {"image_sha256": h}) for s, h in results]),
-                "images",
-                progress,
-            )
-            stage_seconds["images"] = time.monotonic() - t
+                stage_seconds["keys"] = time.monotonic() - t
 
-        write_manifest(journal, out)
-        counts = journal.counts()
-        failed = sum(1 for r in journal.records() if r.error)
-        return BatchSummary(out, len(rows), counts, failed, time.monotonic() - started, stage_seconds)
-    finally:
-        journal.close()
+                # 2. registration
+                t = time.monotonic()
+                if isinstance(registration, PerDeviceRegistration) and aws is not None:
+                    _register_all(aws, journal, by_serial, device_dir, registration, progress)
+                    stage_seconds["registration"] = time.monotonic() - t
+                elif isinstance(registration, BulkRegistration) and aws is not None:
+                    _register_bulk(aws, journal, device_dir, registration)
+                    stage_seconds["registration"] = time.monotonic() - t
+
+                # 3. NVS images
+                t = time.monotonic()
+                ready = "registered" if config.needs_aws else "key_made"
+                todo = [r for r in journal.records() if r.state == ready]
+                code_verify_pem = codesign.certificate_pem(code_verify)
+                tasks = [
+                    _ImageTask(
+                        serial=r.serial,
+                        directory=str(device_dir[r.serial]),
+                        family=config.family,
+                        pkcs11_encoding=config.pkcs11_encoding,
+                        partition_size=partition.size,
+                        code_verify_pem=code_verify_pem,
+                        with_device_credentials=config.needs_aws,
+                        claim_cert_pem=claim_cert_pem,
+                        claim_key_pem=claim_key_pem,
+                        values=_values(config, by_serial[r.serial]),
+                    )
+                    for r in todo
+                ]
+                _run_pool(
+                    pool,
+                    _build_image,
+                    tasks,
+                    lambda results: journal.update_many([(s, "image_built", {"image_sha256": h}) for s, h in results]),
+                    "images",
+                    progress,
+                )
+                stage_seconds["images"] = time.monotonic() - t
+
+            write_manifest(journal, out)
+            counts = journal.counts()
+            failed = sum(1 for r in journal.records() if r.error)
+            return BatchSummary(out, len(rows), counts, failed, time.monotonic() - started, stage_seconds)
+        finally:
+            journal.close()
 
 
 def _values(config: BatchConfig, row: DeviceRow) -> tuple[tuple[str, str, str], ...]:

@@ -7,19 +7,40 @@ crash knows which devices may have half-created resources and cleans those up fi
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from device_provisioning.errors import InputFileError
 
-STATES = ("pending", "key_made", "registering", "registered", "image_built", "flashed", "verified")
+
+class DeviceState(StrEnum):
+    """Where a device is in the batch, in the order it gets there (a device only moves forward)."""
+
+    PENDING = "pending"
+    KEY_MADE = "key_made"
+    REGISTERING = "registering"
+    REGISTERED = "registered"
+    IMAGE_BUILT = "image_built"
+    FLASHED = "flashed"
+    VERIFIED = "verified"
+
+    @property
+    def rank(self) -> int:
+        return STATES.index(self)
+
+
+STATES: tuple[DeviceState, ...] = tuple(DeviceState)
 JOURNAL_FILE = "journal.sqlite"
+LOCK_FILE = "batch.lock"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -46,15 +67,20 @@ class DeviceRecord:
     serial: str
     thing_name: str
     line: int
-    state: str
+    state: DeviceState
     certificate_id: str | None
     certificate_arn: str | None
     certificate_fingerprint: str | None
     image_sha256: str | None
     error: str | None
 
-    def reached(self, state: str) -> bool:
-        return STATES.index(self.state) >= STATES.index(state)
+    def reached(self, state: DeviceState | str) -> bool:
+        return self.state.rank >= DeviceState(state).rank
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> DeviceRecord:
+        serial, thing, line, state, *rest = row
+        return cls(serial, thing, line, DeviceState(state), *rest)
 
 
 class Journal:
@@ -62,13 +88,22 @@ class Journal:
 
     def __init__(self, directory: str | Path) -> None:
         path = Path(directory) / JOURNAL_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a committed transition survives a power cut, not only a killed process.
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a committed transition survives a power cut, not only a killed process.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as error:
+            raise InputFileError(
+                f"batch journal {path}: cannot be used ({error}); restore it from a backup, or start the batch "
+                "again in a new --out directory"
+            ) from None
+        except OSError as error:
+            raise InputFileError(f"batch journal {path}: cannot be created ({error.strerror})") from None
 
     def close(self) -> None:
         self._db.close()
@@ -149,12 +184,12 @@ class Journal:
             row = self._db.execute(f"SELECT {_COLUMNS} FROM devices WHERE serial = ?", (serial,)).fetchone()
         if row is None:
             raise KeyError(serial)
-        return DeviceRecord(*row)
+        return DeviceRecord.from_row(row)
 
     def records(self) -> list[DeviceRecord]:
         with self._lock:
             rows = self._db.execute(f"SELECT {_COLUMNS} FROM devices ORDER BY line").fetchall()
-        return [DeviceRecord(*row) for row in rows]
+        return [DeviceRecord.from_row(row) for row in rows]
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -165,3 +200,34 @@ class Journal:
 _COLUMNS = (
     "serial, thing_name, line, state, certificate_id, certificate_arn, certificate_fingerprint, image_sha256, error"
 )
+
+
+@contextmanager
+def batch_lock(directory: str | Path) -> Iterator[None]:
+    """Hold the batch directory for this process: a second writer is refused, naming the holder.
+
+    An OS file lock, released by the kernel when the process ends however it ends (kill -9
+    included), so a crashed run never leaves a stale lock behind.
+    """
+    path = Path(directory) / LOCK_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")  # noqa: SIM115 - held for the whole run, closed below
+    except OSError as error:
+        raise InputFileError(f"batch directory {directory}: cannot be locked ({error.strerror})") from None
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise InputFileError(
+                f"batch directory {directory} is in use by process {holder}; wait for it to finish or stop it"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        handle.close()
