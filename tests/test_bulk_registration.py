@@ -201,3 +201,9 @@ def test_sweep_removes_only_inactive_unattached_certificates_of_this_key(stubbed
         stubbed.clients["iot"], tmp_path, (now - dt.timedelta(minutes=1)).timestamp()
     )
     assert removed == ["a" * 64]
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "http://169.254.169.254/latest", "ftp://x/y"])
+def test_report_links_other_than_https_are_refused(url: str) -> None:
+    with pytest.raises(AwsError, match="not an https URL"):
+        bulk._fetch(url)

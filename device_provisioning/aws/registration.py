@@ -88,7 +88,8 @@ def _public_key_matches(key: ec.EllipticCurvePrivateKey, pem: str) -> bool:
 
 def _active_certificates(iot: Any, thing_name: str) -> list[dict[str, Any]]:
     found = []
-    for principal in iot.list_thing_principals(thingName=thing_name).get("principals", []):
+    pages = iot.get_paginator("list_thing_principals").paginate(thingName=thing_name)
+    for principal in (p for page in pages for p in page.get("principals", [])):
         if ":cert/" not in principal:
             continue
         description = iot.describe_certificate(certificateId=principal.rsplit("/", 1)[1])["certificateDescription"]
@@ -101,10 +102,8 @@ def _thing_exists(iot: Any, thing_name: str) -> bool:
     try:
         iot.describe_thing(thingName=thing_name)
         return True
-    except Exception as error:  # botocore ClientError
-        if error_code(error) == "ResourceNotFoundException":
-            return False
-        raise
+    except iot.exceptions.ResourceNotFoundException:
+        return False
 
 
 def register_device(aws: Aws, thing_name: str, out_dir: str | Path, *, policy_name: str) -> Registration:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -51,7 +52,10 @@ def input_file(devices: Sequence[tuple[str, str]]) -> bytes:
 
 
 def _fetch(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - S3 presigned https URL from AWS
+    """A report file from its presigned S3 URL; only https is followed (never file:, ftp: or plain http)."""
+    if urllib.parse.urlsplit(url).scheme != "https":
+        raise AwsError(f"bulk registration report link {url[:80]!r} is not an https URL; refusing to fetch it")
+    with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - scheme checked above
         return bytes(response.read())
 
 
@@ -79,8 +83,10 @@ def run_bulk_registration(
         task_id = existing_task_id
         if task_id is None:
             while True:
-                running = iot.list_thing_registration_tasks(status="InProgress").get("taskIds", [])
-                calls += 1
+                running = []
+                for page in iot.get_paginator("list_thing_registration_tasks").paginate(status="InProgress"):
+                    running += page.get("taskIds", [])
+                    calls += 1
                 if not running:
                     break
                 if not wait_for_running or waited >= timeout_seconds:
@@ -114,13 +120,9 @@ def run_bulk_registration(
             waited += poll_seconds
         registered: dict[int, tuple[str, str]] = {}
         errors: dict[int, str] = {}
+        reports = iot.get_paginator("list_thing_registration_task_reports")
         for report_type in ("RESULTS", "ERRORS"):
-            token: str | None = None
-            while True:
-                arguments: dict[str, Any] = {"taskId": task_id, "reportType": report_type}
-                if token:
-                    arguments["nextToken"] = token
-                page = iot.list_thing_registration_task_reports(**arguments)
+            for page in reports.paginate(taskId=task_id, reportType=report_type):
                 calls += 1
                 for link in page.get("resourceLinks", []):
                     for line in fetch(link).decode().splitlines():
@@ -134,7 +136,4 @@ def run_bulk_registration(
                         response = entry.get("response", {})
                         arn = response.get("ResourceArns", {}).get("certificate", "")
                         registered[offset] = (arn.rsplit("/", 1)[-1], response.get("CertificatePem", ""))
-                token = page.get("nextToken")
-                if not token:
-                    break
     return BulkResult(task_id, status, registered, errors, calls)

@@ -29,11 +29,13 @@ DEVICE_CERT = DEVICE_CERT_FILE
 
 def _certificate_ids(iot: Any, thing: str) -> list[str]:
     try:
-        principals = iot.list_thing_principals(thingName=thing).get("principals", [])
-    except Exception as error:
-        if error_code(error) == "ResourceNotFoundException":
-            return []
-        raise
+        principals = [
+            principal
+            for page in iot.get_paginator("list_thing_principals").paginate(thingName=thing)
+            for principal in page.get("principals", [])
+        ]
+    except iot.exceptions.ResourceNotFoundException:
+        return []
     return [p.rsplit("/", 1)[1] for p in principals if ":cert/" in p]
 
 
@@ -41,8 +43,9 @@ def _remove_certificate(iot: Any, thing: str, certificate_id: str) -> None:
     description = iot.describe_certificate(certificateId=certificate_id)["certificateDescription"]
     arn = description["certificateArn"]
     iot.detach_thing_principal(thingName=thing, principal=arn)
-    for policy in iot.list_attached_policies(target=arn).get("policies", []):
-        iot.detach_policy(policyName=policy["policyName"], target=arn)
+    for page in iot.get_paginator("list_attached_policies").paginate(target=arn):
+        for policy in page.get("policies", []):
+            iot.detach_policy(policyName=policy["policyName"], target=arn)
     if description.get("status") != "INACTIVE":
         iot.update_certificate(certificateId=certificate_id, newStatus="INACTIVE")
     iot.delete_certificate(certificateId=certificate_id)
@@ -59,12 +62,8 @@ def sweep_unjournaled_certificates(iot: Any, device_dir: Path, since: float) -> 
     """
     key = codesign.load_private_key_file(device_dir / DEVICE_KEY)
     removed: list[str] = []
-    marker: str | None = None
-    while True:
-        arguments: dict[str, Any] = {"ascendingOrder": False, "pageSize": 100}
-        if marker:
-            arguments["marker"] = marker
-        page = iot.list_certificates(**arguments)
+    pages = iot.get_paginator("list_certificates").paginate(ascendingOrder=False, PaginationConfig={"PageSize": 100})
+    for page in pages:
         for summary in page.get("certificates", []):
             created = summary.get("creationDate")
             if created is not None and created.timestamp() < since - 300:  # newest first: done
@@ -72,17 +71,19 @@ def sweep_unjournaled_certificates(iot: Any, device_dir: Path, since: float) -> 
             if summary.get("status") != "INACTIVE":
                 continue
             description = iot.describe_certificate(certificateId=summary["certificateId"])["certificateDescription"]
-            if not codesign.key_matches_certificate(
-                key, codesign.load_certificate(description["certificatePem"].encode())
-            ):
+            certificate = codesign.load_certificate(description["certificatePem"].encode())
+            if not codesign.key_matches_certificate(key, certificate):
                 continue
-            if iot.list_principal_things(principal=description["certificateArn"]).get("things"):
+            if _has_things(iot, description["certificateArn"]):
                 continue
             iot.delete_certificate(certificateId=summary["certificateId"])
             removed.append(summary["certificateId"])
-        marker = page.get("nextMarker")
-        if not marker:
-            return removed
+    return removed
+
+
+def _has_things(iot: Any, certificate_arn: str) -> bool:
+    pages = iot.get_paginator("list_principal_things").paginate(principal=certificate_arn)
+    return any(page.get("things") for page in pages)
 
 
 def register_batch_device(iot: Any, journal: Journal, row: DeviceRow, device_dir: Path, policy: str) -> str | None:
