@@ -154,6 +154,27 @@ def test_failure_half_way_is_rolled_back(local_endpoint, device_policy, tmp_path
         assert fault.hits == 1
 
 
+def test_single_registration_activates_last(local_endpoint, device_policy, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Created INACTIVE, attached, then activated: a failed activation leaves no certificate at all."""
+    thing = unique("board")
+    with fault_proxy(local_endpoint.url) as proxy:
+        activation = proxy.fail("PUT", r"^/certificates/[0-9a-f]+\?newStatus=ACTIVE")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        session = aws.connect()
+        before = all_certificate_ids(session)
+        with pytest.raises(
+            aws.AwsError, match="failed at update_certificate ACTIVE.*certificate deactivated and deleted"
+        ):
+            registration.register_device(session, thing, tmp_path, policy_name=device_policy)
+        assert activation.hits == 1 and all_certificate_ids(session) == before
+        created = [c for method, c in proxy.calls if method == "POST" and c.startswith("/certificates?")]
+        assert created and all("setAsActive=false" in c for c in created)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", local_endpoint.url)
+    result = registration.register_device(aws.connect(), thing, tmp_path, policy_name=device_policy)
+    status = aws.connect().client("iot").describe_certificate(certificateId=result.certificate_id)
+    assert status["certificateDescription"]["status"] == "ACTIVE" and result.certificate_matches_key
+
+
 # --- OTA -------------------------------------------------------------------------------------------
 
 

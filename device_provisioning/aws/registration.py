@@ -6,6 +6,7 @@ and atomic from the user's view (a failure half way deactivates and deletes what
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -134,66 +135,70 @@ def register_device(aws: Aws, thing_name: str, out_dir: str | Path, *, policy_na
             "a second one would let two devices act as it; deactivate the old one "
             "(aws iot update-certificate --new-status INACTIVE) or use the directory it was registered from"
         )
-    description = _create(aws, iot, thing_name, key, policy_name, create_thing=not exists)
+    description = _create(iot, thing_name, key, policy_name, create_thing=not exists)
     return _finish(directory, thing_name, description, endpoint, key, reused=False)
 
 
 def _create(
-    aws: Aws, iot: Any, thing_name: str, key: ec.EllipticCurvePrivateKey, policy_name: str, *, create_thing: bool
+    iot: Any, thing_name: str, key: ec.EllipticCurvePrivateKey, policy_name: str, *, create_thing: bool
 ) -> dict[str, Any]:
+    """The safe order: certificate INACTIVE, thing, policy, principal, key check, and activation last.
+
+    Each step registers its undo; a failure anywhere undoes everything done so far (in reverse) and
+    names what was rolled back, so no active certificate is ever left that no device holds.
+    """
     csr = device_tls.device_csr_pem(key, thing_name).decode()
-    undo: list[tuple[str, Any]] = []
+    rolled_back: list[str] = []
+
+    def undo(what: str, *calls: tuple[Any, dict[str, Any]]) -> None:
+        try:
+            for call, arguments in calls:
+                call(**arguments)
+            rolled_back.append(what)
+        except Exception as error:  # keep undoing the rest; report what could not be undone
+            rolled_back.append(f"could not undo: {what} ({error_code(error) or type(error).__name__})")
+
     step = "create_certificate_from_csr"
     try:
-        certificate = iot.create_certificate_from_csr(certificateSigningRequest=csr, setAsActive=True)
-        arn = certificate["certificateArn"]
-        undo.append(("certificate", certificate["certificateId"]))
-        if create_thing:
-            step = "create_thing"
-            iot.create_thing(thingName=thing_name)
-            undo.append(("thing", thing_name))
-        step = "attach_policy"
-        iot.attach_policy(policyName=policy_name, target=arn)
-        undo.append(("policy", arn))
-        step = "attach_thing_principal"
-        iot.attach_thing_principal(thingName=thing_name, principal=arn)
-        undo.append(("principal", arn))
-        if not aws.is_local_endpoint and not _public_key_matches(key, certificate["certificatePem"]):
+        with contextlib.ExitStack() as rollback:
+            certificate = iot.create_certificate_from_csr(certificateSigningRequest=csr, setAsActive=False)
+            certificate_id, arn = certificate["certificateId"], certificate["certificateArn"]
+            rollback.callback(
+                undo,
+                "certificate deactivated and deleted",
+                (iot.update_certificate, {"certificateId": certificate_id, "newStatus": "INACTIVE"}),
+                (iot.delete_certificate, {"certificateId": certificate_id}),
+            )
+            if create_thing:
+                step = "create_thing"
+                iot.create_thing(thingName=thing_name)
+                rollback.callback(undo, "thing deleted", (iot.delete_thing, {"thingName": thing_name}))
+            step = "attach_policy"
+            iot.attach_policy(policyName=policy_name, target=arn)
+            rollback.callback(undo, "policy detached", (iot.detach_policy, {"policyName": policy_name, "target": arn}))
+            step = "attach_thing_principal"
+            iot.attach_thing_principal(thingName=thing_name, principal=arn)
+            rollback.callback(
+                undo,
+                "thing principal detached",
+                (iot.detach_thing_principal, {"thingName": thing_name, "principal": arn}),
+            )
             step = "checking the issued certificate"
-            raise AwsError(f"AWS IoT issued a certificate for another key than {thing_name}'s CSR")
-        return {
-            "certificateId": certificate["certificateId"],
-            "certificateArn": arn,
-            "certificatePem": certificate["certificatePem"],
-        }
+            if not _public_key_matches(key, certificate["certificatePem"]):
+                raise AwsError(f"AWS IoT issued a certificate for another key than {thing_name}'s CSR")
+            step = "update_certificate ACTIVE"
+            iot.update_certificate(certificateId=certificate_id, newStatus="ACTIVE")
+            rollback.pop_all()  # registered: keep everything
+            return {
+                "certificateId": certificate_id,
+                "certificateArn": arn,
+                "certificatePem": certificate["certificatePem"],
+            }
     except Exception as error:
-        rolled_back = _rollback(iot, thing_name, policy_name, undo)
         cause = " ".join(str(error).split())[:200]
         raise AwsError(
             f"registering {thing_name} failed at {step} ({cause}); rolled back: {', '.join(rolled_back) or 'nothing'}"
         ) from None
-
-
-def _rollback(iot: Any, thing_name: str, policy_name: str, undo: list[tuple[str, Any]]) -> list[str]:
-    done = []
-    for kind, value in reversed(undo):
-        try:
-            if kind == "principal":
-                iot.detach_thing_principal(thingName=thing_name, principal=value)
-                done.append("thing principal detached")
-            elif kind == "policy":
-                iot.detach_policy(policyName=policy_name, target=value)
-                done.append("policy detached")
-            elif kind == "thing":
-                iot.delete_thing(thingName=value)
-                done.append("thing deleted")
-            elif kind == "certificate":
-                iot.update_certificate(certificateId=value, newStatus="INACTIVE")
-                iot.delete_certificate(certificateId=value)
-                done.append("certificate deactivated and deleted")
-        except Exception as error:  # keep undoing the rest; report what could not be undone
-            done.append(f"could not undo {kind} ({error_code(error) or type(error).__name__})")
-    return done
 
 
 def _read_record(directory: Path, thing_name: str) -> dict[str, Any]:
