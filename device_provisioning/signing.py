@@ -296,7 +296,8 @@ def verify_update(
         except CertificateError as error:
             raise VerificationFailed(str(error)) from None
         public_key = candidate.certificate.public_key()
-        assert isinstance(public_key, ec.EllipticCurvePublicKey)
+        if not isinstance(public_key, ec.EllipticCurvePublicKey):  # check_key_type admits only P-256
+            raise VerificationFailed(f"{candidate.origin}: not an EC public key")
         try:
             public_key.verify(signature.der, firmware, ec.ECDSA(hashes.SHA256()))
         except InvalidSignature:

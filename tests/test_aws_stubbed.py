@@ -193,7 +193,7 @@ def test_put_signing_profile_request(stubbed) -> None:
             "signingParameters": {"certname": "Code Verify Key"},
         },
     )
-    assert aws_codesign.put_signing_profile(stubbed, "ota_p1", CERT_ARN)["version"] == "abcdef1234"
+    assert aws_codesign.put_signing_profile(stubbed, "ota_p1", CERT_ARN).version == "abcdef1234"
 
 
 def test_profile_for_another_platform_is_refused(stubbed) -> None:

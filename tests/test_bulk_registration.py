@@ -159,7 +159,7 @@ def test_batch_prepare_in_bulk_mode_journals_the_reports(stubbed, tmp_path, monk
     )  # fmt: skip
     assert summary.counts == {"image_built": 1, "key_made": 1} and summary.failed == 1
     status = batch.batch_status(tmp_path / "out")
-    assert status["errors"] == [{"serial": "S1", "error": "bulk registration: ThingName conflict"}]
+    assert status.to_json()["errors"] == [{"serial": "S1", "error": "bulk registration: ThingName conflict"}]
 
 
 def test_sweep_removes_only_inactive_unattached_certificates_of_this_key(stubbed, tmp_path) -> None:  # type: ignore[no-untyped-def]

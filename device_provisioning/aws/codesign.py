@@ -81,7 +81,7 @@ def write_cdk_context(path: str | Path, arn: str) -> Path:
 
 def put_signing_profile(
     aws: Aws, name: str, certificate_arn: str, *, certificate_name: str = CODE_VERIFY_LABEL
-) -> dict[str, Any]:
+) -> SignerProfileVersion:
     """Create or update the Signer profile (for users who do not deploy the stack).
 
     ``certname`` becomes the job document's ``certfile``: the beta PAL looks it up as a PKCS#11
@@ -94,7 +94,17 @@ def put_signing_profile(
             signingMaterial={"certificateArn": certificate_arn},
             signingParameters={"certname": certificate_name},
         )
-    return {"name": name, "arn": response.get("arn"), "version": response.get("profileVersion")}
+    return SignerProfileVersion(name, str(response.get("arn")), str(response.get("profileVersion")))
+
+
+@dataclass(frozen=True)
+class SignerProfileVersion:
+    name: str
+    arn: str
+    version: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "arn": self.arn, "version": self.version}
 
 
 @dataclass(frozen=True)

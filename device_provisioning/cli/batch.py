@@ -37,10 +37,10 @@ def _batch_status(args: argparse.Namespace, out: TextIO) -> int:
     from device_provisioning.factory import batch
 
     status = batch.batch_status(args.dir)
-    lines = [f"{status['directory']}: {status['devices']} devices"]
-    lines += [f"  {state:<12} {count}" for state, count in sorted(status["states"].items())]
-    lines += [f"  error {e['serial']}: {e['error']}" for e in status["errors"]]
-    emit(out, args, lines, status)
+    lines = [f"{status.directory}: {status.devices} devices"]
+    lines += [f"  {state:<12} {count}" for state, count in sorted(status.states.items())]
+    lines += [f"  error {serial}: {error}" for serial, error in status.errors]
+    emit(out, args, lines, status.to_json())
     return 0
 
 

@@ -32,7 +32,7 @@ from device_provisioning.identity import codesign
 
 def _signer_profile(args: argparse.Namespace, out: TextIO) -> int:
     result = aws_codesign.put_signing_profile(connect_aws(args), args.name, args.certificate_arn)
-    emit(out, args, [f"Signer profile {result['name']} ({result['arn']}) version {result['version']}"], result)
+    emit(out, args, [f"Signer profile {result.name} ({result.arn}) version {result.version}"], result.to_json())
     return 0
 
 

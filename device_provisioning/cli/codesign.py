@@ -21,7 +21,6 @@ def _codesign_create(args: argparse.Namespace, out: TextIO) -> int:
         days=args.days,
         passphrase=passphrase(args),
     )
-    assert files.certificate is not None
     certificate = codesign.load_certificate_file(files.certificate)
     fp = codesign.fingerprint(certificate)
     emit(
@@ -59,7 +58,6 @@ def _codesign_csr(args: argparse.Namespace, out: TextIO) -> int:
 
 def _codesign_import_cert(args: argparse.Namespace, out: TextIO) -> int:
     files = codesign.import_issued_certificate(args.out, args.cert, passphrase=passphrase(args))
-    assert files.certificate is not None
     fp = codesign.fingerprint(codesign.load_certificate_file(files.certificate))
     emit(
         out,

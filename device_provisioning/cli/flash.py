@@ -52,8 +52,7 @@ def _flash(args: argparse.Namespace, out: TextIO) -> int:
         progress=not args.json,
     )
     lines = [f"wrote        {name} at 0x{offset:x} ({size} bytes)" for name, offset, size in report.regions]
-    if report.code_verify_fingerprint:
-        assert report.code_verify_location is not None
+    if report.code_verify_fingerprint and report.code_verify_location is not None:
         match = ""
         if report.matches_expected:
             match = f", matches {args.code_verify_cert}"

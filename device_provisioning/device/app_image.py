@@ -39,7 +39,8 @@ def placeholder_app_image(
         ELFSection(b".iram0.text", IRAM_ADDRESS, b"\x00" * 256, flags=0),
     ]
     saved = image.save(None)
-    assert isinstance(saved, bytes)
+    if not isinstance(saved, bytes):
+        raise TypeError("esptool's image writer returned no bytes")
     return saved
 
 

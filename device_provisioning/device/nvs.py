@@ -106,17 +106,20 @@ def _check_entry(entry: NvsEntry) -> None:
         if not name or len(name.encode()) > MAX_KEY_LENGTH:
             raise NvsError(f"{where}: names must be 1-{MAX_KEY_LENGTH} characters")
     if entry.kind == "string":
-        assert isinstance(entry.value, str)
+        if not isinstance(entry.value, str):
+            raise NvsError(f"{where}: a string entry holds text")
         if "\x00" in entry.value:
             raise NvsError(f"{where}: a string cannot contain NUL; store it as a blob")
         if len(entry.data) > MAX_STRING_LENGTH:
             raise NvsError(f"{where}: string of {len(entry.data)} bytes exceeds NVS's {MAX_STRING_LENGTH}")
     elif entry.kind == "blob":
-        assert isinstance(entry.value, bytes)
+        if not isinstance(entry.value, bytes):
+            raise NvsError(f"{where}: a blob entry holds bytes")
         if not entry.value:
             raise NvsError(f"{where}: empty blob")
     elif entry.kind in {name for name, _ in PRIMITIVES.values()}:
-        assert isinstance(entry.value, int)
+        if not isinstance(entry.value, int) or isinstance(entry.value, bool):
+            raise NvsError(f"{where}: a {entry.kind} entry holds a whole number")
         return
     else:
         raise NvsError(f"{where}: unknown kind {entry.kind!r}")

@@ -370,16 +370,29 @@ def write_manifest(journal: Journal, out: Path) -> Path:
     return write_atomic(out / MANIFEST, buffer.getvalue().encode())
 
 
-def batch_status(out_dir: str | Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class BatchStatus:
+    directory: Path
+    devices: int
+    states: dict[str, int]
+    errors: tuple[tuple[str, str], ...]  # (serial, error)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "directory": str(self.directory),
+            "devices": self.devices,
+            "states": self.states,
+            "errors": [{"serial": serial, "error": error} for serial, error in self.errors],
+        }
+
+
+def batch_status(out_dir: str | Path) -> BatchStatus:
+    """How many devices of a batch are in each state, and each device's error. Reads only."""
     out = Path(out_dir)
     journal = Journal.existing(out)
     try:
         records = journal.records()
-        return {
-            "directory": str(out),
-            "devices": len(records),
-            "states": journal.counts(),
-            "errors": [{"serial": r.serial, "error": r.error} for r in records if r.error],
-        }
+        errors = tuple((r.serial, r.error) for r in records if r.error)
+        return BatchStatus(out, len(records), journal.counts(), errors)
     finally:
         journal.close()

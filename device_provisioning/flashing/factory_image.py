@@ -50,7 +50,8 @@ def merge_factory_image(plan: FlashPlan, *, quiet: bool = True) -> MergedImage:
             )
     except FatalError as error:
         raise ProvisioningError(f"esptool merge_bin: {error}") from None
-    assert image is not None
+    if image is None:
+        raise ProvisioningError("esptool merge_bin returned no image")
     regions = []
     for region in plan.regions:
         # merge_bin may patch the bootloader header: record what is really in the merged image.

@@ -64,9 +64,18 @@ class CertificateSummary:
 
 @dataclass(frozen=True)
 class IdentityFiles:
+    """A code-signing key (0600) and its certificate."""
+
     key: Path
-    certificate: Path | None
-    csr: Path | None = None
+    certificate: Path
+
+
+@dataclass(frozen=True)
+class SigningRequestFiles:
+    """A code-signing key (0600) and the CSR a company CA signs."""
+
+    key: Path
+    csr: Path
 
 
 # --- creating ---------------------------------------------------------------------------------------
@@ -199,7 +208,8 @@ def load_private_key(
             "create one with `device-provisioning codesign create`"
         ) from None
     check_key_type(key.public_key(), source)
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):  # check_key_type accepts only P-256 public keys
+        raise CertificateError(f"{source}: not an EC private key")
     return key
 
 
@@ -368,7 +378,7 @@ def create_signing_request(
     common_name: str = DEFAULT_COMMON_NAME,
     organization: str | None = None,
     passphrase: bytes | None = None,
-) -> IdentityFiles:
+) -> SigningRequestFiles:
     """Write a new key (0600) and ``codesign.csr`` for a company CA to sign."""
     directory = Path(out_dir)
     key_path, csr_path = directory / KEY_FILE, directory / CSR_FILE
@@ -377,7 +387,7 @@ def create_signing_request(
     csr = create_csr(key, common_name=common_name, organization=organization)
     write_atomic(key_path, private_key_pem(key, passphrase), private=True)
     write_atomic(csr_path, csr.public_bytes(serialization.Encoding.PEM))
-    return IdentityFiles(key=key_path, certificate=None, csr=csr_path)
+    return SigningRequestFiles(key=key_path, csr=csr_path)
 
 
 def import_issued_certificate(
