@@ -68,6 +68,8 @@ FIX_VERIFY = (
 
 @dataclass(frozen=True)
 class Diagnosis:
+    """One known failure found in a device log: the line, what it means, and the fix."""
+
     code: str
     line_number: int
     line: str

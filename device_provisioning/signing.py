@@ -60,6 +60,8 @@ class DeviceCertificate:
 
 @dataclass(frozen=True)
 class VerificationReport:
+    """Why the device would accept the image: every check passed, the firmware digest, the certificate."""
+
     firmware_sha256: str
     firmware_size: int
     signature_origin: str
@@ -157,6 +159,7 @@ def decode_base64_signature(text: str, where: str) -> bytes:
 
 
 def signature_from_job_document(document: Any, where: str) -> SignatureInput:
+    """The signature, certfile and filesize of an ``afr_ota`` job document (as the OTA agent reads them)."""
     try:
         files = document["afr_ota"]["files"]
     except (KeyError, TypeError):

@@ -24,6 +24,8 @@ CONTEXT_KEY = CODE_SIGNING_CERTIFICATE_ARN_CONTEXT
 
 @dataclass(frozen=True)
 class ImportedCertificate:
+    """A code-signing certificate in ACM: its ARN, fingerprint, and whether an earlier import was found."""
+
     arn: str
     fingerprint: str
     reused: bool
@@ -99,6 +101,8 @@ def put_signing_profile(
 
 @dataclass(frozen=True)
 class SignerProfileVersion:
+    """What PutSigningProfile answered: the profile's name, ARN and version."""
+
     name: str
     arn: str
     version: str
@@ -109,6 +113,8 @@ class SignerProfileVersion:
 
 @dataclass(frozen=True)
 class SigningProfile:
+    """A Signer profile and the certificate it signs with (read back from ACM)."""
+
     name: str
     certificate_arn: str
     certificate: x509.Certificate

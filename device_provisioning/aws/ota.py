@@ -65,6 +65,8 @@ FIRMWARE_PREFIX = "firmware/"
 
 @dataclass(frozen=True)
 class OtaResult:
+    """What ``create_ota`` created: the OTA or job id, the firmware object version, the signature and checks."""
+
     ota_id: str
     via: Via
     job_id: str | None
@@ -99,12 +101,16 @@ class OtaResult:
 
 @dataclass(frozen=True)
 class ExecutionStatus:
+    """One thing's job execution status."""
+
     thing: str
     status: str
 
 
 @dataclass(frozen=True)
 class OtaStatus:
+    """An OTA update's job status and each targeted thing's execution status."""
+
     ota_id: str
     job_id: str | None
     status: str | None

@@ -50,12 +50,16 @@ SigningMode = SignerProfileSigning | LocalKeySigning
 
 @dataclass(frozen=True)
 class Targets:
+    """The things and thing groups an update is for (group members are resolved by AWS)."""
+
     things: tuple[str, ...] = ()
     thing_groups: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Rollout:
+    """AWS IoT Jobs rollout settings: rate, abort threshold, timeout, snapshot or continuous."""
+
     maximum_per_minute: int | None = None
     abort_failure_percent: float | None = None
     abort_min_executed: int = 10
@@ -65,6 +69,8 @@ class Rollout:
 
 @dataclass(frozen=True)
 class OtaRequest:
+    """Everything ``create_ota`` needs: the firmware, where it goes, who receives it, how it is signed."""
+
     firmware: bytes
     device_path: str
     targets: Targets

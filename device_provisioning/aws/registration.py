@@ -33,6 +33,8 @@ _THING_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 
 @dataclass(frozen=True)
 class Registration:
+    """A registered device: its thing, certificate, endpoint and the files written for it."""
+
     thing_name: str
     certificate_id: str
     certificate_arn: str

@@ -96,6 +96,7 @@ def connect(profile: str | None = None, region: str | None = None, retries: Retr
 
 
 def explain(error: BaseException, action: str) -> AwsError:
+    """Turn a botocore error into one :class:`AwsError` line naming ``action`` and what to do."""
     if isinstance(error, botocore.exceptions.NoCredentialsError):
         return AwsError(f"{action}: no AWS credentials; set AWS_PROFILE (or run `make demo` for the local endpoint)")
     if isinstance(error, botocore.exceptions.EndpointConnectionError):
@@ -127,6 +128,7 @@ def aws_errors(action: str) -> Iterator[None]:
 
 
 def error_code(error: BaseException) -> str:
+    """The AWS error code of a ``ClientError`` (``""`` for anything else)."""
     if isinstance(error, botocore.exceptions.ClientError):
         return str(error.response.get("Error", {}).get("Code", ""))
     return ""

@@ -143,6 +143,7 @@ def passphrase(args: argparse.Namespace) -> bytes | None:
 
 
 def nvs_encryption_key(args: argparse.Namespace) -> bytes | None:
+    """The NVS encryption key from ``--nvs-keys`` (an nvs_keys partition image), if given."""
     path = getattr(args, "nvs_keys", None)
     if path is None:
         return None
@@ -150,6 +151,7 @@ def nvs_encryption_key(args: argparse.Namespace) -> bytes | None:
 
 
 def connect_aws(args: argparse.Namespace) -> aws.Aws:
+    """A session from the command's ``--profile``/``--region``."""
     return aws.connect(profile=args.profile, region=args.region)
 
 

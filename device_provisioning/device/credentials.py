@@ -99,6 +99,8 @@ def _optional_private_key(path: str | Path | None) -> PrivateKeyTypes | None:
 
 @dataclass(frozen=True)
 class CredentialImage:
+    """A built NVS image, the partition it is for, and the entries it holds."""
+
     image: bytes
     partition: Partition
     entries: tuple[nvs.NvsEntry, ...]
@@ -106,6 +108,7 @@ class CredentialImage:
 
 
 def check_family(family: str) -> str:
+    """Return ``family`` if it is a firmware family we build for; raise :class:`NvsError` otherwise."""
     if family not in FAMILIES:
         raise NvsError(f"firmware family {family!r}: use one of {', '.join(FAMILIES)}")
     return family

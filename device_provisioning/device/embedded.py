@@ -22,6 +22,8 @@ EMBEDDED_CERT_PATH = Path("main") / "certs" / "aws_codesign.crt"
 
 @dataclass(frozen=True)
 class InstalledCertificate:
+    """Where ``install_embedded`` wrote the certificate, the backup it made, and its fingerprint."""
+
     path: Path
     backup: Path | None
     fingerprint: str

@@ -21,6 +21,8 @@ NAMED_REGIONS = ("bootloader", "partition-table", "otadata", "app")
 
 @dataclass(frozen=True)
 class BuildFile:
+    """One file of an ESP-IDF build and the flash offset ``flasher_args.json`` gives it."""
+
     name: str
     offset: int
     path: Path
@@ -29,6 +31,8 @@ class BuildFile:
 
 @dataclass(frozen=True)
 class EspBuild:
+    """An ESP-IDF build directory as ``idf.py flash`` sees it: chip, flash settings, files and offsets."""
+
     directory: Path
     chip: str
     flash_mode: str
@@ -59,6 +63,7 @@ def _offset(text: Any, where: str) -> int:
 
 
 def load_build(build_dir: str | Path) -> EspBuild:
+    """Read ``flasher_args.json`` of an ESP-IDF build directory; raises :class:`InputFileError` if absent or bad."""
     directory = Path(build_dir)
     args_path = directory / FLASHER_ARGS
     if not args_path.is_file():

@@ -83,6 +83,8 @@ class NvsEntry:
 
 @dataclass(frozen=True)
 class NvsImage:
+    """A decoded NVS partition image: its entries, size, format version and free pages."""
+
     entries: tuple[NvsEntry, ...]
     size: int
     version: int

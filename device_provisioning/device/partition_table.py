@@ -53,6 +53,8 @@ NVS_PAGE = 0x1000
 
 @dataclass(frozen=True)
 class Partition:
+    """One partition as ESP-IDF places it: name, type, subtype, offset, size and flags."""
+
     name: str
     type: int
     subtype: int
@@ -87,6 +89,8 @@ class Partition:
 
 @dataclass(frozen=True)
 class PartitionTable:
+    """A whole partition table with the offset it is flashed at and where it was read from."""
+
     partitions: tuple[Partition, ...]
     source: str
     table_offset: int = DEFAULT_TABLE_OFFSET
@@ -169,6 +173,10 @@ def _align_up(value: int, alignment: int) -> int:
 
 
 def parse_csv(text: str, source: str = "partition table", table_offset: int = DEFAULT_TABLE_OFFSET) -> PartitionTable:
+    """Parse a partition table CSV as ESP-IDF's ``gen_esp32part.py`` does.
+
+    ``table_offset`` is ``CONFIG_PARTITION_TABLE_OFFSET``: implicit offsets start after the table.
+    Raises :class:`PartitionTableError` naming the line for a malformed table."""
     partitions: list[Partition] = []
     next_offset = table_offset + TABLE_SIZE
     rows = csv.reader(io.StringIO(text))

@@ -51,6 +51,8 @@ GROUP_SYNC = hasattr(os, "sync")
 
 @dataclass(frozen=True)
 class BatchSummary:
+    """The outcome of one ``prepare_batch`` run: device counts per state, failures, timings."""
+
     directory: Path
     devices: int
     counts: dict[str, int]
@@ -362,6 +364,7 @@ def _register_bulk(aws: Aws, journal: Journal, device_dir: dict[str, Path], regi
 
 
 def write_manifest(journal: Journal, out: Path) -> Path:
+    """Write ``manifest.csv`` (one row per device, in CSV order) atomically from the journal."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(MANIFEST_COLUMNS)
@@ -372,6 +375,8 @@ def write_manifest(journal: Journal, out: Path) -> Path:
 
 @dataclass(frozen=True)
 class BatchStatus:
+    """A batch's devices per state and each failed device's error."""
+
     directory: Path
     devices: int
     states: dict[str, int]

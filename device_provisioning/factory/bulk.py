@@ -23,6 +23,8 @@ FINISHED = ("Completed", "Failed", "Cancelled")
 
 @dataclass(frozen=True)
 class BulkResult:
+    """A finished bulk registration task: certificates by input line, errors by input line, API calls made."""
+
     task_id: str
     status: str
     # input line offset -> (certificate id, certificate PEM)
@@ -75,6 +77,12 @@ def run_bulk_registration(
     sleep: Callable[[float], None] = time.sleep,
     fetch: Callable[[str], bytes] | None = None,
 ) -> BulkResult:
+    """Register ``devices`` ((thing name, CSR PEM) pairs) with one StartThingRegistrationTask.
+
+    The input file goes to ``s3://bucket/key``; ``role_arn`` is the role AWS IoT assumes to read it and
+    ``policy_name`` is attached to every certificate. ``existing_task_id`` follows a task a crashed run
+    started (``on_task_started`` journals the id). Only one task runs per account: a running one is
+    refused, or waited for with ``wait_for_running``. Raises :class:`AwsError`."""
     fetch = fetch or _fetch
     iot, s3 = aws.client("iot"), aws.client("s3")
     calls = 0

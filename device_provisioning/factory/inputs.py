@@ -30,6 +30,8 @@ _NVS_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
 @dataclass(frozen=True)
 class DeviceRow:
+    """One row of the devices CSV: its line, serial, thing name, group and extra NVS values."""
+
     line: int
     serial: str
     thing_name: str
@@ -78,6 +80,8 @@ Registration = NoRegistration | PerDeviceRegistration | BulkRegistration | Claim
 
 @dataclass(frozen=True)
 class BatchConfig:
+    """The batch TOML, validated: table, certificate, family, registration mode, NVS values."""
+
     partition_table: Path
     code_verify_cert: Path
     family: str = "beta"
@@ -150,6 +154,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
 
 
 def parse_devices(text: str, source: str = "devices CSV") -> list[DeviceRow]:
+    """Parse the devices CSV text; raises :class:`InputFileError` naming the line of the first bad row."""
     reader = csv.reader(io.StringIO(text))
     try:
         header = [h.strip() for h in next(reader)]
@@ -202,6 +207,7 @@ def parse_devices(text: str, source: str = "devices CSV") -> list[DeviceRow]:
 
 
 def load_devices(path: str | Path) -> list[DeviceRow]:
+    """Read and parse the devices CSV file (UTF-8, with or without BOM)."""
     data = read_bytes(path, "devices CSV")
     try:
         text = data.decode("utf-8-sig")

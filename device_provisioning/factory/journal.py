@@ -64,6 +64,8 @@ CREATE TABLE IF NOT EXISTS transitions (
 
 @dataclass(frozen=True)
 class DeviceRecord:
+    """One device's row of the journal."""
+
     serial: str
     thing_name: str
     line: int

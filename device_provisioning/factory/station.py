@@ -19,6 +19,8 @@ from device_provisioning.flashing import esptool_device, layout
 
 @dataclass(frozen=True)
 class StationResult:
+    """What happened on one port: the device flashed there and whether it verified."""
+
     port: str
     serial: str
     ok: bool

@@ -32,6 +32,8 @@ DEFAULT_BAUD = 460800
 
 @dataclass(frozen=True)
 class FlashReport:
+    """What was written where, and what the read-back of the NVS partition proved."""
+
     port: str
     chip: str
     regions: tuple[tuple[str, int, int], ...]  # (name, offset, size)

@@ -28,6 +28,8 @@ APP_IMAGE_MAGIC = 0xE9
 
 @dataclass(frozen=True)
 class MergedImage:
+    """A merged factory image and its JSON sidecar (regions, offsets, hashes)."""
+
     image: bytes
     sidecar: dict[str, Any]
 

@@ -18,6 +18,8 @@ SECTOR = 0x1000
 
 @dataclass(frozen=True)
 class FlashRegion:
+    """One range to write: a name, a flash offset and the bytes."""
+
     name: str
     offset: int
     data: bytes
@@ -29,6 +31,8 @@ class FlashRegion:
 
 @dataclass(frozen=True)
 class FlashPlan:
+    """What to write where, checked offline against the table, the build and the NVS image."""
+
     chip: str | None
     nvs_partition: Partition
     nvs_region: FlashRegion

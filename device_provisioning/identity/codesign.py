@@ -40,6 +40,8 @@ class Finding:
 
 @dataclass(frozen=True)
 class CertificateSummary:
+    """A certificate as ``codesign show`` reports it, with what is wrong with it for OTA use."""
+
     subject: str
     issuer: str
     not_before: dt.datetime
@@ -165,6 +167,7 @@ def private_key_pem(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None = 
 
 
 def certificate_pem(certificate: x509.Certificate) -> bytes:
+    """The certificate as PEM bytes."""
     return certificate.public_bytes(serialization.Encoding.PEM)
 
 
@@ -229,10 +232,14 @@ def check_key_type(public_key: object, source: str) -> None:
 
 
 def load_certificate_file(path: str | Path) -> x509.Certificate:
+    """Read a PEM or DER certificate file; raises :class:`InputFileError` or :class:`CertificateError`."""
     return load_certificate(read_bytes(path, "certificate"), f"certificate {path}")
 
 
 def load_private_key_file(path: str | Path, passphrase: bytes | None = None) -> ec.EllipticCurvePrivateKey:
+    """Read a P-256 private key (PEM or DER, optionally encrypted with ``passphrase``).
+
+    Raises :class:`CertificateError` for another key type, a wrong passphrase or an unreadable key."""
     return load_private_key(read_bytes(path, "private key"), f"private key {path}", passphrase)
 
 
@@ -253,6 +260,7 @@ def normalise_fingerprint(text: str) -> str:
 
 
 def key_matches_certificate(key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate) -> bool:
+    """True when ``certificate`` certifies ``key``'s public key."""
     fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return key.public_key().public_bytes(*fmt) == certificate.public_key().public_bytes(*fmt)
 
@@ -322,6 +330,7 @@ def summarise(
     key: ec.EllipticCurvePrivateKey | None = None,
     now: dt.datetime | None = None,
 ) -> CertificateSummary:
+    """Describe ``certificate`` (and check ``key`` matches it) with findings for OTA use."""
     public_key = certificate.public_key()
     if isinstance(public_key, ec.EllipticCurvePublicKey):
         key_type = f"EC {public_key.curve.name}"
