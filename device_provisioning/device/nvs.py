@@ -16,6 +16,7 @@ import struct
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -36,7 +37,11 @@ PAGE_FREEING = 0xFFFFFFF8
 PAGE_VERSION2 = 0xFE
 PAGE_VERSION1 = 0xFF
 
-PRIMITIVES = {
+# What an entry holds, named as ESP-IDF's NVS API names the types (nvs_set_str, nvs_set_blob, nvs_set_u8 ...).
+NvsKind = Literal["string", "blob", "u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64"]
+NVS_KINDS: tuple[NvsKind, ...] = get_args(NvsKind)
+
+PRIMITIVES: dict[int, tuple[NvsKind, str]] = {
     0x01: ("u8", "<B"),
     0x11: ("i8", "<b"),
     0x02: ("u16", "<H"),
@@ -59,7 +64,7 @@ class NvsEntry:
 
     namespace: str
     key: str
-    kind: str
+    kind: NvsKind
     value: bytes | str | int
     # Where a read entry's header sits, relative to the partition start (not part of equality).
     location: int | None = field(default=None, compare=False)
