@@ -30,8 +30,15 @@ class FirmwareBucket(Construct):
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
             enforce_ssl=True,
-            versioned=False,
-            lifecycle_rules=[s3.LifecycleRule(id="ExpireAccessLogs", expiration=access_log_retention)],
+            # Versioned, so a deleted or overwritten log object can still be read in an investigation.
+            versioned=True,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="ExpireAccessLogs",
+                    expiration=access_log_retention,
+                    noncurrent_version_expiration=access_log_retention,
+                )
+            ],
             removal_policy=removal,
         )
 

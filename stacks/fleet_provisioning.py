@@ -17,6 +17,7 @@ from constructs import Construct
 
 from stacks.arns import iot_arn
 from stacks.nag import acknowledge_managed_policies
+from stacks.ota_service_role import iot_service_principal
 
 
 class FleetProvisioning(Construct):
@@ -39,7 +40,7 @@ class FleetProvisioning(Construct):
         self.role = iam.Role(
             self,
             "ProvisioningRole",
-            assumed_by=iam.ServicePrincipal("iot.amazonaws.com"),
+            assumed_by=iot_service_principal(self),
             description="AWS IoT fleet provisioning: creates things and activates certificates from the template",
             managed_policies=[registration_policy],
         )

@@ -1,59 +1,95 @@
-"""The role AWS IoT assumes to run an OTA update (sign, stream and deliver firmware)."""
+"""The role AWS IoT assumes to run an OTA update (sign, stream and deliver firmware).
+
+Scoped to this stage by construction, instead of AWS's managed ``AmazonFreeRTOSOTAUpdate`` (Signer
+and ``iot:CreateJob``/``CreateStream`` on ``*``): this role can sign only with this stage's
+signing profile, read only this stage's firmware bucket, and make only OTA jobs and streams, so a
+dev update can never be signed with prod's key even when both stages share an account.
+"""
 
 from __future__ import annotations
 
+from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 # Signer writes the signed image back into the firmware bucket under this prefix.
 from device_provisioning.contract import SIGNED_FIRMWARE_PREFIX
-from stacks.nag import acknowledge_managed_policies, acknowledge_wildcard_resources
+from stacks.arns import iot_arn
+from stacks.nag import acknowledge_wildcard_resources
+
+# CreateOTAUpdate names its job AFR_OTA-<otaUpdateId> and its stream AFR_OTA-<uuid>.
+OTA_NAME_PATTERN = "AFR_OTA-*"
+
+
+def iot_service_principal(scope: Construct) -> iam.ServicePrincipal:
+    """``iot.amazonaws.com``, acting for this account in this region only (confused-deputy guard)."""
+    stack = Stack.of(scope)
+    return iam.ServicePrincipal(
+        "iot.amazonaws.com",
+        conditions={
+            "StringEquals": {"aws:SourceAccount": stack.account},
+            "ArnLike": {"aws:SourceArn": stack.format_arn(service="iot", resource="*")},
+        },
+    )
 
 
 class OtaServiceRole(Construct):
-    """Role for ``CreateOTAUpdate``'s ``roleArn``, trusted by ``iot.amazonaws.com`` only."""
+    """Role for ``CreateOTAUpdate``'s ``roleArn``, trusted by ``iot.amazonaws.com`` for this account only."""
 
-    def __init__(self, scope: Construct, id_: str, *, firmware_bucket: s3.IBucket) -> None:
+    def __init__(self, scope: Construct, id_: str, *, firmware_bucket: s3.IBucket, signing_profile_name: str) -> None:
         super().__init__(scope, id_)
-        ota_managed_policy = iam.ManagedPolicy.from_aws_managed_policy_name("service-role/AmazonFreeRTOSOTAUpdate")
+        stack = Stack.of(self)
         read_objects = firmware_bucket.arn_for_objects("*")
         signed_objects = firmware_bucket.arn_for_objects(f"{SIGNED_FIRMWARE_PREFIX}*")
+        profile_arn = stack.format_arn(
+            service="signer",
+            resource="/signing-profiles",
+            resource_name=signing_profile_name,
+            arn_format=ArnFormat.SLASH_RESOURCE_NAME,
+        )
+        signing_jobs = stack.format_arn(
+            service="signer", resource="/signing-jobs", resource_name="*", arn_format=ArnFormat.SLASH_RESOURCE_NAME
+        )
+        ota_jobs = iot_arn(self, "job", OTA_NAME_PATTERN)
+        ota_streams = iot_arn(self, "stream", OTA_NAME_PATTERN)
+        targets = [iot_arn(self, "thing", "*"), iot_arn(self, "thinggroup", "*")]
         self.role = iam.Role(
             self,
             "Role",
-            assumed_by=iam.ServicePrincipal("iot.amazonaws.com"),
-            description="AWS IoT OTA update service role: reads firmware versions, signs and streams them",
-            # AWS's OTA guide: this managed policy covers Signer jobs, IoT streams and jobs.
-            managed_policies=[ota_managed_policy],
+            assumed_by=iot_service_principal(self),
+            description="AWS IoT OTA update service role: signs with this stage's profile, streams and delivers",
         )
-        # The OTA service passes this same role on to Signer and the streaming service.
-        self.role.add_to_policy(
+        statements = [
+            # The OTA service passes this same role on to the streaming and jobs services.
+            iam.PolicyStatement(actions=["iam:GetRole"], resources=[self.role.role_arn]),
             iam.PolicyStatement(
-                actions=["iam:GetRole", "iam:PassRole"],
+                actions=["iam:PassRole"],
                 resources=[self.role.role_arn],
-            )
-        )
-        # Firmware is addressed by object version; the signed copy is written back under a prefix.
-        self.role.add_to_policy(
+                conditions={"StringEquals": {"iam:PassedToService": "iot.amazonaws.com"}},
+            ),
             iam.PolicyStatement(
-                actions=["s3:GetObject", "s3:GetObjectVersion"],
-                resources=[read_objects],
-            )
-        )
-        self.role.add_to_policy(
+                actions=["signer:StartSigningJob", "signer:GetSigningProfile"], resources=[profile_arn]
+            ),
+            iam.PolicyStatement(actions=["signer:DescribeSigningJob"], resources=[signing_jobs]),
+            iam.PolicyStatement(actions=["iot:CreateJob"], resources=[ota_jobs, *targets]),
+            iam.PolicyStatement(actions=["iot:DescribeJob", "iot:DeleteJob"], resources=[ota_jobs]),
             iam.PolicyStatement(
-                actions=["s3:PutObject"],
-                resources=[signed_objects],
-            )
-        )
-        acknowledge_managed_policies(
-            self.role,
-            [ota_managed_policy.managed_policy_arn],
-            "AmazonFreeRTOSOTAUpdate is the AWS-maintained policy AWS's OTA guide requires for this role.",
-        )
+                actions=["iot:CreateStream", "iot:DescribeStream", "iot:DeleteStream"], resources=[ota_streams]
+            ),
+            # Firmware is addressed by object version; the signed copy is written back under a prefix.
+            iam.PolicyStatement(actions=["s3:GetObject", "s3:GetObjectVersion"], resources=[read_objects]),
+            iam.PolicyStatement(actions=["s3:PutObject"], resources=[signed_objects]),
+            iam.PolicyStatement(
+                actions=["s3:ListBucket", "s3:ListBucketVersions", "s3:GetBucketLocation"],
+                resources=[firmware_bucket.bucket_arn],
+            ),
+        ]
+        for statement in statements:
+            self.role.add_to_policy(statement)
         acknowledge_wildcard_resources(
             self.role,
-            [read_objects, signed_objects],
-            "Object wildcards are confined to the firmware bucket (read) and its signed/ prefix (write).",
+            [read_objects, signed_objects, signing_jobs, ota_jobs, ota_streams, *targets],
+            "Wildcards are confined to this stage's firmware bucket (read; write under signed/), Signer jobs of "
+            "this account (ids are made by Signer), OTA jobs and streams (AFR_OTA-*), and the update's targets.",
         )

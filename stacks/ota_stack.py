@@ -32,7 +32,9 @@ class OtaUpdateStack(Stack):
         )
         self.firmware_bucket = firmware.bucket
 
-        ota_role = OtaServiceRole(self, "OtaServiceRole", firmware_bucket=firmware.bucket)
+        ota_role = OtaServiceRole(
+            self, "OtaServiceRole", firmware_bucket=firmware.bucket, signing_profile_name=config.signing_profile_name
+        )
         self.ota_role = ota_role.role
 
         self.signing_profile: SigningProfile | None = None
@@ -48,6 +50,8 @@ class OtaUpdateStack(Stack):
                 "SigningProfile",
                 profile_name=config.signing_profile_name,
                 certificate_arn=config.code_signing_certificate_arn,
+                # prod's profile outlives the stack: devices in the field verify what it signed.
+                retain_on_delete=config.stage == "prod",
             )
 
         operator = OtaOperatorPolicy(

@@ -13,7 +13,7 @@ from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from device_provisioning import contract
-from stacks.nag import acknowledge_managed_policies
+from stacks.nag import acknowledge_managed_policies, acknowledge_wildcard_resources
 
 PLATFORM_ID = contract.SIGNER_PLATFORM_ID
 
@@ -29,6 +29,7 @@ class SigningProfile(Construct):
         profile_name: str,
         certificate_arn: str,
         certificate_name_on_device: str = contract.CODE_VERIFY_LABEL,
+        retain_on_delete: bool = False,
     ) -> None:
         super().__init__(scope, id_)
         self.profile_name = profile_name
@@ -51,26 +52,32 @@ class SigningProfile(Construct):
             },
             physical_resource_id=cr.PhysicalResourceId.of(profile_name),
         )
+        cancel_profile = cr.AwsSdkCall(
+            service="Signer", action="cancelSigningProfile", parameters={"profileName": profile_name}
+        )
+        statements = [
+            # PutSigningProfile supports no resource-level permission (AWS's authorization data):
+            # scoping it to the profile ARN would make every deploy fail with AccessDenied.
+            iam.PolicyStatement(actions=["signer:PutSigningProfile"], resources=["*"]),
+        ]
+        if not retain_on_delete:
+            statements.append(
+                iam.PolicyStatement(actions=["signer:CancelSigningProfile"], resources=[self.profile_arn])
+            )
         self.resource = cr.AwsCustomResource(
             self,
             "Resource",
             on_create=put_profile,
             on_update=put_profile,
-            on_delete=cr.AwsSdkCall(
-                service="Signer",
-                action="cancelSigningProfile",
-                parameters={"profileName": profile_name},
-            ),
-            # Only this profile; Signer checks the certificate itself, so no ACM permission is needed.
-            policy=cr.AwsCustomResourcePolicy.from_statements(
-                [
-                    iam.PolicyStatement(
-                        actions=["signer:PutSigningProfile", "signer:CancelSigningProfile"],
-                        resources=[self.profile_arn],
-                    )
-                ]
-            ),
+            on_delete=None if retain_on_delete else cancel_profile,
+            # Signer checks the certificate itself, so no ACM permission is needed.
+            policy=cr.AwsCustomResourcePolicy.from_statements(statements),
             install_latest_aws_sdk=False,
+        )
+        acknowledge_wildcard_resources(
+            self.resource,
+            ["*"],
+            "signer:PutSigningProfile takes no resource-level permission; the call names only this profile.",
         )
         # AwsCustomResource runs one singleton Lambda per stack; its role and runtime are CDK's.
         provider = Stack.of(self).node.find_child("AWS" + cr.AwsCustomResource.PROVIDER_FUNCTION_UUID.replace("-", ""))

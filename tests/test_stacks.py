@@ -36,13 +36,18 @@ def with_certificate() -> SynthesizedApp:
     )
 
 
+@pytest.fixture(scope="module")
+def dev_with_certificate() -> SynthesizedApp:
+    return synthesize(AppConfig(code_signing_certificate_arn=CERT_ARN))
+
+
 def resources_of(template: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in template["Resources"].items() if v["Type"] == type_}
 
 
 def firmware_bucket_id(app: SynthesizedApp) -> str:
     buckets = resources_of(app.ota_json, "AWS::S3::Bucket")
-    (bucket_id,) = [k for k, v in buckets.items() if "VersioningConfiguration" in v["Properties"]]
+    (bucket_id,) = [k for k, v in buckets.items() if "LoggingConfiguration" in v["Properties"]]
     return bucket_id
 
 
@@ -104,7 +109,6 @@ def test_no_signing_profile_without_certificate(without_certificate) -> None:
 def test_signing_profile_uses_certificate_and_freertos_platform(with_certificate) -> None:
     (resource,) = resources_of(with_certificate.ota_json, "Custom::AWS").values()
     create = json.loads(_join_literal(resource["Properties"]["Create"]))
-    delete = json.loads(_join_literal(resource["Properties"]["Delete"]))
     assert create["service"] == "Signer" and create["action"] == "putSigningProfile"
     assert create["parameters"] == {
         "profileName": "prod_esp_ota_signing",
@@ -112,71 +116,73 @@ def test_signing_profile_uses_certificate_and_freertos_platform(with_certificate
         "signingMaterial": {"certificateArn": CERT_ARN},
         "signingParameters": {"certname": "Code Verify Key"},
     }
-    assert delete["action"] == "cancelSigningProfile"
+    # prod's profile outlives the stack: devices in the field verify what it signed.
+    assert "Delete" not in resource["Properties"]
     with_certificate.ota.has_output("SigningProfileName", {"Value": "prod_esp_ota_signing"})
 
 
-def test_signing_profile_custom_resource_policy_is_scoped_to_the_profile(with_certificate) -> None:
-    policies = resources_of(with_certificate.ota_json, "AWS::IAM::Policy")
-    signer_statements = [
-        s
-        for p in policies.values()
-        for s in p["Properties"]["PolicyDocument"]["Statement"]
-        if any(a.startswith("signer:") for a in _as_list(s["Action"]))
+def signer_statements(app: SynthesizedApp, role_filter: str) -> list[dict[str, Any]]:
+    return [
+        statement
+        for name, policy in resources_of(app.ota_json, "AWS::IAM::Policy").items()
+        if role_filter in name
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if any(a.startswith("signer:") for a in _as_list(statement["Action"]))
     ]
-    assert len(signer_statements) == 1
-    statement = signer_statements[0]
-    assert sorted(_as_list(statement["Action"])) == [
-        "signer:CancelSigningProfile",
-        "signer:PutSigningProfile",
-    ]
-    assert "/signing-profiles/prod_esp_ota_signing" in json.dumps(statement["Resource"])
+
+
+def test_signing_profile_custom_resource_policy_is_what_aws_authorizes(with_certificate, dev_with_certificate) -> None:
+    # signer:PutSigningProfile supports no resource-level permission: only "*" is authorized.
+    (prod_put,) = signer_statements(with_certificate, "CustomResourcePolicy")
+    assert (prod_put["Action"], prod_put["Resource"]) == ("signer:PutSigningProfile", "*")
+    dev = {s["Action"]: s["Resource"] for s in signer_statements(dev_with_certificate, "CustomResourcePolicy")}
+    assert dev["signer:PutSigningProfile"] == "*"
+    assert "/signing-profiles/dev_esp_ota_signing" in json.dumps(dev["signer:CancelSigningProfile"])
+    (resource,) = resources_of(dev_with_certificate.ota_json, "Custom::AWS").values()
+    assert json.loads(_join_literal(resource["Properties"]["Delete"]))["action"] == "cancelSigningProfile"
 
 
 # --- OTA service role ----------------------------------------------------------------------------
 
 
-def test_ota_role_is_assumed_by_iot_only(without_certificate) -> None:
+def test_ota_role_is_assumed_by_iot_for_this_account_only(without_certificate) -> None:
     roles = resources_of(without_certificate.ota_json, "AWS::IAM::Role")
     (role,) = roles.values()
-    trust = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
-    assert trust == [{"Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": "iot.amazonaws.com"}}]
-    assert "service-role/AmazonFreeRTOSOTAUpdate" in json.dumps(role["Properties"]["ManagedPolicyArns"])
+    (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "iot.amazonaws.com"}
+    assert trust["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    assert ":iot:" in json.dumps(trust["Condition"]["ArnLike"]["aws:SourceArn"])
+    assert "ManagedPolicyArns" not in role["Properties"]  # no AWS managed policy with Signer/CreateJob on "*"
 
 
-def test_ota_role_passes_only_itself_and_reads_firmware_versions(without_certificate) -> None:
+def ota_role_statements(app: SynthesizedApp) -> dict[str, dict[str, Any]]:
+    (policy,) = [p for k, p in resources_of(app.ota_json, "AWS::IAM::Policy").items() if k.startswith("OtaServiceRole")]
+    return {",".join(_as_list(s["Action"])): s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
+
+
+def test_ota_role_signs_only_with_its_stage_profile_and_passes_only_itself(
+    without_certificate, with_certificate
+) -> None:
     (role_id,) = resources_of(without_certificate.ota_json, "AWS::IAM::Role")
     bucket_id = firmware_bucket_id(without_certificate)
-    without_certificate.ota.has_resource_properties(
-        "AWS::IAM::Policy",
-        {
-            "Roles": [{"Ref": role_id}],
-            "PolicyDocument": {
-                "Statement": Match.array_with(
-                    [
-                        Match.object_like(
-                            {
-                                "Action": ["iam:GetRole", "iam:PassRole"],
-                                "Resource": {"Fn::GetAtt": [role_id, "Arn"]},
-                            }
-                        ),
-                        Match.object_like(
-                            {
-                                "Action": ["s3:GetObject", "s3:GetObjectVersion"],
-                                "Resource": {"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, "/*"]]},
-                            }
-                        ),
-                        Match.object_like(
-                            {
-                                "Action": "s3:PutObject",
-                                "Resource": {"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, "/signed/*"]]},
-                            }
-                        ),
-                    ]
-                )
-            },
-        },
+    statements = ota_role_statements(without_certificate)
+    assert statements["iam:PassRole"]["Resource"] == {"Fn::GetAtt": [role_id, "Arn"]}
+    assert statements["iam:PassRole"]["Condition"] == {"StringEquals": {"iam:PassedToService": "iot.amazonaws.com"}}
+    sign = statements["signer:GetSigningProfile,signer:StartSigningJob"]["Resource"]
+    assert _flatten(sign).endswith("/signing-profiles/dev_esp_ota_signing")
+    prod_sign = ota_role_statements(with_certificate)["signer:GetSigningProfile,signer:StartSigningJob"]["Resource"]
+    assert _flatten(prod_sign).endswith("/signing-profiles/prod_esp_ota_signing")
+    assert _flatten(statements["iot:CreateStream,iot:DeleteStream,iot:DescribeStream"]["Resource"]).endswith(
+        ":stream/AFR_OTA-*"
     )
+    assert statements["s3:GetObject,s3:GetObjectVersion"]["Resource"] == {
+        "Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, "/*"]]
+    }
+    assert statements["s3:PutObject"]["Resource"] == {
+        "Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, "/signed/*"]]
+    }
+    every_resource = json.dumps([s["Resource"] for s in statements.values()])
+    assert '"*"' not in every_resource  # nothing on all resources
 
 
 # --- operator policy -------------------------------------------------------------------------------
