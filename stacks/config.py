@@ -64,6 +64,16 @@ class AppConfig:
         """Build the config from a context getter (``app.node.try_get_context``)."""
         stage = _stage(get("stage"))
         profile = _signing_profile_name(get("signingProfileName"), stage)
+        fleet_provisioning = _boolean("fleetProvisioning", get("fleetProvisioning"), False)
+        hook = _lambda_arn(get("preProvisioningHookArn"))
+        if stage == "prod" and fleet_provisioning and hook is None:
+            # Every board carries the same claim certificate: whoever reads one board's flash could
+            # mint identities for any serial number unless a hook admits only known serials.
+            raise ConfigError(
+                "preProvisioningHookArn",
+                "prod fleet provisioning needs a pre-provisioning hook that admits only your serials "
+                "(-c preProvisioningHookArn=arn:aws:lambda:...)",
+            )
         return cls(
             stage=stage,
             thing_names=_thing_names(get("thingNames")),
@@ -74,9 +84,9 @@ class AppConfig:
             ),
             access_log_retention_days=_positive_int("accessLogRetentionDays", get("accessLogRetentionDays"), 365),
             retain_firmware_bucket=_boolean("retainFirmwareBucket", get("retainFirmwareBucket"), True),
-            fleet_provisioning=_boolean("fleetProvisioning", get("fleetProvisioning"), False),
+            fleet_provisioning=fleet_provisioning,
             claim_client_id_prefix=_client_id_prefix(get("claimClientIdPrefix")),
-            pre_provisioning_hook_arn=_lambda_arn(get("preProvisioningHookArn")),
+            pre_provisioning_hook_arn=hook,
             account=account,
             region=region,
         )

@@ -77,9 +77,12 @@ class FleetProvisioning(Construct):
                 source_arn=self.template.attr_template_arn,
             )
 
-        template_topics = f"$aws/provisioning-templates/{template_name}/provision/json"
-        csr_topics = "$aws/certificates/create-from-csr/json"
-        topics = [f"{csr_topics}/*", template_topics, f"{template_topics}/*", csr_topics]
+        # Both payload formats: AWS's samples use /json, Espressif's fleet-provisioning example /cbor.
+        topics = []
+        for payload_format in ("json", "cbor"):
+            template_topics = f"$aws/provisioning-templates/{template_name}/provision/{payload_format}"
+            csr_topics = f"$aws/certificates/create-from-csr/{payload_format}"
+            topics += [csr_topics, f"{csr_topics}/*", template_topics, f"{template_topics}/*"]
         self.claim_policy_name = claim_policy_name
         self.claim_policy = iot.CfnPolicy(
             self,

@@ -279,3 +279,11 @@ def test_batch_registration_creates_inactive_journals_attaches_then_activates(tm
     ]
     assert journal.get("SN1").state == "registered"
     journal.close()
+
+
+@pytest.mark.parametrize("endpoint", ["http://acm.example.com", "http://10.0.0.5:4566"])
+def test_acm_import_refuses_to_send_the_key_without_tls(identity, endpoint: str) -> None:
+    key, certificate = identity
+    session = aws.Aws(boto3.session.Session(region_name="us-east-1"), endpoint)
+    with pytest.raises(aws.AwsError, match="without TLS"):
+        aws_codesign.import_code_signing_certificate(session, certificate, key)

@@ -69,3 +69,12 @@ def test_bad_value_names_the_key(key: str, value: object) -> None:
     message = str(raised.value)
     assert message.startswith(f"context key '{key}'")
     assert "\n" not in message
+
+
+def test_prod_fleet_provisioning_without_a_hook_is_refused() -> None:
+    with pytest.raises(ConfigError, match="needs a pre-provisioning hook") as raised:
+        config_from(stage="prod", fleetProvisioning="true")
+    assert raised.value.key == "preProvisioningHookArn"
+    assert config_from(stage="dev", fleetProvisioning="true").fleet_provisioning  # dev may try it without
+    hook = "arn:aws:lambda:eu-west-1:123456789012:function:check-serial"
+    assert config_from(stage="prod", fleetProvisioning="true", preProvisioningHookArn=hook).fleet_provisioning

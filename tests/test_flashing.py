@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import stat
 from pathlib import Path
 
 import pytest
@@ -234,6 +235,7 @@ def test_merged_image_has_nvs_at_the_storage_offset_byte_for_byte(identity, tmp_
                          "--build-dir", tmp_path / "build", "--out", tmp_path / "factory.bin", "--json")  # fmt: skip
     assert code == 0, err
     merged = (tmp_path / "factory.bin").read_bytes()
+    assert stat.S_IMODE((tmp_path / "factory.bin").stat().st_mode) == 0o600  # it holds the device's credentials
     storage = table.find("storage")
     assert len(merged) == FLASH_SIZE
     assert merged[storage.offset : storage.end] == nvs_image

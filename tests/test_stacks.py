@@ -383,3 +383,19 @@ def _join_literal(value: Any) -> str:
         return value
     delimiter, parts = value["Fn::Join"]
     return delimiter.join(p if isinstance(p, str) else json.dumps(p) for p in parts)
+
+
+def test_claim_policy_allows_the_provisioning_topics_in_json_and_cbor(with_certificate) -> None:
+    (claim,) = [
+        p for k, p in resources_of(with_certificate.fleet_json, "AWS::IoT::Policy").items() if "ClaimPolicy" in k
+    ]
+    statements = {s["Sid"]: s for s in claim["Properties"]["PolicyDocument"]["Statement"]}
+    published = [_flatten(r) for r in statements["ProvisioningTopicsOnly"]["Resource"]]
+    for payload_format in ("json", "cbor"):
+        for topic in (
+            f"$aws/certificates/create-from-csr/{payload_format}",
+            f"$aws/certificates/create-from-csr/{payload_format}/accepted",
+            f"$aws/provisioning-templates/prod-esp-ota-fleet-provisioning/provision/{payload_format}",
+        ):
+            prefix = topic.rsplit("/", 1)[0] if topic.endswith("accepted") else topic
+            assert any(r.endswith(f":topic/{topic}") or r.endswith(f":topic/{prefix}/*") for r in published), topic

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -13,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from device_provisioning.aws import Aws, aws_errors
 from device_provisioning.contract import CODE_SIGNING_CERTIFICATE_ARN_CONTEXT, SIGNER_PLATFORM_ID
 from device_provisioning.device.credentials import CODE_VERIFY_LABEL
-from device_provisioning.errors import CertificateError
+from device_provisioning.errors import AwsError, CertificateError
 from device_provisioning.files import write_atomic
 from device_provisioning.identity import codesign
 
@@ -51,7 +52,17 @@ def _find_imported(acm: Any, fingerprint: str) -> str | None:
 def import_code_signing_certificate(
     aws: Aws, certificate: x509.Certificate, key: ec.EllipticCurvePrivateKey
 ) -> ImportedCertificate:
-    """Import certificate + key into ACM once; a re-import finds the existing ARN."""
+    """Import certificate + key into ACM once; a re-import finds the existing ARN.
+
+    The private key is sent only over TLS, or to an emulator on this machine: an ``http://``
+    endpoint elsewhere (``AWS_ENDPOINT_URL``) is refused with :class:`AwsError` before any call.
+    """
+    endpoint = urlsplit(aws.endpoint_url or "https://acm")
+    if endpoint.scheme != "https" and not aws.is_local_endpoint:
+        raise AwsError(
+            f"refusing to send the code-signing private key to {aws.endpoint_url} without TLS; "
+            "use an https:// AWS_ENDPOINT_URL (or unset it for AWS itself)"
+        )
     codesign.require_usable(codesign.check_certificate(certificate, key=key), "code-signing certificate")
     fingerprint = codesign.fingerprint(certificate)
     acm = aws.client("acm")

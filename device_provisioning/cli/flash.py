@@ -71,7 +71,8 @@ def _flash(args: argparse.Namespace, out: TextIO) -> int:
 
 def _image_merge(args: argparse.Namespace, out: TextIO) -> int:
     merged = factory_image.merge_factory_image(_plan(args), quiet=args.json)
-    image_path = write_atomic(args.out, merged.image)
+    # The image holds the NVS partition and with it the device's private key: readable by its owner only.
+    image_path = write_atomic(args.out, merged.image, private=True)
     sidecar_path = write_atomic(
         Path(str(args.out) + ".json"), (json.dumps(merged.sidecar, indent=2, sort_keys=True) + "\n").encode()
     )
