@@ -256,7 +256,7 @@ def run_demo(out: Path, *, real: bool = False, firmware_path: Path | None = None
         else:
             firmware_bytes = app_image.placeholder_app_image(version="1.0.1")
             firmware_note = "PLACEHOLDER app image made with esptool's writer (not a real application)"
-        app_path = write_atomic(out / "app_image.bin", firmware_bytes)
+        app_path = write_atomic(out / "firmware.bin", firmware_bytes)
         log.record("firmware", "local", firmware_note)
 
         build = esp_build.load_build(app_image.write_placeholder_build(out / "build", table, app=firmware_bytes))
@@ -266,11 +266,11 @@ def run_demo(out: Path, *, real: bool = False, firmware_path: Path | None = None
         log.record("image merge", "local", f"factory.bin ({len(merged.image)} bytes) + factory.bin.json sidecar")
 
         der = signing.sign_firmware(signing_key, firmware_bytes)
-        write_atomic(out / "app_image.sig", der)
+        write_atomic(out / "firmware.sig", der)
         nvs_certificate = signing.certificate_from_nvs(built.image, "beta", source="creds.bin")
         report = signing.verify_update(
             firmware_bytes,
-            signing.SignatureInput(der, "app_image.sig", certfile=credentials.CODE_VERIFY_LABEL),
+            signing.SignatureInput(der, "firmware.sig", certfile=credentials.CODE_VERIFY_LABEL),
             [nvs_certificate],
             family="beta",
             expected_fingerprint=fingerprint,
@@ -280,7 +280,7 @@ def run_demo(out: Path, *, real: bool = False, firmware_path: Path | None = None
         trust = ota.DeviceTrust(certificates=(nvs_certificate,), expected_fingerprint=fingerprint, family="beta")
         request = ota.OtaRequest(
             firmware=firmware_bytes,
-            device_path="/device/app_image.bin",
+            device_path="/device/firmware.bin",
             targets=ota.Targets(things=(THING,)),
             bucket=values[StackOutput.FIRMWARE_BUCKET_NAME],
             role_arn=values[StackOutput.OTA_SERVICE_ROLE_ARN],
@@ -317,7 +317,7 @@ def run_demo(out: Path, *, real: bool = False, firmware_path: Path | None = None
         "device credentials": str(out / "device"),
         "NVS image (flash at storage)": str(nvs_path),
         "factory image": str(out / "factory.bin"),
-        "firmware + signature": f"{app_path}, {out / 'app_image.sig'}",
+        "firmware + signature": f"{app_path}, {out / 'firmware.sig'}",
         "job document": str(out / "job-document.json"),
     }
     summary = {"steps": [step.__dict__ for step in log.steps], "files": log.files}
