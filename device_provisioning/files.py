@@ -64,3 +64,18 @@ def refuse_existing(*paths: Path, hint: str) -> None:
     existing = [str(p) for p in paths if p.exists()]
     if existing:
         raise InputFileError(f"{', '.join(existing)} already exist(s); {hint}")
+
+
+def refuse_overwriting_inputs(output: str | os.PathLike[str], *inputs: str | os.PathLike[str] | None) -> None:
+    """Refuse an output path that is one of the command's inputs (same resolved path or same file)."""
+    target = Path(output)
+    for candidate in inputs:
+        if candidate is None:
+            continue
+        source = Path(candidate)
+        same = target.resolve() == source.resolve()
+        if not same and target.exists() and source.exists():
+            with contextlib.suppress(OSError):
+                same = os.path.samefile(target, source)
+        if same:
+            raise InputFileError(f"output {target} is also an input ({source}); write the output elsewhere")

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from device_provisioning.cli import build_parser, main
+from device_provisioning.device import app_image
+from device_provisioning.device import partition_table as pt
 from device_provisioning.device.app_image import placeholder_app_image
 from device_provisioning.identity import codesign
 from tests.helpers import BETA_TABLE, MASTER_TABLE, certificate_for, rsa_key, write_cert, write_key
@@ -339,3 +341,70 @@ def test_closed_stdout_ends_quietly_with_sigpipe_status() -> None:
         os.close(write_end)
     assert result.returncode == 128 + signal.SIGPIPE
     assert result.stderr == ""
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_no_output_may_overwrite_an_input(workspace: Path, tmp_path: Path) -> None:
+    keys = workspace / "keys"
+    table = tmp_path / "partitions.csv"
+    table.write_text(BETA_TABLE.read_text())
+    firmware = tmp_path / "app.bin"
+    firmware.write_bytes(placeholder_app_image(version="1"))
+    code, _, err = run("nvs", "build", "--partition-table", table, "--family", "beta",
+                       "--code-verify-cert", keys / "codesign.crt", "--out", tmp_path / "creds.bin")  # fmt: skip
+    assert code == 0, err
+    (tmp_path / "build").mkdir()
+    before = snapshot(tmp_path) | {"key": (keys / "codesign.key").read_bytes()}
+    cases = [
+        ["nvs", "build", "--partition-table", table, "--family", "beta",
+         "--code-verify-cert", keys / "codesign.crt", "--out", table],
+        ["nvs", "build", "--partition-table", table, "--family", "beta",
+         "--code-verify-cert", keys / "codesign.crt", "--out", tmp_path / "." / "partitions.csv"],
+        ["sign", "--key", keys / "codesign.key", "--firmware", firmware, "--out", firmware],
+        ["sign", "--key", keys / "codesign.key", "--firmware", firmware, "--out", keys / "codesign.key"],
+        ["image", "merge", "--partition-table", table, "--nvs", tmp_path / "creds.bin",
+         "--build-dir", tmp_path / "build", "--out", tmp_path / "creds.bin"],
+    ]  # fmt: skip
+    for argv in cases:
+        if argv[0] == "image":
+            app_image.write_placeholder_build(tmp_path / "build", pt.load(table))
+            before = snapshot(tmp_path) | {"key": (keys / "codesign.key").read_bytes()}
+        code, out, err = run(*argv)
+        assert_one_line_error(code, out, err, "is also an input")
+        assert snapshot(tmp_path) | {"key": (keys / "codesign.key").read_bytes()} == before, argv
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["codesign", "create", "--out", "k", "--days", "0"], "--days: 0 is out of range: use 1 to 36500"),
+        (["codesign", "create", "--out", "k", "--days", "1000000"], "--days: 1000000 is out of range"),
+        (["codesign", "create", "--out", "k", "--days", "ten"], "--days: 'ten' is not a whole number"),
+        (["flash", "--partition-table", "t", "--nvs", "n", "--no-firmware", "--baud", "-1"], "--baud: -1 is out"),
+        (["flash", "--partition-table", "t", "--nvs", "n", "--no-firmware", "--baud", "0"], "--baud: 0 is out"),
+        (["batch", "prepare", "--devices", "d", "--config", "c", "--out", "o", "--workers", "-1"], "--workers"),
+        (["ota", "create", "--firmware", "f", "--sign-key", "k", "--rollout-rate", "5000"], "--rollout-rate"),
+        (["ota", "create", "--firmware", "f", "--sign-key", "k", "--abort-percent", "nan"], "--abort-percent"),
+        (["ota", "create", "--firmware", "f", "--sign-key", "k", "--timeout-minutes", "0"], "--timeout-minutes"),
+        (["codesign", "create", "--out", "k", "--passphrase", "hunter2"], "unknown option(s) --passphrase"),
+        (["codesign", "create", "--out", "k", "--passphrase=hunter2"], "unknown option(s) --passphrase"),
+    ],
+)
+def test_bad_option_values_are_one_line_and_change_nothing(
+    argv: list[str], fragment: str, tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(*argv)
+    assert code == 2
+    assert_one_line_error(code, out, err, fragment)
+    assert "hunter2" not in err  # a value typed after a wrong option may be a secret: never echoed
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_certificate_names_beyond_x509_limits_are_refused(tmp_path: Path) -> None:
+    code, out, err = run("codesign", "create", "--out", tmp_path / "k", "--common-name", "x" * 65)
+    assert_one_line_error(code, out, err, "--common-name has 65 characters; X.509 allows at most 64")
+    assert not (tmp_path / "k").exists()

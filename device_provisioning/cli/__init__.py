@@ -10,7 +10,6 @@ single error boundary: it turns a :class:`~device_provisioning.errors.Provisioni
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ from typing import TextIO
 
 from device_provisioning import __version__
 from device_provisioning.cli import batch, cloud, codesign, device, flash, verify
-from device_provisioning.cli.common import Command, CommandGroup, Formatter, Handler
+from device_provisioning.cli.common import Command, CommandGroup, Formatter, Handler, Parser, UsageError
 from device_provisioning.errors import ExitCode, ProvisioningError
 
 # The order of `device-provisioning --help`: the path from a key to a device in the field.
@@ -38,9 +37,9 @@ COMMANDS: tuple[Command | CommandGroup, ...] = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
     """The whole command line, from :data:`COMMANDS`."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="device-provisioning",
         description="Provision ESP32 devices for signed OTA updates on AWS IoT.",
         formatter_class=Formatter,
@@ -61,8 +60,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exit_:
+    except SystemExit as exit_:  # --help, --version
         return int(exit_.code or 0)
+    except UsageError as error:
+        err.write(f"ERROR {' '.join(str(error).split())}\n")
+        return ExitCode.USAGE
     try:
         handler: Handler = args.handler
         return handler(args, out)

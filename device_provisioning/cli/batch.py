@@ -7,7 +7,17 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from device_provisioning.cli.common import AWS, NO_STUB, Command, CommandGroup, connect_aws, emit, split_list, status
+from device_provisioning.cli.common import (
+    AWS,
+    NO_STUB,
+    Command,
+    CommandGroup,
+    bounded_int,
+    connect_aws,
+    emit,
+    split_list,
+    status,
+)
 from device_provisioning.cli.progress import stage_progress
 
 
@@ -60,7 +70,7 @@ def _prepare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", required=True, type=Path, help="CSV: serial,thing_name[,thing_group,<nvs values>]")
     parser.add_argument("--config", required=True, type=Path, help="batch TOML ([batch], [registration], [nvs])")
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--workers", type=int, help="processes (default: one per core)")
+    parser.add_argument("--workers", type=bounded_int(1, 256), help="processes (default: one per core)")
 
 
 def _directory_argument(parser: argparse.ArgumentParser) -> None:

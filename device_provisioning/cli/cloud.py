@@ -18,6 +18,8 @@ from device_provisioning.cli.common import (
     STAGE,
     Command,
     CommandGroup,
+    bounded_float,
+    bounded_int,
     connect_aws,
     device_certificates,
     emit,
@@ -135,9 +137,11 @@ def _ota_create_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bucket", help="firmware bucket (default: the stack's)")
     parser.add_argument("--role-arn", help="OTA service role (default: the stack's)")
     parser.add_argument("--ota-id")
-    parser.add_argument("--rollout-rate", type=int, metavar="PER_MINUTE")
-    parser.add_argument("--abort-percent", type=float, metavar="FAILED_PERCENT")
-    parser.add_argument("--timeout-minutes", type=int)
+    parser.add_argument(
+        "--rollout-rate", type=bounded_int(1, 1000), metavar="PER_MINUTE", help="AWS: 1-1000 devices/min"
+    )
+    parser.add_argument("--abort-percent", type=bounded_float(0, 100), metavar="FAILED_PERCENT")
+    parser.add_argument("--timeout-minutes", type=bounded_int(1, 10080), help="AWS: 1-10080 minutes")
     parser.add_argument("--continuous", action="store_true", help="also update devices added to the groups later")
 
 

@@ -7,7 +7,16 @@ from pathlib import Path
 from typing import TextIO
 
 from device_provisioning.aws import codesign as aws_codesign
-from device_provisioning.cli.common import AWS, PASSPHRASE, Command, CommandGroup, connect_aws, emit, passphrase
+from device_provisioning.cli.common import (
+    AWS,
+    PASSPHRASE,
+    Command,
+    CommandGroup,
+    bounded_int,
+    connect_aws,
+    emit,
+    passphrase,
+)
 from device_provisioning.device import embedded
 from device_provisioning.errors import ExitCode
 from device_provisioning.identity import codesign
@@ -131,7 +140,12 @@ def _identity_options(parser: argparse.ArgumentParser) -> None:
 def _create_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="directory for codesign.key and codesign.crt")
     _identity_options(parser)
-    parser.add_argument("--days", type=int, default=codesign.DEFAULT_DAYS, help="validity (default: 3 years)")
+    parser.add_argument(
+        "--days",
+        type=bounded_int(1, codesign.MAX_DAYS),
+        default=codesign.DEFAULT_DAYS,
+        help="validity (default: 3 years)",
+    )
 
 
 def _csr_arguments(parser: argparse.ArgumentParser) -> None:

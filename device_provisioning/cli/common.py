@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from device_provisioning import aws, signing
 from device_provisioning.device import credentials, nvs
@@ -27,8 +27,58 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the examples in the epilogs as written."""
 
 
+class UsageError(Exception):
+    """A command line argparse refused; :func:`device_provisioning.cli.main` prints it as one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with usage errors raised (one ``ERROR`` line from the error boundary), not printed."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            # Name unknown options only: the token after one may be a secret typed in the wrong place.
+            options = sorted({token.split("=", 1)[0] for token in extras if token.startswith("-")})
+            what = f"unknown option(s) {', '.join(options)}" if options else f"{len(extras)} unexpected argument(s)"
+            raise UsageError(f"{self.prog}: {what} (see {self.prog} --help)")
+        return parsed
+
+
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: use {low} to {high}")
+        return value
+
+    return parse
+
+
+def bounded_float(low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: a number from ``low`` to ``high``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"{text} is out of range: use {low:g} to {high:g}")
+        return value
+
+    return parse
+
+
 def _group(*adders: Callable[[argparse.ArgumentParser], object]) -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parent = Parser(add_help=False, allow_abbrev=False)
     for add in adders:
         add(parent)
     return parent

@@ -9,7 +9,7 @@ from typing import Any, TextIO
 from device_provisioning.cli.common import NVS_KEYS, PARTITION_TABLE, Command, CommandGroup, emit, nvs_encryption_key
 from device_provisioning.device import credentials, nvs, partition_table
 from device_provisioning.errors import InputFileError, ProvisioningError
-from device_provisioning.files import read_bytes, write_atomic
+from device_provisioning.files import read_bytes, refuse_overwriting_inputs, write_atomic
 from device_provisioning.identity import codesign
 
 
@@ -35,6 +35,12 @@ def _partitions_show(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
+    inputs = (args.partition_table, args.code_verify_cert, args.device_cert, args.device_key, args.claim_cert,
+              args.claim_key, args.jitp_cert, args.nvs_keys)  # fmt: skip
+    keys_out = Path(args.out).with_suffix(".nvs_keys.bin")
+    refuse_overwriting_inputs(args.out, *inputs)
+    if args.encrypt and not args.nvs_keys:
+        refuse_overwriting_inputs(keys_out, args.out, *inputs)
     table = partition_table.load(args.partition_table)
     creds = credentials.Credentials.from_files(
         args.code_verify_cert,
@@ -63,9 +69,7 @@ def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
     image_path = write_atomic(args.out, built.image, private=built.holds_private_key)
     keys_path = None
     if args.encrypt and not args.nvs_keys:
-        keys_path = write_atomic(
-            Path(args.out).with_suffix(".nvs_keys.bin"), nvs.keys_partition_image(key or b""), private=True
-        )
+        keys_path = write_atomic(keys_out, nvs.keys_partition_image(key or b""), private=True)
     csk = next(e for e in built.entries if e.key == credentials.CODE_VERIFY_KEY)
     fp = codesign.fingerprint(creds.code_verify_certificate)
     lines = [

@@ -13,19 +13,21 @@ from device_provisioning.cli.common import (
     PARTITION_TABLE,
     Command,
     CommandGroup,
+    bounded_int,
     emit,
     nvs_encryption_key,
 )
 from device_provisioning.device import credentials, esp_build, partition_table
 from device_provisioning.errors import InputFileError
-from device_provisioning.files import read_bytes, write_atomic
+from device_provisioning.files import read_bytes, refuse_overwriting_inputs, write_atomic
 from device_provisioning.flashing import esptool_device, factory_image, layout
 from device_provisioning.identity import codesign
 
 
-def _plan(args: argparse.Namespace) -> layout.FlashPlan:
+def _plan(args: argparse.Namespace, build: esp_build.EspBuild | None = None) -> layout.FlashPlan:
     table = partition_table.load(args.partition_table)
-    build = esp_build.load_build(args.build_dir) if getattr(args, "build_dir", None) else None
+    if build is None and getattr(args, "build_dir", None):
+        build = esp_build.load_build(args.build_dir)
     return layout.plan_flash(
         table,
         read_bytes(args.nvs, "NVS image"),
@@ -70,12 +72,14 @@ def _flash(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _image_merge(args: argparse.Namespace, out: TextIO) -> int:
-    merged = factory_image.merge_factory_image(_plan(args), quiet=args.json)
+    sidecar = Path(str(args.out) + ".json")
+    build = esp_build.load_build(args.build_dir)
+    for output in (args.out, sidecar):
+        refuse_overwriting_inputs(output, args.partition_table, args.nvs, args.nvs_keys, *(f.path for f in build.files))
+    merged = factory_image.merge_factory_image(_plan(args, build), quiet=args.json)
     # The image holds the NVS partition and with it the device's private key: readable by its owner only.
     image_path = write_atomic(args.out, merged.image, private=True)
-    sidecar_path = write_atomic(
-        Path(str(args.out) + ".json"), (json.dumps(merged.sidecar, indent=2, sort_keys=True) + "\n").encode()
-    )
+    sidecar_path = write_atomic(sidecar, (json.dumps(merged.sidecar, indent=2, sort_keys=True) + "\n").encode())
     lines = [f"image        {image_path} ({len(merged.image)} bytes, sha256 {merged.sidecar['sha256']})"]
     lines += [
         f"region       {r['name']:<16} 0x{r['offset']:06x} {r['size']:>8} bytes" for r in merged.sidecar["regions"]
@@ -107,7 +111,7 @@ def _nvs_argument(parser: argparse.ArgumentParser) -> None:
 
 def _flash_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", help="serial port (default: auto-detect, like esptool)")
-    parser.add_argument("--baud", type=int, default=esptool_device.DEFAULT_BAUD)
+    parser.add_argument("--baud", type=bounded_int(9600, 5_000_000), default=esptool_device.DEFAULT_BAUD)
     parser.add_argument("--chip", help="expected chip (esp32, esp32s3, ...); checked against the build and the device")
     _nvs_argument(parser)
     firmware = parser.add_mutually_exclusive_group()

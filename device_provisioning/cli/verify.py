@@ -19,11 +19,12 @@ from device_provisioning.cli.common import (
     passphrase,
     status,
 )
-from device_provisioning.files import read_bytes, write_atomic
+from device_provisioning.files import read_bytes, refuse_overwriting_inputs, write_atomic
 from device_provisioning.identity import codesign
 
 
 def _sign(args: argparse.Namespace, out: TextIO) -> int:
+    refuse_overwriting_inputs(args.out, args.key, args.firmware)
     key = codesign.load_private_key_file(args.key, passphrase(args))
     firmware = read_bytes(args.firmware, "firmware")
     der = signing.sign_firmware(key, firmware)

@@ -28,6 +28,10 @@ CERT_FILE = "codesign.crt"
 CSR_FILE = "codesign.csr"
 DEFAULT_COMMON_NAME = "ESP32 OTA code signing"
 DEFAULT_DAYS = 3 * 365
+# A century: beyond it a certificate is a mistake, and X.509 dates end at year 9999.
+MAX_DAYS = 36500
+# RFC 5280 upper bounds (ub-common-name, ub-organization-name).
+MAX_NAME_LENGTH = 64
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,9 @@ def generate_signing_key() -> ec.EllipticCurvePrivateKey:
 def _subject(common_name: str, organization: str | None) -> x509.Name:
     if not common_name.strip():
         raise CertificateError("common name is empty; give --common-name 'My Company OTA signing'")
+    for option, value in (("--common-name", common_name), ("--organization", organization or "")):
+        if len(value) > MAX_NAME_LENGTH:
+            raise CertificateError(f"{option} has {len(value)} characters; X.509 allows at most {MAX_NAME_LENGTH}")
     attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
     if organization:
         attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
@@ -106,8 +113,8 @@ def create_self_signed_certificate(
     now: dt.datetime | None = None,
 ) -> x509.Certificate:
     """Self-signed code-signing certificate with the extensions AWS Signer expects."""
-    if days < 1:
-        raise CertificateError(f"validity of {days} days; give --days 1 or more")
+    if not 1 <= days <= MAX_DAYS:
+        raise CertificateError(f"validity of {days} days; give --days 1 to {MAX_DAYS}")
     start = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
     name = _subject(common_name, organization)
     return (
