@@ -18,7 +18,7 @@ from esp32_mock_bootloader import mock_bootloader
 from esptool import cmds
 
 from device_provisioning.cli import main
-from device_provisioning.device import app_image, credentials, esp_build
+from device_provisioning.device import app_image, credentials, esp_build, nvs
 from device_provisioning.device import partition_table as pt
 from device_provisioning.errors import ProvisioningError
 from device_provisioning.flashing import esptool_device, factory_image, layout
@@ -107,6 +107,23 @@ def test_human_output_names_the_certificate(mock, identity, beta_image, tmp_path
                          "--nvs", image, "--no-firmware", "--code-verify-cert", identity.certificate)  # fmt: skip
     assert code == 0, err
     assert "creds/P11_CSK present at 0x31" in out and "matches" in out
+
+
+@pytest.mark.parametrize("holds", ["another certificate", "no certificate"])
+def test_expected_certificate_is_checked_before_anything_is_written(mock, identity, holds, tmp_path: Path) -> None:
+    table = pt.load(BETA_TABLE)
+    if holds == "another certificate":
+        stranger = codesign.create_self_signed_certificate(codesign.generate_signing_key())
+        image = credentials.build_credential_image(table, credentials.Credentials(stranger), "beta").image
+        message = "not the expected"
+    else:
+        image = nvs.build_image([nvs.NvsEntry("cfg", "thing_name", "string", "t1")], 0x4000)
+        message = "holds no creds/P11_CSK"
+    (tmp_path / "creds.bin").write_bytes(image)
+    code, out, err = cli("flash", "--port", mock.url(), "--no-stub", "--partition-table", BETA_TABLE, "--nvs",
+                         tmp_path / "creds.bin", "--no-firmware", "--code-verify-cert", identity.certificate)  # fmt: skip
+    assert code == 1 and message in err and err.count("\n") == 1
+    flash_is_untouched(mock.url())
 
 
 def test_full_flash_with_build_dir(mock, identity, tmp_path: Path) -> None:

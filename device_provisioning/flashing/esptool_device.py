@@ -22,7 +22,7 @@ from esptool.util import FatalError
 from device_provisioning.device import nvs
 from device_provisioning.device.credentials import CODE_VERIFY_KEY, CREDS_NAMESPACE
 from device_provisioning.device.esp_build import normalise_chip
-from device_provisioning.errors import DeviceError
+from device_provisioning.errors import DeviceError, FlashPlanError
 from device_provisioning.flashing.layout import FlashPlan
 from device_provisioning.identity import codesign
 
@@ -158,6 +158,8 @@ def flash_connected(
     progress: bool = False,
 ) -> FlashReport:
     """The same, on an esptool loader that is already connected (a station's open port, or a test's)."""
+    if expected_certificate is not None:
+        check_expected_certificate(plan, expected_certificate)  # before the first byte goes to the device
     detected = normalise_chip(esp.CHIP_NAME)
     port_name = str(getattr(esp._port, "port", None) or getattr(esp._port, "portstr", "?"))
     if plan.chip is not None and plan.chip != detected:
@@ -199,6 +201,31 @@ def flash_connected(
     report = _describe_nvs(read_back, plan, port_name, detected, expected_certificate)
     cmds.reset_chip(esp, "hard-reset")
     return report
+
+
+def check_expected_certificate(plan: FlashPlan, expected: Any) -> str:
+    """Prove offline that the NVS image holds ``expected`` as creds/P11_CSK; returns its fingerprint.
+
+    Raises :class:`FlashPlanError` when it holds another certificate, none, or cannot be read
+    (an encrypted image): a device is never written with an image the check would refuse.
+    """
+    want = codesign.fingerprint(expected)
+    where = f"{CREDS_NAMESPACE}/{CODE_VERIFY_KEY}"
+    if plan.nvs_encrypted:
+        raise FlashPlanError(
+            f"the NVS image is encrypted, so its {where} cannot be checked against --code-verify-cert before "
+            "flashing; check the plaintext image with `verify`, then flash without --code-verify-cert"
+        )
+    contents = nvs.read_image(plan.nvs_region.data, source="the NVS image")
+    csk = contents.get(CREDS_NAMESPACE, CODE_VERIFY_KEY)
+    if csk is None:
+        raise FlashPlanError(f"the NVS image holds no {where}: rebuild it with `nvs build --code-verify-cert ...`")
+    found = codesign.fingerprint(codesign.load_certificate(csk.data, where))
+    if found != want:
+        raise FlashPlanError(
+            f"the NVS image's {where} is {found}, not the expected {want}: rebuild it with the right certificate"
+        )
+    return found
 
 
 def _describe_nvs(read_back: bytes, plan: FlashPlan, port: str, chip: str, expected: Any) -> FlashReport:
