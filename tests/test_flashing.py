@@ -119,9 +119,10 @@ def test_expected_certificate_is_checked_before_anything_is_written(mock, identi
     else:
         image = nvs.build_image([nvs.NvsEntry("cfg", "thing_name", "string", "t1")], 0x4000)
         message = "holds no creds/P11_CSK"
-    (tmp_path / "creds.bin").write_bytes(image)
+    nvs_path = tmp_path / "creds.bin"
+    nvs_path.write_bytes(image)
     code, out, err = cli("flash", "--port", mock.url(), "--no-stub", "--partition-table", BETA_TABLE, "--nvs",
-                         tmp_path / "creds.bin", "--no-firmware", "--code-verify-cert", identity.certificate)  # fmt: skip
+                         nvs_path, "--no-firmware", "--code-verify-cert", identity.certificate)  # fmt: skip
     assert code == 1 and message in err and err.count("\n") == 1
     flash_is_untouched(mock.url())
 
