@@ -408,3 +408,23 @@ def test_certificate_names_beyond_x509_limits_are_refused(tmp_path: Path) -> Non
     code, out, err = run("codesign", "create", "--out", tmp_path / "k", "--common-name", "x" * 65)
     assert_one_line_error(code, out, err, "--common-name has 65 characters; X.509 allows at most 64")
     assert not (tmp_path / "k").exists()
+
+
+def test_only_esp32_app_images_are_signed_or_verified(workspace: Path, tmp_path: Path) -> None:
+    keys = workspace / "keys"
+    good = placeholder_app_image(version="2")
+    corrupt = bytearray(good)
+    corrupt[100] ^= 0xFF  # a byte of segment data: checksum and digest no longer match
+    inputs = {"empty": b"", "text": b"hello, not firmware\n" * 50, "corrupt": bytes(corrupt)}
+    for name, data in inputs.items():
+        firmware = tmp_path / f"{name}.bin"
+        firmware.write_bytes(data)
+        code, out, err = run(
+            "sign", "--key", keys / "codesign.key", "--firmware", firmware, "--out", tmp_path / "s.sig"
+        )
+        assert_one_line_error(code, out, err, f"firmware {firmware}")
+        assert not (tmp_path / "s.sig").exists()
+        code, out, err = run(
+            "verify", "--firmware", firmware, "--signature", "MEUCIQ==", "--cert", keys / "codesign.crt"
+        )
+        assert_one_line_error(code, out, err, f"firmware {firmware}")

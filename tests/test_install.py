@@ -11,6 +11,7 @@ import venv
 from pathlib import Path
 
 from device_provisioning import __version__
+from device_provisioning.device.app_image import placeholder_app_image
 
 REPO = Path(__file__).resolve().parent.parent
 UNSHIPPED = (".git", ".venv", "node_modules", "cdk.out", "out", "build", "*.egg-info", ".*_cache", "__pycache__")
@@ -56,7 +57,7 @@ def test_wheel_installs_into_a_clean_venv_and_runs(tmp_path: Path) -> None:
     table.write_text((REPO / "tests" / "data" / "partition-tables" / "beta-ota-mqtt.csv").read_text())
     run([tool, "nvs", "build", "--partition-table", table, "--family", "beta",
          "--code-verify-cert", "keys/codesign.crt", "--out", "creds.bin"], work, env)  # fmt: skip
-    (work / "app.bin").write_bytes(b"\xe9" + os.urandom(4095))
+    (work / "app.bin").write_bytes(placeholder_app_image(version="1"))
     run([tool, "sign", "--key", "keys/codesign.key", "--firmware", "app.bin", "--out", "app.sig"], work, env)
     verified = run([tool, "verify", "--firmware", "app.bin", "--signature", "app.sig", "--nvs", "creds.bin",
                     "--family", "beta"], work, env)  # fmt: skip

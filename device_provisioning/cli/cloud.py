@@ -24,11 +24,11 @@ from device_provisioning.cli.common import (
     device_certificates,
     emit,
     passphrase,
+    read_firmware,
     split_list,
 )
 from device_provisioning.contract import StackOutput
 from device_provisioning.device import credentials
-from device_provisioning.files import read_bytes
 from device_provisioning.identity import codesign
 
 
@@ -64,7 +64,7 @@ def _trust(args: argparse.Namespace) -> ota.DeviceTrust:
 def _ota_create(args: argparse.Namespace, out: TextIO) -> int:
     session = connect_aws(args)
     trust = _trust(args)
-    firmware_bytes = read_bytes(args.firmware, "firmware")
+    firmware_bytes = read_firmware(args.firmware)
     key = codesign.load_private_key_file(args.sign_key, passphrase(args)) if args.sign_key else None
     bucket, role = args.bucket, args.role_arn
     if not bucket or not role:

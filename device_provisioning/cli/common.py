@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from device_provisioning import aws, signing
-from device_provisioning.device import credentials, nvs
+from device_provisioning.device import app_image, credentials, nvs
 from device_provisioning.errors import ExitCode, InputFileError
 from device_provisioning.files import read_bytes
 from device_provisioning.identity import codesign
@@ -203,6 +203,13 @@ def nvs_encryption_key(args: argparse.Namespace) -> bytes | None:
 def connect_aws(args: argparse.Namespace) -> aws.Aws:
     """A session from the command's ``--profile``/``--region``."""
     return aws.connect(profile=args.profile, region=args.region)
+
+
+def read_firmware(path: Path) -> bytes:
+    """The app image to sign, verify or ship, checked as ESP-IDF's bootloader will check it."""
+    data = read_bytes(path, "firmware")
+    app_image.check_app_image(data, f"firmware {path}")
+    return data
 
 
 def split_list(text: str | None) -> tuple[str, ...]:

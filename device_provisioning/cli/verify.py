@@ -17,6 +17,7 @@ from device_provisioning.cli.common import (
     device_certificates,
     emit,
     passphrase,
+    read_firmware,
     status,
 )
 from device_provisioning.files import read_bytes, refuse_overwriting_inputs, write_atomic
@@ -26,7 +27,7 @@ from device_provisioning.identity import codesign
 def _sign(args: argparse.Namespace, out: TextIO) -> int:
     refuse_overwriting_inputs(args.out, args.key, args.firmware)
     key = codesign.load_private_key_file(args.key, passphrase(args))
-    firmware = read_bytes(args.firmware, "firmware")
+    firmware = read_firmware(args.firmware)
     der = signing.sign_firmware(key, firmware)
     write_atomic(args.out, der)
     signature = signing.SignatureInput(der, str(args.out))
@@ -40,7 +41,7 @@ def _sign(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _verify(args: argparse.Namespace, out: TextIO) -> int:
-    firmware = read_bytes(args.firmware, "firmware")
+    firmware = read_firmware(args.firmware)
     signature = signing.load_signature(args.signature)
     candidates = device_certificates(args, args.cert)
     report = signing.verify_update(

@@ -44,12 +44,27 @@ def placeholder_app_image(
     return saved
 
 
+# AWS IoT's limit for one OTA file.
+MAX_OTA_FILE = 16 * 1024 * 1024
+
+
 def check_app_image(data: bytes, source: str, chip: str = "esp32") -> None:
-    """Refuse a file that is not an ESP app image (magic, segments, checksum, SHA-256 digest)."""
+    """Refuse what ESP-IDF's bootloader would refuse, before it is signed or sent to a device.
+
+    An app image as esptool reads it (magic byte, at most 16 segments, XOR checksum, appended
+    SHA-256 digest), not empty and within AWS's 16 MB per OTA file. Raises :class:`InputFileError`.
+    """
+    if not data:
+        raise InputFileError(f"{source}: the file is empty; give the app image from build/<project>.bin")
+    if len(data) > MAX_OTA_FILE:
+        raise InputFileError(f"{source}: {len(data)} bytes; an OTA file may be at most {MAX_OTA_FILE} bytes")
     try:
         image = LoadFirmwareImage(chip, data)
     except Exception as error:  # esptool raises FatalError or struct errors on garbage
-        raise InputFileError(f"{source}: not an {chip} app image ({error}); give build/<project>.bin") from None
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise InputFileError(f"{source}: not an {chip} app image ({reason}); give build/<project>.bin") from None
+    if image.checksum != image.calculate_checksum():
+        raise InputFileError(f"{source}: the app image's checksum does not match; the file is corrupt")
     if getattr(image, "append_digest", False) and image.stored_digest != image.calc_digest:
         raise InputFileError(f"{source}: the app image's SHA-256 digest does not match; the file is corrupt")
 
