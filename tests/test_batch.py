@@ -11,6 +11,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,9 @@ def manifest(out: Path) -> list[dict[str, str]]:
         ("serial,thing_name\nA,t1\nB,t1\n", "line 3: thing t1 already on line 2"),
         ("serial,thing_name\nA,t 1\n", "line 2: thing name"),
         ("serial,thing_name\nA/1,t1\n", "line 2: serial"),
+        ("serial,thing_name\n..,t1\n", "line 2: serial '..'"),
+        ("serial,thing_name\n.,t1\n", "line 2: serial '.'"),
+        ("serial,thing_name\nA,%s\n" % ("t" * 100), "line 2: thing name"),
         ("serial,thing_name,a_column_name_too_long\nA,t1,x\n", "cannot be an NVS key"),
         ("serial,thing_name\n", "no devices"),
     ],
@@ -374,3 +378,40 @@ def test_a_corrupt_journal_is_one_line(tmp_path: Path, signer: Path) -> None:
     code = main(["batch", "status", str(out)], out=io.StringIO(), err=(err := io.StringIO()))
     assert code == 1 and err.getvalue().startswith(f"ERROR batch journal {out / 'journal.sqlite'}: cannot be used")
     assert err.getvalue().count("\n") == 1
+
+
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat_file.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_workers_die_with_a_killed_batch(tmp_path: Path, signer: Path) -> None:
+    devices = write_devices(tmp_path / "devices.csv", 3000, "orphan")
+    config = write_config(tmp_path / "batch.toml", signer)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "device_provisioning", "batch", "prepare", "--devices", str(devices),
+               "--config", str(config), "--out", str(out), "--workers", "2", "--json"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    workers: set[int] = set()
+    while time.monotonic() < deadline and len(workers) < 2:  # wait until the pool works
+        workers = {p for p in children_of(process.pid) if p != process.pid}
+        time.sleep(0.05)
+    assert workers, "the batch never started its workers"
+    os.kill(process.pid, signal.SIGKILL)  # the batch process alone, as a crash would
+    process.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+        time.sleep(0.05)
+    alive = [
+        w for w in workers if Path(f"/proc/{w}/stat").exists() and Path(f"/proc/{w}/stat").read_text().split()[2] != "Z"
+    ]
+    assert alive == []

@@ -8,9 +8,12 @@ to a temporary name and renamed; journal transitions are committed in groups.
 from __future__ import annotations
 
 import csv
+import ctypes
 import hashlib
 import io
 import os
+import signal
+import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -78,6 +81,8 @@ class BatchSummary:
 
 # Progress of a stage: (stage name, devices done, devices in the stage). The CLI draws it; the
 # library only reports it.
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
 ProgressCallback = Callable[[str, int, int], None]
 
 
@@ -86,6 +91,15 @@ def _no_progress(stage: str, done: int, total: int) -> None:
 
 
 # --- worker functions (run in child processes: picklable arguments only) ------------------------------
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker ends with the batch process, even on kill -9 of it: no file is written after it died."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def _make_key(task: tuple[str, str, str]) -> str:
@@ -225,7 +239,9 @@ def prepare_batch(
             device_dir = {row.serial: out / DEVICES_DIR / row.serial for row in rows}
             worker_count = workers or os.cpu_count() or 1
 
-            with ProcessPoolExecutor(max_workers=worker_count) as pool:
+            with ProcessPoolExecutor(
+                max_workers=worker_count, initializer=_die_with_parent, initargs=(os.getpid(),)
+            ) as pool:
                 # 1. keys and CSRs
                 t = time.monotonic()
                 todo = [r for r in journal.records() if r.state == "pending"]

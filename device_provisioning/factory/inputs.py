@@ -23,8 +23,10 @@ from device_provisioning.files import read_bytes
 REQUIRED_COLUMNS = ("serial", "thing_name")
 OPTIONAL_COLUMNS = ("thing_group",)
 REGISTRATION_MODES = ("none", "per-device", "bulk", "claim")
-_THING = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
-_SERIAL = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# AWS's thing-name characters; at most 64 because the name is the device certificate's CN (X.509).
+_THING = re.compile(r"^[a-zA-Z0-9:_-]{1,64}$")
+# A serial names the device's directory: it starts with a letter or digit, so it is never . or ..
+_SERIAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _NVS_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
 
@@ -180,9 +182,15 @@ def parse_devices(text: str, source: str = "devices CSV") -> list[DeviceRow]:
         record = dict(zip(header, (f.strip() for f in fields), strict=True))
         serial, thing = record["serial"], record["thing_name"]
         if not _SERIAL.match(serial):
-            raise InputFileError(f"{source} line {line}: serial {serial!r} must be 1-64 of A-Z a-z 0-9 . _ -")
+            raise InputFileError(
+                f"{source} line {line}: serial {serial!r} must be 1-64 of A-Z a-z 0-9 . _ -, "
+                "starting with a letter or digit"
+            )
         if not _THING.match(thing):
-            raise InputFileError(f"{source} line {line}: thing name {thing!r} must be 1-128 of A-Z a-z 0-9 : _ -")
+            raise InputFileError(
+                f"{source} line {line}: thing name {thing[:70]!r} must be 1-64 of A-Z a-z 0-9 : _ - "
+                "(it becomes the certificate's CN)"
+            )
         if serial in serials:
             raise InputFileError(f"{source} line {line}: serial {serial} already on line {serials[serial]}")
         if thing in things:
