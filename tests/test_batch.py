@@ -415,3 +415,24 @@ def test_workers_die_with_a_killed_batch(tmp_path: Path, signer: Path) -> None:
         w for w in workers if Path(f"/proc/{w}/stat").exists() and Path(f"/proc/{w}/stat").read_text().split()[2] != "Z"
     ]
     assert alive == []
+
+
+def test_ctrl_c_ends_a_batch_with_one_line_saying_how_to_resume(tmp_path: Path, signer: Path) -> None:
+    devices = write_devices(tmp_path / "devices.csv", 3000, "intr")
+    config = write_config(tmp_path / "batch.toml", signer)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "device_provisioning", "batch", "prepare", "--devices", str(devices),
+               "--config", str(config), "--out", str(out), "--workers", "2", "--json"]  # fmt: skip
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (out / "devices").exists():
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert err == "ERROR interrupted: every finished step is journaled; run the same command again to resume\n"
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(manifest(out)) == 3000

@@ -73,7 +73,10 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
         err.write(f"ERROR {message}\n")
         return error.exit_code
     except KeyboardInterrupt:
-        err.write("ERROR interrupted\n")
+        if args.command == "batch":
+            err.write("ERROR interrupted: every finished step is journaled; run the same command again to resume\n")
+        else:
+            err.write("ERROR interrupted: nothing was left half-written\n")
         return ExitCode.INTERRUPTED
 
 

@@ -94,7 +94,12 @@ def _no_progress(stage: str, done: int, total: int) -> None:
 
 
 def _die_with_parent(parent: int) -> None:
-    """A worker ends with the batch process, even on kill -9 of it: no file is written after it died."""
+    """A worker ends with the batch process, even on kill -9 of it: no file is written after it died.
+
+    Ctrl-C reaches the whole process group: the batch process handles it (the pool is shut down and
+    one line says how to resume), so workers ignore it instead of each printing a traceback.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
