@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,109 @@ def test_csv_parser_never_crashes(rows: list[list[str]]) -> None:
         return
     ordered = sorted(table.partitions, key=lambda p: p.offset)
     assert all(a.end <= b.offset for a, b in zip(ordered, ordered[1:], strict=False))
+
+
+# --- ESP-IDF's rules, each on a table written for it (gen_esp32part.py semantics) -----------------
+
+
+def table_of(text: str, **settings: object) -> pt.PartitionTable:
+    return pt.parse_csv(text, "t.csv", settings=pt.BuildSettings(**settings))  # type: ignore[arg-type]
+
+
+def layout(table: pt.PartitionTable) -> list[tuple[str, int, int, int, int]]:
+    return [(p.name, p.type, p.subtype, p.offset, p.size) for p in table.partitions]
+
+
+def test_a_moved_table_moves_every_implicit_offset() -> None:
+    text = "nvs, data, nvs, , 0x6000\nphy_init, data, phy, , 0x1000\nfactory, app, factory, , 1M\n"
+    assert layout(table_of(text, table_offset=0x10000)) == [
+        ("nvs", 1, 2, 0x11000, 0x6000),
+        ("phy_init", 1, 1, 0x17000, 0x1000),
+        ("factory", 0, 0, 0x20000, 0x100000),
+    ]
+
+
+def test_lines_are_split_as_esp_idf_splits_them() -> None:
+    # Extra fields and trailing commas are ignored, CR-only line ends count, names may be UTF-8.
+    text = "nvs,data,nvs,,0x6000,,extra,fields\rphy_инит,data,phy,,4K,\r"
+    assert layout(table_of(text)) == [("nvs", 1, 2, 0x9000, 0x6000), ("phy_инит", 1, 1, 0xF000, 0x1000)]
+
+
+def test_empty_subtypes_are_undefined_except_for_apps() -> None:
+    table = table_of("store, data, , , 0x1000\npre_prov, 0x3F, , 0xD000, 0x6000, encrypted\n")
+    assert [(p.type, p.subtype) for p in table.partitions] == [(0x01, 0x06), (0x3F, 0x06)]
+    assert table.find("pre_prov").encrypted
+    with pytest.raises(PartitionTableError, match="line 1: an app partition needs a subtype"):
+        table_of("factory, app, , , 1M\n")
+
+
+def test_newer_subtypes_and_the_full_subtype_range() -> None:
+    text = (
+        "tee_ota, data, tee_ota, , 0x2000\ntee_0, app, tee_0, , 192K\ntee_1, app, tee_1, , 192K\n"
+        "custom, data, 0xff, , 0x1000\n"
+    )
+    assert [(p.name, p.subtype) for p in table_of(text).partitions] == [
+        ("tee_ota", 0x90), ("tee_0", 0x30), ("tee_1", 0x31), ("custom", 0xFF)
+    ]  # fmt: skip
+
+
+def test_bootloader_and_table_rows_take_their_place_from_the_build(tmp_path: Path) -> None:
+    text = (
+        "PrimaryBTLDR, bootloader, primary, N/A, N/A\nPrimaryPrtTable, partition_table, primary, N/A, N/A\n"
+        "nvs, data, nvs, , 0x6000\nRecoveryBTLDR, bootloader, recovery, N/A, N/A\n"
+    )
+    table = table_of(text)
+    assert layout(table) == [
+        ("PrimaryBTLDR", 2, 0, 0x1000, 0x7000),
+        ("PrimaryPrtTable", 3, 0, 0x8000, 0x1000),
+        ("nvs", 1, 2, 0x9000, 0x6000),
+        ("RecoveryBTLDR", 2, 2, 0x3F0000, 0x7000),  # CONFIG_BOOTLOADER_RECOVERY_OFFSET's default
+    ]
+    binary = tmp_path / "partition-table.bin"
+    binary.write_bytes(pt.to_binary(table))
+    assert layout(pt.load(binary)) == layout(table)
+
+
+@pytest.mark.parametrize(
+    ("text", "settings", "message"),
+    [
+        ("nvs, data, nvs, 036864, 0x6000\n", {}, "line 1: offset '036864' is not a number"),
+        ("factory, app, factory, , 0x124f80\n", {}, "app size 0x124f80 is not a multiple of 0x1000"),
+        ("factory, app, factory, , 0x1f000\n", {"secure_boot": "v1"}, "not a multiple of 0x10000"),
+        ("nvs, data, nvs, , 0x1000\n", {}, "read-write NVS partition needs at least 0x3000"),
+        ("otadata, data, ota, , 0x2000, readonly\n", {}, "always read-write"),
+        ("otadata, data, ota, , 0x4000\n", {}, "must be 0x2000 bytes"),
+        ("a, data, ota, , 0x2000\nb, data, ota, , 0x2000\n", {}, "more than one data/ota"),
+        ("big, data, fat, 0x100000000, 0x2000\n", {}, "does not fit the table's 32 bits"),
+        ("big, data, fat, 0xFFFFF000, 0x2000\n", {}, "beyond the 32-bit flash address space"),
+        ("big, data, fat, , 3M\n", {"flash_size": 0x200000}, "beyond the 0x200000-byte flash"),
+        ("x, data, nvs, , 0x4000, Encrypted\n", {}, "unknown flag 'Encrypted'"),
+        ("$NO_SUCH_VARIABLE_HERE, data, nvs, , 0x4000\n", {}, "unknown variable $NO_SUCH_VARIABLE_HERE"),
+        ("a_very_long_partition_name, data, nvs, , 0x4000\n", {}, "longer than 16 bytes"),
+    ],
+)
+def test_what_esp_idf_refuses_is_refused(text: str, settings: dict[str, object], message: str) -> None:
+    with pytest.raises(PartitionTableError, match=re.escape(message)):
+        table_of(text, **settings)
+
+
+def test_readonly_small_nvs_and_negative_sizes_are_accepted() -> None:
+    table = table_of("fctry, data, nvs, , 0x1000, readonly\nrest, data, fat, , -0x20000\n")
+    assert layout(table) == [("fctry", 1, 2, 0x9000, 0x1000), ("rest", 1, 0x81, 0xA000, 0x16000)]
+    assert table.find("fctry").readonly
+
+
+def test_more_partitions_than_the_table_holds_are_refused() -> None:
+    fits = "".join(f"p{n}, data, fat, , 0x1000\n" for n in range(94))
+    assert len(table_of(fits).partitions) == 94
+    with pytest.raises(PartitionTableError, match="do not fit in the 0xC00-byte table"):
+        table_of(fits + "p94, data, fat, , 0x1000\n")
+
+
+def test_the_example_tables_binary_is_what_esp_idf_writes() -> None:
+    # ESP-IDF gives pre_prov (type 0x3F, empty subtype) subtype 0x06: a real build's partition-table.bin
+    # must match ours byte for byte, or `flash --build-dir` would refuse the project's own table.
+    table = pt.load(MASTER_TABLE)
+    assert (table.find("pre_prov").type, table.find("pre_prov").subtype) == (0x3F, 0x06)
+    first_entry = pt.to_binary(table)[:32]
+    assert first_entry == pt.ENTRY.pack(b"\xaa\x50", 0x3F, 0x06, 0xD000, 0x6000, b"pre_prov", 1)

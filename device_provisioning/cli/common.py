@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from device_provisioning import aws, signing
-from device_provisioning.device import app_image, credentials, nvs
+from device_provisioning.device import app_image, credentials, nvs, partition_table
 from device_provisioning.errors import ExitCode, InputFileError
 from device_provisioning.files import read_bytes
 from device_provisioning.identity import codesign
@@ -99,6 +99,28 @@ PASSPHRASE = _group(
 NVS_KEYS = _group(
     lambda p: p.add_argument("--nvs-keys", type=Path, help="nvs_keys partition image, for NVS encryption")
 )
+
+
+def table_offset(text: str) -> int:
+    """An argparse type: CONFIG_PARTITION_TABLE_OFFSET (0x8000, 0x10000, 64K ...), sector-aligned."""
+    try:
+        value = partition_table.parse_number(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if value % 0x1000 or not 0x1000 <= value <= 0xFFFFF000:
+        raise argparse.ArgumentTypeError(f"{text} is not a 0x1000-aligned flash offset")
+    return value
+
+
+TABLE_OFFSET = _group(
+    lambda p: p.add_argument(
+        "--table-offset",
+        type=table_offset,
+        default=partition_table.DEFAULT_TABLE_OFFSET,
+        metavar="OFFSET",
+        help="CONFIG_PARTITION_TABLE_OFFSET of the project, for a CSV (default 0x8000)",
+    )
+)
 PARTITION_TABLE = _group(
     lambda p: p.add_argument("--partition-table", required=True, type=Path, help="CSV or partition-table.bin"),
     lambda p: p.add_argument(
@@ -164,6 +186,11 @@ class CommandGroup:
 
 
 # --- output and shared readers --------------------------------------------------------------------------
+
+
+def load_table(args: argparse.Namespace, path: Path) -> partition_table.PartitionTable:
+    """The partition table at ``path`` as the project's build places it (``--table-offset``)."""
+    return partition_table.load(path, getattr(args, "table_offset", partition_table.DEFAULT_TABLE_OFFSET))
 
 
 def emit(out: TextIO, args: argparse.Namespace, human: Sequence[str], data: dict[str, Any]) -> None:

@@ -6,15 +6,24 @@ import argparse
 from pathlib import Path
 from typing import Any, TextIO
 
-from device_provisioning.cli.common import NVS_KEYS, PARTITION_TABLE, Command, CommandGroup, emit, nvs_encryption_key
-from device_provisioning.device import credentials, nvs, partition_table
+from device_provisioning.cli.common import (
+    NVS_KEYS,
+    PARTITION_TABLE,
+    TABLE_OFFSET,
+    Command,
+    CommandGroup,
+    emit,
+    load_table,
+    nvs_encryption_key,
+)
+from device_provisioning.device import credentials, nvs
 from device_provisioning.errors import InputFileError, ProvisioningError
 from device_provisioning.files import read_bytes, refuse_overwriting_inputs, write_atomic
 from device_provisioning.identity import codesign
 
 
 def _partitions_show(args: argparse.Namespace, out: TextIO) -> int:
-    table = partition_table.load(args.table)
+    table = load_table(args, args.table)
     rows = [
         {
             "name": p.name,
@@ -23,6 +32,7 @@ def _partitions_show(args: argparse.Namespace, out: TextIO) -> int:
             "offset": p.offset,
             "size": p.size,
             "encrypted": p.encrypted,
+            "readonly": p.readonly,
         }
         for p in table.partitions
     ]
@@ -41,7 +51,7 @@ def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
     refuse_overwriting_inputs(args.out, *inputs)
     if args.encrypt and not args.nvs_keys:
         refuse_overwriting_inputs(keys_out, args.out, *inputs)
-    table = partition_table.load(args.partition_table)
+    table = load_table(args, args.partition_table)
     creds = credentials.Credentials.from_files(
         args.code_verify_cert,
         device_cert=args.device_cert,
@@ -172,8 +182,9 @@ PARTITIONS = CommandGroup(
             "show",
             _partitions_show,
             "show a partition table with computed offsets",
-            "device-provisioning partitions show partitions_ota_mqtt.csv",
-            arguments=_show_table_arguments,
+            "device-provisioning partitions show partitions_ota_mqtt.csv --table-offset 0x10000",
+            [TABLE_OFFSET],
+            _show_table_arguments,
         )
     ],
 )
@@ -189,7 +200,7 @@ NVS = CommandGroup(
             "(--nvs-keys: an existing nvs_keys image for --encrypt, else keys are generated)",
             "device-provisioning nvs build --partition-table partitions.csv --family beta "
             "--code-verify-cert keys/codesign.crt --out creds.bin",
-            [PARTITION_TABLE, NVS_KEYS],
+            [PARTITION_TABLE, TABLE_OFFSET, NVS_KEYS],
             _build_arguments,
         ),
         Command(

@@ -11,13 +11,15 @@ from device_provisioning.cli.common import (
     NO_STUB,
     NVS_KEYS,
     PARTITION_TABLE,
+    TABLE_OFFSET,
     Command,
     CommandGroup,
     bounded_int,
     emit,
+    load_table,
     nvs_encryption_key,
 )
-from device_provisioning.device import credentials, esp_build, partition_table
+from device_provisioning.device import credentials, esp_build
 from device_provisioning.errors import InputFileError
 from device_provisioning.files import read_bytes, refuse_overwriting_inputs, write_atomic
 from device_provisioning.flashing import esptool_device, factory_image, layout
@@ -25,7 +27,7 @@ from device_provisioning.identity import codesign
 
 
 def _plan(args: argparse.Namespace, build: esp_build.EspBuild | None = None) -> layout.FlashPlan:
-    table = partition_table.load(args.partition_table)
+    table = load_table(args, args.partition_table)
     if build is None and getattr(args, "build_dir", None):
         build = esp_build.load_build(args.build_dir)
     return layout.plan_flash(
@@ -136,7 +138,7 @@ FLASH = Command(
     _flash,
     "write the NVS image (and firmware) with esptool, read back and verify",
     "device-provisioning flash --port /dev/ttyUSB0 --partition-table partitions.csv --nvs creds.bin --no-firmware",
-    [PARTITION_TABLE, NVS_KEYS, NO_STUB],
+    [PARTITION_TABLE, TABLE_OFFSET, NVS_KEYS, NO_STUB],
     _flash_arguments,
 )
 
@@ -150,7 +152,7 @@ IMAGE = CommandGroup(
             "merge bootloader, table, otadata, app and NVS into one factory image",
             "device-provisioning image merge --partition-table partitions.csv --nvs creds.bin "
             "--build-dir build --out factory.bin",
-            [PARTITION_TABLE, NVS_KEYS],
+            [PARTITION_TABLE, TABLE_OFFSET, NVS_KEYS],
             _merge_arguments,
         ),
         Command(

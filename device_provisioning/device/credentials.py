@@ -200,8 +200,9 @@ def build_credential_image(
     partition = table.nvs_partition(partition_label)
     if partition.encrypted:
         raise NvsError(
-            f"partition {partition.name!r} is flagged 'encrypted'; NVS partitions use NVS encryption "
-            "(--encrypt), not flash encryption of the partition"
+            f"partition {partition.name!r} is flagged 'encrypted': nvs_flash refuses to open an NVS partition "
+            "under flash encryption (ESP_ERR_NVS_WRONG_ENCRYPTION, 0x1119); remove the flag from the table and "
+            "use NVS encryption (--encrypt) instead"
         )
     entries = credential_entries(credentials, family, pkcs11_encoding=pkcs11_encoding, extra=extra)
     image = nvs.build_verified_image(entries, partition.size, encryption_key=encryption_key)
