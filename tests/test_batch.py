@@ -436,3 +436,16 @@ def test_ctrl_c_ends_a_batch_with_one_line_saying_how_to_resume(tmp_path: Path, 
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert len(manifest(out)) == 3000
+
+
+def test_a_moved_partition_table_moves_the_batch_layout(tmp_path: Path, signer: Path) -> None:
+    from device_provisioning.device import partition_table as pt
+
+    devices = write_devices(tmp_path / "devices.csv", 2, "moved")
+    config = write_config(tmp_path / "batch.toml", signer)
+    config.write_text(config.read_text().replace('family = "beta"\n', 'family = "beta"\ntable_offset = "0x10000"\n'))
+    out = tmp_path / "out"
+    batch.prepare_batch(devices, config, out, workers=1)
+    table = pt.load(out / batch.TABLE_FILE, 0x10000)
+    # nvs at 0x11000 instead of 0x9000; the apps move to the next 64 KiB boundary, and storage with them.
+    assert (table.find("nvs").offset, table.find("storage").offset) == (0x11000, 0x320000)

@@ -218,7 +218,7 @@ def prepare_batch(
     # Everything is validated before the first file or AWS call.
     rows = load_devices(devices_csv)
     config = load_config(config_path)
-    table = partition_table.load(config.partition_table)
+    table = partition_table.load(config.partition_table, config.table_offset)
     partition = table.nvs_partition(config.partition)
     code_verify = codesign.load_certificate_file(config.code_verify_cert)
     codesign.check_key_type(code_verify.public_key(), f"certificate {config.code_verify_cert}")
@@ -237,6 +237,7 @@ def prepare_batch(
             journal.bind_input(_input_fingerprint(devices_csv, config_path))
             journal.add_devices((row.serial, row.thing_name, row.line) for row in rows)
             journal.set_meta("partition", partition.name)
+            journal.set_meta("table_offset", str(table.table_offset))
             write_atomic(out / TABLE_FILE, partition_table.to_binary(table))
             stage_seconds: dict[str, float] = {}
             progress = progress or _no_progress

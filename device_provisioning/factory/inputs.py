@@ -17,6 +17,7 @@ from typing import Any, Literal
 import jsonschema
 
 from device_provisioning.device.credentials import FAMILIES, PKCS11_ENCODINGS
+from device_provisioning.device.partition_table import DEFAULT_TABLE_OFFSET, parse_number
 from device_provisioning.errors import InputFileError
 from device_provisioning.files import read_bytes
 
@@ -90,6 +91,7 @@ class BatchConfig:
     partition: str = "storage"
     pkcs11_encoding: str = "der"
     values_namespace: str = "cfg"
+    table_offset: int = DEFAULT_TABLE_OFFSET
     registration: Registration = NoRegistration()
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -114,6 +116,8 @@ CONFIG_SCHEMA: dict[str, Any] = {
                 "code_verify_cert": {"type": "string", "minLength": 1},
                 "family": {"enum": list(FAMILIES)},
                 "partition": {"type": "string", "minLength": 1, "maxLength": 16},
+                # CONFIG_PARTITION_TABLE_OFFSET of the project, for a CSV table: 0x10000 or "0x10000".
+                "table_offset": {"type": ["integer", "string"]},
             },
         },
         "registration": {
@@ -249,6 +253,15 @@ def load_config(path: str | Path) -> BatchConfig:
         raise InputFileError(
             f"batch config {source}: nvs.namespace: 'creds' belongs to the PKCS#11 PAL; choose another"
         )
+    offset = batch.get("table_offset", DEFAULT_TABLE_OFFSET)
+    try:
+        table_offset = offset if isinstance(offset, int) else parse_number(offset)
+    except ValueError as error:
+        raise InputFileError(f"batch config {source}: batch.table_offset: {error}") from None
+    if table_offset % 0x1000 or not 0x1000 <= table_offset <= 0xFFFFF000:
+        raise InputFileError(
+            f"batch config {source}: batch.table_offset: 0x{table_offset:x} is not a 0x1000-aligned offset"
+        )
     mode = table.get("mode", "none")
     registration: Registration
     if mode == "per-device":
@@ -268,6 +281,7 @@ def load_config(path: str | Path) -> BatchConfig:
         partition=batch.get("partition", "storage"),
         pkcs11_encoding=nvs.get("pkcs11_encoding", "der"),
         values_namespace=nvs.get("namespace", "cfg"),
+        table_offset=table_offset,
         registration=registration,
         extra={str(k): str(v) for k, v in nvs.get("values", {}).items()},
     )

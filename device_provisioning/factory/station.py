@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from device_provisioning.device import partition_table
+from device_provisioning.device.partition_table import DEFAULT_TABLE_OFFSET
 from device_provisioning.errors import ProvisioningError
 from device_provisioning.factory.batch import DEVICES_DIR, IMAGE_FILE, TABLE_FILE, write_manifest
 from device_provisioning.factory.journal import Journal, batch_lock
@@ -45,7 +46,7 @@ def flash_station(
         raise ProvisioningError("a port is listed twice in --ports")
     with batch_lock(out):
         journal = Journal.existing(out)
-        table = partition_table.load(out / TABLE_FILE)
+        table = partition_table.load(out / TABLE_FILE, int(journal.meta("table_offset") or DEFAULT_TABLE_OFFSET))
         label = journal.meta("partition") or "storage"
         lock = threading.Lock()
         try:
