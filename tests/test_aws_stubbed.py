@@ -19,6 +19,8 @@ from device_provisioning import aws, signing
 from device_provisioning.aws import codesign as aws_codesign
 from device_provisioning.aws import ota
 from device_provisioning.device.app_image import placeholder_app_image
+from device_provisioning.device.ota_limits import DeviceLimits
+from device_provisioning.errors import VerificationFailed
 from device_provisioning.identity import codesign, device_tls
 
 BUCKET = "firmware-bucket"
@@ -287,3 +289,35 @@ def test_acm_import_refuses_to_send_the_key_without_tls(identity, endpoint: str)
     session = aws.Aws(boto3.session.Session(region_name="us-east-1"), endpoint)
     with pytest.raises(aws.AwsError, match="without TLS"):
         aws_codesign.import_code_signing_certificate(session, certificate, key)
+
+
+# --- the device's OTA agent limits (nothing is called on AWS when they refuse) ----------------------
+
+
+@pytest.fixture(scope="module")
+def five_mib_image() -> bytes:
+    return placeholder_app_image(version="big", payload_size=5 * 1024 * 1024)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"firmware": "big"}, "tracks at most 4194304"),
+        ({"via": "job", "protocol": "mqtt", "ota_id": "a-release-name-that-is-far-too-long-12345"}, "at most 44"),
+        ({"device_path": "/" + "p" * 259}, "holds 259"),
+        ({"limits": DeviceLimits(protocols=("mqtt",)), "via": "job", "protocol": "http"}, "OtaErrInvalidDataProtocol"),
+    ],
+)
+def test_device_limits_refuse_before_any_call(stubbed, identity, five_mib_image, overrides, message) -> None:  # type: ignore[no-untyped-def]
+    key, _ = identity
+    if overrides.get("firmware") == "big":
+        overrides["firmware"] = five_mib_image
+    request = request_for(identity, signing=ota.LocalKeySigning(key), **overrides)
+    with pytest.raises(VerificationFailed, match=message):
+        ota.create_ota(stubbed, request)
+    # The stubbers would fail on any call: none was queued, none was made.
+
+
+def test_larger_agent_settings_admit_larger_images(five_mib_image) -> None:
+    assert DeviceLimits(bitmap_bytes=256).check_image(len(five_mib_image))
+    assert DeviceLimits(block_size=8192).max_image_size == 8 * 1024 * 1024

@@ -36,12 +36,14 @@ from device_provisioning.aws.ota_request import (
 )
 from device_provisioning.aws.preflight import DeviceTrust, preflight_local_signature, preflight_signer_certificate
 from device_provisioning.aws.session import Aws, aws_errors
+from device_provisioning.device.ota_limits import DeviceLimits, check_job_document_size
 from device_provisioning.errors import AwsError, InputFileError
 
 __all__ = [
     "MAX_OTA_FILE",
     "PROTOCOLS",
     "VIAS",
+    "DeviceLimits",
     "DeviceTrust",
     "LocalKeySigning",
     "OtaRequest",
@@ -158,7 +160,29 @@ def create_ota(aws: Aws, request: OtaRequest) -> OtaResult:
     on any failure after the upload, the uploaded object version and any stream are removed.
     """
     ota_id = request.checked_ota_id()
-    code_signing, checks = _sign_and_preflight(aws, request)
+    digest = hashlib.sha256(request.firmware).hexdigest()
+    key = f"{FIRMWARE_PREFIX}{ota_id}-{digest[:12]}.bin"
+    # Our own stream (CreateJob over MQTT); CreateOTAUpdate names its stream AFR_OTA-<uuid> itself.
+    stream_id = f"{ota_id}-stream" if request.via == "job" and request.protocol == "mqtt" else None
+    limits = request.limits
+    checks = limits.check_image(len(request.firmware))
+    checks += limits.check_job(protocol=request.protocol, device_path=request.device_path, stream_name=stream_id)
+    code_signing, signature_checks = _sign_and_preflight(aws, request)
+    checks += signature_checks
+    document = None
+    if request.via == "job":
+        if not isinstance(code_signing, CustomSignature):  # checked_ota_id() refused this already
+            raise InputFileError("--via job signs locally: pass --sign-key")
+        document = job_document(
+            device_path=request.device_path,
+            size=len(request.firmware),
+            certfile=request.certfile,
+            signature_b64=code_signing.base64_text,
+            protocol=request.protocol,
+            stream_id=stream_id,
+            presigned_source=(request.bucket, key),
+        )
+        check_job_document_size(json.dumps(document))
     iot, s3 = aws.client("iot"), aws.client("s3")
     with aws_errors("resolving OTA targets"):
         target_arns = _resolve_targets(iot, request.targets)
@@ -166,15 +190,13 @@ def create_ota(aws: Aws, request: OtaRequest) -> OtaResult:
         if s3.get_bucket_versioning(Bucket=request.bucket).get("Status") != "Enabled":
             raise AwsError(f"bucket {request.bucket} has no versioning; OTA needs object versions (deploy the stack)")
 
-    digest = hashlib.sha256(request.firmware).hexdigest()
-    key = f"{FIRMWARE_PREFIX}{ota_id}-{digest[:12]}.bin"
     with contextlib.ExitStack() as undo:
         with aws_errors(f"uploading firmware to s3://{request.bucket}/{key}"):
             version_id = s3.put_object(Bucket=request.bucket, Key=key, Body=request.firmware)["VersionId"]
         firmware = FirmwareObject(request.bucket, key, version_id)
         undo.callback(_best_effort, s3.delete_object, Bucket=request.bucket, Key=key, VersionId=version_id)
         with aws_errors(f"creating OTA {ota_id}"):
-            if request.via == "ota-update":
+            if document is None:
                 response = iot.create_ota_update(
                     **ota_update_request(request, target_arns, firmware, ota_id, code_signing)
                 )
@@ -183,52 +205,28 @@ def create_ota(aws: Aws, request: OtaRequest) -> OtaResult:
                     ota_id, "ota-update", response.get("awsIotJobId"), firmware, signature, tuple(checks), None
                 )
             else:
-                if not isinstance(code_signing, CustomSignature):  # checked_ota_id() refused this already
-                    raise InputFileError("--via job signs locally: pass --sign-key")
-                result = _create_job(iot, request, target_arns, firmware, ota_id, code_signing, checks, undo)
+                if stream_id is not None:
+                    iot.create_stream(
+                        streamId=stream_id,
+                        files=[{"fileId": 0, "s3Location": firmware.s3_location()}],
+                        roleArn=request.role_arn,
+                    )
+                    undo.callback(_best_effort, iot.delete_stream, streamId=stream_id)
+                arguments: dict[str, Any] = {
+                    "jobId": ota_id,
+                    "targets": target_arns,
+                    "document": json.dumps(document),
+                    "description": f"OTA {request.device_path} sha256 {digest[:16]}",
+                    "targetSelection": "CONTINUOUS" if request.rollout.continuous else "SNAPSHOT",
+                    **rollout_arguments(request.rollout, for_ota_update=False),
+                }
+                if request.protocol == "http":
+                    arguments["presignedUrlConfig"] = {"roleArn": request.role_arn, "expiresInSec": 3600}
+                iot.create_job(**arguments)
+                signature_text = code_signing.base64_text if isinstance(code_signing, CustomSignature) else None
+                result = OtaResult(ota_id, "job", ota_id, firmware, signature_text, tuple(checks), document)
         undo.pop_all()  # created: keep everything
     return result
-
-
-def _create_job(
-    iot: Any,
-    request: OtaRequest,
-    target_arns: list[str],
-    firmware: FirmwareObject,
-    ota_id: str,
-    signature: CustomSignature,
-    checks: list[str],
-    undo: contextlib.ExitStack,
-) -> OtaResult:
-    stream_id = None
-    if request.protocol == "mqtt":
-        stream_id = f"{ota_id}-stream"
-        iot.create_stream(
-            streamId=stream_id, files=[{"fileId": 0, "s3Location": firmware.s3_location()}], roleArn=request.role_arn
-        )
-        undo.callback(_best_effort, iot.delete_stream, streamId=stream_id)
-    document = job_document(
-        device_path=request.device_path,
-        size=len(request.firmware),
-        certfile=request.certfile,
-        signature_b64=signature.base64_text,
-        protocol=request.protocol,
-        stream_id=stream_id,
-        presigned_source=(firmware.bucket, firmware.key),
-    )
-    digest = hashlib.sha256(request.firmware).hexdigest()
-    arguments: dict[str, Any] = {
-        "jobId": ota_id,
-        "targets": target_arns,
-        "document": json.dumps(document),
-        "description": f"OTA {request.device_path} sha256 {digest[:16]}",
-        "targetSelection": "CONTINUOUS" if request.rollout.continuous else "SNAPSHOT",
-        **rollout_arguments(request.rollout, for_ota_update=False),
-    }
-    if request.protocol == "http":
-        arguments["presignedUrlConfig"] = {"roleArn": request.role_arn, "expiresInSec": 3600}
-    iot.create_job(**arguments)
-    return OtaResult(ota_id, "job", ota_id, firmware, signature.base64_text, tuple(checks), document)
 
 
 def _best_effort(call: Any, **arguments: Any) -> None:

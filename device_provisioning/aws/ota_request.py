@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from device_provisioning.aws.preflight import DeviceTrust
 from device_provisioning.contract import SIGNED_FIRMWARE_PREFIX, SIGNER_PLATFORM_ID
 from device_provisioning.device.credentials import CODE_VERIFY_LABEL
+from device_provisioning.device.ota_limits import DeviceLimits
 from device_provisioning.errors import InputFileError
 
 # AWS's limit for a file of an OTA update.
@@ -83,6 +84,7 @@ class OtaRequest:
     certfile: str = CODE_VERIFY_LABEL
     ota_id: str | None = None
     rollout: Rollout = field(default_factory=Rollout)
+    limits: DeviceLimits = field(default_factory=DeviceLimits)
 
     def checked_ota_id(self) -> str:
         """Refuse an inconsistent request before any AWS call; returns the OTA id to use."""
@@ -92,9 +94,9 @@ class OtaRequest:
             raise InputFileError(
                 "--via job signs locally: pass --sign-key (AWS Signer runs only inside CreateOTAUpdate)"
             )
-        if self.via == "ota-update" and len(self.firmware) > MAX_OTA_FILE:
+        if len(self.firmware) > MAX_OTA_FILE:
             raise InputFileError(
-                f"firmware is {len(self.firmware)} bytes; CreateOTAUpdate takes at most {MAX_OTA_FILE} bytes"
+                f"firmware is {len(self.firmware)} bytes; AWS takes at most {MAX_OTA_FILE} per OTA file"
             )
         ota_id = self.ota_id or f"ota-{uuid.uuid4().hex[:12]}"
         if not _ID.match(ota_id):

@@ -11,6 +11,7 @@ from device_provisioning.aws import codesign as aws_codesign
 from device_provisioning.aws import ota, registration
 from device_provisioning.cli.common import (
     AWS,
+    DEVICE_LIMITS,
     EXPECT_FINGERPRINT,
     FAMILY,
     NVS_KEYS,
@@ -22,6 +23,7 @@ from device_provisioning.cli.common import (
     bounded_int,
     connect_aws,
     device_certificates,
+    device_limits,
     emit,
     passphrase,
     read_firmware,
@@ -89,6 +91,7 @@ def _ota_create(args: argparse.Namespace, out: TextIO) -> int:
             timeout_minutes=args.timeout_minutes,
             continuous=args.continuous,
         ),
+        limits=device_limits(args),
     )
     result = ota.create_ota(session, request)
     lines = [f"pre-flight   {check}" for check in result.preflight]
@@ -187,7 +190,7 @@ OTA = CommandGroup(
             "pre-flight, upload and create an OTA update or job",
             "device-provisioning ota create --firmware build/app.bin --targets board-42 "
             "--sign-key keys/codesign.key --nvs creds.bin --family beta --via job --protocol http",
-            [PASSPHRASE, FAMILY, NVS_KEYS, EXPECT_FINGERPRINT, STAGE, AWS],
+            [PASSPHRASE, FAMILY, NVS_KEYS, EXPECT_FINGERPRINT, DEVICE_LIMITS, STAGE, AWS],
             _ota_create_arguments,
         ),
         Command(

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from device_provisioning import aws, signing
-from device_provisioning.device import app_image, credentials, nvs, partition_table
+from device_provisioning.device import app_image, credentials, nvs, ota_limits, partition_table
 from device_provisioning.errors import ExitCode, InputFileError
 from device_provisioning.files import read_bytes
 from device_provisioning.identity import codesign
@@ -135,6 +135,39 @@ FAMILY = _group(
 EXPECT_FINGERPRINT = _group(
     lambda p: p.add_argument("--expect-fingerprint", metavar="SHA256", help="the code-signing certificate you expect")
 )
+
+
+def protocol_list(text: str) -> tuple[str, ...]:
+    """An argparse type: the data protocols the firmware compiled in (``mqtt``, ``http``, ``mqtt,http``)."""
+    protocols = tuple(dict.fromkeys(item.strip().lower() for item in text.split(",") if item.strip()))
+    unknown = [p for p in protocols if p not in ("mqtt", "http")]
+    if unknown or not protocols:
+        raise argparse.ArgumentTypeError(f"{text!r}: list mqtt and/or http")
+    return protocols
+
+
+DEVICE_LIMITS = _group(
+    lambda p: p.add_argument(
+        "--ota-block-size",
+        type=bounded_int(256, 65536),
+        default=ota_limits.DEFAULT_BLOCK_SIZE,
+        metavar="BYTES",
+        help="2^otaconfigLOG2_FILE_BLOCK_SIZE of the firmware (default 4096)",
+    ),
+    lambda p: p.add_argument(
+        "--ota-bitmap-bytes",
+        type=bounded_int(1, 65536),
+        default=ota_limits.DEFAULT_BITMAP_BYTES,
+        metavar="BYTES",
+        help="OTA_MAX_BLOCK_BITMAP_SIZE of the firmware (default 128: images up to 4 MiB)",
+    ),
+    lambda p: p.add_argument(
+        "--device-protocols",
+        type=protocol_list,
+        metavar="mqtt,http",
+        help="data protocols the firmware enables (checked when given)",
+    ),
+)
 STAGE = _group(lambda p: p.add_argument("--stage", default="dev", help="the stacks' stage (default: dev)"))
 NO_STUB = _group(
     lambda p: p.add_argument("--no-stub", action="store_true", help="use the ROM loader only (slower, most compatible)")
@@ -186,6 +219,11 @@ class CommandGroup:
 
 
 # --- output and shared readers --------------------------------------------------------------------------
+
+
+def device_limits(args: argparse.Namespace) -> ota_limits.DeviceLimits:
+    """The OTA agent's limits from ``--ota-block-size``, ``--ota-bitmap-bytes`` and ``--device-protocols``."""
+    return ota_limits.DeviceLimits(args.ota_block_size, args.ota_bitmap_bytes, args.device_protocols)
 
 
 def load_table(args: argparse.Namespace, path: Path) -> partition_table.PartitionTable:

@@ -9,12 +9,14 @@ from typing import TextIO
 
 from device_provisioning import doctor, signing
 from device_provisioning.cli.common import (
+    DEVICE_LIMITS,
     EXPECT_FINGERPRINT,
     FAMILY,
     NVS_KEYS,
     PASSPHRASE,
     Command,
     device_certificates,
+    device_limits,
     emit,
     passphrase,
     read_firmware,
@@ -44,6 +46,7 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
     firmware = read_firmware(args.firmware)
     signature = signing.load_signature(args.signature)
     candidates = device_certificates(args, args.cert)
+    limit_checks = device_limits(args).check_image(len(firmware))
     report = signing.verify_update(
         firmware, signature, candidates, family=args.family, expected_fingerprint=args.expect_fingerprint
     )
@@ -51,7 +54,7 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
         out,
         args,
         ["ACCEPTED     the device would accept this image"]
-        + [f"ok           {check}" for check in report.checks]
+        + [f"ok           {check}" for check in (*limit_checks, *report.checks)]
         + [
             f"firmware     SHA-256 {report.firmware_sha256}, {report.firmware_size} bytes",
             f"certificate  SHA-256 {report.certificate_fingerprint}",
@@ -107,7 +110,7 @@ VERIFY = Command(
     _verify,
     "answer: will this device accept this image?",
     "device-provisioning verify --firmware build/app.bin --signature job.json --nvs creds.bin --family beta",
-    [FAMILY, NVS_KEYS, EXPECT_FINGERPRINT],
+    [FAMILY, NVS_KEYS, EXPECT_FINGERPRINT, DEVICE_LIMITS],
     _verify_arguments,
 )
 DOCTOR = Command(
