@@ -137,7 +137,6 @@ def test_batch_prepare_in_bulk_mode_journals_the_reports(stubbed, tmp_path, monk
         f'[batch]\npartition_table = "{BETA_TABLE}"\ncode_verify_cert = "signer/codesign.crt"\n'
         f'[registration]\nmode = "bulk"\npolicy = "device-policy"\nbucket = "firmware-bucket"\nrole_arn = "{ROLE}"\n'
     )
-    issued = codesign.certificate_pem(codesign.create_self_signed_certificate(codesign.generate_signing_key()))
     iot, s3 = stubbed.stubbers["iot"], stubbed.stubbers["s3"]
     iot.add_response("list_thing_registration_tasks", {"taskIds": []}, {"status": "InProgress"})
     s3.add_response("put_object", {}, {"Bucket": "firmware-bucket", "Key": ANY, "Body": ANY})
@@ -148,12 +147,17 @@ def test_batch_prepare_in_bulk_mode_journals_the_reports(stubbed, tmp_path, monk
         iot.add_response("list_thing_registration_task_reports",
                          {"resourceLinks": [f"https://r/{report}"], "reportType": report},
                          {"taskId": TASK, "reportType": report})  # fmt: skip
-    lines = {
-        "https://r/RESULTS": json.dumps({"offset": 0, "response": {
-            "ResourceArns": {"certificate": "arn:aws:iot:us-east-1:1:cert/c0"}, "CertificatePem": issued.decode()}}),
-        "https://r/ERRORS": json.dumps({"offset": 1, "errorMessage": "ThingName conflict"}),
-    }  # fmt: skip
-    monkeypatch.setattr(bulk, "_fetch", lambda url: lines[url].encode())
+
+    def report_line(url: str) -> bytes:
+        if url.endswith("ERRORS"):
+            return json.dumps({"offset": 1, "errorMessage": "ThingName conflict"}).encode()
+        # As AWS does, the certificate is issued for the key of the device's CSR.
+        key = codesign.load_private_key_file(tmp_path / "out" / "devices" / "S0" / "device.key")
+        issued = codesign.certificate_pem(codesign.create_self_signed_certificate(key)).decode()
+        arns = {"certificate": "arn:aws:iot:us-east-1:1:cert/c0"}
+        return json.dumps({"offset": 0, "response": {"ResourceArns": arns, "CertificatePem": issued}}).encode()
+
+    monkeypatch.setattr(bulk, "_fetch", report_line)
     summary = batch.prepare_batch(
         tmp_path / "devices.csv", tmp_path / "batch.toml", tmp_path / "out", workers=1, aws=stubbed,
     )  # fmt: skip

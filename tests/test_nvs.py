@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from device_provisioning.device import credentials, nvs
 from device_provisioning.device import partition_table as pt
-from device_provisioning.errors import NvsError
+from device_provisioning.errors import CertificateError, NvsError
 from device_provisioning.identity import codesign
 from tests.helpers import BETA_NVS_INPUT, BETA_TABLE, MASTER_TABLE
 
@@ -167,3 +167,58 @@ def test_reader_survives_corruption_of_a_valid_image(data) -> None:  # type: ign
         nvs.read_image(bytes(image))
     except NvsError:
         pass
+
+
+# --- what the device could not use is refused ---------------------------------------------------------
+
+
+def test_a_device_certificate_for_another_key_is_refused(code_verify) -> None:  # type: ignore[no-untyped-def]
+    key, other = codesign.generate_signing_key(), codesign.generate_signing_key()
+    creds = credentials.Credentials(
+        code_verify, device_certificate=codesign.create_self_signed_certificate(other), device_key=key
+    )
+    with pytest.raises(NvsError, match="the device certificate is not for the device key"):
+        credentials.build_credential_image(pt.load(BETA_TABLE), creds, "beta")
+
+
+def test_an_ed25519_device_key_is_refused(code_verify) -> None:  # type: ignore[no-untyped-def]
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    creds = credentials.Credentials(code_verify, device_certificate=code_verify, device_key=key)
+    with pytest.raises(NvsError, match="takes EC P-256 or RSA keys"):
+        credentials.build_credential_image(pt.load(BETA_TABLE), creds, "beta")
+
+
+def test_a_ca_first_bundle_puts_the_signing_certificate_in_p11_csk(code_verify, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    ca_key = codesign.generate_signing_key()
+    ca = certificate_authority(ca_key)
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(codesign.certificate_pem(ca) + codesign.certificate_pem(code_verify))
+    assert credentials.Credentials.from_files(bundle).code_verify_certificate == code_verify
+    two_leaves = tmp_path / "two.pem"
+    two_leaves.write_bytes(codesign.certificate_pem(code_verify) * 2)
+    with pytest.raises(CertificateError, match="2 end-entity"):
+        credentials.Credentials.from_files(two_leaves)
+
+
+def certificate_authority(key):  # type: ignore[no-untyped-def]
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Company CA")])
+    now = dt.datetime.now(dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )

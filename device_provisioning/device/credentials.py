@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from device_provisioning import contract
@@ -69,7 +70,7 @@ class Credentials:
         Raises :class:`InputFileError` for an unreadable file and :class:`CertificateError` for a
         code-verification certificate whose key is not P-256 (it could never verify on the device).
         """
-        code_verify = codesign.load_certificate_file(code_verify_cert)
+        code_verify = codesign.load_code_verify_certificate(code_verify_cert)
         # The device checks no dates or extensions, but a non-P-256 key can never verify.
         codesign.check_key_type(code_verify.public_key(), f"certificate {code_verify_cert}")
         return cls(
@@ -152,10 +153,27 @@ def credential_entries(
     check_family(family)
     if pkcs11_encoding not in PKCS11_ENCODINGS:
         raise NvsError(f"pkcs11 encoding {pkcs11_encoding!r}: use der or pem")
-    if (credentials.device_certificate is None) != (credentials.device_key is None):
-        raise NvsError("device certificate and device key go together; give both or neither")
-    if (credentials.claim_certificate is None) != (credentials.claim_key is None):
-        raise NvsError("claim certificate and claim key go together; give both or neither")
+    pairs = (
+        ("device", credentials.device_certificate, credentials.device_key),
+        ("claim", credentials.claim_certificate, credentials.claim_key),
+    )
+    for what, certificate, private_key in pairs:
+        if (certificate is None) != (private_key is None):
+            raise NvsError(f"{what} certificate and {what} key go together; give both or neither")
+        if certificate is None or private_key is None:
+            continue
+        if not isinstance(private_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+            raise NvsError(
+                f"the {what} key is {type(private_key).__name__}; the PKCS#11 PAL takes EC P-256 or RSA keys"
+            )
+        if isinstance(private_key, ec.EllipticCurvePrivateKey) and not isinstance(private_key.curve, ec.SECP256R1):
+            raise NvsError(f"the {what} key is on {private_key.curve.name}; the PKCS#11 PAL takes P-256 (secp256r1)")
+        spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        if certificate.public_key().public_bytes(*spki) != private_key.public_key().public_bytes(*spki):
+            raise NvsError(
+                f"the {what} certificate is not for the {what} key: the device could not connect with them; "
+                "give the certificate AWS IoT issued for this key"
+            )
     certificates: Mapping[str, x509.Certificate | None] = {
         CODE_VERIFY_KEY: credentials.code_verify_certificate,
         DEVICE_CERT_KEY: credentials.device_certificate,

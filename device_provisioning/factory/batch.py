@@ -363,22 +363,23 @@ def _register_bulk(aws: Aws, journal: Journal, device_dir: dict[str, Path], regi
         on_task_started=lambda task_id: journal.set_meta("bulk_task_id", task_id),
         wait_for_running=registration.wait_for_running_task,
     )
-    updates = []
+    updates: list[tuple[str, str | None, dict[str, Any]]] = []
     for offset, record in enumerate(todo):
-        if offset in result.registered:
-            certificate_id, pem = result.registered[offset]
-            write_atomic(device_dir[record.serial] / register.DEVICE_CERT, pem.encode())
-            fingerprint = codesign.fingerprint(codesign.load_certificate(pem.encode()))
-            updates.append(
-                (
-                    record.serial,
-                    "registered",
-                    {"certificate_id": certificate_id, "certificate_fingerprint": fingerprint, "error": None},
-                )
-            )
-        else:
+        if offset not in result.registered:
             message = result.errors.get(offset, f"not in the reports of task {result.task_id}")
             updates.append((record.serial, "key_made", {"error": f"bulk registration: {message}"}))
+            continue
+        certificate_id, pem = result.registered[offset]
+        certificate = codesign.load_certificate(pem.encode())
+        device_key = codesign.load_private_key_file(device_dir[record.serial] / register.DEVICE_KEY)
+        if not codesign.key_matches_certificate(device_key, certificate):
+            message = f"certificate {certificate_id[:12]} is for another key than this device's CSR"
+            updates.append((record.serial, "key_made", {"error": f"bulk registration: {message}"}))
+            continue
+        write_atomic(device_dir[record.serial] / register.DEVICE_CERT, pem.encode())
+        fingerprint = codesign.fingerprint(certificate)
+        fields = {"certificate_id": certificate_id, "certificate_fingerprint": fingerprint, "error": None}
+        updates.append((record.serial, "registered", fields))
     journal.update_many(updates)
     # The task is finished: a later run (after fixing the errors) starts a new one.
     journal.set_meta("bulk_task_id", "")

@@ -199,6 +199,36 @@ def load_certificate(data: bytes, source: str = "certificate") -> x509.Certifica
         ) from None
 
 
+def load_code_verify_certificate(path: str | Path) -> x509.Certificate:
+    """The one certificate whose key signs, from a file that may hold a chain (in any order).
+
+    A file with several certificates yields its single end-entity certificate (not a CA): the
+    device verifies with exactly one, and a CA-first bundle must not put the CA into P11_CSK.
+    Raises :class:`CertificateError` when there is no single end-entity certificate.
+    """
+    data = _normalise(read_bytes(path, "certificate"))
+    if data.count(b"-----BEGIN CERTIFICATE-----") <= 1:
+        return load_certificate(data, f"certificate {path}")
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise CertificateError(f"certificate {path}: not a readable PEM certificate bundle") from None
+    leaves = [c for c in certificates if not _is_ca(c)]
+    if len(leaves) != 1:
+        raise CertificateError(
+            f"certificate {path}: holds {len(certificates)} certificates and {len(leaves)} end-entity ones; "
+            "give the file with the code-signing certificate alone"
+        )
+    return leaves[0]
+
+
+def _is_ca(certificate: x509.Certificate) -> bool:
+    try:
+        return bool(certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
 def load_private_key(
     data: bytes, source: str = "private key", passphrase: bytes | None = None
 ) -> ec.EllipticCurvePrivateKey:
@@ -210,7 +240,11 @@ def load_private_key(
         else:
             key = serialization.load_der_private_key(data, password=passphrase)
     except TypeError:
-        hint = "give --passphrase" if passphrase is None else "the key is not encrypted; drop --passphrase"
+        hint = (
+            "the key is encrypted: give --passphrase-env VAR"
+            if passphrase is None
+            else "the key is not encrypted; drop --passphrase-env"
+        )
         raise CertificateError(f"{source}: {hint}") from None
     except (ValueError, UnsupportedAlgorithm):
         raise CertificateError(
