@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+import io
+import json
+from pathlib import Path
+
 import pytest
 
 from device_provisioning import doctor
+from device_provisioning.cli import main
 
 CLASSIC_FAILURE_LOG = """\
 I (1234) wifi:connected with myssid, aid = 1, channel 6, BW20
@@ -66,3 +71,31 @@ def test_all_nvs_codes_have_names() -> None:
 
 def test_clean_log_has_no_findings() -> None:
     assert codes("I (1) OTA_DEMO: OTA completed successfully\nI (2) wifi: 4354 packets sent\n") == []
+
+
+LOGS = sorted((Path(__file__).parent / "data" / "logs").glob("*.log"))
+
+
+@pytest.mark.parametrize("log", LOGS, ids=[p.stem for p in LOGS])
+def test_written_logs_get_the_finding_their_first_line_names(log: Path) -> None:
+    """Each fixture is written from the firmware's format strings; its first line says what to expect."""
+    first, *lines = log.read_text().splitlines()
+    expected = first.removeprefix("# expect: ")
+    found = codes("\n".join(lines))
+    if expected == "nothing":
+        assert found == []
+    else:
+        assert found and found[0] == expected, found
+
+
+def test_healthy_logs_exit_zero(tmp_path: Path) -> None:
+    for log in (p for p in LOGS if p.stem.startswith("healthy")):
+        assert main(["doctor", str(log)], out=io.StringIO(), err=io.StringIO()) == 0, log.name
+
+
+def test_json_findings_carry_stable_codes() -> None:
+    out = io.StringIO()
+    code = main(["doctor", str(Path(__file__).parent / "data" / "logs" / "secure-boot-1.log"), "--json"], out=out)
+    assert code == 4
+    findings = json.loads(out.getvalue())["findings"]
+    assert findings[0]["code"] == "secure-boot-signature-failed" and "AWS code signing" in findings[0]["explanation"]
