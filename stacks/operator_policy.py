@@ -23,6 +23,8 @@ class OtaOperatorPolicy(Construct):
         firmware_bucket: s3.IBucket,
         ota_role: iam.IRole,
         signing_profile_arn: str | None,
+        code_signing_certificate_arn: str | None = None,
+        stack_names: tuple[str, ...] = (),
     ) -> None:
         super().__init__(scope, id_)
         stack = Stack.of(self)
@@ -32,6 +34,18 @@ class OtaOperatorPolicy(Construct):
                 sid="PublishFirmware",
                 actions=["s3:PutObject", "s3:GetObject", "s3:GetObjectVersion"],
                 resources=[firmware_bucket.arn_for_objects("*")],
+            ),
+            iam.PolicyStatement(
+                # `ota create` removes the version it uploaded when creating the update fails.
+                sid="RemoveFailedUploads",
+                actions=["s3:DeleteObjectVersion"],
+                resources=[firmware_bucket.arn_for_objects("firmware/*")],
+            ),
+            iam.PolicyStatement(
+                # The pre-flight resolves the targets before anything is created.
+                sid="ResolveTargets",
+                actions=["iot:DescribeThing", "iot:DescribeThingGroup"],
+                resources=[iot_arn(self, "thing", "*"), iot_arn(self, "thinggroup", "*")],
             ),
             iam.PolicyStatement(
                 sid="ListFirmwareVersions",
@@ -75,6 +89,27 @@ class OtaOperatorPolicy(Construct):
                 conditions={"StringEquals": {"iam:PassedToService": "iot.amazonaws.com"}},
             ),
         ]
+        if stack_names:
+            # The command line finds the bucket, role and policy names in the stacks' outputs.
+            statements.append(
+                iam.PolicyStatement(
+                    sid="ReadStackOutputs",
+                    actions=["cloudformation:DescribeStacks", "cloudformation:ListStackResources"],
+                    resources=[
+                        stack.format_arn(service="cloudformation", resource="stack", resource_name=f"{name}/*")
+                        for name in stack_names
+                    ],
+                )
+            )
+        if code_signing_certificate_arn is not None:
+            # The Signer pre-flight reads the profile's certificate to compare it with the devices'.
+            statements.append(
+                iam.PolicyStatement(
+                    sid="ReadSigningCertificate",
+                    actions=["acm:GetCertificate"],
+                    resources=[code_signing_certificate_arn],
+                )
+            )
         if signing_profile_arn is not None:
             statements.append(
                 iam.PolicyStatement(

@@ -61,6 +61,8 @@ class OtaUpdateStack(Stack):
             firmware_bucket=firmware.bucket,
             ota_role=ota_role.role,
             signing_profile_arn=self.signing_profile.profile_arn if self.signing_profile else None,
+            code_signing_certificate_arn=config.code_signing_certificate_arn,
+            stack_names=tuple(contract.stack_name(config.stage, name) for name in contract.STACKS),
         )
         self.operator_policy = operator.policy
 

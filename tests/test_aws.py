@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import stat
@@ -315,3 +316,69 @@ def test_cli_register_sign_and_ota_job(session, device_policy, firmware_bucket, 
     assert code == 0 and json.loads(out)["executions"][0]["thing"] == thing
     code, _, err = cli("ota", "status", "no-such-ota")
     assert code != 0 and err.startswith("ERROR reading OTA no-such-ota") and len(err.strip().splitlines()) == 1
+
+
+# --- the operator policy grants what the command line calls -----------------------------------------
+
+
+def recorded_session() -> tuple[aws.Aws, list[str]]:
+    """A session whose clients record every call as the IAM action it needs."""
+    session = aws.connect()
+    actions: list[str] = []
+
+    def record(model, params, **_: object) -> None:  # type: ignore[no-untyped-def]
+        name = model.name
+        if model.service_model.signing_name == "s3" and params.get("VersionId"):
+            name = {"GetObject": "GetObjectVersion", "DeleteObject": "DeleteObjectVersion"}.get(name, name)
+        actions.append(f"{model.service_model.signing_name}:{name}")
+
+    session.session.events.register("provide-client-params", record)
+    return session, actions
+
+
+def granted(policy_document: dict, action: str) -> bool:  # type: ignore[type-arg]
+    import fnmatch
+
+    for statement in policy_document["Statement"]:
+        listed = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        if statement["Effect"] == "Allow" and any(fnmatch.fnmatchcase(action, a) for a in listed):
+            return True
+    return False
+
+
+def test_operator_policy_grants_every_call_of_ota_create_and_status(
+    identity, board, firmware_bucket, local_endpoint, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    from stacks.config import AppConfig
+    from tests.cdk_helpers import CERT_ARN, synthesize
+
+    key, certificate = identity
+    session, actions = recorded_session()
+    firmware = placeholder_app_image(version="9.9.9")
+    job = ota.OtaRequest(
+        firmware=firmware, device_path="/ota/app.bin", targets=ota.Targets(things=(board,)),
+        bucket=firmware_bucket, role_arn="arn:aws:iam::123456789012:role/ota", trust=beta_trust(certificate),
+        via="job", protocol="http", signing=ota.LocalKeySigning(key),
+    )  # fmt: skip
+    result = ota.create_ota(session, job)
+    ota.ota_status(session, result.ota_id)
+    # A failed creation cleans up after itself: CreateOTAUpdate is not served here, so it fails after upload.
+    with pytest.raises(aws.AwsError):
+        ota.create_ota(session, dataclasses.replace(job, via="ota-update", ota_id=None))
+    job_actions = set(actions)
+    # The AWS Signer path reads the profile and its ACM certificate in the pre-flight (the import and the
+    # profile are an administrator's one-time steps, not the operator's).
+    certificate_arn = aws_codesign.import_code_signing_certificate(session, certificate, key).arn
+    profile = unique("profile").replace("-", "_")
+    aws_codesign.put_signing_profile(session, profile, certificate_arn)
+    actions.clear()
+    signer_job = dataclasses.replace(job, via="ota-update", ota_id=None, signing=ota.SignerProfileSigning(profile))
+    with pytest.raises(aws.AwsError):
+        ota.create_ota(session, signer_job)
+    signer_actions = set(actions)
+    template = synthesize(AppConfig(code_signing_certificate_arn=CERT_ARN)).ota_json
+    (operator,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::ManagedPolicy"]
+    document = operator["Properties"]["PolicyDocument"]
+    assert {"signer:GetSigningProfile", "acm:GetCertificate", "iot:DescribeThing"} <= signer_actions
+    assert {"s3:PutObject", "iot:CreateJob", "s3:DeleteObjectVersion"} <= job_actions
+    assert [a for a in sorted(job_actions | signer_actions) if not granted(document, a)] == []
