@@ -63,6 +63,19 @@ def write_config(
     return path
 
 
+def prepare_command(devices: Path, config: Path, out: Path, workers: int) -> list[str]:
+    """`batch prepare` as a station runs it: its own process, so it can be killed or interrupted."""
+    return [sys.executable, "-m", "device_provisioning", "batch", "prepare", "--devices", str(devices),
+            "--config", str(config), "--out", str(out), "--workers", str(workers), "--json"]  # fmt: skip
+
+
+def big_batch(tmp_path: Path, signer: Path, prefix: str) -> tuple[list[str], Path]:
+    """A batch long enough (3,000 devices) to be caught mid-way."""
+    devices = write_devices(tmp_path / "devices.csv", 3000, prefix)
+    out = tmp_path / "out"
+    return prepare_command(devices, write_config(tmp_path / "batch.toml", signer), out, 2), out
+
+
 def manifest(out: Path) -> list[dict[str, str]]:
     return list(csv.DictReader((out / batch.MANIFEST).open()))
 
@@ -258,8 +271,7 @@ def test_kill_9_at_each_protocol_point_then_resume(
     devices = write_devices(tmp_path / "devices.csv", 4, prefix)
     config = write_config(tmp_path / "batch.toml", signer, mode="per-device", policy=device_policy, concurrency=1)
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "device_provisioning", "batch", "prepare", "--devices", str(devices),
-               "--config", str(config), "--out", str(out), "--workers", "1", "--json"]  # fmt: skip
+    command = prepare_command(devices, config, out, 1)
     method, path, when = KILL_POINTS[point]
     with fault_proxy(local_endpoint.url) as proxy:
         # The third device's call: two devices are registered, one is cut at `point`, one untouched.
@@ -394,11 +406,7 @@ def children_of(pid: int) -> set[int]:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_workers_die_with_a_killed_batch(tmp_path: Path, signer: Path) -> None:
-    devices = write_devices(tmp_path / "devices.csv", 3000, "orphan")
-    config = write_config(tmp_path / "batch.toml", signer)
-    out = tmp_path / "out"
-    command = [sys.executable, "-m", "device_provisioning", "batch", "prepare", "--devices", str(devices),
-               "--config", str(config), "--out", str(out), "--workers", "2", "--json"]  # fmt: skip
+    command, _ = big_batch(tmp_path, signer, "orphan")
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     workers: set[int] = set()
@@ -418,11 +426,7 @@ def test_workers_die_with_a_killed_batch(tmp_path: Path, signer: Path) -> None:
 
 
 def test_ctrl_c_ends_a_batch_with_one_line_saying_how_to_resume(tmp_path: Path, signer: Path) -> None:
-    devices = write_devices(tmp_path / "devices.csv", 3000, "intr")
-    config = write_config(tmp_path / "batch.toml", signer)
-    out = tmp_path / "out"
-    command = [sys.executable, "-m", "device_provisioning", "batch", "prepare", "--devices", str(devices),
-               "--config", str(config), "--out", str(out), "--workers", "2", "--json"]  # fmt: skip
+    command, out = big_batch(tmp_path, signer, "intr")
     process = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
