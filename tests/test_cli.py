@@ -314,6 +314,8 @@ def test_encrypted_nvs_build_and_show(workspace: Path, tmp_path: Path) -> None:
     assert stat.S_IMODE(keys.stat().st_mode) == 0o600
     code, out, _ = run("nvs", "show", image, "--nvs-keys", keys)
     assert code == 0 and "creds/P11_CSK (string)" in out
+    code, out, err = run("nvs", "show", image)  # without its keys nothing can be read: an error, not warnings
+    assert_one_line_error(code, out, err, "no readable entry", "pass --nvs-keys")
 
 
 def test_console_script_and_module_entry_points(workspace: Path) -> None:

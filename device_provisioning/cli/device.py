@@ -17,7 +17,7 @@ from device_provisioning.cli.common import (
     nvs_encryption_key,
 )
 from device_provisioning.device import credentials, nvs
-from device_provisioning.errors import InputFileError, ProvisioningError
+from device_provisioning.errors import InputFileError, NvsError, ProvisioningError
 from device_provisioning.files import read_bytes, refuse_overwriting_inputs, write_atomic
 from device_provisioning.identity import codesign
 
@@ -111,7 +111,11 @@ def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
 
 def _nvs_show(args: argparse.Namespace, out: TextIO) -> int:
     data = read_bytes(args.image, "NVS image")
-    image = nvs.read_image(data, encryption_key=nvs_encryption_key(args), source=f"NVS image {args.image}")
+    key = nvs_encryption_key(args)
+    image = nvs.read_image(data, encryption_key=key, source=f"NVS image {args.image}")
+    if image.warnings and not image.entries:
+        hint = "the keys do not match it" if key else "is it NVS-encrypted? pass --nvs-keys"
+        raise NvsError(f"NVS image {args.image}: no readable entry ({len(image.warnings)} damaged item(s)); {hint}")
     rows = []
     lines = [f"NVS v2, {image.size} bytes, {image.empty_pages} free page(s)"]
     for entry in image.entries:
