@@ -430,3 +430,14 @@ def test_only_esp32_app_images_are_signed_or_verified(workspace: Path, tmp_path:
             "verify", "--firmware", firmware, "--signature", "MEUCIQ==", "--cert", keys / "codesign.crt"
         )
         assert_one_line_error(code, out, err, f"firmware {firmware}")
+
+
+def test_building_for_another_partition_than_storage_warns(workspace: Path, tmp_path: Path) -> None:
+    code, out, err = run("nvs", "build", "--partition-table", BETA_TABLE, "--family", "beta", "--partition", "nvs",
+                         "--code-verify-cert", workspace / "keys" / "codesign.crt", "--out", tmp_path / "n.bin",
+                         "--json")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["warnings"] == [
+        "esp-aws-iot's PKCS#11 PAL reads partition 'storage' only; stock firmware will not find these credentials "
+        "in 'nvs'"
+    ]

@@ -91,6 +91,14 @@ def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
     if keys_path:
         lines.append(f"NVS keys     {keys_path} (flash to the nvs_keys partition; keep it secret)")
     lines.append("read back    every entry matches what was written")
+    warnings = []
+    if built.partition.name != credentials.DEFAULT_PARTITION:
+        # Not refused: custom firmware may read another partition, but the stock PAL never will.
+        warnings.append(
+            f"esp-aws-iot's PKCS#11 PAL reads partition '{credentials.DEFAULT_PARTITION}' only; "
+            f"stock firmware will not find these credentials in '{built.partition.name}'"
+        )
+    lines += [f"WARNING      {w}" for w in warnings]
     emit(
         out,
         args,
@@ -104,6 +112,7 @@ def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
             "code_verify_sha256_fingerprint": fp,
             "entries": [{"namespace": e.namespace, "key": e.key, "kind": e.kind} for e in built.entries],
             "nvs_keys": str(keys_path) if keys_path else None,
+            "warnings": warnings,
         },
     )
     return 0
