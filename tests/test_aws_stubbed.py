@@ -321,3 +321,13 @@ def test_device_limits_refuse_before_any_call(stubbed, identity, five_mib_image,
 def test_larger_agent_settings_admit_larger_images(five_mib_image) -> None:
     assert DeviceLimits(bitmap_bytes=256).check_image(len(five_mib_image))
     assert DeviceLimits(block_size=8192).max_image_size == 8 * 1024 * 1024
+
+
+def test_cdk_context_that_is_not_an_object_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from device_provisioning.errors import CertificateError
+
+    context = tmp_path / "cdk.context.json"
+    context.write_text("[1, 2]\n")
+    with pytest.raises(CertificateError, match="holds list, not a JSON object"):
+        aws_codesign.write_cdk_context(context, CERT_ARN)
+    assert context.read_text() == "[1, 2]\n"

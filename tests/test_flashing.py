@@ -293,3 +293,11 @@ def test_misaligned_partition_from_a_binary_table_is_refused(beta_image) -> None
     # The table is checked as ESP-IDF checks it when read, so no plan can ever be made from it.
     with pytest.raises(PartitionTableError, match="not aligned"):
         layout.plan_flash(pt.parse_binary(entries + b"\xff" * 32), beta_image)
+
+
+def test_an_app_larger_than_its_partition_is_refused(beta_image, tmp_path: Path) -> None:
+    table = pt.load(BETA_TABLE)
+    big_app = app_image.placeholder_app_image(version="huge", payload_size=0x100000 + 0x1000)
+    build = esp_build.load_build(app_image.write_placeholder_build(tmp_path / "build", table, app=big_app))
+    with pytest.raises(layout.FlashPlanError, match="holds 0x100000: enlarge the partition"):
+        layout.plan_flash(table, beta_image, build=build)

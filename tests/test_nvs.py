@@ -222,3 +222,13 @@ def certificate_authority(key):  # type: ignore[no-untyped-def]
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
+
+
+def test_nvs_limits_are_refused_with_a_reason() -> None:
+    many = [nvs.NvsEntry(f"ns{n}", "k", "u8", 1) for n in range(300)]
+    with pytest.raises(NvsError, match="300 NVS namespaces; NVS holds at most 254"):
+        nvs.build_image(many, 0x100000)
+    with pytest.raises(NvsError, match="is not built here"):
+        nvs.build_image([nvs.NvsEntry("cfg", "k", "u8", 1)], 1024 * 1024 * 1024)
+    with pytest.raises(NvsError, match="not valid UTF-8"):
+        credentials.parse_extra_value("cfg/name=\udcff")

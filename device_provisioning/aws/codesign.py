@@ -88,6 +88,8 @@ def write_cdk_context(path: str | Path, arn: str) -> Path:
             context = json.loads(target.read_text())
         except json.JSONDecodeError:
             raise CertificateError(f"{target}: not valid JSON; fix or remove it") from None
+        if not isinstance(context, dict):
+            raise CertificateError(f"{target}: holds {type(context).__name__}, not a JSON object; fix or remove it")
     context[CONTEXT_KEY] = arn
     return write_atomic(target, (json.dumps(context, indent=2, sort_keys=True) + "\n").encode())
 

@@ -201,6 +201,10 @@ def parse_extra_value(text: str) -> nvs.NvsEntry:
     namespace, slash, key = target.partition("/")
     if not separator or not slash or not namespace or not key:
         raise NvsError(f"--value {text!r}: expected NAMESPACE/KEY=VALUE, e.g. cfg/thing_name=board-42")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise NvsError(f"--value {namespace}/{key}: the value is not valid UTF-8 text") from None
     return nvs.NvsEntry(namespace.strip(), key.strip(), "string", value)
 
 

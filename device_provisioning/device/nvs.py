@@ -28,6 +28,8 @@ ENTRIES_PER_PAGE = 126
 FIRST_ENTRY_OFFSET = 64
 MAX_KEY_LENGTH = 15
 MAX_STRING_LENGTH = 4000  # v2: strings live in one page
+MAX_NAMESPACES = 254  # namespace indexes 1..254 (0 is the namespace table, 255 means any)
+MAX_IMAGE_SIZE = 64 * 1024 * 1024  # the largest flash an ESP32-family chip addresses
 XTS_KEY_LENGTH = 64  # NVS encryption: 32-byte data key + 32-byte tweak key
 
 PAGE_EMPTY = 0xFFFFFFFF
@@ -157,6 +159,14 @@ def build_image(entries: Sequence[NvsEntry], size: int, *, encryption_key: bytes
 
     if size % PAGE_SIZE or size < 3 * PAGE_SIZE:
         raise NvsError(f"NVS partition size 0x{size:x}: must be a multiple of 0x1000 and at least 0x3000")
+    if size > MAX_IMAGE_SIZE:
+        raise NvsError(
+            f"NVS partition size 0x{size:x}: an image of more than 0x{MAX_IMAGE_SIZE:x} bytes is not built here; "
+            "is the partition table right?"
+        )
+    namespaces = {entry.namespace for entry in entries}
+    if len(namespaces) > MAX_NAMESPACES:
+        raise NvsError(f"{len(namespaces)} NVS namespaces; NVS holds at most {MAX_NAMESPACES}")
     if encryption_key is not None and len(encryption_key) != XTS_KEY_LENGTH:
         raise NvsError(f"NVS encryption key: {len(encryption_key)} bytes, expected {XTS_KEY_LENGTH}")
     for entry in entries:

@@ -95,6 +95,14 @@ def plan_flash(
                 "will use the build's; pass that one (--partition-table build/partition_table/partition-table.bin)"
             )
         firmware = [FlashRegion(f.name, f.offset, f.data) for f in build.files]
+        starts = {p.offset: p for p in table.partitions if not p.placed_by_build}
+        for region in firmware:
+            holder = starts.get(region.offset)
+            if holder is not None and len(region.data) > holder.size:
+                raise FlashPlanError(
+                    f"{region.name} is {len(region.data)} bytes but partition {holder.name!r} at 0x{holder.offset:x} "
+                    f"holds 0x{holder.size:x}: enlarge the partition or shrink the app"
+                )
     regions = sorted([*firmware, FlashRegion(partition.name, partition.offset, nvs_image)], key=lambda r: r.offset)
     for region in regions:
         if region.offset % SECTOR:
