@@ -7,7 +7,7 @@ knows the Lambda/Notation platforms, so the profile is managed with Signer's own
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, Stack
+from aws_cdk import ArnFormat, CfnResource, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import custom_resources as cr
 from constructs import Construct
@@ -90,3 +90,8 @@ class SigningProfile(Construct):
             ],
             "CDK's custom-resource provider only writes its own CloudWatch logs with this policy.",
         )
+        # CDK writes both a GetAtt and a DependsOn on the provider's role; cfn-lint's W3005 flags the
+        # redundancy in CDK's own resource, which we do not control.
+        provider_function = provider.node.default_child
+        if isinstance(provider_function, CfnResource):
+            provider_function.add_metadata("cfn-lint", {"config": {"ignore_checks": ["W3005"]}})

@@ -458,3 +458,17 @@ def test_every_policy_pairs_actions_and_resources_as_aws_authorizes(
     scoped = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "signer:PutSigningProfile",
               "Resource": "arn:aws:signer:eu-west-1:123456789012:/signing-profiles/dev_esp_ota_signing"}]}  # fmt: skip
     assert [f.issue for f in analyze_policy_string(json.dumps(scoped)).findings] == ["RESOURCE_MISMATCH"]
+
+
+def test_cfn_lint_finds_no_error_or_warning(without_certificate, dev_with_certificate, with_certificate) -> None:
+    from cfnlint.api import ManualArgs, lint
+
+    regions = ManualArgs(regions=["us-east-1", "eu-west-1"])
+    problems = [
+        (stack, match.rule.id, match.message)
+        for app in (without_certificate, dev_with_certificate, with_certificate)
+        for stack, template in (("ota", app.ota_json), ("fleet", app.fleet_json))
+        for match in lint(json.dumps(template), config=regions)
+        if match.rule.id[0] in "EW"  # informational I-rules (Fn::Sub style) are CDK's rendering choices
+    ]
+    assert problems == []
