@@ -441,3 +441,18 @@ def test_building_for_another_partition_than_storage_warns(workspace: Path, tmp_
         "esp-aws-iot's PKCS#11 PAL reads partition 'storage' only; stock firmware will not find these credentials "
         "in 'nvs'"
     ]
+
+
+def test_an_existing_output_is_replaced_only_with_force(workspace: Path, tmp_path: Path) -> None:
+    keys = workspace / "keys"
+    firmware = tmp_path / "app.bin"
+    firmware.write_bytes(placeholder_app_image(version="3"))
+    signature = tmp_path / "app.sig"
+    signature.write_bytes(b"the only copy")
+    argv = ["sign", "--key", keys / "codesign.key", "--firmware", firmware, "--out", signature]
+    code, out, err = run(*argv)
+    assert_one_line_error(code, out, err, "already exist", "--force")
+    assert signature.read_bytes() == b"the only copy"
+    code, _, err = run(*argv, "--force")
+    assert code == 0, err
+    assert signature.read_bytes() != b"the only copy"

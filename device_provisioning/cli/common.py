@@ -168,6 +168,7 @@ DEVICE_LIMITS = _group(
         help="data protocols the firmware enables (checked when given)",
     ),
 )
+FORCE = _group(lambda p: p.add_argument("--force", action="store_true", help="replace output files that already exist"))
 STAGE = _group(lambda p: p.add_argument("--stage", default="dev", help="the stacks' stage (default: dev)"))
 NO_STUB = _group(
     lambda p: p.add_argument("--no-stub", action="store_true", help="use the ROM loader only (slower, most compatible)")
@@ -229,6 +230,15 @@ def device_limits(args: argparse.Namespace) -> ota_limits.DeviceLimits:
 def load_table(args: argparse.Namespace, path: Path) -> partition_table.PartitionTable:
     """The partition table at ``path`` as the project's build places it (``--table-offset``)."""
     return partition_table.load(path, getattr(args, "table_offset", partition_table.DEFAULT_TABLE_OFFSET))
+
+
+def refuse_existing_outputs(args: argparse.Namespace, *outputs: Path) -> None:
+    """An existing output is replaced only with ``--force`` (it may be the only copy of an image or signature)."""
+    existing = [str(path) for path in outputs if path.exists()]
+    if existing and not getattr(args, "force", False):
+        raise InputFileError(
+            f"{', '.join(existing)} already exist(s); pass --force to replace, or choose another --out"
+        )
 
 
 def emit(out: TextIO, args: argparse.Namespace, human: Sequence[str], data: dict[str, Any]) -> None:

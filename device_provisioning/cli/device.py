@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from device_provisioning.cli.common import (
+    FORCE,
     NVS_KEYS,
     PARTITION_TABLE,
     TABLE_OFFSET,
@@ -15,6 +16,7 @@ from device_provisioning.cli.common import (
     emit,
     load_table,
     nvs_encryption_key,
+    refuse_existing_outputs,
 )
 from device_provisioning.device import credentials, nvs
 from device_provisioning.errors import InputFileError, NvsError, ProvisioningError
@@ -49,8 +51,10 @@ def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
               args.claim_key, args.jitp_cert, args.nvs_keys)  # fmt: skip
     keys_out = Path(args.out).with_suffix(".nvs_keys.bin")
     refuse_overwriting_inputs(args.out, *inputs)
-    if args.encrypt and not args.nvs_keys:
+    writes_keys = args.encrypt and not args.nvs_keys
+    if writes_keys:
         refuse_overwriting_inputs(keys_out, args.out, *inputs)
+    refuse_existing_outputs(args, Path(args.out), *([keys_out] if writes_keys else []))
     table = load_table(args, args.partition_table)
     creds = credentials.Credentials.from_files(
         args.code_verify_cert,
@@ -213,7 +217,7 @@ NVS = CommandGroup(
             "(--nvs-keys: an existing nvs_keys image for --encrypt, else keys are generated)",
             "device-provisioning nvs build --partition-table partitions.csv --family beta "
             "--code-verify-cert keys/codesign.crt --out creds.bin",
-            [PARTITION_TABLE, TABLE_OFFSET, NVS_KEYS],
+            [PARTITION_TABLE, TABLE_OFFSET, NVS_KEYS, FORCE],
             _build_arguments,
         ),
         Command(

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TextIO
 
 from device_provisioning.cli.common import (
+    FORCE,
     NO_STUB,
     NVS_KEYS,
     PARTITION_TABLE,
@@ -18,6 +19,7 @@ from device_provisioning.cli.common import (
     emit,
     load_table,
     nvs_encryption_key,
+    refuse_existing_outputs,
 )
 from device_provisioning.device import credentials, esp_build
 from device_provisioning.errors import InputFileError
@@ -78,6 +80,7 @@ def _image_merge(args: argparse.Namespace, out: TextIO) -> int:
     build = esp_build.load_build(args.build_dir)
     for output in (args.out, sidecar):
         refuse_overwriting_inputs(output, args.partition_table, args.nvs, args.nvs_keys, *(f.path for f in build.files))
+    refuse_existing_outputs(args, args.out, sidecar)
     merged = factory_image.merge_factory_image(_plan(args, build), quiet=args.json)
     # The image holds the NVS partition and with it the device's private key: readable by its owner only.
     image_path = write_atomic(args.out, merged.image, private=True)
@@ -152,7 +155,7 @@ IMAGE = CommandGroup(
             "merge bootloader, table, otadata, app and NVS into one factory image",
             "device-provisioning image merge --partition-table partitions.csv --nvs creds.bin "
             "--build-dir build --out factory.bin",
-            [PARTITION_TABLE, TABLE_OFFSET, NVS_KEYS],
+            [PARTITION_TABLE, TABLE_OFFSET, NVS_KEYS, FORCE],
             _merge_arguments,
         ),
         Command(

@@ -12,6 +12,7 @@ from device_provisioning.cli.common import (
     DEVICE_LIMITS,
     EXPECT_FINGERPRINT,
     FAMILY,
+    FORCE,
     NVS_KEYS,
     PASSPHRASE,
     Command,
@@ -20,6 +21,7 @@ from device_provisioning.cli.common import (
     emit,
     passphrase,
     read_firmware,
+    refuse_existing_outputs,
     status,
 )
 from device_provisioning.files import read_bytes, refuse_overwriting_inputs, write_atomic
@@ -28,6 +30,7 @@ from device_provisioning.identity import codesign
 
 def _sign(args: argparse.Namespace, out: TextIO) -> int:
     refuse_overwriting_inputs(args.out, args.key, args.firmware)
+    refuse_existing_outputs(args, args.out)
     key = codesign.load_private_key_file(args.key, passphrase(args))
     firmware = read_firmware(args.firmware)
     der = signing.sign_firmware(key, firmware)
@@ -102,7 +105,7 @@ SIGN = Command(
     _sign,
     "sign firmware as AWS Signer's AmazonFreeRTOS-Default does",
     "device-provisioning sign --key keys/codesign.key --firmware build/app.bin --out app.sig",
-    [PASSPHRASE],
+    [PASSPHRASE, FORCE],
     _sign_arguments,
 )
 VERIFY = Command(
