@@ -94,6 +94,7 @@ def manifest(out: Path) -> list[dict[str, str]]:
         ("serial,thing_name\nA,t 1\n", "line 2: thing name"),
         ("serial,thing_name\nA/1,t1\n", "line 2: serial"),
         ("serial,thing_name\n..,t1\n", "line 2: serial '..'"),
+        ("serial,thing_name,note\nA,t1,a\x00b\n", "line 2: value of note contains a NUL"),
         ("serial,thing_name\n.,t1\n", "line 2: serial '.'"),
         ("serial,thing_name\nA,%s\n" % ("t" * 100), "line 2: thing name"),
         ("serial,thing_name,a_column_name_too_long\nA,t1,x\n", "cannot be an NVS key"),

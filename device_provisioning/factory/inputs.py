@@ -203,6 +203,8 @@ def parse_devices(text: str, source: str = "devices CSV") -> list[DeviceRow]:
             value = record[name]
             if len(value.encode()) + 1 > 4000:
                 raise InputFileError(f"{source} line {line}: value of {name} is longer than NVS allows")
+            if "\x00" in value:
+                raise InputFileError(f"{source} line {line}: value of {name} contains a NUL; NVS strings cannot")
         serials[serial], things[thing] = line, line
         rows.append(
             DeviceRow(
