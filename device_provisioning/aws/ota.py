@@ -169,6 +169,7 @@ def create_ota(aws: Aws, request: OtaRequest) -> OtaResult:
     checks += limits.check_job(protocol=request.protocol, device_path=request.device_path, stream_name=stream_id)
     code_signing, signature_checks = _sign_and_preflight(aws, request)
     checks += signature_checks
+    signature_text = code_signing.base64_text if isinstance(code_signing, CustomSignature) else None
     document = None
     if request.via == "job":
         if not isinstance(code_signing, CustomSignature):  # checked_ota_id() refused this already
@@ -200,9 +201,8 @@ def create_ota(aws: Aws, request: OtaRequest) -> OtaResult:
                 response = iot.create_ota_update(
                     **ota_update_request(request, target_arns, firmware, ota_id, code_signing)
                 )
-                signature = code_signing.base64_text if isinstance(code_signing, CustomSignature) else None
                 result = OtaResult(
-                    ota_id, "ota-update", response.get("awsIotJobId"), firmware, signature, tuple(checks), None
+                    ota_id, "ota-update", response.get("awsIotJobId"), firmware, signature_text, tuple(checks), None
                 )
             else:
                 if stream_id is not None:
@@ -223,7 +223,6 @@ def create_ota(aws: Aws, request: OtaRequest) -> OtaResult:
                 if request.protocol == "http":
                     arguments["presignedUrlConfig"] = {"roleArn": request.role_arn, "expiresInSec": 3600}
                 iot.create_job(**arguments)
-                signature_text = code_signing.base64_text if isinstance(code_signing, CustomSignature) else None
                 result = OtaResult(ota_id, "job", ota_id, firmware, signature_text, tuple(checks), document)
         undo.pop_all()  # created: keep everything
     return result

@@ -168,8 +168,7 @@ def credential_entries(
             )
         if isinstance(private_key, ec.EllipticCurvePrivateKey) and not isinstance(private_key.curve, ec.SECP256R1):
             raise NvsError(f"the {what} key is on {private_key.curve.name}; the PKCS#11 PAL takes P-256 (secp256r1)")
-        spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        if certificate.public_key().public_bytes(*spki) != private_key.public_key().public_bytes(*spki):
+        if not codesign.key_matches_certificate(private_key, certificate):
             raise NvsError(
                 f"the {what} certificate is not for the {what} key: the device could not connect with them; "
                 "give the certificate AWS IoT issued for this key"

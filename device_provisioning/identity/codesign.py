@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from device_provisioning.errors import CertificateError, InputFileError
@@ -300,7 +301,7 @@ def normalise_fingerprint(text: str) -> str:
     return cleaned
 
 
-def key_matches_certificate(key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate) -> bool:
+def key_matches_certificate(key: PrivateKeyTypes, certificate: x509.Certificate) -> bool:
     """True when ``certificate`` certifies ``key``'s public key."""
     fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return key.public_key().public_bytes(*fmt) == certificate.public_key().public_bytes(*fmt)
