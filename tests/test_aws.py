@@ -170,6 +170,8 @@ def test_single_registration_activates_last(local_endpoint, device_policy, tmp_p
         assert activation.hits == 1 and all_certificate_ids(session) == before
         created = [c for method, c in proxy.calls if method == "POST" and c.startswith("/certificates?")]
         assert created and all("setAsActive=false" in c for c in created)
+        attached = [c for method, c in proxy.calls if method == "PUT" and c.startswith(f"/things/{thing}/principals")]
+        assert attached and all("thingPrincipalType=EXCLUSIVE_THING" in c for c in attached)
     monkeypatch.setenv("AWS_ENDPOINT_URL", local_endpoint.url)
     result = registration.register_device(aws.connect(), thing, tmp_path, policy_name=device_policy)
     status = aws.connect().client("iot").describe_certificate(certificateId=result.certificate_id)

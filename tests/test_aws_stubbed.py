@@ -263,7 +263,11 @@ def test_batch_registration_creates_inactive_journals_attaches_then_activates(tm
             {"certificateId": cert_id},
         )
         stub.add_response("attach_policy", {}, {"policyName": "device-policy", "target": cert_arn})
-        stub.add_response("attach_thing_principal", {}, {"thingName": "thing-1", "principal": cert_arn})
+        stub.add_response(
+            "attach_thing_principal",
+            {},
+            {"thingName": "thing-1", "principal": cert_arn, "thingPrincipalType": "EXCLUSIVE_THING"},
+        )
         stub.add_response("update_certificate", {}, {"certificateId": cert_id, "newStatus": "ACTIVE"})
         message = batch_register.register_batch_device(
             iot, journal, DeviceRow(2, "SN1", "thing-1"), device_dir, "device-policy"

@@ -179,7 +179,8 @@ def _create(
             iot.attach_policy(policyName=policy_name, target=arn)
             rollback.callback(undo, "policy detached", (iot.detach_policy, {"policyName": policy_name, "target": arn}))
             step = "attach_thing_principal"
-            iot.attach_thing_principal(thingName=thing_name, principal=arn)
+            # Exclusive: this certificate can never be attached to a second thing.
+            iot.attach_thing_principal(thingName=thing_name, principal=arn, thingPrincipalType="EXCLUSIVE_THING")
             rollback.callback(
                 undo,
                 "thing principal detached",

@@ -140,7 +140,8 @@ def _register(iot: Any, journal: Journal, row: DeviceRow, device_dir: Path, poli
     description = iot.describe_certificate(certificateId=certificate_id)["certificateDescription"]
     arn, pem = description["certificateArn"], description["certificatePem"]
     iot.attach_policy(policyName=policy, target=arn)
-    iot.attach_thing_principal(thingName=thing, principal=arn)
+    # Exclusive: this certificate can never be attached to a second thing.
+    iot.attach_thing_principal(thingName=thing, principal=arn, thingPrincipalType="EXCLUSIVE_THING")
     if description.get("status") != "ACTIVE":
         # Last: only a journaled certificate attached to its thing is ever active.
         iot.update_certificate(certificateId=certificate_id, newStatus="ACTIVE")
