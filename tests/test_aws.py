@@ -384,3 +384,48 @@ def test_operator_policy_grants_every_call_of_ota_create_and_status(
     assert {"signer:GetSigningProfile", "acm:GetCertificate", "iot:DescribeThing"} <= signer_actions
     assert {"s3:PutObject", "iot:CreateJob", "s3:DeleteObjectVersion"} <= job_actions
     assert [a for a in sorted(job_actions | signer_actions) if not granted(document, a)] == []
+
+
+# --- doctor --thing: the cloud side of a device's failures ------------------------------------------
+
+THING_POLICY = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "iot:Connect",
+             "Resource": "arn:aws:iot:*:*:client/${iot:Connection.Thing.ThingName}"},
+            {"Effect": "Allow", "Action": "iot:Subscribe",
+             "Resource": "arn:aws:iot:*:*:topicfilter/$aws/things/${iot:Connection.Thing.ThingName}/jobs/*"},
+            {"Effect": "Allow", "Action": ["iot:Publish", "iot:Receive"],
+             "Resource": "arn:aws:iot:*:*:topic/$aws/things/${iot:Connection.Thing.ThingName}/jobs/*"},
+        ],
+    }
+)  # fmt: skip
+
+
+def doctor_codes(thing: str, tmp_path: Path) -> list[str]:
+    log = tmp_path / "empty.log"
+    log.write_text("I (1) boot: ota rollback check done\n")
+    out = io.StringIO()
+    main(["doctor", str(log), "--thing", thing, "--json"], out=out, err=io.StringIO())
+    return [f["code"] for f in json.loads(out.getvalue())["findings"]]
+
+
+def test_doctor_thing_checks_certificates_and_policies(session, tmp_path: Path) -> None:
+    iot = session.client("iot")
+    good_policy = unique("thing-policy")
+    iot.create_policy(policyName=good_policy, policyDocument=THING_POLICY)
+    thing = unique("doc")
+    device = registration.register_device(session, thing, tmp_path / "dev", policy_name=good_policy)
+    assert doctor_codes(thing, tmp_path) == []
+
+    connect_only = unique("connect-only")
+    iot.create_policy(policyName=connect_only, policyDocument=POLICY_DOCUMENT)
+    iot.detach_policy(policyName=good_policy, target=device.certificate_arn)
+    iot.attach_policy(policyName=connect_only, target=device.certificate_arn)
+    codes = doctor_codes(thing, tmp_path)
+    assert "policy-denies-subscribe" in codes and "policy-denies-connect" not in codes
+
+    iot.update_certificate(certificateId=device.certificate_id, newStatus="INACTIVE")
+    assert doctor_codes(thing, tmp_path) == ["certificate-not-active"]
+    assert doctor_codes(unique("nobody"), tmp_path) == ["thing-missing"]

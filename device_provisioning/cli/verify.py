@@ -9,6 +9,7 @@ from typing import TextIO
 
 from device_provisioning import doctor, signing
 from device_provisioning.cli.common import (
+    AWS,
     DEVICE_LIMITS,
     EXPECT_FINGERPRINT,
     FAMILY,
@@ -16,6 +17,7 @@ from device_provisioning.cli.common import (
     NVS_KEYS,
     PASSPHRASE,
     Command,
+    connect_aws,
     device_certificates,
     device_limits,
     emit,
@@ -24,6 +26,7 @@ from device_provisioning.cli.common import (
     refuse_existing_outputs,
     status,
 )
+from device_provisioning.doctor import cloud
 from device_provisioning.files import read_bytes, refuse_overwriting_inputs, write_atomic
 from device_provisioning.identity import codesign
 
@@ -73,9 +76,12 @@ def _doctor(args: argparse.Namespace, out: TextIO) -> int:
     else:
         lines = read_bytes(args.log, "log").decode("utf-8", errors="replace").splitlines()
     found = doctor.diagnose(lines)
+    if args.thing:
+        found += cloud.check_thing(connect_aws(args), args.thing)
     human = []
     for d in found:
-        human += [f"line {d.line_number}: {d.line}", f"  what:  {d.explanation}", f"  fix:   {d.fix}", ""]
+        where = f"line {d.line_number}" if d.line_number else "cloud"
+        human += [f"{where}: {d.line}", f"  what:  {d.explanation}", f"  fix:   {d.fix}", ""]
     human.append(f"{len(found)} known failure(s) found" if found else "no known OTA or PKCS#11 failure found")
     emit(out, args, human, {"findings": [d.to_json() for d in found]})
     return status(bool(found))
@@ -98,6 +104,7 @@ def _verify_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _doctor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("log", help="log file, or - for stdin")
+    parser.add_argument("--thing", help="also check this thing on AWS IoT: certificates, policies, job executions")
 
 
 SIGN = Command(
@@ -120,6 +127,7 @@ DOCTOR = Command(
     "doctor",
     _doctor,
     "explain OTA/PKCS#11 failures in a device log (exit 4 if any)",
-    "idf.py monitor | tee boot.log; device-provisioning doctor boot.log",
-    arguments=_doctor_arguments,
+    "idf.py monitor | tee boot.log; device-provisioning doctor boot.log --thing board-42",
+    [AWS],
+    _doctor_arguments,
 )

@@ -262,7 +262,7 @@ def _ota_error_name(value: int) -> str | None:
     return None
 
 
-def _job_status_reason(line: str) -> Finding | None:
+def job_status_reason(line: str) -> Finding | None:
     match = re.search(
         r'"reason"\s*:\s*"\s*(?:(rejected|failed|aborted)\s*:\s*)?(0x[0-9a-fA-F]{8})(?:\s*:\s*(0x[0-9a-fA-F]{8}))?',
         line,
@@ -372,7 +372,7 @@ RULES: tuple[Rule, ...] = (
     _secure_boot,
     _tls_error,
     _mqtt_error,
-    _job_status_reason,
+    job_status_reason,
     _image_state,
     _file_size_overflow,
     _old_agent_close,

@@ -1,0 +1,125 @@
+"""``doctor --thing``: what AWS IoT knows about the device, checked against what its firmware needs.
+
+The thing exists; it holds a certificate that is ACTIVE; a policy attached to that certificate lets
+it connect with its thing name as client id and subscribe to its jobs topics (evaluated on the IoT
+policy documents, policy variables included); its job executions' status details are decoded like
+the log lines a device prints. Findings use the same shape and codes as the log rules.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from typing import Any
+
+from device_provisioning.aws.session import Aws, aws_errors
+from device_provisioning.doctor.rules import Diagnosis, job_status_reason
+
+# What the OTA agent does on its connection, as (action, resource type, resource name) for thing T.
+NEEDED = (
+    ("iot:Connect", "client", "{thing}"),
+    ("iot:Subscribe", "topicfilter", "$aws/things/{thing}/jobs/notify-next"),
+    ("iot:Publish", "topic", "$aws/things/{thing}/jobs/$next/get"),
+)
+
+
+def _allows(document: dict[str, Any], action: str, resource: str, thing: str) -> bool:
+    """Does an IoT policy document allow ``action`` on ``resource`` for this thing (no Deny evaluated away)?"""
+    allowed = False
+    for statement in document.get("Statement", []):
+        actions = statement.get("Action", [])
+        resources = statement.get("Resource", [])
+        actions = [actions] if isinstance(actions, str) else actions
+        resources = [resources] if isinstance(resources, str) else resources
+        if not any(fnmatch.fnmatchcase(action, a) for a in actions):
+            continue
+        patterns = [
+            r.replace("${iot:Connection.Thing.ThingName}", thing).replace("${iot:ClientId}", thing) for r in resources
+        ]
+        if any(fnmatch.fnmatchcase(resource, pattern) for pattern in patterns):
+            if statement.get("Effect") == "Deny":
+                return False
+            allowed = True
+    return allowed
+
+
+def check_thing(aws: Aws, thing: str) -> list[Diagnosis]:
+    """Cloud-side findings for ``thing``; an empty list when everything the firmware needs is in place."""
+    iot = aws.client("iot")
+    found: list[Diagnosis] = []
+
+    def finding(code: str, explanation: str, fix: str) -> None:
+        found.append(Diagnosis(code, 0, f"AWS IoT: thing {thing}", explanation, fix))
+
+    with aws_errors(f"checking thing {thing} on AWS IoT"):
+        try:
+            iot.describe_thing(thingName=thing)
+        except iot.exceptions.ResourceNotFoundException:
+            finding(
+                "thing-missing",
+                f"there is no thing {thing!r} in this account and region",
+                "device-provisioning device register NAME (or check --region / the endpoint)",
+            )
+            return found
+        principals = [
+            p
+            for page in iot.get_paginator("list_thing_principals").paginate(thingName=thing)
+            for p in page.get("principals", [])
+            if ":cert/" in p
+        ]
+        if not principals:
+            finding(
+                "no-certificate",
+                "no certificate is attached to the thing: the device cannot connect as it",
+                "device-provisioning device register NAME --out DIR attaches one",
+            )
+        active = []
+        for arn in principals:
+            description = iot.describe_certificate(certificateId=arn.rsplit("/", 1)[1])["certificateDescription"]
+            if description.get("status") != "ACTIVE":
+                finding(
+                    "certificate-not-active",
+                    f"certificate {arn.rsplit('/', 1)[1][:12]} is {description.get('status')}: the broker "
+                    "closes the TLS handshake (-0x7280 / -0x7780 in the device log)",
+                    "aws iot update-certificate --new-status ACTIVE (if it is the device's) or register again",
+                )
+            else:
+                active.append(arn)
+        region, account = aws.region, _account_of(principals)
+        for arn in active:
+            documents = []
+            for page in iot.get_paginator("list_attached_policies").paginate(target=arn):
+                for policy in page.get("policies", []):
+                    text = iot.get_policy(policyName=policy["policyName"])["policyDocument"]
+                    documents.append(json.loads(text))
+            for action, kind, name in NEEDED:
+                resource = f"arn:aws:iot:{region}:{account}:{kind}/{name.format(thing=thing)}"
+                if not any(_allows(document, action, resource, thing) for document in documents):
+                    finding(
+                        f"policy-denies-{action.split(':')[1].lower()}",
+                        f"no policy attached to certificate {arn.rsplit('/', 1)[1][:12]} allows {action} on "
+                        f"{kind}/{name.format(thing=thing)}: the broker closes the connection (-0x7880, "
+                        "MQTTRecvFailed) or refuses the subscription",
+                        "attach the DeviceFleet stack's device policy (its output DevicePolicyName) to the certificate",
+                    )
+        pages = iot.get_paginator("list_job_executions_for_thing").paginate(thingName=thing)
+        for summary in (s for page in pages for s in page.get("executionSummaries", [])):
+            if summary["jobExecutionSummary"]["status"] not in ("FAILED", "REJECTED", "TIMED_OUT"):
+                continue
+            execution = iot.describe_job_execution(jobId=summary["jobId"], thingName=thing)["execution"]
+            details = execution.get("statusDetails", {}).get("detailsMap", {})
+            decoded = job_status_reason(json.dumps(details))
+            if decoded:
+                code, explanation, fix = decoded
+                finding(code, f"job {summary['jobId']}: {explanation}", fix)
+            else:
+                finding(
+                    "job-execution-failed",
+                    f"job {summary['jobId']} ended {execution.get('status')}: {details}",
+                    "device-provisioning ota status JOB --json",
+                )
+    return found
+
+
+def _account_of(certificate_arns: list[str]) -> str:
+    return certificate_arns[0].split(":")[4] if certificate_arns else "*"
