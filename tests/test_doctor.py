@@ -38,6 +38,8 @@ def test_classic_failure_log_is_explained_in_order() -> None:
     assert "nvs build" in found[0].fix
     assert "test certificate" in found[1].explanation and "Code Verify Key" in found[1].explanation
     assert "device-provisioning verify" in found[2].fix
+    # The signature failures follow from the missing certificate: grouped under the root cause (line 3).
+    assert [d.consequence_of for d in found] == [None, 3, 3, 3]
 
 
 @pytest.mark.parametrize(

@@ -81,6 +81,9 @@ def _doctor(args: argparse.Namespace, out: TextIO) -> int:
     human = []
     for d in found:
         where = f"line {d.line_number}" if d.line_number else "cloud"
+        if d.consequence_of:
+            human += [f"{where}: {d.line}", f"  follows from line {d.consequence_of}: fix that first", ""]
+            continue
         human += [f"{where}: {d.line}", f"  what:  {d.explanation}", f"  fix:   {d.fix}", ""]
     human.append(f"{len(found)} known failure(s) found" if found else "no known OTA or PKCS#11 failure found")
     emit(out, args, human, {"findings": [d.to_json() for d in found]})

@@ -37,6 +37,8 @@ class Diagnosis:
     line: str
     explanation: str
     fix: str
+    # The line of the earlier finding this one follows from (fix that one first), if any.
+    consequence_of: int | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -45,6 +47,7 @@ class Diagnosis:
             "line": self.line,
             "explanation": self.explanation,
             "fix": self.fix,
+            "consequence_of": self.consequence_of,
         }
 
 
@@ -386,16 +389,37 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+# Failures that make later ones inevitable: a signature check after the PAL fell back to the test
+# certificate (or found no P11_CSK) fails because of that, whatever the image.
+CAUSES = {
+    "creds-namespace-missing": (
+        "using-test-certificate",
+        "OtaPalSignatureCheckFailed",
+        "ota-close-signaturecheckfailed",
+    ),
+    "using-test-certificate": ("OtaPalSignatureCheckFailed", "ota-close-signaturecheckfailed", "OtaPalFileClose"),
+    "tls-x509-cert-verify-failed": ("mqtt-connection-lost",),
+    "tls-ssl-conn-eof": ("mqtt-connection-lost",),
+    "tls-ssl-peer-close-notify": ("mqtt-connection-lost",),
+}
+
+
 def diagnose(lines: Iterable[str]) -> list[Diagnosis]:
-    """Every known failure in the log, in log order (one diagnosis per line at most)."""
-    found = []
+    """Every known failure in the log, in log order (one diagnosis per line at most).
+
+    A finding that follows from an earlier one (see :data:`CAUSES`) names that finding's line in
+    ``consequence_of``, so the root cause is fixed first.
+    """
+    found: list[Diagnosis] = []
     for number, raw in enumerate(lines, start=1):
         line = _strip_ansi(raw.rstrip("\r\n"))
         for rule in RULES:
             result = rule(line)
             if result:
                 code, explanation, fix = result
-                found.append(Diagnosis(code, number, line.strip(), explanation, fix))
+                cause = next((f for f in reversed(found) if code in CAUSES.get(f.code, ())), None)
+                root = cause.consequence_of or cause.line_number if cause else None
+                found.append(Diagnosis(code, number, line.strip(), explanation, fix, root))
                 break
     return found
 
