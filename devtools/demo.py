@@ -10,6 +10,7 @@ emulator — never more than what happened.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import shutil
@@ -296,6 +297,10 @@ def run_demo(out: Path, *, real: bool = False, firmware_path: Path | None = None
             "ota create (CreateJob, HTTP)", where,
             f"job {result.job_id}, firmware s3://{result.bucket}/{result.key} version {result.version_id}",
         )  # fmt: skip
+        if result.signature_b64 is None:
+            raise DemoFailed("the job was created without a signature")
+        # ECDSA signatures differ on every run: ship the one the job carries, not the pre-flight's.
+        write_atomic(out / "firmware.sig", base64.b64decode(result.signature_b64))
         validate_ota_update_requests(log, session, request, der, imported.arn)
 
         assert result.job_id is not None
@@ -306,7 +311,12 @@ def run_demo(out: Path, *, real: bool = False, firmware_path: Path | None = None
         signing.verify_update(
             firmware_bytes, from_document, [nvs_certificate], family="beta", expected_fingerprint=fingerprint
         )
-        log.record("verify job document", "local", "the document the device receives verifies against creds.bin")
+        if from_document.der != (out / "firmware.sig").read_bytes():
+            raise DemoFailed("firmware.sig is not the signature in the job document")
+        log.record(
+            "verify job document", "local",
+            "the document the device receives verifies against creds.bin; firmware.sig is its signature",
+        )  # fmt: skip
         status = ota.ota_status(session, result.job_id)
         executions = ", ".join(f"{e.thing}={e.status}" for e in status.executions)
         log.record("ota status", where, f"job {status.status}: {executions}")
