@@ -170,7 +170,7 @@ def create_ota(aws: Aws, request: OtaRequest) -> OtaResult:
     code_signing, signature_checks = _sign_and_preflight(aws, request)
     checks += signature_checks
     signature_text = code_signing.base64_text if isinstance(code_signing, CustomSignature) else None
-    document = None
+    document, document_text = None, ""
     if request.via == "job":
         if not isinstance(code_signing, CustomSignature):  # checked_ota_id() refused this already
             raise InputFileError("--via job signs locally: pass --sign-key")
@@ -183,7 +183,8 @@ def create_ota(aws: Aws, request: OtaRequest) -> OtaResult:
             stream_id=stream_id,
             presigned_source=(request.bucket, key),
         )
-        check_job_document_size(json.dumps(document))
+        document_text = json.dumps(document)
+        check_job_document_size(document_text)
     iot, s3 = aws.client("iot"), aws.client("s3")
     with aws_errors("resolving OTA targets"):
         target_arns = _resolve_targets(iot, request.targets)
@@ -215,7 +216,7 @@ def create_ota(aws: Aws, request: OtaRequest) -> OtaResult:
                 arguments: dict[str, Any] = {
                     "jobId": ota_id,
                     "targets": target_arns,
-                    "document": json.dumps(document),
+                    "document": document_text,
                     "description": f"OTA {request.device_path} sha256 {digest[:16]}",
                     "targetSelection": "CONTINUOUS" if request.rollout.continuous else "SNAPSHOT",
                     **rollout_arguments(request.rollout, for_ota_update=False),

@@ -17,7 +17,7 @@ from typing import Any, NoReturn, TextIO
 from device_provisioning import aws, signing
 from device_provisioning.device import app_image, credentials, nvs, ota_limits, partition_table
 from device_provisioning.errors import ExitCode, InputFileError
-from device_provisioning.files import read_bytes
+from device_provisioning.files import read_bytes, refuse_existing
 from device_provisioning.identity import codesign
 
 Handler = Callable[[argparse.Namespace, TextIO], int]
@@ -234,11 +234,8 @@ def load_table(args: argparse.Namespace, path: Path) -> partition_table.Partitio
 
 def refuse_existing_outputs(args: argparse.Namespace, *outputs: Path) -> None:
     """An existing output is replaced only with ``--force`` (it may be the only copy of an image or signature)."""
-    existing = [str(path) for path in outputs if path.exists()]
-    if existing and not getattr(args, "force", False):
-        raise InputFileError(
-            f"{', '.join(existing)} already exist(s); pass --force to replace, or choose another --out"
-        )
+    if not getattr(args, "force", False):
+        refuse_existing(*outputs, hint="pass --force to replace, or choose another --out")
 
 
 def emit(out: TextIO, args: argparse.Namespace, human: Sequence[str], data: dict[str, Any]) -> None:

@@ -118,7 +118,7 @@ class Partition:
     @property
     def placed_by_build(self) -> bool:
         """The primary bootloader and table rows: placed by the build, below the table's end."""
-        return self.type in (BOOTLOADER, PARTITION_TABLE) and self.subtype == 0x00
+        return _placed_by_build(self.type, self.subtype)
 
     def describe(self) -> str:
         return f"{self.name} ({self.type_name}/{self.subtype_name}) at 0x{self.offset:x}, 0x{self.size:x} bytes"
@@ -250,6 +250,11 @@ def _parse_row(line: str, settings: BuildSettings) -> _Row:
     return _Row(name, type_, subtype, offset, size, flags)
 
 
+def _placed_by_build(type_: int, subtype: int) -> bool:
+    """Primary bootloader and primary table rows: the build places them, below the table's end."""
+    return type_ in (BOOTLOADER, PARTITION_TABLE) and subtype == 0x00
+
+
 def _placed_offset(type_: int, subtype: int, settings: BuildSettings) -> int | None:
     if type_ == BOOTLOADER and subtype == SUBTYPES[BOOTLOADER]["primary"]:
         return settings.bootloader_offset
@@ -301,7 +306,7 @@ def parse_csv(
     occupant = "the partition table's sector"
     partitions = []
     for row in rows:
-        if row.offset is not None and row.type in (BOOTLOADER, PARTITION_TABLE) and row.subtype == 0x00:
+        if row.offset is not None and _placed_by_build(row.type, row.subtype):
             partitions.append(Partition(row.name, row.type, row.subtype, row.offset, row.size, row.flags))
             continue
         if row.offset is None:

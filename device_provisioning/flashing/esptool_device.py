@@ -216,8 +216,8 @@ def check_expected_certificate(plan: FlashPlan, expected: Any) -> str:
             f"the NVS image is encrypted, so its {where} cannot be checked against --code-verify-cert before "
             "flashing; check the plaintext image with `verify`, then flash without --code-verify-cert"
         )
-    contents = nvs.read_image(plan.nvs_region.data, source="the NVS image")
-    csk = contents.get(CREDS_NAMESPACE, CODE_VERIFY_KEY)
+    # plan_flash decoded the image already.
+    csk = plan.nvs_contents.get(CREDS_NAMESPACE, CODE_VERIFY_KEY)
     if csk is None:
         raise FlashPlanError(f"the NVS image holds no {where}: rebuild it with `nvs build --code-verify-cert ...`")
     found = codesign.fingerprint(codesign.load_certificate(csk.data, where))
