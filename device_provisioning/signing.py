@@ -184,7 +184,11 @@ def signature_from_job_document(document: Any, where: str) -> SignatureInput:
 def load_signature(argument: str) -> SignatureInput:
     """A DER file, a file with base64 text, an OTA job document (JSON), or a base64 string."""
     path = Path(argument)
-    if path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError:  # a name longer than the file system allows: base64 text, or nothing
+        is_file = False
+    if is_file:
         data = read_bytes(path, "signature")
         stripped = data.strip()
         if stripped.startswith(b"{"):
@@ -202,7 +206,8 @@ def load_signature(argument: str) -> SignatureInput:
         return SignatureInput(decode_base64_signature(text, f"signature {path}"), f"base64 file {path}")
     if _BASE64.match(argument) and len(argument.strip()) >= 8:
         return SignatureInput(decode_base64_signature(argument, "signature argument"), "base64 argument")
-    raise SignatureError(f"signature {argument!r}: no such file, and not base64; give a .sig/.der, job JSON or base64")
+    shown = argument if len(argument) <= 60 else argument[:57] + "..."
+    raise SignatureError(f"signature {shown!r}: no such file, and not base64; give a .sig/.der, job JSON or base64")
 
 
 def certificate_from_nvs(

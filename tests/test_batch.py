@@ -372,7 +372,7 @@ def test_a_second_writer_on_a_batch_is_refused_naming_the_holder(tmp_path: Path,
     config = write_config(tmp_path / "batch.toml", signer)
     out = tmp_path / "out"
     argv = ["batch", "prepare", "--devices", str(devices), "--config", str(config), "--out", str(out), "--json"]
-    with batch_lock(out):  # another station holds the batch
+    with batch_lock(out, create=True):  # another station holds the batch
         code = main(argv, out=io.StringIO(), err=(err := io.StringIO()))
         flash_code = main(["batch", "flash", str(out), "--ports", "rfc2217://x"], out=io.StringIO(), err=io.StringIO())
     assert code == 1 and flash_code == 1

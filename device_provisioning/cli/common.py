@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,40 @@ class Parser(argparse.ArgumentParser):
             options = sorted({token.split("=", 1)[0] for token in extras if token.startswith("-")})
             what = f"unknown option(s) {', '.join(options)}" if options else f"{len(extras)} unexpected argument(s)"
             raise UsageError(f"{self.prog}: {what} (see {self.prog} --help)")
+        for dest, value in vars(parsed).items():
+            for item in value if isinstance(value, list) else [value]:
+                problem = _text_problem(item)
+                if problem:
+                    raise UsageError(f"{_option_named(self, dest)}: {problem}")
         return parsed
+
+
+def _text_problem(value: object) -> str | None:
+    """What no option value may hold: a NUL (no C string or file name can), or undecodable bytes as text.
+
+    File names may be any bytes on Linux, so paths only refuse the NUL.
+    """
+    if isinstance(value, Path | str) and "\x00" in str(value):
+        return "the value contains a NUL character"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "the value is not valid UTF-8 text"
+    return None
+
+
+def _option_named(parser: argparse.ArgumentParser, dest: str) -> str:
+    """The option string (``--region``) or positional name behind ``dest``, searching subcommands too."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                found = _option_named(child, dest)
+                if not found.startswith("?"):
+                    return found
+        elif action.dest == dest:
+            return action.option_strings[0] if action.option_strings else dest
+    return f"?{dest}"
 
 
 def bounded_int(low: int, high: int) -> Callable[[str], int]:
@@ -87,9 +121,29 @@ def _group(*adders: Callable[[argparse.ArgumentParser], object]) -> argparse.Arg
 # --- option groups (argparse parents) -------------------------------------------------------------------
 
 JSON = _group(lambda p: p.add_argument("--json", action="store_true", help="print a JSON object instead of text"))
+
+
+def non_empty(text: str) -> str:
+    """An argparse type: any text but the empty string."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty value; give a name or leave the option out")
+    return text
+
+
+# botocore's own rule for a region (it becomes a host label); checked here so it is one line, early.
+_REGION = re.compile(r"^(?![0-9]+$)(?!-)[a-zA-Z0-9-]{1,63}(?<!-)$")
+
+
+def aws_region(text: str) -> str:
+    """An argparse type: an AWS region name (``eu-west-1``)."""
+    if not _REGION.match(text):
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not an AWS region name (like eu-west-1)")
+    return text
+
+
 AWS = _group(
-    lambda p: p.add_argument("--profile", help="AWS profile (default: AWS_PROFILE / default chain)"),
-    lambda p: p.add_argument("--region", help="AWS region (default: AWS_REGION / profile)"),
+    lambda p: p.add_argument("--profile", type=non_empty, help="AWS profile (default: AWS_PROFILE / default chain)"),
+    lambda p: p.add_argument("--region", type=aws_region, help="AWS region (default: AWS_REGION / profile)"),
 )
 PASSPHRASE = _group(
     lambda p: p.add_argument(
@@ -292,6 +346,8 @@ def split_list(text: str | None) -> tuple[str, ...]:
 def device_certificates(args: argparse.Namespace, certificate_file: Path | None) -> list[signing.DeviceCertificate]:
     """The certificate(s) the devices verify with, from --nvs/--family, --embedded-in and a certificate file."""
     found: list[signing.DeviceCertificate] = []
+    if getattr(args, "nvs_keys", None) and not args.nvs:
+        raise InputFileError("--nvs-keys decrypts the --nvs image: give --nvs too, or leave --nvs-keys out")
     if args.nvs:
         if not args.family:
             raise InputFileError("--nvs needs --family beta|pkcs11 (how the firmware reads the certificate)")

@@ -47,6 +47,8 @@ def _flash(args: argparse.Namespace, out: TextIO) -> int:
         raise InputFileError("give --build-dir BUILD to flash the firmware too, or --no-firmware for credentials only")
     plan = _plan(args)
     expected = codesign.load_certificate_file(args.code_verify_cert) if args.code_verify_cert else None
+    if args.port:
+        esptool_device.check_port(args.port)
     report = esptool_device.flash_device(
         plan,
         port=args.port,

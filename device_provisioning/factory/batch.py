@@ -231,7 +231,7 @@ def prepare_batch(
         raise ProvisioningError(f"{registration.mode} registration needs AWS access (--profile/--region)")
 
     # One writer per batch: a second run on the same --out would give devices two identities.
-    with batch_lock(out):
+    with batch_lock(out, create=True):
         journal = Journal(out)
         try:
             journal.bind_input(_input_fingerprint(devices_csv, config_path))

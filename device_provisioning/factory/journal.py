@@ -135,8 +135,7 @@ class Journal:
     @classmethod
     def existing(cls, directory: str | Path) -> Journal:
         """The journal of a prepared batch; refuses a directory that holds none."""
-        if not (Path(directory) / JOURNAL_FILE).exists():
-            raise InputFileError(f"{directory}: no batch journal; run `batch prepare --out {directory}` first")
+        require_journal(directory)
         return cls(directory)
 
     def set_meta(self, key: str, value: str) -> None:
@@ -204,14 +203,23 @@ _COLUMNS = (
 )
 
 
+def require_journal(directory: str | Path) -> None:
+    """Refuse a directory that holds no batch journal (a typo, or a batch not prepared yet)."""
+    if not (Path(directory) / JOURNAL_FILE).is_file():
+        raise InputFileError(f"{directory}: no batch journal; run `batch prepare --out {directory}` first")
+
+
 @contextmanager
-def batch_lock(directory: str | Path) -> Iterator[None]:
+def batch_lock(directory: str | Path, *, create: bool = False) -> Iterator[None]:
     """Hold the batch directory for this process: a second writer is refused, naming the holder.
 
     An OS file lock, released by the kernel when the process ends however it ends (kill -9
-    included), so a crashed run never leaves a stale lock behind.
+    included), so a crashed run never leaves a stale lock behind. Only ``batch prepare`` creates
+    the directory (``create``); the other writers refuse a directory that holds no journal.
     """
     path = Path(directory) / LOCK_FILE
+    if not create:
+        require_journal(directory)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(path, "a+")  # noqa: SIM115 - held for the whole run, closed below

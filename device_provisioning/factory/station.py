@@ -44,6 +44,8 @@ def flash_station(
         raise ProvisioningError("give at least one port: --ports /dev/ttyUSB0[,/dev/ttyUSB1...]")
     if len(set(ports)) != len(ports):
         raise ProvisioningError("a port is listed twice in --ports")
+    for port in ports:
+        esptool_device.check_port(port)
     with batch_lock(out):
         journal = Journal.existing(out)
         table = partition_table.load(out / TABLE_FILE, int(journal.meta("table_offset") or DEFAULT_TABLE_OFFSET))

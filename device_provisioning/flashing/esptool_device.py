@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,23 @@ class FlashReport:
             },
             "nvs_entries": list(self.nvs_entries),
         }
+
+
+def check_port(port: str) -> None:
+    """Refuse a serial device path that does not exist before anything is written or journaled.
+
+    URLs (``rfc2217://host:port``, ``socket://host:port``) are pyserial's network ports: only
+    connecting tells whether they answer.
+    """
+    if "://" in port:
+        return
+    try:
+        exists = os.path.exists(port)
+    except (OSError, ValueError):
+        exists = False
+    if not exists:
+        shown = port if len(port) <= 60 else port[:57] + "..."
+        raise DeviceError(f"port {shown!r} does not exist: check the cable and the name (ls /dev/ttyUSB* /dev/ttyACM*)")
 
 
 def _explain(error: BaseException, port: str | None, baud: int) -> DeviceError:
