@@ -19,6 +19,8 @@ BETA_TABLE = PARTITION_TABLES / "beta-ota-mqtt.csv"
 MASTER_TABLE = PARTITION_TABLES / "master-ota-mqtt.csv"
 FLEET_TABLE = PARTITION_TABLES / "master-fleet-provisioning.csv"
 BETA_NVS_INPUT = DATA / "beta-nvs-input.csv"
+# The firmware project skeletons users start from (one per family); tests read them as users would.
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def certificate_for(

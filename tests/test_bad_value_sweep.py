@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import shutil
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from device_provisioning.cli import build_parser, main
 from device_provisioning.cli.common import aws_region, non_empty
 from device_provisioning.device import app_image
 from device_provisioning.device import partition_table as pt
-from tests.helpers import BETA_TABLE
+from tests.helpers import BETA_TABLE, EXAMPLES
 
 # Output options: their value is written, never read. Directory outputs are directories the command fills.
 FILE_OUTPUTS = {"out", "write_context"}
@@ -43,6 +44,7 @@ TEXT_TYPES = {None, non_empty, aws_region}
 # The base invocation of each command: valid inputs from the workspace ({ws}), outputs under a fresh
 # directory per case ({out}). Positionals are keyed by their dest.
 BASE: dict[str, list[tuple[str, str]]] = {
+    "project show": [("--project", "{ws}/firmware")],
     "codesign create": [("--out", "{out}/keys")],
     "codesign csr": [("--out", "{out}/keys")],
     "codesign import-cert": [("--out", "{out}/keys"), ("--cert", "{ws}/keys/codesign.crt")],
@@ -114,8 +116,9 @@ def bad_values(command: str, action: argparse.Action) -> list[tuple[str, bool]]:
             if command not in DIRECTORY_OUTPUT_COMMANDS:
                 outputs.append(("{ws}/keys", True))  # an existing directory
             return outputs
-        return [("{ws}/missing", True), ("{ws}/keys" if action.dest != "project" else "{ws}/app.bin", True),
-                ("{ws}/empty", True), ("{ws}/garbage", True)]  # fmt: skip
+        if action.dest == "project":  # a firmware project directory
+            return [("{ws}/missing", True), ("{ws}/app.bin", True), ("{ws}/keys", True)]
+        return [("{ws}/missing", True), ("{ws}/keys", True), ("{ws}/empty", True), ("{ws}/garbage", True)]
     if action.choices:
         return [("bogus", True), ("", True)]
     if action.type not in TEXT_TYPES:  # ranges, offsets, protocol lists: never a bare word, a negative or a huge value
@@ -161,6 +164,7 @@ def workspace(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
     ok("image", "merge", "--partition-table", ws / "partitions.csv", "--nvs", ws / "creds.bin",
        "--build-dir", ws / "build", "--out", ws / "factory.bin")  # fmt: skip
     (ws / "project" / "main").mkdir(parents=True)
+    shutil.copytree(EXAMPLES / "beta-ota-mqtt", ws / "firmware")
     (ws / "devices.csv").write_text("serial,thing_name\nSN1,board-1\n")
     (ws / "batch.toml").write_text(
         f'[batch]\npartition_table = "{ws / "partitions.csv"}"\ncode_verify_cert = "{ws / "keys" / "codesign.crt"}"\n'

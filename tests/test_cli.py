@@ -277,7 +277,7 @@ def test_bad_inputs_change_nothing(workspace: Path, tmp_path: Path) -> None:
         ),
         (
             ["verify", "--firmware", workspace / "app.bin", "--signature", workspace / "app.sig", "--nvs", out_file],
-            "needs --family",
+            "give --family beta|pkcs11",
         ),
         (["codesign", "show", keys / "codesign.crt", "--key", rsa_path], "RSA key"),
     ]

@@ -16,12 +16,13 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from device_provisioning import __version__
-from device_provisioning.cli import batch, cloud, codesign, device, flash, verify
+from device_provisioning.cli import batch, cloud, codesign, device, flash, project, verify
 from device_provisioning.cli.common import Command, CommandGroup, Formatter, Handler, Parser, UsageError
 from device_provisioning.errors import ExitCode, ProvisioningError
 
 # The order of `device-provisioning --help`: the path from a key to a device in the field.
 COMMANDS: tuple[Command | CommandGroup, ...] = (
+    project.GROUP,
     codesign.GROUP,
     cloud.SIGNER,
     cloud.DEVICE,

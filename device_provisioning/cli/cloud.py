@@ -16,6 +16,7 @@ from device_provisioning.cli.common import (
     FAMILY,
     NVS_KEYS,
     PASSPHRASE,
+    PROJECT,
     STAGE,
     Command,
     CommandGroup,
@@ -28,6 +29,7 @@ from device_provisioning.cli.common import (
     passphrase,
     read_firmware,
     split_list,
+    trust_family,
 )
 from device_provisioning.contract import StackOutput
 from device_provisioning.device import credentials
@@ -60,7 +62,7 @@ def _device_register(args: argparse.Namespace, out: TextIO) -> int:
 
 def _trust(args: argparse.Namespace) -> ota.DeviceTrust:
     certificates = device_certificates(args, args.device_cert)
-    return ota.DeviceTrust(tuple(certificates), args.expect_fingerprint, args.family)
+    return ota.DeviceTrust(tuple(certificates), args.expect_fingerprint, trust_family(args))
 
 
 def _ota_create(args: argparse.Namespace, out: TextIO) -> int:
@@ -188,9 +190,9 @@ OTA = CommandGroup(
             "create",
             _ota_create,
             "pre-flight, upload and create an OTA update or job",
-            "device-provisioning ota create --firmware build/app.bin --targets board-42 "
-            "--sign-key keys/codesign.key --nvs creds.bin --family beta --via job --protocol http",
-            [PASSPHRASE, FAMILY, NVS_KEYS, EXPECT_FINGERPRINT, DEVICE_LIMITS, STAGE, AWS],
+            "device-provisioning ota create --project examples/beta-ota-mqtt --firmware build/app.bin "
+            "--targets board-42 --sign-key keys/codesign.key --nvs creds.bin --via job",
+            [PROJECT, PASSPHRASE, FAMILY, NVS_KEYS, EXPECT_FINGERPRINT, DEVICE_LIMITS, STAGE, AWS],
             _ota_create_arguments,
         ),
         Command(

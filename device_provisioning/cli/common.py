@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from device_provisioning import aws, signing
-from device_provisioning.device import app_image, credentials, nvs, ota_limits, partition_table
+from device_provisioning.device import app_image, credentials, nvs, ota_limits, partition_table, project
 from device_provisioning.errors import ExitCode, InputFileError
 from device_provisioning.files import read_bytes, refuse_existing
 from device_provisioning.identity import codesign
@@ -170,13 +170,21 @@ TABLE_OFFSET = _group(
     lambda p: p.add_argument(
         "--table-offset",
         type=table_offset,
-        default=partition_table.DEFAULT_TABLE_OFFSET,
         metavar="OFFSET",
-        help="CONFIG_PARTITION_TABLE_OFFSET of the project, for a CSV (default 0x8000)",
+        help="CONFIG_PARTITION_TABLE_OFFSET, for a CSV (default: the --project's, else 0x8000)",
+    )
+)
+PROJECT = _group(
+    lambda p: p.add_argument(
+        "--project",
+        type=Path,
+        metavar="DIR",
+        help="the ESP-IDF firmware project: partition table, chip, OTA limits and family come from it "
+        "(explicit options override)",
     )
 )
 PARTITION_TABLE = _group(
-    lambda p: p.add_argument("--partition-table", required=True, type=Path, help="CSV or partition-table.bin"),
+    lambda p: p.add_argument("--partition-table", type=Path, help="CSV or partition-table.bin (default: --project's)"),
     lambda p: p.add_argument(
         "--partition", default=credentials.DEFAULT_PARTITION, help="NVS partition label (default: storage)"
     ),
@@ -204,22 +212,20 @@ DEVICE_LIMITS = _group(
     lambda p: p.add_argument(
         "--ota-block-size",
         type=bounded_int(256, 65536),
-        default=ota_limits.DEFAULT_BLOCK_SIZE,
         metavar="BYTES",
-        help="2^otaconfigLOG2_FILE_BLOCK_SIZE of the firmware (default 4096)",
+        help="2^otaconfigLOG2_FILE_BLOCK_SIZE of the firmware (default: the --project's, else 4096)",
     ),
     lambda p: p.add_argument(
         "--ota-bitmap-bytes",
         type=bounded_int(1, 65536),
-        default=ota_limits.DEFAULT_BITMAP_BYTES,
         metavar="BYTES",
-        help="OTA_MAX_BLOCK_BITMAP_SIZE of the firmware (default 128: images up to 4 MiB)",
+        help="OTA_MAX_BLOCK_BITMAP_SIZE of the firmware (default: the --project's, else 128: images up to 4 MiB)",
     ),
     lambda p: p.add_argument(
         "--device-protocols",
         type=protocol_list,
         metavar="mqtt,http",
-        help="data protocols the firmware enables (checked when given)",
+        help="data protocols the firmware enables (default: the --project's; checked when known)",
     ),
 )
 FORCE = _group(lambda p: p.add_argument("--force", action="store_true", help="replace output files that already exist"))
@@ -276,14 +282,68 @@ class CommandGroup:
 # --- output and shared readers --------------------------------------------------------------------------
 
 
+def firmware_project(args: argparse.Namespace) -> project.ProjectProfile | None:
+    """The ``--project`` profile (read once per command), or ``None`` without ``--project``."""
+    directory = getattr(args, "project", None)
+    if directory is None:
+        return None
+    cached = getattr(args, "_project_profile", None)
+    if cached is None:
+        cached = project.load_project(directory, table_offset=getattr(args, "table_offset", None))
+        args._project_profile = cached
+    return cached
+
+
 def device_limits(args: argparse.Namespace) -> ota_limits.DeviceLimits:
-    """The OTA agent's limits from ``--ota-block-size``, ``--ota-bitmap-bytes`` and ``--device-protocols``."""
-    return ota_limits.DeviceLimits(args.ota_block_size, args.ota_bitmap_bytes, args.device_protocols)
+    """The OTA agent's limits from the options, else from the project, else the OTA library's defaults."""
+    derived = firmware_project(args)
+    base = derived.limits() if derived else ota_limits.DeviceLimits()
+    return ota_limits.DeviceLimits(
+        args.ota_block_size or base.block_size,
+        args.ota_bitmap_bytes or base.bitmap_bytes,
+        args.device_protocols or base.protocols,
+        base.app_partition_size,
+    )
 
 
-def load_table(args: argparse.Namespace, path: Path) -> partition_table.PartitionTable:
-    """The partition table at ``path`` as the project's build places it (``--table-offset``)."""
-    return partition_table.load(path, getattr(args, "table_offset", partition_table.DEFAULT_TABLE_OFFSET))
+def load_table(args: argparse.Namespace, path: Path | None) -> partition_table.PartitionTable:
+    """The partition table at ``path`` (else the project's), placed as the project's build places it."""
+    derived = firmware_project(args)
+    if path is None:
+        if derived is None:
+            raise InputFileError("give --partition-table CSV|BIN or --project DIR (the firmware project)")
+        return derived.table
+    offset = getattr(args, "table_offset", None)
+    if offset is None:
+        offset = derived.table_offset if derived else partition_table.DEFAULT_TABLE_OFFSET
+    return partition_table.load(path, offset)
+
+
+def trust_family(args: argparse.Namespace) -> str | None:
+    """The firmware family for the pre-flight: ``--family``, else the project's (``embedded`` included)."""
+    derived = firmware_project(args)
+    return args.family or (derived.family if derived else None)
+
+
+def nvs_family(args: argparse.Namespace) -> str:
+    """How the firmware reads P11_CSK from NVS: ``--family``, else the project's; refuses firmware that never does."""
+    if args.family:
+        return str(args.family)
+    derived = firmware_project(args)
+    if derived is None:
+        raise InputFileError("give --family beta|pkcs11 (how the firmware reads the certificate) or --project DIR")
+    if derived.family == "embedded":
+        where = next(e.source for e in derived.evidence if e.setting == "family")
+        raise InputFileError(
+            f"{derived.directory}: this firmware verifies updates with the certificate compiled into the app "
+            f"({where}) and never reads P11_CSK from NVS; install it with `codesign install-embedded --project "
+            f"{derived.directory}` and check the built app (verify --embedded-in), or pass --family to override"
+        )
+    if derived.family is None:
+        raise InputFileError(
+            f"{derived.directory}: the firmware family could not be told from the project; pass --family beta|pkcs11"
+        )
+    return derived.family
 
 
 def refuse_existing_outputs(args: argparse.Namespace, *outputs: Path) -> None:
@@ -349,13 +409,10 @@ def device_certificates(args: argparse.Namespace, certificate_file: Path | None)
     if getattr(args, "nvs_keys", None) and not args.nvs:
         raise InputFileError("--nvs-keys decrypts the --nvs image: give --nvs too, or leave --nvs-keys out")
     if args.nvs:
-        if not args.family:
-            raise InputFileError("--nvs needs --family beta|pkcs11 (how the firmware reads the certificate)")
+        family = nvs_family(args)
         image = read_bytes(args.nvs, "NVS image")
         found.append(
-            signing.certificate_from_nvs(
-                image, args.family, source=str(args.nvs), encryption_key=nvs_encryption_key(args)
-            )
+            signing.certificate_from_nvs(image, family, source=str(args.nvs), encryption_key=nvs_encryption_key(args))
         )
     if args.embedded_in:
         app = read_bytes(args.embedded_in, "app image")
@@ -363,4 +420,14 @@ def device_certificates(args: argparse.Namespace, certificate_file: Path | None)
     if certificate_file:
         certificate = codesign.load_certificate_file(certificate_file)
         found.append(signing.DeviceCertificate(certificate, f"certificate {certificate_file}"))
+    derived = firmware_project(args)
+    if not found and derived is not None and derived.family == "embedded" and not args.family:
+        # Master/LTS firmware verifies with the certificate compiled into the running app: the project's build.
+        built_app = derived.built_app()
+        if built_app is None:
+            raise InputFileError(
+                f"{derived.directory}: no built app in build/ to read the compiled-in certificate from; run "
+                "`idf.py build` or pass --embedded-in APP.bin"
+            )
+        found += signing.certificates_embedded_in(read_bytes(built_app, "app image"), source=str(built_app))
     return found

@@ -10,12 +10,15 @@ from device_provisioning.cli.common import (
     FORCE,
     NVS_KEYS,
     PARTITION_TABLE,
+    PROJECT,
     TABLE_OFFSET,
     Command,
     CommandGroup,
     emit,
+    firmware_project,
     load_table,
     nvs_encryption_key,
+    nvs_family,
     refuse_existing_outputs,
 )
 from device_provisioning.device import credentials, nvs
@@ -51,7 +54,10 @@ def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
               args.claim_key, args.jitp_cert, args.nvs_keys)  # fmt: skip
     keys_out = Path(args.out).with_suffix(".nvs_keys.bin")
     refuse_overwriting_inputs(args.out, *inputs)
-    writes_keys = args.encrypt and not args.nvs_keys
+    derived = firmware_project(args)
+    family = nvs_family(args)
+    encrypt = args.encrypt or bool(derived and derived.nvs_encryption)
+    writes_keys = encrypt and not args.nvs_keys
     if writes_keys:
         refuse_overwriting_inputs(keys_out, args.out, *inputs)
     refuse_existing_outputs(args, Path(args.out), *([keys_out] if writes_keys else []))
@@ -66,14 +72,14 @@ def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
     )
     extra = [credentials.parse_extra_value(v) for v in args.value or []]
     key = None
-    if args.encrypt:
+    if encrypt:
         key = nvs_encryption_key(args) or nvs.generate_encryption_key()
     elif args.nvs_keys:
         raise InputFileError("--nvs-keys needs --encrypt")
     built = credentials.build_credential_image(
         table,
         creds,
-        args.family,
+        family,
         partition_label=args.partition,
         pkcs11_encoding=args.pkcs11_encoding,
         extra=extra,
@@ -82,7 +88,7 @@ def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
     # Everything is checked before the first file is written.
     image_path = write_atomic(args.out, built.image, private=built.holds_private_key)
     keys_path = None
-    if args.encrypt and not args.nvs_keys:
+    if writes_keys:
         keys_path = write_atomic(keys_out, nvs.keys_partition_image(key or b""), private=True)
     csk = next(e for e in built.entries if e.key == credentials.CODE_VERIFY_KEY)
     fp = codesign.fingerprint(creds.code_verify_certificate)
@@ -112,7 +118,7 @@ def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
             "partition": built.partition.name,
             "offset": built.partition.offset,
             "size": built.partition.size,
-            "family": args.family,
+            "family": family,
             "code_verify_sha256_fingerprint": fp,
             "entries": [{"namespace": e.namespace, "key": e.key, "kind": e.kind} for e in built.entries],
             "nvs_keys": str(keys_path) if keys_path else None,
@@ -171,9 +177,8 @@ def _show_table_arguments(parser: argparse.ArgumentParser) -> None:
 def _build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--family",
-        required=True,
         choices=credentials.FAMILIES,
-        help="beta: NVS strings (PEM); pkcs11: NVS blobs (DER, or PEM+NUL)",
+        help="beta: NVS strings (PEM); pkcs11: NVS blobs (DER, or PEM+NUL) (default: the --project's)",
     )
     parser.add_argument("--pkcs11-encoding", choices=credentials.PKCS11_ENCODINGS, default="der")
     parser.add_argument("--code-verify-cert", required=True, type=Path, help="the code-signing certificate (P11_CSK)")
@@ -183,7 +188,11 @@ def _build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--claim-key", type=Path, help="claim private key (P11_Claim_Key)")
     parser.add_argument("--jitp-cert", type=Path, help="JITP certificate (P11_JITP)")
     parser.add_argument("--value", action="append", metavar="NS/KEY=VALUE", help="extra string value (repeatable)")
-    parser.add_argument("--encrypt", action="store_true", help="NVS encryption (devices with flash encryption)")
+    parser.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="NVS encryption (default: on when the --project enables CONFIG_NVS_ENCRYPTION)",
+    )
     parser.add_argument("--out", required=True, type=Path)
 
 
@@ -215,9 +224,9 @@ NVS = CommandGroup(
             _nvs_build,
             "build the NVS image holding the certificates where the firmware reads them "
             "(--nvs-keys: an existing nvs_keys image for --encrypt, else keys are generated)",
-            "device-provisioning nvs build --partition-table partitions.csv --family beta "
+            "device-provisioning nvs build --project examples/beta-ota-mqtt "
             "--code-verify-cert keys/codesign.crt --out creds.bin",
-            [PARTITION_TABLE, TABLE_OFFSET, NVS_KEYS, FORCE],
+            [PROJECT, PARTITION_TABLE, TABLE_OFFSET, NVS_KEYS, FORCE],
             _build_arguments,
         ),
         Command(

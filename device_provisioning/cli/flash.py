@@ -12,11 +12,13 @@ from device_provisioning.cli.common import (
     NO_STUB,
     NVS_KEYS,
     PARTITION_TABLE,
+    PROJECT,
     TABLE_OFFSET,
     Command,
     CommandGroup,
     bounded_int,
     emit,
+    firmware_project,
     load_table,
     nvs_encryption_key,
     refuse_existing_outputs,
@@ -28,23 +30,38 @@ from device_provisioning.flashing import esptool_device, factory_image, layout
 from device_provisioning.identity import codesign
 
 
+def _build_dir(args: argparse.Namespace) -> Path | None:
+    """``--build-dir``, else the ``--project``'s ``build/`` (unless ``--no-firmware``)."""
+    if args.build_dir or getattr(args, "no_firmware", False):
+        return Path(args.build_dir) if args.build_dir else None
+    derived = firmware_project(args)
+    if derived is None:
+        raise InputFileError("give --build-dir BUILD (or --project DIR) to flash the firmware too, or --no-firmware")
+    if not (derived.build_dir / esp_build.FLASHER_ARGS).is_file():
+        raise InputFileError(
+            f"{derived.directory}: not built yet (no build/{esp_build.FLASHER_ARGS}); run `idf.py build` there, "
+            "or pass --no-firmware for credentials only"
+        )
+    return derived.build_dir
+
+
 def _plan(args: argparse.Namespace, build: esp_build.EspBuild | None = None) -> layout.FlashPlan:
     table = load_table(args, args.partition_table)
-    if build is None and getattr(args, "build_dir", None):
-        build = esp_build.load_build(args.build_dir)
+    derived = firmware_project(args)
+    directory = _build_dir(args) if build is None else None
+    if directory is not None:
+        build = esp_build.load_build(directory)
     return layout.plan_flash(
         table,
         read_bytes(args.nvs, "NVS image"),
         partition_label=args.partition,
         build=build,
-        chip=getattr(args, "chip", None),
+        chip=getattr(args, "chip", None) or (derived.target if derived else None),
         nvs_encryption_key=nvs_encryption_key(args),
     )
 
 
 def _flash(args: argparse.Namespace, out: TextIO) -> int:
-    if not args.build_dir and not args.no_firmware:
-        raise InputFileError("give --build-dir BUILD to flash the firmware too, or --no-firmware for credentials only")
     plan = _plan(args)
     expected = codesign.load_certificate_file(args.code_verify_cert) if args.code_verify_cert else None
     if args.port:
@@ -79,7 +96,7 @@ def _flash(args: argparse.Namespace, out: TextIO) -> int:
 
 def _image_merge(args: argparse.Namespace, out: TextIO) -> int:
     sidecar = Path(str(args.out) + ".json")
-    build = esp_build.load_build(args.build_dir)
+    build = esp_build.load_build(_build_dir(args) or "")
     for output in (args.out, sidecar):
         refuse_overwriting_inputs(output, args.partition_table, args.nvs, args.nvs_keys, *(f.path for f in build.files))
     refuse_existing_outputs(args, args.out, sidecar)
@@ -119,10 +136,14 @@ def _nvs_argument(parser: argparse.ArgumentParser) -> None:
 def _flash_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", help="serial port (default: auto-detect, like esptool)")
     parser.add_argument("--baud", type=bounded_int(9600, 5_000_000), default=esptool_device.DEFAULT_BAUD)
-    parser.add_argument("--chip", help="expected chip (esp32, esp32s3, ...); checked against the build and the device")
+    parser.add_argument(
+        "--chip", help="expected chip (esp32, esp32s3, ...; default: the --project's); checked against build and device"
+    )
     _nvs_argument(parser)
     firmware = parser.add_mutually_exclusive_group()
-    firmware.add_argument("--build-dir", type=Path, help="ESP-IDF build directory (reads flasher_args.json)")
+    firmware.add_argument(
+        "--build-dir", type=Path, help="ESP-IDF build directory (reads flasher_args.json; default: --project's build/)"
+    )
     firmware.add_argument("--no-firmware", action="store_true", help="credentials only (fast re-provisioning)")
     parser.add_argument("--erase-storage", action="store_true", help="erase the NVS partition range first")
     parser.add_argument("--code-verify-cert", type=Path, help="check the flashed P11_CSK is this certificate")
@@ -130,7 +151,7 @@ def _flash_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _merge_arguments(parser: argparse.ArgumentParser) -> None:
     _nvs_argument(parser)
-    parser.add_argument("--build-dir", required=True, type=Path, help="ESP-IDF build directory")
+    parser.add_argument("--build-dir", type=Path, help="ESP-IDF build directory (default: the --project's build/)")
     parser.add_argument("--out", required=True, type=Path, help="merged image; a .json sidecar is written beside it")
 
 
@@ -142,8 +163,8 @@ FLASH = Command(
     "flash",
     _flash,
     "write the NVS image (and firmware) with esptool, read back and verify",
-    "device-provisioning flash --port /dev/ttyUSB0 --partition-table partitions.csv --nvs creds.bin --no-firmware",
-    [PARTITION_TABLE, TABLE_OFFSET, NVS_KEYS, NO_STUB],
+    "device-provisioning flash --port /dev/ttyUSB0 --project examples/beta-ota-mqtt --nvs creds.bin --no-firmware",
+    [PROJECT, PARTITION_TABLE, TABLE_OFFSET, NVS_KEYS, NO_STUB],
     _flash_arguments,
 )
 
@@ -155,9 +176,8 @@ IMAGE = CommandGroup(
             "merge",
             _image_merge,
             "merge bootloader, table, otadata, app and NVS into one factory image",
-            "device-provisioning image merge --partition-table partitions.csv --nvs creds.bin "
-            "--build-dir build --out factory.bin",
-            [PARTITION_TABLE, TABLE_OFFSET, NVS_KEYS, FORCE],
+            "device-provisioning image merge --project my-firmware --nvs creds.bin --out factory.bin",
+            [PROJECT, PARTITION_TABLE, TABLE_OFFSET, NVS_KEYS, FORCE],
             _merge_arguments,
         ),
         Command(

@@ -16,6 +16,7 @@ from device_provisioning.cli.common import (
     FORCE,
     NVS_KEYS,
     PASSPHRASE,
+    PROJECT,
     Command,
     connect_aws,
     device_certificates,
@@ -25,8 +26,10 @@ from device_provisioning.cli.common import (
     read_firmware,
     refuse_existing_outputs,
     status,
+    trust_family,
 )
 from device_provisioning.doctor import cloud
+from device_provisioning.errors import InputFileError
 from device_provisioning.files import read_bytes, refuse_overwriting_inputs, write_atomic
 from device_provisioning.identity import codesign
 
@@ -52,9 +55,13 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
     firmware = read_firmware(args.firmware)
     signature = signing.load_signature(args.signature)
     candidates = device_certificates(args, args.cert)
+    if not candidates:
+        raise InputFileError(
+            "give the devices' certificate: --nvs IMAGE, --embedded-in APP.bin, --cert FILE or --project"
+        )
     limit_checks = device_limits(args).check_image(len(firmware))
     report = signing.verify_update(
-        firmware, signature, candidates, family=args.family, expected_fingerprint=args.expect_fingerprint
+        firmware, signature, candidates, family=trust_family(args), expected_fingerprint=args.expect_fingerprint
     )
     emit(
         out,
@@ -99,7 +106,7 @@ def _sign_arguments(parser: argparse.ArgumentParser) -> None:
 def _verify_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--firmware", required=True, type=Path)
     parser.add_argument("--signature", required=True, help="DER file, base64 string, or OTA job document JSON")
-    source = parser.add_mutually_exclusive_group(required=True)
+    source = parser.add_mutually_exclusive_group()
     source.add_argument("--nvs", type=Path, help="NVS image the device was flashed with")
     source.add_argument("--embedded-in", type=Path, help="app image with the certificate compiled in")
     source.add_argument("--cert", type=Path, help="certificate file")
@@ -122,8 +129,9 @@ VERIFY = Command(
     "verify",
     _verify,
     "answer: will this device accept this image?",
-    "device-provisioning verify --firmware build/app.bin --signature job.json --nvs creds.bin --family beta",
-    [FAMILY, NVS_KEYS, EXPECT_FINGERPRINT, DEVICE_LIMITS],
+    "device-provisioning verify --project examples/beta-ota-mqtt --firmware build/app.bin --signature job.json "
+    "--nvs creds.bin",
+    [PROJECT, FAMILY, NVS_KEYS, EXPECT_FINGERPRINT, DEVICE_LIMITS],
     _verify_arguments,
 )
 DOCTOR = Command(

@@ -1,0 +1,52 @@
+"""``project show``: what the firmware project says about its devices, and where each value came from."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TextIO
+
+from device_provisioning.cli.common import TABLE_OFFSET, Command, CommandGroup, emit
+from device_provisioning.device import project
+
+
+def _project_show(args: argparse.Namespace, out: TextIO) -> int:
+    derived = project.load_project(args.project, table_offset=args.table_offset)
+    profile = derived.to_json()
+    ota = profile["ota"]
+    storage = profile["partition_table"]["storage_offset"]
+    lines = [
+        f"project      {derived.directory}",
+        f"target       {derived.target}, flash {derived.flash_size // (1024 * 1024)} MB",
+        f"table        {derived.table_source} at 0x{derived.table_offset:x}; storage at {storage or 'none'}",
+        f"security     secure boot {derived.secure_boot or 'off'}, flash encryption "
+        f"{'on' if derived.flash_encryption else 'off'}, NVS encryption {'on' if derived.nvs_encryption else 'off'}",
+        f"OTA agent    {ota['block_size']}-byte blocks x 8 x {ota['bitmap_bytes']}-byte bitmap = images up to "
+        f"{ota['max_image_size']} bytes; app slot {ota['app_partition_size']} bytes; data over "
+        f"{', '.join(ota['protocols']) or 'nothing'}; rollback {'on' if ota['rollback'] else 'off'}",
+        f"family       {derived.family or 'unknown (pass --family)'}",
+        "evidence",
+    ]
+    lines += [f"  {item.setting:<16} {item.value:<48} {item.source}" for item in derived.evidence]
+    emit(out, args, lines, profile)
+    return 0
+
+
+def _show_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--project", required=True, type=Path, metavar="DIR", help="the ESP-IDF firmware project")
+
+
+GROUP = CommandGroup(
+    "project",
+    "the firmware project as the source of truth",
+    [
+        Command(
+            "show",
+            _project_show,
+            "print what the project defines: partition table, chip, security, OTA limits, firmware family",
+            "device-provisioning project show --project examples/beta-ota-mqtt --json",
+            [TABLE_OFFSET],
+            _show_arguments,
+        )
+    ],
+)
