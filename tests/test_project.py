@@ -85,8 +85,8 @@ def test_a_built_table_newer_than_its_sources_wins(tmp_path: Path) -> None:
     built = firmware / project.BUILT_TABLE
     built.parent.mkdir(parents=True)
     # The build used a table with a bigger nvs partition: the apps and storage moved up by 0x10000.
-    csv = (firmware / "partitions_ota_mqtt.csv").read_text().replace("nvs,      data, nvs,     ,        0x4000",
-                                                                    "nvs,      data, nvs,     ,        0x8000")  # fmt: skip
+    row = "nvs,      data, nvs,     ,        "
+    csv = (firmware / "partitions_ota_mqtt.csv").read_text().replace(row + "0x4000", row + "0x8000")
     built.write_bytes(pt.to_binary(pt.parse_csv(csv, "build")))
     assert show(firmware)["partition_table"] == {"source": str(project.BUILT_TABLE), "table_offset": "0x8000",
                                                  "storage_offset": "0x320000"}  # fmt: skip
@@ -182,8 +182,9 @@ def test_master_family_verifies_against_the_compiled_in_certificate(
     assert "ACCEPTED" in out and "placeholder_app.bin" in out
 
     # A check of NVS proves nothing for this firmware: refused, naming where the certificate really is.
-    code, _, err = run("nvs", "build", "--partition-table", master_build / "partitions_ota_mqtt.csv", "--family",
-                       "beta", "--code-verify-cert", keys / codesign.CERT_FILE, "--out", tmp_path / "n.bin")  # fmt: skip
+    code, _, err = run("nvs", "build", "--partition-table", master_build / "partitions_ota_mqtt.csv",
+                       "--family", "beta", "--code-verify-cert", keys / codesign.CERT_FILE,
+                       "--out", tmp_path / "n.bin")  # fmt: skip
     assert code == 0, err
     code, _, err = run("verify", "--project", master_build, "--firmware", firmware, "--signature", tmp_path / "u.sig",
                        "--nvs", tmp_path / "n.bin")  # fmt: skip
@@ -213,9 +214,7 @@ def test_the_pre_flight_takes_the_projects_limits(keys: Path, tmp_path: Path) ->
     assert code == 0, err
 
 
-def test_ota_create_refuses_a_protocol_the_project_does_not_enable(
-    keys: Path, tmp_path: Path, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
+def test_ota_create_refuses_a_protocol_the_project_does_not_enable(keys: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     # Refused by the pre-flight before any AWS call: the endpoint is a closed port.
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
