@@ -250,3 +250,24 @@ def test_flash_without_a_build_says_to_build_or_pass_no_firmware(tmp_path: Path,
     assert code == 0, err
     code, _, err = run("flash", "--project", firmware, "--nvs", tmp_path / "creds.bin", "--port", "socket://x:1")
     refused(code, err, "not built yet", "--no-firmware")
+
+
+def test_a_batch_takes_its_device_from_the_project(keys: Path, tmp_path: Path) -> None:
+    devices = tmp_path / "devices.csv"
+    devices.write_text("serial,thing_name\nSN1,board-1\nSN2,board-2\n")
+    config = tmp_path / "batch.toml"
+    config.write_text(f'[batch]\nproject = "{EXAMPLES / "custom-pkcs11"}"\n'
+                      f'code_verify_cert = "{keys / codesign.CERT_FILE}"\n')  # fmt: skip
+    code, _, err = run("batch", "prepare", "--devices", devices, "--config", config, "--out", tmp_path / "b")
+    assert code == 0, err
+    table = pt.load(tmp_path / "b" / "partition-table.bin", 0x10000)
+    assert {p.name: p.offset for p in table.partitions}["storage"] == 0x620000
+    code, out, err = run("nvs", "show", tmp_path / "b" / "devices" / "SN1" / "creds.bin", "--json")
+    assert code == 0, err
+    assert {e["key"]: e["kind"] for e in json.loads(out)["entries"]}["P11_CSK"] == "blob"  # the project's family
+
+    config.write_text(f'[batch]\nproject = "{EXAMPLES / "master-ota-mqtt"}"\n'
+                      f'code_verify_cert = "{keys / codesign.CERT_FILE}"\n')  # fmt: skip
+    code, _, err = run("batch", "prepare", "--devices", devices, "--config", config, "--out", tmp_path / "m")
+    refused(code, err, "compiled into the app")
+    assert not (tmp_path / "m").exists()

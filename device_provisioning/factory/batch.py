@@ -218,7 +218,7 @@ def prepare_batch(
     # Everything is validated before the first file or AWS call.
     rows = load_devices(devices_csv)
     config = load_config(config_path)
-    table = partition_table.load(config.partition_table, config.table_offset)
+    table = config.table()
     partition = table.nvs_partition(config.partition)
     code_verify = codesign.load_certificate_file(config.code_verify_cert)
     codesign.check_key_type(code_verify.public_key(), f"certificate {config.code_verify_cert}")

@@ -17,7 +17,9 @@ from typing import Any, Literal
 import jsonschema
 
 from device_provisioning.device.credentials import FAMILIES, PKCS11_ENCODINGS
-from device_provisioning.device.partition_table import DEFAULT_TABLE_OFFSET, parse_number
+from device_provisioning.device.partition_table import DEFAULT_TABLE_OFFSET, PartitionTable, parse_number
+from device_provisioning.device.partition_table import load as load_table
+from device_provisioning.device.project import ProjectProfile, load_project
 from device_provisioning.errors import InputFileError
 from device_provisioning.files import read_bytes
 
@@ -85,7 +87,7 @@ Registration = NoRegistration | PerDeviceRegistration | BulkRegistration | Claim
 class BatchConfig:
     """The batch TOML, validated: table, certificate, family, registration mode, NVS values."""
 
-    partition_table: Path
+    partition_table: Path | None
     code_verify_cert: Path
     family: str = "beta"
     partition: str = "storage"
@@ -94,6 +96,15 @@ class BatchConfig:
     table_offset: int = DEFAULT_TABLE_OFFSET
     registration: Registration = NoRegistration()
     extra: dict[str, str] = field(default_factory=dict)
+    project: ProjectProfile | None = None
+
+    def table(self) -> PartitionTable:
+        """``partition_table`` at ``table_offset`` when given, else the firmware project's table."""
+        if self.partition_table is not None:
+            return load_table(self.partition_table, self.table_offset)
+        if self.project is None:  # load_config requires one of them
+            raise InputFileError("batch config: give batch.partition_table or batch.project")
+        return self.project.table
 
     @property
     def needs_aws(self) -> bool:
@@ -110,8 +121,11 @@ CONFIG_SCHEMA: dict[str, Any] = {
         "batch": {
             "type": "object",
             "additionalProperties": False,
-            "required": ["partition_table", "code_verify_cert"],
+            "required": ["code_verify_cert"],
+            "anyOf": [{"required": ["partition_table"]}, {"required": ["project"]}],
             "properties": {
+                # The ESP-IDF firmware project: table, offset and family come from it unless given here.
+                "project": {"type": "string", "minLength": 1},
                 "partition_table": {"type": "string", "minLength": 1},
                 "code_verify_cert": {"type": "string", "minLength": 1},
                 "family": {"enum": list(FAMILIES)},
@@ -255,14 +269,29 @@ def load_config(path: str | Path) -> BatchConfig:
         raise InputFileError(
             f"batch config {source}: nvs.namespace: 'creds' belongs to the PKCS#11 PAL; choose another"
         )
-    offset = batch.get("table_offset", DEFAULT_TABLE_OFFSET)
+    offset = batch.get("table_offset")
     try:
-        table_offset = offset if isinstance(offset, int) else parse_number(offset)
+        table_offset = offset if isinstance(offset, int | None) else parse_number(offset)
     except ValueError as error:
         raise InputFileError(f"batch config {source}: batch.table_offset: {error}") from None
-    if table_offset % 0x1000 or not 0x1000 <= table_offset <= 0xFFFFF000:
+    if table_offset is not None and (table_offset % 0x1000 or not 0x1000 <= table_offset <= 0xFFFFF000):
         raise InputFileError(
             f"batch config {source}: batch.table_offset: 0x{table_offset:x} is not a 0x1000-aligned offset"
+        )
+    derived = None
+    if "project" in batch:
+        derived = load_project(path_of(batch["project"]), table_offset=table_offset)
+        table_offset = derived.table_offset
+    family = batch.get("family") or (derived.family if derived else "beta")
+    if family is None:
+        raise InputFileError(
+            f"batch config {source}: the firmware family of {batch['project']} could not be told; set batch.family"
+        )
+    if family not in FAMILIES:
+        raise InputFileError(
+            f"batch config {source}: the firmware of {batch['project']} verifies with the certificate compiled into "
+            "the app and never reads P11_CSK from NVS; install it with `codesign install-embedded`, or set "
+            "batch.family if this firmware does read NVS"
         )
     mode = table.get("mode", "none")
     registration: Registration
@@ -277,13 +306,14 @@ def load_config(path: str | Path) -> BatchConfig:
     else:
         registration = NoRegistration()
     return BatchConfig(
-        partition_table=path_of(batch["partition_table"]),
+        partition_table=path_of(batch["partition_table"]) if "partition_table" in batch else None,
         code_verify_cert=path_of(batch["code_verify_cert"]),
-        family=batch.get("family", "beta"),
+        family=family,
         partition=batch.get("partition", "storage"),
         pkcs11_encoding=nvs.get("pkcs11_encoding", "der"),
         values_namespace=nvs.get("namespace", "cfg"),
-        table_offset=table_offset,
+        table_offset=DEFAULT_TABLE_OFFSET if table_offset is None else table_offset,
         registration=registration,
         extra={str(k): str(v) for k, v in nvs.get("values", {}).items()},
+        project=derived,
     )
