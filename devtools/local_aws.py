@@ -1,8 +1,9 @@
 """The embedded default: a local AWS API endpoint (moto's server) on loopback.
 
 It serves IoT things/certificates/policies/jobs, S3 with versioning, ACM import, Signer profiles
-and CloudFormation. It does not implement CreateOTAUpdate, CreateStream, Signer StartSigningJob,
-bulk registration or provisioning templates: those are validated, never pretended.
+and CloudFormation, and (added in :mod:`devtools.local_ota`, as AWS documents them) streams and OTA
+updates. It does not implement Signer StartSigningJob, bulk registration or provisioning templates:
+those are validated, never pretended.
 
 Where moto answers differently from AWS in a way the project's guarantees rest on, this module
 corrects moto's IoT backend before the server starts (:func:`correct_moto`):
@@ -33,6 +34,8 @@ from cryptography.x509.oid import NameOID
 from moto.iot import exceptions as iot_exceptions
 from moto.iot import models as iot_models
 from moto.server import ThreadedMotoServer
+
+from devtools.local_ota import add_ota_stand_ins
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's fixed account id
@@ -88,6 +91,7 @@ def _create_certificate_from_csr(self: Any, csr: str, set_as_active: object) -> 
 def correct_moto() -> None:
     """Make moto's IoT backend answer as AWS does where our guarantees depend on it (idempotent)."""
     iot_models.IoTBackend.create_certificate_from_csr = _create_certificate_from_csr  # type: ignore[method-assign]
+    add_ota_stand_ins()
 
 
 @dataclass(frozen=True)

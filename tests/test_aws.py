@@ -259,17 +259,69 @@ def test_signer_preflight_shows_both_fingerprints(session, identity, board, firm
     assert codesign.fingerprint(other) in str(raised.value)
 
 
-def test_ota_update_path_on_the_emulator_fails_cleanly(session, identity, board, firmware_bucket) -> None:
+def test_create_ota_update_gives_the_device_a_document_it_accepts(session, identity, board, firmware_bucket) -> None:
+    key, certificate = identity
+    firmware = placeholder_app_image(version="5.0.0")
+    request = ota.OtaRequest(
+        firmware=firmware, device_path="/ota/app.bin", targets=ota.Targets(things=(board,)),
+        bucket=firmware_bucket, role_arn="arn:aws:iam::123456789012:role/ota", trust=beta_trust(certificate),
+        via="ota-update", protocol="mqtt", signing=ota.LocalKeySigning(key),
+    )  # fmt: skip
+    result = ota.create_ota(session, request)
+    assert result.job_id == f"AFR_OTA-{result.ota_id}"
+    document = ota.fetch_job_document(session, result.job_id)
+    (file,) = document["afr_ota"]["files"]
+    assert file["filepath"] == "/ota/app.bin" and file["filesize"] == len(firmware)
+    assert file["certfile"] == "Code Verify Key"
+    # The device reads sig-sha256-ecdsa as base64 of a DER signature: it verifies against its certificate.
+    signature = signing.signature_from_job_document(document, "job document")
+    signing.verify_update(firmware, signature, [signing.DeviceCertificate(certificate, "test")], family="beta")
+    # MQTT: the stream AWS named AFR_OTA-<uuid> exists, within the agent's 44-character limit.
+    stream = document["afr_ota"]["streamname"]
+    assert len(stream) <= 44
+    iot = session.client("iot")
+    (stream_file,) = iot.describe_stream(streamId=stream)["streamInfo"]["files"]
+    assert stream_file["s3Location"]["version"] == result.version_id
+
+
+def test_a_raw_der_inline_document_would_reach_the_device_as_binary(session, identity, board, firmware_bucket) -> None:
+    """What the facts' correction says: AWS copies the blob; raw DER is not what the device can decode."""
+    key, certificate = identity
+    iot, s3 = session.client("iot"), session.client("s3")
+    version = s3.put_object(Bucket=firmware_bucket, Key="raw-der.bin", Body=placeholder_app_image())["VersionId"]
+    der = signing.sign_firmware(key, placeholder_app_image())
+    thing_arn = iot.describe_thing(thingName=board)["thingArn"]
+    ota_id = unique("raw-der")
+    iot.create_ota_update(
+        otaUpdateId=ota_id, targets=[thing_arn], protocols=["HTTP"], roleArn="arn:aws:iam::123456789012:role/ota",
+        files=[{"fileName": "/ota/app.bin",
+                "fileLocation": {"s3Location": {"bucket": firmware_bucket, "key": "raw-der.bin", "version": version}},
+                "codeSigning": {"customCodeSigning": {"signature": {"inlineDocument": der},
+                                                      "certificateChain": {"certificateName": "Code Verify Key"},
+                                                      "hashAlgorithm": "SHA256", "signatureAlgorithm": "ECDSA"}}}],
+    )  # fmt: skip
+    document = ota.fetch_job_document(session, f"AFR_OTA-{ota_id}")
+    with pytest.raises(ProvisioningError):
+        signing.signature_from_job_document(document, "job document")
+
+
+def test_a_failed_ota_update_is_reported_and_cleaned_up(session, identity, board, firmware_bucket) -> None:
     key, certificate = identity
     before = object_versions(session, firmware_bucket)
+    profile = unique("profile").replace("-", "_")
+    arn = aws_codesign.import_code_signing_certificate(session, certificate, key).arn
+    aws_codesign.put_signing_profile(session, profile, arn)
     request = ota.OtaRequest(
         firmware=placeholder_app_image(), device_path="/ota/app.bin", targets=ota.Targets(things=(board,)),
         bucket=firmware_bucket, role_arn="arn:aws:iam::123456789012:role/ota", trust=beta_trust(certificate),
-        via="ota-update", signing=ota.LocalKeySigning(key),
+        via="ota-update", signing=ota.SignerProfileSigning(profile), ota_id=unique("signer"),
     )  # fmt: skip
-    with pytest.raises(ProvisioningError, match="does not implement CreateOTAUpdate"):
-        ota.create_ota(session, request)
+    # The local endpoint has no StartSigningJob: the update ends CREATE_FAILED, as a failed signing job does.
+    with pytest.raises(aws.AwsError, match="ended CREATE_FAILED: SigningJobFailed"):
+        ota.create_ota(session, request, poll_seconds=0)
     assert object_versions(session, firmware_bucket) == before  # the uploaded version was removed again
+    with pytest.raises(session.client("iot").exceptions.ResourceNotFoundException):
+        session.client("iot").get_ota_update(otaUpdateId=request.ota_id)
 
 
 def test_unknown_target_is_refused_before_upload(session, identity, firmware_bucket) -> None:
@@ -364,9 +416,7 @@ def test_operator_policy_grants_every_call_of_ota_create_and_status(
     )  # fmt: skip
     result = ota.create_ota(session, job)
     ota.ota_status(session, result.ota_id)
-    # A failed creation cleans up after itself: CreateOTAUpdate is not served here, so it fails after upload.
-    with pytest.raises(aws.AwsError):
-        ota.create_ota(session, dataclasses.replace(job, via="ota-update", ota_id=None))
+    ota.create_ota(session, dataclasses.replace(job, via="ota-update", ota_id=None))
     job_actions = set(actions)
     # The AWS Signer path reads the profile and its ACM certificate in the pre-flight (the import and the
     # profile are an administrator's one-time steps, not the operator's).
@@ -382,7 +432,8 @@ def test_operator_policy_grants_every_call_of_ota_create_and_status(
     (operator,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::ManagedPolicy"]
     document = operator["Properties"]["PolicyDocument"]
     assert {"signer:GetSigningProfile", "acm:GetCertificate", "iot:DescribeThing"} <= signer_actions
-    assert {"s3:PutObject", "iot:CreateJob", "s3:DeleteObjectVersion"} <= job_actions
+    assert {"s3:PutObject", "iot:CreateJob", "iot:CreateOTAUpdate", "iot:GetOTAUpdate"} <= job_actions
+    assert {"s3:DeleteObjectVersion", "iot:DeleteOTAUpdate"} <= signer_actions  # the failed update undone
     assert [a for a in sorted(job_actions | signer_actions) if not granted(document, a)] == []
 
 

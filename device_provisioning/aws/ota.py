@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,8 +153,11 @@ def _sign_and_preflight(aws: Aws, request: OtaRequest) -> tuple[SignerJob | Cust
     return SignerJob(request.signing.profile, profile.certificate_arn), checks
 
 
-def create_ota(aws: Aws, request: OtaRequest) -> OtaResult:
+def create_ota(aws: Aws, request: OtaRequest, *, poll_seconds: float = 2.0) -> OtaResult:
     """Pre-flight, upload, then create the OTA update or job.
+
+    AWS creates an OTA update asynchronously (it signs, creates the stream, then the job): this waits
+    for the outcome, checking every ``poll_seconds``, so a failed update is reported, not "created".
 
     Raises :class:`InputFileError` for an inconsistent request, :class:`VerificationFailed` when a
     device would reject the update (nothing is created then), :class:`AwsError` for AWS refusals;
@@ -202,9 +206,10 @@ def create_ota(aws: Aws, request: OtaRequest) -> OtaResult:
                 response = iot.create_ota_update(
                     **ota_update_request(request, target_arns, firmware, ota_id, code_signing)
                 )
-                result = OtaResult(
-                    ota_id, "ota-update", response.get("awsIotJobId"), firmware, signature_text, tuple(checks), None
-                )
+                undo.callback(_best_effort, iot.delete_ota_update, otaUpdateId=ota_id, deleteStream=True)
+                info = _wait_for_ota_update(iot, ota_id, poll_seconds)
+                job_id = info.get("awsIotJobId") or response.get("awsIotJobId")
+                result = OtaResult(ota_id, "ota-update", job_id, firmware, signature_text, tuple(checks), None)
             else:
                 if stream_id is not None:
                     iot.create_stream(
@@ -227,6 +232,29 @@ def create_ota(aws: Aws, request: OtaRequest) -> OtaResult:
                 result = OtaResult(ota_id, "job", ota_id, firmware, signature_text, tuple(checks), document)
         undo.pop_all()  # created: keep everything
     return result
+
+
+# How long AWS may take to sign and create an OTA update's job before we stop waiting for it.
+OTA_UPDATE_TIMEOUT_SECONDS = 300.0
+_OTA_UPDATE_PENDING = ("CREATE_PENDING", "CREATE_IN_PROGRESS")
+
+
+def _wait_for_ota_update(iot: Any, ota_id: str, poll_seconds: float) -> dict[str, Any]:
+    """GetOTAUpdate until it is created; raises :class:`AwsError` with AWS's errorInfo when creation failed."""
+    deadline = time.monotonic() + OTA_UPDATE_TIMEOUT_SECONDS
+    while True:
+        info: dict[str, Any] = iot.get_ota_update(otaUpdateId=ota_id)["otaUpdateInfo"]
+        status = info.get("otaUpdateStatus")
+        if status == "CREATE_COMPLETE":
+            return info
+        if status not in _OTA_UPDATE_PENDING:
+            error = info.get("errorInfo") or {}
+            raise AwsError(
+                f"OTA update {ota_id} ended {status}: {error.get('code', '')} {error.get('message', '')}".strip()
+            )
+        if time.monotonic() > deadline:
+            return info  # still being created: kept, and `ota status` follows it from here
+        time.sleep(poll_seconds)
 
 
 def _best_effort(call: Any, **arguments: Any) -> None:
