@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from botocore.stub import Stubber
 
@@ -28,7 +29,7 @@ from device_provisioning import aws, signing
 from device_provisioning.aws import codesign as aws_codesign
 from device_provisioning.aws import ota, ota_request, registration
 from device_provisioning.contract import CODE_SIGNING_CERTIFICATE_ARN_CONTEXT, StackOutput
-from device_provisioning.device import app_image, credentials, esp_build, partition_table
+from device_provisioning.device import app_image, credentials, esp_build, project
 from device_provisioning.errors import ProvisioningError
 from device_provisioning.files import read_bytes, write_atomic
 from device_provisioning.flashing import factory_image, layout
@@ -36,7 +37,8 @@ from device_provisioning.identity import codesign
 from devtools.local_aws import local_aws
 
 REPO = Path(__file__).resolve().parent.parent
-EXAMPLE_TABLE = REPO / "examples" / "esp-aws-iot" / "partitions_ota_mqtt.csv"
+# The firmware project the demo provisions for: esp-aws-iot release/beta ota_mqtt's layout and settings.
+EXAMPLE_PROJECT = REPO / "examples" / "beta-ota-mqtt"
 DEMO_MARKER = ".esp-ota-demo"
 THING = "esp32-demo-1"
 STAGE = "dev"
@@ -157,24 +159,19 @@ def ensure_signing_profile(log: DemoLog, session: aws.Aws, name: str, certificat
     )  # fmt: skip
 
 
-def validate_ota_update_requests(
-    log: DemoLog, session: aws.Aws, request: ota.OtaRequest, der: bytes, certificate_arn: str
-) -> None:
-    """CreateOTAUpdate (both signing modes) is not served by the emulator: validate the exact requests."""
+def validate_ota_update_requests(log: DemoLog, session: aws.Aws, request: ota.OtaRequest, certificate_arn: str) -> None:
+    """CreateOTAUpdate with AWS Signer needs StartSigningJob, which the emulator lacks: validate that request."""
     client = session.client("iot")
-    for mode, variant in (
-        ("AWS Signer", ota_request.SignerJob("profile", certificate_arn)),
-        ("custom signature", ota_request.CustomSignature(der)),
-    ):
-        params = ota.ota_update_request(
-            request, [f"arn:aws:iot:{session.region}:123456789012:thing/{THING}"],
-            ota_request.FirmwareObject(request.bucket, "firmware/x.bin", "v1"), "demo-ota-update", variant,
-        )  # fmt: skip
-        with Stubber(client) as stubber:
-            stubber.add_response("create_ota_update", {"otaUpdateId": "demo-ota-update"}, params)
-            client.create_ota_update(**params)  # checked against botocore's service model, not sent
-            stubber.assert_no_pending_responses()
-        log.record(f"CreateOTAUpdate ({mode})", "validated", "request matches the service model; not sent")
+    params = ota.ota_update_request(
+        request, [f"arn:aws:iot:{session.region}:123456789012:thing/{THING}"],
+        ota_request.FirmwareObject(request.bucket, "firmware/x.bin", "v1"), "demo-ota-update",
+        ota_request.SignerJob("profile", certificate_arn),
+    )  # fmt: skip
+    with Stubber(client) as stubber:
+        stubber.add_response("create_ota_update", {"otaUpdateId": "demo-ota-update"}, params)
+        client.create_ota_update(**params)  # checked against botocore's service model, not sent
+        stubber.assert_no_pending_responses()
+    log.record("CreateOTAUpdate (AWS Signer)", "validated", "request matches the service model; not sent")
 
 
 @contextmanager
@@ -233,7 +230,17 @@ def run_demo(out: Path, *, real: bool = False, firmware_path: Path | None = None
             f"{THING}, certificate {device.certificate_id[:12]}… (certificate_matches_key: true)",
         )
 
-        table = partition_table.load(EXAMPLE_TABLE)
+        profile = project.load_project(EXAMPLE_PROJECT)
+        if profile.family not in credentials.FAMILIES:
+            raise DemoFailed(f"{EXAMPLE_PROJECT} is not a firmware that reads P11_CSK from NVS")
+        family, table = profile.family, profile.table
+        protocol: Literal["mqtt", "http"] = "mqtt" if "mqtt" in profile.protocols else "http"
+        storage = next(p for p in table.partitions if p.name == credentials.DEFAULT_PARTITION)
+        log.record(
+            "project show", "local",
+            f"{EXAMPLE_PROJECT.relative_to(REPO)}: family {family}, storage at 0x{storage.offset:x}, data over "
+            f"{', '.join(profile.protocols)}, images up to {profile.limits().max_image_size} bytes",
+        )  # fmt: skip
         extra = [
             credentials.parse_extra_value(f"cfg/thing_name={THING}"),
             credentials.parse_extra_value(f"cfg/endpoint={device.endpoint}"),
@@ -243,7 +250,7 @@ def run_demo(out: Path, *, real: bool = False, firmware_path: Path | None = None
             device_certificate=codesign.load_certificate(device.certificate_pem.encode()),
             device_key=codesign.load_private_key_file(out / "device" / registration.DEVICE_KEY),
         )
-        built = credentials.build_credential_image(table, creds, "beta", extra=extra)
+        built = credentials.build_credential_image(table, creds, family, extra=extra)
         nvs_path = write_atomic(out / "creds.bin", built.image, private=True)
         log.record(
             "nvs build", "local",
@@ -268,17 +275,17 @@ def run_demo(out: Path, *, real: bool = False, firmware_path: Path | None = None
 
         der = signing.sign_firmware(signing_key, firmware_bytes)
         write_atomic(out / "firmware.sig", der)
-        nvs_certificate = signing.certificate_from_nvs(built.image, "beta", source="creds.bin")
+        nvs_certificate = signing.certificate_from_nvs(built.image, family, source="creds.bin")
         report = signing.verify_update(
             firmware_bytes,
             signing.SignatureInput(der, "firmware.sig", certfile=credentials.CODE_VERIFY_LABEL),
             [nvs_certificate],
-            family="beta",
+            family=family,
             expected_fingerprint=fingerprint,
         )
         log.record("sign + pre-flight verify", "local", f"the device would accept: {'; '.join(report.checks)}")
 
-        trust = ota.DeviceTrust(certificates=(nvs_certificate,), expected_fingerprint=fingerprint, family="beta")
+        trust = ota.DeviceTrust(certificates=(nvs_certificate,), expected_fingerprint=fingerprint, family=family)
         request = ota.OtaRequest(
             firmware=firmware_bytes,
             device_path="/device/firmware.bin",
@@ -286,22 +293,23 @@ def run_demo(out: Path, *, real: bool = False, firmware_path: Path | None = None
             bucket=values[StackOutput.FIRMWARE_BUCKET_NAME],
             role_arn=values[StackOutput.OTA_SERVICE_ROLE_ARN],
             trust=trust,
-            via="job",
-            protocol="http",
+            via="ota-update",
+            protocol=protocol,
             signing=ota.LocalKeySigning(signing_key),
             ota_id=f"demo-{int(time.time())}",
             rollout=ota.Rollout(maximum_per_minute=10, abort_failure_percent=20.0, timeout_minutes=60),
+            limits=profile.limits(),
         )
         result = ota.create_ota(session, request)
         log.record(
-            "ota create (CreateJob, HTTP)", where,
+            f"ota create (CreateOTAUpdate, custom signature, {protocol.upper()})", where,
             f"job {result.job_id}, firmware s3://{result.bucket}/{result.key} version {result.version_id}",
         )  # fmt: skip
         if result.signature_b64 is None:
             raise DemoFailed("the job was created without a signature")
         # ECDSA signatures differ on every run: ship the one the job carries, not the pre-flight's.
         write_atomic(out / "firmware.sig", base64.b64decode(result.signature_b64))
-        validate_ota_update_requests(log, session, request, der, imported.arn)
+        validate_ota_update_requests(log, session, request, imported.arn)
 
         assert result.job_id is not None
         document = ota.fetch_job_document(session, result.job_id)
@@ -309,7 +317,7 @@ def run_demo(out: Path, *, real: bool = False, firmware_path: Path | None = None
         print(json.dumps(document, indent=2))
         from_document = signing.signature_from_job_document(document, "job-document.json")
         signing.verify_update(
-            firmware_bytes, from_document, [nvs_certificate], family="beta", expected_fingerprint=fingerprint
+            firmware_bytes, from_document, [nvs_certificate], family=family, expected_fingerprint=fingerprint
         )
         if from_document.der != (out / "firmware.sig").read_bytes():
             raise DemoFailed("firmware.sig is not the signature in the job document")
