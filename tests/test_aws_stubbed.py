@@ -141,9 +141,19 @@ def test_create_ota_update_with_aws_signer(stubbed, identity) -> None:
         "awsJobTimeoutConfig": {"inProgressTimeoutInMinutes": 120},
     }
     stubbed.stubbers["iot"].add_response(
-        "create_ota_update", {"otaUpdateId": "release-7", "awsIotJobId": "AFR_OTA-release-7"}, expected
+        "create_ota_update", {"otaUpdateId": "release-7", "otaUpdateStatus": "CREATE_PENDING"}, expected
     )
-    result = ota.create_ota(stubbed, dataclasses.replace(request, ota_id="release-7"))
+    # AWS signs and creates the job asynchronously: create_ota waits for the outcome.
+    for status in ("CREATE_PENDING", "CREATE_IN_PROGRESS"):
+        stubbed.stubbers["iot"].add_response(
+            "get_ota_update", {"otaUpdateInfo": {"otaUpdateStatus": status}}, {"otaUpdateId": "release-7"}
+        )
+    stubbed.stubbers["iot"].add_response(
+        "get_ota_update",
+        {"otaUpdateInfo": {"otaUpdateStatus": "CREATE_COMPLETE", "awsIotJobId": "AFR_OTA-release-7"}},
+        {"otaUpdateId": "release-7"},
+    )
+    result = ota.create_ota(stubbed, dataclasses.replace(request, ota_id="release-7"), poll_seconds=0)
     assert result.job_id == "AFR_OTA-release-7"
     assert any("Signer certificate" in check for check in result.preflight)
 
@@ -164,6 +174,9 @@ def test_create_ota_update_with_custom_signature_sends_the_base64_text(stubbed, 
          "files": ANY, "roleArn": ROLE, "awsJobExecutionsRolloutConfig": ANY, "awsJobAbortConfig": ANY,
          "awsJobTimeoutConfig": ANY},
     )  # fmt: skip
+    stubbed.stubbers["iot"].add_response(
+        "get_ota_update", {"otaUpdateInfo": {"otaUpdateStatus": "CREATE_COMPLETE"}}, {"otaUpdateId": "custom-1"}
+    )
     result = ota.create_ota(stubbed, request)
     custom = captured["files"][0]["codeSigning"]["customCodeSigning"]
     blob = custom["signature"]["inlineDocument"]
