@@ -307,7 +307,9 @@ def test_private_material_in_images_is_0600(workspace: Path, tmp_path: Path) -> 
 def test_encrypted_nvs_build_and_show(workspace: Path, tmp_path: Path) -> None:
     image = tmp_path / "creds.bin"
     cert = workspace / "keys" / "codesign.crt"
-    code, out, err = run("nvs", "build", "--partition-table", BETA_TABLE, "--family", "beta", "--encrypt",
+    table = tmp_path / "partitions.csv"  # NVS encryption needs the nvs_keys partition the firmware reads its key from
+    table.write_text(BETA_TABLE.read_text() + "nvs_keys, data, nvs_keys, , 0x1000, encrypted\n")
+    code, out, err = run("nvs", "build", "--partition-table", table, "--family", "beta", "--encrypt",
                          "--code-verify-cert", cert, "--out", image, "--json")  # fmt: skip
     assert code == 0, err
     keys = Path(json.loads(out)["nvs_keys"])

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from device_provisioning import contract
 from device_provisioning.device import nvs
-from device_provisioning.device.partition_table import Partition, PartitionTable
+from device_provisioning.device.partition_table import DATA, SUBTYPES, Partition, PartitionTable
 from device_provisioning.errors import InputFileError, NvsError
 from device_provisioning.files import read_bytes
 from device_provisioning.identity import codesign
@@ -28,6 +28,8 @@ FAMILIES = ("beta", "pkcs11")
 PKCS11_ENCODINGS = ("der", "pem")
 CREDS_NAMESPACE = "creds"
 DEFAULT_PARTITION = "storage"
+# Erased pages a credential image must leave: NVS's reserved page, and one for the PAL's own writes.
+PAL_EMPTY_PAGES = 2
 # The OTA job's `certfile`; the beta PAL matches PKCS#11 labels by prefix.
 CODE_VERIFY_LABEL = contract.CODE_VERIFY_LABEL
 
@@ -49,6 +51,9 @@ class Credentials:
     claim_certificate: x509.Certificate | None = None
     claim_key: PrivateKeyTypes | None = None
     jitp_certificate: x509.Certificate | None = None
+    # Intermediates that came with the device/claim certificate, in chain order (issuer of the one before).
+    device_chain: tuple[x509.Certificate, ...] = ()
+    claim_chain: tuple[x509.Certificate, ...] = ()
 
     @property
     def holds_private_key(self) -> bool:
@@ -73,18 +78,18 @@ class Credentials:
         code_verify = codesign.load_code_verify_certificate(code_verify_cert)
         # The device checks no dates or extensions, but a non-P-256 key can never verify.
         codesign.check_key_type(code_verify.public_key(), f"certificate {code_verify_cert}")
+        device_chain = codesign.load_certificate_chain(device_cert) if device_cert else ()
+        claim_chain = codesign.load_certificate_chain(claim_cert) if claim_cert else ()
         return cls(
             code_verify_certificate=code_verify,
-            device_certificate=_optional_certificate(device_cert),
+            device_certificate=device_chain[0] if device_chain else None,
             device_key=_optional_private_key(device_key),
-            claim_certificate=_optional_certificate(claim_cert),
+            claim_certificate=claim_chain[0] if claim_chain else None,
             claim_key=_optional_private_key(claim_key),
-            jitp_certificate=_optional_certificate(jitp_cert),
+            jitp_certificate=codesign.load_certificate_file(jitp_cert) if jitp_cert else None,
+            device_chain=device_chain[1:],
+            claim_chain=claim_chain[1:],
         )
-
-
-def _optional_certificate(path: str | Path | None) -> x509.Certificate | None:
-    return codesign.load_certificate_file(path) if path else None
 
 
 def _optional_private_key(path: str | Path | None) -> PrivateKeyTypes | None:
@@ -115,8 +120,20 @@ def check_family(family: str) -> str:
     return family
 
 
-def _certificate_entry(key: str, certificate: x509.Certificate, family: str, pkcs11_encoding: str) -> nvs.NvsEntry:
-    pem = certificate.public_bytes(serialization.Encoding.PEM)
+def _certificate_entry(
+    key: str,
+    certificate: x509.Certificate,
+    family: str,
+    pkcs11_encoding: str,
+    chain: Sequence[x509.Certificate] = (),
+) -> nvs.NvsEntry:
+    # mbedtls_x509_crt_parse reads every certificate of a PEM buffer, so a chain is kept whole as PEM.
+    pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (certificate, *chain))
+    if chain and family == "pkcs11" and pkcs11_encoding == "der":
+        raise NvsError(
+            f"{key}: a DER blob holds one certificate, but this one comes with {len(chain)} intermediate(s); "
+            "pass --pkcs11-encoding pem to keep the chain, or give the certificate alone"
+        )
     if family == "beta":
         return nvs.NvsEntry(CREDS_NAMESPACE, key, "string", pem.decode())
     if pkcs11_encoding == "pem":
@@ -183,7 +200,12 @@ def credential_entries(
         DEVICE_KEY_KEY: credentials.device_key,
         CLAIM_KEY_KEY: credentials.claim_key,
     }
-    entries = [_certificate_entry(name, cert, family, pkcs11_encoding) for name, cert in certificates.items() if cert]
+    chains = {DEVICE_CERT_KEY: credentials.device_chain, CLAIM_CERT_KEY: credentials.claim_chain}
+    entries = [
+        _certificate_entry(name, cert, family, pkcs11_encoding, chains.get(name, ()))
+        for name, cert in certificates.items()
+        if cert
+    ]
     entries += [_key_entry(name, key, family, pkcs11_encoding) for name, key in keys.items() if key]
     for entry in extra:
         if entry.namespace == CREDS_NAMESPACE:
@@ -219,6 +241,14 @@ def build_credential_image(
 ) -> CredentialImage:
     """Build the image for the table's NVS partition and prove, by reading it back, what it holds."""
     partition = table.nvs_partition(partition_label)
+    if encryption_key is not None and not any(
+        p.type == DATA and p.subtype == SUBTYPES[DATA]["nvs_keys"] for p in table.partitions
+    ):
+        raise NvsError(
+            f"{table.source}: --encrypt needs an nvs_keys partition in the table: without one the firmware "
+            "initialises NVS without keys, cannot read these entries ('failed nvs open 4354') and falls back to "
+            "the compiled-in certificate; add 'nvs_keys, data, nvs_keys, , 0x1000, encrypted' or build unencrypted"
+        )
     if partition.encrypted:
         raise NvsError(
             f"partition {partition.name!r} is flagged 'encrypted': nvs_flash refuses to open an NVS partition "
@@ -227,4 +257,12 @@ def build_credential_image(
         )
     entries = credential_entries(credentials, family, pkcs11_encoding=pkcs11_encoding, extra=extra)
     image = nvs.build_verified_image(entries, partition.size, encryption_key=encryption_key)
+    # NVS keeps one erased page for itself; the PAL's own PKCS11_PAL_SaveObject writes need room beyond it.
+    empty = nvs.read_image(image, encryption_key=encryption_key).empty_pages
+    if empty < PAL_EMPTY_PAGES:
+        raise NvsError(
+            f"the credentials fill partition {partition.name!r} up to NVS's reserved page: the PKCS#11 PAL has no "
+            "room for its own writes (ESP_ERR_NVS_NOT_ENOUGH_SPACE, 0x1105, on the device); enlarge the partition "
+            f"by 0x{nvs.PAGE_SIZE:x} or store fewer values"
+        )
     return CredentialImage(image, partition, tuple(entries), credentials.holds_private_key)

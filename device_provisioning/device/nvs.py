@@ -28,6 +28,9 @@ ENTRIES_PER_PAGE = 126
 FIRST_ENTRY_OFFSET = 64
 MAX_KEY_LENGTH = 15
 MAX_STRING_LENGTH = 4000  # v2: strings live in one page
+# esp-idf-nvs-partition-gen refuses a string that would fill a page exactly (its check is `>=` where
+# nvs_flash's is `>`): 124 data entries of 32 bytes, NUL included.
+GENERATOR_MAX_STRING_LENGTH = 124 * 32
 MAX_NAMESPACES = 254  # namespace indexes 1..254 (0 is the namespace table, 255 means any)
 MAX_IMAGE_SIZE = 64 * 1024 * 1024  # the largest flash an ESP32-family chip addresses
 XTS_KEY_LENGTH = 64  # NVS encryption: 32-byte data key + 32-byte tweak key
@@ -121,6 +124,12 @@ def _check_entry(entry: NvsEntry) -> None:
             raise NvsError(f"{where}: a string cannot contain NUL; store it as a blob")
         if len(entry.data) > MAX_STRING_LENGTH:
             raise NvsError(f"{where}: string of {len(entry.data)} bytes exceeds NVS's {MAX_STRING_LENGTH}")
+        if len(entry.data) > GENERATOR_MAX_STRING_LENGTH:
+            raise NvsError(
+                f"{where}: string of {len(entry.data)} bytes (NUL included): nvs_flash reads up to "
+                f"{MAX_STRING_LENGTH}, but ESP-IDF's partition generator places at most {GENERATOR_MAX_STRING_LENGTH} "
+                "in an image; shorten it or store it as a blob"
+            )
     elif entry.kind == "blob":
         if not isinstance(entry.value, bytes):
             raise NvsError(f"{where}: a blob entry holds bytes")

@@ -223,6 +223,40 @@ def load_code_verify_certificate(path: str | Path) -> x509.Certificate:
     return leaves[0]
 
 
+def load_certificate_chain(path: str | Path) -> tuple[x509.Certificate, ...]:
+    """A device or claim certificate with the chain its file carries, end-entity first, each issuer next.
+
+    The whole chain reaches the device (a server that asks for the intermediate gets it), in the order
+    TLS sends it whatever the file's order; a file whose certificates do not form one chain is refused.
+    """
+    data = _normalise(read_bytes(path, "certificate"))
+    if data.count(b"-----BEGIN CERTIFICATE-----") <= 1:
+        return (load_certificate(data, f"certificate {path}"),)
+    try:
+        remaining = list(x509.load_pem_x509_certificates(data))
+    except ValueError:
+        raise CertificateError(f"certificate {path}: not a readable PEM certificate bundle") from None
+    issuers = {c.issuer for c in remaining if c.issuer != c.subject}
+    leaves = [c for c in remaining if c.subject not in issuers]
+    if len(leaves) != 1:
+        raise CertificateError(
+            f"certificate {path}: its {len(remaining)} certificates are not one chain ({len(leaves)} end-entity "
+            "certificates); give the device certificate with its own intermediates only"
+        )
+    chain = [leaves[0]]
+    remaining.remove(leaves[0])
+    while remaining:
+        issuer = next((c for c in remaining if c.subject == chain[-1].issuer), None)
+        if issuer is None:
+            raise CertificateError(
+                f"certificate {path}: {len(remaining)} certificate(s) do not belong to the chain of "
+                f"{chain[0].subject.rfc4514_string()!r}; remove them"
+            )
+        chain.append(issuer)
+        remaining.remove(issuer)
+    return tuple(chain)
+
+
 def _is_ca(certificate: x509.Certificate) -> bool:
     try:
         return bool(certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
