@@ -131,3 +131,26 @@ def test_an_image_that_leaves_the_pal_no_room_is_refused(signer: Path, tmp_path:
     assert not (tmp_path / "full.bin").exists()
     code, _, err = build(signer, tmp_path / "ok.bin", "--family", "beta", *values[:4])
     assert code == 0, err
+
+
+def test_an_nvs_partition_flagged_encrypted_depends_on_flash_encryption(signer: Path, tmp_path: Path) -> None:
+    table = tmp_path / "partitions.csv"
+    table.write_text(
+        BETA_TABLE.read_text().replace("storage, data, nvs, , 0x4000,", "storage, data, nvs, , 0x4000, encrypted")
+    )
+    # esp_partition treats nothing as encrypted while flash encryption is off: built, with a warning.
+    code, out, err = build(signer, tmp_path / "creds.bin", "--family", "beta", "--json", table=table)
+    assert code == 0, err
+    assert any("flash encryption" in w for w in json.loads(out)["warnings"])
+    # A project with flash encryption on: nvs_flash would refuse the partition (ESP_ERR_NVS_WRONG_ENCRYPTION).
+    firmware = tmp_path / "firmware"
+    (firmware / "main").mkdir(parents=True)
+    (firmware / "CMakeLists.txt").write_text("project(x)\n")
+    (firmware / "partitions.csv").write_text(table.read_text())
+    (firmware / "sdkconfig").write_text(
+        'CONFIG_PARTITION_TABLE_CUSTOM=y\nCONFIG_PARTITION_TABLE_CUSTOM_FILENAME="partitions.csv"\n'
+        'CONFIG_ESPTOOLPY_FLASHSIZE="4MB"\nCONFIG_SECURE_FLASH_ENC_ENABLED=y\n'
+    )
+    code, _, err = run("nvs", "build", "--project", firmware, "--family", "beta", "--code-verify-cert", signer,
+                       "--out", tmp_path / "fe.bin")  # fmt: skip
+    refused(code, err, "ESP_ERR_NVS_WRONG_ENCRYPTION", "remove the flag")

@@ -84,6 +84,7 @@ def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
         pkcs11_encoding=args.pkcs11_encoding,
         extra=extra,
         encryption_key=key,
+        flash_encryption=derived.flash_encryption if derived else None,
     )
     # Everything is checked before the first file is written.
     image_path = write_atomic(args.out, built.image, private=built.holds_private_key)
@@ -101,7 +102,7 @@ def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
     if keys_path:
         lines.append(f"NVS keys     {keys_path} (flash to the nvs_keys partition; keep it secret)")
     lines.append("read back    every entry matches what was written")
-    warnings = []
+    warnings = list(built.warnings)
     if built.partition.name != credentials.DEFAULT_PARTITION:
         # Not refused: custom firmware may read another partition, but the stock PAL never will.
         warnings.append(

@@ -111,6 +111,7 @@ class CredentialImage:
     partition: Partition
     entries: tuple[nvs.NvsEntry, ...]
     holds_private_key: bool
+    warnings: tuple[str, ...] = ()
 
 
 def check_family(family: str) -> str:
@@ -229,6 +230,31 @@ def parse_extra_value(text: str) -> nvs.NvsEntry:
     return nvs.NvsEntry(namespace.strip(), key.strip(), "string", value)
 
 
+def partition_warnings(partition: Partition, flash_encryption: bool | None) -> list[str]:
+    """Refuse an NVS partition the firmware cannot open; warn about one it opens only under conditions."""
+    if not partition.encrypted:
+        return []
+    # esp_partition treats no partition as encrypted while flash encryption is off; with it on, nvs_flash
+    # refuses an NVS partition flagged 'encrypted' (nvs_partition_lookup: ESP_ERR_NVS_WRONG_ENCRYPTION).
+    problem = (
+        f"partition {partition.name!r} is flagged 'encrypted': with flash encryption on, nvs_flash refuses to "
+        "open it (ESP_ERR_NVS_WRONG_ENCRYPTION, 0x1119)"
+    )
+    if flash_encryption:
+        raise NvsError(f"{problem}; remove the flag from the table and use NVS encryption (--encrypt) instead")
+    return [f"{problem}; it is read only while flash encryption stays off"]
+
+
+def check_pal_room(image: bytes, partition_name: str, encryption_key: bytes | None = None) -> None:
+    """NVS keeps one erased page for itself; the PAL's own PKCS11_PAL_SaveObject writes need room beyond it."""
+    if nvs.read_image(image, encryption_key=encryption_key).empty_pages < PAL_EMPTY_PAGES:
+        raise NvsError(
+            f"the credentials fill partition {partition_name!r} up to NVS's reserved page: the PKCS#11 PAL has no "
+            "room for its own writes (ESP_ERR_NVS_NOT_ENOUGH_SPACE, 0x1105, on the device); enlarge the partition "
+            f"by 0x{nvs.PAGE_SIZE:x} or store fewer values"
+        )
+
+
 def build_credential_image(
     table: PartitionTable,
     credentials: Credentials,
@@ -238,8 +264,13 @@ def build_credential_image(
     pkcs11_encoding: str = "der",
     extra: Sequence[nvs.NvsEntry] = (),
     encryption_key: bytes | None = None,
+    flash_encryption: bool | None = None,
 ) -> CredentialImage:
-    """Build the image for the table's NVS partition and prove, by reading it back, what it holds."""
+    """Build the image for the table's NVS partition and prove, by reading it back, what it holds.
+
+    ``flash_encryption`` is the firmware's setting when known (``--project``): it decides whether an NVS
+    partition flagged ``encrypted`` can be opened at all.
+    """
     partition = table.nvs_partition(partition_label)
     if encryption_key is not None and not any(
         p.type == DATA and p.subtype == SUBTYPES[DATA]["nvs_keys"] for p in table.partitions
@@ -249,20 +280,8 @@ def build_credential_image(
             "initialises NVS without keys, cannot read these entries ('failed nvs open 4354') and falls back to "
             "the compiled-in certificate; add 'nvs_keys, data, nvs_keys, , 0x1000, encrypted' or build unencrypted"
         )
-    if partition.encrypted:
-        raise NvsError(
-            f"partition {partition.name!r} is flagged 'encrypted': nvs_flash refuses to open an NVS partition "
-            "under flash encryption (ESP_ERR_NVS_WRONG_ENCRYPTION, 0x1119); remove the flag from the table and "
-            "use NVS encryption (--encrypt) instead"
-        )
+    warnings = partition_warnings(partition, flash_encryption)
     entries = credential_entries(credentials, family, pkcs11_encoding=pkcs11_encoding, extra=extra)
     image = nvs.build_verified_image(entries, partition.size, encryption_key=encryption_key)
-    # NVS keeps one erased page for itself; the PAL's own PKCS11_PAL_SaveObject writes need room beyond it.
-    empty = nvs.read_image(image, encryption_key=encryption_key).empty_pages
-    if empty < PAL_EMPTY_PAGES:
-        raise NvsError(
-            f"the credentials fill partition {partition.name!r} up to NVS's reserved page: the PKCS#11 PAL has no "
-            "room for its own writes (ESP_ERR_NVS_NOT_ENOUGH_SPACE, 0x1105, on the device); enlarge the partition "
-            f"by 0x{nvs.PAGE_SIZE:x} or store fewer values"
-        )
-    return CredentialImage(image, partition, tuple(entries), credentials.holds_private_key)
+    check_pal_room(image, partition.name, encryption_key)
+    return CredentialImage(image, partition, tuple(entries), credentials.holds_private_key, tuple(warnings))

@@ -129,6 +129,7 @@ class _ImageTask:
     family: str
     pkcs11_encoding: str
     partition_size: int
+    partition_name: str
     code_verify_pem: bytes
     with_device_credentials: bool
     claim_cert_pem: bytes | None
@@ -153,6 +154,7 @@ def _build_image(task: _ImageTask) -> tuple[str, str]:
     entries = credentials.credential_entries(creds, task.family, pkcs11_encoding=task.pkcs11_encoding, extra=extra)
     try:
         image = nvs.build_verified_image(entries, task.partition_size)
+        credentials.check_pal_room(image, task.partition_name)
     except ProvisioningError as error:
         raise ProvisioningError(f"device {task.serial}: {error}") from None
     write_atomic(device_dir / IMAGE_FILE, image, private=creds.holds_private_key, fsync=not GROUP_SYNC)
@@ -220,6 +222,7 @@ def prepare_batch(
     config = load_config(config_path)
     table = config.table()
     partition = table.nvs_partition(config.partition)
+    credentials.partition_warnings(partition, config.project.flash_encryption if config.project else None)
     code_verify = codesign.load_certificate_file(config.code_verify_cert)
     codesign.check_key_type(code_verify.public_key(), f"certificate {config.code_verify_cert}")
     registration = config.registration
@@ -282,6 +285,7 @@ def prepare_batch(
                         family=config.family,
                         pkcs11_encoding=config.pkcs11_encoding,
                         partition_size=partition.size,
+                        partition_name=partition.name,
                         code_verify_pem=code_verify_pem,
                         with_device_credentials=config.needs_aws,
                         claim_cert_pem=claim_cert_pem,
