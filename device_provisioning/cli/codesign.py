@@ -219,7 +219,7 @@ GROUP = CommandGroup(
             "install-embedded",
             _codesign_install_embedded,
             "write the certificate to main/certs/aws_codesign.crt of a stock master/LTS demo project",
-            "device-provisioning codesign install-embedded --project examples/ota/ota_mqtt --cert keys/codesign.crt",
+            "device-provisioning codesign install-embedded --project examples/master-ota-mqtt --cert keys/codesign.crt",
             arguments=_install_embedded_arguments,
         ),
         Command(
