@@ -101,3 +101,29 @@ def test_json_findings_carry_stable_codes() -> None:
     assert code == 4
     findings = json.loads(out.getvalue())["findings"]
     assert findings[0]["code"] == "secure-boot-signature-failed" and "AWS code signing" in findings[0]["explanation"]
+
+
+def _causes(name: str) -> list[dict[str, str]]:
+    out = io.StringIO()
+    main(["doctor", str(Path(__file__).parent / "data" / "logs" / name), "--json"], out=out, err=io.StringIO())
+    return json.loads(out.getvalue())["findings"][0]["causes"]  # type: ignore[no-any-return]
+
+
+def test_causes_are_ranked_and_each_names_its_check() -> None:
+    ordinary = _causes("signature-wrong-certificate-1.log")
+    assert "another certificate" in ordinary[0]["cause"] and "device-provisioning verify" in ordinary[0]["check"]
+    assert [c for c in ordinary if "test certificate" in c["cause"]], ordinary
+    assert all(c["check"] for c in ordinary)
+    # The same failure after a job announcing more than the agent tracks: that comes first.
+    for name in ("signature-large-image-1.log", "signature-large-image-2.log"):
+        large = _causes(name)
+        assert "larger than the OTA agent tracks" in large[0]["cause"], name
+        assert large[1:] == [c for c in large[1:] if "larger" not in c["cause"]]
+
+
+def test_text_output_lists_the_causes_in_order(tmp_path: Path) -> None:
+    out = io.StringIO()
+    main(["doctor", str(Path(__file__).parent / "data" / "logs" / "signature-large-image-1.log")], out=out)
+    text = out.getvalue()
+    assert "likely causes, most likely first:" in text
+    assert text.index("1. the job's file is larger") < text.index("2. storage/creds/P11_CSK holds another")

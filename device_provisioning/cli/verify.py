@@ -91,7 +91,11 @@ def _doctor(args: argparse.Namespace, out: TextIO) -> int:
         if d.consequence_of:
             human += [f"{where}: {d.line}", f"  follows from line {d.consequence_of}: fix that first", ""]
             continue
-        human += [f"{where}: {d.line}", f"  what:  {d.explanation}", f"  fix:   {d.fix}", ""]
+        human += [f"{where}: {d.line}", f"  what:  {d.explanation}"]
+        if len(d.causes) > 1:
+            human.append("  likely causes, most likely first:")
+            human += [f"    {n}. {c.cause}\n       check: {c.check}" for n, c in enumerate(d.causes, 1)]
+        human += [f"  fix:   {d.fix}", ""]
     human.append(f"{len(found)} known failure(s) found" if found else "no known OTA or PKCS#11 failure found")
     emit(out, args, human, {"findings": [d.to_json() for d in found]})
     return status(bool(found))

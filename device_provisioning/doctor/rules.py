@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from device_provisioning.doctor.causes import Cause, ranked_causes
 from device_provisioning.doctor.codes import (
     MBEDTLS_ERRORS,
     NVS_ERRORS,
@@ -39,6 +40,8 @@ class Diagnosis:
     fix: str
     # The line of the earlier finding this one follows from (fix that one first), if any.
     consequence_of: int | None = None
+    # Likely causes, most likely first, each with the command that checks it.
+    causes: tuple[Cause, ...] = ()
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -48,6 +51,7 @@ class Diagnosis:
             "explanation": self.explanation,
             "fix": self.fix,
             "consequence_of": self.consequence_of,
+            "causes": [cause.to_json() for cause in self.causes],
         }
 
 
@@ -410,16 +414,17 @@ def diagnose(lines: Iterable[str]) -> list[Diagnosis]:
     A finding that follows from an earlier one (see :data:`CAUSES`) names that finding's line in
     ``consequence_of``, so the root cause is fixed first.
     """
+    log = [_strip_ansi(raw.rstrip("\r\n")) for raw in lines]
     found: list[Diagnosis] = []
-    for number, raw in enumerate(lines, start=1):
-        line = _strip_ansi(raw.rstrip("\r\n"))
+    for number, line in enumerate(log, start=1):
         for rule in RULES:
             result = rule(line)
             if result:
                 code, explanation, fix = result
                 cause = next((f for f in reversed(found) if code in CAUSES.get(f.code, ())), None)
                 root = cause.consequence_of or cause.line_number if cause else None
-                found.append(Diagnosis(code, number, line.strip(), explanation, fix, root))
+                causes = ranked_causes(code, explanation, fix, log)
+                found.append(Diagnosis(code, number, line.strip(), explanation, fix, root, causes))
                 break
     return found
 
