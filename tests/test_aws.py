@@ -480,3 +480,44 @@ def test_doctor_thing_checks_certificates_and_policies(session, tmp_path: Path) 
     iot.update_certificate(certificateId=device.certificate_id, newStatus="INACTIVE")
     assert doctor_codes(thing, tmp_path) == ["certificate-not-active"]
     assert doctor_codes(unique("nobody"), tmp_path) == ["thing-missing"]
+
+
+def test_doctor_compares_the_signing_profile_with_what_the_device_holds(session, identity, tmp_path: Path) -> None:
+    """The batch recorded which P11_CSK each device got; the profile must sign with that certificate."""
+    key, certificate = identity
+    held = tmp_path / "held"
+    codesign.create_identity(held)
+    devices = tmp_path / "devices.csv"
+    devices.write_text("serial,thing_name\nSN-1,held-board-1\n")
+    config = tmp_path / "batch.toml"
+    config.write_text(f'[batch]\npartition_table = "{BETA_TABLE}"\ncode_verify_cert = "{held / codesign.CERT_FILE}"\n')
+    code, _, err = cli("batch", "prepare", "--devices", devices, "--config", config, "--out", tmp_path / "batch")
+    assert code == 0, err
+    log = tmp_path / "boot.log"
+    log.write_text("E (40765) AWS_OTA: Failed to close file: OtaPalSignatureCheckFailed, status 0xe3000000\n")
+
+    def findings(profile: str, *where: object) -> list[dict]:  # type: ignore[type-arg]
+        code, out, err = cli("doctor", log, "--signing-profile", profile, *where, "--json")
+        assert code == 4, err
+        return json.loads(out)["findings"]  # type: ignore[no-any-return]
+
+    # A profile signing with another certificate than the one the batch gave the device: named, both fingerprints.
+    other = unique("other").replace("-", "_")
+    aws_codesign.put_signing_profile(session, other, aws_codesign.import_code_signing_certificate(
+        session, certificate, key).arn)  # fmt: skip
+    mismatch = [f for f in findings(other, "--thing", "held-board-1", "--batch", tmp_path / "batch")
+                if f["code"] == "signing-profile-certificate-mismatch"]  # fmt: skip
+    assert mismatch and codesign.fingerprint(certificate)[:16] in mismatch[0]["explanation"]
+    assert "SN-1" in mismatch[0]["explanation"]
+    # The profile with the device's own certificate: no such finding (the image built for it says the same).
+    same = unique("same").replace("-", "_")
+    held_key = codesign.load_private_key_file(held / codesign.KEY_FILE)
+    held_certificate = codesign.load_certificate_file(held / codesign.CERT_FILE)
+    aws_codesign.put_signing_profile(session, same, aws_codesign.import_code_signing_certificate(
+        session, held_certificate, held_key).arn)  # fmt: skip
+    image = tmp_path / "batch" / "devices" / "SN-1" / "creds.bin"
+    for where in (["--thing", "held-board-1", "--batch", tmp_path / "batch"], ["--nvs", image, "--family", "beta"]):
+        assert "signing-profile-certificate-mismatch" not in [f["code"] for f in findings(same, *where)]
+    # Half of the comparison is one line.
+    code, _, err = cli("doctor", log, "--signing-profile", same)
+    assert code != 0 and err.startswith("ERROR --signing-profile is compared with what the device holds")

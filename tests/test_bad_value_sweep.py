@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from device_provisioning.cli import build_parser, main
-from device_provisioning.cli.common import aws_region, non_empty
+from device_provisioning.cli.common import aws_region, non_empty, project_dir
 from device_provisioning.device import app_image
 from device_provisioning.device import partition_table as pt
 from tests.helpers import BETA_TABLE, EXAMPLES
@@ -110,7 +110,7 @@ def option_name(action: argparse.Action) -> str:
 
 def bad_values(command: str, action: argparse.Action) -> list[tuple[str, bool]]:
     """Bad values for an option's kind, each with whether it must always be refused."""
-    if action.type is Path:
+    if action.type in (Path, project_dir):
         if action.dest in FILE_OUTPUTS:
             outputs = [("{ws}/a-file/below-a-file", True), ("{ws}/app.bin", True)]
             if command not in DIRECTORY_OUTPUT_COMMANDS:

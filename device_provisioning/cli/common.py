@@ -174,10 +174,22 @@ TABLE_OFFSET = _group(
         help="CONFIG_PARTITION_TABLE_OFFSET, for a CSV (default: the --project's, else 0x8000)",
     )
 )
+
+
+def project_dir(text: str) -> Path:
+    """An argparse type: an ESP-IDF project directory (read when a value is needed; its shape checked now)."""
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: not a directory; give the ESP-IDF project (CMakeLists.txt)")
+    if not (path / "CMakeLists.txt").is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no CMakeLists.txt; give the ESP-IDF project's top directory")
+    return path
+
+
 PROJECT = _group(
     lambda p: p.add_argument(
         "--project",
-        type=Path,
+        type=project_dir,
         metavar="DIR",
         help="the ESP-IDF firmware project: partition table, chip, OTA limits and family come from it "
         "(explicit options override)",

@@ -22,6 +22,7 @@ from device_provisioning.cli.common import (
     device_certificates,
     device_limits,
     emit,
+    nvs_family,
     passphrase,
     read_firmware,
     refuse_existing_outputs,
@@ -83,8 +84,17 @@ def _doctor(args: argparse.Namespace, out: TextIO) -> int:
     else:
         lines = read_bytes(args.log, "log").decode("utf-8", errors="replace").splitlines()
     found = doctor.diagnose(lines)
-    if args.thing:
-        found += cloud.check_thing(connect_aws(args), args.thing)
+    held = _held_certificate(args)
+    if args.signing_profile and held is None:
+        raise InputFileError("--signing-profile is compared with what the device holds: give --batch DIR or --nvs")
+    if held is not None and not args.signing_profile:
+        raise InputFileError("--batch/--nvs say what the device holds: give --signing-profile NAME to compare")
+    if args.thing or held:
+        session = connect_aws(args)
+        if args.thing:
+            found += cloud.check_thing(session, args.thing)
+        if held is not None:
+            found += cloud.check_signing_profile(session, args.signing_profile, held)
     human = []
     for d in found:
         where = f"line {d.line_number}" if d.line_number else "cloud"
@@ -99,6 +109,19 @@ def _doctor(args: argparse.Namespace, out: TextIO) -> int:
     human.append(f"{len(found)} known failure(s) found" if found else "no known OTA or PKCS#11 failure found")
     emit(out, args, human, {"findings": [d.to_json() for d in found]})
     return status(bool(found))
+
+
+def _held_certificate(args: argparse.Namespace) -> cloud.HeldCertificate | None:
+    """The code-verification certificate the device holds, from --batch (with --thing) or --nvs."""
+    if args.batch and args.nvs:
+        raise InputFileError("give --batch or --nvs, not both")
+    if args.batch:
+        if not args.thing:
+            raise InputFileError("--batch finds the device by its thing name: give --thing NAME")
+        return cloud.held_by_batch_device(args.batch, args.thing)
+    if args.nvs:
+        return cloud.held_in_image(read_bytes(args.nvs, "NVS image"), nvs_family(args), str(args.nvs))
+    return None
 
 
 def _sign_arguments(parser: argparse.ArgumentParser) -> None:
@@ -119,6 +142,11 @@ def _verify_arguments(parser: argparse.ArgumentParser) -> None:
 def _doctor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("log", help="log file, or - for stdin")
     parser.add_argument("--thing", help="also check this thing on AWS IoT: certificates, policies, job executions")
+    parser.add_argument(
+        "--signing-profile", help="also check this AWS Signer profile signs with the certificate the device holds"
+    )
+    parser.add_argument("--batch", type=Path, help="what the device holds: the factory batch that made it (--thing)")
+    parser.add_argument("--nvs", type=Path, help="what the device holds: its NVS image (read back or as built)")
 
 
 SIGN = Command(
@@ -142,7 +170,8 @@ DOCTOR = Command(
     "doctor",
     _doctor,
     "explain OTA/PKCS#11 failures in a device log (exit 4 if any)",
-    "idf.py monitor | tee boot.log; device-provisioning doctor boot.log --thing board-42",
-    [AWS],
+    "idf.py monitor | tee boot.log; device-provisioning doctor boot.log --thing board-42 "
+    "--signing-profile prod_esp_ota_signing --batch batches/line-3",
+    [AWS, PROJECT, FAMILY],
     _doctor_arguments,
 )

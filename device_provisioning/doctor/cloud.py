@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import fnmatch
 import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from device_provisioning import signing
+from device_provisioning.aws.codesign import read_signing_profile
 from device_provisioning.aws.session import Aws, aws_errors
 from device_provisioning.doctor.rules import Diagnosis, job_status_reason
+from device_provisioning.identity import codesign
 
 # What the OTA agent does on its connection, as (action, resource type, resource name) for thing T.
 NEEDED = (
@@ -119,6 +124,48 @@ def check_thing(aws: Aws, thing: str) -> list[Diagnosis]:
                     "device-provisioning ota status JOB --json",
                 )
     return found
+
+
+@dataclass(frozen=True)
+class HeldCertificate:
+    """The code-verification certificate a device holds, and where that is recorded."""
+
+    fingerprint: str
+    source: str
+
+
+def held_by_batch_device(batch_dir: str | Path, thing: str) -> HeldCertificate:
+    """What the factory batch wrote for ``thing``: the P11_CSK in its credential image."""
+    from device_provisioning.factory import batch  # a batch is read only when asked for
+
+    found = batch.device_code_verify_certificate(batch_dir, thing)
+    return HeldCertificate(codesign.fingerprint(found.certificate), found.origin)
+
+
+def held_in_image(image: bytes, family: str, source: str) -> HeldCertificate:
+    """The P11_CSK of an NVS image (as read back from the device, or as built for it)."""
+    found = signing.certificate_from_nvs(image, family, source=source)
+    return HeldCertificate(codesign.fingerprint(found.certificate), found.origin)
+
+
+def check_signing_profile(aws: Aws, profile_name: str, held: HeldCertificate) -> list[Diagnosis]:
+    """Does the Signer profile sign with the certificate the device verifies with?"""
+    profile = read_signing_profile(aws, profile_name)
+    signs_with = codesign.fingerprint(profile.certificate)
+    if signs_with == held.fingerprint:
+        return []
+    return [
+        Diagnosis(
+            "signing-profile-certificate-mismatch",
+            0,
+            f"AWS Signer: profile {profile_name}",
+            f"profile {profile_name} signs with certificate SHA-256 {signs_with[:16]}... ({profile.certificate_arn}) "
+            f"but the device holds {held.fingerprint[:16]}... ({held.source}): every image signed with this "
+            "profile fails the device's check (OtaPalSignatureCheckFailed, 0xe3000000)",
+            "sign with the profile whose certificate the devices hold, or give the devices this certificate "
+            "(device-provisioning nvs build --code-verify-cert ..., then flash --no-firmware)",
+        )
+    ]
 
 
 def _account_of(certificate_arns: list[str]) -> str:

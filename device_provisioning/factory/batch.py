@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from device_provisioning import signing
 from device_provisioning.aws import Aws, aws_errors
 from device_provisioning.device import credentials, nvs, partition_table
-from device_provisioning.errors import ProvisioningError
+from device_provisioning.errors import InputFileError, ProvisioningError
 from device_provisioning.factory import bulk, register
 from device_provisioning.factory.inputs import (
     BatchConfig,
@@ -241,6 +242,7 @@ def prepare_batch(
             journal.add_devices((row.serial, row.thing_name, row.line) for row in rows)
             journal.set_meta("partition", partition.name)
             journal.set_meta("table_offset", str(table.table_offset))
+            journal.set_meta("family", config.family)
             write_atomic(out / TABLE_FILE, partition_table.to_binary(table))
             stage_seconds: dict[str, float] = {}
             progress = progress or _no_progress
@@ -388,6 +390,21 @@ def _register_bulk(aws: Aws, journal: Journal, device_dir: dict[str, Path], regi
     # The task is finished: a later run (after fixing the errors) starts a new one.
     journal.set_meta("bulk_task_id", "")
     journal.set_meta("bulk_input_key", "")
+
+
+def device_code_verify_certificate(out_dir: str | Path, thing: str) -> signing.DeviceCertificate:
+    """The P11_CSK a batch wrote for the device named ``thing``, read from its credential image."""
+    out = Path(out_dir)
+    journal = Journal.existing(out)
+    try:
+        record = next((r for r in journal.records() if r.thing_name == thing), None)
+        family = journal.meta("family") or "beta"
+    finally:
+        journal.close()
+    if record is None:
+        raise InputFileError(f"batch {out}: no device with thing name {thing!r}")
+    image_path = out / DEVICES_DIR / record.serial / IMAGE_FILE
+    return signing.certificate_from_nvs(read_bytes(image_path, "NVS image"), family, source=str(image_path))
 
 
 def write_manifest(journal: Journal, out: Path) -> Path:
