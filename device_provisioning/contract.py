@@ -42,3 +42,9 @@ SIGNED_FIRMWARE_PREFIX = "signed/"
 DEVICE_KEY_FILE = "device.key"
 DEVICE_CSR_FILE = "device.csr"
 DEVICE_CERT_FILE = "device.crt"
+
+# Fleet provisioning: the serials a factory allowed, one empty object each under this prefix of the
+# firmware bucket (`batch allow` writes them; the stack's pre-provisioning hook reads them).
+ALLOWED_SERIALS_PREFIX = "provisioning/allowed/"
+# The thing a claim provisions for serial S is named THING_NAME_PREFIX.format(stage=...) + S.
+PROVISIONED_THING_PREFIX = "{stage}-esp32-"

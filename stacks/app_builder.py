@@ -23,6 +23,7 @@ def build_app(app: cdk.App, config: AppConfig) -> tuple[OtaUpdateStack, DeviceFl
         app,
         contract.stack_name(config.stage, contract.DEVICE_FLEET_STACK),
         config=config,
+        shipped_hook_arn=ota.pre_provisioning_hook.function.function_arn if ota.pre_provisioning_hook else None,
         env=env,
         description="ESP32 signed OTA: least-privilege device IoT policy and development things",
     )

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from device_provisioning import contract
 from device_provisioning.contract import CODE_SIGNING_CERTIFICATE_ARN_CONTEXT
 
 STAGES = ("dev", "prod")
@@ -45,8 +46,22 @@ class AppConfig:
     fleet_provisioning: bool = False
     claim_client_id_prefix: str = "provision-"
     pre_provisioning_hook_arn: str | None = None
+    # Without an ARN of your own, fleet provisioning gets the stack's hook ("shipped"); "none" is for dev only.
+    pre_provisioning_hook: str = "shipped"
     account: str | None = None
     region: str | None = None
+
+    @property
+    def ships_pre_provisioning_hook(self) -> bool:
+        """Fleet provisioning with the stack's own hook (no ARN of yours, not switched off)."""
+        return (
+            self.fleet_provisioning and self.pre_provisioning_hook_arn is None and self.pre_provisioning_hook != "none"
+        )
+
+    @property
+    def provisioned_thing_prefix(self) -> str:
+        """What fleet provisioning names a thing before the serial."""
+        return contract.PROVISIONED_THING_PREFIX.format(stage=self.stage)
 
     @property
     def name_prefix(self) -> str:
@@ -66,13 +81,14 @@ class AppConfig:
         profile = _signing_profile_name(get("signingProfileName"), stage)
         fleet_provisioning = _boolean("fleetProvisioning", get("fleetProvisioning"), False)
         hook = _lambda_arn(get("preProvisioningHookArn"))
-        if stage == "prod" and fleet_provisioning and hook is None:
+        shipped = _choice("preProvisioningHook", get("preProvisioningHook"), ("shipped", "none"), "shipped")
+        if stage == "prod" and fleet_provisioning and hook is None and shipped == "none":
             # Every board carries the same claim certificate: whoever reads one board's flash could
             # mint identities for any serial number unless a hook admits only known serials.
             raise ConfigError(
-                "preProvisioningHookArn",
-                "prod fleet provisioning needs a pre-provisioning hook that admits only your serials "
-                "(-c preProvisioningHookArn=arn:aws:lambda:...)",
+                "preProvisioningHook",
+                "prod fleet provisioning needs a pre-provisioning hook that admits only your serials: keep the "
+                "shipped one (the default) or give -c preProvisioningHookArn=arn:aws:lambda:...",
             )
         return cls(
             stage=stage,
@@ -87,6 +103,7 @@ class AppConfig:
             fleet_provisioning=fleet_provisioning,
             claim_client_id_prefix=_client_id_prefix(get("claimClientIdPrefix")),
             pre_provisioning_hook_arn=hook,
+            pre_provisioning_hook=shipped,
             account=account,
             region=region,
         )
@@ -140,6 +157,14 @@ def _client_id_prefix(value: Any) -> str:
             "claimClientIdPrefix", f"got {value!r}; use 3-32 of a-z A-Z 0-9 _ - (claim devices connect as PREFIX...)"
         )
     return value
+
+
+def _choice(key: str, value: Any, choices: tuple[str, ...], default: str) -> str:
+    if value is None or value == "":
+        return default
+    if value not in choices:
+        raise ConfigError(key, f"got {value!r}; use one of {', '.join(choices)}")
+    return str(value)
 
 
 def _lambda_arn(value: Any) -> str | None:

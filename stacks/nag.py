@@ -57,3 +57,14 @@ def flatten_cfn_reference(node: Any) -> str:
         if "Ref" in node:
             return f"<{flatten_cfn_reference(node['Ref'])}>"
     return json.dumps(node, separators=(",", ":"))
+
+
+def skip_checkov(construct: IConstruct, reasons: dict[str, str]) -> None:
+    """Suppress these checkov checks on ``construct``'s CloudFormation resource, each with its written reason.
+
+    checkov reads ``Metadata.checkov.skip`` from the resource; the reason travels with the template.
+    """
+    resource = construct if isinstance(construct, cdk.CfnResource) else construct.node.default_child
+    if not isinstance(resource, cdk.CfnResource):
+        raise TypeError(f"{construct.node.path}: no CloudFormation resource to annotate")
+    resource.add_metadata("checkov", {"skip": [{"id": check, "comment": why} for check, why in reasons.items()]})

@@ -14,6 +14,7 @@ from stacks.firmware_bucket import FirmwareBucket
 from stacks.fleet_provisioning import FleetProvisioning
 from stacks.operator_policy import OtaOperatorPolicy
 from stacks.ota_service_role import OtaServiceRole
+from stacks.pre_provisioning_hook import PreProvisioningHook
 from stacks.signing_profile import SigningProfile
 
 
@@ -66,6 +67,17 @@ class OtaUpdateStack(Stack):
         )
         self.operator_policy = operator.policy
 
+        # The shipped pre-provisioning hook lives beside the allow list it reads (this firmware bucket);
+        # the DeviceFleet stack's provisioning template calls it.
+        self.pre_provisioning_hook: PreProvisioningHook | None = None
+        if config.ships_pre_provisioning_hook:
+            self.pre_provisioning_hook = PreProvisioningHook(
+                self,
+                "PreProvisioningHook",
+                allow_list_bucket=firmware.bucket,
+                thing_name_prefix=config.provisioned_thing_prefix,
+            )
+
         CfnOutput(self, contract.StackOutput.FIRMWARE_BUCKET_NAME, value=firmware.bucket.bucket_name)
         CfnOutput(self, contract.StackOutput.OTA_SERVICE_ROLE_ARN, value=ota_role.role.role_arn)
         CfnOutput(self, contract.StackOutput.OPERATOR_POLICY_ARN, value=operator.policy.managed_policy_arn)
@@ -80,7 +92,15 @@ class OtaUpdateStack(Stack):
 class DeviceFleetStack(Stack):
     """The device IoT policy and any development things listed in context."""
 
-    def __init__(self, scope: Construct, id_: str, *, config: AppConfig, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        config: AppConfig,
+        shipped_hook_arn: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(scope, id_, **kwargs)
         fleet = DeviceFleet(
             self,
@@ -91,6 +111,9 @@ class DeviceFleetStack(Stack):
         self.device_policy = fleet.policy
         CfnOutput(self, contract.StackOutput.DEVICE_POLICY_NAME, value=fleet.policy.ref)
         self.fleet_provisioning: FleetProvisioning | None = None
+        hook_arn = config.pre_provisioning_hook_arn or shipped_hook_arn
+        if config.ships_pre_provisioning_hook and shipped_hook_arn is None:
+            raise ValueError("fleet provisioning with the shipped hook needs the OtaUpdate stack's hook function")
         if config.fleet_provisioning:
             self.fleet_provisioning = FleetProvisioning(
                 self,
@@ -99,8 +122,8 @@ class DeviceFleetStack(Stack):
                 device_policy_name=fleet.policy_name,
                 claim_policy_name=f"{config.name_prefix}-claim",
                 claim_client_id_prefix=config.claim_client_id_prefix,
-                thing_name_prefix=f"{config.stage}-esp32-",
-                pre_provisioning_hook_arn=config.pre_provisioning_hook_arn,
+                thing_name_prefix=config.provisioned_thing_prefix,
+                pre_provisioning_hook_arn=hook_arn,
             )
             # The template names the device policy: create the policy first.
             self.fleet_provisioning.template.node.add_dependency(fleet.policy)

@@ -13,7 +13,7 @@ from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from device_provisioning import contract
-from stacks.nag import acknowledge_managed_policies, acknowledge_wildcard_resources
+from stacks.nag import acknowledge_managed_policies, acknowledge_wildcard_resources, skip_checkov
 
 PLATFORM_ID = contract.SIGNER_PLATFORM_ID
 
@@ -95,3 +95,13 @@ class SigningProfile(Construct):
         provider_function = provider.node.default_child
         if isinstance(provider_function, CfnResource):
             provider_function.add_metadata("cfn-lint", {"config": {"ignore_checks": ["W3005"]}})
+            skip_checkov(
+                provider_function,
+                {
+                    "CKV_AWS_116": "CDK's custom-resource provider runs synchronously for CloudFormation during a "
+                    "deploy; a dead-letter queue applies to asynchronous invocations only",
+                    "CKV_AWS_117": "it calls only the AWS Signer API; a VPC would add NAT costs and no isolation",
+                    "CKV_AWS_115": "it runs a few times per deploy; reserved concurrency would take from the account's "
+                    "unreserved pool",
+                },
+            )

@@ -61,6 +61,7 @@ BASE: dict[str, list[tuple[str, str]]] = {
     "ota status": [("id", "AFR_OTA-1")],
     "batch prepare": [("--devices", "{ws}/devices.csv"), ("--config", "{ws}/batch.toml"), ("--out", "{out}/batch")],
     "batch status": [("dir", "{ws}/batch")],
+    "batch allow": [("dir", "{ws}/batch"), ("--bucket", "firmware-bucket")],
     "batch flash": [("dir", "{ws}/batch"), ("--ports", "{ws}/no-such-port"), ("--no-stub", "")],
     "partitions show": [("table", "{ws}/partitions.csv")],
     "nvs build": [("--partition-table", "{ws}/partitions.csv"), ("--family", "beta"),

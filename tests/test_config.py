@@ -60,6 +60,7 @@ def test_config_is_frozen() -> None:
         ("fleetProvisioning", "sometimes"),
         ("claimClientIdPrefix", "a b"),
         ("preProvisioningHookArn", "arn:aws:iam::123456789012:role/x"),
+        ("preProvisioningHook", "maybe"),
     ],
 )
 def test_bad_value_names_the_key(key: str, value: object) -> None:
@@ -73,8 +74,13 @@ def test_bad_value_names_the_key(key: str, value: object) -> None:
 
 def test_prod_fleet_provisioning_without_a_hook_is_refused() -> None:
     with pytest.raises(ConfigError, match="needs a pre-provisioning hook") as raised:
-        config_from(stage="prod", fleetProvisioning="true")
-    assert raised.value.key == "preProvisioningHookArn"
-    assert config_from(stage="dev", fleetProvisioning="true").fleet_provisioning  # dev may try it without
+        config_from(stage="prod", fleetProvisioning="true", preProvisioningHook="none")
+    assert raised.value.key == "preProvisioningHook"
+    # By default fleet provisioning gets the stack's own hook; dev may switch it off to try things.
+    assert config_from(stage="prod", fleetProvisioning="true").ships_pre_provisioning_hook
+    assert not config_from(
+        stage="dev", fleetProvisioning="true", preProvisioningHook="none"
+    ).ships_pre_provisioning_hook
     hook = "arn:aws:lambda:eu-west-1:123456789012:function:check-serial"
-    assert config_from(stage="prod", fleetProvisioning="true", preProvisioningHookArn=hook).fleet_provisioning
+    own = config_from(stage="prod", fleetProvisioning="true", preProvisioningHookArn=hook)
+    assert own.fleet_provisioning and not own.ships_pre_provisioning_hook

@@ -37,6 +37,15 @@ def with_certificate() -> SynthesizedApp:
 
 
 @pytest.fixture(scope="module")
+def shipped_hook() -> SynthesizedApp:
+    """prod with fleet provisioning and the pre-provisioning hook the stack ships (the default)."""
+    return synthesize(
+        AppConfig(stage="prod", code_signing_certificate_arn=CERT_ARN, signing_profile_name="prod_esp_ota_signing",
+                  fleet_provisioning=True)
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
 def dev_with_certificate() -> SynthesizedApp:
     return synthesize(AppConfig(code_signing_certificate_arn=CERT_ARN))
 
@@ -409,6 +418,7 @@ ARN_FORMATS = {
     "AWS::IAM::Role": "arn:aws:iam::123456789012:role/{name}",
     "AWS::IAM::ManagedPolicy": "arn:aws:iam::123456789012:policy/{name}",
     "AWS::Lambda::Function": "arn:aws:lambda:eu-west-1:123456789012:function:{name}",
+    "AWS::Logs::LogGroup": "arn:aws:logs:eu-west-1:123456789012:log-group:{name}",
 }
 
 
@@ -420,6 +430,8 @@ def concrete(node: Any, resources: dict[str, Any]) -> Any:
         if "Fn::GetAtt" in node:
             logical = node["Fn::GetAtt"][0]
             return ARN_FORMATS[resources[logical]["Type"]].format(name=logical.lower())
+        if "Fn::ImportValue" in node:  # the firmware bucket, exported by the OtaUpdate stack
+            return "arn:aws:s3:::firmwarebucket" if "Arn" in str(node["Fn::ImportValue"]) else "firmwarebucket"
         if "Fn::Join" in node:
             delimiter, items = node["Fn::Join"]
             return delimiter.join(str(concrete(item, resources)) for item in items)
@@ -443,12 +455,13 @@ def iam_documents(app: SynthesizedApp) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_every_policy_pairs_actions_and_resources_as_aws_authorizes(
-    without_certificate, dev_with_certificate, with_certificate
+    without_certificate, dev_with_certificate, with_certificate, shipped_hook
 ) -> None:
     from parliament import analyze_policy_string
 
     findings = []
-    documents = [d for app in (without_certificate, dev_with_certificate, with_certificate) for d in iam_documents(app)]
+    apps = (without_certificate, dev_with_certificate, with_certificate, shipped_hook)
+    documents = [d for app in apps for d in iam_documents(app)]
     assert len(documents) >= 7
     for logical, document in documents:
         for finding in analyze_policy_string(json.dumps(document)).findings:
@@ -460,15 +473,40 @@ def test_every_policy_pairs_actions_and_resources_as_aws_authorizes(
     assert [f.issue for f in analyze_policy_string(json.dumps(scoped)).findings] == ["RESOURCE_MISMATCH"]
 
 
-def test_cfn_lint_finds_no_error_or_warning(without_certificate, dev_with_certificate, with_certificate) -> None:
+def test_cfn_lint_finds_no_error_or_warning(
+    without_certificate, dev_with_certificate, with_certificate, shipped_hook
+) -> None:
     from cfnlint.api import ManualArgs, lint
 
     regions = ManualArgs(regions=["us-east-1", "eu-west-1"])
     problems = [
         (stack, match.rule.id, match.message)
-        for app in (without_certificate, dev_with_certificate, with_certificate)
+        for app in (without_certificate, dev_with_certificate, with_certificate, shipped_hook)
         for stack, template in (("ota", app.ota_json), ("fleet", app.fleet_json))
         for match in lint(json.dumps(template), config=regions)
         if match.rule.id[0] in "EW"  # informational I-rules (Fn::Sub style) are CDK's rendering choices
     ]
     assert problems == []
+
+
+def test_fleet_provisioning_ships_a_hook_that_reads_only_the_allow_list(shipped_hook) -> None:
+    ota = shipped_hook.ota_json["Resources"]
+    functions = [(k, v) for k, v in ota.items() if v["Type"] == "AWS::Lambda::Function" and "Hook" in k]
+    ((function_id, function),) = functions
+    assert function["Properties"]["Runtime"] == "python3.14" and function["Properties"]["Handler"] == "index.handler"
+    environment = function["Properties"]["Environment"]["Variables"]
+    assert environment["ALLOWED_SERIALS_PREFIX"] == "provisioning/allowed/"
+    assert environment["THING_NAME_PREFIX"] == "prod-esp32-"
+    # The template calls this function, and only AWS IoT for this template may invoke it.
+    (template,) = resources_of(shipped_hook.fleet_json, "AWS::IoT::ProvisioningTemplate").values()
+    hook = template["Properties"]["PreProvisioningHook"]
+    assert function_id in json.dumps(hook["TargetArn"]) and hook["PayloadVersion"] == "2020-04-01"
+    (permission,) = resources_of(shipped_hook.fleet_json, "AWS::Lambda::Permission").values()
+    assert permission["Properties"]["Principal"] == "iot.amazonaws.com" and "SourceArn" in permission["Properties"]
+    # Its role: GetObject under the allow-list prefix, DescribeThing on provisioned things, its own logs.
+    (policy,) = [v for k, v in ota.items() if v["Type"] == "AWS::IAM::Policy" and k.startswith("PreProvisioningHook")]
+    statements = {s["Sid"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
+    assert statements["ReadAllowList"]["Action"] == "s3:GetObject"
+    assert "/provisioning/allowed/*" in json.dumps(statements["ReadAllowList"]["Resource"])
+    assert statements["FindProvisionedThings"]["Action"] == "iot:DescribeThing"
+    assert "thing/prod-esp32-*" in json.dumps(statements["FindProvisionedThings"]["Resource"])

@@ -10,6 +10,7 @@ from typing import TextIO
 from device_provisioning.cli.common import (
     AWS,
     NO_STUB,
+    STAGE,
     Command,
     CommandGroup,
     bounded_int,
@@ -66,6 +67,28 @@ def _batch_flash(args: argparse.Namespace, out: TextIO) -> int:
     return status(not all(r.ok for r in results))
 
 
+def _batch_allow(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning import aws
+    from device_provisioning.contract import StackOutput
+    from device_provisioning.factory import allow_list
+
+    serials = allow_list.prepared_serials(args.dir)
+    session = connect_aws(args)
+    bucket = args.bucket or aws.stack_values(session, args.stage)[StackOutput.FIRMWARE_BUCKET_NAME]
+    published = allow_list.allow_serials(session, bucket, serials)
+    lines = [
+        f"allowed      {len(published.serials)} serial(s) in s3://{bucket}/{published.to_json()['prefix']}",
+        "the stack's pre-provisioning hook now admits each of them once",
+    ]
+    emit(out, args, lines, published.to_json())
+    return 0
+
+
+def _allow_arguments(parser: argparse.ArgumentParser) -> None:
+    _directory_argument(parser)
+    parser.add_argument("--bucket", help="firmware bucket holding the allow list (default: the stack's)")
+
+
 def _prepare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", required=True, type=Path, help="CSV: serial,thing_name[,thing_group,<nvs values>]")
     parser.add_argument("--config", required=True, type=Path, help="batch TOML ([batch], [registration], [nvs])")
@@ -100,6 +123,14 @@ GROUP = CommandGroup(
             "states and errors of a batch",
             "device-provisioning batch status batch-42",
             arguments=_directory_argument,
+        ),
+        Command(
+            "allow",
+            _batch_allow,
+            "allow the batch's serials to claim an identity by fleet provisioning (the shipped hook reads it)",
+            "device-provisioning batch allow batch-42 --stage prod",
+            [STAGE, AWS],
+            _allow_arguments,
         ),
         Command(
             "flash",

@@ -1,0 +1,58 @@
+"""The serials a batch allows to claim an identity by fleet provisioning (read by the shipped hook).
+
+One empty object per serial under ``contract.ALLOWED_SERIALS_PREFIX`` in the firmware bucket: the
+hook answers with one HeadObject, a factory adds serials without rewriting a shared file, and S3's
+own access control and versioning keep the record of who allowed what.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from device_provisioning import contract
+from device_provisioning.aws.session import Aws, aws_errors
+from device_provisioning.errors import InputFileError
+from device_provisioning.factory.journal import DeviceState, Journal
+
+# Enough parallel PUTs to keep a factory line's allow list quick without tripping S3's per-prefix rates.
+UPLOAD_THREADS = 8
+
+
+@dataclass(frozen=True)
+class AllowedSerials:
+    """What ``allow_serials`` published."""
+
+    bucket: str
+    serials: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"bucket": self.bucket, "prefix": contract.ALLOWED_SERIALS_PREFIX, "serials": list(self.serials)}
+
+
+def prepared_serials(batch_dir: str | Path) -> tuple[str, ...]:
+    """The serials of a batch whose credential image is built (the devices that will claim)."""
+    journal = Journal.existing(batch_dir)
+    try:
+        ready = [r.serial for r in journal.records() if DeviceState(r.state).rank >= DeviceState.IMAGE_BUILT.rank]
+    finally:
+        journal.close()
+    if not ready:
+        raise InputFileError(f"batch {batch_dir}: no device has its image built yet; run `batch prepare` first")
+    return tuple(ready)
+
+
+def allow_serials(aws: Aws, bucket: str, serials: Sequence[str]) -> AllowedSerials:
+    """Publish each serial as allowed (idempotent: publishing again changes nothing the hook reads)."""
+    s3 = aws.client("s3")
+
+    def put(serial: str) -> None:
+        s3.put_object(Bucket=bucket, Key=f"{contract.ALLOWED_SERIALS_PREFIX}{serial}", Body=b"")
+
+    with aws_errors(f"publishing {len(serials)} allowed serial(s) to s3://{bucket}/{contract.ALLOWED_SERIALS_PREFIX}"):
+        with ThreadPoolExecutor(max_workers=UPLOAD_THREADS) as threads:
+            list(threads.map(put, serials))
+    return AllowedSerials(bucket, tuple(serials))
