@@ -3,6 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 CDK := node_modules/.bin/cdk
+CHECKOV_VENV := .venv-checkov
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # jsii warns on every call under Node 20 (end of life); the warning is not ours to fix here.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
@@ -10,12 +11,17 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: setup test lint demo synth bench clean
 
-setup: $(VENV)/.installed $(CDK)
+setup: $(VENV)/.installed $(CDK) $(CHECKOV_VENV)/.installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -m pip install --quiet -r requirements-dev.txt -e . 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
+	touch $@
+
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	test -x $(CHECKOV_VENV)/bin/python || python3 -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements-checkov.txt 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
 	touch $@
 
 $(CDK): package.json package-lock.json
@@ -44,4 +50,4 @@ bench: setup
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) node_modules cdk.out out .pytest_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) node_modules cdk.out out .pytest_cache

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -510,3 +513,29 @@ def test_fleet_provisioning_ships_a_hook_that_reads_only_the_allow_list(shipped_
     assert "/provisioning/allowed/*" in json.dumps(statements["ReadAllowList"]["Resource"])
     assert statements["FindProvisionedThings"]["Action"] == "iot:DescribeThing"
     assert "thing/prod-esp32-*" in json.dumps(statements["FindProvisionedThings"]["Resource"])
+
+
+CHECKOV = Path(__file__).resolve().parent.parent / ".venv-checkov" / "bin" / "checkov"
+
+
+def test_checkov_has_no_failed_check_that_is_not_suppressed_with_a_reason(
+    without_certificate, dev_with_certificate, with_certificate, shipped_hook, tmp_path: Path
+) -> None:
+    assert CHECKOV.exists(), "checkov is installed by `make setup` into .venv-checkov"
+    apps = {"default": without_certificate, "dev-cert": dev_with_certificate, "prod": with_certificate,
+            "prod-hook": shipped_hook}  # fmt: skip
+    for name, app in apps.items():
+        (tmp_path / f"{name}-ota.template.json").write_text(json.dumps(app.ota_json))
+        (tmp_path / f"{name}-fleet.template.json").write_text(json.dumps(app.fleet_json))
+    result = subprocess.run(
+        [str(CHECKOV), "-d", str(tmp_path), "--framework", "cloudformation",
+         "--skip-download", "-o", "json"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "BC_SKIP_MAPPING": "TRUE"},
+    )  # fmt: skip
+    report = json.loads(result.stdout)
+    failed = [(c["check_id"], c["resource"], c["file_path"]) for c in report["results"]["failed_checks"]]
+    assert failed == []
+    assert report["summary"]["passed"] > 100
+    # Every suppression carries its reason in the template.
+    skipped = report["results"]["skipped_checks"]
+    assert skipped and all(len((c.get("check_result") or {}).get("suppress_comment", "")) > 30 for c in skipped)
