@@ -27,6 +27,7 @@ class StackOutput(StrEnum):
     OTA_SERVICE_ROLE_ARN = "OtaServiceRoleArn"
     OPERATOR_POLICY_ARN = "OperatorPolicyArn"
     DEVICE_POLICY_NAME = "DevicePolicyName"
+    TARGET_NAME_PREFIX = "TargetNamePrefix"
 
 
 # cdk context key (``-c codeSigningCertificateArn=...`` or cdk.context.json) naming the ACM certificate.

@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 # The firmware project the demo provisions for: esp-aws-iot release/beta ota_mqtt's layout and settings.
 EXAMPLE_PROJECT = REPO / "examples" / "beta-ota-mqtt"
 DEMO_MARKER = ".esp-ota-demo"
-THING = "esp32-demo-1"
+THING = "dev-esp32-demo-1"  # operators of stage dev target things named dev-*
 STAGE = "dev"
 
 

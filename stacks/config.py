@@ -45,11 +45,18 @@ class AppConfig:
     retain_firmware_bucket: bool = True
     fleet_provisioning: bool = False
     claim_client_id_prefix: str = "provision-"
+    # Operators of this stage may target only things and thing groups named with this prefix (None: "<stage>-").
+    target_name_prefix: str | None = None
     pre_provisioning_hook_arn: str | None = None
     # Without an ARN of your own, fleet provisioning gets the stack's hook ("shipped"); "none" is for dev only.
     pre_provisioning_hook: str = "shipped"
     account: str | None = None
     region: str | None = None
+
+    @property
+    def operator_target_prefix(self) -> str:
+        """The name prefix of the things and groups this stage's operators may target (default ``<stage>-``)."""
+        return self.target_name_prefix or f"{self.stage}-"
 
     @property
     def ships_pre_provisioning_hook(self) -> bool:
@@ -102,6 +109,7 @@ class AppConfig:
             retain_firmware_bucket=_boolean("retainFirmwareBucket", get("retainFirmwareBucket"), True),
             fleet_provisioning=fleet_provisioning,
             claim_client_id_prefix=_client_id_prefix(get("claimClientIdPrefix")),
+            target_name_prefix=_target_name_prefix(get("targetNamePrefix")),
             pre_provisioning_hook_arn=hook,
             pre_provisioning_hook=shipped,
             account=account,
@@ -155,6 +163,20 @@ def _client_id_prefix(value: Any) -> str:
     if not isinstance(value, str) or not _CLIENT_PREFIX.match(value):
         raise ConfigError(
             "claimClientIdPrefix", f"got {value!r}; use 3-32 of a-z A-Z 0-9 _ - (claim devices connect as PREFIX...)"
+        )
+    return value
+
+
+_TARGET_PREFIX = re.compile(r"^[a-zA-Z0-9_:-]{1,32}$")
+
+
+def _target_name_prefix(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _TARGET_PREFIX.match(value):
+        raise ConfigError(
+            "targetNamePrefix",
+            f"got {value!r}; use 1-32 of a-z A-Z 0-9 _ : - (operators target things named PREFIX...)",
         )
     return value
 

@@ -25,9 +25,16 @@ class OtaOperatorPolicy(Construct):
         signing_profile_arn: str | None,
         code_signing_certificate_arn: str | None = None,
         stack_names: tuple[str, ...] = (),
+        target_name_prefix: str = "",
     ) -> None:
         super().__init__(scope, id_)
         stack = Stack.of(self)
+        # Jobs and OTA updates are authorised on their targets too: naming them confines this stage's
+        # operators to this stage's devices even when several stages share one account.
+        targets = [
+            iot_arn(self, "thing", f"{target_name_prefix}*"),
+            iot_arn(self, "thinggroup", f"{target_name_prefix}*"),
+        ]
 
         statements = [
             iam.PolicyStatement(
@@ -45,7 +52,7 @@ class OtaOperatorPolicy(Construct):
                 # The pre-flight resolves the targets before anything is created.
                 sid="ResolveTargets",
                 actions=["iot:DescribeThing", "iot:DescribeThingGroup"],
-                resources=[iot_arn(self, "thing", "*"), iot_arn(self, "thinggroup", "*")],
+                resources=targets,
             ),
             iam.PolicyStatement(
                 sid="ListFirmwareVersions",
@@ -72,8 +79,7 @@ class OtaOperatorPolicy(Construct):
                     iot_arn(self, "otaupdate", "*"),
                     iot_arn(self, "job", "*"),
                     iot_arn(self, "stream", "*"),
-                    iot_arn(self, "thing", "*"),
-                    iot_arn(self, "thinggroup", "*"),
+                    *targets,
                 ],
             ),
             iam.PolicyStatement(
@@ -146,5 +152,6 @@ class OtaOperatorPolicy(Construct):
             self.policy,
             wildcard_resources,
             "Wildcards are object keys of the firmware bucket, IoT OTA/job/stream ids created at run "
-            "time in this account and region, and List* calls that IAM cannot scope.",
+            "time in this account and region, the names after this stage's target prefix, and List* calls that "
+            "IAM cannot scope.",
         )

@@ -64,6 +64,7 @@ class OtaUpdateStack(Stack):
             signing_profile_arn=self.signing_profile.profile_arn if self.signing_profile else None,
             code_signing_certificate_arn=config.code_signing_certificate_arn,
             stack_names=tuple(contract.stack_name(config.stage, name) for name in contract.STACKS),
+            target_name_prefix=config.operator_target_prefix,
         )
         self.operator_policy = operator.policy
 
@@ -81,6 +82,12 @@ class OtaUpdateStack(Stack):
         CfnOutput(self, contract.StackOutput.FIRMWARE_BUCKET_NAME, value=firmware.bucket.bucket_name)
         CfnOutput(self, contract.StackOutput.OTA_SERVICE_ROLE_ARN, value=ota_role.role.role_arn)
         CfnOutput(self, contract.StackOutput.OPERATOR_POLICY_ARN, value=operator.policy.managed_policy_arn)
+        CfnOutput(
+            self,
+            contract.StackOutput.TARGET_NAME_PREFIX,
+            value=config.operator_target_prefix,
+            description="Operators of this stage may target only things and thing groups named with this prefix",
+        )
         CfnOutput(
             self,
             "SigningProfileName",

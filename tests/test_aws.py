@@ -521,3 +521,28 @@ def test_doctor_compares_the_signing_profile_with_what_the_device_holds(session,
     # Half of the comparison is one line.
     code, _, err = cli("doctor", log, "--signing-profile", same)
     assert code != 0 and err.startswith("ERROR --signing-profile is compared with what the device holds")
+
+
+def test_ota_create_refuses_another_stages_targets_before_uploading(session, identity, tmp_path: Path) -> None:
+    """The deployed stack says which names its operators may target; the CLI says so before any upload."""
+    key, certificate = identity
+    bucket = unique("prod-firmware")
+    session.client("s3").create_bucket(Bucket=bucket)
+    outputs = {"FirmwareBucketName": bucket, "OtaServiceRoleArn": "arn:aws:iam::123456789012:role/ota",
+               "TargetNamePrefix": "prod-"}  # fmt: skip
+    cloudformation = session.client("cloudformation")
+    for stack, values in (("ProdOtaUpdate", outputs), ("ProdDeviceFleet", {"DevicePolicyName": "p"})):
+        template = {"Resources": {"Nothing": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
+                    "Outputs": {k: {"Value": v} for k, v in values.items()}}  # fmt: skip
+        cloudformation.create_stack(StackName=stack, TemplateBody=json.dumps(template))
+    firmware = tmp_path / "app.bin"
+    firmware.write_bytes(placeholder_app_image(version="8"))
+    (tmp_path / "k.key").write_bytes(codesign.private_key_pem(key))
+    (tmp_path / "k.key").chmod(0o600)
+    (tmp_path / "k.crt").write_bytes(codesign.certificate_pem(certificate))
+    code, _, err = cli("ota", "create", "--stage", "prod", "--firmware", firmware, "--targets", "dev-board-1",
+                       "--sign-key", tmp_path / "k.key", "--device-cert", tmp_path / "k.crt",
+                       "--via", "job")  # fmt: skip
+    assert code != 0 and err.count("\n") == 1
+    assert "stage 'prod' targets only things and thing groups named prod-*" in err
+    assert object_versions(session, bucket) == []  # refused before anything was uploaded

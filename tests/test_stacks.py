@@ -539,3 +539,15 @@ def test_checkov_has_no_failed_check_that_is_not_suppressed_with_a_reason(
     # Every suppression carries its reason in the template.
     skipped = report["results"]["skipped_checks"]
     assert skipped and all(len((c.get("check_result") or {}).get("suppress_comment", "")) > 30 for c in skipped)
+
+
+def test_operators_target_only_their_stages_things_and_groups(with_certificate, dev_with_certificate) -> None:
+    for app, prefix in ((with_certificate, "prod-"), (dev_with_certificate, "dev-")):
+        statements = operator_statements(app)
+        for sid in ("ResolveTargets", "CreateAndFollowOtaUpdates"):
+            text = json.dumps(statements[sid]["Resource"])
+            assert f"thing/{prefix}*" in text and f"thinggroup/{prefix}*" in text
+            assert "thing/*" not in text and "thinggroup/*" not in text
+        app.ota.has_output("TargetNamePrefix", {"Value": prefix})
+    custom = synthesize(AppConfig(target_name_prefix="line7-"))
+    assert "thing/line7-*" in json.dumps(operator_statements(custom)["ResolveTargets"]["Resource"])

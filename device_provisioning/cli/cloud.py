@@ -33,6 +33,7 @@ from device_provisioning.cli.common import (
 )
 from device_provisioning.contract import StackOutput
 from device_provisioning.device import credentials
+from device_provisioning.errors import InputFileError
 from device_provisioning.identity import codesign
 
 
@@ -65,20 +66,35 @@ def _trust(args: argparse.Namespace) -> ota.DeviceTrust:
     return ota.DeviceTrust(tuple(certificates), args.expect_fingerprint, trust_family(args))
 
 
+def _refuse_other_stages_targets(targets: ota.Targets, prefix: str | None, stage: str) -> None:
+    """The stage's operator policy authorises jobs only on its own things and groups: say so before uploading."""
+    if not prefix:
+        return
+    outside = [name for name in (*targets.things, *targets.thing_groups) if not name.startswith(prefix)]
+    if outside:
+        raise InputFileError(
+            f"{', '.join(outside[:3])}{' ...' if len(outside) > 3 else ''}: stage {stage!r} targets only things and "
+            f"thing groups named {prefix}* (its operator policy denies the rest); use --stage of their stage, or "
+            "deploy with -c targetNamePrefix=... to change the rule"
+        )
+
+
 def _ota_create(args: argparse.Namespace, out: TextIO) -> int:
     session = connect_aws(args)
     trust = _trust(args)
     firmware_bytes = read_firmware(args.firmware)
     key = codesign.load_private_key_file(args.sign_key, passphrase(args)) if args.sign_key else None
     bucket, role = args.bucket, args.role_arn
+    targets = ota.Targets(split_list(args.targets), split_list(args.thing_groups))
     if not bucket or not role:
         values = aws.stack_values(session, args.stage)
         bucket = bucket or values[StackOutput.FIRMWARE_BUCKET_NAME]
         role = role or values[StackOutput.OTA_SERVICE_ROLE_ARN]
+        _refuse_other_stages_targets(targets, values.get(StackOutput.TARGET_NAME_PREFIX), args.stage)
     request = ota.OtaRequest(
         firmware=firmware_bytes,
         device_path=args.device_path,
-        targets=ota.Targets(split_list(args.targets), split_list(args.thing_groups)),
+        targets=targets,
         bucket=bucket,
         role_arn=role,
         trust=trust,
