@@ -33,6 +33,11 @@ def expect_start(stubbed: Any, running: list[list[str]]) -> None:
     iot, s3 = stubbed.stubbers["iot"], stubbed.stubbers["s3"]
     for task_ids in running:
         iot.add_response("list_thing_registration_tasks", {"taskIds": task_ids}, {"status": "InProgress"})
+    # One pass over the account's things: one of the batch's names exists, without a certificate.
+    iot.add_response(
+        "list_things", {"things": [{"thingName": "other"}, {"thingName": DEVICES[1][0]}]}, {"maxResults": 250}
+    )
+    iot.add_response("list_thing_principals", {"principals": []}, {"thingName": DEVICES[1][0]})
     s3.add_response(
         "put_object",
         {},
@@ -101,7 +106,23 @@ def test_bulk_registration_parses_results_and_errors(stubbed) -> None:
     result = run(stubbed)
     assert result.registered == {0: ("aaa", "PEM0"), 2: ("ccc", "PEM2")}
     assert result.errors == {1: "InvalidRequestException: bad CSR"}
-    assert result.calls == 1 + 1 + 1 + 3 + 3  # O(1) in the number of devices
+    # O(1) in the number of devices: tasks, things (one page), the one existing thing's principals, upload,
+    # start, three polls, three report pages.
+    assert result.calls == 1 + 1 + 1 + 1 + 1 + 3 + 3
+
+
+def test_things_that_already_hold_a_certificate_are_refused_before_upload(stubbed) -> None:
+    iot = stubbed.stubbers["iot"]
+    iot.add_response("list_thing_registration_tasks", {"taskIds": []}, {"status": "InProgress"})
+    iot.add_response("list_things", {"things": [{"thingName": "thing-2"}], "nextToken": "t"}, {"maxResults": 250})
+    iot.add_response("list_things", {"things": [{"thingName": "thing-0"}]}, {"maxResults": 250, "nextToken": "t"})
+    iot.add_response(
+        "list_thing_principals", {"principals": ["arn:aws:iot:us-east-1:1:cert/x"]}, {"thingName": "thing-2"}
+    )
+    iot.add_response("list_thing_principals", {"principals": []}, {"thingName": "thing-0"})
+    # No put_object, no start: Stubber fails on any call not queued here.
+    with pytest.raises(AwsError, match=r"1 thing\(s\) of this batch already hold a certificate \(thing-2\)"):
+        run(stubbed)
 
 
 def test_a_running_task_is_refused_or_waited_for(stubbed) -> None:
@@ -139,6 +160,7 @@ def test_batch_prepare_in_bulk_mode_journals_the_reports(stubbed, tmp_path, monk
     )
     iot, s3 = stubbed.stubbers["iot"], stubbed.stubbers["s3"]
     iot.add_response("list_thing_registration_tasks", {"taskIds": []}, {"status": "InProgress"})
+    iot.add_response("list_things", {"things": []}, {"maxResults": 250})
     s3.add_response("put_object", {}, {"Bucket": "firmware-bucket", "Key": ANY, "Body": ANY})
     start = {"templateBody": ANY, "inputFileBucket": "firmware-bucket", "inputFileKey": ANY, "roleArn": ROLE}
     iot.add_response("start_thing_registration_task", {"taskId": TASK}, start)

@@ -61,6 +61,33 @@ def _fetch(url: str) -> bytes:
         return bytes(response.read())
 
 
+def _refuse_things_with_certificates(iot: Any, names: Sequence[str]) -> int:
+    """Refuse a batch naming things that already hold a certificate; returns the API calls made.
+
+    Bulk registration attaches a new certificate to an existing thing without a word, giving the device
+    a second identity. One ListThings pass over the account (250 things a page) finds which names exist;
+    only those are asked for their principals, so a batch of new things costs a handful of calls, not one
+    per device.
+    """
+    wanted = set(names)
+    existing, calls = [], 0
+    for page in iot.get_paginator("list_things").paginate(PaginationConfig={"PageSize": 250}):
+        calls += 1
+        existing += [thing["thingName"] for thing in page.get("things", []) if thing["thingName"] in wanted]
+    holding = []
+    for name in existing:
+        calls += 1
+        if iot.list_thing_principals(thingName=name).get("principals"):
+            holding.append(name)
+    if holding:
+        shown = ", ".join(sorted(holding)[:5]) + (" ..." if len(holding) > 5 else "")
+        raise AwsError(
+            f"{len(holding)} thing(s) of this batch already hold a certificate ({shown}): bulk registration would "
+            "give each a second identity; take them out of the batch, or register them per device"
+        )
+    return calls
+
+
 def run_bulk_registration(
     aws: Aws,
     devices: Sequence[tuple[str, str]],
@@ -104,6 +131,7 @@ def run_bulk_registration(
                     )
                 sleep(poll_seconds)
                 waited += poll_seconds
+            calls += _refuse_things_with_certificates(iot, [name for name, _ in devices])
             s3.put_object(Bucket=bucket, Key=key, Body=input_file(devices))
             calls += 1
             task_id = iot.start_thing_registration_task(
