@@ -39,6 +39,10 @@ CODE_VERIFY_LABEL = "Code Verify Key"
 # Where AWS Signer writes signed images in the firmware bucket (the OTA role may write only there).
 SIGNED_FIRMWARE_PREFIX = "signed/"
 
+# Stream ids of OTA file streams: CreateOTAUpdate names its streams AFR_OTA-<uuid>, `ota create --via job`
+# names its own AFR_OTA-<ota id>; devices may read only streams named so, and the OTA role create only those.
+OTA_STREAM_PREFIX = "AFR_OTA-"
+
 # A device's files, for single registrations and factory batches alike.
 DEVICE_KEY_FILE = "device.key"
 DEVICE_CSR_FILE = "device.csr"

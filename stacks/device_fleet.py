@@ -8,12 +8,14 @@ from typing import Any
 from aws_cdk import aws_iot as iot
 from constructs import Construct
 
+from device_provisioning import contract
 from stacks.arns import iot_arn
 
 # Policy variable: the thing the connecting certificate is attached to.
 THING_NAME = "${iot:Connection.Thing.ThingName}"
-# Topic trees the OTA agent uses: job notifications/documents, and MQTT file streams.
-OTA_TOPIC_TREES = ("jobs", "streams")
+# Topic trees the OTA agent uses: job notifications/documents, and the MQTT file streams of OTA updates
+# (only those: a device may not read another product's streams by guessing their ids).
+OTA_TOPIC_TREES = ("jobs/*", f"streams/{contract.OTA_STREAM_PREFIX}*")
 
 
 class DeviceFleet(Construct):
@@ -39,8 +41,8 @@ class DeviceFleet(Construct):
 
     def _policy_document(self) -> dict[str, Any]:
 
-        topics = [iot_arn(self, "topic", f"$aws/things/{THING_NAME}/{tree}/*") for tree in OTA_TOPIC_TREES]
-        filters = [iot_arn(self, "topicfilter", f"$aws/things/{THING_NAME}/{tree}/*") for tree in OTA_TOPIC_TREES]
+        topics = [iot_arn(self, "topic", f"$aws/things/{THING_NAME}/{tree}") for tree in OTA_TOPIC_TREES]
+        filters = [iot_arn(self, "topicfilter", f"$aws/things/{THING_NAME}/{tree}") for tree in OTA_TOPIC_TREES]
         return {
             "Version": "2012-10-17",
             "Statement": [

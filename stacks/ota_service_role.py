@@ -13,13 +13,15 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from device_provisioning import contract
+
 # Signer writes the signed image back into the firmware bucket under this prefix.
 from device_provisioning.contract import SIGNED_FIRMWARE_PREFIX
 from stacks.arns import iot_arn
 from stacks.nag import acknowledge_wildcard_resources
 
 # CreateOTAUpdate names its job AFR_OTA-<otaUpdateId> and its stream AFR_OTA-<uuid>.
-OTA_NAME_PATTERN = "AFR_OTA-*"
+OTA_NAME_PATTERN = f"{contract.OTA_STREAM_PREFIX}*"
 
 
 def iot_service_principal(scope: Construct) -> iam.ServicePrincipal:

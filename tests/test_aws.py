@@ -532,7 +532,7 @@ def test_ota_create_refuses_another_stages_targets_before_uploading(session, ide
                "TargetNamePrefix": "prod-"}  # fmt: skip
     cloudformation = session.client("cloudformation")
     for stack, values in (("ProdOtaUpdate", outputs), ("ProdDeviceFleet", {"DevicePolicyName": "p"})):
-        template = {"Resources": {"Nothing": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
+        template = {"Resources": {"Nothing": {"Type": "AWS::SNS::Topic"}},
                     "Outputs": {k: {"Value": v} for k, v in values.items()}}  # fmt: skip
         cloudformation.create_stack(StackName=stack, TemplateBody=json.dumps(template))
     firmware = tmp_path / "app.bin"
@@ -546,3 +546,17 @@ def test_ota_create_refuses_another_stages_targets_before_uploading(session, ide
     assert code != 0 and err.count("\n") == 1
     assert "stage 'prod' targets only things and thing groups named prod-*" in err
     assert object_versions(session, bucket) == []  # refused before anything was uploaded
+
+
+def test_a_job_over_mqtt_streams_under_the_name_devices_may_read(session, identity, board, firmware_bucket) -> None:
+    key, certificate = identity
+    request = ota.OtaRequest(
+        firmware=placeholder_app_image(version="6"), device_path="/ota/app.bin", targets=ota.Targets(things=(board,)),
+        bucket=firmware_bucket, role_arn="arn:aws:iam::123456789012:role/ota", trust=beta_trust(certificate),
+        via="job", protocol="mqtt", signing=ota.LocalKeySigning(key), ota_id=unique("mqtt-job"),
+    )  # fmt: skip
+    result = ota.create_ota(session, request)
+    stream = ota.fetch_job_document(session, result.ota_id)["afr_ota"]["streamname"]
+    # The device policy lets devices read streams/AFR_OTA-* only (and the agent takes at most 44 characters).
+    assert stream == f"AFR_OTA-{result.ota_id}" and len(stream) <= 44
+    assert session.client("iot").describe_stream(streamId=stream)["streamInfo"]["files"][0]["fileId"] == 0

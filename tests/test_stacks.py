@@ -263,9 +263,9 @@ def test_device_topics_are_its_own_jobs_and_streams(without_certificate) -> None
     )
     assert topics == [
         "topic/$aws/things/${iot:Connection.Thing.ThingName}/jobs/*",
-        "topic/$aws/things/${iot:Connection.Thing.ThingName}/streams/*",
+        "topic/$aws/things/${iot:Connection.Thing.ThingName}/streams/AFR_OTA-*",
         "topicfilter/$aws/things/${iot:Connection.Thing.ThingName}/jobs/*",
-        "topicfilter/$aws/things/${iot:Connection.Thing.ThingName}/streams/*",
+        "topicfilter/$aws/things/${iot:Connection.Thing.ThingName}/streams/AFR_OTA-*",
     ]
 
 

@@ -37,6 +37,7 @@ from device_provisioning.aws.ota_request import (
 )
 from device_provisioning.aws.preflight import DeviceTrust, preflight_local_signature, preflight_signer_certificate
 from device_provisioning.aws.session import Aws, aws_errors
+from device_provisioning.contract import OTA_STREAM_PREFIX
 from device_provisioning.device.ota_limits import DeviceLimits, check_job_document_size
 from device_provisioning.errors import AwsError, InputFileError
 
@@ -167,7 +168,7 @@ def create_ota(aws: Aws, request: OtaRequest, *, poll_seconds: float = 2.0) -> O
     digest = hashlib.sha256(request.firmware).hexdigest()
     key = f"{FIRMWARE_PREFIX}{ota_id}-{digest[:12]}.bin"
     # Our own stream (CreateJob over MQTT); CreateOTAUpdate names its stream AFR_OTA-<uuid> itself.
-    stream_id = f"{ota_id}-stream" if request.via == "job" and request.protocol == "mqtt" else None
+    stream_id = f"{OTA_STREAM_PREFIX}{ota_id}" if request.via == "job" and request.protocol == "mqtt" else None
     limits = request.limits
     checks = limits.check_image(len(request.firmware))
     checks += limits.check_job(protocol=request.protocol, device_path=request.device_path, stream_name=stream_id)

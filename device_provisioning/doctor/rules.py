@@ -240,7 +240,7 @@ def _mqtt_error(line: str) -> Finding | None:
             "the broker refused a subscription (SUBACK failure): the device policy does not allow iot:Subscribe to "
             "the jobs/streams topic filters of this thing",
             "the DeviceFleet stack's policy allows $aws/things/${iot:Connection.Thing.ThingName}/jobs/* and "
-            "streams/*; attach it to the device's certificate",
+            "streams/AFR_OTA-*; attach it to the device's certificate",
         )
     if re.search(r"MQTTServerRefused|Connection refused|CONNACK.*(refused|reject)", line, re.IGNORECASE):
         return (
