@@ -45,6 +45,8 @@ class AppConfig:
     retain_firmware_bucket: bool = True
     fleet_provisioning: bool = False
     claim_client_id_prefix: str = "provision-"
+    # AWS IoT logging level for the account and region (None: not managed here; it is account-wide).
+    iot_logging: str | None = None
     # Operators of this stage may target only things and thing groups named with this prefix (None: "<stage>-").
     target_name_prefix: str | None = None
     pre_provisioning_hook_arn: str | None = None
@@ -110,6 +112,7 @@ class AppConfig:
             fleet_provisioning=fleet_provisioning,
             claim_client_id_prefix=_client_id_prefix(get("claimClientIdPrefix")),
             target_name_prefix=_target_name_prefix(get("targetNamePrefix")),
+            iot_logging=_iot_logging(get("iotLogging")),
             pre_provisioning_hook_arn=hook,
             pre_provisioning_hook=shipped,
             account=account,
@@ -179,6 +182,15 @@ def _target_name_prefix(value: Any) -> str | None:
             f"got {value!r}; use 1-32 of a-z A-Z 0-9 _ : - (operators target things named PREFIX...)",
         )
     return value
+
+
+def _iot_logging(value: Any) -> str | None:
+    if value is None or value == "" or value == "none":
+        return None
+    levels = ("ERROR", "WARN", "INFO", "DEBUG", "DISABLED")
+    if not isinstance(value, str) or value.upper() not in levels:
+        raise ConfigError("iotLogging", f"got {value!r}; use one of {', '.join(levels)} or none")
+    return value.upper()
 
 
 def _choice(key: str, value: Any, choices: tuple[str, ...], default: str) -> str:

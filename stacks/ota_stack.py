@@ -12,6 +12,7 @@ from stacks.config import AppConfig
 from stacks.device_fleet import DeviceFleet
 from stacks.firmware_bucket import FirmwareBucket
 from stacks.fleet_provisioning import FleetProvisioning
+from stacks.iot_logging import IotLogging
 from stacks.operator_policy import OtaOperatorPolicy
 from stacks.ota_service_role import OtaServiceRole
 from stacks.pre_provisioning_hook import PreProvisioningHook
@@ -117,6 +118,9 @@ class DeviceFleetStack(Stack):
         )
         self.device_policy = fleet.policy
         CfnOutput(self, contract.StackOutput.DEVICE_POLICY_NAME, value=fleet.policy.ref)
+        self.iot_logging: IotLogging | None = None
+        if config.iot_logging:
+            self.iot_logging = IotLogging(self, "IotLogging", level=config.iot_logging)
         self.fleet_provisioning: FleetProvisioning | None = None
         hook_arn = config.pre_provisioning_hook_arn or shipped_hook_arn
         if config.ships_pre_provisioning_hook and shipped_hook_arn is None:

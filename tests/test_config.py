@@ -61,6 +61,7 @@ def test_config_is_frozen() -> None:
         ("claimClientIdPrefix", "a b"),
         ("preProvisioningHookArn", "arn:aws:iam::123456789012:role/x"),
         ("preProvisioningHook", "maybe"),
+        ("iotLogging", "LOUD"),
     ],
 )
 def test_bad_value_names_the_key(key: str, value: object) -> None:

@@ -41,10 +41,10 @@ def with_certificate() -> SynthesizedApp:
 
 @pytest.fixture(scope="module")
 def shipped_hook() -> SynthesizedApp:
-    """prod with fleet provisioning and the pre-provisioning hook the stack ships (the default)."""
+    """prod with fleet provisioning, the pre-provisioning hook the stack ships (the default) and IoT logging."""
     return synthesize(
         AppConfig(stage="prod", code_signing_certificate_arn=CERT_ARN, signing_profile_name="prod_esp_ota_signing",
-                  fleet_provisioning=True)
+                  fleet_provisioning=True, iot_logging="ERROR")
     )  # fmt: skip
 
 
@@ -551,3 +551,13 @@ def test_operators_target_only_their_stages_things_and_groups(with_certificate, 
         app.ota.has_output("TargetNamePrefix", {"Value": prefix})
     custom = synthesize(AppConfig(target_name_prefix="line7-"))
     assert "thing/line7-*" in json.dumps(operator_statements(custom)["ResolveTargets"]["Resource"])
+
+
+def test_iot_logging_is_opt_in_and_writes_only_iot_logs(without_certificate, shipped_hook) -> None:
+    assert resources_of(without_certificate.fleet_json, "AWS::IoT::Logging") == {}  # account-wide: only when asked
+    (logging,) = resources_of(shipped_hook.fleet_json, "AWS::IoT::Logging").values()
+    assert logging["Properties"]["DefaultLogLevel"] == "ERROR"
+    (policy,) = [v for k, v in shipped_hook.fleet_json["Resources"].items()
+                 if v["Type"] == "AWS::IAM::Policy" and k.startswith("IotLogging")]  # fmt: skip
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert "log-group:AWSIotLogsV2:*" in json.dumps(statement["Resource"])
