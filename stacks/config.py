@@ -56,6 +56,11 @@ class AppConfig:
     region: str | None = None
 
     @property
+    def device_policy_name(self) -> str:
+        """The IoT policy every device certificate gets."""
+        return f"{self.name_prefix}-device"
+
+    @property
     def operator_target_prefix(self) -> str:
         """The name prefix of the things and groups this stage's operators may target (default ``<stage>-``)."""
         return self.target_name_prefix or f"{self.stage}-"

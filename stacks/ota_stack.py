@@ -10,6 +10,7 @@ from constructs import Construct
 from device_provisioning import contract
 from stacks.config import AppConfig
 from stacks.device_fleet import DeviceFleet
+from stacks.factory_policy import FactoryPolicy
 from stacks.firmware_bucket import FirmwareBucket
 from stacks.fleet_provisioning import FleetProvisioning
 from stacks.iot_logging import IotLogging
@@ -68,6 +69,16 @@ class OtaUpdateStack(Stack):
             target_name_prefix=config.operator_target_prefix,
         )
         self.operator_policy = operator.policy
+        factory = FactoryPolicy(
+            self,
+            "FactoryPolicy",
+            managed_policy_name=f"{config.name_prefix}-factory",
+            firmware_bucket=firmware.bucket,
+            device_policy_name=config.device_policy_name,
+            target_name_prefix=config.operator_target_prefix,
+            stack_names=tuple(contract.stack_name(config.stage, name) for name in contract.STACKS),
+        )
+        self.factory_policy = factory.policy
 
         # The shipped pre-provisioning hook lives beside the allow list it reads (this firmware bucket);
         # the DeviceFleet stack's provisioning template calls it.
@@ -83,6 +94,7 @@ class OtaUpdateStack(Stack):
         CfnOutput(self, contract.StackOutput.FIRMWARE_BUCKET_NAME, value=firmware.bucket.bucket_name)
         CfnOutput(self, contract.StackOutput.OTA_SERVICE_ROLE_ARN, value=ota_role.role.role_arn)
         CfnOutput(self, contract.StackOutput.OPERATOR_POLICY_ARN, value=operator.policy.managed_policy_arn)
+        CfnOutput(self, "FactoryPolicyArn", value=factory.policy.managed_policy_arn)
         CfnOutput(
             self,
             contract.StackOutput.TARGET_NAME_PREFIX,
@@ -113,7 +125,7 @@ class DeviceFleetStack(Stack):
         fleet = DeviceFleet(
             self,
             "Fleet",
-            policy_name=f"{config.name_prefix}-device",
+            policy_name=config.device_policy_name,
             thing_names=config.thing_names,
         )
         self.device_policy = fleet.policy

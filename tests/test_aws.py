@@ -429,7 +429,8 @@ def test_operator_policy_grants_every_call_of_ota_create_and_status(
         ota.create_ota(session, signer_job)
     signer_actions = set(actions)
     template = synthesize(AppConfig(code_signing_certificate_arn=CERT_ARN)).ota_json
-    (operator,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::ManagedPolicy"]
+    (operator,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::ManagedPolicy"
+                   and r["Properties"]["ManagedPolicyName"].endswith("-operator")]  # fmt: skip
     document = operator["Properties"]["PolicyDocument"]
     assert {"signer:GetSigningProfile", "acm:GetCertificate", "iot:DescribeThing"} <= signer_actions
     assert {"s3:PutObject", "iot:CreateJob", "iot:CreateOTAUpdate", "iot:GetOTAUpdate"} <= job_actions
@@ -560,3 +561,37 @@ def test_a_job_over_mqtt_streams_under_the_name_devices_may_read(session, identi
     # The device policy lets devices read streams/AFR_OTA-* only (and the agent takes at most 44 characters).
     assert stream == f"AFR_OTA-{result.ota_id}" and len(stream) <= 44
     assert session.client("iot").describe_stream(streamId=stream)["streamInfo"]["files"][0]["fileId"] == 0
+
+
+def test_factory_policy_grants_every_call_of_registration_and_allow(local_endpoint, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """device register (twice: the second reuses), batch prepare per device, batch allow: all in the factory policy."""
+    from device_provisioning.factory import allow_list, batch
+    from stacks.config import AppConfig
+    from tests.cdk_helpers import synthesize
+
+    session, actions = recorded_session()
+    iot = session.client("iot")
+    policy = unique("dev-device")
+    iot.create_policy(policyName=policy, policyDocument=POLICY_DOCUMENT)
+    bucket = unique("dev-firmware")
+    session.client("s3").create_bucket(Bucket=bucket)
+    iot.create_thing_group(thingGroupName=unique("dev-line"))
+    actions.clear()
+    thing = unique("dev-board")
+    registration.register_device(session, thing, tmp_path / "one", policy_name=policy)
+    registration.register_device(session, thing, tmp_path / "one", policy_name=policy)
+    codesign.create_identity(tmp_path / "signer")
+    (tmp_path / "devices.csv").write_text(f"serial,thing_name\nS1,{unique('dev-b')}\nS2,{unique('dev-b')}\n")
+    (tmp_path / "batch.toml").write_text(
+        f'[batch]\npartition_table = "{BETA_TABLE}"\ncode_verify_cert = "{tmp_path / "signer" / codesign.CERT_FILE}"\n'
+        f'[registration]\nmode = "per-device"\npolicy = "{policy}"\n'
+    )
+    batch.prepare_batch(tmp_path / "devices.csv", tmp_path / "batch.toml", tmp_path / "b", workers=1, aws=session)
+    allow_list.allow_serials(session, bucket, allow_list.prepared_serials(tmp_path / "b"))
+    template = synthesize(AppConfig()).ota_json
+    (factory,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::ManagedPolicy"
+                  and r["Properties"]["ManagedPolicyName"].endswith("-factory")]  # fmt: skip
+    document = factory["Properties"]["PolicyDocument"]
+    called = set(actions)
+    assert {"iot:CreateCertificateFromCsr", "iot:AttachThingPrincipal", "s3:PutObject"} <= called
+    assert [a for a in sorted(called) if not granted(document, a)] == []

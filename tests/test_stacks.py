@@ -200,9 +200,14 @@ def test_ota_role_signs_only_with_its_stage_profile_and_passes_only_itself(
 # --- operator policy -------------------------------------------------------------------------------
 
 
-def operator_statements(app: SynthesizedApp) -> dict[str, dict[str, Any]]:
-    (policy,) = resources_of(app.ota_json, "AWS::IAM::ManagedPolicy").values()
+def managed_policy_statements(app: SynthesizedApp, role: str) -> dict[str, dict[str, Any]]:
+    (policy,) = [p for p in resources_of(app.ota_json, "AWS::IAM::ManagedPolicy").values()
+                 if p["Properties"]["ManagedPolicyName"].endswith(f"-{role}")]  # fmt: skip
     return {s["Sid"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
+
+
+def operator_statements(app: SynthesizedApp) -> dict[str, dict[str, Any]]:
+    return managed_policy_statements(app, "operator")
 
 
 def test_operator_policy_passes_only_the_ota_role_to_iot(without_certificate) -> None:
@@ -561,3 +566,13 @@ def test_iot_logging_is_opt_in_and_writes_only_iot_logs(without_certificate, shi
                  if v["Type"] == "AWS::IAM::Policy" and k.startswith("IotLogging")]  # fmt: skip
     (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
     assert "log-group:AWSIotLogsV2:*" in json.dumps(statement["Resource"])
+
+
+def test_factory_stations_register_only_their_stages_devices(with_certificate) -> None:
+    statements = managed_policy_statements(with_certificate, "factory")
+    assert "thing/prod-*" in json.dumps(statements["ThingsOfThisStage"]["Resource"])
+    assert "policy/prod-esp-ota-device" in json.dumps(statements["AttachTheDevicePolicy"]["Resource"])
+    assert "provisioning/allowed/*" in json.dumps(statements["AllowSerials"]["Resource"])
+    # A station never passes a role (bulk registration is an administrator's run) nor touches firmware.
+    text = json.dumps(statements)
+    assert "iam:PassRole" not in text and "iot:CreateJob" not in text and "signer:" not in text
