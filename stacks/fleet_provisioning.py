@@ -47,7 +47,36 @@ class FleetProvisioning(Construct):
         acknowledge_managed_policies(
             self.role,
             [registration_policy.managed_policy_arn],
-            "AWSIoTThingsRegistration is the AWS-maintained policy the fleet provisioning guide prescribes.",
+            "AWSIoTThingsRegistration is the AWS-maintained policy the fleet provisioning guide prescribes; the "
+            "explicit denies below take away what this template never needs.",
+        )
+        # AWSIoTThingsRegistration allows ~30 iot: actions on *. Which of them RegisterThing uses internally is
+        # AWS's to change, so the Allow stays; what this template never does is denied outright: writing or
+        # deleting IoT policies (it attaches the existing device policy by name), and creating, changing or
+        # deleting things outside its own name prefix.
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="NeverWritePolicies",
+                effect=iam.Effect.DENY,
+                actions=[
+                    "iot:CreatePolicy",
+                    "iot:CreatePolicyVersion",
+                    "iot:DeletePolicy",
+                    "iot:DeletePolicyVersion",
+                    "iot:SetDefaultPolicyVersion",
+                    "iot:DetachPolicy",
+                    "iot:AttachPrincipalPolicy",
+                ],
+                resources=["*"],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="OnlyThisTemplatesThings",
+                effect=iam.Effect.DENY,
+                actions=["iot:CreateThing", "iot:UpdateThing", "iot:DeleteThing"],
+                not_resources=[iot_arn(self, "thing", f"{thing_name_prefix}*")],
+            )
         )
 
         self.template_name = template_name

@@ -576,3 +576,18 @@ def test_factory_stations_register_only_their_stages_devices(with_certificate) -
     # A station never passes a role (bulk registration is an administrator's run) nor touches firmware.
     text = json.dumps(statements)
     assert "iam:PassRole" not in text and "iot:CreateJob" not in text and "signer:" not in text
+
+
+def test_the_provisioning_role_is_denied_what_its_template_never_does(shipped_hook) -> None:
+    fleet = shipped_hook.fleet_json["Resources"]
+    (policy,) = [v for k, v in fleet.items() if v["Type"] == "AWS::IAM::Policy" and "ProvisioningRole" in k]
+    denies = {s["Sid"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"}
+    assert {"iot:CreatePolicy", "iot:CreatePolicyVersion", "iot:SetDefaultPolicyVersion"} <= set(
+        denies["NeverWritePolicies"]["Action"]
+    )
+    assert "thing/prod-esp32-*" in json.dumps(denies["OnlyThisTemplatesThings"]["NotResource"])
+    # ...and the template stays inside both: things named with that prefix, the existing device policy by name.
+    (template,) = resources_of(shipped_hook.fleet_json, "AWS::IoT::ProvisioningTemplate").values()
+    body = json.loads(template["Properties"]["TemplateBody"])
+    assert body["Resources"]["thing"]["Properties"]["ThingName"]["Fn::Join"][1][0] == "prod-esp32-"
+    assert set(body["Resources"]["policy"]["Properties"]) == {"PolicyName"}
