@@ -9,13 +9,12 @@ registration role to AWS IoT, which this policy never allows.
 
 from __future__ import annotations
 
-from aws_cdk import Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from device_provisioning import contract
-from stacks.arns import iot_arn
+from stacks.arns import iot_arn, stack_arns
 from stacks.nag import acknowledge_wildcard_resources
 
 
@@ -34,7 +33,6 @@ class FactoryPolicy(Construct):
         stack_names: tuple[str, ...],
     ) -> None:
         super().__init__(scope, id_)
-        stack = Stack.of(self)
         things = iot_arn(self, "thing", f"{target_name_prefix}*")
         groups = iot_arn(self, "thinggroup", f"{target_name_prefix}*")
         certificates = iot_arn(self, "cert", "*")
@@ -79,10 +77,7 @@ class FactoryPolicy(Construct):
             iam.PolicyStatement(
                 sid="ReadStackOutputs",
                 actions=["cloudformation:DescribeStacks", "cloudformation:ListStackResources"],
-                resources=[
-                    stack.format_arn(service="cloudformation", resource="stack", resource_name=f"{name}/*")
-                    for name in stack_names
-                ],
+                resources=stack_arns(self, stack_names),
             ),
         ]
         self.policy = iam.ManagedPolicy(

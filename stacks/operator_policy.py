@@ -7,7 +7,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from stacks.arns import iot_arn
+from stacks.arns import iot_arn, stack_arns
 from stacks.nag import acknowledge_wildcard_resources
 
 
@@ -101,10 +101,7 @@ class OtaOperatorPolicy(Construct):
                 iam.PolicyStatement(
                     sid="ReadStackOutputs",
                     actions=["cloudformation:DescribeStacks", "cloudformation:ListStackResources"],
-                    resources=[
-                        stack.format_arn(service="cloudformation", resource="stack", resource_name=f"{name}/*")
-                        for name in stack_names
-                    ],
+                    resources=stack_arns(self, stack_names),
                 )
             )
         if code_signing_certificate_arn is not None:

@@ -57,6 +57,7 @@ class OtaUpdateStack(Stack):
                 retain_on_delete=config.stage == "prod",
             )
 
+        own_stacks = tuple(contract.stack_name(config.stage, name) for name in contract.STACKS)
         operator = OtaOperatorPolicy(
             self,
             "OperatorPolicy",
@@ -65,7 +66,7 @@ class OtaUpdateStack(Stack):
             ota_role=ota_role.role,
             signing_profile_arn=self.signing_profile.profile_arn if self.signing_profile else None,
             code_signing_certificate_arn=config.code_signing_certificate_arn,
-            stack_names=tuple(contract.stack_name(config.stage, name) for name in contract.STACKS),
+            stack_names=own_stacks,
             target_name_prefix=config.operator_target_prefix,
         )
         self.operator_policy = operator.policy
@@ -76,7 +77,7 @@ class OtaUpdateStack(Stack):
             firmware_bucket=firmware.bucket,
             device_policy_name=config.device_policy_name,
             target_name_prefix=config.operator_target_prefix,
-            stack_names=tuple(contract.stack_name(config.stage, name) for name in contract.STACKS),
+            stack_names=own_stacks,
         )
         self.factory_policy = factory.policy
 
