@@ -22,12 +22,14 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from device_provisioning.device import nvs
 from device_provisioning.device.credentials import CODE_VERIFY_KEY, CODE_VERIFY_LABEL, CREDS_NAMESPACE, check_family
 from device_provisioning.errors import CertificateError, SignatureError, VerificationFailed
 from device_provisioning.files import read_bytes
 from device_provisioning.identity import codesign
+from device_provisioning.identity.signers import CodeSigner, FileSigner
 
 MAX_SIGNATURE_LENGTH = 384
 MAX_COORDINATE_LENGTH = 32
@@ -84,11 +86,22 @@ class VerificationReport:
 # --- signing ----------------------------------------------------------------------------------------
 
 
-def sign_firmware(key: ec.EllipticCurvePrivateKey, firmware: bytes) -> bytes:
-    """ECDSA P-256 over SHA-256 of the whole file, ASN.1 DER (what goes base64'd into the job)."""
-    codesign.check_key_type(key.public_key(), "signing key")
-    der = key.sign(firmware, ec.ECDSA(hashes.SHA256()))
+def sign_firmware(key: ec.EllipticCurvePrivateKey | CodeSigner, firmware: bytes) -> bytes:
+    """ECDSA P-256 over SHA-256 of the whole file, ASN.1 DER (what goes base64'd into the job).
+
+    ``key`` is a private key or any :class:`CodeSigner` (a KMS key signs the digest; the file never
+    leaves this machine). The signature is checked against the signer's public key before it is used.
+    """
+    signer: CodeSigner = FileSigner(key) if isinstance(key, ec.EllipticCurvePrivateKey) else key
+    public = signer.public_key()
+    codesign.check_key_type(public, f"signing key ({signer.description})")
+    digest = hashlib.sha256(firmware).digest()
+    der = signer.sign_digest(digest)
     check_device_signature_format(der, "signature")
+    try:
+        public.verify(der, digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+    except InvalidSignature:
+        raise SignatureError(f"{signer.description} returned a signature that does not verify") from None
     return der
 
 

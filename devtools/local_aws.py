@@ -12,14 +12,19 @@ corrects moto's IoT backend before the server starts (:func:`correct_moto`):
   ``"false"``, which it took for true, so every certificate was ACTIVE): the batch's crash safety
   rests on certificates being created INACTIVE;
 - it issues the certificate for the CSR's own public key, signed by a local CA (moto certified a
-  fresh RSA key of its own), and refuses a CSR whose signature does not verify, as AWS does.
+  fresh RSA key of its own), and refuses a CSR whose signature does not verify, as AWS does;
+- KMS ``Sign`` with ``MessageType=DIGEST`` signs the given SHA-256 digest as it is (moto hashed it a
+  second time, so no signature it made of a digest verified against the data): signing firmware
+  through KMS rests on it.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import functools
+import json
 import logging
 import os
 import warnings
@@ -29,10 +34,12 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, utils
 from cryptography.x509.oid import NameOID
 from moto.iot import exceptions as iot_exceptions
 from moto.iot import models as iot_models
+from moto.kms import exceptions as kms_exceptions
+from moto.kms import responses as kms_responses
 from moto.server import ThreadedMotoServer
 
 from devtools.local_ota import add_ota_stand_ins
@@ -88,9 +95,31 @@ def _create_certificate_from_csr(self: Any, csr: str, set_as_active: object) -> 
     )
 
 
+_moto_kms_sign = kms_responses.KmsResponse.sign
+
+
+def _kms_sign(self: Any) -> str:
+    if self._get_param("MessageType") != "DIGEST":
+        return str(_moto_kms_sign(self))
+    algorithm = self._get_param("SigningAlgorithm")
+    message = self._get_param("Message")
+    digest = base64.b64decode(message) if isinstance(message, str) else bytes(message)
+    key = self.kms_backend.describe_key(self._get_param("KeyId"))
+    private_key = getattr(key.private_key, "private_key", None)
+    if algorithm != "ECDSA_SHA_256" or not isinstance(private_key, ec.EllipticCurvePrivateKey):
+        raise kms_exceptions.ValidationException("the local endpoint signs digests with ECC_NIST_P256 keys only")
+    if len(digest) != 32:
+        raise kms_exceptions.ValidationException("Digest is invalid length for algorithm ECDSA_SHA_256.")
+    signature = private_key.sign(digest, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+    return json.dumps(
+        {"KeyId": key.arn, "Signature": base64.b64encode(signature).decode(), "SigningAlgorithm": algorithm}
+    )
+
+
 def correct_moto() -> None:
-    """Make moto's IoT backend answer as AWS does where our guarantees depend on it (idempotent)."""
+    """Make moto answer as AWS does where our guarantees depend on it (idempotent)."""
     iot_models.IoTBackend.create_certificate_from_csr = _create_certificate_from_csr  # type: ignore[method-assign]
+    kms_responses.KmsResponse.sign = _kms_sign  # type: ignore[method-assign]
     add_ota_stand_ins()
 
 

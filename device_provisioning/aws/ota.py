@@ -178,7 +178,7 @@ def create_ota(aws: Aws, request: OtaRequest, *, poll_seconds: float = 2.0) -> O
     document, document_text = None, ""
     if request.via == "job":
         if not isinstance(code_signing, CustomSignature):  # checked_ota_id() refused this already
-            raise InputFileError("--via job signs locally: pass --sign-key")
+            raise InputFileError("--via job signs locally: pass --sign-key or --kms-key")
         document = job_document(
             device_path=request.device_path,
             size=len(request.firmware),

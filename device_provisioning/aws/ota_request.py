@@ -19,6 +19,7 @@ from device_provisioning.contract import SIGNED_FIRMWARE_PREFIX, SIGNER_PLATFORM
 from device_provisioning.device.credentials import CODE_VERIFY_LABEL
 from device_provisioning.device.ota_limits import DeviceLimits
 from device_provisioning.errors import InputFileError
+from device_provisioning.identity.signers import CodeSigner
 
 # AWS's limit for a file of an OTA update.
 MAX_OTA_FILE = 16 * 1024 * 1024
@@ -41,9 +42,9 @@ class SignerProfileSigning:
 
 @dataclass(frozen=True)
 class LocalKeySigning:
-    """We sign here with this key (custom signing, or the CreateJob path)."""
+    """We sign, with this key or signer (a key file, or a KMS key): custom signing, or the CreateJob path."""
 
-    key: ec.EllipticCurvePrivateKey
+    key: ec.EllipticCurvePrivateKey | CodeSigner
 
 
 SigningMode = SignerProfileSigning | LocalKeySigning
@@ -92,7 +93,7 @@ class OtaRequest:
             raise InputFileError(f"--via is one of {', '.join(VIAS)}; --protocol is one of {', '.join(PROTOCOLS)}")
         if self.via == "job" and not isinstance(self.signing, LocalKeySigning):
             raise InputFileError(
-                "--via job signs locally: pass --sign-key (AWS Signer runs only inside CreateOTAUpdate)"
+                "--via job signs locally: pass --sign-key or --kms-key (AWS Signer runs only inside CreateOTAUpdate)"
             )
         if len(self.firmware) > MAX_OTA_FILE:
             raise InputFileError(

@@ -26,6 +26,8 @@ from device_provisioning.cli.common import (
     device_certificates,
     device_limits,
     emit,
+    kms_code_signer,
+    non_empty,
     passphrase,
     read_firmware,
     split_list,
@@ -83,7 +85,9 @@ def _ota_create(args: argparse.Namespace, out: TextIO) -> int:
     session = connect_aws(args)
     trust = _trust(args)
     firmware_bytes = read_firmware(args.firmware)
-    key = codesign.load_private_key_file(args.sign_key, passphrase(args)) if args.sign_key else None
+    key = kms_code_signer(args) or (
+        codesign.load_private_key_file(args.sign_key, passphrase(args)) if args.sign_key else None
+    )
     bucket, role = args.bucket, args.role_arn
     targets = ota.Targets(split_list(args.targets), split_list(args.thing_groups))
     if not bucket or not role:
@@ -148,6 +152,9 @@ def _ota_create_arguments(parser: argparse.ArgumentParser) -> None:
     how = parser.add_mutually_exclusive_group(required=True)
     how.add_argument("--signing-profile", help="AWS Signer profile (CreateOTAUpdate signs in the cloud)")
     how.add_argument("--sign-key", type=Path, help="local code-signing key (custom signing)")
+    how.add_argument(
+        "--kms-key", type=non_empty, metavar="KEY", help="AWS KMS key to sign with (custom signing; never exported)"
+    )
     parser.add_argument("--via", choices=ota.VIAS, default="ota-update")
     parser.add_argument("--protocol", choices=ota.PROTOCOLS, default="mqtt")
     parser.add_argument("--certfile", default=credentials.CODE_VERIFY_LABEL, help="certificate name on the device")

@@ -9,20 +9,38 @@ from typing import TextIO
 from device_provisioning.aws import codesign as aws_codesign
 from device_provisioning.cli.common import (
     AWS,
+    KMS_KEY,
     PASSPHRASE,
     Command,
     CommandGroup,
     bounded_int,
     connect_aws,
     emit,
+    kms_code_signer,
     passphrase,
 )
 from device_provisioning.device import embedded
-from device_provisioning.errors import ExitCode
+from device_provisioning.errors import ExitCode, InputFileError
 from device_provisioning.identity import codesign
 
 
 def _codesign_create(args: argparse.Namespace, out: TextIO) -> int:
+    signer = kms_code_signer(args)
+    if signer is not None:
+        if args.passphrase_env:
+            raise InputFileError("--passphrase-env protects a key file; a KMS key has none")
+        cert_path = codesign.create_kms_identity(
+            signer, args.out, common_name=args.common_name, organization=args.organization, days=args.days
+        )
+        fp = codesign.fingerprint(codesign.load_certificate_file(cert_path))
+        lines = [
+            f"key          {signer.description} (never leaves KMS; no key file is written)",
+            f"certificate  {cert_path}",
+            f"SHA-256      {fp}",
+            f"next: sign with `device-provisioning sign --kms-key {args.kms_key} ...`",
+        ]
+        emit(out, args, lines, {"key": signer.description, "certificate": str(cert_path), "sha256_fingerprint": fp})
+        return 0
     files = codesign.create_identity(
         args.out,
         common_name=args.common_name,
@@ -186,9 +204,9 @@ GROUP = CommandGroup(
         Command(
             "create",
             _codesign_create,
-            "create an ECDSA P-256 key and self-signed code-signing certificate",
+            "create an ECDSA P-256 key (or use a KMS key) and a self-signed code-signing certificate",
             "device-provisioning codesign create --out keys/ --common-name 'Acme OTA signing' --days 1095",
-            [PASSPHRASE],
+            [PASSPHRASE, KMS_KEY, AWS],
             _create_arguments,
         ),
         Command(

@@ -20,6 +20,7 @@ from device_provisioning.device import app_image, credentials, nvs, ota_limits, 
 from device_provisioning.errors import ExitCode, InputFileError
 from device_provisioning.files import read_bytes, refuse_existing
 from device_provisioning.identity import codesign
+from device_provisioning.identity.signers import CodeSigner
 
 Handler = Callable[[argparse.Namespace, TextIO], int]
 
@@ -240,6 +241,14 @@ DEVICE_LIMITS = _group(
         help="data protocols the firmware enables (default: the --project's; checked when known)",
     ),
 )
+KMS_KEY = _group(
+    lambda p: p.add_argument(
+        "--kms-key",
+        type=non_empty,
+        metavar="KEY",
+        help="sign with this AWS KMS key (id, ARN or alias/...; ECC_NIST_P256, never exported)",
+    )
+)
 FORCE = _group(lambda p: p.add_argument("--force", action="store_true", help="replace output files that already exist"))
 STAGE = _group(lambda p: p.add_argument("--stage", default="dev", help="the stacks' stage (default: dev)"))
 NO_STUB = _group(
@@ -401,6 +410,15 @@ def nvs_encryption_key(args: argparse.Namespace) -> bytes | None:
 def connect_aws(args: argparse.Namespace) -> aws.Aws:
     """A session from the command's ``--profile``/``--region``."""
     return aws.connect(profile=args.profile, region=args.region)
+
+
+def kms_code_signer(args: argparse.Namespace) -> CodeSigner | None:
+    """The ``--kms-key`` signer (through the command's ``--profile``/``--region``), if given."""
+    if not getattr(args, "kms_key", None):
+        return None
+    from device_provisioning.aws.kms import kms_signer
+
+    return kms_signer(connect_aws(args), args.kms_key)
 
 
 def read_firmware(path: Path) -> bytes:

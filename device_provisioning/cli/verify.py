@@ -22,6 +22,8 @@ from device_provisioning.cli.common import (
     device_certificates,
     device_limits,
     emit,
+    kms_code_signer,
+    non_empty,
     nvs_family,
     passphrase,
     read_firmware,
@@ -38,8 +40,8 @@ from device_provisioning.identity import codesign
 def _sign(args: argparse.Namespace, out: TextIO) -> int:
     refuse_overwriting_inputs(args.out, args.key, args.firmware)
     refuse_existing_outputs(args, args.out)
-    key = codesign.load_private_key_file(args.key, passphrase(args))
     firmware = read_firmware(args.firmware)
+    key = kms_code_signer(args) or codesign.load_private_key_file(args.key, passphrase(args))
     der = signing.sign_firmware(key, firmware)
     write_atomic(args.out, der)
     signature = signing.SignatureInput(der, str(args.out))
@@ -125,7 +127,14 @@ def _held_certificate(args: argparse.Namespace) -> cloud.HeldCertificate | None:
 
 
 def _sign_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--key", required=True, type=Path)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--key", type=Path, help="code-signing key file")
+    where.add_argument(
+        "--kms-key",
+        type=non_empty,
+        metavar="KEY",
+        help="AWS KMS key (id, ARN or alias/...; ECC_NIST_P256): the key is never read",
+    )
     parser.add_argument("--firmware", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path, help="DER signature file")
 
@@ -154,7 +163,7 @@ SIGN = Command(
     _sign,
     "sign firmware as AWS Signer's AmazonFreeRTOS-Default does",
     "device-provisioning sign --key keys/codesign.key --firmware build/app.bin --out app.sig",
-    [PASSPHRASE, FORCE],
+    [PASSPHRASE, FORCE, AWS],
     _sign_arguments,
 )
 VERIFY = Command(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
@@ -23,6 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from device_provisioning.errors import CertificateError, InputFileError
 from device_provisioning.files import read_bytes, refuse_existing, write_atomic
+from device_provisioning.identity.signers import CodeSigner
 
 KEY_FILE = "codesign.key"
 CERT_FILE = "codesign.crt"
@@ -105,15 +106,65 @@ def _subject(common_name: str, organization: str | None) -> x509.Name:
     return x509.Name(attributes)
 
 
+# ecdsa-with-SHA256 (1.2.840.10045.4.3.2), the signature algorithm of every certificate made here.
+_ECDSA_SHA256_ALGORITHM = bytes.fromhex("300a06082a8648ce3d040302")
+
+
+def _der(tag: int, content: bytes) -> bytes:
+    """One DER TLV (definite length), as X.509 needs to put a signature after its TBS part."""
+    length = len(content)
+    if length < 0x80:
+        return bytes([tag, length]) + content
+    size = (length.bit_length() + 7) // 8
+    return bytes([tag, 0x80 | size]) + length.to_bytes(size, "big") + content
+
+
+def create_certificate_with_signer(
+    signer: CodeSigner,
+    *,
+    common_name: str = DEFAULT_COMMON_NAME,
+    organization: str | None = None,
+    days: int = DEFAULT_DAYS,
+) -> x509.Certificate:
+    """The self-signed code-signing certificate of a key this tool cannot read (KMS), signed through it.
+
+    cryptography signs certificates only with keys it holds: the certificate is built for the signer's
+    public key and signed once with a throwaway key of the same algorithm (so its to-be-signed part
+    names ecdsa-with-SHA256), then that part is signed by ``signer`` and the certificate reassembled:
+    ``SEQUENCE { tbsCertificate, signatureAlgorithm, BIT STRING signature }``. The result is checked to
+    verify with the signer's own public key.
+    """
+    check_key_type(signer.public_key(), signer.description)
+    draft = create_self_signed_certificate(
+        generate_signing_key(), common_name=common_name, organization=organization, days=days,
+        public_key=signer.public_key(),
+    )  # fmt: skip
+    tbs = draft.tbs_certificate_bytes
+    signature = signer.sign_digest(hashlib.sha256(tbs).digest())
+    der = _der(0x30, tbs + _ECDSA_SHA256_ALGORITHM + _der(0x03, b"\x00" + signature))
+    certificate = x509.load_der_x509_certificate(der)
+    try:
+        certificate.verify_directly_issued_by(certificate)
+    except (InvalidSignature, ValueError, TypeError):
+        raise CertificateError(f"{signer.description}: the certificate it signed does not verify") from None
+    return certificate
+
+
 def create_self_signed_certificate(
     key: ec.EllipticCurvePrivateKey,
     *,
+    public_key: ec.EllipticCurvePublicKey | None = None,
     common_name: str = DEFAULT_COMMON_NAME,
     organization: str | None = None,
     days: int = DEFAULT_DAYS,
     now: dt.datetime | None = None,
 ) -> x509.Certificate:
-    """Self-signed code-signing certificate with the extensions AWS Signer expects."""
+    """Self-signed code-signing certificate with the extensions AWS Signer expects.
+
+    ``public_key`` (default: ``key``'s) is the key the certificate is for; see
+    :func:`create_certificate_with_signer` for a key held elsewhere.
+    """
+    subject_key = public_key or key.public_key()
     if not 1 <= days <= MAX_DAYS:
         raise CertificateError(f"validity of {days} days; give --days 1 to {MAX_DAYS}")
     start = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
@@ -122,7 +173,7 @@ def create_self_signed_certificate(
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)  # self-signed: issuer is the subject
-        .public_key(key.public_key())
+        .public_key(subject_key)
         .serial_number(x509.random_serial_number())
         # Backdate a little so a device or service with a slightly slow clock accepts it.
         .not_valid_before(start - dt.timedelta(minutes=5))
@@ -144,7 +195,7 @@ def create_self_signed_certificate(
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(subject_key), critical=False)
         .sign(key, hashes.SHA256())
     )
 
@@ -455,6 +506,21 @@ def create_identity(
     write_atomic(key_path, private_key_pem(key, passphrase), private=True)
     write_atomic(cert_path, certificate_pem(certificate))
     return IdentityFiles(key=key_path, certificate=cert_path)
+
+
+def create_kms_identity(
+    signer: CodeSigner,
+    out_dir: str | Path,
+    *,
+    common_name: str = DEFAULT_COMMON_NAME,
+    organization: str | None = None,
+    days: int = DEFAULT_DAYS,
+) -> Path:
+    """Write only ``codesign.crt``, signed through ``signer``: no key file exists for a KMS key."""
+    cert_path = Path(out_dir) / CERT_FILE
+    refuse_existing(cert_path, hint="choose another --out, or move it away to start over")
+    certificate = create_certificate_with_signer(signer, common_name=common_name, organization=organization, days=days)
+    return write_atomic(cert_path, certificate_pem(certificate))
 
 
 def create_signing_request(
