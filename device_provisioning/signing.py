@@ -70,10 +70,13 @@ class VerificationReport:
     certificate_origin: str
     certificate_fingerprint: str
     checks: tuple[str, ...] = field(default=())
+    # Not reasons to refuse, but to act soon (the certificate's expiry).
+    warnings: tuple[str, ...] = field(default=())
 
     def to_json(self) -> dict[str, Any]:
         return {
             "accepted": True,
+            "warnings": list(self.warnings),
             "firmware_sha256": self.firmware_sha256,
             "firmware_size": self.firmware_size,
             "signature": self.signature_origin,
@@ -343,6 +346,11 @@ def verify_update(
                 "the device holds another code-signing certificate than yours"
             )
         checks.append("certificate fingerprint is the expected one")
+    expiry = [
+        f"certificate {finding.message}"
+        for finding in codesign.check_certificate(accepted.certificate)
+        if finding.level == "warning" and finding.message.startswith("expires on")
+    ]
     return VerificationReport(
         firmware_sha256=digest,
         firmware_size=len(firmware),
@@ -350,4 +358,5 @@ def verify_update(
         certificate_origin=accepted.origin,
         certificate_fingerprint=actual,
         checks=tuple(checks),
+        warnings=tuple(expiry),
     )

@@ -41,7 +41,7 @@ def certificate_for(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before or now - dt.timedelta(days=1))
-        .not_valid_after(not_after or now + dt.timedelta(days=30))
+        .not_valid_after(not_after or now + dt.timedelta(days=365))
         .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
     )
     if code_signing:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import stat
 from pathlib import Path
 
@@ -39,7 +40,9 @@ def test_certificate_has_the_extensions_signer_needs(identity) -> None:
     lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc
     assert dt.timedelta(days=10) <= lifetime <= dt.timedelta(days=10, minutes=6)
     key = codesign.load_private_key_file(identity.key)
-    assert codesign.check_certificate(certificate, key=key) == ()
+    # Ten days: usable, with the expiry warning (AWS Signer refuses expired certificates).
+    (finding,) = codesign.check_certificate(certificate, key=key)
+    assert finding.level == "warning" and finding.message.startswith("expires on")
 
 
 def test_identity_refuses_to_overwrite(identity) -> None:
@@ -156,3 +159,33 @@ def test_device_tls_csr_asks_for_no_code_signing_and_is_bounded() -> None:
     assert list(request.extensions) == []  # no extendedKeyUsage=codeSigning on a device's TLS identity
     with pytest.raises(InputFileError, match="1 to 64 characters"):
         device_tls.device_csr_pem(key, "x" * 65)
+
+
+def test_a_certificate_near_its_expiry_is_warned_about_in_show_and_verify(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import datetime as dt
+    import io
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from device_provisioning.cli import main
+    from device_provisioning.device.app_image import placeholder_app_image
+    from tests.helpers import certificate_for, write_cert, write_key
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+    cert = write_cert(tmp_path / "soon.crt", certificate_for(key, not_after=soon))
+    write_key(tmp_path / "soon.key", key)
+    out = io.StringIO()
+    assert main(["codesign", "show", str(cert)], out=out, err=io.StringIO()) == 0  # a warning, not an error
+    assert "WARNING" in out.getvalue() and "expires on" in out.getvalue() and "29 days" in out.getvalue()
+    firmware = tmp_path / "app.bin"
+    firmware.write_bytes(placeholder_app_image(version="1"))
+    assert main(["sign", "--key", str(tmp_path / "soon.key"), "--firmware", str(firmware),
+                 "--out", str(tmp_path / "app.sig")], out=io.StringIO(), err=io.StringIO()) == 0  # fmt: skip
+    out = io.StringIO()
+    code = main(["verify", "--firmware", str(firmware), "--signature", str(tmp_path / "app.sig"), "--cert", str(cert),
+                 "--json"], out=out, err=io.StringIO())  # fmt: skip
+    report = json.loads(out.getvalue())
+    assert code == 0 and report["accepted"] and "expires on" in report["warnings"][0]
+    # A fresh certificate made here lasts a product's life: no warning.
+    assert codesign.DEFAULT_DAYS >= 3650

@@ -56,6 +56,8 @@ def _codesign_create(args: argparse.Namespace, out: TextIO) -> int:
         [
             f"private key  {files.key} (PKCS#8, mode 0600: keep it secret, never commit it)",
             f"certificate  {files.certificate}",
+            f"valid until  {certificate.not_valid_after_utc:%Y-%m-%d} ({args.days} days; devices check no dates, "
+            "AWS Signer refuses an expired certificate)",
             f"SHA-256      {fp}",
             "next: `device-provisioning nvs build ... --code-verify-cert "
             f"{files.certificate}` puts it where the device reads it",
@@ -162,7 +164,7 @@ def _create_arguments(parser: argparse.ArgumentParser) -> None:
         "--days",
         type=bounded_int(1, codesign.MAX_DAYS),
         default=codesign.DEFAULT_DAYS,
-        help="validity (default: 3 years)",
+        help="validity in days (default: 3650, a product's life; AWS Signer refuses expired certificates)",
     )
 
 

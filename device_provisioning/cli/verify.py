@@ -74,7 +74,8 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
         + [
             f"firmware     SHA-256 {report.firmware_sha256}, {report.firmware_size} bytes",
             f"certificate  SHA-256 {report.certificate_fingerprint}",
-        ],
+        ]
+        + [f"WARNING      {warning}" for warning in report.warnings],
         report.to_json(),
     )
     return 0

@@ -29,7 +29,11 @@ KEY_FILE = "codesign.key"
 CERT_FILE = "codesign.crt"
 CSR_FILE = "codesign.csr"
 DEFAULT_COMMON_NAME = "ESP32 OTA code signing"
-DEFAULT_DAYS = 3 * 365
+# A product's life: devices check no dates, but AWS Signer and ACM refuse an expired certificate, and
+# replacing the certificate in the field takes a release sequence (rotation), not a reflash.
+DEFAULT_DAYS = 10 * 365
+# Warn this long before expiry (codesign show, verify, the pre-flight).
+EXPIRY_WARNING_DAYS = 90
 # A century: beyond it a certificate is a mistake, and X.509 dates end at year 9999.
 MAX_DAYS = 36500
 # RFC 5280 upper bounds (ub-common-name, ub-organization-name).
@@ -427,6 +431,16 @@ def check_certificate(
         )
     elif certificate.not_valid_before_utc > moment:
         findings.append(Finding("error", f"not valid before {certificate.not_valid_before_utc:%Y-%m-%d}"))
+    elif certificate.not_valid_after_utc - moment < dt.timedelta(days=EXPIRY_WARNING_DAYS):
+        left = (certificate.not_valid_after_utc - moment).days
+        findings.append(
+            Finding(
+                "warning",
+                f"expires on {certificate.not_valid_after_utc:%Y-%m-%d} ({left} days): AWS Signer and ACM refuse an "
+                "expired certificate although devices check no dates; plan the rotation now (a new certificate must "
+                "reach every device before an image signed with its key)",
+            )
+        )
     if ExtendedKeyUsageOID.CODE_SIGNING not in _extended_key_usages(certificate):
         findings.append(
             Finding(
