@@ -10,6 +10,7 @@ single error boundary: it turns a :class:`~device_provisioning.errors.Provisioni
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -54,11 +55,18 @@ def build_parser() -> Parser:
     return parser
 
 
+@functools.cache
+def _parser() -> Parser:
+    # Built once per process: argparse parsers keep no state between parse_args calls, and tests and
+    # factory scripts call main() many times.
+    return build_parser()
+
+
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run one command; the only place that prints errors and chooses exit codes."""
     out = out or sys.stdout
     err = err or sys.stderr
-    parser = build_parser()
+    parser = _parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, --version
