@@ -10,6 +10,7 @@ single error boundary: it turns a :class:`~device_provisioning.errors.Provisioni
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -76,7 +77,9 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
         return ExitCode.USAGE
     try:
         handler: Handler = args.handler
-        return handler(args, out)
+        # Resources a command opens (a token session) are released when it ends, however it ends.
+        with contextlib.ExitStack() as args.cleanup:
+            return handler(args, out)
     except ProvisioningError as error:
         message = " ".join(str(error).split())
         err.write(f"ERROR {message}\n")

@@ -26,7 +26,7 @@ from device_provisioning.cli.common import (
     device_certificates,
     device_limits,
     emit,
-    kms_code_signer,
+    held_key_signer,
     non_empty,
     passphrase,
     read_firmware,
@@ -85,7 +85,7 @@ def _ota_create(args: argparse.Namespace, out: TextIO) -> int:
     session = connect_aws(args)
     trust = _trust(args)
     firmware_bytes = read_firmware(args.firmware)
-    key = kms_code_signer(args) or (
+    key = held_key_signer(args) or (
         codesign.load_private_key_file(args.sign_key, passphrase(args)) if args.sign_key else None
     )
     bucket, role = args.bucket, args.role_arn
@@ -155,6 +155,8 @@ def _ota_create_arguments(parser: argparse.ArgumentParser) -> None:
     how.add_argument(
         "--kms-key", type=non_empty, metavar="KEY", help="AWS KMS key to sign with (custom signing; never exported)"
     )
+    how.add_argument("--pkcs11-uri", type=non_empty, metavar="URI", help="key in a PKCS#11 token to sign with")
+    parser.add_argument("--pkcs11-module", type=Path, metavar="PATH", help="the token's module (or PKCS11_MODULE)")
     parser.add_argument("--via", choices=ota.VIAS, default="ota-update")
     parser.add_argument("--protocol", choices=ota.PROTOCOLS, default="mqtt")
     parser.add_argument("--certfile", default=credentials.CODE_VERIFY_LABEL, help="certificate name on the device")

@@ -11,12 +11,13 @@ from device_provisioning.cli.common import (
     AWS,
     KMS_KEY,
     PASSPHRASE,
+    PKCS11,
     Command,
     CommandGroup,
     bounded_int,
     connect_aws,
     emit,
-    kms_code_signer,
+    held_key_signer,
     passphrase,
 )
 from device_provisioning.device import embedded
@@ -25,19 +26,19 @@ from device_provisioning.identity import codesign
 
 
 def _codesign_create(args: argparse.Namespace, out: TextIO) -> int:
-    signer = kms_code_signer(args)
+    signer = held_key_signer(args, generate=args.generate)
     if signer is not None:
         if args.passphrase_env:
-            raise InputFileError("--passphrase-env protects a key file; a KMS key has none")
+            raise InputFileError("--passphrase-env protects a key file; a KMS or token key has none")
         cert_path = codesign.create_kms_identity(
             signer, args.out, common_name=args.common_name, organization=args.organization, days=args.days
         )
         fp = codesign.fingerprint(codesign.load_certificate_file(cert_path))
         lines = [
-            f"key          {signer.description} (never leaves KMS; no key file is written)",
+            f"key          {signer.description} (it never leaves KMS or the token; no key file is written)",
             f"certificate  {cert_path}",
             f"SHA-256      {fp}",
-            f"next: sign with `device-provisioning sign --kms-key {args.kms_key} ...`",
+            "next: sign with the same --kms-key / --pkcs11-uri (`device-provisioning sign ...`)",
         ]
         emit(out, args, lines, {"key": signer.description, "certificate": str(cert_path), "sha256_fingerprint": fp})
         return 0
@@ -159,6 +160,7 @@ def _identity_options(parser: argparse.ArgumentParser) -> None:
 
 def _create_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="directory for codesign.key and codesign.crt")
+    parser.add_argument("--generate", action="store_true", help="with --pkcs11-uri: create the P-256 key in the token")
     _identity_options(parser)
     parser.add_argument(
         "--days",
@@ -208,7 +210,7 @@ GROUP = CommandGroup(
             _codesign_create,
             "create an ECDSA P-256 key (or use a KMS key) and a self-signed code-signing certificate",
             "device-provisioning codesign create --out keys/ --common-name 'Acme OTA signing' --days 1095",
-            [PASSPHRASE, KMS_KEY, AWS],
+            [PASSPHRASE, KMS_KEY, PKCS11, AWS],
             _create_arguments,
         ),
         Command(

@@ -249,6 +249,17 @@ KMS_KEY = _group(
         help="sign with this AWS KMS key (id, ARN or alias/...; ECC_NIST_P256, never exported)",
     )
 )
+PKCS11 = _group(
+    lambda p: p.add_argument(
+        "--pkcs11-uri",
+        type=non_empty,
+        metavar="URI",
+        help="sign with a key in a PKCS#11 token (RFC 7512: pkcs11:token=T;object=K?pin-value=...; or PKCS11_PIN)",
+    ),
+    lambda p: p.add_argument(
+        "--pkcs11-module", type=Path, metavar="PATH", help="the token's PKCS#11 module (default: PKCS11_MODULE)"
+    ),
+)
 FORCE = _group(lambda p: p.add_argument("--force", action="store_true", help="replace output files that already exist"))
 STAGE = _group(lambda p: p.add_argument("--stage", default="dev", help="the stacks' stage (default: dev)"))
 NO_STUB = _group(
@@ -412,13 +423,27 @@ def connect_aws(args: argparse.Namespace) -> aws.Aws:
     return aws.connect(profile=args.profile, region=args.region)
 
 
-def kms_code_signer(args: argparse.Namespace) -> CodeSigner | None:
-    """The ``--kms-key`` signer (through the command's ``--profile``/``--region``), if given."""
-    if not getattr(args, "kms_key", None):
-        return None
-    from device_provisioning.aws.kms import kms_signer
+def held_key_signer(args: argparse.Namespace, *, generate: bool = False) -> CodeSigner | None:
+    """The signer of a key this tool never reads: ``--kms-key`` (AWS KMS) or ``--pkcs11-uri`` (a token)."""
+    kms_key, uri = getattr(args, "kms_key", None), getattr(args, "pkcs11_uri", None)
+    if kms_key and uri:
+        raise InputFileError("give --kms-key or --pkcs11-uri, not both")
+    if kms_key:
+        from device_provisioning.aws.kms import kms_signer
 
-    return kms_signer(connect_aws(args), args.kms_key)
+        return kms_signer(connect_aws(args), kms_key)
+    if uri:
+        from device_provisioning.identity.pkcs11_signer import open_signer
+
+        module = getattr(args, "pkcs11_module", None)
+        signer = open_signer(uri, module=str(module) if module else None, generate=generate)
+        cleanup = getattr(args, "cleanup", None)
+        if cleanup is not None:
+            cleanup.callback(signer.close)  # log out of the token when the command ends
+        return signer
+    if generate:
+        raise InputFileError("--generate creates the key in a token: give --pkcs11-uri")
+    return None
 
 
 def read_firmware(path: Path) -> bytes:

@@ -22,7 +22,7 @@ from device_provisioning.cli.common import (
     device_certificates,
     device_limits,
     emit,
-    kms_code_signer,
+    held_key_signer,
     non_empty,
     nvs_family,
     passphrase,
@@ -41,7 +41,7 @@ def _sign(args: argparse.Namespace, out: TextIO) -> int:
     refuse_overwriting_inputs(args.out, args.key, args.firmware)
     refuse_existing_outputs(args, args.out)
     firmware = read_firmware(args.firmware)
-    key = kms_code_signer(args) or codesign.load_private_key_file(args.key, passphrase(args))
+    key = held_key_signer(args) or codesign.load_private_key_file(args.key, passphrase(args))
     der = signing.sign_firmware(key, firmware)
     write_atomic(args.out, der)
     signature = signing.SignatureInput(der, str(args.out))
@@ -136,6 +136,10 @@ def _sign_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY",
         help="AWS KMS key (id, ARN or alias/...; ECC_NIST_P256): the key is never read",
     )
+    where.add_argument(
+        "--pkcs11-uri", type=non_empty, metavar="URI", help="key in a PKCS#11 token (RFC 7512 URI; PIN: PKCS11_PIN)"
+    )
+    parser.add_argument("--pkcs11-module", type=Path, metavar="PATH", help="the token's module (or PKCS11_MODULE)")
     parser.add_argument("--firmware", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path, help="DER signature file")
 

@@ -1,0 +1,76 @@
+"""Code signing through a real PKCS#11 token (SoftHSM2, created by the test): no key file anywhere."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from device_provisioning.cli import main
+from device_provisioning.device.app_image import placeholder_app_image
+from device_provisioning.identity import codesign
+
+SOFTHSM = Path("/usr/lib/softhsm/libsofthsm2.so")
+
+
+def run(*argv: object) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    return main([str(a) for a in argv], out=out, err=err), out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def token(tmp_path_factory) -> str:  # type: ignore[no-untyped-def]
+    """A fresh SoftHSM2 token labelled 'ota' (user PIN 1234) in a directory of its own."""
+    assert SOFTHSM.is_file(), "SoftHSM2 is installed by `make setup` (Debian package softhsm2)"
+    root = tmp_path_factory.mktemp("softhsm")
+    (root / "tokens").mkdir()
+    config = root / "softhsm2.conf"
+    config.write_text(f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    os.environ["SOFTHSM2_CONF"] = str(config)  # read by the module when it is loaded
+    subprocess.run(
+        ["softhsm2-util", "--init-token", "--free", "--label", "ota", "--pin", "1234", "--so-pin", "5678"],
+        check=True, capture_output=True, env={**os.environ, "SOFTHSM2_CONF": str(config)},
+    )  # fmt: skip
+    return "pkcs11:token=ota;object=codesign?pin-value=1234"
+
+
+def test_a_token_key_signs_certificate_and_firmware_the_device_accepts(token: str, tmp_path: Path) -> None:
+    code, out, err = run("codesign", "create", "--pkcs11-uri", token, "--pkcs11-module", SOFTHSM, "--generate",
+                         "--out", tmp_path / "keys", "--json")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["key"] == "PKCS#11 key 'codesign'"
+    certificate = codesign.load_certificate_file(tmp_path / "keys" / codesign.CERT_FILE)
+    certificate.verify_directly_issued_by(certificate)
+    firmware = tmp_path / "app.bin"
+    firmware.write_bytes(placeholder_app_image(version="3.1.0"))
+    code, _, err = run("sign", "--pkcs11-uri", token, "--pkcs11-module", SOFTHSM, "--firmware", firmware,
+                       "--out", tmp_path / "app.sig")  # fmt: skip
+    assert code == 0, err
+    code, out, err = run("verify", "--firmware", firmware, "--signature", tmp_path / "app.sig",
+                         "--cert", tmp_path / "keys" / codesign.CERT_FILE)  # fmt: skip
+    assert code == 0 and "ACCEPTED" in out, err
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["app.bin", "app.sig", codesign.CERT_FILE]
+
+
+@pytest.mark.parametrize(
+    ("uri", "extra", "fragment"),
+    [
+        ("pkcs11:token=ota;object=missing?pin-value=1234", [], "holds no private key 'missing'"),
+        ("pkcs11:token=ota;object=codesign?pin-value=0000", [], "cannot log in"),
+        ("pkcs11:token=nope;object=codesign?pin-value=1234", [], "token 'nope': not found"),
+        ("pkcs11:object=codesign", [], "needs token="),
+        ("token=ota", [], "must start with pkcs11:"),
+        ("pkcs11:token=ota;object=codesign?pin-value=1234", ["--generate"], "already holds an object 'codesign'"),
+    ],
+)
+def test_token_problems_are_one_line(token: str, uri: str, extra: list[str], fragment: str, tmp_path: Path) -> None:
+    run("codesign", "create", "--pkcs11-uri", token, "--pkcs11-module", SOFTHSM, "--generate", "--out", tmp_path / "a")
+    code, _, err = run("codesign", "create", "--pkcs11-uri", uri, "--pkcs11-module", SOFTHSM, *extra,
+                       "--out", tmp_path / "b")  # fmt: skip
+    assert code != 0 and err.count("\n") == 1 and fragment in err, err
+    assert "1234" not in err  # the PIN is never echoed
+    assert not (tmp_path / "b").exists()
