@@ -74,3 +74,10 @@ def test_token_problems_are_one_line(token: str, uri: str, extra: list[str], fra
     assert code != 0 and err.count("\n") == 1 and fragment in err, err
     assert "1234" not in err  # the PIN is never echoed
     assert not (tmp_path / "b").exists()
+
+
+def test_a_file_that_is_not_a_pkcs11_module_is_one_line(token: str, tmp_path: Path) -> None:
+    fake = tmp_path / "fake.so"
+    fake.write_bytes(b"not a shared library")
+    code, _, err = run("codesign", "create", "--pkcs11-uri", token, "--pkcs11-module", fake, "--out", tmp_path / "k")
+    assert code != 0 and err.count("\n") == 1 and "cannot be loaded as a PKCS#11 library" in err

@@ -428,6 +428,8 @@ def held_key_signer(args: argparse.Namespace, *, generate: bool = False) -> Code
     kms_key, uri = getattr(args, "kms_key", None), getattr(args, "pkcs11_uri", None)
     if kms_key and uri:
         raise InputFileError("give --kms-key or --pkcs11-uri, not both")
+    if getattr(args, "pkcs11_module", None) and not uri:
+        raise InputFileError("--pkcs11-module goes with --pkcs11-uri (the key in that module's token)")
     if kms_key:
         from device_provisioning.aws.kms import kms_signer
 

@@ -110,7 +110,11 @@ def open_signer(uri_text: str, *, module: str | None = None, generate: bool = Fa
     if not pin:
         raise InputFileError("no PIN for the token: put pin-value= or pin-source= in the URI, or set PKCS11_PIN")
     try:
-        token = pkcs11.lib(module_path).get_token(token_label=uri.token)
+        library = pkcs11.lib(module_path)
+    except (RuntimeError, OSError, PKCS11Error):
+        raise InputFileError(f"PKCS#11 module {module_path}: cannot be loaded as a PKCS#11 library") from None
+    try:
+        token = library.get_token(token_label=uri.token)
     except (pkcs11.NoSuchToken, PKCS11Error) as error:
         raise InputFileError(
             f"PKCS#11 token {uri.token!r}: not found in {module_path} ({type(error).__name__})"
