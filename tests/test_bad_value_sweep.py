@@ -50,6 +50,8 @@ BASE: dict[str, list[tuple[str, str]]] = {
     "codesign import-cert": [("--out", "{out}/keys"), ("--cert", "{ws}/keys/codesign.crt")],
     "codesign show": [("cert", "{ws}/keys/codesign.crt"), ("--key", "{ws}/keys/codesign.key")],
     "codesign install-embedded": [("--project", "{ws}/project"), ("--cert", "{ws}/keys/codesign.crt")],
+    "codesign rotate": [("action", "plan"), ("--from", "{ws}/keys/codesign.crt"), ("--to", "{ws}/other/codesign.crt"),
+                        ("--family", "beta")],
     "codesign import": [("--cert", "{ws}/keys/codesign.crt"), ("--key", "{ws}/keys/codesign.key"),
                         ("--write-context", "{out}/cdk.context.json")],
     "signer profile": [("--name", "dev_profile"),
@@ -156,6 +158,7 @@ def workspace(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
         assert main([str(a) for a in argv], out=io.StringIO(), err=err) == 0, err.getvalue()
 
     ok("codesign", "create", "--out", ws / "keys")
+    ok("codesign", "create", "--out", ws / "other")
     (ws / "partitions.csv").write_text(BETA_TABLE.read_text())
     (ws / "app.bin").write_bytes(app_image.placeholder_app_image(version="1"))
     ok("sign", "--key", ws / "keys" / "codesign.key", "--firmware", ws / "app.bin", "--out", ws / "app.sig")

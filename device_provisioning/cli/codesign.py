@@ -9,9 +9,11 @@ from typing import TextIO
 from device_provisioning.aws import codesign as aws_codesign
 from device_provisioning.cli.common import (
     AWS,
+    FAMILY,
     KMS_KEY,
     PASSPHRASE,
     PKCS11,
+    PROJECT,
     Command,
     CommandGroup,
     bounded_int,
@@ -19,6 +21,8 @@ from device_provisioning.cli.common import (
     emit,
     held_key_signer,
     passphrase,
+    split_list,
+    trust_family,
 )
 from device_provisioning.device import embedded
 from device_provisioning.errors import ExitCode, InputFileError
@@ -116,6 +120,39 @@ def _codesign_show(args: argparse.Namespace, out: TextIO) -> int:
         lines.append("OTA use      ok: usable with AWS Signer (AmazonFreeRTOS-Default) and the device")
     emit(out, args, lines, summary.to_json())
     return ExitCode.ERROR if any(f.level == "error" for f in summary.findings) else ExitCode.OK
+
+
+def _codesign_rotate(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning.identity import rotation
+
+    old = codesign.load_certificate_file(args.from_cert)
+    new = codesign.load_certificate_file(args.to_cert)
+    family = trust_family(args)
+    if family is None:
+        raise InputFileError(
+            "give --project DIR (or --family) so the plan knows where the firmware keeps the certificate"
+        )
+    steps = tuple(split_list(args.steps)) or rotation.DEFAULT_STEPS
+    planned = rotation.simulate(family, old, new, steps)
+    lines = [f"family       {family}: devices hold {codesign.fingerprint(old)[:16]}... now"]
+    lines += [
+        f"step {n}       {step.action} -> devices then hold the {step.holds_after} certificate"
+        for n, step in enumerate(planned, 1)
+    ]
+    lines.append("checked      every release verifies with what the devices hold at that step")
+    emit(out, args, lines, {"family": family, "steps": [step.to_json() for step in planned]})
+    return 0
+
+
+def _rotate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["plan"], help="plan: print and check the release sequence")
+    parser.add_argument("--from", dest="from_cert", required=True, type=Path, help="the certificate devices hold now")
+    parser.add_argument("--to", dest="to_cert", required=True, type=Path, help="the certificate to move to")
+    parser.add_argument(
+        "--steps",
+        help="a sequence to check instead of the default (bridge,release-new): bridge, reflash, release-new, "
+        "release-old, comma-separated",
+    )
 
 
 def _codesign_install_embedded(args: argparse.Namespace, out: TextIO) -> int:
@@ -243,6 +280,14 @@ GROUP = CommandGroup(
             "write the certificate to main/certs/aws_codesign.crt of a stock master/LTS demo project",
             "device-provisioning codesign install-embedded --project examples/master-ota-mqtt --cert keys/codesign.crt",
             arguments=_install_embedded_arguments,
+        ),
+        Command(
+            "rotate",
+            _codesign_rotate,
+            "plan a code-signing certificate change that never strands a device (checked step by step)",
+            "device-provisioning codesign rotate plan --from keys/old.crt --to keys/new.crt --project my-firmware",
+            [PROJECT, FAMILY],
+            _rotate_arguments,
         ),
         Command(
             "import",

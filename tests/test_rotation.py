@@ -1,0 +1,68 @@
+"""codesign rotate plan: the release sequence per firmware family, simulated; bad plans refused."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from device_provisioning.cli import main
+from device_provisioning.identity import codesign
+from tests.helpers import EXAMPLES
+
+
+def run(*argv: object) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    return main([str(a) for a in argv], out=out, err=err), out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("rotate")
+    old = codesign.create_identity(root / "old").certificate
+    new = codesign.create_identity(root / "new").certificate
+    return old, new
+
+
+@pytest.mark.parametrize("example", ["beta-ota-mqtt", "master-ota-mqtt", "custom-pkcs11"])
+def test_the_default_plan_is_a_bridge_signed_with_the_old_key(certificates, example: str) -> None:  # type: ignore[no-untyped-def]
+    old, new = certificates
+    code, out, err = run("codesign", "rotate", "plan", "--from", old, "--to", new, "--project", EXAMPLES / example,
+                         "--json")  # fmt: skip
+    assert code == 0, err
+    steps = json.loads(out)["steps"]
+    assert [(s["step"], s["signed_with"], s["holds_after"]) for s in steps] == [
+        ("bridge", "old", "new"),
+        ("release-new", "new", "new"),
+    ]
+    if example == "master-ota-mqtt":
+        assert "install-embedded" in steps[0]["action"]
+    else:
+        assert 'CKA_LABEL "Code Verify Key"' in steps[0]["action"]
+
+
+@pytest.mark.parametrize(
+    ("example", "plan", "fragment"),
+    [
+        ("beta-ota-mqtt", "release-new", "step 1 (release-new) is signed with the NEW key"),
+        ("master-ota-mqtt", "release-new,bridge", "step 1 (release-new) is signed with the NEW key"),
+        ("master-ota-mqtt", "reflash,release-new", "changes nothing on embedded"),
+        ("custom-pkcs11", "release-old", "never puts the new certificate on the devices"),
+        ("beta-ota-mqtt", "bridge,release-old", "step 2 (release-old) is signed with the OLD key"),
+    ],
+)
+def test_a_plan_that_strands_devices_is_refused(certificates, example: str, plan: str, fragment: str) -> None:  # type: ignore[no-untyped-def]
+    old, new = certificates
+    code, _, err = run("codesign", "rotate", "plan", "--from", old, "--to", new, "--project", EXAMPLES / example,
+                       "--steps", plan)  # fmt: skip
+    assert code != 0 and err.count("\n") == 1 and fragment in err, err
+
+
+def test_a_service_reflash_is_a_good_plan_for_nvs_firmware(certificates) -> None:  # type: ignore[no-untyped-def]
+    old, new = certificates
+    code, out, err = run("codesign", "rotate", "plan", "--from", old, "--to", new, "--family", "beta",
+                         "--steps", "release-old,reflash,release-new")  # fmt: skip
+    assert code == 0, err
+    assert "flash --no-firmware" in out
