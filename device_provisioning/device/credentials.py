@@ -245,14 +245,21 @@ def partition_warnings(partition: Partition, flash_encryption: bool | None) -> l
     return [f"{problem}; it is read only while flash encryption stays off"]
 
 
-def check_pal_room(image: bytes, partition_name: str, encryption_key: bytes | None = None) -> None:
-    """NVS keeps one erased page for itself; the PAL's own PKCS11_PAL_SaveObject writes need room beyond it."""
-    if nvs.read_image(image, encryption_key=encryption_key).empty_pages < PAL_EMPTY_PAGES:
+def build_pal_image(
+    entries: Sequence[nvs.NvsEntry], partition_name: str, size: int, *, encryption_key: bytes | None = None
+) -> bytes:
+    """The verified NVS image of ``entries``, refused unless it leaves the PAL room for its own writes.
+
+    NVS keeps one erased page for itself; the PAL's own PKCS11_PAL_SaveObject writes need room beyond it.
+    """
+    image, decoded = nvs.build_and_read(entries, size, encryption_key=encryption_key)
+    if decoded.empty_pages < PAL_EMPTY_PAGES:
         raise NvsError(
             f"the credentials fill partition {partition_name!r} up to NVS's reserved page: the PKCS#11 PAL has no "
             "room for its own writes (ESP_ERR_NVS_NOT_ENOUGH_SPACE, 0x1105, on the device); enlarge the partition "
             f"by 0x{nvs.PAGE_SIZE:x} or store fewer values"
         )
+    return image
 
 
 def build_credential_image(
@@ -282,6 +289,5 @@ def build_credential_image(
         )
     warnings = partition_warnings(partition, flash_encryption)
     entries = credential_entries(credentials, family, pkcs11_encoding=pkcs11_encoding, extra=extra)
-    image = nvs.build_verified_image(entries, partition.size, encryption_key=encryption_key)
-    check_pal_room(image, partition.name, encryption_key)
+    image = build_pal_image(entries, partition.name, partition.size, encryption_key=encryption_key)
     return CredentialImage(image, partition, tuple(entries), credentials.holds_private_key, tuple(warnings))

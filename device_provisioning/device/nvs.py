@@ -198,11 +198,19 @@ def build_image(entries: Sequence[NvsEntry], size: int, *, encryption_key: bytes
 
 def build_verified_image(entries: Sequence[NvsEntry], size: int, *, encryption_key: bytes | None = None) -> bytes:
     """:func:`build_image`, then read the image back and refuse it unless every entry is as written."""
+    return build_and_read(entries, size, encryption_key=encryption_key)[0]
+
+
+def build_and_read(
+    entries: Sequence[NvsEntry], size: int, *, encryption_key: bytes | None = None
+) -> tuple[bytes, NvsImage]:
+    """:func:`build_verified_image`, also returning the image as read back (for checks on its pages)."""
     image = build_image(entries, size, encryption_key=encryption_key)
-    problems = compare(entries, read_image(image, encryption_key=encryption_key))
+    decoded = read_image(image, encryption_key=encryption_key)
+    problems = compare(entries, decoded)
     if problems:
         raise NvsError(f"the built image does not read back as written: {'; '.join(problems)}")
-    return image
+    return image, decoded
 
 
 def _generate(gen, entries: Sequence[NvsEntry], size: int, key: bytes | None) -> bytes:  # type: ignore[no-untyped-def]

@@ -154,8 +154,7 @@ def _build_image(task: _ImageTask) -> tuple[str, str]:
     extra = [nvs.NvsEntry(namespace, key, "string", value) for namespace, key, value in task.values]
     entries = credentials.credential_entries(creds, task.family, pkcs11_encoding=task.pkcs11_encoding, extra=extra)
     try:
-        image = nvs.build_verified_image(entries, task.partition_size)
-        credentials.check_pal_room(image, task.partition_name)
+        image = credentials.build_pal_image(entries, task.partition_name, task.partition_size)
     except ProvisioningError as error:
         raise ProvisioningError(f"device {task.serial}: {error}") from None
     write_atomic(device_dir / IMAGE_FILE, image, private=creds.holds_private_key, fsync=not GROUP_SYNC)
