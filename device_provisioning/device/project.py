@@ -123,6 +123,7 @@ class ProjectProfile:
         return ota_limits.DeviceLimits(self.block_size, self.bitmap_bytes, self.protocols, min(slots, default=None))
 
     def to_json(self) -> dict[str, Any]:
+        limits = self.limits()
         storage = next((p for p in self.table.partitions if p.name == "storage"), None)
         return {
             "project": str(self.directory),
@@ -139,8 +140,8 @@ class ProjectProfile:
             "ota": {
                 "block_size": self.block_size,
                 "bitmap_bytes": self.bitmap_bytes,
-                "max_image_size": self.limits().max_image_size,
-                "app_partition_size": self.limits().app_partition_size,
+                "max_image_size": limits.max_image_size,
+                "app_partition_size": limits.app_partition_size,
                 "protocols": list(self.protocols),
                 "rollback": self.rollback,
             },
@@ -222,7 +223,9 @@ def _flash_size(config: _Config) -> tuple[int, Evidence]:
     return int(megabytes[1]) * 1024 * 1024, Evidence("flash size", text, where)
 
 
-def _table(project: Path, config: _Config, settings: partition_table.BuildSettings) -> tuple[Any, Evidence]:
+def _table(
+    project: Path, config: _Config, config_files: list[Path], settings: partition_table.BuildSettings
+) -> tuple[Any, Evidence]:
     """The built table when it is newer than everything it is made from, else the CSV sdkconfig names."""
     csv_name = "partitions.csv"
     if config.enabled("CONFIG_PARTITION_TABLE_CUSTOM"):
@@ -232,7 +235,7 @@ def _table(project: Path, config: _Config, settings: partition_table.BuildSettin
     else:
         csv_path = None
     built = project / BUILT_TABLE
-    sources = [p for p in [csv_path, *_config_files(project)] if p is not None and p.is_file()]
+    sources = [p for p in [csv_path, *config_files] if p is not None and p.is_file()]
     if built.is_file() and all(built.stat().st_mtime >= p.stat().st_mtime for p in sources):
         table = partition_table.load(built, settings.table_offset, settings)
         return table, Evidence("partition table", str(BUILT_TABLE), "the build (newer than its sources)")
@@ -371,7 +374,7 @@ def load_project(directory: str | Path, *, table_offset: int | None = None) -> P
         flash_size=flash_size,
         secure_boot=secure_boot,
     )
-    table, table_evidence = _table(project, config, settings)
+    table, table_evidence = _table(project, config, files, settings)
     evidence.append(table_evidence)
     block_size, found = _block_size(config, defines)
     evidence.append(found)
