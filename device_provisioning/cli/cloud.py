@@ -20,6 +20,9 @@ from device_provisioning.cli.common import (
     STAGE,
     Command,
     CommandGroup,
+    add_kms_key,
+    add_pkcs11_module,
+    add_pkcs11_uri,
     bounded_float,
     bounded_int,
     connect_aws,
@@ -27,7 +30,6 @@ from device_provisioning.cli.common import (
     device_limits,
     emit,
     held_key_signer,
-    non_empty,
     passphrase,
     read_firmware,
     split_list,
@@ -152,11 +154,9 @@ def _ota_create_arguments(parser: argparse.ArgumentParser) -> None:
     how = parser.add_mutually_exclusive_group(required=True)
     how.add_argument("--signing-profile", help="AWS Signer profile (CreateOTAUpdate signs in the cloud)")
     how.add_argument("--sign-key", type=Path, help="local code-signing key (custom signing)")
-    how.add_argument(
-        "--kms-key", type=non_empty, metavar="KEY", help="AWS KMS key to sign with (custom signing; never exported)"
-    )
-    how.add_argument("--pkcs11-uri", type=non_empty, metavar="URI", help="key in a PKCS#11 token to sign with")
-    parser.add_argument("--pkcs11-module", type=Path, metavar="PATH", help="the token's module (or PKCS11_MODULE)")
+    add_kms_key(how)
+    add_pkcs11_uri(how)
+    add_pkcs11_module(parser)
     parser.add_argument("--via", choices=ota.VIAS, default="ota-update")
     parser.add_argument("--protocol", choices=ota.PROTOCOLS, default="mqtt")
     parser.add_argument("--certfile", default=credentials.CODE_VERIFY_LABEL, help="certificate name on the device")

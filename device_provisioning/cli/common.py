@@ -241,25 +241,37 @@ DEVICE_LIMITS = _group(
         help="data protocols the firmware enables (default: the --project's; checked when known)",
     ),
 )
-KMS_KEY = _group(
-    lambda p: p.add_argument(
+
+
+def add_kms_key(container: Any) -> None:
+    """``--kms-key`` on a parser or a mutually exclusive group (one of the ways to name the signing key)."""
+    container.add_argument(
         "--kms-key",
         type=non_empty,
         metavar="KEY",
         help="sign with this AWS KMS key (id, ARN or alias/...; ECC_NIST_P256, never exported)",
     )
-)
-PKCS11 = _group(
-    lambda p: p.add_argument(
+
+
+def add_pkcs11_uri(container: Any) -> None:
+    """``--pkcs11-uri`` on a parser or a mutually exclusive group."""
+    container.add_argument(
         "--pkcs11-uri",
         type=non_empty,
         metavar="URI",
         help="sign with a key in a PKCS#11 token (RFC 7512: pkcs11:token=T;object=K?pin-value=...; or PKCS11_PIN)",
-    ),
-    lambda p: p.add_argument(
+    )
+
+
+def add_pkcs11_module(container: Any) -> None:
+    """``--pkcs11-module``, the module of ``--pkcs11-uri``'s token."""
+    container.add_argument(
         "--pkcs11-module", type=Path, metavar="PATH", help="the token's PKCS#11 module (default: PKCS11_MODULE)"
-    ),
-)
+    )
+
+
+KMS_KEY = _group(add_kms_key)
+PKCS11 = _group(add_pkcs11_uri, add_pkcs11_module)
 FORCE = _group(lambda p: p.add_argument("--force", action="store_true", help="replace output files that already exist"))
 STAGE = _group(lambda p: p.add_argument("--stage", default="dev", help="the stacks' stage (default: dev)"))
 NO_STUB = _group(

@@ -18,12 +18,14 @@ from device_provisioning.cli.common import (
     PASSPHRASE,
     PROJECT,
     Command,
+    add_kms_key,
+    add_pkcs11_module,
+    add_pkcs11_uri,
     connect_aws,
     device_certificates,
     device_limits,
     emit,
     held_key_signer,
-    non_empty,
     nvs_family,
     passphrase,
     read_firmware,
@@ -130,16 +132,9 @@ def _held_certificate(args: argparse.Namespace) -> cloud.HeldCertificate | None:
 def _sign_arguments(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--key", type=Path, help="code-signing key file")
-    where.add_argument(
-        "--kms-key",
-        type=non_empty,
-        metavar="KEY",
-        help="AWS KMS key (id, ARN or alias/...; ECC_NIST_P256): the key is never read",
-    )
-    where.add_argument(
-        "--pkcs11-uri", type=non_empty, metavar="URI", help="key in a PKCS#11 token (RFC 7512 URI; PIN: PKCS11_PIN)"
-    )
-    parser.add_argument("--pkcs11-module", type=Path, metavar="PATH", help="the token's module (or PKCS11_MODULE)")
+    add_kms_key(where)
+    add_pkcs11_uri(where)
+    add_pkcs11_module(parser)
     parser.add_argument("--firmware", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path, help="DER signature file")
 
