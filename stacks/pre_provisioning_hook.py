@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import CfnResource, Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -18,7 +18,7 @@ from constructs import Construct
 
 from device_provisioning import contract
 from stacks.arns import iot_arn
-from stacks.nag import acknowledge_wildcard_resources, skip_checkov
+from stacks.nag import acknowledge_wildcard_resources, ignore_redundant_role_dependency, skip_checkov
 
 HOOK_CODE = Path(__file__).resolve().parent.parent / "lambdas" / "pre_provisioning_hook"
 
@@ -87,11 +87,7 @@ class PreProvisioningHook(Construct):
                 "THING_NAME_PREFIX": thing_name_prefix,
             },
         )
-        function_resource = self.function.node.default_child
-        if isinstance(function_resource, CfnResource):
-            # CDK writes both a GetAtt and a DependsOn on the role it is given; cfn-lint's W3005 flags that
-            # redundancy, which is CDK's rendering, not a problem in the template.
-            function_resource.add_metadata("cfn-lint", {"config": {"ignore_checks": ["W3005"]}})
+        ignore_redundant_role_dependency(self.function)
         skip_checkov(
             self.function,
             {

@@ -7,13 +7,18 @@ knows the Lambda/Notation platforms, so the profile is managed with Signer's own
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, CfnResource, Stack
+from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from device_provisioning import contract
-from stacks.nag import acknowledge_managed_policies, acknowledge_wildcard_resources, skip_checkov
+from stacks.nag import (
+    acknowledge_managed_policies,
+    acknowledge_wildcard_resources,
+    ignore_redundant_role_dependency,
+    skip_checkov,
+)
 
 PLATFORM_ID = contract.SIGNER_PLATFORM_ID
 
@@ -90,18 +95,14 @@ class SigningProfile(Construct):
             ],
             "CDK's custom-resource provider only writes its own CloudWatch logs with this policy.",
         )
-        # CDK writes both a GetAtt and a DependsOn on the provider's role; cfn-lint's W3005 flags the
-        # redundancy in CDK's own resource, which we do not control.
-        provider_function = provider.node.default_child
-        if isinstance(provider_function, CfnResource):
-            provider_function.add_metadata("cfn-lint", {"config": {"ignore_checks": ["W3005"]}})
-            skip_checkov(
-                provider_function,
-                {
-                    "CKV_AWS_116": "CDK's custom-resource provider runs synchronously for CloudFormation during a "
-                    "deploy; a dead-letter queue applies to asynchronous invocations only",
-                    "CKV_AWS_117": "it calls only the AWS Signer API; a VPC would add NAT costs and no isolation",
-                    "CKV_AWS_115": "it runs a few times per deploy; reserved concurrency would take from the account's "
-                    "unreserved pool",
-                },
-            )
+        ignore_redundant_role_dependency(provider)
+        skip_checkov(
+            provider,
+            {
+                "CKV_AWS_116": "CDK's custom-resource provider runs synchronously for CloudFormation during a "
+                "deploy; a dead-letter queue applies to asynchronous invocations only",
+                "CKV_AWS_117": "it calls only the AWS Signer API; a VPC would add NAT costs and no isolation",
+                "CKV_AWS_115": "it runs a few times per deploy; reserved concurrency would take from the account's "
+                "unreserved pool",
+            },
+        )
