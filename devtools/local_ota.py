@@ -94,18 +94,23 @@ def _create_stream(self: Any) -> ActionResult:
     return ActionResult({k: stream[k] for k in ("streamId", "streamArn", "description", "streamVersion")})
 
 
+def _existing(table: dict[str, Any], name: Any, what: str) -> Any:
+    """The stored stream or OTA update ``name``; AWS answers ResourceNotFoundException for an unknown one."""
+    if name not in table:
+        raise iot_exceptions.ResourceNotFoundException(f"{what} {name} not found")
+    return table[name]
+
+
 def _describe_stream(self: Any) -> ActionResult:
     streams, _ = _state(self.iot_backend)
-    stream_id = self._get_param("streamId")
-    if stream_id not in streams:
-        raise iot_exceptions.ResourceNotFoundException(f"stream {stream_id} not found")
-    return ActionResult({"streamInfo": streams[stream_id]})
+    return ActionResult({"streamInfo": _existing(streams, self._get_param("streamId"), "stream")})
 
 
 def _delete_stream(self: Any) -> ActionResult:
     streams, _ = _state(self.iot_backend)
-    if streams.pop(self._get_param("streamId"), None) is None:
-        raise iot_exceptions.ResourceNotFoundException("stream not found")
+    stream_id = self._get_param("streamId")
+    _existing(streams, stream_id, "stream")
+    del streams[stream_id]
     return ActionResult({})
 
 
@@ -220,17 +225,14 @@ def _create_ota_update(self: Any) -> ActionResult:
 
 def _get_ota_update(self: Any) -> ActionResult:
     _, updates = _state(self.iot_backend)
-    ota_id = self._get_param("otaUpdateId")
-    if ota_id not in updates:
-        raise iot_exceptions.ResourceNotFoundException(f"OTA update {ota_id} not found")
-    return ActionResult({"otaUpdateInfo": updates[ota_id]})
+    return ActionResult({"otaUpdateInfo": _existing(updates, self._get_param("otaUpdateId"), "OTA update")})
 
 
 def _delete_ota_update(self: Any) -> ActionResult:
     _, updates = _state(self.iot_backend)
-    info = updates.pop(self._get_param("otaUpdateId"), None)
-    if info is None:
-        raise iot_exceptions.ResourceNotFoundException("OTA update not found")
+    ota_id = self._get_param("otaUpdateId")
+    _existing(updates, ota_id, "OTA update")
+    del updates[ota_id]
     return ActionResult({})
 
 
