@@ -64,8 +64,6 @@ def _plan(args: argparse.Namespace, build: esp_build.EspBuild | None = None) -> 
 def _flash(args: argparse.Namespace, out: TextIO) -> int:
     plan = _plan(args)
     expected = codesign.load_certificate_file(args.code_verify_cert) if args.code_verify_cert else None
-    if args.port:
-        esptool_device.check_port(args.port)
     report = esptool_device.flash_device(
         plan,
         port=args.port,

@@ -44,7 +44,7 @@ def flash_station(
         raise ProvisioningError("give at least one port: --ports /dev/ttyUSB0[,/dev/ttyUSB1...]")
     if len(set(ports)) != len(ports):
         raise ProvisioningError("a port is listed twice in --ports")
-    for port in ports:
+    for port in ports:  # all of them, before the batch is locked or journaled
         esptool_device.check_port(port)
     with batch_lock(out):
         journal = Journal.existing(out)

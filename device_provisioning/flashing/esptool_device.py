@@ -148,6 +148,8 @@ def flash_device(
     bars) are asked for; the library itself prints nothing. Raises :class:`DeviceError` for a
     refused or failed write; a refusal happens before the first byte is written.
     """
+    if port is not None:
+        check_port(port)
     with esptool_quiet(quiet), _esptool_errors(port, baud):
         esp = cmds.connect_esp(port=port, chip="auto", initial_baud=ROM_BAUD)
         try:
