@@ -15,7 +15,10 @@ corrects moto's IoT backend before the server starts (:func:`correct_moto`):
   fresh RSA key of its own), and refuses a CSR whose signature does not verify, as AWS does;
 - KMS ``Sign`` with ``MessageType=DIGEST`` signs the given SHA-256 digest as it is (moto hashed it a
   second time, so no signature it made of a digest verified against the data): signing firmware
-  through KMS rests on it.
+  through KMS rests on it;
+- IoT Jobs (:mod:`devtools.local_jobs`): jobs on thing groups reach each member, a job's progress is
+  counted, abort criteria apply, and devices can update their executions (UpdateJobExecution): fleet
+  rollouts and their gates rest on it.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from moto.kms import exceptions as kms_exceptions
 from moto.kms import responses as kms_responses
 from moto.server import ThreadedMotoServer
 
+from devtools.local_jobs import add_jobs_corrections
 from devtools.local_ota import add_ota_stand_ins
 
 REGION = "us-east-1"
@@ -121,6 +125,7 @@ def correct_moto() -> None:
     iot_models.IoTBackend.create_certificate_from_csr = _create_certificate_from_csr  # type: ignore[method-assign]
     kms_responses.KmsResponse.sign = _kms_sign  # type: ignore[method-assign]
     add_ota_stand_ins()
+    add_jobs_corrections()
 
 
 @dataclass(frozen=True)
