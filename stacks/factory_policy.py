@@ -39,8 +39,9 @@ class FactoryPolicy(Construct):
         allowed_serials = firmware_bucket.arn_for_objects(f"{contract.ALLOWED_SERIALS_PREFIX}*")
         statements = [
             iam.PolicyStatement(
+                # UpdateThing records the fleet inventory on a thing made before the station registered it.
                 sid="ThingsOfThisStage",
-                actions=["iot:CreateThing", "iot:DescribeThing"],
+                actions=["iot:CreateThing", "iot:DescribeThing", "iot:UpdateThing"],
                 resources=[things],
             ),
             iam.PolicyStatement(

@@ -49,9 +49,17 @@ class OtaOperatorPolicy(Construct):
                 resources=[firmware_bucket.arn_for_objects("firmware/*")],
             ),
             iam.PolicyStatement(
-                # The pre-flight resolves the targets before anything is created.
+                # The pre-flight resolves the targets and their members before anything is created; a job for
+                # only the accepting devices, and each rollout stage, targets a thing group of this stage.
                 sid="ResolveTargets",
-                actions=["iot:DescribeThing", "iot:DescribeThingGroup"],
+                actions=[
+                    "iot:DescribeThing",
+                    "iot:DescribeThingGroup",
+                    "iot:ListThingsInThingGroup",
+                    "iot:CreateThingGroup",
+                    "iot:DeleteThingGroup",
+                    "iot:AddThingToThingGroup",
+                ],
                 resources=targets,
             ),
             iam.PolicyStatement(
@@ -85,7 +93,8 @@ class OtaOperatorPolicy(Construct):
             iam.PolicyStatement(
                 sid="ListOtaUpdates",
                 # List calls have no resource-level permissions in IAM.
-                actions=["iot:ListOTAUpdates", "iot:ListJobs", "iot:ListStreams"],
+                # ListThings reads the fleet inventory (thing attributes) in one pass.
+                actions=["iot:ListOTAUpdates", "iot:ListJobs", "iot:ListStreams", "iot:ListThings"],
                 resources=["*"],
             ),
             iam.PolicyStatement(

@@ -8,10 +8,11 @@ model and the requests themselves are in :mod:`device_provisioning.aws.ota_reque
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from device_provisioning import signing
@@ -22,6 +23,7 @@ from device_provisioning.aws.ota_request import (
     VIAS,
     CustomSignature,
     FirmwareObject,
+    FleetCheck,
     LocalKeySigning,
     OtaRequest,
     Protocol,
@@ -35,11 +37,20 @@ from device_provisioning.aws.ota_request import (
     ota_update_request,
     rollout_arguments,
 )
-from device_provisioning.aws.preflight import DeviceTrust, preflight_local_signature, preflight_signer_certificate
+from device_provisioning.aws.preflight import (
+    DeviceTrust,
+    certfile_checks,
+    preflight_local_signature,
+    preflight_signer_certificate,
+)
 from device_provisioning.aws.session import Aws, aws_errors
 from device_provisioning.contract import OTA_STREAM_PREFIX
 from device_provisioning.device.ota_limits import DeviceLimits, check_job_document_size
-from device_provisioning.errors import AwsError, InputFileError
+from device_provisioning.errors import AwsError, InputFileError, VerificationFailed
+from device_provisioning.fleet.inventory import read_inventory, resolve_things
+from device_provisioning.fleet.preflight import UNKNOWN_REFUSED, FleetPreflight, Judge, Verdict, judge_fleet
+from device_provisioning.fleet.status import DeviceExecution, execution_of
+from device_provisioning.identity import codesign
 
 __all__ = [
     "MAX_OTA_FILE",
@@ -47,6 +58,7 @@ __all__ = [
     "VIAS",
     "DeviceLimits",
     "DeviceTrust",
+    "FleetCheck",
     "LocalKeySigning",
     "OtaRequest",
     "OtaResult",
@@ -59,6 +71,7 @@ __all__ = [
     "Via",
     "create_ota",
     "fetch_job_document",
+    "fleet_preflight",
     "job_document",
     "ota_status",
     "ota_update_request",
@@ -78,6 +91,7 @@ class OtaResult:
     signature_b64: str | None
     preflight: tuple[str, ...]
     document: dict[str, Any] | None
+    fleet: FleetPreflight | None = None
 
     @property
     def bucket(self) -> str:
@@ -100,6 +114,7 @@ class OtaResult:
             "signature": self.signature_b64,
             "preflight": list(self.preflight),
             "job_document": self.document,
+            "fleet": self.fleet.to_json() if self.fleet else None,
         }
 
 
@@ -119,14 +134,21 @@ class OtaStatus:
     job_id: str | None
     status: str | None
     executions: tuple[ExecutionStatus, ...]
+    # With per_device: each target's execution, what its agent reported, and any call-out.
+    devices: tuple[DeviceExecution, ...] = ()
+    counts: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        answer: dict[str, Any] = {
             "ota_id": self.ota_id,
             "job_id": self.job_id,
             "status": self.status,
+            "counts": self.counts,
             "executions": [{"thing": e.thing, "status": e.status} for e in self.executions],
         }
+        if self.devices:
+            answer["devices"] = [device.to_json() for device in self.devices]
+        return answer
 
 
 def _resolve_targets(iot: Any, targets: Targets) -> list[str]:
@@ -145,13 +167,113 @@ def _resolve_targets(iot: Any, targets: Targets) -> list[str]:
     return arns
 
 
-def _sign_and_preflight(aws: Aws, request: OtaRequest) -> tuple[SignerJob | CustomSignature, list[str]]:
+def _sign_and_preflight(aws: Aws, request: OtaRequest) -> tuple[SignerJob | CustomSignature, list[str], Judge]:
+    """Sign (or read the Signer profile), run the device pre-flight against ``request.trust`` when given,
+    and return the judge the fleet pre-flight applies to each cohort."""
     if isinstance(request.signing, LocalKeySigning):
         der = signing.sign_firmware(request.signing.key, request.firmware)
-        return CustomSignature(der), preflight_local_signature(request.firmware, der, request.trust, request.certfile)
+        checks = []
+        if request.trust is not None:
+            checks = preflight_local_signature(request.firmware, der, request.trust, request.certfile)
+        return CustomSignature(der), checks, _local_signature_judge(request, der)
     profile = read_signing_profile(aws, request.signing.profile)
-    checks = preflight_signer_certificate(profile.certificate, request.trust, request.certfile)
-    return SignerJob(request.signing.profile, profile.certificate_arn), checks
+    checks = []
+    if request.trust is not None:
+        checks = preflight_signer_certificate(profile.certificate, request.trust, request.certfile)
+    judge = _signer_judge(request, profile.certificate)
+    return SignerJob(request.signing.profile, profile.certificate_arn), checks, judge
+
+
+def _local_signature_judge(request: OtaRequest, der: bytes) -> Judge:
+    """A cohort accepts a local signature when it verifies, as the device verifies it, with the cohort's certificate."""
+    known = {codesign.fingerprint(c.certificate): c for c in (request.trust.certificates if request.trust else ())}
+
+    def judge(family: str, fingerprint: str) -> Verdict:
+        certificate = known.get(fingerprint)
+        if certificate is None:
+            signed_for = ", ".join(f"{fp[:16]}…" for fp in known) or "a certificate not given (--device-cert)"
+            return Verdict(
+                False,
+                f"holds code-verification certificate {fingerprint[:16]}…, the image is signed for {signed_for}: "
+                "its signature check would fail (OtaPalSignatureCheckFailed 0xe3000000)",
+            )
+        try:
+            preflight_local_signature(
+                request.firmware, der, DeviceTrust((certificate,), None, family), request.certfile
+            )
+        except VerificationFailed as error:
+            return Verdict(False, str(error))
+        return Verdict(True, f"the signature verifies with its certificate {fingerprint[:16]}… as {family} firmware")
+
+    return judge
+
+
+def _signer_judge(request: OtaRequest, signer_certificate: Any) -> Judge:
+    """A cohort accepts Signer's signature when the profile's certificate is the cohort's certificate."""
+    signer_fingerprint = codesign.fingerprint(signer_certificate)
+
+    def judge(family: str, fingerprint: str) -> Verdict:
+        if fingerprint != signer_fingerprint:
+            return Verdict(
+                False,
+                f"holds code-verification certificate {fingerprint[:16]}…, the Signer profile signs with "
+                f"{signer_fingerprint[:16]}…: its signature check would fail (OtaPalSignatureCheckFailed 0xe3000000)",
+            )
+        try:
+            certfile_checks(request.certfile, family)
+        except VerificationFailed as error:
+            return Verdict(False, str(error))
+        return Verdict(True, f"the Signer profile's certificate is its certificate ({family} firmware)")
+
+    return judge
+
+
+def _judge_targets(iot: Any, request: OtaRequest, fleet: FleetCheck, judge: Judge) -> FleetPreflight:
+    """Every target device's verdict, by cohort (nothing raised for rejecting devices)."""
+    things = resolve_things(iot, request.targets.things, request.targets.thing_groups)
+    unknown = UNKNOWN_REFUSED
+    if fleet.accept_unknown:
+        checked = "checked against the given device certificate" if request.trust else "not verified"
+        unknown = Verdict(True, f"no inventory recorded; accepted with --accept-unknown ({checked})")
+    return judge_fleet(read_inventory(iot, things), judge, unknown=unknown)
+
+
+def _require_acceptance(result: FleetPreflight, fleet: FleetCheck) -> None:
+    """Refuse (naming every device and why) unless all accept, or the rest may be excluded."""
+    if result.rejecting and not fleet.exclude_rejecting:
+        raise VerificationFailed(result.refusal())
+    if not result.accepting:
+        raise VerificationFailed(f"fleet pre-flight: none of the {result.devices} target device(s) would accept it")
+
+
+def fleet_preflight(aws: Aws, request: OtaRequest) -> tuple[list[str], FleetPreflight]:
+    """The device and fleet pre-flights of ``request`` alone: signs, reads the inventory, creates nothing.
+
+    Returns the device checks passed and every target's verdict; raises only for a bad request or when the
+    device pre-flight against ``request.trust`` fails.
+    """
+    request.checked_ota_id()
+    _code_signing, checks, judge = _sign_and_preflight(aws, request)
+    iot = aws.client("iot")
+    with aws_errors("resolving OTA targets"):
+        _resolve_targets(iot, request.targets)
+    with aws_errors("reading the targets' inventory"):
+        return checks, _judge_targets(iot, request, request.fleet or FleetCheck(), judge)
+
+
+# AWS: "The total number of targets associated with a job must not exceed 100."
+MAX_JOB_TARGETS = 100
+
+
+def _accepting_targets(iot: Any, things: list[str], group_name: str, undo: contextlib.ExitStack) -> list[str]:
+    """Target ARNs for exactly these things: each thing (up to 100), else a static group of them (made here)."""
+    if len(things) <= MAX_JOB_TARGETS:
+        return [iot.describe_thing(thingName=thing)["thingArn"] for thing in things]
+    arn = iot.create_thing_group(thingGroupName=group_name)["thingGroupArn"]
+    undo.callback(_best_effort, iot.delete_thing_group, thingGroupName=group_name)
+    for thing in things:
+        iot.add_thing_to_thing_group(thingGroupName=group_name, thingName=thing)
+    return [arn]
 
 
 def create_ota(aws: Aws, request: OtaRequest, *, poll_seconds: float = 2.0) -> OtaResult:
@@ -172,7 +294,7 @@ def create_ota(aws: Aws, request: OtaRequest, *, poll_seconds: float = 2.0) -> O
     limits = request.limits
     checks = limits.check_image(len(request.firmware))
     checks += limits.check_job(protocol=request.protocol, device_path=request.device_path, stream_name=stream_id)
-    code_signing, signature_checks = _sign_and_preflight(aws, request)
+    code_signing, signature_checks, judge = _sign_and_preflight(aws, request)
     checks += signature_checks
     signature_text = code_signing.base64_text if isinstance(code_signing, CustomSignature) else None
     document, document_text = None, ""
@@ -193,11 +315,21 @@ def create_ota(aws: Aws, request: OtaRequest, *, poll_seconds: float = 2.0) -> O
     iot, s3 = aws.client("iot"), aws.client("s3")
     with aws_errors("resolving OTA targets"):
         target_arns = _resolve_targets(iot, request.targets)
+    fleet = None
+    if request.fleet is not None:
+        with aws_errors("reading the targets' inventory"):
+            fleet = _judge_targets(iot, request, request.fleet, judge)
+        _require_acceptance(fleet, request.fleet)
+        checks += [f"fleet: {line}" for line in fleet.summary()]
     with aws_errors(f"checking bucket {request.bucket}"):
         if s3.get_bucket_versioning(Bucket=request.bucket).get("Status") != "Enabled":
             raise AwsError(f"bucket {request.bucket} has no versioning; OTA needs object versions (deploy the stack)")
 
     with contextlib.ExitStack() as undo:
+        if fleet is not None and fleet.rejecting:
+            with aws_errors("targeting the accepting devices"):
+                group = f"{request.fleet.target_group_prefix if request.fleet else ''}ota-{ota_id}"
+                target_arns = _accepting_targets(iot, fleet.accepting, group, undo)
         with aws_errors(f"uploading firmware to s3://{request.bucket}/{key}"):
             version_id = s3.put_object(Bucket=request.bucket, Key=key, Body=request.firmware)["VersionId"]
         firmware = FirmwareObject(request.bucket, key, version_id)
@@ -210,7 +342,7 @@ def create_ota(aws: Aws, request: OtaRequest, *, poll_seconds: float = 2.0) -> O
                 undo.callback(_best_effort, iot.delete_ota_update, otaUpdateId=ota_id, deleteStream=True)
                 info = _wait_for_ota_update(iot, ota_id, poll_seconds)
                 job_id = info.get("awsIotJobId") or response.get("awsIotJobId")
-                result = OtaResult(ota_id, "ota-update", job_id, firmware, signature_text, tuple(checks), None)
+                result = OtaResult(ota_id, "ota-update", job_id, firmware, signature_text, tuple(checks), None, fleet)
             else:
                 if stream_id is not None:
                     iot.create_stream(
@@ -230,7 +362,7 @@ def create_ota(aws: Aws, request: OtaRequest, *, poll_seconds: float = 2.0) -> O
                 if request.protocol == "http":
                     arguments["presignedUrlConfig"] = {"roleArn": request.role_arn, "expiresInSec": 3600}
                 iot.create_job(**arguments)
-                result = OtaResult(ota_id, "job", ota_id, firmware, signature_text, tuple(checks), document)
+                result = OtaResult(ota_id, "job", ota_id, firmware, signature_text, tuple(checks), document, fleet)
         undo.pop_all()  # created: keep everything
     return result
 
@@ -264,8 +396,20 @@ def _best_effort(call: Any, **arguments: Any) -> None:
         call(**arguments)
 
 
-def ota_status(aws: Aws, ota_id: str) -> OtaStatus:
-    """The job's status and each thing's execution status, for a job id or an OTA update id."""
+def ota_status(
+    aws: Aws,
+    ota_id: str,
+    *,
+    per_device: bool = False,
+    expected_version: str | None = None,
+    now: dt.datetime | None = None,
+) -> OtaStatus:
+    """The job's status and each thing's execution status, for a job id or an OTA update id.
+
+    ``per_device`` reads each execution's status details (one DescribeJobExecution per device) and decodes
+    what the OTA agent reported; ``expected_version`` is the version the image carries, so a device that
+    reports SUCCEEDED with another version is called out.
+    """
     iot = aws.client("iot")
     with aws_errors(f"reading OTA {ota_id}"):
         job_id = ota_id
@@ -282,7 +426,23 @@ def ota_status(aws: Aws, ota_id: str) -> OtaStatus:
             for page in iot.get_paginator("list_job_executions_for_job").paginate(jobId=job_id)
             for summary in page.get("executionSummaries", [])
         ]
-    return OtaStatus(ota_id, job_id, job.get("status"), tuple(executions))
+        devices: tuple[DeviceExecution, ...] = ()
+        if per_device:
+            moment = now or dt.datetime.now(dt.UTC)
+            devices = tuple(
+                execution_of(
+                    iot.describe_job_execution(jobId=job_id, thingName=e.thing)["execution"],
+                    expected_version=expected_version,
+                    now=moment,
+                )
+                for e in executions
+            )
+    counts = {
+        key.removeprefix("numberOf").removesuffix("Things").lower(): value
+        for key, value in (job.get("jobProcessDetails") or {}).items()
+        if isinstance(value, int)
+    }
+    return OtaStatus(ota_id, job_id, job.get("status"), tuple(executions), devices, counts)
 
 
 def fetch_job_document(aws: Aws, job_id: str) -> dict[str, Any]:

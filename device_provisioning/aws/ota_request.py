@@ -59,14 +59,44 @@ class Targets:
 
 
 @dataclass(frozen=True)
+class ExponentialRate:
+    """Start at ``base_per_minute`` and multiply by ``increment_factor`` each time ``after_succeeded``
+    more devices succeed (AWS: base 1-1000, factor 1.1-5)."""
+
+    base_per_minute: int
+    increment_factor: float
+    after_succeeded: int
+
+
+@dataclass(frozen=True)
 class Rollout:
-    """AWS IoT Jobs rollout settings: rate, abort threshold, timeout, snapshot or continuous."""
+    """AWS IoT Jobs rollout settings: rate (fixed or exponential), abort threshold, timeout, retries,
+    snapshot or continuous."""
 
     maximum_per_minute: int | None = None
     abort_failure_percent: float | None = None
     abort_min_executed: int = 10
     timeout_minutes: int | None = None
     continuous: bool = False
+    exponential: ExponentialRate | None = None
+    # Abort on this failure type: FAILED, REJECTED, TIMED_OUT or ALL.
+    abort_failure_type: str = "FAILED"
+    # Retries of a FAILED or TIMED_OUT execution (AWS: 0-10; CreateJob only).
+    retries: int | None = None
+
+
+@dataclass(frozen=True)
+class FleetCheck:
+    """Run the fleet pre-flight over the targets' recorded inventory before anything is created.
+
+    ``exclude_rejecting`` creates the update for the accepting devices only; ``accept_unknown`` lets devices
+    without inventory through (checked against the request's device certificate when one is given);
+    ``target_group_prefix`` begins the name of the thing group made when more than 100 devices remain.
+    """
+
+    exclude_rejecting: bool = False
+    accept_unknown: bool = False
+    target_group_prefix: str = ""
 
 
 @dataclass(frozen=True)
@@ -78,7 +108,7 @@ class OtaRequest:
     targets: Targets
     bucket: str
     role_arn: str
-    trust: DeviceTrust
+    trust: DeviceTrust | None
     signing: SigningMode
     via: Via = "job"
     protocol: Protocol = "http"
@@ -86,6 +116,7 @@ class OtaRequest:
     ota_id: str | None = None
     rollout: Rollout = field(default_factory=Rollout)
     limits: DeviceLimits = field(default_factory=DeviceLimits)
+    fleet: FleetCheck | None = None
 
     def checked_ota_id(self) -> str:
         """Refuse an inconsistent request before any AWS call; returns the OTA id to use."""
@@ -98,6 +129,15 @@ class OtaRequest:
         if len(self.firmware) > MAX_OTA_FILE:
             raise InputFileError(
                 f"firmware is {len(self.firmware)} bytes; AWS takes at most {MAX_OTA_FILE} per OTA file"
+            )
+        if self.trust is None and self.fleet is None:
+            DeviceTrust()  # raises: says which options give the devices' certificate
+        if self.rollout.retries is not None and self.via != "job":
+            raise InputFileError("retries are a CreateJob setting (CreateOTAUpdate has none): use via job")
+        if self.fleet and self.fleet.exclude_rejecting and self.rollout.continuous:
+            raise InputFileError(
+                "--exclude-rejecting names the accepting devices one by one; --continuous would also reach devices "
+                "added to the groups later, unchecked: use one or the other"
             )
         ota_id = self.ota_id or f"ota-{uuid.uuid4().hex[:12]}"
         if not _ID.match(ota_id):
@@ -176,13 +216,27 @@ def job_document(
 def rollout_arguments(rollout: Rollout, *, for_ota_update: bool) -> dict[str, Any]:
     """Rollout, abort and timeout settings, named as CreateOTAUpdate or CreateJob names them."""
     arguments: dict[str, Any] = {}
+    rate: dict[str, Any] = {}
     if rollout.maximum_per_minute:
-        arguments["awsJobExecutionsRolloutConfig" if for_ota_update else "jobExecutionsRolloutConfig"] = {
-            "maximumPerMinute": rollout.maximum_per_minute
+        rate["maximumPerMinute"] = rollout.maximum_per_minute
+    if rollout.exponential:
+        rate["exponentialRate"] = {
+            "baseRatePerMinute": rollout.exponential.base_per_minute,
+            "incrementFactor": rollout.exponential.increment_factor,
+            "rateIncreaseCriteria": {"numberOfSucceededThings": rollout.exponential.after_succeeded},
+        }
+    if rate:
+        arguments["awsJobExecutionsRolloutConfig" if for_ota_update else "jobExecutionsRolloutConfig"] = rate
+    if rollout.retries is not None and not for_ota_update:
+        arguments["jobExecutionsRetryConfig"] = {
+            "criteriaList": [
+                {"failureType": "FAILED", "numberOfRetries": rollout.retries},
+                {"failureType": "TIMED_OUT", "numberOfRetries": rollout.retries},
+            ]
         }
     if rollout.abort_failure_percent is not None:
         criteria = {
-            "failureType": "FAILED",
+            "failureType": rollout.abort_failure_type,
             "action": "CANCEL",
             "thresholdPercentage": rollout.abort_failure_percent,
             "minNumberOfExecutedThings": rollout.abort_min_executed,

@@ -20,6 +20,7 @@ from device_provisioning.aws import Aws, AwsError, aws_errors, error_code
 from device_provisioning.contract import DEVICE_CERT_FILE, DEVICE_KEY_FILE
 from device_provisioning.errors import InputFileError
 from device_provisioning.files import read_bytes, write_atomic
+from device_provisioning.fleet.inventory import Inventory, record_inventory, thing_attribute_payload
 from device_provisioning.identity import codesign, device_tls
 
 DEVICE_KEY = DEVICE_KEY_FILE
@@ -109,8 +110,13 @@ def _thing_exists(iot: Any, thing_name: str) -> bool:
         return False
 
 
-def register_device(aws: Aws, thing_name: str, out_dir: str | Path, *, policy_name: str) -> Registration:
-    """Create (or find) the thing, its certificate from a local CSR, and attach the device policy."""
+def register_device(
+    aws: Aws, thing_name: str, out_dir: str | Path, *, policy_name: str, inventory: Inventory | None = None
+) -> Registration:
+    """Create (or find) the thing, its certificate from a local CSR, and attach the device policy.
+
+    ``inventory`` (what the device's image verifies updates with) is recorded on the thing.
+    """
     if not thing_name or len(thing_name) > 128 or set(thing_name) - _THING_NAME_CHARS:
         raise InputFileError(f"thing name {thing_name!r}: use 1-128 of a-z A-Z 0-9 : _ -")
     directory = Path(out_dir)
@@ -121,6 +127,9 @@ def register_device(aws: Aws, thing_name: str, out_dir: str | Path, *, policy_na
         endpoint = iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"]
         exists = _thing_exists(iot, thing_name)
         active = _active_certificates(iot, thing_name) if exists else []
+    if exists and inventory is not None:
+        with aws_errors(f"recording the inventory of {thing_name}"):
+            record_inventory(iot, thing_name, inventory)
     key = _load_or_create_key(directory)
     record = _read_record(directory, thing_name)
     for description in active:
@@ -137,12 +146,18 @@ def register_device(aws: Aws, thing_name: str, out_dir: str | Path, *, policy_na
             "a second one would let two devices act as it; deactivate the old one "
             "(aws iot update-certificate --new-status INACTIVE) or use the directory it was registered from"
         )
-    description = _create(iot, thing_name, key, policy_name, create_thing=not exists)
+    description = _create(iot, thing_name, key, policy_name, create_thing=not exists, inventory=inventory)
     return _finish(directory, thing_name, description, endpoint, key, reused=False)
 
 
 def _create(
-    iot: Any, thing_name: str, key: ec.EllipticCurvePrivateKey, policy_name: str, *, create_thing: bool
+    iot: Any,
+    thing_name: str,
+    key: ec.EllipticCurvePrivateKey,
+    policy_name: str,
+    *,
+    create_thing: bool,
+    inventory: Inventory | None,
 ) -> dict[str, Any]:
     """The safe order: certificate INACTIVE, thing, policy, principal, key check, and activation last.
 
@@ -173,7 +188,7 @@ def _create(
             )
             if create_thing:
                 step = "create_thing"
-                iot.create_thing(thingName=thing_name)
+                iot.create_thing(thingName=thing_name, **thing_attribute_payload(inventory))
                 rollback.callback(undo, "thing deleted", (iot.delete_thing, {"thingName": thing_name}))
             step = "attach_policy"
             iot.attach_policy(policyName=policy_name, target=arn)

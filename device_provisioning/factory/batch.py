@@ -37,6 +37,7 @@ from device_provisioning.factory.inputs import (
 )
 from device_provisioning.factory.journal import Journal, batch_lock
 from device_provisioning.files import read_bytes, write_atomic
+from device_provisioning.fleet.inventory import Inventory
 from device_provisioning.identity import codesign, device_tls
 
 DEVICES_DIR = "devices"
@@ -47,6 +48,8 @@ IMAGE_FILE = "creds.bin"
 MANIFEST_COLUMNS = (
     "serial", "thing_name", "state", "certificate_id", "certificate_fingerprint", "image_sha256", "error",
 )  # fmt: skip
+# The batch's inventory (the same for every device), from the journal's metadata.
+INVENTORY_COLUMNS = ("code_verify_sha256", "family", "app_version")
 COMMIT_EVERY = 200
 # One os.sync() per group of journal transitions makes the workers' files durable (Linux, macOS);
 # where it does not exist, every file is fsynced as it is written instead.
@@ -225,6 +228,7 @@ def prepare_batch(
     credentials.partition_warnings(partition, config.project.flash_encryption if config.project else None)
     code_verify = codesign.load_certificate_file(config.code_verify_cert)
     codesign.check_key_type(code_verify.public_key(), f"certificate {config.code_verify_cert}")
+    inventory = Inventory(codesign.fingerprint(code_verify), config.family, config.app_version)
     registration = config.registration
     claim_cert_pem = claim_key_pem = None
     if isinstance(registration, ClaimRegistration):
@@ -242,6 +246,8 @@ def prepare_batch(
             journal.set_meta("partition", partition.name)
             journal.set_meta("table_offset", str(table.table_offset))
             journal.set_meta("family", config.family)
+            journal.set_meta("code_verify_sha256", inventory.code_verify_sha256)
+            journal.set_meta("app_version", inventory.app_version or "")
             write_atomic(out / TABLE_FILE, partition_table.to_binary(table))
             stage_seconds: dict[str, float] = {}
             progress = progress or _no_progress
@@ -268,10 +274,10 @@ def prepare_batch(
                 # 2. registration
                 t = time.monotonic()
                 if isinstance(registration, PerDeviceRegistration) and aws is not None:
-                    _register_all(aws, journal, by_serial, device_dir, registration, progress)
+                    _register_all(aws, journal, by_serial, device_dir, registration, progress, inventory)
                     stage_seconds["registration"] = time.monotonic() - t
                 elif isinstance(registration, BulkRegistration) and aws is not None:
-                    _register_bulk(aws, journal, device_dir, registration)
+                    _register_bulk(aws, journal, device_dir, registration, inventory)
                     stage_seconds["registration"] = time.monotonic() - t
 
                 # 3. NVS images
@@ -326,6 +332,7 @@ def _register_all(
     device_dir: dict[str, Path],
     registration: PerDeviceRegistration,
     progress: ProgressCallback,
+    inventory: Inventory,
 ) -> None:
     iot = aws.client("iot")  # botocore clients are thread-safe; adaptive retries pace the calls
     todo = [r for r in journal.records() if r.state in ("key_made", "registering")]
@@ -339,6 +346,7 @@ def _register_all(
                     rows[r.serial],
                     device_dir[r.serial],
                     registration.policy,
+                    inventory,
                 )
                 for r in todo
             ]
@@ -348,7 +356,9 @@ def _register_all(
                     progress("registration", done, len(futures))
 
 
-def _register_bulk(aws: Aws, journal: Journal, device_dir: dict[str, Path], registration: BulkRegistration) -> None:
+def _register_bulk(
+    aws: Aws, journal: Journal, device_dir: dict[str, Path], registration: BulkRegistration, inventory: Inventory
+) -> None:
     """One StartThingRegistrationTask for every device not yet registered; reports back into the journal."""
     todo = [r for r in journal.records() if r.state in ("key_made", "registering")]
     if not todo:
@@ -367,6 +377,7 @@ def _register_bulk(aws: Aws, journal: Journal, device_dir: dict[str, Path], regi
         existing_task_id=journal.meta("bulk_task_id") or None,
         on_task_started=lambda task_id: journal.set_meta("bulk_task_id", task_id),
         wait_for_running=registration.wait_for_running_task,
+        inventory=inventory,
     )
     updates: list[tuple[str, str | None, dict[str, Any]]] = []
     for offset, record in enumerate(todo):
@@ -410,9 +421,10 @@ def write_manifest(journal: Journal, out: Path) -> Path:
     """Write ``manifest.csv`` (one row per device, in CSV order) atomically from the journal."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(MANIFEST_COLUMNS)
+    writer.writerow(MANIFEST_COLUMNS + INVENTORY_COLUMNS)
+    inventory = [journal.meta(column) or "" for column in INVENTORY_COLUMNS]
     for record in journal.records():
-        writer.writerow([getattr(record, column) or "" for column in MANIFEST_COLUMNS])
+        writer.writerow([getattr(record, column) or "" for column in MANIFEST_COLUMNS] + inventory)
     return write_atomic(out / MANIFEST, buffer.getvalue().encode())
 
 

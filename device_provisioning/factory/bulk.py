@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from device_provisioning.aws import Aws, AwsError, aws_errors
+from device_provisioning.fleet.inventory import Inventory
 
 FINISHED = ("Completed", "Failed", "Cancelled")
 
@@ -33,12 +34,16 @@ class BulkResult:
     calls: int = 0
 
 
-def registration_template(policy_name: str) -> dict[str, Any]:
-    """Thing + ACTIVE certificate from the device's CSR + the device policy, per input line."""
+def registration_template(policy_name: str, inventory: Inventory | None = None) -> dict[str, Any]:
+    """Thing (with the batch's inventory as its attributes) + ACTIVE certificate from the device's CSR +
+    the device policy, per input line."""
+    thing: dict[str, Any] = {"ThingName": {"Ref": "ThingName"}}
+    if inventory is not None:
+        thing["AttributePayload"] = inventory.attributes()
     return {
         "Parameters": {"ThingName": {"Type": "String"}, "CSR": {"Type": "String"}},
         "Resources": {
-            "thing": {"Type": "AWS::IoT::Thing", "Properties": {"ThingName": {"Ref": "ThingName"}}},
+            "thing": {"Type": "AWS::IoT::Thing", "Properties": thing},
             "certificate": {
                 "Type": "AWS::IoT::Certificate",
                 "Properties": {"CertificateSigningRequest": {"Ref": "CSR"}, "Status": "ACTIVE"},
@@ -99,6 +104,7 @@ def run_bulk_registration(
     existing_task_id: str | None = None,
     on_task_started: Callable[[str], None] = lambda task_id: None,
     wait_for_running: bool = False,
+    inventory: Inventory | None = None,
     poll_seconds: float = 10.0,
     timeout_seconds: float = 3600.0,
     sleep: Callable[[float], None] = time.sleep,
@@ -135,7 +141,7 @@ def run_bulk_registration(
             s3.put_object(Bucket=bucket, Key=key, Body=input_file(devices))
             calls += 1
             task_id = iot.start_thing_registration_task(
-                templateBody=json.dumps(registration_template(policy_name)),
+                templateBody=json.dumps(registration_template(policy_name, inventory)),
                 inputFileBucket=bucket,
                 inputFileKey=key,
                 roleArn=role_arn,

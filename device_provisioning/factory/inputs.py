@@ -97,6 +97,7 @@ class BatchConfig:
     registration: Registration = NoRegistration()
     extra: dict[str, str] = field(default_factory=dict)
     project: ProjectProfile | None = None
+    app_version: str | None = None
 
     def table(self) -> PartitionTable:
         """``partition_table`` at ``table_offset`` when given, else the firmware project's table."""
@@ -132,6 +133,8 @@ CONFIG_SCHEMA: dict[str, Any] = {
                 "partition": {"type": "string", "minLength": 1, "maxLength": 16},
                 # CONFIG_PARTITION_TABLE_OFFSET of the project, for a CSV table: 0x10000 or "0x10000".
                 "table_offset": {"type": ["integer", "string"]},
+                # The app version the devices leave the factory with (recorded in the fleet inventory).
+                "app_version": {"type": "string", "pattern": "^[a-zA-Z0-9_.,@/:#=\\[\\]-]{1,800}$"},
             },
         },
         "registration": {
@@ -316,4 +319,5 @@ def load_config(path: str | Path) -> BatchConfig:
         registration=registration,
         extra={str(k): str(v) for k, v in nvs.get("values", {}).items()},
         project=derived,
+        app_version=batch.get("app_version"),
     )

@@ -20,6 +20,7 @@ from device_provisioning.contract import DEVICE_CERT_FILE, DEVICE_CSR_FILE, DEVI
 from device_provisioning.factory.inputs import DeviceRow
 from device_provisioning.factory.journal import Journal
 from device_provisioning.files import write_atomic
+from device_provisioning.fleet.inventory import Inventory, record_inventory, thing_attribute_payload
 from device_provisioning.identity import codesign
 
 DEVICE_KEY = DEVICE_KEY_FILE
@@ -86,8 +87,11 @@ def _has_things(iot: Any, certificate_arn: str) -> bool:
     return any(page.get("things") for page in pages)
 
 
-def register_batch_device(iot: Any, journal: Journal, row: DeviceRow, device_dir: Path, policy: str) -> str | None:
-    """Register one device; returns an error message for a device that cannot be registered."""
+def register_batch_device(
+    iot: Any, journal: Journal, row: DeviceRow, device_dir: Path, policy: str, inventory: Inventory | None = None
+) -> str | None:
+    """Register one device (its ``inventory`` recorded on the thing); returns an error message for a device
+    that cannot be registered."""
     record = journal.get(row.serial)
     if record.reached("registered"):
         return None
@@ -111,7 +115,7 @@ def register_batch_device(iot: Any, journal: Journal, row: DeviceRow, device_dir
             return message
         journal.update(row.serial, "registering", error=None)
     try:
-        _register(iot, journal, row, device_dir, policy)
+        _register(iot, journal, row, device_dir, policy, inventory)
     except Exception as error:
         if error_code(error) not in PERMANENT_ERRORS:
             raise  # transient (throttling beyond retries, network): the rerun resumes this device
@@ -122,13 +126,17 @@ def register_batch_device(iot: Any, journal: Journal, row: DeviceRow, device_dir
     return None
 
 
-def _register(iot: Any, journal: Journal, row: DeviceRow, device_dir: Path, policy: str) -> None:
+def _register(
+    iot: Any, journal: Journal, row: DeviceRow, device_dir: Path, policy: str, inventory: Inventory | None
+) -> None:
     thing = row.thing_name
     try:
-        iot.create_thing(thingName=thing)
+        iot.create_thing(thingName=thing, **thing_attribute_payload(inventory))
     except Exception as error:
         if error_code(error) != "ResourceAlreadyExistsException":
             raise
+        if inventory is not None:  # made by an earlier run, or before the batch: record it now
+            record_inventory(iot, thing, inventory)
     if row.thing_group:
         iot.add_thing_to_thing_group(thingGroupName=row.thing_group, thingName=thing)
     certificate_id = journal.get(row.serial).certificate_id

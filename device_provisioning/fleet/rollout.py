@@ -1,0 +1,551 @@
+"""Staged rollouts as code: one TOML file names the image, the signing, the targets and the stages.
+
+Each stage is a job on a thing group: a named group (a canary group kept by the user), or a share of the
+targets (``percent``, cumulative) that :func:`apply_rollout` puts in a static group of its own. Devices are
+spread over the stages by a hash of the rollout name and the thing name, so every run picks the same ones.
+Job ids are ``<name>-<image digest>-<stage>``: re-running ``apply`` finds the jobs it made and never makes
+a second; it creates the next stage only when the previous stage's gate is met (enough devices succeeded,
+no more than the allowed share failed or rejected, the soak time passed) and stops at a failed gate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema
+
+from device_provisioning.aws import ota
+from device_provisioning.aws.ota_request import ExponentialRate, FleetCheck, OtaRequest, Rollout, Targets
+from device_provisioning.aws.session import Aws, aws_errors
+from device_provisioning.errors import InputFileError, VerificationFailed
+from device_provisioning.files import read_bytes
+from device_provisioning.fleet.inventory import group_members, resolve_things
+from device_provisioning.fleet.preflight import FleetPreflight
+
+_NAME = "^[A-Za-z0-9_-]{1,16}$"
+_STAGE = "^[A-Za-z0-9_-]{1,10}$"
+_GROUP = "^[a-zA-Z0-9:_-]{1,128}$"
+# The rollout file, as JSON Schema: AWS's ranges for each Jobs setting; unknown keys refused by name.
+ROLLOUT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["rollout", "signing", "stage"],
+    "properties": {
+        "rollout": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name", "firmware"],
+            "anyOf": [{"required": ["thing_groups"]}, {"required": ["things"]}],
+            "properties": {
+                # Job ids are <name>-<digest>-<stage>; MQTT stream names AFR_OTA-<job id> stay within 44.
+                "name": {"type": "string", "pattern": _NAME},
+                "firmware": {"type": "string", "minLength": 1},
+                "app_version": {"type": "string", "pattern": "^[0-9]+\\.[0-9]+\\.[0-9]+$"},
+                "device_path": {"type": "string", "minLength": 1, "maxLength": 259},
+                "protocol": {"enum": list(ota.PROTOCOLS)},
+                "via": {"enum": list(ota.VIAS)},
+                "certfile": {"type": "string", "minLength": 1},
+                "thing_groups": {"type": "array", "items": {"type": "string", "pattern": _GROUP}, "minItems": 1},
+                "things": {"type": "array", "items": {"type": "string", "pattern": _GROUP}, "minItems": 1},
+                "accept_unknown": {"type": "boolean"},
+                "exclude_rejecting": {"type": "boolean"},
+            },
+        },
+        "signing": {
+            "type": "object",
+            "additionalProperties": False,
+            "minProperties": 1,
+            "properties": {
+                "key": {"type": "string", "minLength": 1},
+                "kms_key": {"type": "string", "minLength": 1},
+                "pkcs11_uri": {"type": "string", "pattern": "^pkcs11:"},
+                "signing_profile": {"type": "string", "pattern": "^[a-zA-Z0-9_]{2,64}$"},
+                # The certificate of the signing key, as the devices hold it (the fleet pre-flight verifies
+                # the signature with it).
+                "certificate": {"type": "string", "minLength": 1},
+            },
+        },
+        "stage": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name"],
+                "oneOf": [{"required": ["thing_group"]}, {"required": ["percent"]}],
+                "properties": {
+                    "name": {"type": "string", "pattern": _STAGE},
+                    "thing_group": {"type": "string", "pattern": _GROUP},
+                    "percent": {"type": "number", "exclusiveMinimum": 0, "maximum": 100},
+                    "gate": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "min_succeeded": {"type": "integer", "minimum": 0},
+                            "max_failed_percent": {"type": "number", "minimum": 0, "maximum": 100},
+                            "soak_minutes": {"type": "number", "minimum": 0},
+                        },
+                    },
+                    "jobs": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "maximum_per_minute": {"type": "integer", "minimum": 1, "maximum": 1000},
+                            "exponential": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["base_per_minute", "increment_factor", "after_succeeded"],
+                                "properties": {
+                                    "base_per_minute": {"type": "integer", "minimum": 1, "maximum": 1000},
+                                    "increment_factor": {"type": "number", "minimum": 1.1, "maximum": 5},
+                                    "after_succeeded": {"type": "integer", "minimum": 1},
+                                },
+                            },
+                            "abort_failed_percent": {"type": "number", "minimum": 0, "maximum": 100},
+                            "abort_min_executed": {"type": "integer", "minimum": 1},
+                            "abort_failure_type": {"enum": ["FAILED", "REJECTED", "TIMED_OUT", "ALL"]},
+                            "timeout_minutes": {"type": "integer", "minimum": 1, "maximum": 10080},
+                            "retries": {"type": "integer", "minimum": 0, "maximum": 10},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+@dataclass(frozen=True)
+class Gate:
+    """When a stage lets the next one start."""
+
+    min_succeeded: int = 1
+    max_failed_percent: float = 0.0
+    soak_minutes: float = 0.0
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: a thing group of its own or a cumulative share of the targets, its gate and job settings."""
+
+    name: str
+    thing_group: str | None
+    percent: float | None
+    gate: Gate
+    jobs: Rollout
+
+
+@dataclass(frozen=True)
+class Signing:
+    """How the rollout signs: a key file, a KMS key, a PKCS#11 key, or an AWS Signer profile."""
+
+    key: Path | None = None
+    kms_key: str | None = None
+    pkcs11_uri: str | None = None
+    signing_profile: str | None = None
+    certificate: Path | None = None
+
+
+@dataclass(frozen=True)
+class RolloutPlan:
+    """A rollout file, validated."""
+
+    source: Path
+    name: str
+    firmware: Path
+    app_version: str | None
+    device_path: str
+    protocol: ota.Protocol
+    via: ota.Via
+    certfile: str | None
+    thing_groups: tuple[str, ...]
+    things: tuple[str, ...]
+    accept_unknown: bool
+    exclude_rejecting: bool
+    signing: Signing
+    stages: tuple[Stage, ...]
+
+
+def load_rollout(path: str | Path) -> RolloutPlan:
+    """Read and validate a rollout file; every problem is refused with its place in the file."""
+    source = Path(path)
+    try:
+        document = tomllib.loads(read_bytes(source, "rollout file").decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise InputFileError(f"rollout file {source}: not valid TOML ({error})") from None
+    problem = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(ROLLOUT_SCHEMA).iter_errors(document))
+    if problem is not None:
+        where = ".".join(str(part) for part in problem.absolute_path) or "top level"
+        raise InputFileError(f"rollout file {source}: {where}: {problem.message}")
+
+    def path_of(value: str) -> Path:
+        candidate = Path(value)
+        return candidate if candidate.is_absolute() else source.parent / candidate
+
+    rollout, signing = document["rollout"], document["signing"]
+    ways = [name for name in ("key", "kms_key", "pkcs11_uri", "signing_profile") if name in signing]
+    if len(ways) != 1:
+        raise InputFileError(
+            f"rollout file {source}: signing: give exactly one of key, kms_key, pkcs11_uri, signing_profile"
+        )
+    via = rollout.get("via", "job" if ways[0] != "signing_profile" else "ota-update")
+    if ways[0] == "signing_profile" and via == "job":
+        raise InputFileError(
+            f"rollout file {source}: rollout.via: AWS Signer signs only in CreateOTAUpdate (ota-update)"
+        )
+    stages = tuple(_stage(entry) for entry in document["stage"])
+    names = [stage.name for stage in stages]
+    if len(set(names)) != len(names):
+        raise InputFileError(f"rollout file {source}: stage: names must differ ({', '.join(names)})")
+    shares = [stage.percent for stage in stages if stage.percent is not None]
+    if shares != sorted(shares) or len(set(shares)) != len(shares):
+        raise InputFileError(f"rollout file {source}: stage.percent: shares are cumulative and must increase")
+    if via != "job" and any(stage.jobs.retries is not None for stage in stages):
+        raise InputFileError(f"rollout file {source}: stage.jobs.retries: CreateOTAUpdate has no retries; use via job")
+    return RolloutPlan(
+        source=source,
+        name=rollout["name"],
+        firmware=path_of(rollout["firmware"]),
+        app_version=rollout.get("app_version"),
+        device_path=rollout.get("device_path", "/device/firmware.bin"),
+        protocol=rollout.get("protocol", "mqtt"),
+        via=via,
+        certfile=rollout.get("certfile"),
+        thing_groups=tuple(rollout.get("thing_groups", ())),
+        things=tuple(rollout.get("things", ())),
+        accept_unknown=rollout.get("accept_unknown", False),
+        exclude_rejecting=rollout.get("exclude_rejecting", False),
+        signing=Signing(
+            key=path_of(signing["key"]) if "key" in signing else None,
+            kms_key=signing.get("kms_key"),
+            pkcs11_uri=signing.get("pkcs11_uri"),
+            signing_profile=signing.get("signing_profile"),
+            certificate=path_of(signing["certificate"]) if "certificate" in signing else None,
+        ),
+        stages=stages,
+    )
+
+
+def _stage(entry: dict[str, Any]) -> Stage:
+    gate, jobs = entry.get("gate", {}), entry.get("jobs", {})
+    exponential = jobs.get("exponential")
+    return Stage(
+        name=entry["name"],
+        thing_group=entry.get("thing_group"),
+        percent=entry.get("percent"),
+        gate=Gate(gate.get("min_succeeded", 1), gate.get("max_failed_percent", 0.0), gate.get("soak_minutes", 0.0)),
+        jobs=Rollout(
+            maximum_per_minute=jobs.get("maximum_per_minute"),
+            abort_failure_percent=jobs.get("abort_failed_percent"),
+            abort_min_executed=jobs.get("abort_min_executed", 10),
+            abort_failure_type=jobs.get("abort_failure_type", "FAILED"),
+            timeout_minutes=jobs.get("timeout_minutes"),
+            retries=jobs.get("retries"),
+            exponential=ExponentialRate(
+                exponential["base_per_minute"], exponential["increment_factor"], exponential["after_succeeded"]
+            )
+            if exponential
+            else None,
+        ),
+    )
+
+
+# --- where each device goes -------------------------------------------------------------------------
+
+
+def stage_job_id(plan: RolloutPlan, digest: str, stage: Stage) -> str:
+    """The stage's job (or OTA update) id: the same image and stage always give the same id."""
+    return f"{plan.name}-{digest[:8]}-{stage.name}"
+
+
+def stage_group_name(plan: RolloutPlan, stage: Stage, prefix: str) -> str:
+    """The thing group of a stage: the one it names, else ``<prefix><rollout>-<stage>`` made by apply."""
+    return stage.thing_group or f"{prefix}{plan.name}-{stage.name}"
+
+
+def _spread_order(plan: RolloutPlan, things: Sequence[str]) -> list[str]:
+    """A stable pseudo-random order of the devices: the rollout's name decides who goes first."""
+    return sorted(things, key=lambda thing: hashlib.sha256(f"{plan.name}/{thing}".encode()).digest())
+
+
+def assign_devices(
+    plan: RolloutPlan, eligible: Sequence[str], named_groups: dict[str, list[str]], existing: dict[str, list[str]]
+) -> dict[str, list[str]]:
+    """Each stage's devices. A named-group stage takes its group's eligible members; percent stages take
+    their cumulative share of the eligible devices not in an earlier stage. ``existing`` holds the members
+    of groups already made by an earlier apply: those stages keep exactly their devices."""
+    assigned: dict[str, list[str]] = {}
+    taken: set[str] = set()
+    allowed = set(eligible)
+    for stage in plan.stages:
+        if stage.thing_group is not None:
+            members = [thing for thing in named_groups.get(stage.thing_group, []) if thing in allowed]
+            assigned[stage.name] = [thing for thing in members if thing not in taken]
+            taken.update(members)
+    pool = [thing for thing in _spread_order(plan, eligible) if thing not in taken]
+    total = len(eligible)
+    for stage in plan.stages:
+        if stage.percent is None:
+            continue
+        if stage.name in existing:
+            members = [thing for thing in existing[stage.name] if thing not in taken]
+        else:
+            want = max(0, math.ceil(total * stage.percent / 100) - len(taken))
+            members = [thing for thing in pool if thing not in taken][:want]
+        assigned[stage.name] = members
+        taken.update(members)
+    return {stage.name: assigned.get(stage.name, []) for stage in plan.stages}
+
+
+# --- gates ------------------------------------------------------------------------------------------
+
+StageState = Literal["pending", "created", "waiting", "passed", "failed"]
+
+
+@dataclass(frozen=True)
+class StageReport:
+    """Where one stage stands."""
+
+    name: str
+    job_id: str
+    thing_group: str
+    devices: int
+    state: StageState
+    detail: str
+    counts: dict[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "job_id": self.job_id,
+            "thing_group": self.thing_group,
+            "devices": self.devices,
+            "state": self.state,
+            "detail": self.detail,
+            "counts": self.counts,
+        }
+
+
+def evaluate_gate(gate: Gate, job: dict[str, Any], devices: int, now: dt.datetime) -> tuple[StageState, str]:
+    """``passed``, ``waiting`` or ``failed``, with the figures that decided it."""
+    details = job.get("jobProcessDetails") or {}
+    succeeded = int(details.get("numberOfSucceededThings", 0))
+    failed = sum(
+        int(details.get(key, 0)) for key in ("numberOfFailedThings", "numberOfRejectedThings", "numberOfTimedOutThings")
+    )
+    total = max(devices, sum(int(v) for k, v in details.items() if k.startswith("numberOf")), 1)
+    share = 100.0 * failed / total
+    if job.get("status") == "CANCELED":
+        return "failed", f"the job was canceled ({job.get('reasonCode') or 'by an operator'}): {failed} failed"
+    if share > gate.max_failed_percent:
+        return "failed", (
+            f"{failed} of {total} device(s) failed or rejected the update ({share:.1f}% > "
+            f"{gate.max_failed_percent:g}% allowed)"
+        )
+    if succeeded < gate.min_succeeded:
+        return "waiting", f"{succeeded} of the {gate.min_succeeded} successful device(s) the gate needs"
+    created = job.get("createdAt")
+    if gate.soak_minutes and isinstance(created, dt.datetime):
+        ready = created + dt.timedelta(minutes=gate.soak_minutes)
+        if now < ready:
+            return "waiting", f"{succeeded} succeeded; soaking until {ready.isoformat(timespec='minutes')}"
+    return "passed", f"{succeeded} succeeded, {failed} failed or rejected ({share:.1f}% ≤ {gate.max_failed_percent:g}%)"
+
+
+# --- plan, apply, status -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RolloutContext:
+    """What the file does not say: where firmware goes, the OTA role, how to sign, the stage's group prefix."""
+
+    bucket: str
+    role_arn: str
+    signing: ota.SigningMode
+    trust: ota.DeviceTrust | None
+    limits: ota.DeviceLimits
+    target_group_prefix: str = ""
+    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class RolloutReport:
+    """The fleet pre-flight and every stage's state; ``created`` names the job this call made, if any."""
+
+    name: str
+    firmware_sha256: str
+    preflight: FleetPreflight
+    stages: tuple[StageReport, ...]
+    created: str | None = None
+
+    @property
+    def halted(self) -> bool:
+        return any(stage.state == "failed" for stage in self.stages)
+
+    @property
+    def complete(self) -> bool:
+        return all(stage.state == "passed" for stage in self.stages)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "firmware_sha256": self.firmware_sha256,
+            "preflight": self.preflight.to_json(),
+            "stages": [stage.to_json() for stage in self.stages],
+            "created": self.created,
+            "halted": self.halted,
+            "complete": self.complete,
+        }
+
+
+def _request(
+    plan: RolloutPlan, context: RolloutContext, firmware: bytes, targets: Targets, **changes: Any
+) -> OtaRequest:
+    request = OtaRequest(
+        firmware=firmware,
+        device_path=plan.device_path,
+        targets=targets,
+        bucket=context.bucket,
+        role_arn=context.role_arn,
+        trust=context.trust,
+        signing=context.signing,
+        via=plan.via,
+        protocol=plan.protocol,
+        limits=context.limits,
+        fleet=FleetCheck(exclude_rejecting=plan.exclude_rejecting, accept_unknown=plan.accept_unknown),
+    )
+    if plan.certfile:
+        request = replace(request, certfile=plan.certfile)
+    return replace(request, **changes)
+
+
+def _existing_job(iot: Any, plan: RolloutPlan, job_id: str) -> dict[str, Any] | None:
+    """The stage's job if an earlier apply made it (for an OTA update, the job AWS made for it)."""
+    aws_job_id = job_id if plan.via == "job" else f"AFR_OTA-{job_id}"
+    try:
+        return dict(iot.describe_job(jobId=aws_job_id)["job"])
+    except iot.exceptions.ResourceNotFoundException:
+        return None
+
+
+def _group_exists(iot: Any, name: str) -> bool:
+    try:
+        iot.describe_thing_group(thingGroupName=name)
+        return True
+    except iot.exceptions.ResourceNotFoundException:
+        return False
+
+
+def _survey(
+    aws: Aws, plan: RolloutPlan, context: RolloutContext, firmware: bytes
+) -> tuple[FleetPreflight, dict[str, list[str]], dict[str, dict[str, Any] | None], str]:
+    """The fleet pre-flight over all targets, each stage's devices and its job (None: not created yet)."""
+    digest = hashlib.sha256(firmware).hexdigest()
+    targets = Targets(plan.things, plan.thing_groups)
+    _checks, preflight = ota.fleet_preflight(aws, _request(plan, context, firmware, targets))
+    if preflight.rejecting and not plan.exclude_rejecting:
+        raise VerificationFailed(preflight.refusal().replace("--exclude-rejecting", "exclude_rejecting = true"))
+    iot = aws.client("iot")
+    with aws_errors("reading the rollout's stages"):
+        named = {stage.thing_group: group_members(iot, stage.thing_group) for stage in plan.stages if stage.thing_group}
+        jobs = {stage.name: _existing_job(iot, plan, stage_job_id(plan, digest, stage)) for stage in plan.stages}
+        existing = {
+            stage.name: group_members(iot, stage_group_name(plan, stage, context.target_group_prefix))
+            for stage in plan.stages
+            if stage.percent is not None and jobs[stage.name] is not None
+        }
+        eligible = set(preflight.accepting)
+        # A named group may hold devices beyond the targets: the stage reaches only the targets among them.
+        everyone = resolve_things(iot, plan.things, plan.thing_groups)
+    assigned = assign_devices(plan, [thing for thing in everyone if thing in eligible], named, existing)
+    return preflight, assigned, jobs, digest
+
+
+def _reports(
+    plan: RolloutPlan,
+    context: RolloutContext,
+    assigned: dict[str, list[str]],
+    jobs: dict[str, dict[str, Any] | None],
+    digest: str,
+) -> list[StageReport]:
+    reports: list[StageReport] = []
+    blocked = False
+    for stage in plan.stages:
+        job_id, group = stage_job_id(plan, digest, stage), stage_group_name(plan, stage, context.target_group_prefix)
+        job = jobs[stage.name]
+        devices = len(assigned[stage.name])
+        if job is None:
+            reason = "waits for the previous stage's gate" if blocked else "ready to create"
+            reports.append(StageReport(stage.name, job_id, group, devices, "pending", reason, {}))
+            blocked = True
+            continue
+        state, detail = evaluate_gate(stage.gate, job, devices, context.now())
+        counts = {
+            key.removeprefix("numberOf").removesuffix("Things").lower(): int(value)
+            for key, value in (job.get("jobProcessDetails") or {}).items()
+            if isinstance(value, int)
+        }
+        reports.append(StageReport(stage.name, job_id, group, devices, state, detail, counts))
+        blocked = blocked or state != "passed"
+    return reports
+
+
+def rollout_status(aws: Aws, plan: RolloutPlan, context: RolloutContext, firmware: bytes) -> RolloutReport:
+    """Every stage's state (read only): pending, waiting on its gate, passed, or failed."""
+    preflight, assigned, jobs, digest = _survey(aws, plan, context, firmware)
+    return RolloutReport(plan.name, digest, preflight, tuple(_reports(plan, context, assigned, jobs, digest)))
+
+
+def apply_rollout(aws: Aws, plan: RolloutPlan, context: RolloutContext, firmware: bytes) -> RolloutReport:
+    """Create the first stage whose job does not exist yet, if every earlier stage's gate has passed.
+
+    Idempotent: a stage's job id comes from the image digest and the stage, so a re-run finds what an
+    earlier run made. Stops at the first stage that is waiting or failed.
+    """
+    preflight, assigned, jobs, digest = _survey(aws, plan, context, firmware)
+    reports = _reports(plan, context, assigned, jobs, digest)
+    for index, (stage, report) in enumerate(zip(plan.stages, reports, strict=True)):
+        if report.state != "pending":
+            if report.state == "passed":
+                continue
+            break
+        if index and reports[index - 1].state != "passed":
+            break
+        devices = assigned[stage.name]
+        if not devices:
+            raise InputFileError(
+                f"rollout {plan.name}: stage {stage.name} has no devices (its group is empty, or the earlier stages "
+                "took every target)"
+            )
+        iot = aws.client("iot")
+        with aws_errors(f"preparing the thing group of stage {stage.name}"):
+            if stage.thing_group is None:
+                if not _group_exists(iot, report.thing_group):
+                    iot.create_thing_group(thingGroupName=report.thing_group)
+                for thing in devices:
+                    iot.add_thing_to_thing_group(thingGroupName=report.thing_group, thingName=thing)
+        request = _request(
+            plan,
+            context,
+            firmware,
+            Targets(thing_groups=(report.thing_group,)),
+            ota_id=report.job_id,
+            rollout=stage.jobs,
+            fleet=FleetCheck(
+                exclude_rejecting=plan.exclude_rejecting,
+                accept_unknown=plan.accept_unknown,
+                target_group_prefix=context.target_group_prefix,
+            ),
+        )
+        ota.create_ota(aws, request)
+        created = replace(report, state="created", detail=f"job {report.job_id} created for {len(devices)} device(s)")
+        reports[index] = created
+        return RolloutReport(plan.name, digest, preflight, tuple(reports), created=report.job_id)
+    return RolloutReport(plan.name, digest, preflight, tuple(reports))

@@ -1,0 +1,134 @@
+"""The truth per device: each target's job execution, what its OTA agent reported, and what to do.
+
+The OTA library reports through the job execution's ``statusDetails`` (``ota_mqtt.c``/``ota_http.c``
+templates): ``{"receive": "12/100"}`` while blocks arrive, ``{"self_test": "ready"|"active",
+"updatedBy": "0x10200"}`` while the new image tests itself, ``{"reason": "accepted v1.3.0"}`` on success,
+``{"reason": "rejected: 0x..."|"aborted: 0x..."}`` or ``{"reason": "0x...: 0x..."}`` on failure. The
+failure codes are named with the same decoder as ``doctor``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from device_provisioning.doctor.rules import job_status_reason
+
+# A queued execution older than this is called out: its device has not asked for its jobs since.
+QUEUED_TOO_LONG = dt.timedelta(hours=24)
+_ACCEPTED = re.compile(r"^\s*(accepted|rejected|aborted)\s+v(\d+)\.(\d+)\.(\d+)\s*$")
+_RECEIVE = re.compile(r"^(\d+)/(\d+)$")
+
+
+@dataclass(frozen=True)
+class AgentReport:
+    """What the device's OTA agent said: the version it reports (if any) and its meaning in words."""
+
+    version: str | None
+    meaning: str
+
+
+def version_from_updated_by(text: str) -> str | None:
+    """``updatedBy`` is the running app's AppVersion32: major << 24 | minor << 16 | build."""
+    try:
+        value = int(text, 16)
+    except ValueError:
+        return None
+    return f"{value >> 24 & 0xFF}.{value >> 16 & 0xFF}.{value & 0xFFFF}"
+
+
+def decode_status_details(details: dict[str, str]) -> AgentReport:
+    """Name what the OTA agent reported in a job execution's status details."""
+    reason = details.get("reason")
+    if reason is not None:
+        accepted = _ACCEPTED.match(reason)
+        if accepted:
+            word, version = accepted.group(1), ".".join(accepted.group(2, 3, 4))
+            if word == "accepted":
+                return AgentReport(version, f"the device accepted the update and runs v{version}")
+            return AgentReport(version, f"the device {word} the update (reports v{version})")
+        finding = job_status_reason(f'"reason":"{reason}"')
+        if finding is not None:
+            return AgentReport(None, finding[1])
+        return AgentReport(None, f"reason {reason!r}")
+    if "self_test" in details:
+        started = version_from_updated_by(details.get("updatedBy", ""))
+        started_by = f" (update started by v{started})" if started else ""
+        return AgentReport(None, f"the new image is in self test ({details['self_test']}){started_by}")
+    progress = _RECEIVE.match(details.get("receive", ""))
+    if progress:
+        return AgentReport(None, f"receiving: block {progress.group(1)} of {progress.group(2)}")
+    return AgentReport(None, "; ".join(f"{key}={value}" for key, value in details.items()))
+
+
+@dataclass(frozen=True)
+class DeviceExecution:
+    """One target's execution: status, the agent's report, and a call-out when something needs attention."""
+
+    thing: str
+    status: str
+    details: dict[str, str]
+    report: AgentReport
+    queued_at: dt.datetime | None
+    last_updated_at: dt.datetime | None
+    callout: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "thing": self.thing,
+            "status": self.status,
+            "status_details": self.details,
+            "meaning": self.report.meaning,
+            "reported_version": self.report.version,
+            "queued_at": self.queued_at.isoformat() if self.queued_at else None,
+            "last_updated_at": self.last_updated_at.isoformat() if self.last_updated_at else None,
+            "callout": self.callout,
+        }
+
+
+def callout(
+    status: str,
+    report: AgentReport,
+    queued_at: dt.datetime | None,
+    *,
+    expected_version: str | None,
+    now: dt.datetime,
+) -> str | None:
+    """The cases users hit, named: success that is not, devices that never came, failures to act on."""
+    if status == "SUCCEEDED":
+        if report.version is None:
+            return "SUCCEEDED but the device reported no version: it was not the OTA agent that completed the job"
+        if expected_version and report.version != expected_version:
+            return (
+                f"job SUCCEEDED but the device runs v{report.version}, not v{expected_version}: it rolled back to the "
+                "old image, or the new image carries the old version number (bump APP_VERSION_* / PROJECT_VER)"
+            )
+        return None
+    if status == "QUEUED" and queued_at is not None and now - queued_at > QUEUED_TOO_LONG:
+        days = (now - queued_at).total_seconds() / 86400
+        return (
+            f"QUEUED for {days:.1f} days: the device is offline, or never subscribes to "
+            "$aws/things/<thing>/jobs/notify-next (its policy or its OTA agent)"
+        )
+    if status in ("FAILED", "REJECTED", "TIMED_OUT"):
+        return f"{status}: {report.meaning}"
+    return None
+
+
+def execution_of(description: dict[str, Any], *, expected_version: str | None, now: dt.datetime) -> DeviceExecution:
+    """A DescribeJobExecution answer as a :class:`DeviceExecution`."""
+    details = dict((description.get("statusDetails") or {}).get("detailsMap") or {})
+    report = decode_status_details(details)
+    status = description.get("status", "UNKNOWN")
+    queued_at = description.get("queuedAt")
+    return DeviceExecution(
+        thing=description["thingArn"].rsplit("/", 1)[-1],
+        status=status,
+        details=details,
+        report=report,
+        queued_at=queued_at,
+        last_updated_at=description.get("lastUpdatedAt"),
+        callout=callout(status, report, queued_at, expected_version=expected_version, now=now),
+    )
