@@ -33,6 +33,7 @@ from device_provisioning.device import app_image, credentials, esp_build, projec
 from device_provisioning.errors import ProvisioningError
 from device_provisioning.files import read_bytes, write_atomic
 from device_provisioning.flashing import factory_image, layout
+from device_provisioning.fleet.inventory import Inventory
 from device_provisioning.identity import codesign
 from devtools.local_aws import local_aws
 
@@ -42,6 +43,7 @@ EXAMPLE_PROJECT = REPO / "examples" / "beta-ota-mqtt"
 DEMO_MARKER = ".esp-ota-demo"
 THING = "dev-esp32-demo-1"  # operators of stage dev target things named dev-*
 STAGE = "dev"
+PROVISIONED_VERSION = "1.0.0"  # the demo's update carries 1.0.1
 
 
 @dataclass
@@ -214,11 +216,16 @@ def run_demo(out: Path, *, real: bool = False, firmware_path: Path | None = None
         profile_name = f"{STAGE}_esp_ota_signing"
         ensure_signing_profile(log, session, profile_name, imported.arn)
 
+        profile = project.load_project(EXAMPLE_PROJECT)
+        if profile.family not in credentials.FAMILIES:
+            raise DemoFailed(f"{EXAMPLE_PROJECT} is not a firmware that reads P11_CSK from NVS")
+        # The fleet inventory on the thing: what its image will verify updates with.
+        inventory = Inventory(fingerprint, profile.family, PROVISIONED_VERSION)
         device = registration.register_device(
-            session, THING, out / "device", policy_name=values[StackOutput.DEVICE_POLICY_NAME]
+            session, THING, out / "device", policy_name=values[StackOutput.DEVICE_POLICY_NAME], inventory=inventory
         )
         again_device = registration.register_device(
-            session, THING, out / "device", policy_name=values[StackOutput.DEVICE_POLICY_NAME]
+            session, THING, out / "device", policy_name=values[StackOutput.DEVICE_POLICY_NAME], inventory=inventory
         )
         if again_device.certificate_id != device.certificate_id or not again_device.reused:
             raise DemoFailed("registering the device twice created a second certificate")
@@ -227,12 +234,10 @@ def run_demo(out: Path, *, real: bool = False, firmware_path: Path | None = None
         log.record(
             "device register",
             where,
-            f"{THING}, certificate {device.certificate_id[:12]}… (certificate_matches_key: true)",
+            f"{THING}, certificate {device.certificate_id[:12]}… (certificate_matches_key: true), inventory "
+            f"{profile.family} / {fingerprint[:16]}… / v{PROVISIONED_VERSION} on the thing",
         )
 
-        profile = project.load_project(EXAMPLE_PROJECT)
-        if profile.family not in credentials.FAMILIES:
-            raise DemoFailed(f"{EXAMPLE_PROJECT} is not a firmware that reads P11_CSK from NVS")
         family, table = profile.family, profile.table
         protocol: Literal["mqtt", "http"] = "mqtt" if "mqtt" in profile.protocols else "http"
         storage = next(p for p in table.partitions if p.name == credentials.DEFAULT_PARTITION)
@@ -299,8 +304,12 @@ def run_demo(out: Path, *, real: bool = False, firmware_path: Path | None = None
             ota_id=f"demo-{int(time.time())}",
             rollout=ota.Rollout(maximum_per_minute=10, abort_failure_percent=20.0, timeout_minutes=60),
             limits=profile.limits(),
+            # The fleet pre-flight reads the thing's inventory and judges it against the signature too.
+            fleet=ota.FleetCheck(target_group_prefix=values.get(StackOutput.TARGET_NAME_PREFIX) or ""),
         )
         result = ota.create_ota(session, request)
+        if result.fleet is None or result.fleet.accepting != [THING]:
+            raise DemoFailed("the fleet pre-flight did not find the device accepting the update")
         log.record(
             f"ota create (CreateOTAUpdate, custom signature, {protocol.upper()})", where,
             f"job {result.job_id}, firmware s3://{result.bucket}/{result.key} version {result.version_id}",

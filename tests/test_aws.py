@@ -352,10 +352,15 @@ def test_cli_register_sign_and_ota_job(session, device_policy, firmware_bucket, 
                          "--key", tmp_path / "keys/codesign.key", "--json")  # fmt: skip
     assert code == 0 and json.loads(out)["arn"].startswith("arn:aws:acm:"), err
     thing = unique("cli-board")
-    code, out, err = cli("device", "register", thing, "--out", tmp_path / "dev", "--policy", device_policy, "--json")
+    cert = tmp_path / "keys/codesign.crt"
+    code, out, err = cli("device", "register", thing, "--out", tmp_path / "dev", "--policy", device_policy,
+                         "--code-verify-cert", cert, "--family", "beta", "--app-version", "1.0.0", "--json")  # fmt: skip
     assert code == 0, err
     assert json.loads(out)["thing_name"] == thing
-    cert = tmp_path / "keys/codesign.crt"
+    assert json.loads(out)["inventory"] == {
+        "code_verify_sha256": codesign.fingerprint(codesign.load_certificate_file(cert)), "family": "beta",
+        "app_version": "1.0.0",
+    }  # fmt: skip
     code, _, err = cli("nvs", "build", "--partition-table", BETA_TABLE, "--family", "beta",
                        "--code-verify-cert", cert, "--out", tmp_path / "creds.bin")  # fmt: skip
     assert code == 0, err

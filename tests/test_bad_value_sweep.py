@@ -61,6 +61,8 @@ BASE: dict[str, list[tuple[str, str]]] = {
                    ("--device-cert", "{ws}/keys/codesign.crt"), ("--via", "job"), ("--bucket", "firmware-bucket"),
                    ("--role-arn", "arn:aws:iam::123456789012:role/ota")],
     "ota status": [("id", "AFR_OTA-1")],
+    "ota rollout": [("action", "plan"), ("file", "{ws}/rollout.toml")],
+    "fleet show": [],
     "batch prepare": [("--devices", "{ws}/devices.csv"), ("--config", "{ws}/batch.toml"), ("--out", "{out}/batch")],
     "batch status": [("dir", "{ws}/batch")],
     "batch allow": [("dir", "{ws}/batch"), ("--bucket", "firmware-bucket")],
@@ -175,6 +177,11 @@ def workspace(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
         'family = "beta"\n[registration]\nmode = "none"\n'
     )
     ok("batch", "prepare", "--devices", ws / "devices.csv", "--config", ws / "batch.toml", "--out", ws / "batch")
+    (ws / "rollout.toml").write_text(
+        '[rollout]\nname = "fw"\nfirmware = "app.bin"\nthing_groups = ["dev-fleet"]\n'
+        '[signing]\nkey = "keys/codesign.key"\ncertificate = "keys/codesign.crt"\n'
+        '[[stage]]\nname = "all"\npercent = 100\n'
+    )
     (ws / "device.log").write_text("I (1234) ota_over_mqtt_demo: Received OTA job\n")  # no failure: exit 0
     (ws / "a-file").write_text("a file, not a directory\n")
     (ws / "empty").write_bytes(b"")

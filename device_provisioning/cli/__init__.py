@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from device_provisioning import __version__
-from device_provisioning.cli import batch, cloud, codesign, device, flash, project, verify
+from device_provisioning.cli import batch, cloud, codesign, device, flash, fleet, project, verify
 from device_provisioning.cli.common import Command, CommandGroup, Formatter, Handler, Parser, UsageError
 from device_provisioning.errors import ExitCode, ProvisioningError
 
@@ -29,6 +29,7 @@ COMMANDS: tuple[Command | CommandGroup, ...] = (
     cloud.SIGNER,
     cloud.DEVICE,
     cloud.OTA,
+    fleet.FLEET,
     batch.GROUP,
     device.PARTITIONS,
     device.NVS,

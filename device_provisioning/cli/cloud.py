@@ -9,6 +9,7 @@ from typing import TextIO
 from device_provisioning import aws
 from device_provisioning.aws import codesign as aws_codesign
 from device_provisioning.aws import ota, registration
+from device_provisioning.cli import fleet as fleet_cli
 from device_provisioning.cli.common import (
     AWS,
     DEVICE_LIMITS,
@@ -37,8 +38,18 @@ from device_provisioning.cli.common import (
 )
 from device_provisioning.contract import StackOutput
 from device_provisioning.device import credentials
+from device_provisioning.device.project import FAMILIES as FIRMWARE_FAMILIES
 from device_provisioning.errors import InputFileError
+from device_provisioning.fleet.inventory import Inventory, check_app_version, inventory_for_certificate
 from device_provisioning.identity import codesign
+
+
+def app_version(text: str) -> str:
+    """An argparse type: a version a thing attribute can hold."""
+    try:
+        return check_app_version(text)
+    except InputFileError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _signer_profile(args: argparse.Namespace, out: TextIO) -> int:
@@ -47,26 +58,50 @@ def _signer_profile(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _register_inventory(args: argparse.Namespace) -> Inventory | None:
+    """What the device's image verifies updates with, from --code-verify-cert and --family/--project."""
+    if args.code_verify_cert is None:
+        if args.app_version:
+            raise InputFileError("--app-version is part of the inventory: give --code-verify-cert too")
+        return None
+    family = trust_family(args)
+    if family is None:
+        raise InputFileError("--code-verify-cert: give --family (beta, pkcs11, embedded) or --project DIR")
+    return inventory_for_certificate(args.code_verify_cert, family, args.app_version)
+
+
 def _device_register(args: argparse.Namespace, out: TextIO) -> int:
+    inventory = _register_inventory(args)
     session = connect_aws(args)
     policy = args.policy or aws.stack_values(session, args.stage)[StackOutput.DEVICE_POLICY_NAME]
-    result = registration.register_device(session, args.thing, args.out, policy_name=policy)
+    result = registration.register_device(session, args.thing, args.out, policy_name=policy, inventory=inventory)
     lines = [
         f"thing        {result.thing_name} ({'existing certificate reused' if result.reused else 'registered'})",
         f"certificate  {result.certificate_id} (active, policy {policy} attached)",
         f"files        {args.out}/{registration.DEVICE_KEY} (0600, never leaves this machine), "
         f"{registration.DEVICE_CERT}, {registration.ROOT_CA}",
         f"endpoint     {result.endpoint}",
+        f"inventory    {_inventory_line(inventory)}",
         "next: nvs build ... --device-cert DIR/device.crt --device-key DIR/device.key",
     ]
     if not result.certificate_matches_key:
         lines.append("WARNING      the endpoint issued a certificate for another key (local emulator): demo only")
-    emit(out, args, lines, result.to_json())
+    emit(out, args, lines, {**result.to_json(), "inventory": inventory.to_json() if inventory else None})
     return 0
 
 
-def _trust(args: argparse.Namespace) -> ota.DeviceTrust:
+def _inventory_line(inventory: Inventory | None) -> str:
+    if inventory is None:
+        return "not recorded (give --code-verify-cert so fleet pre-flights know this device)"
+    version = f", app v{inventory.app_version}" if inventory.app_version else ""
+    return f"{inventory.family}, code-verification certificate {inventory.code_verify_sha256[:16]}…{version}"
+
+
+def _trust(args: argparse.Namespace) -> ota.DeviceTrust | None:
+    """The devices' certificate from the options, or None when none is given (the inventory decides)."""
     certificates = device_certificates(args, args.device_cert)
+    if not certificates and not args.expect_fingerprint:
+        return None
     return ota.DeviceTrust(tuple(certificates), args.expect_fingerprint, trust_family(args))
 
 
@@ -90,13 +125,14 @@ def _ota_create(args: argparse.Namespace, out: TextIO) -> int:
     key = held_key_signer(args) or (
         codesign.load_private_key_file(args.sign_key, passphrase(args)) if args.sign_key else None
     )
-    bucket, role = args.bucket, args.role_arn
+    bucket, role, prefix = args.bucket, args.role_arn, ""
     targets = ota.Targets(split_list(args.targets), split_list(args.thing_groups))
     if not bucket or not role:
         values = aws.stack_values(session, args.stage)
         bucket = bucket or values[StackOutput.FIRMWARE_BUCKET_NAME]
         role = role or values[StackOutput.OTA_SERVICE_ROLE_ARN]
-        _refuse_other_stages_targets(targets, values.get(StackOutput.TARGET_NAME_PREFIX), args.stage)
+        prefix = values.get(StackOutput.TARGET_NAME_PREFIX) or ""
+        _refuse_other_stages_targets(targets, prefix, args.stage)
     request = ota.OtaRequest(
         firmware=firmware_bytes,
         device_path=args.device_path,
@@ -116,9 +152,14 @@ def _ota_create(args: argparse.Namespace, out: TextIO) -> int:
             continuous=args.continuous,
         ),
         limits=device_limits(args),
+        fleet=ota.FleetCheck(
+            exclude_rejecting=args.exclude_rejecting, accept_unknown=args.accept_unknown, target_group_prefix=prefix
+        ),
     )
     result = ota.create_ota(session, request)
     lines = [f"pre-flight   {check}" for check in result.preflight]
+    if result.fleet is not None and result.fleet.rejecting:
+        lines += [f"excluded     {thing}: {reason}" for thing, reason in result.fleet.rejecting]
     lines += [
         f"firmware     s3://{result.bucket}/{result.key} (version {result.version_id})",
         f"created      {'OTA update' if result.via == 'ota-update' else 'job'} {result.ota_id}",
@@ -129,9 +170,21 @@ def _ota_create(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _ota_status(args: argparse.Namespace, out: TextIO) -> int:
-    status = ota.ota_status(connect_aws(args), args.id)
-    lines = [f"{status.ota_id}: {status.status}"]
-    lines += [f"  {e.thing:<32} {e.status}" for e in status.executions]
+    if args.expect_version and not args.per_device:
+        raise InputFileError("--expect-version is checked per device: add --per-device")
+    status = ota.ota_status(
+        connect_aws(args), args.id, per_device=args.per_device, expected_version=args.expect_version
+    )
+    counts = ", ".join(f"{value} {key}" for key, value in status.counts.items() if value)
+    lines = [f"{status.ota_id}: {status.status}" + (f" ({counts})" if counts else "")]
+    if status.devices:
+        for device in status.devices:
+            version = f" v{device.report.version}" if device.report.version else ""
+            lines.append(f"  {device.thing:<32} {device.status:<12}{version} {device.report.meaning}")
+            if device.callout:
+                lines.append(f"  {'':<32} ! {device.callout}")
+    else:
+        lines += [f"  {e.thing:<32} {e.status}" for e in status.executions]
     emit(out, args, lines, status.to_json())
     return 0
 
@@ -145,6 +198,12 @@ def _register_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("thing")
     parser.add_argument("--out", required=True, type=Path, help="directory for device.key (0600), device.crt, root CA")
     parser.add_argument("--policy", help="device IoT policy (default: the DeviceFleet stack's)")
+    inventory = parser.add_argument_group("fleet inventory (recorded on the thing)")
+    inventory.add_argument(
+        "--code-verify-cert", type=Path, help="the code-verification certificate the device's image holds"
+    )
+    inventory.add_argument("--family", choices=FIRMWARE_FAMILIES, help="the firmware family (default: --project's)")
+    inventory.add_argument("--app-version", type=app_version, help="the app version the device is provisioned with")
 
 
 def _ota_create_arguments(parser: argparse.ArgumentParser) -> None:
@@ -173,10 +232,23 @@ def _ota_create_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--abort-percent", type=bounded_float(0, 100), metavar="FAILED_PERCENT")
     parser.add_argument("--timeout-minutes", type=bounded_int(1, 10080), help="AWS: 1-10080 minutes")
     parser.add_argument("--continuous", action="store_true", help="also update devices added to the groups later")
+    fleet = parser.add_argument_group("fleet pre-flight (every target's recorded inventory)")
+    fleet.add_argument(
+        "--exclude-rejecting", action="store_true", help="update the devices that accept; list the others"
+    )
+    fleet.add_argument(
+        "--accept-unknown",
+        action="store_true",
+        help="let devices with no recorded inventory through (checked against --nvs/--device-cert when given)",
+    )
 
 
 def _ota_status_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("id")
+    parser.add_argument(
+        "--per-device", action="store_true", help="each device's status details, decoded, with call-outs"
+    )
+    parser.add_argument("--expect-version", type=app_version, help="the version the image carries (X.Y.Z)")
 
 
 SIGNER = CommandGroup(
@@ -201,8 +273,9 @@ DEVICE = CommandGroup(
             "register",
             _device_register,
             "register a thing with a certificate from a local key's CSR",
-            "device-provisioning device register board-42 --out devices/board-42",
-            [STAGE, AWS],
+            "device-provisioning device register dev-board-42 --out devices/dev-board-42 "
+            "--code-verify-cert keys/codesign.crt --family beta",
+            [PROJECT, STAGE, AWS],
             _register_arguments,
         )
     ],
@@ -224,9 +297,10 @@ OTA = CommandGroup(
             "status",
             _ota_status,
             "show an OTA update's job executions per thing",
-            "device-provisioning ota status ota-1234 --json",
+            "device-provisioning ota status ota-1234 --per-device --expect-version 1.3.0",
             [AWS],
             _ota_status_arguments,
         ),
+        fleet_cli.ROLLOUT,
     ],
 )

@@ -133,8 +133,9 @@ CONFIG_SCHEMA: dict[str, Any] = {
                 "partition": {"type": "string", "minLength": 1, "maxLength": 16},
                 # CONFIG_PARTITION_TABLE_OFFSET of the project, for a CSV table: 0x10000 or "0x10000".
                 "table_offset": {"type": ["integer", "string"]},
-                # The app version the devices leave the factory with (recorded in the fleet inventory).
-                "app_version": {"type": "string", "pattern": "^[a-zA-Z0-9_.,@/:#=\\[\\]-]{1,800}$"},
+                # The app version the devices leave the factory with (recorded in the fleet inventory), as the
+                # OTA agent reports it: major.minor.build.
+                "app_version": {"type": "string", "pattern": "^[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,5}$"},
             },
         },
         "registration": {

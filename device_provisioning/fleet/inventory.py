@@ -6,7 +6,8 @@ those — making the cloud the single source of truth a fleet pre-flight reads b
 
 - ``codeVerifySha256``: SHA-256 of the code-verification certificate the device's image holds;
 - ``otaFamily``: the firmware family (where the device reads that certificate);
-- ``appVersion``: the application version it was provisioned with, where known.
+- ``appVersion``: the application version it was provisioned with, where known, in the form the OTA agent
+  reports it (``major.minor.build``: ``accepted v1.3.0``).
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from device_provisioning.identity import codesign
 CERTIFICATE_ATTRIBUTE = "codeVerifySha256"
 FAMILY_ATTRIBUTE = "otaFamily"
 VERSION_ATTRIBUTE = "appVersion"
-# AWS's thing attribute value pattern and length.
-_ATTRIBUTE_VALUE = re.compile(r"^[a-zA-Z0-9_.,@/:#=\[\]-]{1,800}$")
+# The OTA agent's AppVersion32: major and minor are 8 bits, build 16 bits.
+_APP_VERSION = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,5})$")
 # Beyond this many targets one ListThings pass over the account is cheaper than a DescribeThing each.
 DESCRIBE_EACH_UP_TO = 100
 
@@ -56,8 +57,13 @@ class Inventory:
         fingerprint, family = attributes.get(CERTIFICATE_ATTRIBUTE), attributes.get(FAMILY_ATTRIBUTE)
         if not fingerprint or family not in FAMILIES:
             return None
+        version = attributes.get(VERSION_ATTRIBUTE)
         try:
-            return cls(codesign.normalise_fingerprint(fingerprint), family, attributes.get(VERSION_ATTRIBUTE) or None)
+            return cls(
+                codesign.normalise_fingerprint(fingerprint),
+                family,
+                version if version and _APP_VERSION.match(version) else None,
+            )
         except InputFileError:
             return None
 
@@ -66,10 +72,12 @@ class Inventory:
 
 
 def check_app_version(version: str) -> str:
-    """An app version a thing attribute can hold (AWS: 1-800 of a-z A-Z 0-9 _ . , @ / : # = [ ] -)."""
-    if not _ATTRIBUTE_VALUE.match(version):
+    """An app version as the OTA agent reports it: ``major.minor.build`` (0-255, 0-255, 0-65535)."""
+    match = _APP_VERSION.match(version)
+    if not match or int(match[1]) > 255 or int(match[2]) > 255 or int(match[3]) > 65535:
         raise InputFileError(
-            f"app version {version[:40]!r}: use 1-800 of a-z A-Z 0-9 _ . , @ / : # = [ ] - (AWS's thing attribute rule)"
+            f"app version {version[:40]!r}: use major.minor.build as the OTA agent reports it "
+            "(APP_VERSION_MAJOR/MINOR/BUILD: 0-255, 0-255, 0-65535), e.g. 1.3.0"
         )
     return version
 

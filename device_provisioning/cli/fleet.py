@@ -1,0 +1,174 @@
+"""``fleet show`` and ``ota rollout``: the fleet's recorded inventory, and staged rollouts from a file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TextIO
+
+from device_provisioning import aws
+from device_provisioning.aws import ota
+from device_provisioning.cli.common import (
+    AWS,
+    PASSPHRASE,
+    STAGE,
+    Command,
+    CommandGroup,
+    connect_aws,
+    emit,
+    held_key_signer,
+    passphrase,
+    read_firmware,
+    status,
+)
+from device_provisioning.contract import StackOutput
+from device_provisioning.errors import InputFileError
+from device_provisioning.fleet import rollout
+from device_provisioning.fleet.inventory import group_members, read_inventory
+from device_provisioning.identity import codesign
+from device_provisioning.signing import DeviceCertificate
+
+
+def _fleet_show(args: argparse.Namespace, out: TextIO) -> int:
+    iot = connect_aws(args).client("iot")
+    with aws.aws_errors(f"reading the fleet{f' of group {args.group}' if args.group else ''}"):
+        things = group_members(iot, args.group) if args.group else None
+        devices = read_inventory(iot, things)
+    lines = [f"{'thing':<40} {'family':<9} {'code-verification certificate':<20} app version"]
+    for device in devices:
+        inventory = device.inventory
+        if inventory is None:
+            lines.append(f"{device.thing:<40} {'-':<9} {'(no inventory recorded)':<20}")
+            continue
+        lines.append(
+            f"{device.thing:<40} {inventory.family:<9} {inventory.code_verify_sha256[:16] + '…':<20} "
+            f"{inventory.app_version or '-'}"
+        )
+    unknown = sum(1 for device in devices if device.inventory is None)
+    lines.append(f"{len(devices)} device(s); {unknown} without inventory")
+    emit(out, args, lines, {"group": args.group, "devices": [device.to_json() for device in devices]})
+    return 0
+
+
+def _rollout_context(args: argparse.Namespace, plan: rollout.RolloutPlan) -> rollout.RolloutContext:
+    """Signing from the file; bucket, role and the group prefix from the stage's stacks."""
+    session = connect_aws(args)
+    signing_table = plan.signing
+    signing: ota.SigningMode
+    if signing_table.signing_profile:
+        signing = ota.SignerProfileSigning(signing_table.signing_profile)
+    elif signing_table.key:
+        signing = ota.LocalKeySigning(codesign.load_private_key_file(signing_table.key, passphrase(args)))
+    else:
+        args.kms_key, args.pkcs11_uri = signing_table.kms_key, signing_table.pkcs11_uri
+        signer = held_key_signer(args)
+        if signer is None:  # load_rollout requires one way of signing
+            raise InputFileError(f"rollout file {plan.source}: signing: no key")
+        signing = ota.LocalKeySigning(signer)
+    trust = None
+    if signing_table.certificate:
+        certificate = codesign.load_certificate_file(signing_table.certificate)
+        trust = ota.DeviceTrust((DeviceCertificate(certificate, str(signing_table.certificate)),))
+    elif not signing_table.signing_profile:
+        raise InputFileError(
+            f"rollout file {plan.source}: signing.certificate: give the signing key's certificate, as the devices "
+            "hold it, so the fleet pre-flight can verify the signature as each device will"
+        )
+    values = aws.stack_values(session, args.stage)
+    return rollout.RolloutContext(
+        bucket=values[StackOutput.FIRMWARE_BUCKET_NAME],
+        role_arn=values[StackOutput.OTA_SERVICE_ROLE_ARN],
+        signing=signing,
+        trust=trust,
+        limits=ota.DeviceLimits(),
+        target_group_prefix=values.get(StackOutput.TARGET_NAME_PREFIX) or "",
+    )
+
+
+def _ota_rollout(args: argparse.Namespace, out: TextIO) -> int:
+    plan = rollout.load_rollout(args.file)
+    firmware = read_firmware(plan.firmware)
+    context = _rollout_context(args, plan)
+    session = connect_aws(args)
+    if args.action == "apply":
+        report = rollout.apply_rollout(session, plan, context, firmware)
+    else:
+        report = rollout.rollout_status(session, plan, context, firmware)
+    lines = [f"rollout      {plan.name}: image sha256 {report.firmware_sha256[:16]}…, via {plan.via}/{plan.protocol}"]
+    lines += [f"pre-flight   {line}" for line in report.preflight.summary()]
+    lines += [f"excluded     {thing}: {reason}" for thing, reason in report.preflight.rejecting]
+    for stage, state in zip(plan.stages, report.stages, strict=True):
+        lines.append(
+            f"stage        {state.name:<10} {state.devices:>5} device(s) group {state.thing_group} "
+            f"job {state.job_id}: {state.state} ({state.detail})"
+        )
+        if args.action == "plan":
+            gate = stage.gate
+            lines.append(
+                f"             gate: ≥ {gate.min_succeeded} succeeded, ≤ {gate.max_failed_percent:g}% failed or "
+                f"rejected, soak {gate.soak_minutes:g} min; jobs: {_jobs_text(stage.jobs)}"
+            )
+    if report.created:
+        lines.append(f"created      {report.created}; re-run `ota rollout apply` once its gate is met")
+    elif report.complete:
+        lines.append("complete     every stage passed its gate")
+    elif report.halted:
+        lines.append("halted       a stage failed its gate: fix the cause (ota status JOB --per-device), then re-run")
+    emit(out, args, lines, report.to_json())
+    return status(report.halted)
+
+
+def _jobs_text(jobs: ota.Rollout) -> str:
+    parts = []
+    if jobs.maximum_per_minute:
+        parts.append(f"≤ {jobs.maximum_per_minute}/min")
+    if jobs.exponential:
+        rate = jobs.exponential
+        parts.append(f"from {rate.base_per_minute}/min ×{rate.increment_factor:g} per {rate.after_succeeded} succeeded")
+    if jobs.abort_failure_percent is not None:
+        parts.append(
+            f"abort at {jobs.abort_failure_percent:g}% {jobs.abort_failure_type} after {jobs.abort_min_executed}"
+        )
+    if jobs.timeout_minutes:
+        parts.append(f"timeout {jobs.timeout_minutes} min")
+    if jobs.retries is not None:
+        parts.append(f"{jobs.retries} retries")
+    return ", ".join(parts) or "AWS defaults"
+
+
+def _fleet_show_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--group", help="only this thing group (its child groups included)")
+
+
+def _rollout_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "action",
+        choices=["plan", "apply", "status"],
+        help="plan: what would be created and the fleet pre-flight; apply: create the next stage whose gate "
+        "is met; status: each stage",
+    )
+    parser.add_argument("file", type=Path, help="the rollout file (TOML)")
+
+
+FLEET = CommandGroup(
+    "fleet",
+    "the fleet's recorded inventory",
+    [
+        Command(
+            "show",
+            _fleet_show,
+            "list things with the certificate, family and version their images were provisioned with",
+            "device-provisioning fleet show --group dev-fleet --json",
+            [AWS],
+            _fleet_show_arguments,
+        )
+    ],
+)
+ROLLOUT = Command(
+    "rollout",
+    _ota_rollout,
+    "staged rollouts from a file: plan, apply (idempotent), status",
+    "device-provisioning ota rollout apply rollouts/fw-1-3-0.toml",
+    [PASSPHRASE, STAGE, AWS],
+    _rollout_arguments,
+)
