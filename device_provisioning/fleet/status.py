@@ -20,6 +20,8 @@ from device_provisioning.doctor.rules import job_status_reason
 QUEUED_TOO_LONG = dt.timedelta(hours=24)
 _ACCEPTED = re.compile(r"^\s*(accepted|rejected|aborted)\s+v(\d+)\.(\d+)\.(\d+)\s*$")
 _RECEIVE = re.compile(r"^(\d+)/(\d+)$")
+# "rejected: 0x...", "aborted: 0x...": the agent's JobReason with the platform's sub-reason.
+_ENDED = re.compile(r"^\s*(rejected|aborted)\s*:\s*0x([0-9a-fA-F]{8})\s*$")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,10 @@ def decode_status_details(details: dict[str, str]) -> AgentReport:
             if word == "accepted":
                 return AgentReport(version, f"the device accepted the update and runs v{version}")
             return AgentReport(version, f"the device {word} the update (reports v{version})")
+        ended = _ENDED.match(reason)
+        if ended and int(ended.group(2), 16) == 0:
+            why = "its self test failed" if ended.group(1) == "rejected" else "the update was aborted"
+            return AgentReport(None, f"the device {ended.group(1)} the new image ({why}): it runs the previous image")
         finding = job_status_reason(f'"reason":"{reason}"')
         if finding is not None:
             return AgentReport(None, finding[1])

@@ -1,0 +1,453 @@
+"""Fleet OTA on the local endpoint: inventory, the fleet pre-flight, staged rollouts, the truth per device.
+
+A simulated fleet of 210 devices in three cohorts — 100 beta devices and 80 pkcs11 devices holding the
+current code-verification certificate, 30 beta devices still holding the old one — goes through a
+three-stage rollout (a canary thing group, 25 %, 100 %). Simulated devices act as the OTA agent does: they
+read their job document, verify its signature with the certificate they hold (the same verification as
+the device's), and report through UpdateJobExecution with the agent's own status details.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import math
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from device_provisioning import aws, signing
+from device_provisioning.aws import ota
+from device_provisioning.cli import main
+from device_provisioning.device.app_image import placeholder_app_image
+from device_provisioning.errors import ExitCode, VerificationFailed
+from device_provisioning.fleet import inventory as fleet_inventory
+from device_provisioning.fleet import rollout
+from device_provisioning.fleet.status import decode_status_details
+from device_provisioning.identity import codesign
+
+STAGE = "fleet"
+PREFIX = "fleet-"
+ROLE = "arn:aws:iam::123456789012:role/ota"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def cli(*argv: object) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main([str(a) for a in argv], out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+@dataclass(frozen=True)
+class Identity:
+    key_file: Path
+    cert_file: Path
+    certificate: x509.Certificate
+
+    @property
+    def fingerprint(self) -> str:
+        return codesign.fingerprint(self.certificate)
+
+
+@dataclass(frozen=True)
+class Fleet:
+    group: str
+    canary_group: str
+    holds: dict[str, tuple[x509.Certificate, str]]  # thing -> (certificate it verifies with, family)
+    current: list[str]  # the 180 devices holding the current certificate
+    old: list[str]  # the 30 devices still holding the old certificate
+    current_identity: Identity
+    old_identity: Identity
+    bucket: str
+
+
+@pytest.fixture(scope="module")
+def session(local_endpoint) -> aws.Aws:  # type: ignore[no-untyped-def]
+    return aws.connect()
+
+
+@pytest.fixture(scope="module")
+def fleet(session: aws.Aws, tmp_path_factory) -> Fleet:  # type: ignore[no-untyped-def]
+    """210 things with their inventory on the things, one fleet group, a canary group, the stage's stacks."""
+    keys = tmp_path_factory.mktemp("keys")
+    identities = []
+    for name in ("current", "old"):
+        files = codesign.create_identity(keys / name)
+        assert files.certificate is not None
+        identities.append(Identity(files.key, files.certificate, codesign.load_certificate_file(files.certificate)))
+    current, old = identities
+    iot = session.client("iot")
+    group, canary = unique(f"{PREFIX}all"), unique(f"{PREFIX}canary")
+    iot.create_thing_group(thingGroupName=group)
+    iot.create_thing_group(thingGroupName=canary)
+    cohorts = [(100, current, "beta"), (80, current, "pkcs11"), (30, old, "beta")]
+    holds: dict[str, tuple[x509.Certificate, str]] = {}
+    for count, identity, family in cohorts:
+        for _ in range(count):
+            thing = unique(f"{PREFIX}{family}")
+            entry = fleet_inventory.Inventory(identity.fingerprint, family, "1.2.0")
+            iot.create_thing(thingName=thing, **fleet_inventory.thing_attribute_payload(entry))
+            iot.add_thing_to_thing_group(thingGroupName=group, thingName=thing)
+            holds[thing] = (identity.certificate, family)
+    things = list(holds)
+    for thing in things[:5]:  # the canary group: five beta devices of the current cohort
+        iot.add_thing_to_thing_group(thingGroupName=canary, thingName=thing)
+    bucket = unique("fleet-firmware")
+    session.client("s3").create_bucket(Bucket=bucket)
+    session.client("s3").put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    outputs = {"FirmwareBucketName": bucket, "OtaServiceRoleArn": ROLE, "TargetNamePrefix": PREFIX}
+    cloudformation = session.client("cloudformation")
+    for stack, values in (("FleetOtaUpdate", outputs), ("FleetDeviceFleet", {"DevicePolicyName": "p"})):
+        template = {"Resources": {"Nothing": {"Type": "AWS::SNS::Topic"}},
+                    "Outputs": {k: {"Value": v} for k, v in values.items()}}  # fmt: skip
+        cloudformation.create_stack(StackName=stack, TemplateBody=json.dumps(template))
+    return Fleet(group, canary, holds, things[:180], things[180:], current, old, bucket)
+
+
+# --- simulated devices -------------------------------------------------------------------------------
+
+
+def version_word(version: str) -> str:
+    major, minor, build = (int(part) for part in version.split("."))
+    return f"0x{major << 24 | minor << 16 | build:x}"
+
+
+def run_devices(
+    session: aws.Aws, job_id: str, fleet: Fleet, firmware: bytes, *, self_test_passes: bool = True,
+    reports_version: str = "1.3.0", only: set[str] | None = None,
+) -> dict[str, str]:  # fmt: skip
+    """Every QUEUED device of the job does what its OTA agent does; returns each device's final status."""
+    iot, jobs = session.client("iot"), session.client("iot-jobs-data")
+    document = json.loads(iot.get_job_document(jobId=job_id)["document"])
+    signature = signing.signature_from_job_document(document, job_id)
+    outcome = {}
+    pages = iot.get_paginator("list_job_executions_for_job").paginate(jobId=job_id, status="QUEUED")
+    queued = [s["thingArn"].rsplit("/", 1)[1] for page in pages for s in page["executionSummaries"]]
+    for thing in queued:
+        if only is not None and thing not in only:
+            continue
+        certificate, family = fleet.holds[thing]
+        blocks = math.ceil(len(firmware) / 4096)
+        jobs.update_job_execution(jobId=job_id, thingName=thing, status="IN_PROGRESS",
+                                  statusDetails={"receive": f"{blocks}/{blocks}"})  # fmt: skip
+        try:
+            signing.verify_update(
+                firmware, signature, [signing.DeviceCertificate(certificate, "P11_CSK")], family=family
+            )
+        except VerificationFailed:
+            status, details = "FAILED", {"reason": "0xe3000000: 0x00000000"}  # OtaPalSignatureCheckFailed
+        else:
+            testing = {"self_test": "ready", "updatedBy": version_word("1.2.0")}
+            jobs.update_job_execution(jobId=job_id, thingName=thing, status="IN_PROGRESS", statusDetails=testing)
+            if self_test_passes:
+                status, details = "SUCCEEDED", {"reason": f"accepted v{reports_version}"}
+            else:
+                status, details = "REJECTED", {"reason": "rejected: 0x00000000"}
+        jobs.update_job_execution(jobId=job_id, thingName=thing, status=status, statusDetails=details)
+        outcome[thing] = status
+    return outcome
+
+
+def write_rollout(tmp_path: Path, fleet: Fleet | None, firmware: bytes, name: str) -> Path:
+    group, canary = (fleet.group, fleet.canary_group) if fleet else (f"{PREFIX}all", f"{PREFIX}canary")
+    key, certificate = (fleet.current_identity.key_file, fleet.current_identity.cert_file) if fleet else ("k", "c")
+    (tmp_path / "app.bin").write_bytes(firmware)
+    path = tmp_path / "rollout.toml"
+    path.write_text(f"""
+[rollout]
+name = "{name}"
+firmware = "app.bin"
+app_version = "1.3.0"
+protocol = "mqtt"
+thing_groups = ["{group}"]
+exclude_rejecting = true
+
+[signing]
+key = "{key}"
+certificate = "{certificate}"
+
+[[stage]]
+name = "canary"
+thing_group = "{canary}"
+gate = {{ min_succeeded = 5, max_failed_percent = 0 }}
+jobs = {{ timeout_minutes = 60, retries = 1 }}
+
+[[stage]]
+name = "quarter"
+percent = 25
+gate = {{ min_succeeded = 30, max_failed_percent = 5 }}
+jobs = {{ maximum_per_minute = 50, abort_failed_percent = 10, abort_min_executed = 10 }}
+
+[[stage]]
+name = "all"
+percent = 100
+jobs = {{ exponential = {{ base_per_minute = 10, increment_factor = 2.0, after_succeeded = 20 }} }}
+""")
+    return path
+
+
+def rollout_cli(action: str, path: Path) -> tuple[int, dict, str]:  # type: ignore[type-arg]
+    code, out, err = cli("ota", "rollout", action, path, "--stage", STAGE, "--json")
+    return code, (json.loads(out) if out else {}), err
+
+
+def job_count(session: aws.Aws, name: str) -> int:
+    pages = session.client("iot").get_paginator("list_jobs").paginate()
+    return sum(1 for page in pages for job in page["jobs"] if job["jobId"].startswith(f"{name}-"))
+
+
+def group_of(job: dict) -> str:  # type: ignore[type-arg]
+    (target,) = job["targets"]
+    return str(target.rsplit("/", 1)[1])
+
+
+# --- the fleet pre-flight ------------------------------------------------------------------------------
+
+
+def test_fleet_show_lists_every_device_with_its_inventory(fleet: Fleet) -> None:
+    code, out, err = cli("fleet", "show", "--group", fleet.group, "--json")
+    assert code == 0, err
+    devices = json.loads(out)["devices"]
+    assert len(devices) == 210
+    by_thing = {d["thing"]: d for d in devices}
+    assert {by_thing[t]["code_verify_sha256"] for t in fleet.old} == {fleet.old_identity.fingerprint}
+    assert {by_thing[t]["family"] for t in fleet.current} == {"beta", "pkcs11"}
+    assert {d["app_version"] for d in devices} == {"1.2.0"}
+
+
+def test_fleet_preflight_names_exactly_the_devices_of_the_old_certificate(fleet: Fleet, tmp_path: Path) -> None:
+    firmware = placeholder_app_image(version="1.3.0")
+    (tmp_path / "app.bin").write_bytes(firmware)
+    code, _, err = cli("ota", "create", "--stage", STAGE, "--firmware", tmp_path / "app.bin",
+                       "--thing-groups", fleet.group, "--sign-key", fleet.current_identity.key_file,
+                       "--device-cert", fleet.current_identity.cert_file, "--via", "job")  # fmt: skip
+    assert code == ExitCode.REJECTED and err.count("\n") == 1 and "Traceback" not in err
+    assert "30 of 210 target device(s) would not accept the update" in err
+    named = {thing for thing in fleet.holds if thing in err}
+    assert named == set(fleet.old)  # every device of the wrong cohort, and no other
+    assert f"holds code-verification certificate {fleet.old_identity.fingerprint[:16]}" in err
+    versions = session_versions(fleet.bucket)
+    assert versions == []  # refused before anything was uploaded
+
+
+def session_versions(bucket: str) -> list[str]:
+    listing = aws.connect().client("s3").list_object_versions(Bucket=bucket)
+    return [v["VersionId"] for v in listing.get("Versions", [])]
+
+
+def test_exclude_rejecting_creates_the_job_for_the_others_only(session: aws.Aws, fleet: Fleet, tmp_path: Path) -> None:
+    firmware = placeholder_app_image(version="1.3.0")
+    (tmp_path / "app.bin").write_bytes(firmware)
+    ota_id = unique("excl")
+    code, out, err = cli("ota", "create", "--stage", STAGE, "--firmware", tmp_path / "app.bin",
+                         "--thing-groups", fleet.group, "--sign-key", fleet.current_identity.key_file,
+                         "--device-cert", fleet.current_identity.cert_file, "--via", "job", "--ota-id", ota_id,
+                         "--exclude-rejecting", "--json")  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    assert {r["thing"] for r in result["fleet"]["rejecting"]} == set(fleet.old)
+    assert result["fleet"]["accepting"] == 180
+    job = session.client("iot").describe_job(jobId=ota_id)["job"]
+    # 180 devices are more than a job's 100 targets: one thing group of the stage holds them.
+    assert group_of(job) == f"{PREFIX}ota-{ota_id}"
+    members = fleet_inventory.group_members(session.client("iot"), group_of(job))
+    assert set(members) == set(fleet.current)
+
+
+def test_devices_without_inventory_are_refused_unless_accepted(session: aws.Aws, fleet: Fleet, tmp_path: Path) -> None:
+    iot = session.client("iot")
+    bare = unique(f"{PREFIX}bare")
+    iot.create_thing(thingName=bare)
+    (tmp_path / "app.bin").write_bytes(placeholder_app_image(version="1.3.0"))
+    base = ["ota", "create", "--stage", STAGE, "--firmware", tmp_path / "app.bin", "--targets",
+            f"{bare},{fleet.current[0]}", "--sign-key", fleet.current_identity.key_file, "--via", "job",
+            "--device-cert", fleet.current_identity.cert_file]  # fmt: skip
+    code, _, err = cli(*base)
+    assert code == ExitCode.REJECTED and f"{bare}: no inventory recorded" in err and fleet.current[0] not in err
+    code, out, err = cli(*base, "--accept-unknown", "--json")
+    assert code == 0, err
+    assert json.loads(out)["fleet"]["accepting"] == 2
+
+
+def test_signer_profile_preflight_judges_each_cohort_by_the_profile_certificate(session: aws.Aws, fleet: Fleet) -> None:
+    from device_provisioning.aws import codesign as aws_codesign
+
+    key = codesign.load_private_key_file(fleet.old_identity.key_file)
+    arn = aws_codesign.import_code_signing_certificate(session, fleet.old_identity.certificate, key).arn
+    profile = unique("fleet_profile").replace("-", "_")
+    aws_codesign.put_signing_profile(session, profile, arn)
+    request = ota.OtaRequest(
+        firmware=placeholder_app_image(version="1.3.0"), device_path="/f.bin",
+        targets=ota.Targets(thing_groups=(fleet.group,)), bucket=fleet.bucket, role_arn=ROLE, trust=None,
+        signing=ota.SignerProfileSigning(profile), via="ota-update", fleet=ota.FleetCheck(),
+    )  # fmt: skip
+    _, result = ota.fleet_preflight(session, request)
+    # The profile signs with the old certificate: now the 180 current devices are the ones that would reject.
+    assert {thing for thing, _ in result.rejecting} == set(fleet.current)
+    assert set(result.accepting) == set(fleet.old)
+
+
+# --- staged rollouts -------------------------------------------------------------------------------------
+
+
+def test_three_stage_rollout_goes_through_its_gates(session: aws.Aws, fleet: Fleet, tmp_path: Path) -> None:
+    firmware = placeholder_app_image(version="1.3.0")
+    name = unique("r")[:10]
+    path = write_rollout(tmp_path, fleet, firmware, name)
+
+    code, plan, err = rollout_cli("plan", path)
+    assert code == 0, err
+    assert {r["thing"] for r in plan["preflight"]["rejecting"]} == set(fleet.old)
+    assert [(s["name"], s["devices"], s["state"]) for s in plan["stages"]] == [
+        ("canary", 5, "pending"), ("quarter", 40, "pending"), ("all", 135, "pending"),
+    ]  # fmt: skip
+    assert job_count(session, name) == 0  # plan creates nothing
+
+    code, report, err = rollout_cli("apply", path)
+    assert code == 0 and report["created"] == f"{name}-{report['firmware_sha256'][:8]}-canary", err
+    code, report, err = rollout_cli("apply", path)  # idempotent: the canary's gate is not met yet
+    assert code == 0 and report["created"] is None and job_count(session, name) == 1
+    assert report["stages"][0]["state"] == "waiting"
+
+    canary_job = report["stages"][0]["job_id"]
+    job = session.client("iot").describe_job(jobId=canary_job)["job"]
+    assert group_of(job) == fleet.canary_group
+    assert set(run_devices(session, canary_job, fleet, firmware).values()) == {"SUCCEEDED"}
+
+    code, report, err = rollout_cli("apply", path)
+    assert code == 0 and report["created"].endswith("-quarter"), err
+    quarter = report["stages"][1]
+    members = fleet_inventory.group_members(session.client("iot"), quarter["thing_group"])
+    assert len(members) == 40 and not set(members) & set(fleet.old) and quarter["thing_group"].startswith(PREFIX)
+    assert set(run_devices(session, quarter["job_id"], fleet, firmware).values()) == {"SUCCEEDED"}
+
+    code, report, err = rollout_cli("apply", path)
+    assert code == 0 and report["created"].endswith("-all"), err
+    final = report["stages"][2]
+    run_devices(session, final["job_id"], fleet, firmware)
+    code, report, err = rollout_cli("status", path)
+    assert code == 0 and report["complete"], err
+    assert job_count(session, name) == 3
+    targeted = set()
+    for stage in report["stages"]:
+        pages = session.client("iot").get_paginator("list_job_executions_for_job").paginate(jobId=stage["job_id"])
+        targeted |= {s["thingArn"].rsplit("/", 1)[1] for page in pages for s in page["executionSummaries"]}
+    assert targeted == set(fleet.current)  # every accepting device once; none of the old cohort
+
+    # The job settings of each stage reached AWS as the file says.
+    iot = session.client("iot")
+    quarter_job = iot.describe_job(jobId=report["stages"][1]["job_id"])["job"]
+    assert quarter_job["jobExecutionsRolloutConfig"]["maximumPerMinute"] == 50
+    assert quarter_job["abortConfig"]["criteriaList"][0]["thresholdPercentage"] == 10
+    final_job = iot.describe_job(jobId=report["stages"][2]["job_id"])["job"]
+    assert final_job["jobExecutionsRolloutConfig"]["exponentialRate"]["incrementFactor"] == 2.0
+
+    # The truth per device: every one of the last stage's 135 devices, decoded.
+    code, out, err = cli("ota", "status", final["job_id"], "--per-device", "--expect-version", "1.3.0", "--json")
+    assert code == 0, err
+    devices = json.loads(out)["devices"]
+    assert len(devices) == 135
+    assert {(d["status"], d["reported_version"], d["callout"]) for d in devices} == {("SUCCEEDED", "1.3.0", None)}
+
+
+def test_a_failing_canary_stops_the_rollout_at_its_gate(session: aws.Aws, fleet: Fleet, tmp_path: Path) -> None:
+    firmware = placeholder_app_image(version="1.3.1")  # an image whose self test fails on the devices
+    name = unique("bad")[:10]
+    path = write_rollout(tmp_path, fleet, firmware, name)
+    code, report, err = rollout_cli("apply", path)
+    assert code == 0 and report["created"].endswith("-canary"), err
+    canary_job = report["stages"][0]["job_id"]
+    assert set(run_devices(session, canary_job, fleet, firmware, self_test_passes=False).values()) == {"REJECTED"}
+
+    code, report, err = rollout_cli("apply", path)
+    assert code == ExitCode.FAILURES_FOUND and report["halted"] and report["created"] is None
+    assert report["stages"][0]["state"] == "failed"
+    assert "5 of 5 device(s) failed or rejected" in report["stages"][0]["detail"]
+    assert [s["state"] for s in report["stages"][1:]] == ["pending", "pending"]
+    assert job_count(session, name) == 1  # nothing beyond the canary was created
+    code, out, _ = cli("ota", "status", canary_job, "--per-device")
+    assert "self test failed" in out and "REJECTED" in out
+
+
+def test_per_device_status_calls_out_rollbacks_and_devices_that_never_came(
+    session: aws.Aws, fleet: Fleet, tmp_path: Path
+) -> None:
+    firmware = placeholder_app_image(version="1.3.0")
+    key = codesign.load_private_key_file(fleet.current_identity.key_file)
+    three = fleet.current[-3:]
+    request = ota.OtaRequest(
+        firmware=firmware, device_path="/f.bin", targets=ota.Targets(things=tuple(three)), bucket=fleet.bucket,
+        role_arn=ROLE, trust=None, signing=ota.LocalKeySigning(key), via="job",
+        fleet=ota.FleetCheck(), ota_id=unique("truth"),
+    )  # fmt: skip
+    with pytest.raises(VerificationFailed, match="a certificate not given"):
+        ota.create_ota(session, request)  # a local signature needs the signing key's certificate to judge
+    trust = ota.DeviceTrust((signing.DeviceCertificate(fleet.current_identity.certificate, "codesign.crt"),))
+    result = ota.create_ota(session, ota.OtaRequest(**{**request.__dict__, "trust": trust}))
+    run_devices(session, result.ota_id, fleet, firmware, reports_version="1.2.0", only={three[0]})  # rolled back
+    run_devices(session, result.ota_id, fleet, firmware, only={three[1]})
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=3)
+    status = ota.ota_status(session, result.ota_id, per_device=True, expected_version="1.3.0", now=later)
+    by_thing = {d.thing: d for d in status.devices}
+    assert "job SUCCEEDED but the device runs v1.2.0, not v1.3.0" in (by_thing[three[0]].callout or "")
+    assert by_thing[three[1]].callout is None and by_thing[three[1]].report.version == "1.3.0"
+    assert (by_thing[three[2]].callout or "").startswith("QUEUED for 3.0 days")
+
+
+@pytest.mark.parametrize(
+    ("details", "version", "meaning"),
+    [
+        ({"reason": "accepted v1.3.0"}, "1.3.0", "accepted the update and runs v1.3.0"),
+        ({"reason": "0xe3000000: 0x00000000"}, None, "OtaPalSignatureCheckFailed"),
+        ({"reason": "rejected: 0x00000000"}, None, "self test failed"),
+        ({"reason": "rejected: 0x00000010"}, None, "OtaErrSameFirmwareVersion"),
+        ({"self_test": "ready", "updatedBy": "0x1020003"}, None, "update started by v1.2.3"),
+        ({"receive": "12/100"}, None, "block 12 of 100"),
+    ],
+)
+def test_status_details_are_decoded_as_the_agent_writes_them(details, version, meaning) -> None:  # type: ignore[no-untyped-def]
+    report = decode_status_details(details)
+    assert report.version == version and meaning in report.meaning
+
+
+# --- rollout files -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('name = "', 'name = "far-too-long-for-a-job-'), "rollout.name"),
+        (("percent = 100", "percent = 20"), "shares are cumulative and must increase"),
+        (("retries = 1", "retries = 11"), "stage.0.jobs.retries"),
+        (("increment_factor = 2.0", "increment_factor = 9.0"), "increment_factor"),
+        (("key = ", 'kms_key = "alias/x"\nkey = '), "exactly one of key, kms_key"),
+        (('[[stage]]\nname = "canary"', '[[stage]]\nname = "quarter"'), "names must differ"),
+    ],
+)
+def test_bad_rollout_files_are_refused_with_their_place(tmp_path: Path, change: tuple[str, str], message: str) -> None:
+    path = write_rollout(tmp_path, None, b"", "ok")
+    path.write_text(path.read_text().replace(*change, 1))
+    with pytest.raises(Exception, match=message.replace(".", r"\.")):
+        rollout.load_rollout(path)
+
+
+def test_stage_assignment_is_stable_and_cumulative() -> None:
+    stages = tuple(
+        rollout.Stage(n, None, p, rollout.Gate(), ota.Rollout()) for n, p in (("a", 5), ("b", 25), ("c", 100))
+    )
+    plan = rollout.RolloutPlan(
+        Path("r.toml"), "r", Path("f"), None, "/f", "mqtt", "job", None, ("g",), (), False, False,
+        rollout.Signing(), stages,
+    )  # fmt: skip
+    things = [f"t{i}" for i in range(200)]
+    first = rollout.assign_devices(plan, things, {}, {})
+    assert [len(first[s]) for s in "abc"] == [10, 40, 150]
+    assert first == rollout.assign_devices(plan, list(reversed(things)), {}, {})
+    assert set().union(*first.values()) == set(things)
