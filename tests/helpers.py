@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from device_provisioning import aws
 from device_provisioning.identity import codesign
 
 # Fixtures live in the repository (tests/data): each file's first line says which real layout it mirrors.
@@ -68,3 +69,28 @@ def rsa_key() -> rsa.RSAPrivateKey:
 
 def p384_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP384R1())
+
+
+def recorded_session() -> tuple[aws.Aws, list[str]]:
+    """A session whose clients record every call as the IAM action it needs."""
+    session = aws.connect()
+    actions: list[str] = []
+
+    def record(model, params, **_: object) -> None:  # type: ignore[no-untyped-def]
+        name = model.name
+        if model.service_model.signing_name == "s3" and params.get("VersionId"):
+            name = {"GetObject": "GetObjectVersion", "DeleteObject": "DeleteObjectVersion"}.get(name, name)
+        actions.append(f"{model.service_model.signing_name}:{name}")
+
+    session.session.events.register("provide-client-params", record)
+    return session, actions
+
+
+def granted(policy_document: dict, action: str) -> bool:  # type: ignore[type-arg]
+    import fnmatch
+
+    for statement in policy_document["Statement"]:
+        listed = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        if statement["Effect"] == "Allow" and any(fnmatch.fnmatchcase(action, a) for a in listed):
+            return True
+    return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import io
 import json
@@ -21,7 +22,7 @@ from device_provisioning.device.app_image import placeholder_app_image
 from device_provisioning.errors import ProvisioningError, VerificationFailed
 from device_provisioning.identity import codesign
 from tests.fault_proxy import fault_proxy
-from tests.helpers import BETA_TABLE
+from tests.helpers import BETA_TABLE, granted, recorded_session
 
 POLICY_DOCUMENT = json.dumps(
     {
@@ -354,7 +355,8 @@ def test_cli_register_sign_and_ota_job(session, device_policy, firmware_bucket, 
     thing = unique("cli-board")
     cert = tmp_path / "keys/codesign.crt"
     code, out, err = cli("device", "register", thing, "--out", tmp_path / "dev", "--policy", device_policy,
-                         "--code-verify-cert", cert, "--family", "beta", "--app-version", "1.0.0", "--json")  # fmt: skip
+                         "--code-verify-cert", cert, "--family", "beta", "--app-version", "1.0.0",
+                         "--json")  # fmt: skip
     assert code == 0, err
     assert json.loads(out)["thing_name"] == thing
     assert json.loads(out)["inventory"] == {
@@ -378,31 +380,6 @@ def test_cli_register_sign_and_ota_job(session, device_policy, firmware_bucket, 
 
 
 # --- the operator policy grants what the command line calls -----------------------------------------
-
-
-def recorded_session() -> tuple[aws.Aws, list[str]]:
-    """A session whose clients record every call as the IAM action it needs."""
-    session = aws.connect()
-    actions: list[str] = []
-
-    def record(model, params, **_: object) -> None:  # type: ignore[no-untyped-def]
-        name = model.name
-        if model.service_model.signing_name == "s3" and params.get("VersionId"):
-            name = {"GetObject": "GetObjectVersion", "DeleteObject": "DeleteObjectVersion"}.get(name, name)
-        actions.append(f"{model.service_model.signing_name}:{name}")
-
-    session.session.events.register("provide-client-params", record)
-    return session, actions
-
-
-def granted(policy_document: dict, action: str) -> bool:  # type: ignore[type-arg]
-    import fnmatch
-
-    for statement in policy_document["Statement"]:
-        listed = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-        if statement["Effect"] == "Allow" and any(fnmatch.fnmatchcase(action, a) for a in listed):
-            return True
-    return False
 
 
 def test_operator_policy_grants_every_call_of_ota_create_and_status(
@@ -589,10 +566,17 @@ def test_factory_policy_grants_every_call_of_registration_and_allow(local_endpoi
     (tmp_path / "devices.csv").write_text(f"serial,thing_name\nS1,{unique('dev-b')}\nS2,{unique('dev-b')}\n")
     (tmp_path / "batch.toml").write_text(
         f'[batch]\npartition_table = "{BETA_TABLE}"\ncode_verify_cert = "{tmp_path / "signer" / codesign.CERT_FILE}"\n'
-        f'[registration]\nmode = "per-device"\npolicy = "{policy}"\n'
+        f'app_version = "2.1.0"\n[registration]\nmode = "per-device"\npolicy = "{policy}"\n'
     )
     batch.prepare_batch(tmp_path / "devices.csv", tmp_path / "batch.toml", tmp_path / "b", workers=1, aws=session)
     allow_list.allow_serials(session, bucket, allow_list.prepared_serials(tmp_path / "b"))
+    # The fleet inventory: on each thing the batch registered, and in its manifest.
+    signer = codesign.fingerprint(codesign.load_certificate_file(tmp_path / "signer" / codesign.CERT_FILE))
+    rows = list(csv.DictReader((tmp_path / "b" / "manifest.csv").open()))
+    assert {(r["code_verify_sha256"], r["family"], r["app_version"]) for r in rows} == {(signer, "beta", "2.1.0")}
+    for row in rows:
+        attributes = iot.describe_thing(thingName=row["thing_name"])["attributes"]
+        assert attributes == {"codeVerifySha256": signer, "otaFamily": "beta", "appVersion": "2.1.0"}
     template = synthesize(AppConfig()).ota_json
     (factory,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::ManagedPolicy"
                   and r["Properties"]["ManagedPolicyName"].endswith("-factory")]  # fmt: skip

@@ -100,6 +100,15 @@ def run(stubbed: Any, **kwargs: Any) -> bulk.BulkResult:
     return result
 
 
+def test_the_bulk_template_records_the_batch_inventory_on_every_thing() -> None:
+    from device_provisioning.fleet.inventory import Inventory
+
+    inventory = Inventory("ab" * 32, "pkcs11", "2.0.1")
+    thing = bulk.registration_template("device-policy", inventory)["Resources"]["thing"]["Properties"]
+    assert thing["AttributePayload"] == {"codeVerifySha256": "ab" * 32, "otaFamily": "pkcs11", "appVersion": "2.0.1"}
+    assert "AttributePayload" not in bulk.registration_template("device-policy")["Resources"]["thing"]["Properties"]
+
+
 def test_bulk_registration_parses_results_and_errors(stubbed) -> None:
     expect_start(stubbed, [[]])
     expect_finish(stubbed, ["InProgress", "InProgress", "Completed"])

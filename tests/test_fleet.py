@@ -401,6 +401,37 @@ def test_per_device_status_calls_out_rollbacks_and_devices_that_never_came(
     assert (by_thing[three[2]].callout or "").startswith("QUEUED for 3.0 days")
 
 
+def test_operator_policy_grants_every_call_of_the_fleet_commands(fleet: Fleet, tmp_path: Path) -> None:
+    """fleet show, the fleet pre-flight with exclusion, a rollout's apply and status, ota status --per-device."""
+    from stacks.config import AppConfig
+    from tests.cdk_helpers import CERT_ARN, synthesize
+    from tests.helpers import granted, recorded_session
+
+    session, actions = recorded_session()
+    fleet_inventory.read_inventory(session.client("iot"))
+    firmware = placeholder_app_image(version="1.3.0")
+    plan = rollout.load_rollout(write_rollout(tmp_path, fleet, firmware, unique("iam")[:10]))
+    trust = ota.DeviceTrust((signing.DeviceCertificate(fleet.current_identity.certificate, "codesign.crt"),))
+    key = codesign.load_private_key_file(fleet.current_identity.key_file)
+    context = rollout.RolloutContext(fleet.bucket, ROLE, ota.LocalKeySigning(key), trust, ota.DeviceLimits(), PREFIX)
+    report = rollout.apply_rollout(session, plan, context, firmware)
+    rollout.rollout_status(session, plan, context, firmware)
+    ota.ota_status(session, report.stages[0].job_id, per_device=True)
+    excluded = ota.OtaRequest(
+        firmware=firmware, device_path="/f.bin", targets=ota.Targets(thing_groups=(fleet.group,)),
+        bucket=fleet.bucket, role_arn=ROLE, trust=trust, signing=ota.LocalKeySigning(key), via="job",
+        fleet=ota.FleetCheck(exclude_rejecting=True, target_group_prefix=PREFIX), ota_id=unique("iam"),
+    )  # fmt: skip
+    ota.create_ota(session, excluded)
+    template = synthesize(AppConfig(code_signing_certificate_arn=CERT_ARN)).ota_json
+    (operator,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::ManagedPolicy"
+                   and r["Properties"]["ManagedPolicyName"].endswith("-operator")]  # fmt: skip
+    called = set(actions)
+    assert {"iot:ListThings", "iot:ListThingsInThingGroup", "iot:CreateThingGroup", "iot:AddThingToThingGroup",
+            "iot:CreateJob", "iot:DescribeJobExecution"} <= called  # fmt: skip
+    assert [a for a in sorted(called) if not granted(operator["Properties"]["PolicyDocument"], a)] == []
+
+
 @pytest.mark.parametrize(
     ("details", "version", "meaning"),
     [
