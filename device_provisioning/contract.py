@@ -48,8 +48,18 @@ DEVICE_KEY_FILE = "device.key"
 DEVICE_CSR_FILE = "device.csr"
 DEVICE_CERT_FILE = "device.crt"
 
-# Fleet provisioning: the serials a factory allowed, one empty object each under this prefix of the
-# firmware bucket (`batch allow` writes them; the stack's pre-provisioning hook reads them).
+# Fleet provisioning: the serials a factory allowed, one object each under this prefix of the firmware
+# bucket holding the batch's inventory as JSON (`batch allow` writes them; the stack's hook reads them).
 ALLOWED_SERIALS_PREFIX = "provisioning/allowed/"
 # The thing a claim provisions for serial S is named THING_NAME_PREFIX.format(stage=...) + S.
 PROVISIONED_THING_PREFIX = "{stage}-esp32-"
+# The fleet inventory: thing attribute -> the fleet-provisioning template parameter that fills it (the
+# pre-provisioning hook passes a claim device's batch inventory through these parameters).
+CERTIFICATE_ATTRIBUTE = "codeVerifySha256"
+FAMILY_ATTRIBUTE = "otaFamily"
+VERSION_ATTRIBUTE = "appVersion"
+INVENTORY_ATTRIBUTE_PARAMETERS = {
+    CERTIFICATE_ATTRIBUTE: "CodeVerifySha256",
+    FAMILY_ATTRIBUTE: "OtaFamily",
+    VERSION_ATTRIBUTE: "AppVersion",
+}

@@ -15,6 +15,7 @@ from aws_cdk import aws_iot as iot
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
+from device_provisioning import contract
 from stacks.arns import iot_arn
 from stacks.nag import acknowledge_managed_policies
 from stacks.ota_service_role import iot_service_principal
@@ -148,13 +149,22 @@ class FleetProvisioning(Construct):
             "Parameters": {
                 "SerialNumber": {"Type": "String"},
                 "AWS::IoT::Certificate::Id": {"Type": "String"},
+                # The device's fleet inventory, passed by the pre-provisioning hook from its batch's allow list.
+                **{
+                    parameter: {"Type": "String", "Default": ""}
+                    for parameter in contract.INVENTORY_ATTRIBUTE_PARAMETERS.values()
+                },
             },
             "Resources": {
                 "thing": {
                     "Type": "AWS::IoT::Thing",
                     "Properties": {
                         "ThingName": {"Fn::Join": ["", [thing_name_prefix, {"Ref": "SerialNumber"}]]},
-                        "AttributePayload": {"serial": {"Ref": "SerialNumber"}},
+                        # A thing without a type holds three attributes: the inventory (the serial is in the name).
+                        "AttributePayload": {
+                            attribute: {"Ref": parameter}
+                            for attribute, parameter in contract.INVENTORY_ATTRIBUTE_PARAMETERS.items()
+                        },
                     },
                     "OverrideSettings": {"AttributePayload": "MERGE"},
                 },

@@ -41,14 +41,20 @@ def bucket(session: aws.Aws) -> str:
 
 
 @pytest.fixture(scope="module")
-def allowed_batch(session: aws.Aws, bucket: str, tmp_path_factory) -> list[str]:  # type: ignore[no-untyped-def]
-    """A prepared batch whose serials `batch allow` published."""
+def signer(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("signer")
+    codesign.create_identity(root)
+    return root / codesign.CERT_FILE
+
+
+@pytest.fixture(scope="module")
+def allowed_batch(session: aws.Aws, bucket: str, signer: Path, tmp_path_factory) -> list[str]:  # type: ignore[no-untyped-def]
+    """A prepared batch (app version 1.4.2) whose serials `batch allow` published."""
     root = tmp_path_factory.mktemp("allow")
-    codesign.create_identity(root / "signer")
     serials = [f"SN-{uuid.uuid4().hex[:6]}" for _ in range(3)]
     (root / "devices.csv").write_text("serial,thing_name\n" + "".join(f"{s},board-{s}\n" for s in serials))
     (root / "batch.toml").write_text(
-        f'[batch]\npartition_table = "{BETA_TABLE}"\ncode_verify_cert = "{root / "signer" / codesign.CERT_FILE}"\n'
+        f'[batch]\npartition_table = "{BETA_TABLE}"\ncode_verify_cert = "{signer}"\napp_version = "1.4.2"\n'
     )
     run = ["batch", "prepare", "--devices", root / "devices.csv", "--config", root / "batch.toml", "--out", root / "b"]
     assert main([str(a) for a in run], out=io.StringIO(), err=io.StringIO()) == 0
@@ -60,10 +66,37 @@ def allowed_batch(session: aws.Aws, bucket: str, tmp_path_factory) -> list[str]:
 
 
 def decide(session: aws.Aws, bucket: str, serial: object) -> tuple[bool, str]:
+    allowed, reason, _ = decide_with_parameters(session, bucket, serial)
+    return allowed, reason
+
+
+def decide_with_parameters(session: aws.Aws, bucket: str, serial: object) -> tuple[bool, str, dict[str, str]]:
     return load_hook().decide(  # type: ignore[no-any-return]
         serial, s3=session.client("s3"), iot=session.client("iot"), bucket=bucket,
         prefix=contract.ALLOWED_SERIALS_PREFIX, thing_prefix=THING_PREFIX,
     )  # fmt: skip
+
+
+def test_the_hook_passes_the_batch_inventory_to_the_template(
+    session: aws.Aws, bucket: str, signer: Path, allowed_batch: list[str]
+) -> None:
+    fingerprint = codesign.fingerprint(codesign.load_certificate_file(signer))
+    _, _, parameters = decide_with_parameters(session, bucket, allowed_batch[1])
+    assert parameters == {"CodeVerifySha256": fingerprint, "OtaFamily": "beta", "AppVersion": "1.4.2"}
+    # The hook ships alone: its parameter names are the contract's.
+    assert load_hook().INVENTORY_PARAMETERS == contract.INVENTORY_ATTRIBUTE_PARAMETERS
+    # The template fills the thing's inventory attributes from exactly these parameters.
+    from stacks.fleet_provisioning import FleetProvisioning
+
+    template = FleetProvisioning._template_body("p", THING_PREFIX)
+    attributes = template["Resources"]["thing"]["Properties"]["AttributePayload"]
+    assert {a: ref["Ref"] for a, ref in attributes.items()} == contract.INVENTORY_ATTRIBUTE_PARAMETERS
+    assert set(parameters) <= set(template["Parameters"])
+
+
+@pytest.mark.parametrize("body", [b"", b"not json", b"[1]", b'{"codeVerifySha256": "has space"}'])
+def test_a_missing_or_damaged_inventory_gives_no_parameters(body: bytes) -> None:
+    assert load_hook().inventory_parameters(body) == {}
 
 
 def test_an_allowed_serial_is_admitted_once(session: aws.Aws, bucket: str, allowed_batch: list[str]) -> None:
@@ -95,6 +128,7 @@ def test_the_handler_answers_aws_iot_from_its_environment(
     # The event AWS IoT sends (payload version 2020-04-01): the template parameters the device gave.
     event = {"claimCertificateId": "abc", "certificateId": "def", "certificatePem": "...", "templateArn": "arn",
              "clientId": "provision-1", "parameters": {"SerialNumber": allowed_batch[2]}}  # fmt: skip
-    assert hook.handler(event, None) == {"allowProvisioning": True}
+    answer = hook.handler(event, None)
+    assert answer["allowProvisioning"] is True and answer["parameterOverrides"]["AppVersion"] == "1.4.2"
     event["parameters"] = {"SerialNumber": "SN-stranger"}
     assert hook.handler(event, None) == {"allowProvisioning": False}

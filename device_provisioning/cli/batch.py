@@ -75,7 +75,7 @@ def _batch_allow(args: argparse.Namespace, out: TextIO) -> int:
     serials = allow_list.prepared_serials(args.dir)
     session = connect_aws(args)
     bucket = args.bucket or aws.stack_values(session, args.stage)[StackOutput.FIRMWARE_BUCKET_NAME]
-    published = allow_list.allow_serials(session, bucket, serials)
+    published = allow_list.allow_serials(session, bucket, serials, allow_list.batch_inventory(args.dir))
     lines = [
         f"allowed      {len(published.serials)} serial(s) in s3://{bucket}/{published.to_json()['prefix']}",
         "the stack's pre-provisioning hook now admits each of them once",

@@ -1,12 +1,14 @@
 """The serials a batch allows to claim an identity by fleet provisioning (read by the shipped hook).
 
-One empty object per serial under ``contract.ALLOWED_SERIALS_PREFIX`` in the firmware bucket: the
-hook answers with one HeadObject, a factory adds serials without rewriting a shared file, and S3's
-own access control and versioning keep the record of who allowed what.
+One object per serial under ``contract.ALLOWED_SERIALS_PREFIX`` in the firmware bucket, holding the
+batch's fleet inventory as JSON (the hook hands it to the provisioning template, so the thing carries
+it): the hook answers with one GetObject, a factory adds serials without rewriting a shared file, and
+S3's own access control and versioning keep the record of who allowed what.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from device_provisioning import contract
 from device_provisioning.aws.session import Aws, aws_errors
 from device_provisioning.errors import InputFileError
 from device_provisioning.factory.journal import DeviceState, Journal
+from device_provisioning.fleet.inventory import Inventory
 
 # Enough parallel PUTs to keep a factory line's allow list quick without tripping S3's per-prefix rates.
 UPLOAD_THREADS = 8
@@ -45,12 +48,25 @@ def prepared_serials(batch_dir: str | Path) -> tuple[str, ...]:
     return tuple(ready)
 
 
-def allow_serials(aws: Aws, bucket: str, serials: Sequence[str]) -> AllowedSerials:
-    """Publish each serial as allowed (idempotent: publishing again changes nothing the hook reads)."""
+def batch_inventory(batch_dir: str | Path) -> Inventory | None:
+    """The inventory a batch's devices leave the factory with (None for a batch made before it was recorded)."""
+    journal = Journal.existing(batch_dir)
+    try:
+        fingerprint, family = journal.meta("code_verify_sha256"), journal.meta("family")
+        version = journal.meta("app_version") or None
+    finally:
+        journal.close()
+    return Inventory(fingerprint, family, version) if fingerprint and family else None
+
+
+def allow_serials(aws: Aws, bucket: str, serials: Sequence[str], inventory: Inventory | None = None) -> AllowedSerials:
+    """Publish each serial as allowed, with the batch's inventory (idempotent: publishing again changes
+    nothing the hook reads)."""
     s3 = aws.client("s3")
+    body = json.dumps(inventory.attributes()).encode() if inventory else b""
 
     def put(serial: str) -> None:
-        s3.put_object(Bucket=bucket, Key=f"{contract.ALLOWED_SERIALS_PREFIX}{serial}", Body=b"")
+        s3.put_object(Bucket=bucket, Key=f"{contract.ALLOWED_SERIALS_PREFIX}{serial}", Body=body)
 
     with aws_errors(f"publishing {len(serials)} allowed serial(s) to s3://{bucket}/{contract.ALLOWED_SERIALS_PREFIX}"):
         with ThreadPoolExecutor(max_workers=UPLOAD_THREADS) as threads:

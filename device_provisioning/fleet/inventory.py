@@ -17,13 +17,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from device_provisioning.contract import CERTIFICATE_ATTRIBUTE, FAMILY_ATTRIBUTE, VERSION_ATTRIBUTE
 from device_provisioning.device.project import FAMILIES
 from device_provisioning.errors import InputFileError
 from device_provisioning.identity import codesign
 
-CERTIFICATE_ATTRIBUTE = "codeVerifySha256"
-FAMILY_ATTRIBUTE = "otaFamily"
-VERSION_ATTRIBUTE = "appVersion"
 # The OTA agent's AppVersion32: major and minor are 8 bits, build 16 bits.
 _APP_VERSION = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,5})$")
 # Beyond this many targets one ListThings pass over the account is cheaper than a DescribeThing each.
