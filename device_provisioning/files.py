@@ -5,7 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import tomllib
 from pathlib import Path
+from typing import Any
+
+import jsonschema
 
 from device_provisioning.errors import InputFileError
 
@@ -79,3 +83,22 @@ def refuse_overwriting_inputs(output: str | os.PathLike[str], *inputs: str | os.
                 same = os.path.samefile(target, source)
         if same:
             raise InputFileError(f"output {target} is also an input ({source}); write the output elsewhere")
+
+
+def read_toml(path: Path, what: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """A TOML file checked against its JSON Schema; every problem is refused naming its place in the file."""
+    try:
+        document = tomllib.loads(read_bytes(path, what).decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise InputFileError(f"{what} {path}: not valid TOML ({error})") from None
+    problem = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(document))
+    if problem is not None:
+        where = ".".join(str(part) for part in problem.absolute_path) or "top level"
+        raise InputFileError(f"{what} {path}: {where}: {problem.message}")
+    return document
+
+
+def beside(source: Path, value: str) -> Path:
+    """A path named in a file: absolute as given, else relative to that file's directory."""
+    candidate = Path(value)
+    return candidate if candidate.is_absolute() else source.parent / candidate

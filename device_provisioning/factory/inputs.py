@@ -9,19 +9,16 @@ from __future__ import annotations
 import csv
 import io
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-
-import jsonschema
 
 from device_provisioning.device.credentials import FAMILIES, PKCS11_ENCODINGS
 from device_provisioning.device.partition_table import DEFAULT_TABLE_OFFSET, PartitionTable, parse_number
 from device_provisioning.device.partition_table import load as load_table
 from device_provisioning.device.project import ProjectProfile, load_project
 from device_provisioning.errors import InputFileError
-from device_provisioning.files import read_bytes
+from device_provisioning.files import beside, read_bytes, read_toml
 
 REQUIRED_COLUMNS = ("serial", "thing_name")
 OPTIONAL_COLUMNS = ("thing_group",)
@@ -255,18 +252,10 @@ def load_config(path: str | Path) -> BatchConfig:
     wrong type or out of range, or a registration mode without the settings it needs.
     """
     source = Path(path)
-    try:
-        document = tomllib.loads(read_bytes(source, "batch config").decode())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise InputFileError(f"batch config {source}: not valid TOML ({error})") from None
-    problem = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(CONFIG_SCHEMA).iter_errors(document))
-    if problem is not None:
-        where = ".".join(str(part) for part in problem.absolute_path) or "top level"
-        raise InputFileError(f"batch config {source}: {where}: {problem.message}")
+    document = read_toml(source, "batch config", CONFIG_SCHEMA)
 
     def path_of(value: str) -> Path:
-        candidate = Path(value)
-        return candidate if candidate.is_absolute() else source.parent / candidate
+        return beside(source, value)
 
     batch, table, nvs = document["batch"], document.get("registration", {}), document.get("nvs", {})
     if nvs.get("namespace") == "creds":

@@ -13,19 +13,16 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
-import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import jsonschema
-
 from device_provisioning.aws import ota
 from device_provisioning.aws.ota_request import ExponentialRate, FleetCheck, OtaRequest, Rollout, Targets
 from device_provisioning.aws.session import Aws, aws_errors
 from device_provisioning.errors import InputFileError, VerificationFailed
-from device_provisioning.files import read_bytes
+from device_provisioning.files import beside, read_toml
 from device_provisioning.fleet.inventory import group_members, resolve_things
 from device_provisioning.fleet.preflight import FleetPreflight
 
@@ -176,18 +173,10 @@ class RolloutPlan:
 def load_rollout(path: str | Path) -> RolloutPlan:
     """Read and validate a rollout file; every problem is refused with its place in the file."""
     source = Path(path)
-    try:
-        document = tomllib.loads(read_bytes(source, "rollout file").decode())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise InputFileError(f"rollout file {source}: not valid TOML ({error})") from None
-    problem = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(ROLLOUT_SCHEMA).iter_errors(document))
-    if problem is not None:
-        where = ".".join(str(part) for part in problem.absolute_path) or "top level"
-        raise InputFileError(f"rollout file {source}: {where}: {problem.message}")
+    document = read_toml(source, "rollout file", ROLLOUT_SCHEMA)
 
     def path_of(value: str) -> Path:
-        candidate = Path(value)
-        return candidate if candidate.is_absolute() else source.parent / candidate
+        return beside(source, value)
 
     rollout, signing = document["rollout"], document["signing"]
     ways = [name for name in ("key", "kms_key", "pkcs11_uri", "signing_profile") if name in signing]
