@@ -12,12 +12,15 @@ import ctypes
 import hashlib
 import io
 import os
+import secrets
 import signal
+import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +35,12 @@ from device_provisioning.factory.inputs import (
     ClaimRegistration,
     DeviceRow,
     PerDeviceRegistration,
+    SharedJournalConfig,
     load_config,
     load_devices,
 )
-from device_provisioning.factory.journal import Journal, batch_lock
+from device_provisioning.factory.journal import DeviceRecord, Journal, batch_lock
+from device_provisioning.factory.shared_journal import BatchJournal, SharedJournal
 from device_provisioning.files import read_bytes, write_atomic
 from device_provisioning.fleet.inventory import Inventory
 from device_provisioning.identity import codesign, device_tls
@@ -45,6 +50,8 @@ MANIFEST = "manifest.csv"
 # The batch directory is self-contained for the stations: the table the images were built for.
 TABLE_FILE = "partition-table.bin"
 IMAGE_FILE = "creds.bin"
+# A station's name in a shared journal, kept in its batch directory.
+STATION_FILE = "station.id"
 MANIFEST_COLUMNS = (
     "serial", "thing_name", "state", "certificate_id", "certificate_fingerprint", "image_sha256", "error",
 )  # fmt: skip
@@ -111,7 +118,7 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _make_key(task: tuple[str, str, str]) -> str:
+def _make_key(task: tuple[str, str, str]) -> tuple[str, str]:
     serial, thing, directory = task
     device_dir = Path(directory)
     key_path = device_dir / register.DEVICE_KEY
@@ -123,7 +130,7 @@ def _make_key(task: tuple[str, str, str]) -> str:
         key = device_tls.generate_device_key()
         write_atomic(key_path, codesign.private_key_pem(key), private=True, fsync=not GROUP_SYNC)
     write_atomic(device_dir / register.DEVICE_CSR, device_tls.device_csr_pem(key, thing), fsync=not GROUP_SYNC)
-    return serial
+    return serial, codesign.public_key_sha256(key.public_key())
 
 
 @dataclass(frozen=True)
@@ -237,11 +244,18 @@ def prepare_batch(
     if config.needs_aws and aws is None:
         raise ProvisioningError(f"{registration.mode} registration needs AWS access (--profile/--region)")
 
-    # One writer per batch: a second run on the same --out would give devices two identities.
+    # One writer per batch directory: a second run on the same --out would give devices two identities.
     with batch_lock(out, create=True):
-        journal = Journal(out)
-        try:
+        shared = config.journal
+        journal: BatchJournal
+        if shared is None:
+            journal = Journal(out)
             journal.bind_input(_input_fingerprint(devices_csv, config_path))
+        else:
+            journal = SharedJournal(shared.url, _batch_name(devices_csv), station_id(out))
+            # Every station must build the same images: the same certificate, family and table.
+            journal.bind_input(f"{inventory.code_verify_sha256}:{config.family}:{partition.name}:{partition.offset}")
+        try:
             journal.add_devices((row.serial, row.thing_name, row.line) for row in rows)
             journal.set_meta("partition", partition.name)
             journal.set_meta("table_offset", str(table.table_offset))
@@ -249,74 +263,198 @@ def prepare_batch(
             journal.set_meta("code_verify_sha256", inventory.code_verify_sha256)
             journal.set_meta("app_version", inventory.app_version or "")
             write_atomic(out / TABLE_FILE, partition_table.to_binary(table))
-            stage_seconds: dict[str, float] = {}
-            progress = progress or _no_progress
-            by_serial = {row.serial: row for row in rows}
-            device_dir = {row.serial: out / DEVICES_DIR / row.serial for row in rows}
+            keys_root = shared.shared_keys if shared and shared.shared_keys else out
+            stages = _Stages(
+                journal=journal,
+                config=config,
+                rows={row.serial: row for row in rows},
+                device_dir={row.serial: keys_root / DEVICES_DIR / row.serial for row in rows},
+                aws=aws,
+                inventory=inventory,
+                partition_size=partition.size,
+                partition_name=partition.name,
+                code_verify_pem=codesign.certificate_pem(code_verify),
+                claim_cert_pem=claim_cert_pem,
+                claim_key_pem=claim_key_pem,
+                progress=progress or _no_progress,
+            )
             worker_count = workers or os.cpu_count() or 1
-
             with ProcessPoolExecutor(
                 max_workers=worker_count, initializer=_die_with_parent, initargs=(os.getpid(),)
             ) as pool:
-                # 1. keys and CSRs
-                t = time.monotonic()
-                todo = [r for r in journal.records() if r.state == "pending"]
-                _run_pool(
-                    pool,
-                    _make_key,
-                    [(r.serial, r.thing_name, str(device_dir[r.serial])) for r in todo],
-                    lambda serials: journal.update_many([(s, "key_made", {}) for s in serials]),
-                    "keys",
-                    progress,
-                )
-                stage_seconds["keys"] = time.monotonic() - t
-
-                # 2. registration
-                t = time.monotonic()
-                if isinstance(registration, PerDeviceRegistration) and aws is not None:
-                    _register_all(aws, journal, by_serial, device_dir, registration, progress, inventory)
-                    stage_seconds["registration"] = time.monotonic() - t
-                elif isinstance(registration, BulkRegistration) and aws is not None:
-                    _register_bulk(aws, journal, device_dir, registration, inventory)
-                    stage_seconds["registration"] = time.monotonic() - t
-
-                # 3. NVS images
-                t = time.monotonic()
-                ready = "registered" if config.needs_aws else "key_made"
-                todo = [r for r in journal.records() if r.state == ready]
-                code_verify_pem = codesign.certificate_pem(code_verify)
-                tasks = [
-                    _ImageTask(
-                        serial=r.serial,
-                        directory=str(device_dir[r.serial]),
-                        family=config.family,
-                        pkcs11_encoding=config.pkcs11_encoding,
-                        partition_size=partition.size,
-                        partition_name=partition.name,
-                        code_verify_pem=code_verify_pem,
-                        with_device_credentials=config.needs_aws,
-                        claim_cert_pem=claim_cert_pem,
-                        claim_key_pem=claim_key_pem,
-                        values=_values(config, by_serial[r.serial]),
-                    )
-                    for r in todo
-                ]
-                _run_pool(
-                    pool,
-                    _build_image,
-                    tasks,
-                    lambda results: journal.update_many([(s, "image_built", {"image_sha256": h}) for s, h in results]),
-                    "images",
-                    progress,
-                )
-                stage_seconds["images"] = time.monotonic() - t
-
+                if isinstance(journal, SharedJournal) and shared is not None:
+                    _work_through_shared(stages, pool, journal, shared)
+                else:
+                    stages.run(pool)
             write_manifest(journal, out)
             counts = journal.counts()
             failed = sum(1 for r in journal.records() if r.error)
-            return BatchSummary(out, len(rows), counts, failed, time.monotonic() - started, stage_seconds)
+            return BatchSummary(out, len(rows), counts, failed, time.monotonic() - started, stages.seconds)
         finally:
             journal.close()
+
+
+@dataclass
+class _Stages:
+    """The stages of preparing devices — keys, registration, images — over all devices or some of them."""
+
+    journal: BatchJournal
+    config: BatchConfig
+    rows: dict[str, DeviceRow]
+    device_dir: dict[str, Path]
+    aws: Aws | None
+    inventory: Inventory
+    partition_size: int
+    partition_name: str
+    code_verify_pem: bytes
+    claim_cert_pem: bytes | None
+    claim_key_pem: bytes | None
+    progress: ProgressCallback
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def _timed(self, stage: str, started: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.monotonic() - started
+
+    def run(self, pool: ProcessPoolExecutor, only: set[str] | None = None) -> None:
+        """Take every device (or those in ``only``) as far as it can go."""
+        journal, config, registration = self.journal, self.config, self.config.registration
+
+        def todo(*states: str) -> list[DeviceRecord]:
+            return [r for r in journal.records() if r.state in states and (only is None or r.serial in only)]
+
+        t = time.monotonic()
+        _run_pool(
+            pool,
+            _make_key,
+            [(r.serial, r.thing_name, str(self.device_dir[r.serial])) for r in todo("pending")],
+            lambda made: journal.update_many([(s, "key_made", self._key_fields(spki)) for s, spki in made]),
+            "keys",
+            self.progress,
+        )
+        self._timed("keys", t)
+
+        t = time.monotonic()
+        if isinstance(registration, PerDeviceRegistration) and self.aws is not None:
+            _register_all(self, registration, todo("key_made", "registering"))
+            self._timed("registration", t)
+        elif isinstance(registration, BulkRegistration) and self.aws is not None:
+            _register_bulk(self, registration, todo("key_made", "registering"))
+            self._timed("registration", t)
+
+        t = time.monotonic()
+        tasks = [
+            _ImageTask(
+                serial=r.serial,
+                directory=str(self.device_dir[r.serial]),
+                family=config.family,
+                pkcs11_encoding=config.pkcs11_encoding,
+                partition_size=self.partition_size,
+                partition_name=self.partition_name,
+                code_verify_pem=self.code_verify_pem,
+                with_device_credentials=config.needs_aws,
+                claim_cert_pem=self.claim_cert_pem,
+                claim_key_pem=self.claim_key_pem,
+                values=_values(config, self.rows[r.serial]),
+            )
+            for r in todo("registered" if config.needs_aws else "key_made")
+        ]
+        _run_pool(
+            pool,
+            _build_image,
+            tasks,
+            lambda results: journal.update_many([(s, "image_built", {"image_sha256": h}) for s, h in results]),
+            "images",
+            self.progress,
+        )
+        self._timed("images", t)
+
+    def _key_fields(self, spki: str) -> dict[str, Any]:
+        # A shared journal records who holds the key and which key, for a station taking the device over.
+        if isinstance(self.journal, SharedJournal):
+            return {"key_station": self.journal.station, "key_spki_sha256": spki}
+        return {}
+
+
+# How many devices a station claims at a time, and how often it renews its leases (share of a lease).
+CLAIM_SIZE = 32
+RENEW_EVERY = 1 / 3
+
+
+def station_id(out: Path) -> str:
+    """This station's name in a shared journal: kept in its batch directory, so a restart resumes as itself."""
+    path = out / STATION_FILE
+    try:
+        return path.read_text().strip() or _new_station_id(path)
+    except FileNotFoundError:
+        return _new_station_id(path)
+
+
+def _new_station_id(path: Path) -> str:
+    name = f"{socket.gethostname()}-{secrets.token_hex(4)}"
+    write_atomic(path, (name + "\n").encode())
+    return name
+
+
+def _batch_name(devices_csv: Path) -> str:
+    """A shared batch is its production order: the devices CSV, whatever each station's paths."""
+    return hashlib.sha256(read_bytes(devices_csv, "devices CSV")).hexdigest()[:32]
+
+
+def _work_through_shared(
+    stages: _Stages, pool: ProcessPoolExecutor, journal: SharedJournal, shared: SharedJournalConfig
+) -> None:
+    """Claim devices, prepare them, release them, until no device of the batch is left unfinished.
+
+    While other stations hold the last devices this one waits: if one of them dies, its leases expire
+    and this station finishes its devices.
+    """
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(shared.lease_seconds * RENEW_EVERY):
+            journal.renew(shared.lease_seconds)
+
+    renewer = threading.Thread(target=renew, name="lease-renewal", daemon=True)
+    renewer.start()
+    try:
+        while True:
+            claimed = journal.claim(CLAIM_SIZE, shared.lease_seconds)
+            if not claimed:
+                if journal.held_elsewhere() == 0:
+                    return
+                time.sleep(min(2.0, shared.lease_seconds * RENEW_EVERY))
+                continue
+            for record, key_station, key_spki in claimed:
+                if key_station not in (None, journal.station) and shared.shared_keys is None:
+                    _take_over(stages, record, key_spki)
+            stages.run(pool, only={record.serial for record, _, _ in claimed})
+            journal.release([record.serial for record, _, _ in claimed])
+    finally:
+        stop.set()
+        renewer.join()
+
+
+def _take_over(stages: _Stages, record: DeviceRecord, key_spki: str | None) -> None:
+    """Another station made this device's key and died holding it: its key is out of reach here.
+
+    Whatever AWS issued for that key is removed (certificates on the thing, and any certificate for that
+    key left unattached by a crash before it was journaled), and the device starts again here with a key
+    of this station's: still exactly one identity per device, the journaled one.
+    """
+    if stages.aws is not None and record.state != "pending":
+        iot = stages.aws.client("iot")
+        with aws_errors(f"taking over device {record.serial}"):
+            register.remove_identity(iot, stages.journal, stages.rows[record.serial], key_spki)
+    stages.journal.update(
+        record.serial,
+        "pending",
+        certificate_id=None,
+        certificate_arn=None,
+        certificate_fingerprint=None,
+        key_station=None,
+        key_spki_sha256=None,
+        error=None,
+    )
 
 
 def _values(config: BatchConfig, row: DeviceRow) -> tuple[tuple[str, str, str], ...]:
@@ -325,17 +463,17 @@ def _values(config: BatchConfig, row: DeviceRow) -> tuple[tuple[str, str, str], 
     return tuple((namespace, key, value) for key, value in values.items())
 
 
-def _register_all(
-    aws: Aws,
-    journal: Journal,
-    rows: dict[str, DeviceRow],
-    device_dir: dict[str, Path],
-    registration: PerDeviceRegistration,
-    progress: ProgressCallback,
-    inventory: Inventory,
-) -> None:
-    iot = aws.client("iot")  # botocore clients are thread-safe; adaptive retries pace the calls
-    todo = [r for r in journal.records() if r.state in ("key_made", "registering")]
+def _aws(stages: _Stages) -> Aws:
+    if stages.aws is None:  # prepare_batch refuses a registering batch without AWS access before this
+        raise ProvisioningError(f"{stages.config.registration.mode} registration needs AWS access")
+    return stages.aws
+
+
+def _register_all(stages: _Stages, registration: PerDeviceRegistration, todo: list[DeviceRecord]) -> None:
+    iot = _aws(stages).client("iot")  # botocore clients are thread-safe; adaptive retries pace the calls
+    journal, rows, device_dir, progress, inventory = (
+        stages.journal, stages.rows, stages.device_dir, stages.progress, stages.inventory
+    )  # fmt: skip
     with aws_errors("registering the batch's devices"):
         with ThreadPoolExecutor(max_workers=registration.concurrency) as threads:
             futures: list[Future[str | None]] = [
@@ -356,11 +494,9 @@ def _register_all(
                     progress("registration", done, len(futures))
 
 
-def _register_bulk(
-    aws: Aws, journal: Journal, device_dir: dict[str, Path], registration: BulkRegistration, inventory: Inventory
-) -> None:
+def _register_bulk(stages: _Stages, registration: BulkRegistration, todo: list[DeviceRecord]) -> None:
     """One StartThingRegistrationTask for every device not yet registered; reports back into the journal."""
-    todo = [r for r in journal.records() if r.state in ("key_made", "registering")]
+    aws, journal, device_dir, inventory = _aws(stages), stages.journal, stages.device_dir, stages.inventory
     if not todo:
         return
     key = journal.meta("bulk_input_key") or f"bulk-registration/{int(time.time())}-{len(todo)}.jsonl"
@@ -417,7 +553,7 @@ def device_code_verify_certificate(out_dir: str | Path, thing: str) -> signing.D
     return signing.certificate_from_nvs(read_bytes(image_path, "NVS image"), family, source=str(image_path))
 
 
-def write_manifest(journal: Journal, out: Path) -> Path:
+def write_manifest(journal: BatchJournal, out: Path) -> Path:
     """Write ``manifest.csv`` (one row per device, in CSV order) atomically from the journal."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")

@@ -81,6 +81,15 @@ Registration = NoRegistration | PerDeviceRegistration | BulkRegistration | Claim
 
 
 @dataclass(frozen=True)
+class SharedJournalConfig:
+    """A batch journal several stations share: the database, where keys live, how long a claim lasts."""
+
+    url: str
+    shared_keys: Path | None = None
+    lease_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
 class BatchConfig:
     """The batch TOML, validated: table, certificate, family, registration mode, NVS values."""
 
@@ -95,6 +104,7 @@ class BatchConfig:
     extra: dict[str, str] = field(default_factory=dict)
     project: ProjectProfile | None = None
     app_version: str | None = None
+    journal: SharedJournalConfig | None = None
 
     def table(self) -> PartitionTable:
         """``partition_table`` at ``table_offset`` when given, else the firmware project's table."""
@@ -156,6 +166,19 @@ CONFIG_SCHEMA: dict[str, Any] = {
                 {"if": {"properties": {"mode": {"const": "claim"}}, "required": ["mode"]},
                  "then": {"required": ["claim_cert", "claim_key"]}},
             ],
+        },
+        # Several stations on one batch: the journal in PostgreSQL (the default is SQLite in the batch directory).
+        "journal": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["url"],
+            "properties": {
+                "url": {"type": "string", "pattern": "^postgres(ql)?://"},
+                # Where device keys live when any station may finish any device (a share every station mounts);
+                # without it a key stays on the station that made it.
+                "shared_keys": {"type": "string", "minLength": 1},
+                "lease_seconds": {"type": "number", "minimum": 1, "maximum": 3600},
+            },
         },
         "nvs": {
             "type": "object",
@@ -310,4 +333,11 @@ def load_config(path: str | Path) -> BatchConfig:
         extra={str(k): str(v) for k, v in nvs.get("values", {}).items()},
         project=derived,
         app_version=batch.get("app_version"),
+        journal=SharedJournalConfig(
+            journal["url"],
+            path_of(journal["shared_keys"]) if "shared_keys" in journal else None,
+            float(journal.get("lease_seconds", 60.0)),
+        )
+        if (journal := document.get("journal"))
+        else None,
     )

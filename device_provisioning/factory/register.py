@@ -18,7 +18,7 @@ from typing import Any
 from device_provisioning.aws import error_code
 from device_provisioning.contract import DEVICE_CERT_FILE, DEVICE_CSR_FILE, DEVICE_KEY_FILE
 from device_provisioning.factory.inputs import DeviceRow
-from device_provisioning.factory.journal import Journal
+from device_provisioning.factory.shared_journal import BatchJournal
 from device_provisioning.files import write_atomic
 from device_provisioning.fleet.inventory import Inventory, record_inventory, thing_attribute_payload
 from device_provisioning.identity import codesign
@@ -62,6 +62,11 @@ def sweep_unjournaled_certificates(iot: Any, device_dir: Path, since: float) -> 
     matching the public key proves they were issued for this device's CSR and no one else's.
     """
     key = codesign.load_private_key_file(device_dir / DEVICE_KEY)
+    return sweep_certificates_for_key(iot, codesign.public_key_sha256(key.public_key()), since)
+
+
+def sweep_certificates_for_key(iot: Any, spki_sha256: str, since: float) -> list[str]:
+    """Delete INACTIVE, unattached certificates issued since ``since`` for the key with this SPKI SHA-256."""
     removed: list[str] = []
     pages = iot.get_paginator("list_certificates").paginate(ascendingOrder=False, PaginationConfig={"PageSize": 100})
     for page in pages:
@@ -73,7 +78,7 @@ def sweep_unjournaled_certificates(iot: Any, device_dir: Path, since: float) -> 
                 continue
             description = iot.describe_certificate(certificateId=summary["certificateId"])["certificateDescription"]
             certificate = codesign.load_certificate(description["certificatePem"].encode())
-            if not codesign.key_matches_certificate(key, certificate):
+            if codesign.public_key_sha256(certificate.public_key()) != spki_sha256:
                 continue
             if _has_things(iot, description["certificateArn"]):
                 continue
@@ -88,7 +93,7 @@ def _has_things(iot: Any, certificate_arn: str) -> bool:
 
 
 def register_batch_device(
-    iot: Any, journal: Journal, row: DeviceRow, device_dir: Path, policy: str, inventory: Inventory | None = None
+    iot: Any, journal: BatchJournal, row: DeviceRow, device_dir: Path, policy: str, inventory: Inventory | None = None
 ) -> str | None:
     """Register one device (its ``inventory`` recorded on the thing); returns an error message for a device
     that cannot be registered."""
@@ -127,7 +132,7 @@ def register_batch_device(
 
 
 def _register(
-    iot: Any, journal: Journal, row: DeviceRow, device_dir: Path, policy: str, inventory: Inventory | None
+    iot: Any, journal: BatchJournal, row: DeviceRow, device_dir: Path, policy: str, inventory: Inventory | None
 ) -> None:
     thing = row.thing_name
     try:
@@ -158,7 +163,16 @@ def _register(
     journal.update(row.serial, "registered", certificate_fingerprint=fingerprint, error=None)
 
 
-def _undo(iot: Any, journal: Journal, row: DeviceRow) -> None:
+def remove_identity(iot: Any, journal: BatchJournal, row: DeviceRow, key_spki: str | None) -> None:
+    """Remove every identity AWS holds for this device: the certificates on its thing, the journaled one,
+    and (given the key's SPKI SHA-256) any unattached one issued for its key since it began registering."""
+    _undo(iot, journal, row)
+    since = journal.entered_at(row.serial, "registering")
+    if key_spki is not None and since is not None:
+        sweep_certificates_for_key(iot, key_spki, since)
+
+
+def _undo(iot: Any, journal: BatchJournal, row: DeviceRow) -> None:
     journaled = journal.get(row.serial).certificate_id
     for certificate_id in _certificate_ids(iot, row.thing_name):
         _remove_certificate(iot, row.thing_name, certificate_id)

@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from device_provisioning.errors import CertificateError, InputFileError
@@ -388,6 +388,12 @@ def normalise_fingerprint(text: str) -> str:
     if len(cleaned) != 64 or any(c not in "0123456789abcdef" for c in cleaned):
         raise CertificateError(f"fingerprint {text!r}: expected 64 hex digits (SHA-256), e.g. from `codesign show`")
     return cleaned
+
+
+def public_key_sha256(public_key: PublicKeyTypes) -> str:
+    """SHA-256 over the DER SubjectPublicKeyInfo: names a key without holding it."""
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
 
 
 def key_matches_certificate(key: PrivateKeyTypes, certificate: x509.Certificate) -> bool:
