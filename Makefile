@@ -13,12 +13,19 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 SOFTHSM := /usr/lib/softhsm/libsofthsm2.so
 
-setup: $(VENV)/.installed $(CDK) $(CHECKOV_VENV)/.installed $(SOFTHSM)
+POSTGRES := /usr/lib/postgresql
+
+setup: $(VENV)/.installed $(CDK) $(CHECKOV_VENV)/.installed $(SOFTHSM) $(POSTGRES)
 
 # A software PKCS#11 token for the signing tests (Debian's softhsm2; needs root, as CI has).
 $(SOFTHSM):
 	command -v apt-get >/dev/null || { echo "install SoftHSM2 (package softhsm2) for the PKCS#11 tests" >&2; exit 1; }
 	apt-get update -qq && apt-get install -y -qq softhsm2 >/dev/null
+
+# A PostgreSQL server for the shared-journal tests: they start a throw-away cluster on loopback themselves.
+$(POSTGRES):
+	command -v apt-get >/dev/null || { echo "install PostgreSQL (package postgresql) for the shared-journal tests" >&2; exit 1; }
+	apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)

@@ -30,3 +30,12 @@ def local_endpoint():  # type: ignore[no-untyped-def]
 
     with local_aws() as endpoint:
         yield endpoint
+
+
+@pytest.fixture(scope="session")
+def postgres_url():  # type: ignore[no-untyped-def]
+    """A throw-away PostgreSQL cluster on loopback, started by the tests (shared journals)."""
+    from tests.postgres_server import throwaway_postgres
+
+    with throwaway_postgres() as url:
+        yield url

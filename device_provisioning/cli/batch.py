@@ -22,6 +22,15 @@ from device_provisioning.cli.common import (
 from device_provisioning.cli.progress import stage_progress
 
 
+def journal_url(text: str) -> str:
+    """An argparse type: a PostgreSQL URL for a shared batch journal."""
+    from device_provisioning.factory.shared_journal import is_shared_journal
+
+    if not is_shared_journal(text):
+        raise argparse.ArgumentTypeError("give a postgresql://user@host:port/database URL")
+    return text
+
+
 def _batch_prepare(args: argparse.Namespace, out: TextIO) -> int:
     from device_provisioning.factory import batch
     from device_provisioning.factory import inputs as batch_input
@@ -30,7 +39,13 @@ def _batch_prepare(args: argparse.Namespace, out: TextIO) -> int:
     session = connect_aws(args) if config.needs_aws else None
     with stage_progress(not args.json) as progress:
         summary = batch.prepare_batch(
-            args.devices, args.config, args.out, workers=args.workers, aws=session, progress=progress
+            args.devices,
+            args.config,
+            args.out,
+            workers=args.workers,
+            aws=session,
+            progress=progress,
+            journal_url=args.journal,
         )
     lines = [
         f"batch        {summary.directory}: {summary.devices} devices in {summary.seconds:.1f}s "
@@ -94,6 +109,12 @@ def _prepare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, type=Path, help="batch TOML ([batch], [registration], [nvs])")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--workers", type=bounded_int(1, 256), help="processes (default: one per core)")
+    parser.add_argument(
+        "--journal",
+        type=journal_url,
+        metavar="URL",
+        help="postgresql://... : share the batch with other stations (overrides the config's [journal] url)",
+    )
 
 
 def _directory_argument(parser: argparse.ArgumentParser) -> None:

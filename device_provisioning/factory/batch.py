@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +215,7 @@ def prepare_batch(
     workers: int | None = None,
     aws: Aws | None = None,
     progress: ProgressCallback | None = None,
+    journal_url: str | None = None,
 ) -> BatchSummary:
     """Prepare (or resume) a factory batch: keys and CSRs, registration, NVS images, manifest.
 
@@ -224,12 +225,16 @@ def prepare_batch(
     per-device and bulk registration; ``progress`` is called as devices finish each stage.
     Raises :class:`InputFileError` for bad inputs (before anything is written) and
     :class:`AwsError` when AWS refuses; per-device failures are journaled and counted instead.
+    ``journal_url`` (or the config's ``[journal] url``) shares the batch with other stations through
+    PostgreSQL: each station claims devices, and finishes those of a station that died.
     """
     started = time.monotonic()
     devices_csv, config_path, out = Path(devices_csv), Path(config_path), Path(out_dir)
     # Everything is validated before the first file or AWS call.
     rows = load_devices(devices_csv)
     config = load_config(config_path)
+    if journal_url:
+        config = replace(config, journal=replace(config.journal or SharedJournalConfig(journal_url), url=journal_url))
     table = config.table()
     partition = table.nvs_partition(config.partition)
     credentials.partition_warnings(partition, config.project.flash_encryption if config.project else None)
@@ -375,8 +380,9 @@ class _Stages:
         return {}
 
 
-# How many devices a station claims at a time, and how often it renews its leases (share of a lease).
-CLAIM_SIZE = 32
+# How many devices a station claims at a time (small enough that stations share a batch evenly, large
+# enough that each round keeps the registration threads busy), and how often it renews its leases.
+CLAIM_SIZE = 16
 RENEW_EVERY = 1 / 3
 
 

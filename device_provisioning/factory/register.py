@@ -40,10 +40,12 @@ def _certificate_ids(iot: Any, thing: str) -> list[str]:
     return [p.rsplit("/", 1)[1] for p in principals if ":cert/" in p]
 
 
-def _remove_certificate(iot: Any, thing: str, certificate_id: str) -> None:
+def _remove_certificate(iot: Any, thing: str | None, certificate_id: str) -> None:
+    """Detach a certificate from its thing (when given) and its policies, deactivate it, delete it."""
     description = iot.describe_certificate(certificateId=certificate_id)["certificateDescription"]
     arn = description["certificateArn"]
-    iot.detach_thing_principal(thingName=thing, principal=arn)
+    if thing is not None:
+        iot.detach_thing_principal(thingName=thing, principal=arn)
     for page in iot.get_paginator("list_attached_policies").paginate(target=arn):
         for policy in page.get("policies", []):
             iot.detach_policy(policyName=policy["policyName"], target=arn)
@@ -178,10 +180,9 @@ def _undo(iot: Any, journal: BatchJournal, row: DeviceRow) -> None:
         _remove_certificate(iot, row.thing_name, certificate_id)
         if certificate_id == journaled:
             journaled = None
-    if journaled is not None:  # created but never attached
+    if journaled is not None:  # created but never attached to the thing (its policy may be)
         try:
-            iot.update_certificate(certificateId=journaled, newStatus="INACTIVE")
-            iot.delete_certificate(certificateId=journaled)
+            _remove_certificate(iot, None, journaled)
         except Exception as error:
             if error_code(error) != "ResourceNotFoundException":
                 raise

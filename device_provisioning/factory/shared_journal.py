@@ -206,31 +206,30 @@ class SharedJournal:
         yet). Devices this station already holds come first, so a restarted station resumes its own.
         """
         with self.transaction() as db:
+            # The free rows are chosen (and locked) once, in a materialized CTE, then updated.
             rows = db.execute(
                 f"""
-                UPDATE esp_batch_devices AS d
-                SET station = %s, lease_until = clock_timestamp() + make_interval(secs => %s)
-                FROM (
+                WITH free AS MATERIALIZED (
                     SELECT serial FROM esp_batch_devices
-                    WHERE batch = %s AND state = ANY(%s) AND error IS NULL
-                      AND (station IS NULL OR station = %s OR lease_until < clock_timestamp())
-                    ORDER BY (station = %s) DESC NULLS LAST, line
-                    LIMIT %s
+                    WHERE batch = %(batch)s AND state = ANY(%(states)s) AND error IS NULL
+                      AND (station IS NULL OR station = %(station)s OR lease_until < clock_timestamp())
+                    ORDER BY (station IS NOT DISTINCT FROM %(station)s) DESC, line
+                    LIMIT %(limit)s
                     FOR UPDATE SKIP LOCKED
-                ) AS free
-                WHERE d.batch = %s AND d.serial = free.serial
+                )
+                UPDATE esp_batch_devices AS d
+                SET station = %(station)s, lease_until = clock_timestamp() + make_interval(secs => %(lease)s)
+                FROM free
+                WHERE d.batch = %(batch)s AND d.serial = free.serial
                 RETURNING {", ".join(f"d.{c.strip()}" for c in _COLUMNS.split(","))}, d.key_station, d.key_spki_sha256
                 """,  # noqa: S608 - column names are constants
-                (
-                    self.station,
-                    lease_seconds,
-                    self.batch,
-                    list(_UNFINISHED),
-                    self.station,
-                    self.station,
-                    limit,
-                    self.batch,
-                ),
+                {
+                    "batch": self.batch,
+                    "states": list(_UNFINISHED),
+                    "station": self.station,
+                    "limit": limit,
+                    "lease": lease_seconds,
+                },  # fmt: skip
             ).fetchall()
         rows.sort(key=lambda row: row[2])
         return [(DeviceRecord.from_row(row[:9]), row[9], row[10]) for row in rows]

@@ -1,0 +1,209 @@
+"""Several stations, one batch: a real PostgreSQL journal, leases, and a station killed mid-batch.
+
+The tests start a throw-away PostgreSQL cluster on loopback (``tests/postgres_server.py``) and use the
+project's local AWS endpoint. Three ``batch prepare`` processes, each with its own batch directory (its
+own keys), work through one batch; one is killed with SIGKILL at a random point; the other two finish
+its devices. Then, for every device: exactly one ACTIVE certificate, the journaled one, certifying the
+key in the directory of the station the journal names; no ACTIVE certificate for any other key a station
+made; and an image built from that key.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from device_provisioning import aws
+from device_provisioning.factory import batch
+from device_provisioning.factory.shared_journal import SharedJournal
+from device_provisioning.identity import codesign
+from tests.helpers import BETA_TABLE
+
+POLICY_DOCUMENT = (
+    '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}]}'
+)
+
+
+@pytest.fixture(scope="module")
+def session(local_endpoint) -> aws.Aws:  # type: ignore[no-untyped-def]
+    return aws.connect()
+
+
+@pytest.fixture(scope="module")
+def policy(session: aws.Aws) -> str:
+    name = f"shared-{uuid.uuid4().hex[:8]}"
+    session.client("iot").create_policy(policyName=name, policyDocument=POLICY_DOCUMENT)
+    return name
+
+
+def test_leases_give_each_device_to_one_station_until_they_expire(postgres_url: str) -> None:
+    batch_name = uuid.uuid4().hex
+    a, b = SharedJournal(postgres_url, batch_name, "A"), SharedJournal(postgres_url, batch_name, "B")
+    try:
+        a.add_devices((f"S{i}", f"t{i}", i) for i in range(5))
+        b.add_devices((f"S{i}", f"t{i}", i) for i in range(5))  # a second station adds nothing twice
+        assert len(a.records()) == 5
+        first = [r.serial for r, _, _ in a.claim(3, lease_seconds=1.0)]
+        second = [r.serial for r, _, _ in b.claim(10, lease_seconds=60.0)]
+        assert first == ["S0", "S1", "S2"] and second == ["S3", "S4"]
+        assert {r.serial for r, _, _ in b.claim(10, 60.0)} == {"S3", "S4"}  # its own again, never A's
+        assert b.held_elsewhere() == 3
+        time.sleep(1.2)  # A stops renewing (as a killed station does): its devices come free
+        taken = {r.serial for r, _, _ in b.claim(10, 60.0)}
+        assert {"S0", "S1", "S2"} <= taken and a.held_elsewhere() == 5
+        a.update("S0", "key_made", key_station="A", key_spki_sha256="ab" * 32)
+        assert a.claim(10, 60.0) == []  # B holds every device now: A cannot claim one back while B's lease runs
+        assert b.get("S0").state == "key_made"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_an_unreachable_journal_is_one_line(tmp_path: Path) -> None:
+    import io
+
+    from device_provisioning.cli import main
+
+    (tmp_path / "devices.csv").write_text("serial,thing_name\nS1,b-1\n")
+    codesign.create_identity(tmp_path / "signer")
+    (tmp_path / "batch.toml").write_text(
+        f'[batch]\npartition_table = "{BETA_TABLE}"\ncode_verify_cert = "{tmp_path / "signer" / codesign.CERT_FILE}"\n'
+    )
+    err = io.StringIO()
+    argv = ["batch", "prepare", "--devices", tmp_path / "devices.csv", "--config", tmp_path / "batch.toml",
+            "--out", tmp_path / "out", "--journal", "postgresql://nobody@127.0.0.1:1/none"]  # fmt: skip
+    code = main([str(a) for a in argv], out=io.StringIO(), err=err)
+    assert code != 0 and err.getvalue().count("\n") == 1 and "cannot connect" in err.getvalue()
+    assert "Traceback" not in err.getvalue()
+
+
+def write_batch(root: Path, url: str, policy: str, devices: int) -> tuple[Path, Path]:
+    codesign.create_identity(root / "signer")
+    tag = uuid.uuid4().hex[:6]
+    (root / "devices.csv").write_text(
+        "serial,thing_name\n" + "".join(f"S{tag}{i:03d},shared-{tag}-{i:03d}\n" for i in range(devices))
+    )
+    (root / "batch.toml").write_text(
+        f'[batch]\npartition_table = "{BETA_TABLE}"\ncode_verify_cert = "{root / "signer" / codesign.CERT_FILE}"\n'
+        f'[registration]\nmode = "per-device"\npolicy = "{policy}"\nconcurrency = 2\n'
+        f'[journal]\nurl = "{url}"\nlease_seconds = 3\n'
+    )
+    return root / "devices.csv", root / "batch.toml"
+
+
+def start_station(devices: Path, config: Path, out: Path) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "device_provisioning", "batch", "prepare", "--devices", str(devices),
+            "--config", str(config), "--out", str(out), "--workers", "1", "--json"]  # fmt: skip
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def journal_counts(url: str, devices: Path) -> dict[str, int]:
+    with psycopg.connect(url) as db:
+        try:
+            rows = db.execute(
+                "SELECT state, COUNT(*) FROM esp_batch_devices WHERE batch = %s GROUP BY state",
+                (batch._batch_name(devices),),
+            ).fetchall()
+        except psycopg.errors.UndefinedTable:  # no station has created the tables yet
+            return {}
+    return dict(rows)
+
+
+def worked_on_by(url: str, devices: Path, station: str) -> int:
+    with psycopg.connect(url) as db:
+        try:
+            row = db.execute(
+                "SELECT COUNT(*) FROM esp_batch_transitions WHERE batch = %s AND station = %s",
+                (batch._batch_name(devices), station),
+            ).fetchone()
+        except psycopg.errors.UndefinedTable:  # no station has created the tables yet
+            return 0
+    return int(row[0]) if row else 0
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_three_stations_one_killed_every_device_gets_exactly_one_identity(
+    session: aws.Aws, policy: str, postgres_url: str, tmp_path: Path, seed: int
+) -> None:
+    chance = random.Random(seed)
+    count = 30
+    devices, config = write_batch(tmp_path, postgres_url, policy, count)
+    outs = [tmp_path / f"station-{n}" for n in range(3)]
+    stations = [start_station(devices, config, out) for out in outs]
+    victim = chance.randrange(3)
+    # Kill at a random point of the batch: after some devices have registered, mid-registration of others.
+    threshold = chance.randrange(1, count - 4)
+    deadline = time.monotonic() + 60
+    victim_id = outs[victim] / batch.STATION_FILE
+    while time.monotonic() < deadline:
+        done = journal_counts(postgres_url, devices)
+        started = victim_id.exists() and worked_on_by(postgres_url, devices, victim_id.read_text().strip()) > 0
+        finished = done.get("registered", 0) + done.get("image_built", 0)
+        if (started and finished >= threshold) or stations[victim].poll() is not None:
+            break
+        time.sleep(0.02)
+    assert stations[victim].poll() is None, "the station to kill finished before the kill"
+    os.killpg(stations[victim].pid, signal.SIGKILL)
+    for n, station in enumerate(stations):
+        _, err = station.communicate(timeout=180)
+        if n != victim:
+            assert station.returncode == 0, err.decode()
+
+    journal = SharedJournal(postgres_url, batch._batch_name(devices), "checker")
+    try:
+        records = journal.records()
+        with journal.transaction() as db:
+            owners = dict(db.execute(
+                "SELECT serial, key_station FROM esp_batch_devices WHERE batch = %s", (journal.batch,)
+            ).fetchall())  # fmt: skip
+            worked_on = dict(db.execute(
+                "SELECT station, COUNT(DISTINCT serial) FROM esp_batch_transitions WHERE batch = %s GROUP BY station",
+                (journal.batch,),
+            ).fetchall())  # fmt: skip
+    finally:
+        journal.close()
+    assert len(records) == count and {r.state for r in records} == {"image_built"} and not any(r.error for r in records)
+    station_dirs = {(out / batch.STATION_FILE).read_text().strip(): out for out in outs}
+    killed = (outs[victim] / batch.STATION_FILE).read_text().strip()
+    # The killed station had worked on devices; the ones it had not finished were finished by the others.
+    assert worked_on.get(killed, 0) > 0
+    print(f"seed {seed}: killed {killed} after {threshold} registered; it worked on {worked_on[killed]}, "
+          f"finished {sum(1 for o in owners.values() if o == killed)}; stations {worked_on}")  # fmt: skip
+    iot = session.client("iot")
+    every_key_made: set[str] = set()
+    for out in outs:
+        for key_file in (out / batch.DEVICES_DIR).glob("*/device.key"):
+            every_key_made.add(codesign.public_key_sha256(codesign.load_private_key_file(key_file).public_key()))
+    journaled = set()
+    for record in records:
+        owner_dir = station_dirs[owners[record.serial]] / batch.DEVICES_DIR / record.serial
+        key = codesign.load_private_key_file(owner_dir / "device.key")
+        principals = iot.list_thing_principals(thingName=record.thing_name)["principals"]
+        assert len(principals) == 1 and principals[0].endswith(f"/{record.certificate_id}"), record
+        description = iot.describe_certificate(certificateId=record.certificate_id)["certificateDescription"]
+        assert description["status"] == "ACTIVE"
+        certificate = codesign.load_certificate(description["certificatePem"].encode())
+        assert codesign.key_matches_certificate(key, certificate)
+        assert (owner_dir / batch.IMAGE_FILE).is_file()
+        journaled.add(record.certificate_id)
+    # No ACTIVE certificate for any key a station made, other than the journaled ones (the victim's too).
+    active_for_our_keys = set()
+    for page in iot.get_paginator("list_certificates").paginate():
+        for summary in page["certificates"]:
+            if summary["status"] != "ACTIVE":
+                continue
+            pem = iot.describe_certificate(certificateId=summary["certificateId"])["certificateDescription"][
+                "certificatePem"
+            ]
+            if codesign.public_key_sha256(codesign.load_certificate(pem.encode()).public_key()) in every_key_made:
+                active_for_our_keys.add(summary["certificateId"])
+    assert active_for_our_keys == journaled
