@@ -145,6 +145,35 @@ def test_full_flash_with_build_dir(mock, identity, tmp_path: Path) -> None:
         esp._port.close()
 
 
+def test_flashing_is_proven_by_md5_by_default_and_each_phase_is_timed(mock, identity) -> None:
+    table = pt.load(MASTER_TABLE)
+    certificate = codesign.load_certificate_file(identity.certificate)
+    image = credentials.build_credential_image(table, credentials.Credentials(certificate), "beta").image
+    plan = layout.plan_flash(table, image)
+    seen: list[str] = []
+    report = esptool_device.flash_device(plan, port=mock.url(), stub=False, on_phase=seen.append)
+    assert report.verified_by == "md5" and report.code_verify_fingerprint == codesign.fingerprint(certificate)
+    assert seen == ["connect", "write", "verify", "reset"] == list(report.phases)
+    assert all(seconds >= 0 for seconds in report.phases.values())
+    again = esptool_device.flash_device(plan, port=mock.url(), stub=False, verify="read-back")
+    assert again.verified_by == "read-back" and again.code_verify_fingerprint == report.code_verify_fingerprint
+
+
+def test_the_baud_is_the_fastest_the_bridge_takes(monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from serial.tools import list_ports
+    from serial.tools.list_ports_common import ListPortInfo
+
+    device = tmp_path / "ttyUSB7"
+    device.write_text("")
+    bridge = ListPortInfo(str(device))
+    bridge.vid, bridge.pid = 0x0403, 0x6010  # FTDI FT2232H
+    monkeypatch.setattr(list_ports, "comports", lambda: [bridge])
+    assert esptool_device.fastest_baud(str(device)) == 2_000_000
+    bridge.vid, bridge.pid = 0x1234, 0x5678  # unknown bridge
+    assert esptool_device.fastest_baud(str(device)) == esptool_device.SAFE_BAUD
+    assert esptool_device.fastest_baud("socket://127.0.0.1:1") == esptool_device.SAFE_BAUD
+
+
 # --- refusals: nothing reaches the flash ----------------------------------------------------------
 
 

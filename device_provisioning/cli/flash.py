@@ -73,8 +73,11 @@ def _flash(args: argparse.Namespace, out: TextIO) -> int:
         expected_certificate=expected,
         quiet=args.json,
         progress=not args.json,
+        verify=args.verify,
     )
     lines = [f"wrote        {name} at 0x{offset:x} ({size} bytes)" for name, offset, size in report.regions]
+    proof = "the chip's MD5 of every region" if report.verified_by == "md5" else "reading the NVS partition back"
+    lines.append(f"proven by    {proof}")
     if report.code_verify_fingerprint and report.code_verify_location is not None:
         match = ""
         if report.matches_expected:
@@ -84,10 +87,11 @@ def _flash(args: argparse.Namespace, out: TextIO) -> int:
             f"0x{report.code_verify_location:x}, certificate SHA-256 {report.code_verify_fingerprint}{match}"
         )
     elif plan.nvs_encrypted:
-        lines.append("verified     NVS partition read back byte for byte (encrypted: entries not decoded)")
+        lines.append("verified     NVS partition written as the image (encrypted: entries not decoded)")
     else:
         lines.append(f"WARNING      no {credentials.CREDS_NAMESPACE}/{credentials.CODE_VERIFY_KEY} in the image")
     lines.append(f"reset        {report.chip} on {report.port}")
+    lines.append("time         " + ", ".join(f"{phase} {seconds:.2f}s" for phase, seconds in report.phases.items()))
     emit(out, args, lines, report.to_json())
     return 0
 
@@ -133,7 +137,15 @@ def _nvs_argument(parser: argparse.ArgumentParser) -> None:
 
 def _flash_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", help="serial port (default: auto-detect, like esptool)")
-    parser.add_argument("--baud", type=bounded_int(9600, 5_000_000), default=esptool_device.DEFAULT_BAUD)
+    parser.add_argument(
+        "--baud", type=bounded_int(9600, 5_000_000), help="default: the fastest the port's USB bridge takes"
+    )
+    parser.add_argument(
+        "--verify",
+        choices=esptool_device.VERIFY_CHOICES,
+        default="md5",
+        help="md5: the chip hashes what was written (fast); read-back: read the NVS partition back",
+    )
     parser.add_argument(
         "--chip", help="expected chip (esp32, esp32s3, ...; default: the --project's); checked against build and device"
     )

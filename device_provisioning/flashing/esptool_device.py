@@ -2,7 +2,8 @@
 
 Connect (auto-detecting the port like esptool when none is given), refuse what the device makes
 unsafe (chip mismatch, flash encryption with a plaintext image, a layout beyond the flash size),
-write, read the NVS partition back and decode it, then reset the chip.
+write compressed, prove what landed (the chip's MD5 of every region, or a read-back), decode the NVS
+partition, then reset the chip; each phase is timed.
 """
 
 from __future__ import annotations
@@ -10,15 +11,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, get_args
 
 import serial
 from esptool import cmds
 from esptool import util as esptool_util
 from esptool.logger import log as esptool_log
-from esptool.util import FatalError
+from esptool.util import FatalError, NotImplementedInROMError, NotSupportedError
 
 from device_provisioning.device import nvs
 from device_provisioning.device.credentials import CODE_VERIFY_KEY, CREDS_NAMESPACE
@@ -28,7 +30,6 @@ from device_provisioning.flashing.layout import FlashPlan
 from device_provisioning.identity import codesign
 
 ROM_BAUD = 115200
-DEFAULT_BAUD = 460800
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class FlashReport:
     code_verify_fingerprint: str | None
     matches_expected: bool | None
     nvs_entries: tuple[str, ...] = field(default=())
+    # Seconds per phase: connect, stub, write (erase included), verify, reset.
+    phases: dict[str, float] = field(default_factory=dict)
+    verified_by: str = "read-back"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -56,6 +60,8 @@ class FlashReport:
                 "matches_expected": self.matches_expected,
             },
             "nvs_entries": list(self.nvs_entries),
+            "phases": {name: round(seconds, 3) for name, seconds in self.phases.items()},
+            "verified_by": self.verified_by,
         }
 
 
@@ -135,32 +141,43 @@ def flash_device(
     plan: FlashPlan,
     *,
     port: str | None = None,
-    baud: int = DEFAULT_BAUD,
+    baud: int | None = None,
     stub: bool = True,
     erase_storage: bool = False,
     expected_certificate: Any = None,
     quiet: bool = True,
     progress: bool = False,
+    verify: Verify = "md5",
+    on_phase: PhaseCallback | None = None,
 ) -> FlashReport:
     """Write the plan to the device and prove what landed in the NVS partition.
 
-    esptool stays silent unless ``quiet=False`` (its messages) and ``progress=True`` (its progress
-    bars) are asked for; the library itself prints nothing. Raises :class:`DeviceError` for a
-    refused or failed write; a refusal happens before the first byte is written.
+    ``baud`` defaults to the fastest the port's USB bridge takes (:func:`fastest_baud`); ``verify``
+    ``"md5"`` has the chip hash each written region and compares it with the image's (seconds instead of
+    reading everything back), ``"read-back"`` reads the NVS partition back. ``on_phase`` is told each
+    phase as it starts (connect, stub, write, verify, reset). esptool stays silent unless ``quiet=False``
+    (its messages) and ``progress=True`` (its progress bars) are asked for; the library itself prints
+    nothing. Raises :class:`DeviceError` for a refused or failed write; a refusal happens before the first
+    byte is written.
     """
     if port is not None:
         check_port(port)
-    with esptool_quiet(quiet), _esptool_errors(port, baud):
+    speed = baud or fastest_baud(port)
+    phases = _Phases(on_phase)
+    with esptool_quiet(quiet), _esptool_errors(port, speed):
+        phases.start("connect")
         esp = cmds.connect_esp(port=port, chip="auto", initial_baud=ROM_BAUD)
         try:
             return flash_connected(
                 esp,
                 plan,
-                baud=baud,
+                baud=speed,
                 stub=stub,
                 erase_storage=erase_storage,
                 expected_certificate=expected_certificate,
                 progress=progress,
+                verify=verify,
+                phases=phases,
             )
         finally:
             with contextlib.suppress(Exception):
@@ -171,13 +188,16 @@ def flash_connected(
     esp: Any,
     plan: FlashPlan,
     *,
-    baud: int = DEFAULT_BAUD,
+    baud: int = 460_800,
     stub: bool = True,
     erase_storage: bool = False,
     expected_certificate: Any = None,
     progress: bool = False,
+    verify: Verify = "md5",
+    phases: _Phases | None = None,
 ) -> FlashReport:
     """The same, on an esptool loader that is already connected (a station's open port, or a test's)."""
+    phases = phases or _Phases(None)
     if expected_certificate is not None:
         check_expected_certificate(plan, expected_certificate)  # before the first byte goes to the device
     detected = normalise_chip(esp.CHIP_NAME)
@@ -185,6 +205,7 @@ def flash_connected(
     if plan.chip is not None and plan.chip != detected:
         raise DeviceError(f"the device on {port_name} is an {detected}, but the image is for {plan.chip}: wrong board?")
     if stub:
+        phases.start("stub")
         esp = cmds.run_stub(esp)
         if baud != ROM_BAUD:
             esp.change_baud(baud)
@@ -201,9 +222,11 @@ def flash_connected(
         raise DeviceError(f"the layout ends at 0x{last:x} but the device has 0x{capacity:x} bytes of flash")
 
     partition = plan.nvs_partition
+    phases.start("write")
     if erase_storage and esp.IS_STUB:
         cmds.erase_region(esp, partition.offset, partition.size)
     # (Without the stub, writing the full-size image erases and rewrites every sector of the range.)
+    # Compressed (esptool's default): the link carries the deflated image, the chip inflates it.
     cmds.write_flash(
         esp,
         [(r.offset, r.data) for r in plan.regions],
@@ -212,15 +235,103 @@ def flash_connected(
         flash_size=plan.flash_size,
         no_progress=not progress,
     )
+    phases.start("verify")
+    verified_by = _verify_written(esp, plan, verify)
+    # Proven equal to what was written: describe the NVS partition from the image itself.
+    report = _describe_nvs(plan.nvs_region.data, plan, port_name, detected, expected_certificate)
+    phases.start("reset")
+    cmds.reset_chip(esp, "hard-reset")
+    return replace(report, phases=phases.finish(), verified_by=verified_by)
+
+
+def _verify_written(esp: Any, plan: FlashPlan, verify: Verify) -> str:
+    """Prove the NVS partition holds the image: the chip's MD5 of it, or reading it back.
+
+    esptool's write already compared the chip's MD5 of every region it wrote (a mismatch raised); this
+    proves the credentials once more, whatever esptool did. MD5 needs the chip to hash its flash (every
+    ESP32 ROM and stub loader can); a loader that cannot falls back to reading the partition back.
+    Returns how it was proven.
+    """
+    region = plan.nvs_region
+    if verify == "md5":
+        try:
+            found = esp.flash_md5sum(region.offset, len(region.data))
+            if found != hashlib.md5(region.data).hexdigest():  # noqa: S324 - the chip's checksum, not security
+                raise DeviceError(
+                    f"{region.name} at 0x{region.offset:x} on the device does not match the image (MD5 {found}): "
+                    "flash again, check the power supply and the cable"
+                )
+            return "md5"
+        except (NotImplementedInROMError, NotSupportedError):
+            pass
+    partition = plan.nvs_partition
     read_back = cmds.read_flash(esp, partition.offset, partition.size, no_progress=True)
     if read_back != plan.nvs_region.data:
         raise DeviceError(
             f"read-back of {partition.name!r} at 0x{partition.offset:x} differs from the image "
             f"(sha256 {hashlib.sha256(read_back or b'').hexdigest()[:16]}…): flash again, check the power supply"
         )
-    report = _describe_nvs(read_back, plan, port_name, detected, expected_certificate)
-    cmds.reset_chip(esp, "hard-reset")
-    return report
+    return "read-back"
+
+
+# How a flash proves what it wrote: the chip's MD5 of each region (fast), or reading the NVS partition back.
+Verify = Literal["md5", "read-back"]
+VERIFY_CHOICES: tuple[Verify, ...] = get_args(Verify)
+PhaseCallback = Callable[[str], None]
+
+
+class _Phases:
+    """Times each phase of flashing one device, and tells ``on_phase`` as each starts."""
+
+    def __init__(self, on_phase: PhaseCallback | None) -> None:
+        self._on_phase = on_phase
+        self._seconds: dict[str, float] = {}
+        self._current: tuple[str, float] | None = None
+
+    def start(self, phase: str) -> None:
+        self._close()
+        self._current = (phase, time.perf_counter())
+        if self._on_phase is not None:
+            self._on_phase(phase)
+
+    def _close(self) -> None:
+        if self._current is not None:
+            name, began = self._current
+            self._seconds[name] = self._seconds.get(name, 0.0) + time.perf_counter() - began
+            self._current = None
+
+    def finish(self) -> dict[str, float]:
+        self._close()
+        return dict(self._seconds)
+
+
+# The fastest baud each common USB-UART bridge takes (its data sheet), by USB vendor:product.
+BRIDGE_BAUDS = {
+    (0x10C4, 0xEA60): 921_600,  # Silicon Labs CP210x (CP2102N: 3 Mbaud; CP2102: 921,600 safely)
+    (0x1A86, 0x7523): 921_600,  # WCH CH340 (2 Mbaud on paper; 921,600 is what ESP32 boards sustain)
+    (0x1A86, 0x55D4): 2_000_000,  # WCH CH9102
+    (0x0403, 0x6001): 2_000_000,  # FTDI FT232R (3 Mbaud on paper)
+    (0x0403, 0x6010): 2_000_000,  # FTDI FT2232H
+    (0x0403, 0x6014): 2_000_000,  # FTDI FT232H
+}
+# A port whose bridge is not known (or a network port): what esptool's own docs call safe.
+SAFE_BAUD = 460_800
+
+
+def fastest_baud(port: str | None) -> int:
+    """The fastest baud for ``port``: its USB bridge's (:data:`BRIDGE_BAUDS`), else :data:`SAFE_BAUD`."""
+    if port is None or "://" in port:
+        return SAFE_BAUD
+    try:
+        from serial.tools import list_ports
+
+        real = os.path.realpath(port)
+        for info in list_ports.comports():
+            if os.path.realpath(info.device) == real and info.vid is not None:
+                return BRIDGE_BAUDS.get((info.vid, info.pid), SAFE_BAUD)
+    except (OSError, ImportError):
+        pass
+    return SAFE_BAUD
 
 
 def check_expected_certificate(plan: FlashPlan, expected: Any) -> str:
