@@ -7,7 +7,11 @@
 (b) the floor: bare key generation + CSR signing + NVS encoding in one process per core, no files;
 (c) AWS API calls per device for per-device registration (counted on the local endpoint) and for
     bulk registration (the StartThingRegistrationTask flow, counted on its validated request sequence);
-(d) bytes written per device: credentials-only flashing vs full flashing.
+(d) bytes written per device: credentials-only flashing vs full flashing;
+(e) station throughput through mock ROM bootloaders behind links limited to a real UART's rate
+    (92,160 B/s each way = 921,600 baud 8N1): devices/hour per port for credentials only and for a full
+    flash with a 1 MB application, the 1 -> 8 port scaling as a ratio of linear, where the time of one
+    device goes (connect, write, verify, reset), and MD5 proof against reading the partition back.
 
 Not a test: nothing here asserts a time. Run: `make bench` (or `python bench/run.py --help`).
 """
@@ -44,7 +48,7 @@ from device_provisioning.flashing import layout  # noqa: E402
 from device_provisioning.identity import codesign, device_tls  # noqa: E402
 from devtools.local_aws import local_aws  # noqa: E402
 
-TABLE = REPO / "examples" / "esp-aws-iot" / "partitions_ota_mqtt.csv"
+TABLE = REPO / "examples" / "beta-ota-mqtt" / "partitions_ota_mqtt.csv"
 
 
 def write_inputs(
@@ -103,6 +107,29 @@ def _floor_chunk(count: int) -> int:
     return count
 
 
+def _file_floor_chunk(arguments: tuple[str, int, int]) -> int:
+    root, start, count = arguments
+    for index in range(start, start + count):
+        device = Path(root) / f"SN{index:06d}"
+        device.mkdir()
+        for name, size in (("device.key", 241), ("device.csr", 420), ("creds.bin", 0x4000)):
+            descriptor = os.open(device / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            os.write(descriptor, b"\0" * size)
+            os.close(descriptor)
+    return count
+
+
+def file_floor_rate(directory: Path, count: int, workers: int) -> float:
+    """Creating a device's directory and its three files (key, CSR, image) alone, one process per core."""
+    root = directory / "file-floor"
+    root.mkdir()
+    share = count // workers
+    started = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(_file_floor_chunk, [(str(root), n * share, share) for n in range(workers)]))
+    return share * workers / (time.perf_counter() - started)
+
+
 def floor_rate(count: int, workers: int) -> float:
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -148,6 +175,7 @@ def bulk_calls(size: int) -> int:
     iot, s3 = fake.stubbers["iot"], fake.stubbers["s3"]  # type: ignore[attr-defined]
     task = "a1b2c3d4-0000-1111-2222-333344445555"
     iot.add_response("list_thing_registration_tasks", {"taskIds": []}, {"status": "InProgress"})
+    iot.add_response("list_things", {"things": []}, None)  # none of the batch's things exists yet
     s3.add_response("put_object", {}, {"Bucket": "bench-bucket", "Key": "k", "Body": ANY})
     iot.add_response("start_thing_registration_task", {"taskId": task}, None)
     for status in ("InProgress", "InProgress", "Completed"):
@@ -179,12 +207,53 @@ def bytes_per_device(directory: Path, nvs_image: bytes) -> tuple[int, int]:
     return credentials_only, full
 
 
+def station_rows(directory: Path, devices_per_port: int) -> list[tuple[str, str, str]]:
+    """(e): credentials-only and full flashing through UART-rate links, 1 to 8 ports."""
+    from bench.flash_rate import UART_BYTES_PER_SECOND, run_station
+
+    table = partition_table.load(TABLE)
+    certificate = codesign.create_self_signed_certificate(codesign.generate_signing_key())
+    image = credentials.build_credential_image(table, credentials.Credentials(certificate), "beta").image
+    credentials_only = layout.plan_flash(table, image)
+    # A 1 MB application of random bytes: deflate cannot shrink it, so this is the slowest case.
+    app = app_image.placeholder_app_image(payload_size=1_000_000)
+    build = esp_build.load_build(app_image.write_placeholder_build(directory / "station-build", table, app=app))
+    full = layout.plan_flash(table, image, build=build)
+    link = f"{UART_BYTES_PER_SECOND:,} B/s link"
+    rows: list[tuple[str, str, str]] = []
+    one = run_station(credentials_only, 1, devices_per_port)
+    rows.append((f"(e) credentials only ({credentials_only.bytes_to_write:,} B), 1 port, {link}",
+                 f"{one.per_port_per_hour:,.0f} devices/h/port", "1.0x"))  # fmt: skip
+    phases = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in one.phases.items())
+    other = one.seconds / one.devices - sum(one.phases.values())
+    # pyserial's socket:// ports sleep 0.3 s on close to let data drain; a real tty closes at once.
+    rows.append(("(e)   where one device's time goes", f"{one.seconds / one.devices:.2f} s/device",
+                 f"{phases}, socket port close {other:.2f}s"))  # fmt: skip
+    for ports in (2, 4, 8):
+        many = run_station(credentials_only, ports, devices_per_port)
+        rows.append((f"(e) credentials only, {ports} ports at once", f"{many.per_hour:,.0f} devices/h",
+                     f"{100 * many.per_hour / (ports * one.per_hour):.0f}% of linear"))  # fmt: skip
+    read_back = run_station(credentials_only, 1, devices_per_port, verify="read-back").phases.get("verify", 0.0)
+    rows.append(("(e)   proof by reading the NVS partition back instead of MD5", f"{read_back:.3f} s verify",
+                 f"{read_back / max(one.phases.get('verify', 0.0), 1e-6):,.0f}x the MD5 proof"))  # fmt: skip
+    full_one = run_station(full, 1, 1)
+    rows.append((f"(e) full flash, 1 MB incompressible app ({full.bytes_to_write:,} B), 1 port",
+                 f"{full_one.per_port_per_hour:,.0f} devices/h/port",
+                 f"write {full_one.phases.get('write', 0.0):.1f}s of {full_one.seconds:.1f}s"))  # fmt: skip
+    full_eight = run_station(full, 8, 1)
+    rows.append(("(e) full flash, 8 ports at once", f"{full_eight.per_hour:,.0f} devices/h",
+                 f"{100 * full_eight.per_hour / (8 * full_one.per_hour):.0f}% of linear"))  # fmt: skip
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", default="1000,10000", help="batch sizes for (a)")
     parser.add_argument("--baseline-sample", type=int, default=100, help="devices timed for the openssl baseline")
     parser.add_argument("--registration-devices", type=int, default=20)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--flash-devices-per-port", type=int, default=3, help="boards each port flashes in (e)")
+    parser.add_argument("--skip-flash", action="store_true", help="leave out (e), the station throughput")
     args = parser.parse_args()
     if shutil.which("openssl") is None:
         print("openssl is needed for the baseline (apt-get install openssl)", file=sys.stderr)
@@ -206,6 +275,9 @@ def main() -> int:
         floor = floor_rate(min(2000, max(args.workers * 100, 200)), args.workers)
         rows.append(("(b) floor: keygen + CSR + NVS encoding only, no files",
                      f"{floor:,.1f} bundles/s", f"pipeline at {100 * last_rate / floor:.0f}% of floor"))  # fmt: skip
+        files = file_floor_rate(directory, 4000, args.workers)
+        rows.append(("(b) floor of this disk: a directory + 3 files per device, nothing computed",
+                     f"{files:,.1f} bundles/s", f"pipeline at {100 * last_rate / files:.0f}% of it"))  # fmt: skip
 
         per_device = per_device_calls(directory, signer, args.registration_devices)
         rows.append((f"(c) per-device registration ({args.registration_devices} devices, local endpoint)",
@@ -224,6 +296,9 @@ def main() -> int:
         rows.append(("(d) bytes written: credentials only (--no-firmware)", f"{credentials_only:,} B", "1.0x"))
         rows.append(("(d) bytes written: full flash (bootloader, table, otadata, app, NVS)",
                      f"{full:,} B", f"{full / credentials_only:,.0f}x more"))  # fmt: skip
+
+        if not args.skip_flash:
+            rows += station_rows(directory, args.flash_devices_per_port)
 
     width = max(len(r[0]) for r in rows)
     print(f"{'measurement':<{width}}  {'value':>22}  ratio")
