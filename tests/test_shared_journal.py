@@ -135,13 +135,13 @@ def test_three_stations_one_killed_every_device_gets_exactly_one_identity(
     session: aws.Aws, policy: str, postgres_url: str, tmp_path: Path, seed: int
 ) -> None:
     chance = random.Random(seed)
-    count = 30
+    count = 40
     devices, config = write_batch(tmp_path, postgres_url, policy, count)
     outs = [tmp_path / f"station-{n}" for n in range(3)]
     stations = [start_station(devices, config, out) for out in outs]
     victim = chance.randrange(3)
     # Kill at a random point of the batch: after some devices have registered, mid-registration of others.
-    threshold = chance.randrange(1, count - 4)
+    threshold = chance.randrange(1, count // 2)
     deadline = time.monotonic() + 60
     victim_id = outs[victim] / batch.STATION_FILE
     while time.monotonic() < deadline:

@@ -18,7 +18,8 @@ from typing import Any
 from device_provisioning import contract
 from device_provisioning.aws.session import Aws, aws_errors
 from device_provisioning.errors import InputFileError
-from device_provisioning.factory.journal import DeviceState, Journal
+from device_provisioning.factory.batch import open_batch_journal
+from device_provisioning.factory.journal import DeviceState
 from device_provisioning.fleet.inventory import Inventory
 
 # Enough parallel PUTs to keep a factory line's allow list quick without tripping S3's per-prefix rates.
@@ -38,7 +39,7 @@ class AllowedSerials:
 
 def prepared_serials(batch_dir: str | Path) -> tuple[str, ...]:
     """The serials of a batch whose credential image is built (the devices that will claim)."""
-    journal = Journal.existing(batch_dir)
+    journal = open_batch_journal(batch_dir, as_station=False).journal
     try:
         ready = [r.serial for r in journal.records() if DeviceState(r.state).rank >= DeviceState.IMAGE_BUILT.rank]
     finally:
@@ -50,7 +51,7 @@ def prepared_serials(batch_dir: str | Path) -> tuple[str, ...]:
 
 def batch_inventory(batch_dir: str | Path) -> Inventory | None:
     """The inventory a batch's devices leave the factory with (None for a batch made before it was recorded)."""
-    journal = Journal.existing(batch_dir)
+    journal = open_batch_journal(batch_dir, as_station=False).journal
     try:
         fingerprint, family = journal.meta("code_verify_sha256"), journal.meta("family")
         version = journal.meta("app_version") or None

@@ -11,6 +11,7 @@ import csv
 import ctypes
 import hashlib
 import io
+import json
 import os
 import secrets
 import signal
@@ -39,7 +40,13 @@ from device_provisioning.factory.inputs import (
     load_config,
     load_devices,
 )
-from device_provisioning.factory.journal import DeviceRecord, Journal, batch_lock
+from device_provisioning.factory.journal import (
+    SHARED_JOURNAL_FILE,
+    DeviceRecord,
+    Journal,
+    batch_lock,
+    require_journal,
+)
 from device_provisioning.factory.shared_journal import BatchJournal, SharedJournal
 from device_provisioning.files import read_bytes, write_atomic
 from device_provisioning.fleet.inventory import Inventory
@@ -258,6 +265,9 @@ def prepare_batch(
             journal.bind_input(_input_fingerprint(devices_csv, config_path))
         else:
             journal = SharedJournal(shared.url, _batch_name(devices_csv), station_id(out))
+            # flash, status and the operator's page of this directory open the same shared journal.
+            pointer = {"url": shared.url, "batch": journal.batch, "shared_keys": str(shared.shared_keys or "")}
+            write_atomic(out / SHARED_JOURNAL_FILE, (json.dumps(pointer) + "\n").encode(), private=True)
             # Every station must build the same images: the same certificate, family and table.
             journal.bind_input(f"{inventory.code_verify_sha256}:{config.family}:{partition.name}:{partition.offset}")
         try:
@@ -399,6 +409,42 @@ def _new_station_id(path: Path) -> str:
     name = f"{socket.gethostname()}-{secrets.token_hex(4)}"
     write_atomic(path, (name + "\n").encode())
     return name
+
+
+@dataclass(frozen=True)
+class OpenJournal:
+    """A batch directory's journal, as a station opens it: where device files are, and who it is."""
+
+    journal: BatchJournal
+    station: str
+    devices_root: Path  # <dir>/devices, or <shared_keys>/devices when keys are shared
+    shared_keys: bool
+
+    def flashable(self) -> list[DeviceRecord]:
+        """The prepared devices this station can flash (their keys and images are reachable here)."""
+        if isinstance(self.journal, SharedJournal):
+            return self.journal.flashable(any_station=self.shared_keys)
+        return [r for r in self.journal.records() if r.state == "image_built"]
+
+
+def open_batch_journal(out_dir: str | Path, *, as_station: bool = True) -> OpenJournal:
+    """The journal of a prepared batch directory: its SQLite file, or the shared journal it points to.
+
+    ``as_station=False`` opens it to read only, without giving this directory a station name.
+    """
+    out = Path(out_dir)
+    require_journal(out)
+    pointer = out / SHARED_JOURNAL_FILE
+    station = station_id(out) if as_station else "reader"
+    if not pointer.is_file():
+        return OpenJournal(Journal(out), station, out / DEVICES_DIR, shared_keys=False)
+    try:
+        shared = json.loads(read_bytes(pointer, "shared journal pointer"))
+        url, name = str(shared["url"]), str(shared["batch"])
+    except (ValueError, KeyError, TypeError):
+        raise InputFileError(f"{pointer}: damaged; run `batch prepare` with the batch's config again") from None
+    keys = Path(shared["shared_keys"]) if shared.get("shared_keys") else None
+    return OpenJournal(SharedJournal(url, name, station), station, (keys or out) / DEVICES_DIR, keys is not None)
 
 
 def _batch_name(devices_csv: Path) -> str:
@@ -547,7 +593,8 @@ def _register_bulk(stages: _Stages, registration: BulkRegistration, todo: list[D
 def device_code_verify_certificate(out_dir: str | Path, thing: str) -> signing.DeviceCertificate:
     """The P11_CSK a batch wrote for the device named ``thing``, read from its credential image."""
     out = Path(out_dir)
-    journal = Journal.existing(out)
+    opened = open_batch_journal(out, as_station=False)
+    journal = opened.journal
     try:
         record = next((r for r in journal.records() if r.thing_name == thing), None)
         family = journal.meta("family") or "beta"
@@ -555,7 +602,7 @@ def device_code_verify_certificate(out_dir: str | Path, thing: str) -> signing.D
         journal.close()
     if record is None:
         raise InputFileError(f"batch {out}: no device with thing name {thing!r}")
-    image_path = out / DEVICES_DIR / record.serial / IMAGE_FILE
+    image_path = opened.devices_root / record.serial / IMAGE_FILE
     return signing.certificate_from_nvs(read_bytes(image_path, "NVS image"), family, source=str(image_path))
 
 
@@ -591,7 +638,7 @@ class BatchStatus:
 def batch_status(out_dir: str | Path) -> BatchStatus:
     """How many devices of a batch are in each state, and each device's error. Reads only."""
     out = Path(out_dir)
-    journal = Journal.existing(out)
+    journal = open_batch_journal(out, as_station=False).journal
     try:
         records = journal.records()
         errors = tuple((r.serial, r.error) for r in records if r.error)

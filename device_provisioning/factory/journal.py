@@ -40,6 +40,8 @@ class DeviceState(StrEnum):
 
 STATES: tuple[DeviceState, ...] = tuple(DeviceState)
 JOURNAL_FILE = "journal.sqlite"
+# A station's pointer to a shared journal (PostgreSQL URL and batch name), 0600: the URL may hold a password.
+SHARED_JOURNAL_FILE = "journal.json"
 LOCK_FILE = "batch.lock"
 
 _SCHEMA = """
@@ -58,6 +60,11 @@ CREATE TABLE IF NOT EXISTS devices (
 );
 CREATE TABLE IF NOT EXISTS transitions (
     serial TEXT NOT NULL, state TEXT NOT NULL, at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ports (
+    station TEXT NOT NULL, port TEXT NOT NULL, serial TEXT, thing_name TEXT, phase TEXT NOT NULL,
+    progress INTEGER NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL, updated_at REAL NOT NULL,
+    PRIMARY KEY (station, port)
 );
 """
 
@@ -83,6 +90,28 @@ class DeviceRecord:
     def from_row(cls, row: Sequence[Any]) -> DeviceRecord:
         serial, thing, line, state, *rest = row
         return cls(serial, thing, line, DeviceState(state), *rest)
+
+
+@dataclass(frozen=True)
+class PortState:
+    """What one flashing port is doing: its board, the phase and progress, and how it ended."""
+
+    station: str
+    port: str
+    serial: str | None
+    thing_name: str | None
+    phase: str
+    progress: int  # percent
+    outcome: str  # flashing, passed, failed, retry
+    detail: str
+    updated_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "station": self.station, "port": self.port, "serial": self.serial, "thing_name": self.thing_name,
+            "phase": self.phase, "progress": self.progress, "outcome": self.outcome, "detail": self.detail,
+            "updated_at": self.updated_at,
+        }  # fmt: skip
 
 
 class Journal:
@@ -197,6 +226,20 @@ class Journal:
             rows = self._db.execute("SELECT state, COUNT(*) FROM devices GROUP BY state").fetchall()
         return {state: count for state, count in rows}
 
+    def set_port(self, state: PortState) -> None:
+        """Record what a flashing port is doing (what the operator's page shows)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO ports VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (state.station, state.port, state.serial, state.thing_name, state.phase, state.progress,
+                 state.outcome, state.detail, state.updated_at),
+            )  # fmt: skip
+
+    def ports(self) -> list[PortState]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM ports ORDER BY station, port").fetchall()
+        return [PortState(*row) for row in rows]
+
 
 _COLUMNS = (
     "serial, thing_name, line, state, certificate_id, certificate_arn, certificate_fingerprint, image_sha256, error"
@@ -205,7 +248,7 @@ _COLUMNS = (
 
 def require_journal(directory: str | Path) -> None:
     """Refuse a directory that holds no batch journal (a typo, or a batch not prepared yet)."""
-    if not (Path(directory) / JOURNAL_FILE).is_file():
+    if not any((Path(directory) / name).is_file() for name in (JOURNAL_FILE, SHARED_JOURNAL_FILE)):
         raise InputFileError(f"{directory}: no batch journal; run `batch prepare --out {directory}` first")
 
 

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from device_provisioning.errors import InputFileError
-from device_provisioning.factory.journal import DeviceRecord, DeviceState, Journal
+from device_provisioning.factory.journal import DeviceRecord, DeviceState, Journal, PortState
 
 JOURNAL_SCHEMES = ("postgresql://", "postgres://")
 # Devices that still need work from a station that prepares the batch.
@@ -54,6 +54,11 @@ CREATE TABLE IF NOT EXISTS esp_batch_transitions (
     at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX IF NOT EXISTS esp_batch_transitions_device ON esp_batch_transitions (batch, serial, state);
+CREATE TABLE IF NOT EXISTS esp_batch_ports (
+    batch TEXT NOT NULL, station TEXT NOT NULL, port TEXT NOT NULL, serial TEXT, thing_name TEXT,
+    phase TEXT NOT NULL, progress INTEGER NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (batch, station, port)
+);
 """
 _COLUMNS = (
     "serial, thing_name, line, state, certificate_id, certificate_arn, certificate_fingerprint, image_sha256, error"
@@ -196,6 +201,37 @@ class SharedJournal:
                 "SELECT state, COUNT(*) FROM esp_batch_devices WHERE batch = %s GROUP BY state", (self.batch,)
             ).fetchall()
         return {state: count for state, count in rows}
+
+    def set_port(self, state: PortState) -> None:
+        """Record what a flashing port is doing; every station's page reads every station's ports."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO esp_batch_ports VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (batch, station, port) DO UPDATE SET serial = EXCLUDED.serial, "
+                "thing_name = EXCLUDED.thing_name, phase = EXCLUDED.phase, progress = EXCLUDED.progress, "
+                "outcome = EXCLUDED.outcome, detail = EXCLUDED.detail, updated_at = EXCLUDED.updated_at",
+                (self.batch, state.station, state.port, state.serial, state.thing_name, state.phase, state.progress,
+                 state.outcome, state.detail, state.updated_at),
+            )  # fmt: skip
+
+    def ports(self) -> list[PortState]:
+        with self.transaction() as db:
+            rows = db.execute(
+                "SELECT station, port, serial, thing_name, phase, progress, outcome, detail, updated_at "
+                "FROM esp_batch_ports WHERE batch = %s ORDER BY station, port",
+                (self.batch,),
+            ).fetchall()
+        return [PortState(*row) for row in rows]
+
+    def flashable(self, *, any_station: bool = False) -> list[DeviceRecord]:
+        """Prepared devices whose key is on this station (every station's, with shared keys): what it can flash."""
+        with self.transaction() as db:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM esp_batch_devices WHERE batch = %s AND state = 'image_built' "  # noqa: S608
+                "AND (key_station = %s OR %s) ORDER BY line",
+                (self.batch, self.station, any_station),
+            ).fetchall()
+        return [DeviceRecord.from_row(row) for row in rows]
 
     # --- leases --------------------------------------------------------------------------------------
 

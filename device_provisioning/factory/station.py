@@ -1,8 +1,14 @@
-"""Station flashing: several boards at once, one serial port each, journal updated per device."""
+"""Station flashing: several boards at once, one serial port each, journal updated per device.
+
+Each port's board, phase and progress go to the journal as they happen (``ports``), so the operator's
+page (:mod:`device_provisioning.factory.operator_page`) shows them live, for every station of a shared
+journal.
+"""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -12,10 +18,13 @@ from typing import Any
 from device_provisioning.device import partition_table
 from device_provisioning.device.partition_table import DEFAULT_TABLE_OFFSET
 from device_provisioning.errors import ProvisioningError
-from device_provisioning.factory.batch import DEVICES_DIR, IMAGE_FILE, TABLE_FILE, write_manifest
-from device_provisioning.factory.journal import Journal, batch_lock
+from device_provisioning.factory.batch import IMAGE_FILE, TABLE_FILE, open_batch_journal, write_manifest
+from device_provisioning.factory.journal import PortState, batch_lock
 from device_provisioning.files import read_bytes
 from device_provisioning.flashing import esptool_device, layout
+
+# How far a board is when each phase of flashing it starts (percent), for the progress bars.
+PHASE_PROGRESS = {"queued": 0, "connect": 5, "stub": 15, "write": 25, "verify": 85, "reset": 95}
 
 
 @dataclass(frozen=True)
@@ -47,36 +56,52 @@ def flash_station(
     for port in ports:  # all of them, before the batch is locked or journaled
         esptool_device.check_port(port)
     with batch_lock(out):
-        journal = Journal.existing(out)
+        opened = open_batch_journal(out)
+        journal = opened.journal
         table = partition_table.load(out / TABLE_FILE, int(journal.meta("table_offset") or DEFAULT_TABLE_OFFSET))
         label = journal.meta("partition") or "storage"
         lock = threading.Lock()
         try:
-            queue = [r for r in journal.records() if r.state == "image_built"]
+            queue = opened.flashable()
             if not queue:
                 raise ProvisioningError(f"{out}: no prepared device waits for flashing (run `batch prepare` first)")
             assignments = list(zip(ports, queue, strict=False))
 
-            def flash_one(port: str, serial: str) -> StationResult:
-                image = read_bytes(out / DEVICES_DIR / serial / IMAGE_FILE, "NVS image")
+            def show(port: str, serial: str, thing: str, phase: str, outcome: str, detail: str = "") -> None:
+                progress = 100 if outcome in ("passed", "failed") else PHASE_PROGRESS.get(phase, 0)
+                journal.set_port(
+                    PortState(opened.station, port, serial, thing, phase, progress, outcome, detail, time.time())
+                )
+
+            def flash_one(port: str, serial: str, thing: str) -> StationResult:
+                show(port, serial, thing, "queued", "flashing")
+                image = read_bytes(opened.devices_root / serial / IMAGE_FILE, "NVS image")
                 try:
                     plan = layout.plan_flash(table, image, partition_label=label)
                     with lock:
                         report(f"[{port}] {serial}: writing {len(image)} bytes")
-                    result = esptool_device.flash_device(plan, port=port, stub=stub, quiet=True, progress=False)
+                    result = esptool_device.flash_device(
+                        plan, port=port, stub=stub, quiet=True, progress=False,
+                        on_phase=lambda phase: show(port, serial, thing, phase, "flashing"),
+                    )  # fmt: skip
                 except ProvisioningError as error:
                     with lock:
                         report(f"[{port}] {serial}: FAILED {error}")
                     journal.update(serial, None, error=f"flash on {port}: {error}")
+                    show(port, serial, thing, "failed", "failed", " ".join(str(error).split())[:300])
                     return StationResult(port, serial, False, str(error))
-                # flash_device read the partition back and compared it byte for byte before returning.
+                # flash_device proved the NVS partition by the chip's MD5 (or read it back) before returning.
                 journal.update_many([(serial, "flashed", {}), (serial, "verified", {"error": None})])
+                fingerprint = str(result.code_verify_fingerprint)[:16]
+                show(port, serial, thing, "done", "passed", f"verified (P11_CSK {fingerprint}…)")
                 with lock:
-                    report(f"[{port}] {serial}: verified (P11_CSK {str(result.code_verify_fingerprint)[:16]}…)")
+                    report(f"[{port}] {serial}: verified (P11_CSK {fingerprint}…)")
                 return StationResult(port, serial, True, "verified")
 
             with ThreadPoolExecutor(max_workers=len(assignments)) as threads:
-                results = list(threads.map(lambda pair: flash_one(pair[0], pair[1].serial), assignments))
+                results = list(
+                    threads.map(lambda pair: flash_one(pair[0], pair[1].serial, pair[1].thing_name), assignments)
+                )
             write_manifest(journal, out)
             return results
         finally:
