@@ -14,8 +14,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 SOFTHSM := /usr/lib/softhsm/libsofthsm2.so
 
 POSTGRES := /usr/lib/postgresql
+CHROMEDRIVER := /usr/bin/chromedriver
 
-setup: $(VENV)/.installed $(CDK) $(CHECKOV_VENV)/.installed $(SOFTHSM) $(POSTGRES)
+setup: $(VENV)/.installed $(CDK) $(CHECKOV_VENV)/.installed $(SOFTHSM) $(POSTGRES) $(CHROMEDRIVER)
 
 # A software PKCS#11 token for the signing tests (Debian's softhsm2; needs root, as CI has).
 $(SOFTHSM):
@@ -26,6 +27,11 @@ $(SOFTHSM):
 $(POSTGRES):
 	command -v apt-get >/dev/null || { echo "install PostgreSQL (package postgresql) for the shared-journal tests" >&2; exit 1; }
 	apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
+
+# A real headless browser for the operator page's test (Debian's Chromium and its WebDriver).
+$(CHROMEDRIVER):
+	command -v apt-get >/dev/null || { echo "install Chromium and chromium-driver for the operator page's test" >&2; exit 1; }
+	apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)

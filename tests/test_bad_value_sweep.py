@@ -66,6 +66,7 @@ BASE: dict[str, list[tuple[str, str]]] = {
     "batch prepare": [("--devices", "{ws}/devices.csv"), ("--config", "{ws}/batch.toml"), ("--out", "{out}/batch")],
     "batch status": [("dir", "{ws}/batch")],
     "batch allow": [("dir", "{ws}/batch"), ("--bucket", "firmware-bucket")],
+    "batch station": [("action", "serve"), ("dir", "{ws}/batch"), ("--port", "0")],
     "batch flash": [("dir", "{ws}/batch"), ("--ports", "{ws}/no-such-port"), ("--no-stub", "")],
     "partitions show": [("table", "{ws}/partitions.csv")],
     "nvs build": [("--partition-table", "{ws}/partitions.csv"), ("--family", "beta"),

@@ -16,6 +16,7 @@ from device_provisioning.cli.common import (
     bounded_int,
     connect_aws,
     emit,
+    non_empty,
     split_list,
     status,
 )
@@ -117,6 +118,28 @@ def _prepare_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _batch_station(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning.factory import operator_page
+
+    page = operator_page.serve(args.dir, host=args.host, port=args.port)
+    emit(out, args, [f"serving      {page.url} (Ctrl-C stops it)"], {"url": page.url})
+    out.flush()
+    try:
+        page.thread.join()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        page.stop()
+    return 0
+
+
+def _station_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["serve"], help="serve: the operator's page for this batch directory")
+    _directory_argument(parser)
+    parser.add_argument("--host", default="127.0.0.1", type=non_empty, help="address to listen on (loopback)")
+    parser.add_argument("--port", type=bounded_int(0, 65535), default=8765, help="0: any free port")
+
+
 def _directory_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", type=Path)
 
@@ -160,6 +183,13 @@ GROUP = CommandGroup(
             "device-provisioning batch flash batch-42 --ports /dev/ttyUSB0,/dev/ttyUSB1",
             [NO_STUB],
             _flash_arguments,
+        ),
+        Command(
+            "station",
+            _batch_station,
+            "serve the operator's page: each port's board live while `batch flash` runs, with retry",
+            "device-provisioning batch station serve batch-42 --port 8765",
+            arguments=_station_arguments,
         ),
     ],
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -117,15 +118,30 @@ def _esptool_errors(port: str | None, baud: int) -> Iterator[None]:
 
 @contextlib.contextmanager
 def esptool_quiet(enabled: bool) -> Iterator[None]:
-    """Silence esptool's own output (it prints to stdout) while ``enabled``."""
+    """Silence esptool's own output (it prints to stdout) while ``enabled``.
+
+    esptool's logger is one for the process: a station flashing several ports keeps it silent until the
+    last port's flash ends, not only until the first one's does.
+    """
     if not enabled:
         yield
         return
-    esptool_log.set_verbosity("silent")
+    with _QUIET_LOCK:
+        _QUIET[0] += 1
+        if _QUIET[0] == 1:
+            esptool_log.set_verbosity("silent")
     try:
         yield
     finally:
-        esptool_log.set_verbosity("auto")
+        with _QUIET_LOCK:
+            _QUIET[0] -= 1
+            if _QUIET[0] == 0:
+                esptool_log.set_verbosity("auto")
+
+
+# How many flashes want esptool silent right now (threads of one station).
+_QUIET = [0]
+_QUIET_LOCK = threading.Lock()
 
 
 def flash_size_bytes(text: str | None) -> int | None:
