@@ -189,3 +189,24 @@ def test_a_certificate_near_its_expiry_is_warned_about_in_show_and_verify(tmp_pa
     assert code == 0 and report["accepted"] and "expires on" in report["warnings"][0]
     # A fresh certificate made here lasts a product's life: no warning.
     assert codesign.DEFAULT_DAYS >= 3650
+
+
+def test_der_keys_and_certificates_ending_in_zero_or_holding_crlf_bytes_load() -> None:
+    """DER is binary: a key or signature may end in 0x00 or hold CR LF; only padding after the DER may go."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    # A P-256 key whose DER (PKCS#8) ends in 0x00 and one holding CR LF, found by trying keys in order.
+    scalar, found = 1, {}
+    while len(found) < 2:
+        key = ec.derive_private_key(scalar, ec.SECP256R1())
+        der = key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        if der.endswith(b"\x00"):
+            found.setdefault("ends-in-zero", der)
+        if b"\r\n" in der:
+            found.setdefault("crlf", der)
+        scalar += 1
+    for der in found.values():
+        loaded = codesign.load_private_key(der)
+        assert loaded.private_numbers() == codesign.load_private_key(der + b"\x00\x00").private_numbers()

@@ -21,10 +21,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from esp32_mock_bootloader import mock_bootloader
 
 from device_provisioning import aws
 from device_provisioning.factory import batch
 from device_provisioning.factory.shared_journal import SharedJournal
+from device_provisioning.factory.station import flash_station
 from device_provisioning.identity import codesign
 from tests.helpers import BETA_TABLE
 
@@ -207,3 +209,21 @@ def test_three_stations_one_killed_every_device_gets_exactly_one_identity(
             if codesign.public_key_sha256(codesign.load_certificate(pem.encode()).public_key()) in every_key_made:
                 active_for_our_keys.add(summary["certificateId"])
     assert active_for_our_keys == journaled
+
+    # Each station flashes only boards whose key it holds; the page of any station shows every station's ports.
+    survivor = next(n for n in range(3) if n != victim and owners_count(owners, station_dirs, outs[n]))
+    with mock_bootloader(chip="esp32") as board:
+        url = board.url()
+        (result,) = flash_station(outs[survivor], [url], stub=False)
+    assert result.ok and owners[result.serial] == (outs[survivor] / batch.STATION_FILE).read_text().strip()
+    reader = batch.open_batch_journal(outs[victim], as_station=False).journal
+    try:
+        assert [(p.port, p.serial, p.outcome) for p in reader.ports()] == [(url, result.serial, "passed")]
+        assert reader.get(result.serial).state == "verified"
+    finally:
+        reader.close()
+
+
+def owners_count(owners: dict[str, str], station_dirs: dict[str, Path], out: Path) -> int:
+    name = next(station for station, directory in station_dirs.items() if directory == out)
+    return sum(1 for owner in owners.values() if owner == name)

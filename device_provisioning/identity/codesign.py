@@ -238,8 +238,31 @@ def certificate_pem(certificate: x509.Certificate) -> bytes:
 
 
 def _normalise(data: bytes) -> bytes:
-    # Accept CRLF files from Windows editors, and a trailing NUL as stored in NVS.
-    return data.replace(b"\r\n", b"\n").rstrip(b"\x00")
+    """Accept CRLF PEM files from Windows editors, and trailing NULs as stored in NVS.
+
+    PEM is text and is cleaned as such; DER is binary, where CR LF and trailing zero bytes can be part of
+    the encoding (a key or signature ending in 0x00): it is cut to the length its outer SEQUENCE declares,
+    so only padding after it goes.
+    """
+    if b"-----BEGIN" in data:
+        return data.replace(b"\r\n", b"\n").rstrip(b"\x00")
+    return data[: _der_length(data) or len(data)]
+
+
+def _der_length(data: bytes) -> int | None:
+    """The length of the DER SEQUENCE at the start of ``data`` (tag, length and content), if it is one."""
+    if len(data) < 2 or data[0] != 0x30:
+        return None
+    first = data[1]
+    if first < 0x80:
+        header, length = 2, first
+    else:
+        count = first & 0x7F
+        if not 1 <= count <= 4 or len(data) < 2 + count:
+            return None
+        header, length = 2 + count, int.from_bytes(data[2 : 2 + count], "big")
+    total = header + length
+    return total if total <= len(data) and not data[total:].strip(b"\x00") else None
 
 
 def load_certificate(data: bytes, source: str = "certificate") -> x509.Certificate:
