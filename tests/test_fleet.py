@@ -376,6 +376,23 @@ def test_a_failing_canary_stops_the_rollout_at_its_gate(session: aws.Aws, fleet:
     assert "self test failed" in out and "REJECTED" in out
 
 
+def test_a_stage_that_cannot_be_created_leaves_no_group_behind(session: aws.Aws, fleet: Fleet, tmp_path: Path) -> None:
+    firmware = placeholder_app_image(version="1.3.0")
+    path = write_rollout(tmp_path, fleet, firmware, unique("nogrp")[:10])
+    plan = rollout.load_rollout(path)
+    plan = rollout.RolloutPlan(**{**plan.__dict__, "stages": plan.stages[1:]})  # first stage: a share of its own
+    unversioned = unique("plain-bucket")
+    session.client("s3").create_bucket(Bucket=unversioned)
+    trust = ota.DeviceTrust((signing.DeviceCertificate(fleet.current_identity.certificate, "codesign.crt"),))
+    key = codesign.load_private_key_file(fleet.current_identity.key_file)
+    context = rollout.RolloutContext(unversioned, ROLE, ota.LocalKeySigning(key), trust, ota.DeviceLimits(), PREFIX)
+    with pytest.raises(aws.AwsError, match="no versioning"):
+        rollout.apply_rollout(session, plan, context, firmware)
+    group = rollout.stage_group_name(plan, plan.stages[0], PREFIX)
+    with pytest.raises(session.client("iot").exceptions.ResourceNotFoundException):
+        session.client("iot").describe_thing_group(thingGroupName=group)
+
+
 def test_per_device_status_calls_out_rollbacks_and_devices_that_never_came(
     session: aws.Aws, fleet: Fleet, tmp_path: Path
 ) -> None:

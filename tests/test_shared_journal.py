@@ -97,7 +97,7 @@ def write_batch(root: Path, url: str, policy: str, devices: int) -> tuple[Path, 
     (root / "batch.toml").write_text(
         f'[batch]\npartition_table = "{BETA_TABLE}"\ncode_verify_cert = "{root / "signer" / codesign.CERT_FILE}"\n'
         f'[registration]\nmode = "per-device"\npolicy = "{policy}"\nconcurrency = 2\n'
-        f'[journal]\nurl = "{url}"\nlease_seconds = 3\n'
+        f'[journal]\nurl = "{url}"\nlease_seconds = 2\n'
     )
     return root / "devices.csv", root / "batch.toml"
 
@@ -137,20 +137,27 @@ def test_three_stations_one_killed_every_device_gets_exactly_one_identity(
     session: aws.Aws, policy: str, postgres_url: str, tmp_path: Path, seed: int
 ) -> None:
     chance = random.Random(seed)
-    count = 40
+    count = 30
     devices, config = write_batch(tmp_path, postgres_url, policy, count)
     outs = [tmp_path / f"station-{n}" for n in range(3)]
-    stations = [start_station(devices, config, out) for out in outs]
     victim = chance.randrange(3)
+    # The station to kill starts first and claims devices; the others join as soon as it works.
+    stations: list[subprocess.Popen[bytes]] = [None] * 3  # type: ignore[list-item]
+    stations[victim] = start_station(devices, config, outs[victim])
+    victim_id = outs[victim] / batch.STATION_FILE
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and stations[victim].poll() is None:
+        if victim_id.exists() and worked_on_by(postgres_url, devices, victim_id.read_text().strip()) > 0:
+            break
+        time.sleep(0.02)
+    for n in range(3):
+        if n != victim:
+            stations[n] = start_station(devices, config, outs[n])
     # Kill at a random point of the batch: after some devices have registered, mid-registration of others.
     threshold = chance.randrange(1, count // 2)
-    deadline = time.monotonic() + 60
-    victim_id = outs[victim] / batch.STATION_FILE
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and stations[victim].poll() is None:
         done = journal_counts(postgres_url, devices)
-        started = victim_id.exists() and worked_on_by(postgres_url, devices, victim_id.read_text().strip()) > 0
-        finished = done.get("registered", 0) + done.get("image_built", 0)
-        if (started and finished >= threshold) or stations[victim].poll() is not None:
+        if done.get("registered", 0) + done.get("image_built", 0) >= threshold:
             break
         time.sleep(0.02)
     assert stations[victim].poll() is None, "the station to kill finished before the kill"

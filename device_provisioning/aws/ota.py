@@ -43,7 +43,7 @@ from device_provisioning.aws.preflight import (
     preflight_local_signature,
     preflight_signer_certificate,
 )
-from device_provisioning.aws.session import Aws, aws_errors
+from device_provisioning.aws.session import Aws, aws_errors, best_effort
 from device_provisioning.contract import OTA_STREAM_PREFIX
 from device_provisioning.device.ota_limits import DeviceLimits, check_job_document_size
 from device_provisioning.errors import AwsError, InputFileError, VerificationFailed
@@ -270,7 +270,7 @@ def _accepting_targets(iot: Any, things: list[str], group_name: str, undo: conte
     if len(things) <= MAX_JOB_TARGETS:
         return [iot.describe_thing(thingName=thing)["thingArn"] for thing in things]
     arn = iot.create_thing_group(thingGroupName=group_name)["thingGroupArn"]
-    undo.callback(_best_effort, iot.delete_thing_group, thingGroupName=group_name)
+    undo.callback(best_effort, iot.delete_thing_group, thingGroupName=group_name)
     for thing in things:
         iot.add_thing_to_thing_group(thingGroupName=group_name, thingName=thing)
     return [arn]
@@ -333,13 +333,13 @@ def create_ota(aws: Aws, request: OtaRequest, *, poll_seconds: float = 2.0) -> O
         with aws_errors(f"uploading firmware to s3://{request.bucket}/{key}"):
             version_id = s3.put_object(Bucket=request.bucket, Key=key, Body=request.firmware)["VersionId"]
         firmware = FirmwareObject(request.bucket, key, version_id)
-        undo.callback(_best_effort, s3.delete_object, Bucket=request.bucket, Key=key, VersionId=version_id)
+        undo.callback(best_effort, s3.delete_object, Bucket=request.bucket, Key=key, VersionId=version_id)
         with aws_errors(f"creating OTA {ota_id}"):
             if document is None:
                 response = iot.create_ota_update(
                     **ota_update_request(request, target_arns, firmware, ota_id, code_signing)
                 )
-                undo.callback(_best_effort, iot.delete_ota_update, otaUpdateId=ota_id, deleteStream=True)
+                undo.callback(best_effort, iot.delete_ota_update, otaUpdateId=ota_id, deleteStream=True)
                 info = _wait_for_ota_update(iot, ota_id, poll_seconds)
                 job_id = info.get("awsIotJobId") or response.get("awsIotJobId")
                 result = OtaResult(ota_id, "ota-update", job_id, firmware, signature_text, tuple(checks), None, fleet)
@@ -350,7 +350,7 @@ def create_ota(aws: Aws, request: OtaRequest, *, poll_seconds: float = 2.0) -> O
                         files=[{"fileId": 0, "s3Location": firmware.s3_location()}],
                         roleArn=request.role_arn,
                     )
-                    undo.callback(_best_effort, iot.delete_stream, streamId=stream_id)
+                    undo.callback(best_effort, iot.delete_stream, streamId=stream_id)
                 arguments: dict[str, Any] = {
                     "jobId": ota_id,
                     "targets": target_arns,
@@ -388,12 +388,6 @@ def _wait_for_ota_update(iot: Any, ota_id: str, poll_seconds: float) -> dict[str
         if time.monotonic() > deadline:
             return info  # still being created: kept, and `ota status` follows it from here
         time.sleep(poll_seconds)
-
-
-def _best_effort(call: Any, **arguments: Any) -> None:
-    """Undo one creation; the original error is what the user needs to see, not a cleanup failure."""
-    with contextlib.suppress(Exception):
-        call(**arguments)
 
 
 def ota_status(

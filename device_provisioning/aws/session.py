@@ -127,6 +127,12 @@ def aws_errors(action: str) -> Iterator[None]:
         raise explain(error, action) from None
 
 
+def best_effort(call: Any, **arguments: Any) -> None:
+    """Undo one creation after a failure: the original error is what the user needs to see, not a cleanup's."""
+    with contextlib.suppress(Exception):
+        call(**arguments)
+
+
 def error_code(error: BaseException) -> str:
     """The AWS error code of a ``ClientError`` (``""`` for anything else)."""
     if isinstance(error, botocore.exceptions.ClientError):

@@ -392,7 +392,7 @@ class _Stages:
 
 # How many devices a station claims at a time (small enough that stations share a batch evenly, large
 # enough that each round keeps the registration threads busy), and how often it renews its leases.
-CLAIM_SIZE = 16
+CLAIM_SIZE = 8
 RENEW_EVERY = 1 / 3
 
 

@@ -10,6 +10,7 @@ no more than the allowed share failed or rejected, the soak time passed) and sto
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import math
@@ -20,7 +21,7 @@ from typing import Any, Literal
 
 from device_provisioning.aws import ota
 from device_provisioning.aws.ota_request import ExponentialRate, FleetCheck, OtaRequest, Rollout, Targets
-from device_provisioning.aws.session import Aws, aws_errors
+from device_provisioning.aws.session import Aws, aws_errors, best_effort
 from device_provisioning.errors import InputFileError, VerificationFailed
 from device_provisioning.files import beside, read_toml
 from device_provisioning.fleet.inventory import group_members, resolve_things
@@ -514,27 +515,37 @@ def apply_rollout(aws: Aws, plan: RolloutPlan, context: RolloutContext, firmware
                 "took every target)"
             )
         iot = aws.client("iot")
-        with aws_errors(f"preparing the thing group of stage {stage.name}"):
-            if stage.thing_group is None:
-                if not _group_exists(iot, report.thing_group):
+        with contextlib.ExitStack() as undo:
+            with aws_errors(f"preparing the thing group of stage {stage.name}"):
+                if stage.thing_group is None and not _group_exists(iot, report.thing_group):
                     iot.create_thing_group(thingGroupName=report.thing_group)
-                for thing in devices:
+                    # A stage whose update is not created leaves no group behind either.
+                    undo.callback(best_effort, iot.delete_thing_group, thingGroupName=report.thing_group)
+                for thing in devices if stage.thing_group is None else ():
                     iot.add_thing_to_thing_group(thingGroupName=report.thing_group, thingName=thing)
-        request = _request(
-            plan,
-            context,
-            firmware,
-            Targets(thing_groups=(report.thing_group,)),
-            ota_id=report.job_id,
-            rollout=stage.jobs,
-            fleet=FleetCheck(
-                exclude_rejecting=plan.exclude_rejecting,
-                accept_unknown=plan.accept_unknown,
-                target_group_prefix=context.target_group_prefix,
-            ),
-        )
-        ota.create_ota(aws, request)
+            _create_stage(aws, plan, context, firmware, stage, report)
+            undo.pop_all()
         created = replace(report, state="created", detail=f"job {report.job_id} created for {len(devices)} device(s)")
         reports[index] = created
         return RolloutReport(plan.name, digest, preflight, tuple(reports), created=report.job_id)
     return RolloutReport(plan.name, digest, preflight, tuple(reports))
+
+
+def _create_stage(
+    aws: Aws, plan: RolloutPlan, context: RolloutContext, firmware: bytes, stage: Stage, report: StageReport
+) -> None:
+    """The stage's update on its thing group (create_ota's own pre-flight judges the group's members)."""
+    request = _request(
+        plan,
+        context,
+        firmware,
+        Targets(thing_groups=(report.thing_group,)),
+        ota_id=report.job_id,
+        rollout=stage.jobs,
+        fleet=FleetCheck(
+            exclude_rejecting=plan.exclude_rejecting,
+            accept_unknown=plan.accept_unknown,
+            target_group_prefix=context.target_group_prefix,
+        ),
+    )
+    ota.create_ota(aws, request)
