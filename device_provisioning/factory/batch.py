@@ -17,7 +17,6 @@ import secrets
 import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -47,6 +46,7 @@ from device_provisioning.factory.journal import (
     batch_lock,
     require_journal,
 )
+from device_provisioning.factory.shared_batch import work_through_shared
 from device_provisioning.factory.shared_journal import BatchJournal, SharedJournal
 from device_provisioning.files import read_bytes, write_atomic
 from device_provisioning.fleet.inventory import Inventory
@@ -279,7 +279,7 @@ def prepare_batch(
             journal.set_meta("app_version", inventory.app_version or "")
             write_atomic(out / TABLE_FILE, partition_table.to_binary(table))
             keys_root = shared.shared_keys if shared and shared.shared_keys else out
-            stages = _Stages(
+            stages = DeviceStages(
                 journal=journal,
                 config=config,
                 rows={row.serial: row for row in rows},
@@ -298,7 +298,7 @@ def prepare_batch(
                 max_workers=worker_count, initializer=_die_with_parent, initargs=(os.getpid(),)
             ) as pool:
                 if isinstance(journal, SharedJournal) and shared is not None:
-                    _work_through_shared(stages, pool, journal, shared)
+                    work_through_shared(stages, pool, journal, shared)
                 else:
                     stages.run(pool)
             write_manifest(journal, out)
@@ -310,7 +310,7 @@ def prepare_batch(
 
 
 @dataclass
-class _Stages:
+class DeviceStages:
     """The stages of preparing devices — keys, registration, images — over all devices or some of them."""
 
     journal: BatchJournal
@@ -390,12 +390,6 @@ class _Stages:
         return {}
 
 
-# How many devices a station claims at a time (small enough that stations share a batch evenly, large
-# enough that each round keeps the registration threads busy), and how often it renews its leases.
-CLAIM_SIZE = 8
-RENEW_EVERY = 1 / 3
-
-
 def station_id(out: Path) -> str:
     """This station's name in a shared journal: kept in its batch directory, so a restart resumes as itself."""
     path = out / STATION_FILE
@@ -452,76 +446,19 @@ def _batch_name(devices_csv: Path) -> str:
     return hashlib.sha256(read_bytes(devices_csv, "devices CSV")).hexdigest()[:32]
 
 
-def _work_through_shared(
-    stages: _Stages, pool: ProcessPoolExecutor, journal: SharedJournal, shared: SharedJournalConfig
-) -> None:
-    """Claim devices, prepare them, release them, until no device of the batch is left unfinished.
-
-    While other stations hold the last devices this one waits: if one of them dies, its leases expire
-    and this station finishes its devices.
-    """
-    stop = threading.Event()
-
-    def renew() -> None:
-        while not stop.wait(shared.lease_seconds * RENEW_EVERY):
-            journal.renew(shared.lease_seconds)
-
-    renewer = threading.Thread(target=renew, name="lease-renewal", daemon=True)
-    renewer.start()
-    try:
-        while True:
-            claimed = journal.claim(CLAIM_SIZE, shared.lease_seconds)
-            if not claimed:
-                if journal.held_elsewhere() == 0:
-                    return
-                time.sleep(min(2.0, shared.lease_seconds * RENEW_EVERY))
-                continue
-            for record, key_station, key_spki in claimed:
-                if key_station not in (None, journal.station) and shared.shared_keys is None:
-                    _take_over(stages, record, key_spki)
-            stages.run(pool, only={record.serial for record, _, _ in claimed})
-            journal.release([record.serial for record, _, _ in claimed])
-    finally:
-        stop.set()
-        renewer.join()
-
-
-def _take_over(stages: _Stages, record: DeviceRecord, key_spki: str | None) -> None:
-    """Another station made this device's key and died holding it: its key is out of reach here.
-
-    Whatever AWS issued for that key is removed (certificates on the thing, and any certificate for that
-    key left unattached by a crash before it was journaled), and the device starts again here with a key
-    of this station's: still exactly one identity per device, the journaled one.
-    """
-    if stages.aws is not None and record.state != "pending":
-        iot = stages.aws.client("iot")
-        with aws_errors(f"taking over device {record.serial}"):
-            register.remove_identity(iot, stages.journal, stages.rows[record.serial], key_spki)
-    stages.journal.update(
-        record.serial,
-        "pending",
-        certificate_id=None,
-        certificate_arn=None,
-        certificate_fingerprint=None,
-        key_station=None,
-        key_spki_sha256=None,
-        error=None,
-    )
-
-
 def _values(config: BatchConfig, row: DeviceRow) -> tuple[tuple[str, str, str], ...]:
     namespace = config.values_namespace
     values = {"thing_name": row.thing_name, **config.extra, **dict(row.values)}
     return tuple((namespace, key, value) for key, value in values.items())
 
 
-def _aws(stages: _Stages) -> Aws:
+def _aws(stages: DeviceStages) -> Aws:
     if stages.aws is None:  # prepare_batch refuses a registering batch without AWS access before this
         raise ProvisioningError(f"{stages.config.registration.mode} registration needs AWS access")
     return stages.aws
 
 
-def _register_all(stages: _Stages, registration: PerDeviceRegistration, todo: list[DeviceRecord]) -> None:
+def _register_all(stages: DeviceStages, registration: PerDeviceRegistration, todo: list[DeviceRecord]) -> None:
     iot = _aws(stages).client("iot")  # botocore clients are thread-safe; adaptive retries pace the calls
     journal, rows, device_dir, progress, inventory = (
         stages.journal, stages.rows, stages.device_dir, stages.progress, stages.inventory
@@ -546,7 +483,7 @@ def _register_all(stages: _Stages, registration: PerDeviceRegistration, todo: li
                     progress("registration", done, len(futures))
 
 
-def _register_bulk(stages: _Stages, registration: BulkRegistration, todo: list[DeviceRecord]) -> None:
+def _register_bulk(stages: DeviceStages, registration: BulkRegistration, todo: list[DeviceRecord]) -> None:
     """One StartThingRegistrationTask for every device not yet registered; reports back into the journal."""
     aws, journal, device_dir, inventory = _aws(stages), stages.journal, stages.device_dir, stages.inventory
     if not todo:

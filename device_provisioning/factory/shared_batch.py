@@ -1,0 +1,83 @@
+"""Preparing one batch from several stations: claim devices, prepare them, and take over a dead station's.
+
+The stages themselves are :class:`device_provisioning.factory.batch.DeviceStages`; the journal and its leases
+are :mod:`device_provisioning.factory.shared_journal`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import TYPE_CHECKING
+
+from device_provisioning.aws import aws_errors
+from device_provisioning.factory import register
+from device_provisioning.factory.inputs import SharedJournalConfig
+from device_provisioning.factory.journal import DeviceRecord
+from device_provisioning.factory.shared_journal import SharedJournal
+
+if TYPE_CHECKING:  # batch imports this module: the type only, to avoid the cycle
+    from device_provisioning.factory.batch import DeviceStages
+
+# How many devices a station claims at a time (small enough that stations share a batch evenly, large
+# enough that each round keeps the registration threads busy), and how often it renews its leases.
+CLAIM_SIZE = 8
+RENEW_EVERY = 1 / 3
+
+
+def work_through_shared(
+    stages: DeviceStages, pool: ProcessPoolExecutor, journal: SharedJournal, shared: SharedJournalConfig
+) -> None:
+    """Claim devices, prepare them, release them, until no device of the batch is left unfinished.
+
+    While other stations hold the last devices this one waits: if one of them dies, its leases expire
+    and this station finishes its devices.
+    """
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(shared.lease_seconds * RENEW_EVERY):
+            journal.renew(shared.lease_seconds)
+
+    renewer = threading.Thread(target=renew, name="lease-renewal", daemon=True)
+    renewer.start()
+    try:
+        while True:
+            claimed = journal.claim(CLAIM_SIZE, shared.lease_seconds)
+            if not claimed:
+                if journal.held_elsewhere() == 0:
+                    return
+                time.sleep(min(2.0, shared.lease_seconds * RENEW_EVERY))
+                continue
+            for record, key_station, key_spki in claimed:
+                if key_station not in (None, journal.station) and shared.shared_keys is None:
+                    take_over(stages, record, key_spki)
+            stages.run(pool, only={record.serial for record, _, _ in claimed})
+            journal.release([record.serial for record, _, _ in claimed])
+    finally:
+        stop.set()
+        renewer.join()
+
+
+def take_over(stages: DeviceStages, record: DeviceRecord, key_spki: str | None) -> None:
+    """Another station made this device's key and died holding it: its key is out of reach here.
+
+    Whatever AWS issued for that key is removed (certificates on the thing, and any certificate for that
+    key left unattached by a crash before it was journaled), and the device starts again here with a key
+    of this station's: still exactly one identity per device, the journaled one.
+    """
+    if stages.aws is not None and record.state != "pending":
+        iot = stages.aws.client("iot")
+        with aws_errors(f"taking over device {record.serial}"):
+            register.remove_identity(iot, stages.journal, stages.rows[record.serial], key_spki)
+    stages.journal.update(
+        record.serial,
+        "pending",
+        certificate_id=None,
+        certificate_arn=None,
+        certificate_fingerprint=None,
+        key_station=None,
+        key_spki_sha256=None,
+        error=None,
+    )
