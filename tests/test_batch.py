@@ -333,7 +333,10 @@ def test_claim_mode_puts_the_same_claim_credentials_in_every_image(tmp_path: Pat
     batch.prepare_batch(devices, config, tmp_path / "out", workers=1)
     claim_der = codesign.load_certificate_file(claim_dir / "codesign.crt")
     for index in range(4):
-        image = nvs.read_image((tmp_path / "out" / "devices" / f"claim-SN{index:05d}" / "creds.bin").read_bytes())
+        device = tmp_path / "out" / "devices" / f"claim-SN{index:05d}"
+        # Fleet provisioning gives the device its identity: no factory key is made for it.
+        assert not (device / "device.key").exists() and not (device / "device.csr").exists()
+        image = nvs.read_image((device / "creds.bin").read_bytes())
         assert codesign.load_certificate(image.get("creds", "P11_Claim_Cert").data) == claim_der  # type: ignore[union-attr]
         assert image.get("creds", "P11_Claim_Key") is not None
         assert image.get("creds", "P11_Cert") is None

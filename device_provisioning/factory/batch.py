@@ -338,14 +338,18 @@ class DeviceStages:
             return [r for r in journal.records() if r.state in states and (only is None or r.serial in only)]
 
         t = time.monotonic()
-        _run_pool(
-            pool,
-            _make_key,
-            [(r.serial, r.thing_name, str(self.device_dir[r.serial])) for r in todo("pending")],
-            lambda made: journal.update_many([(s, "key_made", self._key_fields(spki)) for s, spki in made]),
-            "keys",
-            self.progress,
-        )
+        if isinstance(registration, ClaimRegistration):
+            # A claim device gets its own identity from fleet provisioning: a factory key would never be used.
+            journal.update_many([(r.serial, "key_made", {}) for r in todo("pending")])
+        else:
+            _run_pool(
+                pool,
+                _make_key,
+                [(r.serial, r.thing_name, str(self.device_dir[r.serial])) for r in todo("pending")],
+                lambda made: journal.update_many([(s, "key_made", self._key_fields(spki)) for s, spki in made]),
+                "keys",
+                self.progress,
+            )
         self._timed("keys", t)
 
         t = time.monotonic()
