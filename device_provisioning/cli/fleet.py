@@ -34,14 +34,14 @@ def _fleet_show(args: argparse.Namespace, out: TextIO) -> int:
     with aws.aws_errors(f"reading the fleet{f' of group {args.group}' if args.group else ''}"):
         things = group_members(iot, args.group) if args.group else None
         devices = read_inventory(iot, things)
-    lines = [f"{'thing':<40} {'family':<9} {'code-verification certificate':<20} app version"]
+    lines = [f"{'thing':<40} {'family':<9} {'code-verification certificate':<30} app version"]
     for device in devices:
         inventory = device.inventory
         if inventory is None:
-            lines.append(f"{device.thing:<40} {'-':<9} {'(no inventory recorded)':<20}")
+            lines.append(f"{device.thing:<40} {'-':<9} {'(no inventory recorded)':<30}")
             continue
         lines.append(
-            f"{device.thing:<40} {inventory.family:<9} {inventory.code_verify_sha256[:16] + '…':<20} "
+            f"{device.thing:<40} {inventory.family:<9} {inventory.code_verify_sha256[:16] + '…':<30} "
             f"{inventory.app_version or '-'}"
         )
     unknown = sum(1 for device in devices if device.inventory is None)
