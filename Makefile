@@ -11,27 +11,18 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: setup test lint demo synth bench clean
 
-SOFTHSM := /usr/lib/softhsm/libsofthsm2.so
+# Debian packages the tests use, each known by a file it installs: a software PKCS#11 token (softhsm2), a
+# PostgreSQL server (the shared-journal tests start a throw-away cluster on loopback themselves), and a real
+# headless browser with its WebDriver (the operator page's test). One apt run installs whatever is missing
+# (needs root, as CI has).
+SYSTEM_PACKAGES := softhsm2 postgresql chromium chromium-driver
+SYSTEM_FILES := /usr/lib/softhsm/libsofthsm2.so /usr/lib/postgresql /usr/bin/chromium /usr/bin/chromedriver
 
-POSTGRES := /usr/lib/postgresql
-CHROMEDRIVER := /usr/bin/chromedriver
+setup: $(VENV)/.installed $(CDK) $(CHECKOV_VENV)/.installed $(SYSTEM_FILES)
 
-setup: $(VENV)/.installed $(CDK) $(CHECKOV_VENV)/.installed $(SOFTHSM) $(POSTGRES) $(CHROMEDRIVER)
-
-# A software PKCS#11 token for the signing tests (Debian's softhsm2; needs root, as CI has).
-$(SOFTHSM):
-	command -v apt-get >/dev/null || { echo "install SoftHSM2 (package softhsm2) for the PKCS#11 tests" >&2; exit 1; }
-	apt-get update -qq && apt-get install -y -qq softhsm2 >/dev/null
-
-# A PostgreSQL server for the shared-journal tests: they start a throw-away cluster on loopback themselves.
-$(POSTGRES):
-	command -v apt-get >/dev/null || { echo "install PostgreSQL (package postgresql) for the shared-journal tests" >&2; exit 1; }
-	apt-get update -qq && apt-get install -y -qq postgresql >/dev/null
-
-# A real headless browser for the operator page's test (Debian's Chromium and its WebDriver).
-$(CHROMEDRIVER):
-	command -v apt-get >/dev/null || { echo "install Chromium and chromium-driver for the operator page's test" >&2; exit 1; }
-	apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
+$(SYSTEM_FILES) &:
+	command -v apt-get >/dev/null || { echo "install $(SYSTEM_PACKAGES) (Debian package names) for the tests" >&2; exit 1; }
+	apt-get update -qq && apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
