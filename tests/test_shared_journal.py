@@ -10,6 +10,7 @@ made; and an image built from that key.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -234,3 +235,39 @@ def test_three_stations_one_killed_every_device_gets_exactly_one_identity(
 def owners_count(owners: dict[str, str], station_dirs: dict[str, Path], out: Path) -> int:
     name = next(station for station, directory in station_dirs.items() if directory == out)
     return sum(1 for owner in owners.values() if owner == name)
+
+
+def test_two_stations_with_shared_keys_never_flash_the_same_board(postgres_url: str, tmp_path: Path) -> None:
+    """Any station may flash any board when keys are shared: the claim decides which, never both."""
+    import threading
+
+    codesign.create_identity(tmp_path / "signer")
+    tag = uuid.uuid4().hex[:6]
+    (tmp_path / "devices.csv").write_text(
+        "serial,thing_name\n" + "".join(f"F{tag}{i},flash-{tag}-{i}\n" for i in range(6))
+    )
+    (tmp_path / "batch.toml").write_text(
+        f'[batch]\npartition_table = "{BETA_TABLE}"\ncode_verify_cert = "{tmp_path / "signer" / codesign.CERT_FILE}"\n'
+        f'[journal]\nurl = "{postgres_url}"\nshared_keys = "{tmp_path / "keys"}"\n'
+    )
+    outs = [tmp_path / "station-a", tmp_path / "station-b"]
+    for out in outs:  # the first prepares every device; the second finds nothing left and sets up its directory
+        batch.prepare_batch(tmp_path / "devices.csv", tmp_path / "batch.toml", out, workers=1)
+    assert not (outs[0] / batch.DEVICES_DIR).exists()  # the keys and images live on the share
+    with contextlib.ExitStack() as boards:
+        urls = [boards.enter_context(mock_bootloader(chip="esp32")).url() for _ in range(4)]
+        results: dict[int, list[str]] = {}
+        threads = [
+            threading.Thread(
+                target=lambda n=n: results.__setitem__(
+                    n, [r.serial for r in flash_station(outs[n], urls[2 * n : 2 * n + 2], stub=False) if r.ok]
+                )
+            )
+            for n in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    flashed = results[0] + results[1]
+    assert len(flashed) == 4 and len(set(flashed)) == 4  # four boards, four different devices

@@ -409,6 +409,11 @@ def _new_station_id(path: Path) -> str:
     return name
 
 
+# How long a station holds a board it flashes: far beyond a full flash at 921,600 baud (~20 s for 1 MB), so a
+# station that dies mid-flash gives its boards back in minutes.
+FLASH_LEASE_SECONDS = 600.0
+
+
 @dataclass(frozen=True)
 class OpenJournal:
     """A batch directory's journal, as a station opens it: where device files are, and who it is."""
@@ -418,11 +423,15 @@ class OpenJournal:
     devices_root: Path  # <dir>/devices, or <shared_keys>/devices when keys are shared
     shared_keys: bool
 
-    def flashable(self) -> list[DeviceRecord]:
-        """The prepared devices this station can flash (their keys and images are reachable here)."""
+    def take_for_flashing(self, count: int) -> list[DeviceRecord]:
+        """The next ``count`` prepared devices this station can flash (their keys and images are here).
+
+        One station per directory holds the batch lock; with a shared journal the devices are claimed under a
+        lease so two stations never flash the same image (released as each device is flashed or fails).
+        """
         if isinstance(self.journal, SharedJournal):
-            return self.journal.flashable(any_station=self.shared_keys)
-        return [r for r in self.journal.records() if r.state == "image_built"]
+            return self.journal.claim_for_flashing(count, FLASH_LEASE_SECONDS, any_station=self.shared_keys)
+        return [r for r in self.journal.records() if r.state == "image_built"][:count]
 
 
 def open_batch_journal(out_dir: str | Path, *, as_station: bool = True) -> OpenJournal:

@@ -223,15 +223,36 @@ class SharedJournal:
             ).fetchall()
         return [PortState(*row) for row in rows]
 
-    def flashable(self, *, any_station: bool = False) -> list[DeviceRecord]:
-        """Prepared devices whose key is on this station (every station's, with shared keys): what it can flash."""
+    def claim_for_flashing(self, limit: int, lease_seconds: float, *, any_station: bool) -> list[DeviceRecord]:
+        """Take up to ``limit`` prepared devices to flash: their key is on this station (any, with shared keys),
+        and no other station holds them. Two stations never flash one board's image."""
         with self.transaction() as db:
             rows = db.execute(
-                f"SELECT {_COLUMNS} FROM esp_batch_devices WHERE batch = %s AND state = 'image_built' "  # noqa: S608
-                "AND (key_station = %s OR %s) ORDER BY line",
-                (self.batch, self.station, any_station),
+                f"""
+                WITH free AS MATERIALIZED (
+                    SELECT serial FROM esp_batch_devices
+                    WHERE batch = %(batch)s AND state = 'image_built'
+                      AND (key_station = %(station)s OR %(any)s)
+                      AND (lease_until IS NULL OR lease_until < clock_timestamp() OR station = %(station)s)
+                    ORDER BY line
+                    LIMIT %(limit)s
+                    FOR UPDATE SKIP LOCKED
+                )
+                UPDATE esp_batch_devices AS d
+                SET station = %(station)s, lease_until = clock_timestamp() + make_interval(secs => %(lease)s)
+                FROM free
+                WHERE d.batch = %(batch)s AND d.serial = free.serial
+                RETURNING {", ".join(f"d.{c.strip()}" for c in _COLUMNS.split(","))}
+                """,  # noqa: S608 - column names are constants
+                {
+                    "batch": self.batch,
+                    "station": self.station,
+                    "any": any_station,
+                    "limit": limit,
+                    "lease": lease_seconds,
+                },  # fmt: skip
             ).fetchall()
-        return [DeviceRecord.from_row(row) for row in rows]
+        return sorted((DeviceRecord.from_row(row) for row in rows), key=lambda record: record.line)
 
     # --- leases --------------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from device_provisioning.device.partition_table import DEFAULT_TABLE_OFFSET
 from device_provisioning.errors import ProvisioningError
 from device_provisioning.factory.batch import IMAGE_FILE, TABLE_FILE, open_batch_journal, write_manifest
 from device_provisioning.factory.journal import PortState, batch_lock
+from device_provisioning.factory.shared_journal import SharedJournal
 from device_provisioning.files import read_bytes
 from device_provisioning.flashing import esptool_device, layout
 
@@ -62,10 +63,14 @@ def flash_station(
         label = journal.meta("partition") or "storage"
         lock = threading.Lock()
         try:
-            queue = opened.flashable()
+            queue = opened.take_for_flashing(len(ports))
             if not queue:
                 raise ProvisioningError(f"{out}: no prepared device waits for flashing (run `batch prepare` first)")
             assignments = list(zip(ports, queue, strict=False))
+
+            def release(serial: str) -> None:
+                if isinstance(journal, SharedJournal):
+                    journal.release([serial])
 
             def show(port: str, serial: str, thing: str, phase: str, outcome: str, detail: str = "") -> None:
                 progress = 100 if outcome in ("passed", "failed") else PHASE_PROGRESS.get(phase, 0)
@@ -89,9 +94,11 @@ def flash_station(
                         report(f"[{port}] {serial}: FAILED {error}")
                     journal.update(serial, None, error=f"flash on {port}: {error}")
                     show(port, serial, thing, "failed", "failed", " ".join(str(error).split())[:300])
+                    release(serial)
                     return StationResult(port, serial, False, str(error))
                 # flash_device proved the NVS partition by the chip's MD5 (or read it back) before returning.
                 journal.update_many([(serial, "flashed", {}), (serial, "verified", {"error": None})])
+                release(serial)
                 fingerprint = str(result.code_verify_fingerprint)[:16]
                 show(port, serial, thing, "done", "passed", f"verified (P11_CSK {fingerprint}…)")
                 with lock:
