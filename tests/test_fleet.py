@@ -376,6 +376,23 @@ def test_a_failing_canary_stops_the_rollout_at_its_gate(session: aws.Aws, fleet:
     assert "self test failed" in out and "REJECTED" in out
 
 
+def test_a_rollout_through_create_ota_update_is_idempotent_too(session: aws.Aws, fleet: Fleet, tmp_path: Path) -> None:
+    firmware = placeholder_app_image(version="1.3.0")
+    name = unique("otau")[:10]
+    path = write_rollout(tmp_path, fleet, firmware, name)
+    path.write_text(path.read_text().replace('protocol = "mqtt"', 'protocol = "mqtt"\nvia = "ota-update"')
+                    .replace(", retries = 1", ""))  # fmt: skip
+    code, report, err = rollout_cli("apply", path)
+    assert code == 0 and report["created"].endswith("-canary"), err
+    job_id = f"AFR_OTA-{report['created']}"  # the job AWS made for the OTA update
+    assert session.client("iot").describe_job(jobId=job_id)["job"]["status"] == "IN_PROGRESS"
+    code, report, err = rollout_cli("apply", path)
+    assert code == 0 and report["created"] is None and report["stages"][0]["state"] == "waiting", err
+    run_devices(session, job_id, fleet, firmware)
+    code, report, err = rollout_cli("apply", path)
+    assert code == 0 and report["created"].endswith("-quarter"), err
+
+
 def test_a_stage_that_cannot_be_created_leaves_no_group_behind(session: aws.Aws, fleet: Fleet, tmp_path: Path) -> None:
     firmware = placeholder_app_image(version="1.3.0")
     path = write_rollout(tmp_path, fleet, firmware, unique("nogrp")[:10])
@@ -477,6 +494,9 @@ def test_status_details_are_decoded_as_the_agent_writes_them(details, version, m
         (("increment_factor = 2.0", "increment_factor = 9.0"), "increment_factor"),
         (("key = ", 'kms_key = "alias/x"\nkey = '), "exactly one of key, kms_key"),
         (('[[stage]]\nname = "canary"', '[[stage]]\nname = "quarter"'), "names must differ"),
+        (('protocol = "mqtt"', 'protocol = "mqtt"\nvia = "ota-update"'), "CreateOTAUpdate has no retries"),
+        # AWS Signer signs only inside CreateOTAUpdate, which has no retries.
+        (("key = ", 'signing_profile = "dev_signing"\n#'), "CreateOTAUpdate has no retries"),
     ],
 )
 def test_bad_rollout_files_are_refused_with_their_place(tmp_path: Path, change: tuple[str, str], message: str) -> None:
