@@ -226,33 +226,12 @@ class SharedJournal:
     def claim_for_flashing(self, limit: int, lease_seconds: float, *, any_station: bool) -> list[DeviceRecord]:
         """Take up to ``limit`` prepared devices to flash: their key is on this station (any, with shared keys),
         and no other station holds them. Two stations never flash one board's image."""
-        with self.transaction() as db:
-            rows = db.execute(
-                f"""
-                WITH free AS MATERIALIZED (
-                    SELECT serial FROM esp_batch_devices
-                    WHERE batch = %(batch)s AND state = 'image_built'
-                      AND (key_station = %(station)s OR %(any)s)
-                      AND (lease_until IS NULL OR lease_until < clock_timestamp() OR station = %(station)s)
-                    ORDER BY line
-                    LIMIT %(limit)s
-                    FOR UPDATE SKIP LOCKED
-                )
-                UPDATE esp_batch_devices AS d
-                SET station = %(station)s, lease_until = clock_timestamp() + make_interval(secs => %(lease)s)
-                FROM free
-                WHERE d.batch = %(batch)s AND d.serial = free.serial
-                RETURNING {", ".join(f"d.{c.strip()}" for c in _COLUMNS.split(","))}
-                """,  # noqa: S608 - column names are constants
-                {
-                    "batch": self.batch,
-                    "station": self.station,
-                    "any": any_station,
-                    "limit": limit,
-                    "lease": lease_seconds,
-                },  # fmt: skip
-            ).fetchall()
-        return sorted((DeviceRecord.from_row(row) for row in rows), key=lambda record: record.line)
+        rows = self._lease(
+            "state = 'image_built' AND (key_station = %(station)s OR %(any)s)",
+            "line",
+            {"any": any_station, "limit": limit, "lease": lease_seconds},
+        )
+        return [DeviceRecord.from_row(row[:9]) for row in rows]
 
     # --- leases --------------------------------------------------------------------------------------
 
@@ -262,15 +241,28 @@ class SharedJournal:
         Returns each device with the station that made its key and that key's SPKI SHA-256 (None: no key
         yet). Devices this station already holds come first, so a restarted station resumes its own.
         """
+        rows = self._lease(
+            "state = ANY(%(states)s) AND error IS NULL",
+            "(station IS NOT DISTINCT FROM %(station)s) DESC, line",
+            {"states": list(_UNFINISHED), "limit": limit, "lease": lease_seconds},
+        )
+        return [(DeviceRecord.from_row(row[:9]), row[9], row[10]) for row in rows]
+
+    def _lease(self, condition: str, order: str, parameters: dict[str, Any]) -> list[Any]:
+        """Lease up to ``limit`` devices meeting ``condition`` that no other station holds, in ``order``.
+
+        The free rows are chosen and locked once (a materialized CTE, ``FOR UPDATE SKIP LOCKED``: a row
+        another station is claiming right now is skipped, not waited for), then leased on the database's clock.
+        Rows come back in CSV order: the device's columns, then its key station and key SPKI SHA-256.
+        """
         with self.transaction() as db:
-            # The free rows are chosen (and locked) once, in a materialized CTE, then updated.
             rows = db.execute(
                 f"""
                 WITH free AS MATERIALIZED (
                     SELECT serial FROM esp_batch_devices
-                    WHERE batch = %(batch)s AND state = ANY(%(states)s) AND error IS NULL
-                      AND (station IS NULL OR station = %(station)s OR lease_until < clock_timestamp())
-                    ORDER BY (station IS NOT DISTINCT FROM %(station)s) DESC, line
+                    WHERE batch = %(batch)s AND {condition}
+                      AND (lease_until IS NULL OR lease_until < clock_timestamp() OR station = %(station)s)
+                    ORDER BY {order}
                     LIMIT %(limit)s
                     FOR UPDATE SKIP LOCKED
                 )
@@ -279,24 +271,17 @@ class SharedJournal:
                 FROM free
                 WHERE d.batch = %(batch)s AND d.serial = free.serial
                 RETURNING {", ".join(f"d.{c.strip()}" for c in _COLUMNS.split(","))}, d.key_station, d.key_spki_sha256
-                """,  # noqa: S608 - column names are constants
-                {
-                    "batch": self.batch,
-                    "states": list(_UNFINISHED),
-                    "station": self.station,
-                    "limit": limit,
-                    "lease": lease_seconds,
-                },  # fmt: skip
+                """,  # noqa: S608 - conditions and column names are this module's constants
+                {"batch": self.batch, "station": self.station, **parameters},
             ).fetchall()
-        rows.sort(key=lambda row: row[2])
-        return [(DeviceRecord.from_row(row[:9]), row[9], row[10]) for row in rows]
+        return sorted(rows, key=lambda row: row[2])
 
     def renew(self, lease_seconds: float) -> int:
         """Extend every lease this station holds on unfinished devices; returns how many."""
         with self.transaction() as db:
             cursor = db.execute(
                 "UPDATE esp_batch_devices SET lease_until = clock_timestamp() + make_interval(secs => %s) "
-                "WHERE batch = %s AND station = %s AND state = ANY(%s)",
+                "WHERE batch = %s AND station = %s AND state = ANY(%s) AND lease_until IS NOT NULL",
                 (lease_seconds, self.batch, self.station, list(_UNFINISHED)),
             )
             return int(cursor.rowcount)
