@@ -118,11 +118,28 @@ def _die_with_parent(parent: int) -> None:
     one line says how to resume), so workers ignore it instead of each printing a traceback.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # started with SIGINT blocked (_start_workers): now it is ignored
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before the request took effect
         os._exit(1)
+
+
+def _start_workers(pool: ProcessPoolExecutor) -> None:
+    """Start the pool's workers with SIGINT blocked, so a Ctrl-C while one is starting cannot reach it before
+    its initializer ignores SIGINT (it printed a traceback from inside multiprocessing). A Ctrl-C meanwhile
+    is delivered to this process once the workers are up, and ends the batch as any Ctrl-C does."""
+    if not hasattr(signal, "pthread_sigmask"):
+        pool.submit(int).result()
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        # With the fork start method (Linux's default here) the pool launches every worker at its first task.
+        pool.submit(int).result()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _make_key(task: tuple[str, str, str]) -> tuple[str, str]:
@@ -297,6 +314,7 @@ def prepare_batch(
             with ProcessPoolExecutor(
                 max_workers=worker_count, initializer=_die_with_parent, initargs=(os.getpid(),)
             ) as pool:
+                _start_workers(pool)
                 if isinstance(journal, SharedJournal) and shared is not None:
                     work_through_shared(stages, pool, journal, shared)
                 else:
