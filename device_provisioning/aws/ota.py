@@ -49,7 +49,7 @@ from device_provisioning.device.ota_limits import DeviceLimits, check_job_docume
 from device_provisioning.errors import AwsError, InputFileError, VerificationFailed
 from device_provisioning.fleet.inventory import read_inventory, resolve_things
 from device_provisioning.fleet.preflight import UNKNOWN_REFUSED, FleetPreflight, Judge, Verdict, judge_fleet
-from device_provisioning.fleet.status import DeviceExecution, execution_of
+from device_provisioning.fleet.status import DeviceExecution, execution_of, job_counts
 from device_provisioning.identity import codesign
 
 __all__ = [
@@ -228,14 +228,17 @@ def _signer_judge(request: OtaRequest, signer_certificate: Any) -> Judge:
     return judge
 
 
-def _judge_targets(iot: Any, request: OtaRequest, fleet: FleetCheck, judge: Judge) -> FleetPreflight:
-    """Every target device's verdict, by cohort (nothing raised for rejecting devices)."""
+def _judge_targets(
+    iot: Any, request: OtaRequest, fleet: FleetCheck, judge: Judge
+) -> tuple[FleetPreflight, dict[str, str]]:
+    """Every target device's verdict, by cohort (nothing raised for rejecting devices), and each one's ARN."""
     things = resolve_things(iot, request.targets.things, request.targets.thing_groups)
     unknown = UNKNOWN_REFUSED
     if fleet.accept_unknown:
         checked = "checked against the given device certificate" if request.trust else "not verified"
         unknown = Verdict(True, f"no inventory recorded; accepted with --accept-unknown ({checked})")
-    return judge_fleet(read_inventory(iot, things), judge, unknown=unknown)
+    devices = read_inventory(iot, things)
+    return judge_fleet(devices, judge, unknown=unknown), {device.thing: device.arn for device in devices}
 
 
 def _require_acceptance(result: FleetPreflight, fleet: FleetCheck) -> None:
@@ -258,17 +261,19 @@ def fleet_preflight(aws: Aws, request: OtaRequest) -> tuple[list[str], FleetPref
     with aws_errors("resolving OTA targets"):
         _resolve_targets(iot, request.targets)
     with aws_errors("reading the targets' inventory"):
-        return checks, _judge_targets(iot, request, request.fleet or FleetCheck(), judge)
+        return checks, _judge_targets(iot, request, request.fleet or FleetCheck(), judge)[0]
 
 
 # AWS: "The total number of targets associated with a job must not exceed 100."
 MAX_JOB_TARGETS = 100
 
 
-def _accepting_targets(iot: Any, things: list[str], group_name: str, undo: contextlib.ExitStack) -> list[str]:
-    """Target ARNs for exactly these things: each thing (up to 100), else a static group of them (made here)."""
+def _accepting_targets(
+    iot: Any, things: list[str], arns: dict[str, str], group_name: str, undo: contextlib.ExitStack
+) -> list[str]:
+    """Target ARNs for exactly these things: each thing's (up to 100), else a static group of them (made here)."""
     if len(things) <= MAX_JOB_TARGETS:
-        return [iot.describe_thing(thingName=thing)["thingArn"] for thing in things]
+        return [arns[thing] for thing in things]
     arn = iot.create_thing_group(thingGroupName=group_name)["thingGroupArn"]
     undo.callback(best_effort, iot.delete_thing_group, thingGroupName=group_name)
     for thing in things:
@@ -315,10 +320,11 @@ def create_ota(aws: Aws, request: OtaRequest, *, poll_seconds: float = 2.0) -> O
     iot, s3 = aws.client("iot"), aws.client("s3")
     with aws_errors("resolving OTA targets"):
         target_arns = _resolve_targets(iot, request.targets)
-    fleet = None
+    fleet: FleetPreflight | None = None
+    thing_arns: dict[str, str] = {}
     if request.fleet is not None:
         with aws_errors("reading the targets' inventory"):
-            fleet = _judge_targets(iot, request, request.fleet, judge)
+            fleet, thing_arns = _judge_targets(iot, request, request.fleet, judge)
         _require_acceptance(fleet, request.fleet)
         checks += [f"fleet: {line}" for line in fleet.summary()]
     with aws_errors(f"checking bucket {request.bucket}"):
@@ -329,7 +335,7 @@ def create_ota(aws: Aws, request: OtaRequest, *, poll_seconds: float = 2.0) -> O
         if fleet is not None and fleet.rejecting:
             with aws_errors("targeting the accepting devices"):
                 group = f"{request.fleet.target_group_prefix if request.fleet else ''}ota-{ota_id}"
-                target_arns = _accepting_targets(iot, fleet.accepting, group, undo)
+                target_arns = _accepting_targets(iot, fleet.accepting, thing_arns, group, undo)
         with aws_errors(f"uploading firmware to s3://{request.bucket}/{key}"):
             version_id = s3.put_object(Bucket=request.bucket, Key=key, Body=request.firmware)["VersionId"]
         firmware = FirmwareObject(request.bucket, key, version_id)
@@ -431,12 +437,7 @@ def ota_status(
                 )
                 for e in executions
             )
-    counts = {
-        key.removeprefix("numberOf").removesuffix("Things").lower(): value
-        for key, value in (job.get("jobProcessDetails") or {}).items()
-        if isinstance(value, int)
-    }
-    return OtaStatus(ota_id, job_id, job.get("status"), tuple(executions), devices, counts)
+    return OtaStatus(ota_id, job_id, job.get("status"), tuple(executions), devices, job_counts(job))
 
 
 def fetch_job_document(aws: Aws, job_id: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from device_provisioning.errors import InputFileError
-from device_provisioning.factory.journal import DeviceRecord, DeviceState, Journal, PortState
+from device_provisioning.factory.journal import DeviceRecord, Journal, PortState
 
 JOURNAL_SCHEMES = ("postgresql://", "postgres://")
 # Devices that still need work from a station that prepares the batch.
@@ -304,16 +304,6 @@ class SharedJournal:
                 (self.batch, list(_UNFINISHED), self.station),
             ).fetchone()
         return int(row[0])
-
-    def stations(self) -> dict[str, int]:
-        """How many devices each station finished (made the key of, and built the image for)."""
-        with self.transaction() as db:
-            rows = db.execute(
-                "SELECT key_station, COUNT(*) FROM esp_batch_devices WHERE batch = %s AND state = ANY(%s) "
-                "GROUP BY key_station",
-                (self.batch, [s.value for s in DeviceState if s.rank >= DeviceState.IMAGE_BUILT.rank]),
-            ).fetchall()
-        return {station or "": count for station, count in rows}
 
 
 def _first_line(error: BaseException) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from device_provisioning.contract import CERTIFICATE_ATTRIBUTE, FAMILY_ATTRIBUTE, VERSION_ATTRIBUTE
@@ -80,7 +81,7 @@ def check_app_version(version: str) -> str:
     return version
 
 
-def inventory_for_certificate(certificate_path: Any, family: str, app_version: str | None) -> Inventory:
+def inventory_for_certificate(certificate_path: str | Path, family: str, app_version: str | None) -> Inventory:
     """The inventory of a device provisioned with the certificate in this file."""
     certificate = codesign.load_certificate_file(certificate_path)
     return Inventory(codesign.fingerprint(certificate), family, app_version)
@@ -98,9 +99,10 @@ def record_inventory(iot: Any, thing: str, inventory: Inventory) -> None:
 
 @dataclass(frozen=True)
 class FleetDevice:
-    """A thing of the fleet and its recorded inventory (None: nothing recorded)."""
+    """A thing of the fleet, its ARN (what a job targets), and its recorded inventory (None: nothing recorded)."""
 
     thing: str
+    arn: str
     inventory: Inventory | None
 
     def to_json(self) -> dict[str, Any]:
@@ -128,20 +130,22 @@ def read_inventory(iot: Any, things: Iterable[str] | None = None) -> list[FleetD
     returns each thing's attributes too. A named thing that does not exist is refused.
     """
     wanted = None if things is None else list(dict.fromkeys(things))
+    found: dict[str, dict[str, Any]] = {}  # thing name -> DescribeThing's or ListThings' entry for it
     if wanted is not None and len(wanted) <= DESCRIBE_EACH_UP_TO:
-        found = {}
         for name in wanted:
             try:
-                found[name] = iot.describe_thing(thingName=name).get("attributes") or {}
+                found[name] = iot.describe_thing(thingName=name)
             except iot.exceptions.ResourceNotFoundException:
                 raise InputFileError(f"thing {name!r} does not exist; register it first") from None
-        return [FleetDevice(name, Inventory.from_attributes(found[name])) for name in wanted]
-    attributes: dict[str, dict[str, str]] = {}
-    for page in iot.get_paginator("list_things").paginate(PaginationConfig={"PageSize": 250}):
-        for thing in page.get("things", []):
-            attributes[thing["thingName"]] = thing.get("attributes") or {}
-    names = sorted(attributes) if wanted is None else wanted
-    missing = [name for name in names if name not in attributes]
+    else:
+        for page in iot.get_paginator("list_things").paginate(PaginationConfig={"PageSize": 250}):
+            for thing in page.get("things", []):
+                found[thing["thingName"]] = thing
+    names = sorted(found) if wanted is None else wanted
+    missing = [name for name in names if name not in found]
     if missing:
         raise InputFileError(f"thing {missing[0]!r} does not exist; register it first")
-    return [FleetDevice(name, Inventory.from_attributes(attributes[name])) for name in names]
+    return [
+        FleetDevice(name, found[name]["thingArn"], Inventory.from_attributes(found[name].get("attributes") or {}))
+        for name in names
+    ]

@@ -36,10 +36,6 @@ class Cohort:
     things: tuple[str, ...]
     verdict: Verdict
 
-    @property
-    def known(self) -> bool:
-        return self.code_verify_sha256 is not None
-
     def to_json(self) -> dict[str, Any]:
         return {
             "family": self.family,

@@ -22,9 +22,10 @@ from device_provisioning.aws import ota
 from device_provisioning.aws.ota_request import FleetCheck, OtaRequest, Targets
 from device_provisioning.aws.session import Aws, aws_errors, best_effort
 from device_provisioning.errors import InputFileError, VerificationFailed
-from device_provisioning.fleet.inventory import group_members, resolve_things
+from device_provisioning.fleet.inventory import group_members
 from device_provisioning.fleet.preflight import FleetPreflight
 from device_provisioning.fleet.rollout_file import Gate, RolloutPlan, Signing, Stage, load_rollout
+from device_provisioning.fleet.status import job_counts
 
 __all__ = [
     "Gate",
@@ -206,7 +207,11 @@ def _request(
         via=plan.via,
         protocol=plan.protocol,
         limits=context.limits,
-        fleet=FleetCheck(exclude_rejecting=plan.exclude_rejecting, accept_unknown=plan.accept_unknown),
+        fleet=FleetCheck(
+            exclude_rejecting=plan.exclude_rejecting,
+            accept_unknown=plan.accept_unknown,
+            target_group_prefix=context.target_group_prefix,
+        ),
     )
     if plan.certfile:
         request = replace(request, certfile=plan.certfile)
@@ -248,10 +253,9 @@ def _survey(
             for stage in plan.stages
             if stage.percent is not None and jobs[stage.name] is not None
         }
-        eligible = set(preflight.accepting)
-        # A named group may hold devices beyond the targets: the stage reaches only the targets among them.
-        everyone = resolve_things(iot, plan.things, plan.thing_groups)
-    assigned = assign_devices(plan, [thing for thing in everyone if thing in eligible], named, existing)
+    # The pre-flight resolved every target: its accepting devices are the ones the stages share out (a named
+    # group may hold devices beyond the targets; its stage reaches only the targets among them).
+    assigned = assign_devices(plan, preflight.accepting, named, existing)
     return preflight, assigned, jobs, digest
 
 
@@ -274,11 +278,7 @@ def _reports(
             blocked = True
             continue
         state, detail = evaluate_gate(stage.gate, job, devices, context.now())
-        counts = {
-            key.removeprefix("numberOf").removesuffix("Things").lower(): int(value)
-            for key, value in (job.get("jobProcessDetails") or {}).items()
-            if isinstance(value, int)
-        }
+        counts = job_counts(job)
         reports.append(StageReport(stage.name, job_id, group, devices, state, detail, counts))
         blocked = blocked or state != "passed"
     return reports
@@ -339,10 +339,5 @@ def _create_stage(
         Targets(thing_groups=(report.thing_group,)),
         ota_id=report.job_id,
         rollout=stage.jobs,
-        fleet=FleetCheck(
-            exclude_rejecting=plan.exclude_rejecting,
-            accept_unknown=plan.accept_unknown,
-            target_group_prefix=context.target_group_prefix,
-        ),
     )
     ota.create_ota(aws, request)

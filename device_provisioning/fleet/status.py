@@ -138,3 +138,12 @@ def execution_of(description: dict[str, Any], *, expected_version: str | None, n
         last_updated_at=description.get("lastUpdatedAt"),
         callout=callout(status, report, queued_at, expected_version=expected_version, now=now),
     )
+
+
+def job_counts(job: dict[str, Any]) -> dict[str, int]:
+    """A DescribeJob answer's executions per status: ``numberOfSucceededThings`` -> ``succeeded``."""
+    return {
+        key.removeprefix("numberOf").removesuffix("Things").lower(): int(value)
+        for key, value in (job.get("jobProcessDetails") or {}).items()
+        if isinstance(value, int)
+    }
