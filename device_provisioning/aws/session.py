@@ -66,9 +66,12 @@ class Aws:
     session: boto3.session.Session
     endpoint_url: str | None
     retries: RetrySettings = RetrySettings()
+    # Given on the command line (--endpoint-url): it overrides AWS_ENDPOINT_URL and the per-service variables.
+    explicit_endpoint: bool = False
 
     def client(self, service: str) -> Any:
-        return self.session.client(service, config=self.retries.client_config())
+        endpoint = self.endpoint_url if self.explicit_endpoint else None
+        return self.session.client(service, config=self.retries.client_config(), endpoint_url=endpoint)
 
     @property
     def region(self) -> str:
@@ -80,8 +83,16 @@ class Aws:
         return bool(self.endpoint_url) and urlparse(self.endpoint_url).hostname in LOOPBACK_HOSTS
 
 
-def connect(profile: str | None = None, region: str | None = None, retries: RetrySettings | None = None) -> Aws:
+def connect(
+    profile: str | None = None,
+    region: str | None = None,
+    retries: RetrySettings | None = None,
+    endpoint_url: str | None = None,
+) -> Aws:
     """A session for ``profile``/``region``; ``retries`` defaults to :meth:`RetrySettings.from_environment`.
+
+    ``endpoint_url`` (the AWS CLI's ``--endpoint-url``) sends every call there; without it boto3 reads
+    ``AWS_ENDPOINT_URL`` as usual.
 
     Raises :class:`AwsError` for an unknown profile, no region, or a bad retry variable.
     """
@@ -92,6 +103,8 @@ def connect(profile: str | None = None, region: str | None = None, retries: Retr
         raise AwsError(f"AWS profile {profile!r} not found in ~/.aws/config; check --profile / AWS_PROFILE") from None
     if session.region_name is None:
         raise AwsError("no AWS region: pass --region or set AWS_REGION")
+    if endpoint_url:
+        return Aws(session, endpoint_url, retries, explicit_endpoint=True)
     return Aws(session, os.environ.get("AWS_ENDPOINT_URL"), retries)
 
 

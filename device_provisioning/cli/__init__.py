@@ -4,7 +4,8 @@ One module per command group (``codesign``, ``device`` for partitions and NVS, `
 sign/verify/doctor, ``cloud`` for Signer, devices and OTA, ``batch``); shared option groups and output
 in ``common``. Each handler checks its options, calls the library, and prints. :func:`main` is the
 single error boundary: it turns a :class:`~device_provisioning.errors.ProvisioningError` into
-``ERROR <one line>`` on stderr and its :class:`~device_provisioning.errors.ExitCode`; tests call
+``ERROR <one line>`` on stderr (and, with ``--json``, one JSON object on stdout) and its
+:class:`~device_provisioning.errors.ExitCode`; tests call
 ``main([...])`` directly.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -19,7 +21,8 @@ from typing import TextIO
 
 from device_provisioning import __version__
 from device_provisioning.cli import batch, cloud, codesign, device, flash, fleet, project, verify
-from device_provisioning.cli.common import Command, CommandGroup, Formatter, Handler, Parser, UsageError
+from device_provisioning.cli.parsing import Command, CommandGroup, Formatter, Handler, Parser, UsageError
+from device_provisioning.cli.refusal import error_code, error_hint, refusal
 from device_provisioning.errors import ExitCode, ProvisioningError
 
 # The order of `device-provisioning --help`: the path from a key to a device in the field.
@@ -65,32 +68,44 @@ def _parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Run one command; the only place that prints errors and chooses exit codes."""
+    """Run one command; the only place that prints errors and chooses exit codes.
+
+    A refusal is one ``ERROR`` line on stderr; with ``--json`` it is also one JSON object on stdout
+    (:func:`refusal`), so a script reads the same structure whether the command succeeded or not.
+    """
     out = out or sys.stdout
     err = err or sys.stderr
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wants_json = "--json" in argv[: argv.index("--")] if "--" in argv else "--json" in argv
     parser = _parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, --version
         return int(exit_.code or 0)
     except UsageError as error:
-        err.write(f"ERROR {' '.join(str(error).split())}\n")
-        return ExitCode.USAGE
+        return _refuse(out, err, wants_json, "usage", str(error), ExitCode.USAGE, f"see `{error.prog} --help`")
     try:
         handler: Handler = args.handler
         # Resources a command opens (a token session) are released when it ends, however it ends.
         with contextlib.ExitStack() as args.cleanup:
             return handler(args, out)
     except ProvisioningError as error:
-        message = " ".join(str(error).split())
-        err.write(f"ERROR {message}\n")
-        return error.exit_code
+        return _refuse(out, err, args.json, error_code(error), str(error), error.exit_code, error_hint(error))
     except KeyboardInterrupt:
         if args.command == "batch":
-            err.write("ERROR interrupted: every finished step is journaled; run the same command again to resume\n")
+            message = "interrupted: every finished step is journaled; run the same command again to resume"
         else:
-            err.write("ERROR interrupted: nothing was left half-written\n")
-        return ExitCode.INTERRUPTED
+            message = "interrupted: nothing was left half-written"
+        return _refuse(out, err, args.json, "interrupted", message, ExitCode.INTERRUPTED, None)
+
+
+def _refuse(out: TextIO, err: TextIO, as_json: bool, code: str, message: str, status: int, hint: str | None) -> int:
+    line = " ".join(message.split())
+    err.write(f"ERROR {line}\n")
+    if as_json:
+        json.dump(refusal(code, line, status, hint), out, indent=2, sort_keys=True)
+        out.write("\n")
+    return status
 
 
 def run() -> None:

@@ -20,7 +20,6 @@ from device_provisioning.cli.common import (
     split_list,
     status,
 )
-from device_provisioning.cli.progress import stage_progress
 
 
 def journal_url(text: str) -> str:
@@ -33,6 +32,7 @@ def journal_url(text: str) -> str:
 
 
 def _batch_prepare(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning.cli.progress import stage_progress
     from device_provisioning.factory import batch
     from device_provisioning.factory import inputs as batch_input
 

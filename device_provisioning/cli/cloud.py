@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from device_provisioning import aws
-from device_provisioning.aws import codesign as aws_codesign
-from device_provisioning.aws import ota, registration
+from device_provisioning.cli import choices
 from device_provisioning.cli import fleet as fleet_cli
 from device_provisioning.cli.common import (
     AWS,
@@ -37,15 +35,17 @@ from device_provisioning.cli.common import (
     trust_family,
 )
 from device_provisioning.contract import StackOutput
-from device_provisioning.device import credentials
-from device_provisioning.device.project import FAMILIES as FIRMWARE_FAMILIES
 from device_provisioning.errors import InputFileError
-from device_provisioning.fleet.inventory import Inventory, check_app_version, inventory_for_certificate
-from device_provisioning.identity import codesign
+
+if TYPE_CHECKING:
+    from device_provisioning.aws import ota
+    from device_provisioning.fleet.inventory import Inventory
 
 
 def app_version(text: str) -> str:
     """An argparse type: a version a thing attribute can hold."""
+    from device_provisioning.fleet.inventory import check_app_version
+
     try:
         return check_app_version(text)
     except InputFileError as error:
@@ -53,6 +53,8 @@ def app_version(text: str) -> str:
 
 
 def _signer_profile(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning.aws import codesign as aws_codesign
+
     result = aws_codesign.put_signing_profile(connect_aws(args), args.name, args.certificate_arn)
     emit(out, args, [f"Signer profile {result.name} ({result.arn}) version {result.version}"], result.to_json())
     return 0
@@ -60,6 +62,8 @@ def _signer_profile(args: argparse.Namespace, out: TextIO) -> int:
 
 def _register_inventory(args: argparse.Namespace) -> Inventory | None:
     """What the device's image verifies updates with, from --code-verify-cert and --family/--project."""
+    from device_provisioning.fleet.inventory import inventory_for_certificate
+
     if args.code_verify_cert is None:
         if args.app_version:
             raise InputFileError("--app-version is part of the inventory: give --code-verify-cert too")
@@ -71,6 +75,9 @@ def _register_inventory(args: argparse.Namespace) -> Inventory | None:
 
 
 def _device_register(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning import aws
+    from device_provisioning.aws import registration
+
     inventory = _register_inventory(args)
     session = connect_aws(args)
     policy = args.policy or aws.stack_values(session, args.stage)[StackOutput.DEVICE_POLICY_NAME]
@@ -99,6 +106,8 @@ def _inventory_line(inventory: Inventory | None) -> str:
 
 def _trust(args: argparse.Namespace) -> ota.DeviceTrust | None:
     """The devices' certificate from the options, or None when none is given (the inventory decides)."""
+    from device_provisioning.aws import ota
+
     certificates = device_certificates(args, args.device_cert)
     if not certificates and not args.expect_fingerprint:
         return None
@@ -119,6 +128,10 @@ def _refuse_other_stages_targets(targets: ota.Targets, prefix: str | None, stage
 
 
 def _ota_create(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning import aws
+    from device_provisioning.aws import ota
+    from device_provisioning.identity import codesign
+
     session = connect_aws(args)
     trust = _trust(args)
     firmware_bytes = read_firmware(args.firmware)
@@ -170,6 +183,8 @@ def _ota_create(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _ota_status(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning.aws import ota
+
     if args.expect_version and not args.per_device:
         raise InputFileError("--expect-version is checked per device: add --per-device")
     status = ota.ota_status(
@@ -202,7 +217,9 @@ def _register_arguments(parser: argparse.ArgumentParser) -> None:
     inventory.add_argument(
         "--code-verify-cert", type=Path, help="the code-verification certificate the device's image holds"
     )
-    inventory.add_argument("--family", choices=FIRMWARE_FAMILIES, help="the firmware family (default: --project's)")
+    inventory.add_argument(
+        "--family", choices=choices.FIRMWARE_FAMILIES, help="the firmware family (default: --project's)"
+    )
     inventory.add_argument("--app-version", type=app_version, help="the app version the device is provisioned with")
 
 
@@ -216,9 +233,9 @@ def _ota_create_arguments(parser: argparse.ArgumentParser) -> None:
     add_kms_key(how)
     add_pkcs11_uri(how)
     add_pkcs11_module(parser)
-    parser.add_argument("--via", choices=ota.VIAS, default="ota-update")
-    parser.add_argument("--protocol", choices=ota.PROTOCOLS, default="mqtt")
-    parser.add_argument("--certfile", default=credentials.CODE_VERIFY_LABEL, help="certificate name on the device")
+    parser.add_argument("--via", choices=choices.VIAS, default="ota-update")
+    parser.add_argument("--protocol", choices=choices.PROTOCOLS, default="mqtt")
+    parser.add_argument("--certfile", default=choices.CODE_VERIFY_LABEL, help="certificate name on the device")
     parser.add_argument("--device-path", default="/device/firmware.bin", help="file path the device is told")
     parser.add_argument("--nvs", type=Path, help="pre-flight: the devices' NVS image")
     parser.add_argument("--embedded-in", type=Path, help="pre-flight: app image with the certificate compiled in")

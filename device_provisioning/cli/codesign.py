@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TextIO
 
-from device_provisioning.aws import codesign as aws_codesign
+from device_provisioning.cli import choices
 from device_provisioning.cli.common import (
     AWS,
     FAMILY,
@@ -24,12 +24,12 @@ from device_provisioning.cli.common import (
     split_list,
     trust_family,
 )
-from device_provisioning.device import embedded
 from device_provisioning.errors import ExitCode, InputFileError
-from device_provisioning.identity import codesign
 
 
 def _codesign_create(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning.identity import codesign
+
     signer = held_key_signer(args, generate=args.generate)
     if signer is not None:
         if args.passphrase_env:
@@ -73,6 +73,8 @@ def _codesign_create(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _codesign_csr(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning.identity import codesign
+
     files = codesign.create_signing_request(
         args.out, common_name=args.common_name, organization=args.organization, passphrase=passphrase(args)
     )
@@ -91,6 +93,8 @@ def _codesign_csr(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _codesign_import_cert(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning.identity import codesign
+
     files = codesign.import_issued_certificate(args.out, args.cert, passphrase=passphrase(args))
     fp = codesign.fingerprint(codesign.load_certificate_file(files.certificate))
     emit(
@@ -103,6 +107,8 @@ def _codesign_import_cert(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _codesign_show(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning.identity import codesign
+
     certificate = codesign.load_certificate_file(args.cert)
     key = codesign.load_private_key_file(args.key, passphrase(args)) if args.key else None
     summary = codesign.summarise(certificate, key=key)
@@ -123,7 +129,7 @@ def _codesign_show(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _codesign_rotate(args: argparse.Namespace, out: TextIO) -> int:
-    from device_provisioning.identity import rotation
+    from device_provisioning.identity import codesign, rotation
 
     old = codesign.load_certificate_file(args.from_cert)
     new = codesign.load_certificate_file(args.to_cert)
@@ -156,6 +162,9 @@ def _rotate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _codesign_install_embedded(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning.device import embedded
+    from device_provisioning.identity import codesign
+
     certificate = codesign.load_certificate_file(args.cert)
     codesign.require_usable(codesign.check_certificate(certificate), f"certificate {args.cert}")
     installed = embedded.install_embedded(args.project, certificate)
@@ -177,6 +186,9 @@ def _codesign_install_embedded(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _codesign_import(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning.aws import codesign as aws_codesign
+    from device_provisioning.identity import codesign
+
     certificate = codesign.load_certificate_file(args.cert)
     key = codesign.load_private_key_file(args.key, passphrase(args))
     imported = aws_codesign.import_code_signing_certificate(connect_aws(args), certificate, key)
@@ -191,7 +203,7 @@ def _codesign_import(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _identity_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--common-name", default=codesign.DEFAULT_COMMON_NAME)
+    parser.add_argument("--common-name", default=choices.DEFAULT_COMMON_NAME)
     parser.add_argument("--organization")
 
 
@@ -201,8 +213,8 @@ def _create_arguments(parser: argparse.ArgumentParser) -> None:
     _identity_options(parser)
     parser.add_argument(
         "--days",
-        type=bounded_int(1, codesign.MAX_DAYS),
-        default=codesign.DEFAULT_DAYS,
+        type=bounded_int(1, choices.MAX_DAYS),
+        default=choices.DEFAULT_DAYS,
         help="validity in days (default: 3650, a product's life; AWS Signer refuses expired certificates)",
     )
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any, TextIO
 
+from device_provisioning.cli import choices
 from device_provisioning.cli.common import (
     FORCE,
     NVS_KEYS,
@@ -21,10 +22,7 @@ from device_provisioning.cli.common import (
     nvs_family,
     refuse_existing_outputs,
 )
-from device_provisioning.device import credentials, nvs
 from device_provisioning.errors import InputFileError, NvsError, ProvisioningError
-from device_provisioning.files import read_bytes, refuse_overwriting_inputs, write_atomic
-from device_provisioning.identity import codesign
 
 
 def _partitions_show(args: argparse.Namespace, out: TextIO) -> int:
@@ -50,6 +48,10 @@ def _partitions_show(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning.device import credentials, nvs
+    from device_provisioning.files import refuse_overwriting_inputs, write_atomic
+    from device_provisioning.identity import codesign
+
     inputs = (args.partition_table, args.code_verify_cert, args.device_cert, args.device_key, args.claim_cert,
               args.claim_key, args.jitp_cert, args.nvs_keys)  # fmt: skip
     keys_out = Path(args.out).with_suffix(".nvs_keys.bin")
@@ -130,6 +132,10 @@ def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _nvs_show(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning.device import nvs
+    from device_provisioning.files import read_bytes
+    from device_provisioning.identity import codesign
+
     data = read_bytes(args.image, "NVS image")
     key = nvs_encryption_key(args)
     image = nvs.read_image(data, encryption_key=key, source=f"NVS image {args.image}")
@@ -178,10 +184,10 @@ def _show_table_arguments(parser: argparse.ArgumentParser) -> None:
 def _build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--family",
-        choices=credentials.FAMILIES,
+        choices=choices.NVS_FAMILIES,
         help="beta: NVS strings (PEM); pkcs11: NVS blobs (DER, or PEM+NUL) (default: the --project's)",
     )
-    parser.add_argument("--pkcs11-encoding", choices=credentials.PKCS11_ENCODINGS, default="der")
+    parser.add_argument("--pkcs11-encoding", choices=choices.PKCS11_ENCODINGS, default="der")
     parser.add_argument("--code-verify-cert", required=True, type=Path, help="the code-signing certificate (P11_CSK)")
     parser.add_argument("--device-cert", type=Path, help="device certificate (P11_Cert)")
     parser.add_argument("--device-key", type=Path, help="device private key (P11_Key)")

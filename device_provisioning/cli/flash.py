@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
+from device_provisioning.cli import choices
 from device_provisioning.cli.common import (
     FORCE,
     NO_STUB,
@@ -23,15 +24,17 @@ from device_provisioning.cli.common import (
     nvs_encryption_key,
     refuse_existing_outputs,
 )
-from device_provisioning.device import credentials, esp_build
 from device_provisioning.errors import InputFileError
-from device_provisioning.files import read_bytes, refuse_overwriting_inputs, write_atomic
-from device_provisioning.flashing import esptool_device, factory_image, layout
-from device_provisioning.identity import codesign
+
+if TYPE_CHECKING:
+    from device_provisioning.device import esp_build
+    from device_provisioning.flashing import layout
 
 
 def _build_dir(args: argparse.Namespace) -> Path | None:
     """``--build-dir``, else the ``--project``'s ``build/`` (unless ``--no-firmware``)."""
+    from device_provisioning.device import esp_build
+
     if args.build_dir or getattr(args, "no_firmware", False):
         return Path(args.build_dir) if args.build_dir else None
     derived = firmware_project(args)
@@ -46,6 +49,10 @@ def _build_dir(args: argparse.Namespace) -> Path | None:
 
 
 def _plan(args: argparse.Namespace, build: esp_build.EspBuild | None = None) -> layout.FlashPlan:
+    from device_provisioning.device import esp_build
+    from device_provisioning.files import read_bytes
+    from device_provisioning.flashing import layout
+
     table = load_table(args, args.partition_table)
     derived = firmware_project(args)
     directory = _build_dir(args) if build is None else None
@@ -62,6 +69,10 @@ def _plan(args: argparse.Namespace, build: esp_build.EspBuild | None = None) -> 
 
 
 def _flash(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning.device import credentials
+    from device_provisioning.flashing import esptool_device
+    from device_provisioning.identity import codesign
+
     plan = _plan(args)
     expected = codesign.load_certificate_file(args.code_verify_cert) if args.code_verify_cert else None
     report = esptool_device.flash_device(
@@ -97,6 +108,10 @@ def _flash(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _image_merge(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning.device import esp_build
+    from device_provisioning.files import refuse_overwriting_inputs, write_atomic
+    from device_provisioning.flashing import factory_image
+
     sidecar = Path(str(args.out) + ".json")
     build = esp_build.load_build(_build_dir(args) or "")
     for output in (args.out, sidecar):
@@ -116,6 +131,9 @@ def _image_merge(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _image_inspect(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning.files import read_bytes
+    from device_provisioning.flashing import factory_image
+
     report = factory_image.inspect_merged(read_bytes(args.image, "merged image"))
     lines = [f"partition table at 0x{report['table_offset']:x}, image {report['size']} bytes"]
     for p in report["partitions"]:
@@ -142,7 +160,7 @@ def _flash_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--verify",
-        choices=esptool_device.VERIFY_CHOICES,
+        choices=choices.VERIFY_CHOICES,
         default="md5",
         help="md5: the chip hashes what was written (fast); read-back: read the NVS partition back",
     )

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from device_provisioning import aws
-from device_provisioning.aws import ota
 from device_provisioning.cli.common import (
     AWS,
     PASSPHRASE,
@@ -23,13 +21,16 @@ from device_provisioning.cli.common import (
 )
 from device_provisioning.contract import StackOutput
 from device_provisioning.errors import InputFileError
-from device_provisioning.fleet import rollout
-from device_provisioning.fleet.inventory import group_members, read_inventory
-from device_provisioning.identity import codesign
-from device_provisioning.signing import DeviceCertificate
+
+if TYPE_CHECKING:
+    from device_provisioning.aws import ota
+    from device_provisioning.fleet import rollout
 
 
 def _fleet_show(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning import aws
+    from device_provisioning.fleet.inventory import group_members, read_inventory
+
     iot = connect_aws(args).client("iot")
     with aws.aws_errors(f"reading the fleet{f' of group {args.group}' if args.group else ''}"):
         things = group_members(iot, args.group) if args.group else None
@@ -52,6 +53,12 @@ def _fleet_show(args: argparse.Namespace, out: TextIO) -> int:
 
 def _rollout_context(args: argparse.Namespace, plan: rollout.RolloutPlan) -> rollout.RolloutContext:
     """Signing from the file; bucket, role and the group prefix from the stage's stacks."""
+    from device_provisioning import aws
+    from device_provisioning.aws import ota
+    from device_provisioning.fleet import rollout
+    from device_provisioning.identity import codesign
+    from device_provisioning.signing import DeviceCertificate
+
     session = connect_aws(args)
     signing_table = plan.signing
     signing: ota.SigningMode
@@ -86,6 +93,8 @@ def _rollout_context(args: argparse.Namespace, plan: rollout.RolloutPlan) -> rol
 
 
 def _ota_rollout(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning.fleet import rollout
+
     plan = rollout.load_rollout(args.file)
     firmware = read_firmware(plan.firmware)
     context = _rollout_context(args, plan)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-from device_provisioning.factory.batch import ProgressCallback
+if TYPE_CHECKING:
+    from device_provisioning.factory.batch import ProgressCallback
 
 
 @contextlib.contextmanager

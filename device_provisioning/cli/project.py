@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import TextIO
 
 from device_provisioning.cli.common import TABLE_OFFSET, Command, CommandGroup, emit
-from device_provisioning.device import project
 
 
 def _project_show(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning.device import project
+
     derived = project.load_project(args.project, table_offset=args.table_offset)
     profile = derived.to_json()
     ota = profile["ota"]

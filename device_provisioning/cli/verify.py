@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from device_provisioning import doctor, signing
 from device_provisioning.cli.common import (
     AWS,
     DEVICE_LIMITS,
@@ -33,13 +32,17 @@ from device_provisioning.cli.common import (
     status,
     trust_family,
 )
-from device_provisioning.doctor import cloud
 from device_provisioning.errors import InputFileError
-from device_provisioning.files import read_bytes, refuse_overwriting_inputs, write_atomic
-from device_provisioning.identity import codesign
+
+if TYPE_CHECKING:
+    from device_provisioning.doctor import cloud
 
 
 def _sign(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning import signing
+    from device_provisioning.files import refuse_overwriting_inputs, write_atomic
+    from device_provisioning.identity import codesign
+
     refuse_overwriting_inputs(args.out, args.key, args.firmware)
     refuse_existing_outputs(args, args.out)
     firmware = read_firmware(args.firmware)
@@ -57,6 +60,8 @@ def _sign(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _verify(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning import signing
+
     firmware = read_firmware(args.firmware)
     signature = signing.load_signature(args.signature)
     candidates = device_certificates(args, args.cert)
@@ -84,6 +89,10 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _doctor(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning import doctor
+    from device_provisioning.doctor import cloud
+    from device_provisioning.files import read_bytes
+
     if args.log == "-":
         lines = sys.stdin.read().splitlines()
     else:
@@ -118,6 +127,9 @@ def _doctor(args: argparse.Namespace, out: TextIO) -> int:
 
 def _held_certificate(args: argparse.Namespace) -> cloud.HeldCertificate | None:
     """The code-verification certificate the device holds, from --batch (with --thing) or --nvs."""
+    from device_provisioning.doctor import cloud
+    from device_provisioning.files import read_bytes
+
     if args.batch and args.nvs:
         raise InputFileError("give --batch or --nvs, not both")
     if args.batch:

@@ -1,0 +1,199 @@
+"""Readers of the options commands share: the --project profile, tables, families, keys, AWS and firmware.
+
+Each imports the library modules it needs when called, so that building the command line loads none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from device_provisioning.errors import InputFileError
+
+if TYPE_CHECKING:
+    from device_provisioning import aws, signing
+    from device_provisioning.device import ota_limits, partition_table, project
+    from device_provisioning.identity.signers import CodeSigner
+
+
+def firmware_project(args: argparse.Namespace) -> project.ProjectProfile | None:
+    """The ``--project`` profile (read once per command), or ``None`` without ``--project``."""
+    from device_provisioning.device import project
+
+    directory = getattr(args, "project", None)
+    if directory is None:
+        return None
+    cached = getattr(args, "_project_profile", None)
+    if cached is None:
+        cached = project.load_project(directory, table_offset=getattr(args, "table_offset", None))
+        args._project_profile = cached
+    return cached
+
+
+def device_limits(args: argparse.Namespace) -> ota_limits.DeviceLimits:
+    """The OTA agent's limits from the options, else from the project, else the OTA library's defaults."""
+    from device_provisioning.device import ota_limits
+
+    derived = firmware_project(args)
+    base = derived.limits() if derived else ota_limits.DeviceLimits()
+    return ota_limits.DeviceLimits(
+        args.ota_block_size or base.block_size,
+        args.ota_bitmap_bytes or base.bitmap_bytes,
+        args.device_protocols or base.protocols,
+        base.app_partition_size,
+    )
+
+
+def load_table(args: argparse.Namespace, path: Path | None) -> partition_table.PartitionTable:
+    """The partition table at ``path`` (else the project's), placed as the project's build places it."""
+    from device_provisioning.device import partition_table
+
+    derived = firmware_project(args)
+    if path is None:
+        if derived is None:
+            raise InputFileError("give --partition-table CSV|BIN or --project DIR (the firmware project)")
+        return derived.table
+    offset = getattr(args, "table_offset", None)
+    if offset is None:
+        offset = derived.table_offset if derived else partition_table.DEFAULT_TABLE_OFFSET
+    return partition_table.load(path, offset)
+
+
+def trust_family(args: argparse.Namespace) -> str | None:
+    """The firmware family for the pre-flight: ``--family``, else the project's (``embedded`` included)."""
+    derived = firmware_project(args)
+    return args.family or (derived.family if derived else None)
+
+
+def nvs_family(args: argparse.Namespace) -> str:
+    """How the firmware reads P11_CSK from NVS: ``--family``, else the project's; refuses firmware that never does."""
+    if args.family:
+        return str(args.family)
+    derived = firmware_project(args)
+    if derived is None:
+        raise InputFileError("give --family beta|pkcs11 (how the firmware reads the certificate) or --project DIR")
+    if derived.family == "embedded":
+        where = next(e.source for e in derived.evidence if e.setting == "family")
+        raise InputFileError(
+            f"{derived.directory}: this firmware verifies updates with the certificate compiled into the app "
+            f"({where}) and never reads P11_CSK from NVS; install it with `codesign install-embedded --project "
+            f"{derived.directory}` and check the built app (verify --embedded-in), or pass --family to override"
+        )
+    if derived.family is None:
+        raise InputFileError(
+            f"{derived.directory}: the firmware family could not be told from the project; pass --family beta|pkcs11"
+        )
+    return derived.family
+
+
+def refuse_existing_outputs(args: argparse.Namespace, *outputs: Path) -> None:
+    """An existing output is replaced only with ``--force`` (it may be the only copy of an image or signature)."""
+    from device_provisioning.files import refuse_existing
+
+    if not getattr(args, "force", False):
+        refuse_existing(*outputs, hint="pass --force to replace, or choose another --out")
+
+
+def passphrase(args: argparse.Namespace) -> bytes | None:
+    """Passphrases come from an environment variable, never from argv (visible in `ps`)."""
+    variable = getattr(args, "passphrase_env", None)
+    if not variable:
+        return None
+    value = os.environ.get(variable)
+    if not value:
+        raise InputFileError(f"--passphrase-env {variable}: the variable is not set or empty")
+    return value.encode()
+
+
+def nvs_encryption_key(args: argparse.Namespace) -> bytes | None:
+    """The NVS encryption key from ``--nvs-keys`` (an nvs_keys partition image), if given."""
+    from device_provisioning.device import nvs
+    from device_provisioning.files import read_bytes
+
+    path = getattr(args, "nvs_keys", None)
+    if path is None:
+        return None
+    return nvs.key_from_keys_partition(read_bytes(path, "NVS keys"))
+
+
+def connect_aws(args: argparse.Namespace) -> aws.Aws:
+    """A session from the command's ``--profile``/``--region``."""
+    from device_provisioning import aws
+
+    return aws.connect(profile=args.profile, region=args.region, endpoint_url=getattr(args, "endpoint_url", None))
+
+
+def held_key_signer(args: argparse.Namespace, *, generate: bool = False) -> CodeSigner | None:
+    """The signer of a key this tool never reads: ``--kms-key`` (AWS KMS) or ``--pkcs11-uri`` (a token)."""
+    kms_key, uri = getattr(args, "kms_key", None), getattr(args, "pkcs11_uri", None)
+    if kms_key and uri:
+        raise InputFileError("give --kms-key or --pkcs11-uri, not both")
+    if getattr(args, "pkcs11_module", None) and not uri:
+        raise InputFileError("--pkcs11-module goes with --pkcs11-uri (the key in that module's token)")
+    if kms_key:
+        from device_provisioning.aws.kms import kms_signer
+
+        return kms_signer(connect_aws(args), kms_key)
+    if uri:
+        from device_provisioning.identity.pkcs11_signer import open_signer
+
+        module = getattr(args, "pkcs11_module", None)
+        signer = open_signer(uri, module=str(module) if module else None, generate=generate)
+        cleanup = getattr(args, "cleanup", None)
+        if cleanup is not None:
+            cleanup.callback(signer.close)  # log out of the token when the command ends
+        return signer
+    if generate:
+        raise InputFileError("--generate creates the key in a token: give --pkcs11-uri")
+    return None
+
+
+def read_firmware(path: Path) -> bytes:
+    """The app image to sign, verify or ship, checked as ESP-IDF's bootloader will check it."""
+    from device_provisioning.device import app_image
+    from device_provisioning.files import read_bytes
+
+    data = read_bytes(path, "firmware")
+    app_image.check_app_image(data, f"firmware {path}")
+    return data
+
+
+def split_list(text: str | None) -> tuple[str, ...]:
+    """``a, b,,c`` -> ``("a", "b", "c")``."""
+    return tuple(item.strip() for item in (text or "").split(",") if item.strip())
+
+
+def device_certificates(args: argparse.Namespace, certificate_file: Path | None) -> list[signing.DeviceCertificate]:
+    """The certificate(s) the devices verify with, from --nvs/--family, --embedded-in and a certificate file."""
+    from device_provisioning import signing
+    from device_provisioning.files import read_bytes
+    from device_provisioning.identity import codesign
+
+    found: list[signing.DeviceCertificate] = []
+    if getattr(args, "nvs_keys", None) and not args.nvs:
+        raise InputFileError("--nvs-keys decrypts the --nvs image: give --nvs too, or leave --nvs-keys out")
+    if args.nvs:
+        family = nvs_family(args)
+        image = read_bytes(args.nvs, "NVS image")
+        found.append(
+            signing.certificate_from_nvs(image, family, source=str(args.nvs), encryption_key=nvs_encryption_key(args))
+        )
+    if args.embedded_in:
+        app = read_bytes(args.embedded_in, "app image")
+        found += signing.certificates_embedded_in(app, source=str(args.embedded_in))
+    if certificate_file:
+        certificate = codesign.load_certificate_file(certificate_file)
+        found.append(signing.DeviceCertificate(certificate, f"certificate {certificate_file}"))
+    derived = firmware_project(args)
+    if not found and derived is not None and derived.family == "embedded" and not args.family:
+        # Master/LTS firmware verifies with the certificate compiled into the running app: the project's build.
+        built_app = derived.built_app()
+        if built_app is None:
+            raise InputFileError(
+                f"{derived.directory}: no built app in build/ to read the compiled-in certificate from; run "
+                "`idf.py build` or pass --embedded-in APP.bin"
+            )
+        found += signing.certificates_embedded_in(read_bytes(built_app, "app image"), source=str(built_app))
+    return found
