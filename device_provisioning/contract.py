@@ -58,6 +58,9 @@ PROVISIONED_THING_PREFIX = "{stage}-esp32-"
 CERTIFICATE_ATTRIBUTE = "codeVerifySha256"
 FAMILY_ATTRIBUTE = "otaFamily"
 VERSION_ATTRIBUTE = "appVersion"
+# A device's stable rollout bucket, 0-99 (SHA-256 of its thing name): a rollout stage is a range of buckets,
+# targeted through a dynamic thing group over fleet indexing. A fourth attribute: it needs the thing type.
+ROLLOUT_BUCKET_ATTRIBUTE = "rolloutBucket"
 INVENTORY_ATTRIBUTE_PARAMETERS = {
     CERTIFICATE_ATTRIBUTE: "CodeVerifySha256",
     FAMILY_ATTRIBUTE: "OtaFamily",

@@ -18,7 +18,12 @@ corrects moto's IoT backend before the server starts (:func:`correct_moto`):
   through KMS rests on it;
 - IoT Jobs (:mod:`devtools.local_jobs`): jobs on thing groups reach each member, a job's progress is
   counted, abort criteria apply, and devices can update their executions (UpdateJobExecution): fleet
-  rollouts and their gates rest on it.
+  rollouts and their gates rest on it;
+- the registry at fleet scale (:mod:`devtools.local_registry`): things and groups found by name in
+  constant time, ListThingsInThingGroup and ListJobExecutionsForJob paged as AWS pages them, and every
+  call counted (:func:`devtools.local_registry.call_counts`);
+- fleet indexing (:mod:`devtools.local_index`): SearchIndex, GetBucketsAggregation and dynamic thing
+  groups over the query syntax AWS documents.
 """
 
 from __future__ import annotations
@@ -45,8 +50,10 @@ from moto.kms import exceptions as kms_exceptions
 from moto.kms import responses as kms_responses
 from moto.server import ThreadedMotoServer
 
+from devtools.local_index import add_index_stand_ins
 from devtools.local_jobs import add_jobs_corrections
 from devtools.local_ota import add_ota_stand_ins
+from devtools.local_registry import add_registry_corrections
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's fixed account id
@@ -126,6 +133,8 @@ def correct_moto() -> None:
     kms_responses.KmsResponse.sign = _kms_sign  # type: ignore[method-assign]
     add_ota_stand_ins()
     add_jobs_corrections()
+    add_registry_corrections()
+    add_index_stand_ins()
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,8 @@ from moto.iot import models as iot_models
 from moto.iot import responses as iot_responses
 from moto.moto_server import werkzeug_app
 
+from devtools.local_registry import forget_job, group_members, job_index
+
 # AWS: "The total number of targets associated with a job must not exceed 100."
 MAX_JOB_TARGETS = 100
 TERMINAL = ("SUCCEEDED", "FAILED", "REJECTED", "TIMED_OUT", "REMOVED", "CANCELED")
@@ -50,19 +52,6 @@ _moto_create_job = iot_models.IoTBackend.create_job
 _moto_get_action = iot_responses.IoTResponse._get_action
 
 
-def _group_members(backend: Any, group_name: str, seen: set[str]) -> list[Any]:
-    """The things of a group and of its child groups (AWS targets them all)."""
-    if group_name in seen:
-        return []
-    seen.add(group_name)
-    group = backend.describe_thing_group(group_name)
-    members = list(group.things.values())
-    for child in backend.thing_groups.values():
-        if child.parent_group_name == group_name:
-            members += _group_members(backend, child.thing_group_name, seen)
-    return members
-
-
 def _create_job(self: Any, job_id: str, targets: list[str], *args: Any, **kwargs: Any) -> Any:
     if len(targets) > MAX_JOB_TARGETS:
         raise iot_exceptions.InvalidRequestException(f"a job has at most {MAX_JOB_TARGETS} targets")
@@ -74,24 +63,27 @@ def _create_job(self: Any, job_id: str, targets: list[str], *args: Any, **kwargs
             continue
         group_name = arn.rsplit("/", 1)[1]
         self.job_executions.pop((job_id, group_name), None)
-        for thing in _group_members(self, group_name, set()):
+        # A static group's members and its child groups' (AWS targets them all); a dynamic group's
+        # members are the things its query matches.
+        for thing in group_members(self, group_name, recursive=True):
             if (job_id, thing.thing_name) not in self.job_executions:
                 self.job_executions[(job_id, thing.thing_name)] = iot_models.FakeJobExecution(job_id, thing.arn)
+    forget_job(self, job_id)
     for execution in _executions(self, job_id):
         execution.started_at = None
         execution.execution_number = 1
         execution.version_number = 1
     job = self.jobs[job_id]
     job.status = "IN_PROGRESS"
-    _refresh(self, job)
+    refresh_job(self, job)
     return result
 
 
 def _executions(backend: Any, job_id: str) -> list[Any]:
-    return [execution for (owner, _), execution in backend.job_executions.items() if owner == job_id]
+    return list(job_index(backend, job_id).values())
 
 
-def _refresh(backend: Any, job: Any) -> None:
+def refresh_job(backend: Any, job: Any) -> None:
     """Count the job's executions by status; apply its abort criteria; complete a finished snapshot job."""
     executions = _executions(backend, job.job_id)
     counts = dict.fromkeys(_COUNTS.values(), 0)
@@ -106,7 +98,7 @@ def _refresh(backend: Any, job: Any) -> None:
         for execution in executions:
             if execution.status not in TERMINAL:
                 execution.status = "CANCELED"
-        _refresh(backend, job)
+        refresh_job(backend, job)
         return
     if job.target_selection != "CONTINUOUS" and executions and all(e.status in TERMINAL for e in executions):
         job.status = "COMPLETED"
@@ -165,7 +157,7 @@ def _device_update_job_execution(self: Any) -> str:
         execution.started_at = now
     execution.status, execution.last_updated_at = status, now
     execution.version_number += 1
-    _refresh(backend, backend.jobs[job_id])
+    refresh_job(backend, backend.jobs[job_id])
     answer: dict[str, Any] = {}
     if body.get("includeJobExecutionState"):
         answer["executionState"] = {

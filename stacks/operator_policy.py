@@ -59,8 +59,18 @@ class OtaOperatorPolicy(Construct):
                     "iot:CreateThingGroup",
                     "iot:DeleteThingGroup",
                     "iot:AddThingToThingGroup",
+                    # With fleet indexing: a stage, or the accepting devices, as a dynamic group of this stage.
+                    "iot:CreateDynamicThingGroup",
+                    "iot:DeleteDynamicThingGroup",
                 ],
                 resources=targets,
+            ),
+            iam.PolicyStatement(
+                # With fleet indexing the pre-flight counts cohorts and names rejecting devices from the index
+                # (read only; the account's one thing index cannot be confined to this stage's things).
+                sid="QueryFleetIndex",
+                actions=["iot:SearchIndex", "iot:GetBucketsAggregation"],
+                resources=[iot_arn(self, "index", "AWS_Things")],
             ),
             iam.PolicyStatement(
                 sid="ListFirmwareVersions",
@@ -94,7 +104,15 @@ class OtaOperatorPolicy(Construct):
                 sid="ListOtaUpdates",
                 # List calls have no resource-level permissions in IAM.
                 # ListThings reads the fleet inventory (thing attributes) in one pass.
-                actions=["iot:ListOTAUpdates", "iot:ListJobs", "iot:ListStreams", "iot:ListThings"],
+                # ListThingGroups finds a group's children; GetIndexingConfiguration whether the index answers.
+                actions=[
+                    "iot:ListOTAUpdates",
+                    "iot:ListJobs",
+                    "iot:ListStreams",
+                    "iot:ListThings",
+                    "iot:ListThingGroups",
+                    "iot:GetIndexingConfiguration",
+                ],
                 resources=["*"],
             ),
             iam.PolicyStatement(

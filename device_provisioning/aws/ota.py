@@ -8,11 +8,10 @@ model and the requests themselves are in :mod:`device_provisioning.aws.ota_reque
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 from device_provisioning import signing
@@ -37,6 +36,7 @@ from device_provisioning.aws.ota_request import (
     ota_update_request,
     rollout_arguments,
 )
+from device_provisioning.aws.ota_status import ExecutionStatus, OtaStatus, ota_status
 from device_provisioning.aws.preflight import (
     DeviceTrust,
     certfile_checks,
@@ -47,9 +47,8 @@ from device_provisioning.aws.session import Aws, aws_errors, best_effort
 from device_provisioning.contract import OTA_STREAM_PREFIX
 from device_provisioning.device.ota_limits import DeviceLimits, check_job_document_size
 from device_provisioning.errors import AwsError, InputFileError, VerificationFailed
-from device_provisioning.fleet.inventory import read_inventory, resolve_things
-from device_provisioning.fleet.preflight import UNKNOWN_REFUSED, FleetPreflight, Judge, Verdict, judge_fleet
-from device_provisioning.fleet.status import DeviceExecution, execution_of, job_counts
+from device_provisioning.fleet.preflight import UNKNOWN_REFUSED, FleetPreflight, Judge, Verdict
+from device_provisioning.fleet.targets import exclusion_targets, judge_targets
 from device_provisioning.identity import codesign
 
 __all__ = [
@@ -58,6 +57,7 @@ __all__ = [
     "VIAS",
     "DeviceLimits",
     "DeviceTrust",
+    "ExecutionStatus",
     "FleetCheck",
     "LocalKeySigning",
     "OtaRequest",
@@ -116,39 +116,6 @@ class OtaResult:
             "job_document": self.document,
             "fleet": self.fleet.to_json() if self.fleet else None,
         }
-
-
-@dataclass(frozen=True)
-class ExecutionStatus:
-    """One thing's job execution status."""
-
-    thing: str
-    status: str
-
-
-@dataclass(frozen=True)
-class OtaStatus:
-    """An OTA update's job status and each targeted thing's execution status."""
-
-    ota_id: str
-    job_id: str | None
-    status: str | None
-    executions: tuple[ExecutionStatus, ...]
-    # With per_device: each target's execution, what its agent reported, and any call-out.
-    devices: tuple[DeviceExecution, ...] = ()
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        answer: dict[str, Any] = {
-            "ota_id": self.ota_id,
-            "job_id": self.job_id,
-            "status": self.status,
-            "counts": self.counts,
-            "executions": [{"thing": e.thing, "status": e.status} for e in self.executions],
-        }
-        if self.devices:
-            answer["devices"] = [device.to_json() for device in self.devices]
-        return answer
 
 
 def _resolve_targets(iot: Any, targets: Targets) -> list[str]:
@@ -231,21 +198,19 @@ def _signer_judge(request: OtaRequest, signer_certificate: Any) -> Judge:
 def _judge_targets(
     iot: Any, request: OtaRequest, fleet: FleetCheck, judge: Judge
 ) -> tuple[FleetPreflight, dict[str, str]]:
-    """Every target device's verdict, by cohort (nothing raised for rejecting devices), and each one's ARN."""
-    things = resolve_things(iot, request.targets.things, request.targets.thing_groups)
+    """Every target device's verdict, by cohort (nothing raised for rejecting devices), and ARNs where read."""
     unknown = UNKNOWN_REFUSED
     if fleet.accept_unknown:
         checked = "checked against the given device certificate" if request.trust else "not verified"
         unknown = Verdict(True, f"no inventory recorded; accepted with --accept-unknown ({checked})")
-    devices = read_inventory(iot, things)
-    return judge_fleet(devices, judge, unknown=unknown), {device.thing: device.arn for device in devices}
+    return judge_targets(iot, request.targets.things, request.targets.thing_groups, judge, unknown)
 
 
 def _require_acceptance(result: FleetPreflight, fleet: FleetCheck) -> None:
     """Refuse (naming every device and why) unless all accept, or the rest may be excluded."""
     if result.rejecting and not fleet.exclude_rejecting:
         raise VerificationFailed(result.refusal())
-    if not result.accepting:
+    if not result.accepting_count:
         raise VerificationFailed(f"fleet pre-flight: none of the {result.devices} target device(s) would accept it")
 
 
@@ -262,23 +227,6 @@ def fleet_preflight(aws: Aws, request: OtaRequest) -> tuple[list[str], FleetPref
         _resolve_targets(iot, request.targets)
     with aws_errors("reading the targets' inventory"):
         return checks, _judge_targets(iot, request, request.fleet or FleetCheck(), judge)[0]
-
-
-# AWS: "The total number of targets associated with a job must not exceed 100."
-MAX_JOB_TARGETS = 100
-
-
-def _accepting_targets(
-    iot: Any, things: list[str], arns: dict[str, str], group_name: str, undo: contextlib.ExitStack
-) -> list[str]:
-    """Target ARNs for exactly these things: each thing's (up to 100), else a static group of them (made here)."""
-    if len(things) <= MAX_JOB_TARGETS:
-        return [arns[thing] for thing in things]
-    arn = iot.create_thing_group(thingGroupName=group_name)["thingGroupArn"]
-    undo.callback(best_effort, iot.delete_thing_group, thingGroupName=group_name)
-    for thing in things:
-        iot.add_thing_to_thing_group(thingGroupName=group_name, thingName=thing)
-    return [arn]
 
 
 def create_ota(aws: Aws, request: OtaRequest, *, poll_seconds: float = 2.0) -> OtaResult:
@@ -335,7 +283,9 @@ def create_ota(aws: Aws, request: OtaRequest, *, poll_seconds: float = 2.0) -> O
         if fleet is not None and fleet.rejecting:
             with aws_errors("targeting the accepting devices"):
                 group = f"{request.fleet.target_group_prefix if request.fleet else ''}ota-{ota_id}"
-                target_arns = _accepting_targets(iot, fleet.accepting, thing_arns, group, undo)
+                target_arns, continuous = exclusion_targets(iot, fleet, thing_arns, group, undo)
+            if continuous:  # a dynamic group: AWS recommends a continuous job
+                request = replace(request, rollout=replace(request.rollout, continuous=True))
         with aws_errors(f"uploading firmware to s3://{request.bucket}/{key}"):
             version_id = s3.put_object(Bucket=request.bucket, Key=key, Body=request.firmware)["VersionId"]
         firmware = FirmwareObject(request.bucket, key, version_id)
@@ -394,50 +344,6 @@ def _wait_for_ota_update(iot: Any, ota_id: str, poll_seconds: float) -> dict[str
         if time.monotonic() > deadline:
             return info  # still being created: kept, and `ota status` follows it from here
         time.sleep(poll_seconds)
-
-
-def ota_status(
-    aws: Aws,
-    ota_id: str,
-    *,
-    per_device: bool = False,
-    expected_version: str | None = None,
-    now: dt.datetime | None = None,
-) -> OtaStatus:
-    """The job's status and each thing's execution status, for a job id or an OTA update id.
-
-    ``per_device`` reads each execution's status details (one DescribeJobExecution per device) and decodes
-    what the OTA agent reported; ``expected_version`` is the version the image carries, so a device that
-    reports SUCCEEDED with another version is called out.
-    """
-    iot = aws.client("iot")
-    with aws_errors(f"reading OTA {ota_id}"):
-        job_id = ota_id
-        try:
-            job = iot.describe_job(jobId=job_id)["job"]
-        except iot.exceptions.ResourceNotFoundException:
-            info = iot.get_ota_update(otaUpdateId=ota_id)["otaUpdateInfo"]
-            job_id = info.get("awsIotJobId") or ""
-            if not job_id:
-                return OtaStatus(ota_id, None, info.get("otaUpdateStatus"), ())
-            job = iot.describe_job(jobId=job_id)["job"]
-        executions = [
-            ExecutionStatus(summary["thingArn"].rsplit("/", 1)[-1], summary["jobExecutionSummary"]["status"])
-            for page in iot.get_paginator("list_job_executions_for_job").paginate(jobId=job_id)
-            for summary in page.get("executionSummaries", [])
-        ]
-        devices: tuple[DeviceExecution, ...] = ()
-        if per_device:
-            moment = now or dt.datetime.now(dt.UTC)
-            devices = tuple(
-                execution_of(
-                    iot.describe_job_execution(jobId=job_id, thingName=e.thing)["execution"],
-                    expected_version=expected_version,
-                    now=moment,
-                )
-                for e in executions
-            )
-    return OtaStatus(ota_id, job_id, job.get("status"), tuple(executions), devices, job_counts(job))
 
 
 def fetch_job_document(aws: Aws, job_id: str) -> dict[str, Any]:

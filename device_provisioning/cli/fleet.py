@@ -29,12 +29,15 @@ if TYPE_CHECKING:
 
 def _fleet_show(args: argparse.Namespace, out: TextIO) -> int:
     from device_provisioning import aws
-    from device_provisioning.fleet.inventory import group_members, read_inventory
+    from device_provisioning.fleet import index
+    from device_provisioning.fleet.inventory import group_members, read_indexed, read_inventory
 
     iot = connect_aws(args).client("iot")
     with aws.aws_errors(f"reading the fleet{f' of group {args.group}' if args.group else ''}"):
-        things = group_members(iot, args.group) if args.group else None
-        devices = read_inventory(iot, things)
+        if index.indexing_on(iot):  # SearchIndex: the group's devices with their attributes, 100 a call
+            devices = read_indexed(iot, index.targets_query(iot, (), (args.group,)) if args.group else "*")
+        else:  # the group's members, 250 a call, then their attributes
+            devices = read_inventory(iot, group_members(iot, args.group) if args.group else None)
     lines = [f"{'thing':<40} {'family':<9} {'code-verification certificate':<30} app version"]
     for device in devices:
         inventory = device.inventory
@@ -106,6 +109,7 @@ def _ota_rollout(args: argparse.Namespace, out: TextIO) -> int:
     lines = [f"rollout      {plan.name}: image sha256 {report.firmware_sha256[:16]}…, via {plan.via}/{plan.protocol}"]
     lines += [f"pre-flight   {line}" for line in report.preflight.summary()]
     lines += [f"excluded     {thing}: {reason}" for thing, reason in report.preflight.rejecting]
+    lines += [f"WARNING      {warning}" for warning in report.warnings]
     for stage, state in zip(plan.stages, report.stages, strict=True):
         lines.append(
             f"stage        {state.name:<10} {state.devices:>5} device(s) group {state.thing_group} "
@@ -121,6 +125,7 @@ def _ota_rollout(args: argparse.Namespace, out: TextIO) -> int:
         lines.append(f"created      {report.created}; re-run `ota rollout apply` once its gate is met")
     elif report.complete:
         lines.append("complete     every stage passed its gate")
+        lines += [f"cleaned up   thing group {group} (deleted: its devices are free again)" for group in report.cleaned]
     elif report.halted:
         lines.append("halted       a stage failed its gate: fix the cause (ota status JOB --per-device), then re-run")
     emit(out, args, lines, report.to_json())

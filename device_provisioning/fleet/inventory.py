@@ -21,6 +21,8 @@ from typing import Any
 from device_provisioning.contract import CERTIFICATE_ATTRIBUTE, FAMILY_ATTRIBUTE, VERSION_ATTRIBUTE
 from device_provisioning.device.project import FAMILIES
 from device_provisioning.errors import InputFileError
+from device_provisioning.fleet import index
+from device_provisioning.fleet.index import LIST_PAGE
 from device_provisioning.identity import codesign
 
 # The OTA agent's AppVersion32: major and minor are 8 bits, build 16 bits.
@@ -99,11 +101,13 @@ def record_inventory(iot: Any, thing: str, inventory: Inventory) -> None:
 
 @dataclass(frozen=True)
 class FleetDevice:
-    """A thing of the fleet, its ARN (what a job targets), and its recorded inventory (None: nothing recorded)."""
+    """A thing of the fleet, its ARN (what a job targets; None when read from the index), and its recorded
+    inventory (None: nothing recorded); ``groups``: the static groups it belongs to, where known."""
 
     thing: str
-    arn: str
+    arn: str | None
     inventory: Inventory | None
+    groups: tuple[str, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"thing": self.thing, **(self.inventory.to_json() if self.inventory else {"inventory": None})}
@@ -111,7 +115,9 @@ class FleetDevice:
 
 def group_members(iot: Any, group: str) -> list[str]:
     """The things of a thing group and its child groups (paginated), in the order AWS lists them."""
-    pages = iot.get_paginator("list_things_in_thing_group").paginate(thingGroupName=group, recursive=True)
+    pages = iot.get_paginator("list_things_in_thing_group").paginate(
+        thingGroupName=group, recursive=True, PaginationConfig={"PageSize": LIST_PAGE}
+    )
     return list(dict.fromkeys(name for page in pages for name in page.get("things", [])))
 
 
@@ -138,7 +144,7 @@ def read_inventory(iot: Any, things: Iterable[str] | None = None) -> list[FleetD
             except iot.exceptions.ResourceNotFoundException:
                 raise InputFileError(f"thing {name!r} does not exist; register it first") from None
     else:
-        for page in iot.get_paginator("list_things").paginate(PaginationConfig={"PageSize": 250}):
+        for page in iot.get_paginator("list_things").paginate(PaginationConfig={"PageSize": LIST_PAGE}):
             for thing in page.get("things", []):
                 found[thing["thingName"]] = thing
     names = sorted(found) if wanted is None else wanted
@@ -148,4 +154,17 @@ def read_inventory(iot: Any, things: Iterable[str] | None = None) -> list[FleetD
     return [
         FleetDevice(name, found[name]["thingArn"], Inventory.from_attributes(found[name].get("attributes") or {}))
         for name in names
+    ]
+
+
+def read_indexed(iot: Any, query: str) -> list[FleetDevice]:
+    """The inventory of every thing a fleet-indexing query matches (SearchIndex, 100 things a call)."""
+    return [
+        FleetDevice(
+            document["thingName"],
+            None,
+            Inventory.from_attributes(document.get("attributes") or {}),
+            tuple(document.get("thingGroupNames") or ()),
+        )
+        for document in index.search(iot, query)
     ]

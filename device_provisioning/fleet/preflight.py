@@ -29,18 +29,27 @@ Judge = Callable[[str, str], Verdict]
 
 @dataclass(frozen=True)
 class Cohort:
-    """Devices that decide alike: one family and certificate (both None: no inventory recorded)."""
+    """Devices that decide alike: one family and certificate (both None: no inventory recorded).
+
+    ``things`` names them; from the fleet index only rejecting cohorts are named (``count`` says how many
+    devices a cohort has, ``query`` which they are)."""
 
     family: str | None
     code_verify_sha256: str | None
     things: tuple[str, ...]
     verdict: Verdict
+    count: int | None = None
+    query: str | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.things) if self.count is None else self.count
 
     def to_json(self) -> dict[str, Any]:
         return {
             "family": self.family,
             "code_verify_sha256": self.code_verify_sha256,
-            "devices": len(self.things),
+            "devices": self.size,
             "accepts": self.verdict.accepts,
             "reason": self.verdict.reason,
         }
@@ -48,13 +57,20 @@ class Cohort:
 
 @dataclass(frozen=True)
 class FleetPreflight:
-    """Every target device's fate, by cohort."""
+    """Every target device's fate, by cohort; ``accepting_query``: the accepting devices as a fleet-indexing
+    query (set when the cohorts were read from the index: then accepting cohorts are counted, not named)."""
 
     cohorts: tuple[Cohort, ...]
+    accepting_query: str | None = None
 
     @property
     def accepting(self) -> list[str]:
+        """The accepting devices' names (read from the registry; from the index: see ``accepting_query``)."""
         return [thing for cohort in self.cohorts if cohort.verdict.accepts for thing in cohort.things]
+
+    @property
+    def accepting_count(self) -> int:
+        return sum(cohort.size for cohort in self.cohorts if cohort.verdict.accepts)
 
     @property
     def rejecting(self) -> list[tuple[str, str]]:
@@ -68,7 +84,7 @@ class FleetPreflight:
 
     @property
     def devices(self) -> int:
-        return sum(len(cohort.things) for cohort in self.cohorts)
+        return sum(cohort.size for cohort in self.cohorts)
 
     def summary(self) -> list[str]:
         """One line per cohort: how many devices, what they hold, the verdict."""
@@ -80,7 +96,7 @@ class FleetPreflight:
                 else "no inventory recorded"
             )
             verdict = "accept" if cohort.verdict.accepts else "REJECT"
-            lines.append(f"{len(cohort.things)} device(s) ({held}): {verdict}: {cohort.verdict.reason}")
+            lines.append(f"{cohort.size} device(s) ({held}): {verdict}: {cohort.verdict.reason}")
         return lines
 
     def refusal(self) -> str:
@@ -97,7 +113,7 @@ class FleetPreflight:
     def to_json(self) -> dict[str, Any]:
         return {
             "devices": self.devices,
-            "accepting": len(self.accepting),
+            "accepting": self.accepting_count,
             "cohorts": [cohort.to_json() for cohort in self.cohorts],
             "rejecting": [{"thing": thing, "reason": reason} for thing, reason in self.rejecting],
         }
@@ -119,6 +135,9 @@ def judge_fleet(devices: Sequence[FleetDevice], judge: Judge, *, unknown: Verdic
     for (family, fingerprint), things in groups.items():
         verdict = judge(family, fingerprint) if family is not None and fingerprint is not None else unknown
         cohorts.append(Cohort(family, fingerprint, tuple(things), verdict))
-    # Rejecting cohorts first: they are what the user must act on.
-    cohorts.sort(key=lambda cohort: (cohort.verdict.accepts, cohort.family or "~", cohort.code_verify_sha256 or ""))
-    return FleetPreflight(tuple(cohorts))
+    return FleetPreflight(sort_cohorts(cohorts))
+
+
+def sort_cohorts(cohorts: Sequence[Cohort]) -> tuple[Cohort, ...]:
+    """Rejecting cohorts first: they are what the user must act on."""
+    return tuple(sorted(cohorts, key=lambda c: (c.verdict.accepts, c.family or "~", c.code_verify_sha256 or "")))

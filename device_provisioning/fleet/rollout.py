@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 from device_provisioning.aws import ota
 from device_provisioning.aws.ota_request import FleetCheck, OtaRequest, Targets
 from device_provisioning.aws.session import Aws, aws_errors, best_effort
 from device_provisioning.errors import InputFileError, VerificationFailed
+from device_provisioning.fleet import index, stages
+from device_provisioning.fleet.gates import StageReport, evaluate_gate
 from device_provisioning.fleet.inventory import group_members
 from device_provisioning.fleet.preflight import FleetPreflight
 from device_provisioning.fleet.rollout_file import Gate, RolloutPlan, Signing, Stage, load_rollout
@@ -92,61 +95,6 @@ def assign_devices(
     return {stage.name: assigned.get(stage.name, []) for stage in plan.stages}
 
 
-# --- gates ------------------------------------------------------------------------------------------
-
-StageState = Literal["pending", "created", "waiting", "passed", "failed"]
-
-
-@dataclass(frozen=True)
-class StageReport:
-    """Where one stage stands."""
-
-    name: str
-    job_id: str
-    thing_group: str
-    devices: int
-    state: StageState
-    detail: str
-    counts: dict[str, int]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "job_id": self.job_id,
-            "thing_group": self.thing_group,
-            "devices": self.devices,
-            "state": self.state,
-            "detail": self.detail,
-            "counts": self.counts,
-        }
-
-
-def evaluate_gate(gate: Gate, job: dict[str, Any], devices: int, now: dt.datetime) -> tuple[StageState, str]:
-    """``passed``, ``waiting`` or ``failed``, with the figures that decided it."""
-    details = job.get("jobProcessDetails") or {}
-    succeeded = int(details.get("numberOfSucceededThings", 0))
-    failed = sum(
-        int(details.get(key, 0)) for key in ("numberOfFailedThings", "numberOfRejectedThings", "numberOfTimedOutThings")
-    )
-    total = max(devices, sum(int(v) for k, v in details.items() if k.startswith("numberOf")), 1)
-    share = 100.0 * failed / total
-    if job.get("status") == "CANCELED":
-        return "failed", f"the job was canceled ({job.get('reasonCode') or 'by an operator'}): {failed} failed"
-    if share > gate.max_failed_percent:
-        return "failed", (
-            f"{failed} of {total} device(s) failed or rejected the update ({share:.1f}% > "
-            f"{gate.max_failed_percent:g}% allowed)"
-        )
-    if succeeded < gate.min_succeeded:
-        return "waiting", f"{succeeded} of the {gate.min_succeeded} successful device(s) the gate needs"
-    created = job.get("createdAt")
-    if gate.soak_minutes and isinstance(created, dt.datetime):
-        ready = created + dt.timedelta(minutes=gate.soak_minutes)
-        if now < ready:
-            return "waiting", f"{succeeded} succeeded; soaking until {ready.isoformat(timespec='minutes')}"
-    return "passed", f"{succeeded} succeeded, {failed} failed or rejected ({share:.1f}% ≤ {gate.max_failed_percent:g}%)"
-
-
 # --- plan, apply, status -------------------------------------------------------------------------------
 
 
@@ -172,6 +120,9 @@ class RolloutReport:
     preflight: FleetPreflight
     stages: tuple[StageReport, ...]
     created: str | None = None
+    warnings: tuple[str, ...] = ()
+    # The groups a finished rollout deleted (apply), and why any of its groups were kept.
+    cleaned: tuple[str, ...] = ()
 
     @property
     def halted(self) -> bool:
@@ -188,6 +139,8 @@ class RolloutReport:
             "preflight": self.preflight.to_json(),
             "stages": [stage.to_json() for stage in self.stages],
             "created": self.created,
+            "warnings": list(self.warnings),
+            "cleaned": list(self.cleaned),
             "halted": self.halted,
             "complete": self.complete,
         }
@@ -235,9 +188,20 @@ def _group_exists(iot: Any, name: str) -> bool:
         return False
 
 
-def _survey(
-    aws: Aws, plan: RolloutPlan, context: RolloutContext, firmware: bytes
-) -> tuple[FleetPreflight, dict[str, list[str]], dict[str, dict[str, Any] | None], str]:
+@dataclass(frozen=True)
+class _Survey:
+    """The pre-flight, each stage's devices (names from the registry; counts and queries from the index), jobs."""
+
+    preflight: FleetPreflight
+    digest: str
+    jobs: dict[str, dict[str, Any] | None]
+    devices: dict[str, int]
+    assigned: dict[str, list[str]]
+    dynamic: stages.DynamicStages | None
+    warnings: tuple[str, ...]
+
+
+def _survey(aws: Aws, plan: RolloutPlan, context: RolloutContext, firmware: bytes) -> _Survey:
     """The fleet pre-flight over all targets, each stage's devices and its job (None: not created yet)."""
     digest = hashlib.sha256(firmware).hexdigest()
     targets = Targets(plan.things, plan.thing_groups)
@@ -246,32 +210,41 @@ def _survey(
         raise VerificationFailed(preflight.refusal().replace("--exclude-rejecting", "exclude_rejecting = true"))
     iot = aws.client("iot")
     with aws_errors("reading the rollout's stages"):
-        named = {stage.thing_group: group_members(iot, stage.thing_group) for stage in plan.stages if stage.thing_group}
         jobs = {stage.name: _existing_job(iot, plan, stage_job_id(plan, digest, stage)) for stage in plan.stages}
+        accepting = preflight.accepting_query
+        dynamic = stages.dynamic_stages(iot, plan, accepting) if accepting is not None else None
+        if dynamic is not None and accepting is not None:
+            devices = dict(dynamic.counts)
+            for stage in plan.stages:
+                if stage.thing_group:
+                    scope = index.all_of(accepting, index.any_of("thingGroupNames", [stage.thing_group]))
+                    devices[stage.name] = index.buckets(iot, scope, "thingGroupNames", 1)[0]
+            warnings = stages.group_limit_warnings_indexed(iot, accepting)
+            return _Survey(preflight, digest, jobs, devices, {}, dynamic, tuple(warnings))
+        # Names: from the index (SearchIndex, 100 a page) when the buckets are missing, else the pre-flight's.
+        eligible = preflight.accepting if accepting is None else [d["thingName"] for d in index.search(iot, accepting)]
+        named = {stage.thing_group: group_members(iot, stage.thing_group) for stage in plan.stages if stage.thing_group}
         existing = {
             stage.name: group_members(iot, stage_group_name(plan, stage, context.target_group_prefix))
             for stage in plan.stages
             if stage.percent is not None and jobs[stage.name] is not None
         }
+        warnings = stages.group_limit_warnings_listed(iot, eligible)
     # The pre-flight resolved every target: its accepting devices are the ones the stages share out (a named
     # group may hold devices beyond the targets; its stage reaches only the targets among them).
-    assigned = assign_devices(plan, preflight.accepting, named, existing)
-    return preflight, assigned, jobs, digest
+    assigned = assign_devices(plan, eligible, named, existing)
+    devices = {name: len(things) for name, things in assigned.items()}
+    return _Survey(preflight, digest, jobs, devices, assigned, None, tuple(warnings))
 
 
-def _reports(
-    plan: RolloutPlan,
-    context: RolloutContext,
-    assigned: dict[str, list[str]],
-    jobs: dict[str, dict[str, Any] | None],
-    digest: str,
-) -> list[StageReport]:
+def _reports(plan: RolloutPlan, context: RolloutContext, survey: _Survey) -> list[StageReport]:
     reports: list[StageReport] = []
     blocked = False
     for stage in plan.stages:
-        job_id, group = stage_job_id(plan, digest, stage), stage_group_name(plan, stage, context.target_group_prefix)
-        job = jobs[stage.name]
-        devices = len(assigned[stage.name])
+        job_id = stage_job_id(plan, survey.digest, stage)
+        group = stage_group_name(plan, stage, context.target_group_prefix)
+        job = survey.jobs[stage.name]
+        devices = survey.devices[stage.name]
         if job is None:
             reason = "waits for the previous stage's gate" if blocked else "ready to create"
             reports.append(StageReport(stage.name, job_id, group, devices, "pending", reason, {}))
@@ -286,58 +259,108 @@ def _reports(
 
 def rollout_status(aws: Aws, plan: RolloutPlan, context: RolloutContext, firmware: bytes) -> RolloutReport:
     """Every stage's state (read only): pending, waiting on its gate, passed, or failed."""
-    preflight, assigned, jobs, digest = _survey(aws, plan, context, firmware)
-    return RolloutReport(plan.name, digest, preflight, tuple(_reports(plan, context, assigned, jobs, digest)))
+    survey = _survey(aws, plan, context, firmware)
+    reports = tuple(_reports(plan, context, survey))
+    return RolloutReport(plan.name, survey.digest, survey.preflight, reports, warnings=survey.warnings)
 
 
 def apply_rollout(aws: Aws, plan: RolloutPlan, context: RolloutContext, firmware: bytes) -> RolloutReport:
     """Create the first stage whose job does not exist yet, if every earlier stage's gate has passed.
 
     Idempotent: a stage's job id comes from the image digest and the stage, so a re-run finds what an
-    earlier run made. Stops at the first stage that is waiting or failed.
+    earlier run made. Stops at the first stage that is waiting or failed. Once every stage has passed,
+    deletes the groups the rollout made whose jobs have nothing pending.
     """
-    preflight, assigned, jobs, digest = _survey(aws, plan, context, firmware)
-    reports = _reports(plan, context, assigned, jobs, digest)
-    for index, (stage, report) in enumerate(zip(plan.stages, reports, strict=True)):
+    survey = _survey(aws, plan, context, firmware)
+    reports = _reports(plan, context, survey)
+    report_of = functools.partial(RolloutReport, plan.name, survey.digest, survey.preflight, warnings=survey.warnings)
+    for position, (stage, report) in enumerate(zip(plan.stages, reports, strict=True)):
         if report.state != "pending":
             if report.state == "passed":
                 continue
             break
-        if index and reports[index - 1].state != "passed":
+        if position and reports[position - 1].state != "passed":
             break
-        devices = assigned[stage.name]
-        if not devices:
+        if not report.devices:
             raise InputFileError(
                 f"rollout {plan.name}: stage {stage.name} has no devices (its group is empty, or the earlier stages "
                 "took every target)"
             )
-        iot = aws.client("iot")
-        with contextlib.ExitStack() as undo:
-            with aws_errors(f"preparing the thing group of stage {stage.name}"):
-                if stage.thing_group is None and not _group_exists(iot, report.thing_group):
+        _open_stage(aws, plan, context, firmware, stage, report, survey)
+        detail = f"job {report.job_id} created for {report.devices} device(s)"
+        reports[position] = replace(report, state="created", detail=detail)
+        return report_of(tuple(reports), created=report.job_id)
+    cleaned: tuple[str, ...] = ()
+    if all(report.state == "passed" for report in reports):
+        cleaned = _clean_up(aws.client("iot"), plan, context, survey, reports)
+    return report_of(tuple(reports), cleaned=cleaned)
+
+
+def _open_stage(
+    aws: Aws,
+    plan: RolloutPlan,
+    context: RolloutContext,
+    firmware: bytes,
+    stage: Stage,
+    report: StageReport,
+    survey: _Survey,
+) -> None:
+    """The stage's group (made here for a percent stage), then its update; nothing is left if the update fails."""
+    iot = aws.client("iot")
+    query = survey.dynamic.queries.get(stage.name) if survey.dynamic else None
+    with contextlib.ExitStack() as undo:
+        with aws_errors(f"preparing the thing group of stage {stage.name}"):
+            if stage.thing_group is None and not _group_exists(iot, report.thing_group):
+                if query is not None:
+                    iot.create_dynamic_thing_group(
+                        thingGroupName=report.thing_group, indexName=index.INDEX, queryString=query
+                    )
+                    undo.callback(best_effort, iot.delete_dynamic_thing_group, thingGroupName=report.thing_group)
+                else:
                     iot.create_thing_group(thingGroupName=report.thing_group)
                     # A stage whose update is not created leaves no group behind either.
                     undo.callback(best_effort, iot.delete_thing_group, thingGroupName=report.thing_group)
-                for thing in devices if stage.thing_group is None else ():
+            if stage.thing_group is None and query is None:
+                for thing in survey.assigned[stage.name]:
                     iot.add_thing_to_thing_group(thingGroupName=report.thing_group, thingName=thing)
-            _create_stage(aws, plan, context, firmware, stage, report)
-            undo.pop_all()
-        created = replace(report, state="created", detail=f"job {report.job_id} created for {len(devices)} device(s)")
-        reports[index] = created
-        return RolloutReport(plan.name, digest, preflight, tuple(reports), created=report.job_id)
-    return RolloutReport(plan.name, digest, preflight, tuple(reports))
+        _create_stage(aws, plan, context, firmware, stage, report, dynamic=query is not None)
+        undo.pop_all()
+
+
+def _clean_up(
+    iot: Any, plan: RolloutPlan, context: RolloutContext, survey: _Survey, reports: Sequence[StageReport]
+) -> tuple[str, ...]:
+    """Delete the groups the rollout made (its percent stages', and the accepting devices' of a named stage
+    that held rejecting ones) whose jobs have nothing queued or in progress: one call per group."""
+    deleted = []
+    with aws_errors(f"cleaning up rollout {plan.name}"):
+        for stage, report in zip(plan.stages, reports, strict=True):
+            if stages.pending(survey.jobs[stage.name]):
+                continue
+            made = [f"{context.target_group_prefix}ota-{report.job_id}"]
+            if stage.thing_group is None:
+                made.append(report.thing_group)
+            deleted += [name for name in made if stages.delete_group(iot, name)]
+    return tuple(deleted)
 
 
 def _create_stage(
-    aws: Aws, plan: RolloutPlan, context: RolloutContext, firmware: bytes, stage: Stage, report: StageReport
+    aws: Aws,
+    plan: RolloutPlan,
+    context: RolloutContext,
+    firmware: bytes,
+    stage: Stage,
+    report: StageReport,
+    *,
+    dynamic: bool,
 ) -> None:
-    """The stage's update on its thing group (create_ota's own pre-flight judges the group's members)."""
-    request = _request(
-        plan,
-        context,
-        firmware,
-        Targets(thing_groups=(report.thing_group,)),
-        ota_id=report.job_id,
-        rollout=stage.jobs,
-    )
-    ota.create_ota(aws, request)
+    """The stage's update on its thing group. A named group's members are judged by create_ota's own pre-flight;
+    a percent stage's group holds devices the survey judged (a static group: those it put there; a dynamic one:
+    those its query admits, targeted by a continuous job) — and a fresh group may not be in the index yet."""
+    targets = Targets(thing_groups=(report.thing_group,))
+    changes: dict[str, Any] = {"ota_id": report.job_id, "rollout": stage.jobs}
+    if stage.thing_group is None:
+        changes["fleet"] = None
+    if dynamic:
+        changes["rollout"] = replace(stage.jobs, continuous=True)
+    ota.create_ota(aws, _request(plan, context, firmware, targets, **changes))

@@ -140,6 +140,26 @@ def execution_of(description: dict[str, Any], *, expected_version: str | None, n
     )
 
 
+# What an execution's status alone says, where its status details were not read.
+_STATUS_MEANING = {
+    "QUEUED": "queued: the device has not started it",
+    "IN_PROGRESS": "in progress",
+    "SUCCEEDED": "succeeded (status details not read: give the expected version to check what each device runs)",
+    "CANCELED": "canceled",
+    "REMOVED": "removed",
+}
+
+
+def execution_from_summary(thing: str, summary: dict[str, Any], *, now: dt.datetime) -> DeviceExecution:
+    """A ListJobExecutionsForJob summary as a :class:`DeviceExecution` (its status details not read)."""
+    status = summary.get("status", "UNKNOWN")
+    report = AgentReport(None, _STATUS_MEANING.get(status, status.lower()))
+    queued_at = summary.get("queuedAt")
+    # Only a queued device is called out from its summary: the other call-outs need the status details.
+    late = callout(status, report, queued_at, expected_version=None, now=now) if status == "QUEUED" else None
+    return DeviceExecution(thing, status, {}, report, queued_at, summary.get("lastUpdatedAt"), late)
+
+
 def job_counts(job: dict[str, Any]) -> dict[str, int]:
     """A DescribeJob answer's executions per status: ``numberOfSucceededThings`` -> ``succeeded``."""
     return {

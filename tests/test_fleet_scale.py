@@ -1,0 +1,295 @@
+"""Fleets at scale on the local endpoint: pages, fleet indexing, dynamic groups — and calls counted at the endpoint.
+
+The local endpoint pages ListThingsInThingGroup and ListJobExecutionsForJob as AWS does, answers SearchIndex,
+GetBucketsAggregation and dynamic thing groups over AWS's query syntax, and counts every call it answers.
+The fleet commands are run on synthetic fleets of two sizes: their calls must grow by pages (at most N/100
+plus a constant), never by devices.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from device_provisioning import aws
+from device_provisioning.cli import main
+from device_provisioning.device.app_image import placeholder_app_image
+from device_provisioning.fleet import index
+from device_provisioning.identity import codesign
+from devtools import local_registry, synthetic_fleet
+from devtools.synthetic_fleet import Cohort
+
+STAGE = "scale"
+PREFIX = "scale-"
+ROLE = "arn:aws:iam::123456789012:role/ota"
+# Calls an operation may make whatever the fleet's size (stack outputs, the job, the group, cohorts).
+CONSTANT = 30
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+def cli(*argv: object) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main([str(a) for a in argv], out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def counted(*argv: object) -> tuple[dict, Counter[str]]:  # type: ignore[type-arg]
+    """Run a command; its JSON answer and the calls the endpoint answered for it."""
+    local_registry.reset_call_counts()
+    code, out, err = cli(*argv, "--json")
+    assert code == 0, err
+    return json.loads(out), local_registry.call_counts()
+
+
+@pytest.fixture(scope="module")
+def session(local_endpoint) -> aws.Aws:  # type: ignore[no-untyped-def]
+    return aws.connect()
+
+
+@pytest.fixture(scope="module")
+def world(session: aws.Aws, tmp_path_factory) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    """Two code-signing identities, a versioned bucket and the stage's stack outputs."""
+    keys = tmp_path_factory.mktemp("keys")
+    current, old = (codesign.create_identity(keys / name) for name in ("current", "old"))
+    bucket = unique("scale-firmware-")
+    session.client("s3").create_bucket(Bucket=bucket)
+    session.client("s3").put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    outputs = {"FirmwareBucketName": bucket, "OtaServiceRoleArn": ROLE, "TargetNamePrefix": PREFIX}
+    for stack, values in (("ScaleOtaUpdate", outputs), ("ScaleDeviceFleet", {"DevicePolicyName": "p"})):
+        template = {"Resources": {"Nothing": {"Type": "AWS::SNS::Topic"}},
+                    "Outputs": {k: {"Value": v} for k, v in values.items()}}  # fmt: skip
+        session.client("cloudformation").create_stack(StackName=stack, TemplateBody=json.dumps(template))
+    firmware = tmp_path_factory.mktemp("fw") / "app.bin"
+    firmware.write_bytes(placeholder_app_image(version="1.3.0"))
+    fingerprints = {
+        name: codesign.fingerprint(codesign.load_certificate_file(files.certificate))  # type: ignore[arg-type]
+        for name, files in (("current", current), ("old", old))
+    }
+    return {"current": current, "old": old, "bucket": bucket, "firmware": firmware, "fingerprints": fingerprints}
+
+
+@pytest.fixture
+def indexing(session: aws.Aws) -> Iterator[None]:
+    """Thing indexing on for one test (as the stacks configure it), off again after it."""
+    synthetic_fleet.set_indexing(session.client("iot"), True)
+    yield
+    synthetic_fleet.set_indexing(session.client("iot"), False)
+
+
+def fleet(world: dict, count: int, *, buckets: bool = True) -> tuple[str, list[str]]:  # type: ignore[type-arg]
+    """A group of ``count`` devices: 90 % hold the current certificate (beta and pkcs11), 10 % the old one."""
+    group = unique(f"{PREFIX}g")
+    prints = world["fingerprints"]
+    cohorts = [Cohort(0.6, "beta", prints["current"]), Cohort(0.3, "pkcs11", prints["current"]),
+               Cohort(0.1, "beta", prints["old"])]  # fmt: skip
+    return group, synthetic_fleet.seed_fleet(group, count, cohorts, prefix=f"{group}-", buckets=buckets)
+
+
+# --- the local endpoint, as AWS documents it --------------------------------------------------------------
+
+
+def test_list_things_in_thing_group_pages_as_aws_does(session: aws.Aws, world: dict) -> None:  # type: ignore[type-arg]
+    iot = session.client("iot")
+    group, things = fleet(world, 260)
+    child = unique(f"{PREFIX}child")
+    iot.create_thing_group(thingGroupName=child, parentGroupName=group)
+    iot.create_thing(thingName=f"{child}-x")
+    iot.add_thing_to_thing_group(thingGroupName=child, thingName=f"{child}-x")
+    first = iot.list_things_in_thing_group(thingGroupName=group, maxResults=250)
+    assert len(first["things"]) == 250 and first["nextToken"]
+    second = iot.list_things_in_thing_group(thingGroupName=group, maxResults=250, nextToken=first["nextToken"])
+    assert len(second["things"]) == 10 and "nextToken" not in second
+    assert set(first["things"] + second["things"]) == set(things)
+    recursive = iot.get_paginator("list_things_in_thing_group").paginate(thingGroupName=group, recursive=True)
+    assert sum(len(page["things"]) for page in recursive) == 261
+    with pytest.raises(iot.exceptions.InvalidRequestException, match="maxResults"):
+        iot.list_things_in_thing_group(thingGroupName=group, maxResults=251)
+    local_registry.reset_call_counts()
+    assert iot.describe_thing(thingName=things[-1])["thingName"] == things[-1]
+    assert local_registry.call_counts() == Counter({"iot:DescribeThing": 1})
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("attributes.otaFamily:pkcs11", lambda n, b: 30 <= n < 40),
+        ("attributes.otaFamily:PKCS11 AND NOT attributes.codeVerifySha256:{old}", lambda n, b: n == 30),
+        ("attributes.otaFamily:beta -attributes.codeVerifySha256:{current}", lambda n, b: n == 10),
+        ("thingName:{group}-00000?", lambda n, b: n == 10),
+        ("thingName:{group}-00000* OR thingName:{group}-00009?", lambda n, b: n == 20),
+        ("attributes.rolloutBucket:[10 TO 19]", lambda n, b: n == sum(10 <= x <= 19 for x in b)),
+        ("attributes.rolloutBucket:{{10 TO 19}}", lambda n, b: n == sum(10 < x < 19 for x in b)),
+        ('thingGroupNames:({group} OR nothing) AND attributes.appVersion:"1.2.0"', lambda n, b: n == 100),
+    ],
+)
+def test_search_index_answers_the_query_syntax_aws_documents(  # type: ignore[no-untyped-def]
+    session: aws.Aws,
+    world: dict,
+    indexing: None,
+    query: str,
+    expected,  # type: ignore[type-arg]
+) -> None:
+    iot = session.client("iot")
+    group, things = fleet(world, 100)
+    scoped = index.all_of(f"thingGroupNames:{group}", query.format(group=group, **world["fingerprints"]))
+    found = list(index.search(iot, scoped))
+    assert expected(len(found), [index.rollout_bucket(thing) for thing in things]), (scoped, len(found))
+    assert {d["thingName"] for d in found} <= set(things)
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["thingName:", "shadow.reported.x:1", "thingName:*a AND thingGroupNames:*b", "thingName:a@b", "(thingName:a"],
+)
+def test_queries_aws_would_refuse_are_refused(session: aws.Aws, indexing: None, query: str) -> None:
+    iot = session.client("iot")
+    with pytest.raises(iot.exceptions.InvalidQueryException):
+        iot.search_index(queryString=query)
+
+
+def test_fleet_index_answers_nothing_while_thing_indexing_is_off(session: aws.Aws) -> None:
+    iot = session.client("iot")
+    with pytest.raises(iot.exceptions.ResourceNotFoundException, match="thing indexing"):
+        iot.search_index(queryString="*")
+
+
+def test_aggregations_count_cohorts_and_dynamic_groups_hold_what_their_query_matches(
+    session: aws.Aws,
+    world: dict,  # type: ignore[type-arg]
+    indexing: None,
+) -> None:
+    iot = session.client("iot")
+    group, things = fleet(world, 200)
+    query = f"thingGroupNames:{group}"
+    total, families = index.buckets(iot, query, "attributes.otaFamily")
+    assert total == 200 and families == {"beta": 140, "pkcs11": 60}
+    with pytest.raises(iot.exceptions.InvalidRequestException, match="custom field"):
+        index.buckets(iot, query, "attributes.appVersion")  # not a custom field of the configuration
+    with pytest.raises(iot.exceptions.InvalidRequestException, match="maxResults"):
+        iot.search_index(queryString=query, maxResults=101)
+    dynamic = unique(f"{PREFIX}dyn")
+    iot.create_dynamic_thing_group(thingGroupName=dynamic, queryString=f"{query} AND attributes.otaFamily:pkcs11")
+    members = [t for p in iot.get_paginator("list_things_in_thing_group").paginate(thingGroupName=dynamic)
+               for t in p["things"]]  # fmt: skip
+    assert len(members) == 60 and iot.describe_thing_group(thingGroupName=dynamic)["queryString"].endswith("pkcs11")
+    with pytest.raises(iot.exceptions.InvalidRequestException, match="dynamic"):
+        iot.add_thing_to_thing_group(thingGroupName=dynamic, thingName=things[0])
+    with pytest.raises(iot.exceptions.InvalidRequestException, match="DeleteDynamicThingGroup"):
+        iot.delete_thing_group(thingGroupName=dynamic)
+    iot.update_thing(thingName=things[0], attributePayload={"attributes": {"otaFamily": "pkcs11"}, "merge": True})
+    assert len(list(index.search(iot, f"thingGroupNames:{group} AND attributes.otaFamily:pkcs11"))) == 61
+    job = unique("dynjob")
+    iot.create_job(jobId=job, targets=[iot.describe_thing_group(thingGroupName=dynamic)["thingGroupArn"]],
+                   document="{}", targetSelection="CONTINUOUS")  # fmt: skip
+    assert iot.describe_job(jobId=job)["job"]["jobProcessDetails"]["numberOfQueuedThings"] == 61
+    iot.delete_dynamic_thing_group(thingGroupName=dynamic)
+
+
+# --- the fleet commands: calls grow by pages ----------------------------------------------------------------
+
+
+def fleet_commands(world: dict, count: int) -> dict[str, Counter[str]]:  # type: ignore[type-arg]
+    """fleet show, ota create --exclude-rejecting, then status --per-device with some devices failed."""
+    group, things = fleet(world, count)
+    calls = {}
+    shown, calls["fleet show"] = counted("fleet", "show", "--group", group)
+    assert len(shown["devices"]) == count
+    ota_id = unique("scale")
+    created, calls["exclusion"] = counted(
+        "ota", "create", "--stage", STAGE, "--firmware", world["firmware"], "--thing-groups", group,
+        "--sign-key", world["current"].key, "--device-cert", world["current"].certificate, "--via", "job",
+        "--ota-id", ota_id, "--exclude-rejecting",
+    )  # fmt: skip
+    assert created["fleet"]["accepting"] == round(count * 0.9)
+    assert len(created["fleet"]["rejecting"]) == count - round(count * 0.9)
+    failed = {thing: ("FAILED", {"reason": "0xe3000000: 0x00000000"}) for thing in things[:5]}
+    synthetic_fleet.play_devices(ota_id, failed, ("SUCCEEDED", {"reason": "accepted v1.3.0"}))
+    status, calls["status --per-device"] = counted("ota", "status", ota_id, "--per-device")
+    assert len(status["devices"]) == round(count * 0.9)
+    assert sum(d["status"] == "FAILED" for d in status["devices"]) == 5
+    return calls
+
+
+def test_with_fleet_indexing_every_command_grows_by_pages(world: dict, indexing: None) -> None:  # type: ignore[type-arg]
+    for count in (300, 1500):
+        calls = fleet_commands(world, count)
+        for operation, made in calls.items():
+            assert sum(made.values()) <= count / 100 + CONSTANT, (count, operation, made)
+            assert not made["iot:DescribeThing"] and not made["iot:AddThingToThingGroup"], (operation, made)
+        assert calls["exclusion"]["iot:CreateDynamicThingGroup"] == 1
+        # Per-device truth: the pages of executions, and the status details of the five failures only.
+        assert calls["status --per-device"]["iot:DescribeJobExecution"] == 5
+        assert calls["status --per-device"]["iot:ListJobExecutionsForJob"] == -(-round(count * 0.9) // 250)
+
+
+def test_without_fleet_indexing_groups_are_read_by_pages(world: dict) -> None:  # type: ignore[type-arg]
+    count = 600
+    calls = fleet_commands(world, count)
+    for operation in ("fleet show", "exclusion"):
+        assert calls[operation]["iot:ListThingsInThingGroup"] == -(-count // 250), calls[operation]
+        assert not calls[operation]["iot:DescribeThing"] and not calls[operation]["iot:SearchIndex"]
+    assert calls["status --per-device"]["iot:DescribeJobExecution"] == 5
+
+
+def test_an_indexed_rollout_targets_dynamic_groups_and_cleans_up(
+    session: aws.Aws,
+    world: dict,  # type: ignore[type-arg]
+    indexing: None,
+    tmp_path: Path,
+) -> None:
+    iot = session.client("iot")
+    count = 800
+    group, things = fleet(world, count)
+    canary = unique(f"{PREFIX}canary")
+    iot.create_thing_group(thingGroupName=canary)
+    for thing in things[:5]:
+        iot.add_thing_to_thing_group(thingGroupName=canary, thingName=thing)
+    name = unique("r")
+    rollout = tmp_path / "r.toml"
+    rollout.write_text(f"""
+[rollout]
+name = "{name}"
+firmware = "{world["firmware"]}"
+thing_groups = ["{group}"]
+exclude_rejecting = true
+[signing]
+key = "{world["current"].key}"
+certificate = "{world["current"].certificate}"
+[[stage]]
+name = "canary"
+thing_group = "{canary}"
+[[stage]]
+name = "quarter"
+percent = 25
+[[stage]]
+name = "all"
+percent = 100
+""")
+    plan, calls = counted("ota", "rollout", "plan", rollout, "--stage", STAGE)
+    devices = [stage["devices"] for stage in plan["stages"]]
+    assert devices[0] == 5 and sum(devices) == round(count * 0.9) and 0.15 < devices[1] / sum(devices) < 0.35
+    assert sum(calls.values()) <= count / 100 + CONSTANT, calls
+    for position, stage in enumerate(plan["stages"]):
+        report, calls = counted("ota", "rollout", "apply", rollout, "--stage", STAGE)
+        assert report["created"] == stage["job_id"], report
+        assert sum(calls.values()) <= count / 100 + CONSTANT and not calls["iot:AddThingToThingGroup"], calls
+        job = iot.describe_job(jobId=stage["job_id"])["job"]
+        assert job["jobProcessDetails"]["numberOfQueuedThings"] == devices[position]
+        if position:
+            assert job["targetSelection"] == "CONTINUOUS" and calls["iot:CreateDynamicThingGroup"] == 1
+        synthetic_fleet.play_devices(stage["job_id"], {}, ("SUCCEEDED", {"reason": "accepted v1.3.0"}))
+    report, calls = counted("ota", "rollout", "apply", rollout, "--stage", STAGE)
+    assert report["complete"] and sorted(report["cleaned"]) == sorted(s["thing_group"] for s in plan["stages"][1:])
+    assert calls["iot:DeleteDynamicThingGroup"] == 2
+    for stage in plan["stages"][1:]:
+        with pytest.raises(iot.exceptions.ResourceNotFoundException):
+            iot.describe_thing_group(thingGroupName=stage["thing_group"])
