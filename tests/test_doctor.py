@@ -75,7 +75,8 @@ def test_clean_log_has_no_findings() -> None:
     assert codes("I (1) OTA_DEMO: OTA completed successfully\nI (2) wifi: 4354 packets sent\n") == []
 
 
-LOGS = sorted((Path(__file__).parent / "data" / "logs").glob("*.log"))
+LOG_DIR = Path(__file__).parent / "data" / "logs"
+LOGS = sorted(LOG_DIR.glob("*.log"))
 
 
 @pytest.mark.parametrize("log", LOGS, ids=[p.stem for p in LOGS])
@@ -103,27 +104,38 @@ def test_json_findings_carry_stable_codes() -> None:
     assert findings[0]["code"] == "secure-boot-signature-failed" and "AWS code signing" in findings[0]["explanation"]
 
 
-def _causes(name: str) -> list[dict[str, str]]:
+def body(name: str, tmp_path: Path) -> Path:
+    """A written fixture without its '# expect:' header, as the device printed it."""
+    log = tmp_path / name
+    log.write_text((LOG_DIR / name).read_text().split("\n", 1)[1])
+    return log
+
+
+def _causes(name: str, tmp_path: Path) -> list[dict[str, object]]:
     out = io.StringIO()
-    main(["doctor", str(Path(__file__).parent / "data" / "logs" / name), "--json"], out=out, err=io.StringIO())
+    main(["doctor", str(body(name, tmp_path)), "--json"], out=out, err=io.StringIO())
     return json.loads(out.getvalue())["findings"][0]["causes"]  # type: ignore[no-any-return]
 
 
-def test_causes_are_ranked_and_each_names_its_check() -> None:
-    ordinary = _causes("signature-wrong-certificate-1.log")
-    assert "another certificate" in ordinary[0]["cause"] and "device-provisioning verify" in ordinary[0]["check"]
-    assert [c for c in ordinary if "test certificate" in c["cause"]], ordinary
-    assert all(c["check"] for c in ordinary)
+def test_causes_are_ranked_and_each_names_its_check(tmp_path: Path) -> None:
+    ordinary = _causes("signature-wrong-certificate-1.log", tmp_path)
+    assert "another certificate" in str(ordinary[0]["cause"]) and "verify" in str(ordinary[0]["check"])
+    assert [c for c in ordinary if "test certificate" in str(c["cause"])], ordinary
+    assert all(c["check"] for c in ordinary) and not any(c["moved_by"] for c in ordinary)
     # The same failure after a job announcing more than the agent tracks: that comes first.
     for name in ("signature-large-image-1.log", "signature-large-image-2.log"):
-        large = _causes(name)
-        assert "larger than the OTA agent tracks" in large[0]["cause"], name
-        assert large[1:] == [c for c in large[1:] if "larger" not in c["cause"]]
+        large = _causes(name, tmp_path)
+        assert "larger than the OTA agent tracks" in str(large[0]["cause"]), name
+        assert large[1:] == [c for c in large[1:] if "larger" not in str(c["cause"])]
+        # ... and says which earlier line put it first.
+        moved = large[0]["moved_by"]
+        assert isinstance(moved, dict) and "filesize" in str(moved["line"]), moved
 
 
 def test_text_output_lists_the_causes_in_order(tmp_path: Path) -> None:
     out = io.StringIO()
-    main(["doctor", str(Path(__file__).parent / "data" / "logs" / "signature-large-image-1.log")], out=out)
+    main(["doctor", str(body("signature-large-image-1.log", tmp_path))], out=out)
     text = out.getvalue()
     assert "likely causes, most likely first:" in text
     assert text.index("1. the job's file is larger") < text.index("2. storage/creds/P11_CSK holds another")
+    assert "first because of line 2 (the job announces a file of 5242880 bytes)" in text

@@ -36,6 +36,7 @@ from device_provisioning.errors import InputFileError
 
 if TYPE_CHECKING:
     from device_provisioning.doctor import cloud
+    from device_provisioning.doctor.engine import Report
 
 
 def _sign(args: argparse.Namespace, out: TextIO) -> int:
@@ -89,15 +90,14 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _doctor(args: argparse.Namespace, out: TextIO) -> int:
-    from device_provisioning import doctor
     from device_provisioning.doctor import cloud
-    from device_provisioning.files import read_bytes
+    from device_provisioning.doctor.render import CrashDecoding, finding_lines
 
-    if args.log == "-":
-        lines = sys.stdin.read().splitlines()
-    else:
-        lines = read_bytes(args.log, "log").decode("utf-8", errors="replace").splitlines()
-    found = doctor.diagnose(lines)
+    if args.elf is not None and not args.elf.is_file():
+        raise InputFileError(f"--elf {args.elf} is not a file: give build/<project>.elf of the release the device ran")
+    report = _read_log(args.log)
+    crashes = CrashDecoding(report.crashes, args.elf, report.elf_sha256)
+    found = report.findings
     held = _held_certificate(args)
     if args.signing_profile and held is None:
         raise InputFileError("--signing-profile is compared with what the device holds: give --batch DIR or --nvs")
@@ -109,20 +109,38 @@ def _doctor(args: argparse.Namespace, out: TextIO) -> int:
             found += cloud.check_thing(session, args.thing)
         if held is not None:
             found += cloud.check_signing_profile(session, args.signing_profile, held)
-    human = []
-    for d in found:
-        where = f"line {d.line_number}" if d.line_number else "cloud"
-        if d.consequence_of:
-            human += [f"{where}: {d.line}", f"  follows from line {d.consequence_of}: fix that first", ""]
-            continue
-        human += [f"{where}: {d.line}", f"  what:  {d.explanation}"]
-        if len(d.causes) > 1:
-            human.append("  likely causes, most likely first:")
-            human += [f"    {n}. {c.cause}\n       check: {c.check}" for n, c in enumerate(d.causes, 1)]
-        human += [f"  fix:   {d.fix}", ""]
+    human = finding_lines(found) + crashes.lines()
+    if report.findings_not_kept:
+        human.append(f"{report.findings_not_kept} more finding(s) after the first {len(found)} not shown")
     human.append(f"{len(found)} known failure(s) found" if found else "no known OTA or PKCS#11 failure found")
-    emit(out, args, human, {"findings": [d.to_json() for d in found]})
+    emit(
+        out,
+        args,
+        human,
+        {
+            "findings": [d.to_json() for d in found],
+            "crashes": crashes.to_json(),
+            "notes": crashes.notes,
+            "lines_read": report.lines,
+        },
+    )
     return status(bool(found))
+
+
+def _read_log(path: str) -> Report:
+    """The log from a file or stdin, read in blocks (any size, UTF-8/UTF-16/BOM)."""
+    from device_provisioning import doctor
+    from device_provisioning.doctor.reader import blocks_of_lines, read_blocks
+
+    if path == "-":
+        binary = getattr(sys.stdin, "buffer", None)
+        return doctor.scan(read_blocks(binary) if binary is not None else blocks_of_lines(sys.stdin))
+    try:
+        return doctor.scan_file(path)
+    except IsADirectoryError as error:
+        raise InputFileError(f"log {path} is a directory: give the file idf.py monitor wrote") from error
+    except OSError as error:
+        raise InputFileError(f"cannot read log {path}: {error.strerror or error}") from error
 
 
 def _held_certificate(args: argparse.Namespace) -> cloud.HeldCertificate | None:
@@ -168,6 +186,9 @@ def _doctor_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch", type=Path, help="what the device holds: the factory batch that made it (--thing)")
     parser.add_argument("--nvs", type=Path, help="what the device holds: its NVS image (read back or as built)")
+    parser.add_argument(
+        "--elf", type=Path, help="the app ELF of the release the device ran: decode crash backtraces to lines"
+    )
 
 
 SIGN = Command(
@@ -190,7 +211,7 @@ VERIFY = Command(
 DOCTOR = Command(
     "doctor",
     _doctor,
-    "explain OTA/PKCS#11 failures in a device log (exit 4 if any)",
+    "explain OTA/TLS/NVS failures and crashes in a device log (exit 0: none, 4: failures found, 1: bad input)",
     "idf.py monitor | tee boot.log; device-provisioning doctor boot.log --thing board-42 "
     "--signing-profile prod_esp_ota_signing --batch batches/line-3",
     [AWS, PROJECT, FAMILY],

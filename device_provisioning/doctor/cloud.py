@@ -17,6 +17,7 @@ from typing import Any
 from device_provisioning import signing
 from device_provisioning.aws.codesign import read_signing_profile
 from device_provisioning.aws.session import Aws, aws_errors
+from device_provisioning.doctor.reader import printable
 from device_provisioning.doctor.rules import Diagnosis, job_status_reason
 from device_provisioning.identity import codesign
 
@@ -28,14 +29,26 @@ NEEDED = (
 )
 
 
-def _allows(document: dict[str, Any], action: str, resource: str, thing: str) -> bool:
+def _strings(value: object) -> list[str]:
+    """A policy field that may be one string or a list of them; anything else holds none."""
+    if isinstance(value, str):
+        return [value]
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _statements(document: object) -> list[dict[str, Any]]:
+    """The statements of a policy document (one object or a list, as IAM grammar allows)."""
+    statements = document.get("Statement", []) if isinstance(document, dict) else []
+    statements = [statements] if isinstance(statements, dict) else statements
+    return [s for s in statements if isinstance(s, dict)] if isinstance(statements, list) else []
+
+
+def _allows(document: object, action: str, resource: str, thing: str) -> bool:
     """Does an IoT policy document allow ``action`` on ``resource`` for this thing (no Deny evaluated away)?"""
     allowed = False
-    for statement in document.get("Statement", []):
-        actions = statement.get("Action", [])
-        resources = statement.get("Resource", [])
-        actions = [actions] if isinstance(actions, str) else actions
-        resources = [resources] if isinstance(resources, str) else resources
+    for statement in _statements(document):
+        actions = _strings(statement.get("Action", []))
+        resources = _strings(statement.get("Resource", []))
         if not any(fnmatch.fnmatchcase(action, a) for a in actions):
             continue
         patterns = [
@@ -49,9 +62,32 @@ def _allows(document: dict[str, Any], action: str, resource: str, thing: str) ->
 
 
 def check_thing(aws: Aws, thing: str) -> list[Diagnosis]:
-    """Cloud-side findings for ``thing``; an empty list when everything the firmware needs is in place."""
-    iot = aws.client("iot")
+    """Cloud-side findings for ``thing``; an empty list when everything the firmware needs is in place.
+
+    An answer that is not what AWS documents (a field missing or of another type) ends the check as
+    one finding naming it, never as a traceback.
+    """
     found: list[Diagnosis] = []
+    try:
+        return _check_thing(aws, thing, found)
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as error:
+        found.append(
+            Diagnosis(
+                "cloud-answer-unexpected",
+                0,
+                f"AWS IoT: thing {thing}",
+                printable(
+                    f"an AWS IoT answer is not what AWS documents ({type(error).__name__}: {error}); the checks "
+                    "after it were not made"
+                ),
+                "check --endpoint-url/AWS_ENDPOINT_URL points at AWS IoT (or a faithful stand-in) and run again",
+            )
+        )
+        return found
+
+
+def _check_thing(aws: Aws, thing: str, found: list[Diagnosis]) -> list[Diagnosis]:
+    iot = aws.client("iot")
 
     def finding(code: str, explanation: str, fix: str) -> None:
         found.append(Diagnosis(code, 0, f"AWS IoT: thing {thing}", explanation, fix))
@@ -80,7 +116,8 @@ def check_thing(aws: Aws, thing: str) -> list[Diagnosis]:
             )
         active = []
         for arn in principals:
-            description = iot.describe_certificate(certificateId=arn.rsplit("/", 1)[1])["certificateDescription"]
+            answer = iot.describe_certificate(certificateId=arn.rsplit("/", 1)[1])
+            description = answer.get("certificateDescription") or {}
             if description.get("status") != "ACTIVE":
                 finding(
                     "certificate-not-active",
@@ -95,8 +132,23 @@ def check_thing(aws: Aws, thing: str) -> list[Diagnosis]:
             documents = []
             for page in iot.get_paginator("list_attached_policies").paginate(target=arn):
                 for policy in page.get("policies", []):
-                    text = iot.get_policy(policyName=policy["policyName"])["policyDocument"]
-                    documents.append(json.loads(text))
+                    name = policy.get("policyName", "?")
+                    text = iot.get_policy(policyName=name).get("policyDocument")
+                    try:
+                        documents.append(json.loads(text) if isinstance(text, str) else None)
+                    except ValueError:
+                        documents.append(None)
+                    if not isinstance(documents[-1], dict):
+                        finding(
+                            "policy-document-unreadable",
+                            f"policy {name!r} attached to the thing's certificate is not a JSON policy document "
+                            f"as AWS IoT documents it (it starts {printable(str(text))[:40]!r}): its permissions "
+                            "cannot be judged, and AWS IoT would not have accepted it",
+                            f"aws iot get-policy --policy-name {name}; replace it with the DeviceFleet stack's "
+                            "device policy (create-policy-version --set-as-default)",
+                        )
+            if not all(isinstance(document, dict) for document in documents):
+                continue  # what an unreadable policy allows cannot be judged: its finding says so
             for action, kind, name in NEEDED:
                 resource = f"arn:aws:iot:{region}:{account}:{kind}/{name.format(thing=thing)}"
                 if not any(_allows(document, action, resource, thing) for document in documents):
@@ -109,10 +161,10 @@ def check_thing(aws: Aws, thing: str) -> list[Diagnosis]:
                     )
         pages = iot.get_paginator("list_job_executions_for_thing").paginate(thingName=thing)
         for summary in (s for page in pages for s in page.get("executionSummaries", [])):
-            if summary["jobExecutionSummary"]["status"] not in ("FAILED", "REJECTED", "TIMED_OUT"):
+            if (summary.get("jobExecutionSummary") or {}).get("status") not in ("FAILED", "REJECTED", "TIMED_OUT"):
                 continue
-            execution = iot.describe_job_execution(jobId=summary["jobId"], thingName=thing)["execution"]
-            details = execution.get("statusDetails", {}).get("detailsMap", {})
+            execution = iot.describe_job_execution(jobId=summary["jobId"], thingName=thing).get("execution") or {}
+            details = (execution.get("statusDetails") or {}).get("detailsMap") or {}
             decoded = job_status_reason(json.dumps(details))
             if decoded:
                 code, explanation, fix = decoded
@@ -120,7 +172,7 @@ def check_thing(aws: Aws, thing: str) -> list[Diagnosis]:
             else:
                 finding(
                     "job-execution-failed",
-                    f"job {summary['jobId']} ended {execution.get('status')}: {details}",
+                    printable(f"job {summary['jobId']} ended {execution.get('status')}: {details}"),
                     "device-provisioning ota status JOB --json",
                 )
     return found

@@ -170,9 +170,19 @@ MBEDTLS_ERRORS = {
     0x004C: ("MBEDTLS_ERR_NET_RECV_FAILED", "reading from the socket failed: network lost or the broker disconnected"),
     0x0052: ("MBEDTLS_ERR_NET_UNKNOWN_HOST", "the endpoint name did not resolve: no network/DNS yet, or a typo"),
     0x0044: ("MBEDTLS_ERR_NET_CONNECT_FAILED", "the TCP connection failed: no network, wrong port or endpoint"),
-    0x3B00: ("MBEDTLS_ERR_PK_KEY_INVALID_FORMAT", "the device private key could not be parsed (wrong format in NVS)"),
+    0x3D00: ("MBEDTLS_ERR_PK_KEY_INVALID_FORMAT", "the device private key could not be parsed (wrong format in NVS)"),
+    0x3B00: ("MBEDTLS_ERR_PK_INVALID_PUBKEY", "the key is not a valid public/private key"),
     0x2180: ("MBEDTLS_ERR_X509_INVALID_FORMAT", "a certificate could not be parsed (wrong format in NVS)"),
+    0x7F00: (
+        "MBEDTLS_ERR_SSL_ALLOC_FAILED",
+        "mbedTLS could not allocate its buffers: the heap is exhausted (PSRAM not initialised, or too little "
+        "free internal RAM for the 16 KB TLS buffers)",
+    ),
+    0x0042: ("MBEDTLS_ERR_NET_SOCKET_FAILED", "no socket could be opened: the network stack is not up"),
+    0x004E: ("MBEDTLS_ERR_NET_SEND_FAILED", "sending on the socket failed: network lost or the broker disconnected"),
 }
+# mbedTLS codes that say the device's own certificate or key did not load, not that the broker refused it.
+MBEDTLS_CREDENTIAL_ERRORS = frozenset({0x3D00, 0x3B00, 0x2180})
 
 # ESP-IDF esp_ota_ops.h (ESP_ERR_OTA_BASE 0x1500).
 OTA_OPS_ERRORS = {

@@ -1,0 +1,157 @@
+"""Rules for what ESP-IDF itself says: image checks (esp_image, esp_ota_ops), Secure Boot, anti-rollback,
+version rejections of the OTA agent and the examples, and the panic handler's crash reports."""
+
+from __future__ import annotations
+
+import re
+
+from device_provisioning.doctor.codes import OTA_ERROR_MEANINGS, OTA_OPS_ERRORS
+from device_provisioning.doctor.rules import Finding, Rule, after
+
+_SECURE_BOOT = ("secure boot", "secure_boot")
+
+
+def _secure_boot(line: str, low: str) -> Finding | None:
+    at = max(low.find(word) for word in _SECURE_BOOT)
+    if at < 0 or not any(low.find(w, at) >= 0 for w in ("fail", "mismatch", "invalid")):
+        return None
+    return (
+        "secure-boot-signature-failed",
+        "ESP-IDF Secure Boot refused the image: it is not signed (espsecure) with the key whose digest is burned in "
+        "eFuse. This is the chip's boot-time check, not AWS code signing (which the OTA agent checks before)",
+        "sign the app with espsecure.py sign_data using the secure-boot key of this chip "
+        "(espefuse.py summary shows the key digest), then sign it for OTA as before",
+    )
+
+
+_SEC_VER = (
+    "secure version is lower than stored in efuse",
+    "security version is less than efuse",
+    "esp_err_ota_small_sec_ver",
+    "0x1504",
+)
+
+
+def _anti_rollback(line: str, low: str) -> Finding | None:
+    if not any(p in low for p in _SEC_VER):
+        return None
+    name, text = OTA_OPS_ERRORS[0x1504]
+    return (
+        "esp-err-ota-small-sec-ver",
+        f"{name} (0x1504): {text}. Anti-rollback (CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK) refuses an image whose "
+        "secure_version is below the one burned in eFuse; esp_ota_set_boot_partition erases such a partition",
+        "build the update with CONFIG_BOOTLOADER_APP_SECURE_VERSION at least the device's eFuse value "
+        "(espefuse.py summary: SECURE_VERSION) and sign it again",
+    )
+
+
+_SAME_VERSION = (
+    "version of the new image is identical to the current image",
+    "rebooted and the version is still the same",
+    "current running version is the same as a new",
+    "same as the current version",
+    "same as the running version",
+)
+_LOWER_VERSION = (
+    "version of the new image is lower than the current image",
+    "application version of the new image is invalid",
+    "otaerrdowngradenotallowed",
+)
+
+
+def _version_rejected(line: str, low: str) -> Finding | None:
+    if any(p in low for p in _SAME_VERSION):
+        return (
+            "same-firmware-version",
+            OTA_ERROR_MEANINGS["SameFirmwareVersion"],
+            "bump the app version and sign again",
+        )
+    if any(p in low for p in _LOWER_VERSION):
+        return (
+            "lower-firmware-version",
+            OTA_ERROR_MEANINGS["DowngradeNotAllowed"]
+            + ": the OTA agent compares the job's image version (APP_VERSION_MAJOR/MINOR/BUILD, or "
+            "esp_app_desc_t) with the running one and rejects anything not higher",
+            "build the update with a higher version than the devices run (device-provisioning fleet inventory "
+            "shows what they run) and sign it again",
+        )
+    return None
+
+
+_OTA_OPS_CODE = re.compile(r"\b0x15(0[1-6])\b")
+_INVALID_IMAGE = ("invalid magic", "invalid header", "checksum failed", "image hash failed")
+
+
+def _image_validation(line: str, low: str) -> Finding | None:
+    if "byte aligned for flash encryption" in low:
+        return (
+            "flash-encryption-alignment",
+            "a write to an encrypted partition was not a multiple of 16 bytes: with flash encryption, partition "
+            "writes must be 16-byte aligned (the OTA write path received an odd-sized block)",
+            "use the OTA library's default 4 KiB blocks and the ESP-IDF OTA PAL unchanged; pad custom writes to 16",
+        )
+    code = None
+    match = _OTA_OPS_CODE.search(low)
+    if match:
+        code = int("0x15" + match.group(1), 16)
+    if "esp_err_ota_" in low:
+        code = next((number for number, (name, _) in OTA_OPS_ERRORS.items() if name.lower() in low), code)
+    if code is None and (
+        ("esp_image" in low and any(p in low for p in _INVALID_IMAGE))
+        or "checksum failed" in low
+        or "image hash failed" in low
+        or after(low, "set_boot_partition", "fail")
+    ):
+        code = 0x1503
+    if code is None:
+        return None
+    name, text = OTA_OPS_ERRORS[code]
+    return (
+        name.lower().replace("_", "-"),
+        f"{name}: {text}; the bytes written to the OTA partition are not the image that was signed "
+        "(wrong file uploaded, or a truncated or corrupted download)",
+        "device-provisioning verify --firmware app.bin ... checks the file is an ESP32 app image before it is "
+        "shipped; create the job again from build/<project>.bin",
+    )
+
+
+_GURU = "guru meditation error:"
+_PANIC_REASON = re.compile(r"panic'ed \(([a-z0-9 _]{1,40})\)")
+_CRASHES = (
+    ("a stack overflow in task", "stack-overflow", "a task overflowed its stack", "raise that task's stack size"),
+    ("corrupt heap", "heap-corrupted", "the heap is corrupted (a buffer overrun or use after free)", ""),
+    ("abort() was called", "abort", "the firmware called abort() (an assert or ESP_ERROR_CHECK failed)", ""),
+    ("assert failed", "assert-failed", "an assertion in the firmware failed", ""),
+    ("task watchdog got triggered", "task-watchdog", "a task did not yield for the watchdog period", ""),
+    ("brownout detector was triggered", "brownout", "the supply voltage dropped (power supply, USB cable)", ""),
+)
+_DECODE = "run doctor LOG --elf build/<project>.elf to turn the backtrace into functions and lines"
+
+
+def _crash(line: str, low: str) -> Finding | None:
+    if _GURU in low:
+        match = _PANIC_REASON.search(low)
+        reason = match.group(1).strip() if match else "exception"
+        return (
+            f"panic-{reason.replace(' ', '-')}",
+            f"the firmware crashed ({line[line.lower().find(_GURU) :].strip()}); the backtrace below says where",
+            _DECODE,
+        )
+    for phrase, code, what, fix in _CRASHES:
+        if phrase in low:
+            return (code, what, fix or _DECODE)
+    return None
+
+
+FIRMWARE_RULES = (
+    Rule(("guru meditation", *(phrase for phrase, *_ in _CRASHES)), _crash),
+    Rule(_SECURE_BOOT, _secure_boot),
+    Rule(_SEC_VER, _anti_rollback),
+    Rule(_SAME_VERSION + _LOWER_VERSION, _version_rejected),
+)
+IMAGE_RULES = (
+    Rule(
+        ("byte aligned for flash encryption", "0x150", "esp_err_ota_", *_INVALID_IMAGE, "set_boot_partition"),
+        _image_validation,
+    ),
+)
