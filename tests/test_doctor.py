@@ -139,3 +139,58 @@ def test_text_output_lists_the_causes_in_order(tmp_path: Path) -> None:
     assert "likely causes, most likely first:" in text
     assert text.index("1. the job's file is larger") < text.index("2. storage/creds/P11_CSK holds another")
     assert "first because of line 2 (the job announces a file of 5242880 bytes)" in text
+
+
+def _scan(name: str) -> list[doctor.Diagnosis]:
+    return doctor.diagnose((LOG_DIR / name).read_text().split("\n", 1)[1].splitlines())
+
+
+@pytest.mark.parametrize(
+    ("name", "code", "root_line", "first_cause", "moved_by_line"),
+    [
+        # A TLS failure after Wi-Fi never connected is the network's, not the root CA's.
+        ("ranking-wifi-never-connected.log", "tls-x509-cert-verify-failed", 3, "network-not-connected", 3),
+        # An MQTT loss after PSRAM failed (credentials never loaded) is not a network loss.
+        ("ranking-psram-then-mqtt.log", "mqtt-connection-lost", 1, "credentials-not-loaded", 1),
+        # A TLS failure after the client certificate was not in NVS follows from it.
+        ("ranking-nvs-client-cert-then-tls.log", "tls-connection-failed", 2, "credentials-not-loaded", 2),
+        # A signature failure on an image the agent counted more blocks of than its bitmap tracks.
+        ("ranking-large-image-blocks.log", "OtaPalSignatureCheckFailed", None, "image-too-large", 2),
+    ],
+)
+def test_the_four_misrankings_of_issue_28(
+    name: str, code: str, root_line: int | None, first_cause: str, moved_by_line: int
+) -> None:
+    finding = next(d for d in _scan(name) if d.code == code)
+    assert finding.consequence_of == root_line
+    assert finding.causes[0].key == first_cause
+    moved = finding.causes[0].moved_by
+    assert moved is not None and moved.line_number == moved_by_line
+
+
+def test_evidence_counts_only_lines_before_the_finding() -> None:
+    """A Wi-Fi connection after the failure does not excuse it; one before it does."""
+    after = doctor.diagnose(
+        ["E (1) esp-tls-mbedtls: mbedtls_ssl_handshake returned -0x2700", "I (2) esp_netif_handlers: sta ip: 10.0.0.2"]
+    )
+    assert [d.code for d in after] == ["tls-x509-cert-verify-failed"] and after[0].causes[0].key == "root-ca"
+    reconnected = doctor.diagnose(
+        [
+            "I (1) example_connect: Wi-Fi disconnected, trying to reconnect...",
+            "I (2) esp_netif_handlers: sta ip: 10.0.0.2, mask: 255.255.255.0",
+            "E (3) esp-tls-mbedtls: mbedtls_ssl_handshake returned -0x2700",
+        ]
+    )
+    assert [d.code for d in reconnected] == ["tls-x509-cert-verify-failed"]
+    assert reconnected[0].causes[0].key == "root-ca" and reconnected[0].consequence_of is None
+
+
+def test_the_modular_demo_block_count_is_not_the_old_agents_limit() -> None:
+    """The modular demo has no block bitmap: 2048 blocks of 512 bytes say nothing about 8 x 128."""
+    found = doctor.diagnose(
+        [
+            "I (5300) ota_over_mqtt_demo: Downloaded block 2047 of 2048. ",
+            "E (9) AWS_OTA: Failed to close file: OtaPalSignatureCheckFailed, status 0xe3000000",
+        ]
+    )
+    assert found[0].causes[0].key == "wrong-certificate"
