@@ -46,7 +46,8 @@ class CrashDecoding:
         self.frames: list[list[Frame]] = [[] for _ in crashes]
         self.summaries: list[dict[str, object] | None] = [None] * len(crashes)
         self._summary_lines: list[list[str]] = [[] for _ in crashes]
-        elf = ElfSymbols(elf_path) if elf_path is not None and crashes else None
+        # Opened even without a crash in the log: a file that is not the app's ELF is refused either way.
+        elf = ElfSymbols(elf_path) if elf_path is not None else None
         try:
             if elf is not None:
                 self._check_release(elf_path, device_elf_sha256)
