@@ -14,7 +14,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -35,6 +35,30 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def throwaway_postgres() -> Iterator[str]:
     """Start a cluster; yield its URL; stop and remove it."""
+    with throwaway_cluster() as cluster:
+        yield cluster.url
+
+
+class Cluster:
+    """A running throw-away cluster: its URL, and pg_ctl for the tests that take the database away."""
+
+    def __init__(self, url: str, pg_ctl: Callable[..., None]) -> None:
+        self.url, self.pg_ctl = url, pg_ctl
+
+    def restart(self) -> None:
+        """``pg_ctl restart -m fast``: every connection is cut, as in a maintenance restart."""
+        self.pg_ctl("restart", "-m", "fast")
+
+    def stop(self) -> None:
+        self.pg_ctl("stop", "-m", "fast")
+
+    def start(self) -> None:
+        self.pg_ctl("start")
+
+
+@contextlib.contextmanager
+def throwaway_cluster() -> Iterator[Cluster]:
+    """Start a cluster; yield it; stop and remove it."""
     bindir = _bindir()
     if bindir is None:
         raise RuntimeError("PostgreSQL is not installed (Debian: apt-get install postgresql; `make setup` does)")
@@ -51,10 +75,28 @@ def throwaway_postgres() -> Iterator[str]:
     try:
         run(bindir / "initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
         options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100"
-        run(bindir / "pg_ctl", "-D", data, "-o", options, "-l", root / "server.log", "-w", "-t", "60", "start")
+
+        def pg_ctl(action: str, *extra: str) -> None:
+            run(
+                bindir / "pg_ctl",
+                "-D",
+                data,
+                "-o",
+                options,
+                "-l",
+                root / "server.log",
+                "-w",
+                "-t",
+                "60",
+                action,
+                *extra,
+            )
+
+        pg_ctl("start")
         try:
-            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+            yield Cluster(f"postgresql://postgres@127.0.0.1:{port}/postgres", pg_ctl)
         finally:
-            run(bindir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
+            with contextlib.suppress(subprocess.CalledProcessError):
+                run(bindir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
     finally:
         shutil.rmtree(root, ignore_errors=True)

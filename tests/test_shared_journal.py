@@ -48,29 +48,6 @@ def policy(session: aws.Aws) -> str:
     return name
 
 
-def test_leases_give_each_device_to_one_station_until_they_expire(postgres_url: str) -> None:
-    batch_name = uuid.uuid4().hex
-    a, b = SharedJournal(postgres_url, batch_name, "A"), SharedJournal(postgres_url, batch_name, "B")
-    try:
-        a.add_devices((f"S{i}", f"t{i}", i) for i in range(5))
-        b.add_devices((f"S{i}", f"t{i}", i) for i in range(5))  # a second station adds nothing twice
-        assert len(a.records()) == 5
-        first = [r.serial for r, _, _ in a.claim(3, lease_seconds=1.0)]
-        second = [r.serial for r, _, _ in b.claim(10, lease_seconds=60.0)]
-        assert first == ["S0", "S1", "S2"] and second == ["S3", "S4"]
-        assert {r.serial for r, _, _ in b.claim(10, 60.0)} == {"S3", "S4"}  # its own again, never A's
-        assert b.held_elsewhere() == 3
-        time.sleep(1.2)  # A stops renewing (as a killed station does): its devices come free
-        taken = {r.serial for r, _, _ in b.claim(10, 60.0)}
-        assert {"S0", "S1", "S2"} <= taken and a.held_elsewhere() == 5
-        a.update("S0", "key_made", key_station="A", key_spki_sha256="ab" * 32)
-        assert a.claim(10, 60.0) == []  # B holds every device now: A cannot claim one back while B's lease runs
-        assert b.get("S0").state == "key_made"
-    finally:
-        a.close()
-        b.close()
-
-
 def test_an_unreachable_journal_is_one_line(tmp_path: Path) -> None:
     import io
 
@@ -87,6 +64,41 @@ def test_an_unreachable_journal_is_one_line(tmp_path: Path) -> None:
     code = main([str(a) for a in argv], out=io.StringIO(), err=err)
     assert code != 0 and err.getvalue().count("\n") == 1 and "cannot connect" in err.getvalue()
     assert "Traceback" not in err.getvalue()
+
+
+def test_the_password_is_never_printed_nor_kept_and_remote_servers_must_be_verified(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    import io
+
+    from device_provisioning.cli import main
+
+    (tmp_path / "devices.csv").write_text("serial,thing_name\nS1,b-1\n")
+    codesign.create_identity(tmp_path / "signer")
+    (tmp_path / "batch.toml").write_text(
+        f'[batch]\npartition_table = "{BETA_TABLE}"\ncode_verify_cert = "{tmp_path / "signer" / codesign.CERT_FILE}"\n'
+    )
+    base = ["batch", "prepare", "--devices", tmp_path / "devices.csv", "--config", tmp_path / "batch.toml"]
+    secret = "Hunter2-secret"
+    for url in (
+        f"postgresql://nobody:{secret}@127.0.0.1:1/none",
+        f"postgresql://nobody@127.0.0.1:1/none?password={secret}",
+    ):
+        err = io.StringIO()
+        code = main([str(a) for a in [*base, "--out", tmp_path / "x", "--journal", url]], out=io.StringIO(), err=err)
+        assert code == 1 and secret not in err.getvalue() and "nobody@127.0.0.1:1/none" in err.getvalue()
+    err = io.StringIO()
+    remote = "postgresql://station@db.factory.example:5432/batches?sslmode=require"
+    code = main([str(a) for a in [*base, "--out", tmp_path / "y", "--journal", remote]], out=io.StringIO(), err=err)
+    assert code == 1 and "sslmode=verify-full" in err.getvalue() and err.getvalue().count("\n") == 1
+    # The trust-authenticated cluster ignores the password: the batch runs, and journal.json does not keep it.
+    with_password = postgres_url.replace("postgres@", f"postgres:{secret}@")
+    argv = [*base, "--out", tmp_path / "z", "--journal", with_password]
+    assert main([str(a) for a in argv], out=io.StringIO(), err=io.StringIO()) == 0
+    pointer = (tmp_path / "z" / "journal.json").read_text()
+    assert secret not in pointer and "127.0.0.1" in pointer
+    assert (tmp_path / "z" / "journal.json").stat().st_mode & 0o077 == 0
+    assert batch.batch_status(tmp_path / "z").states == {"image_built": 1}
 
 
 def write_batch(root: Path, url: str, policy: str, devices: int) -> tuple[Path, Path]:

@@ -47,6 +47,7 @@ def _batch_prepare(args: argparse.Namespace, out: TextIO) -> int:
             aws=session,
             progress=progress,
             journal_url=args.journal,
+            report=lambda line: print(line, file=sys.stderr, flush=True),
         )
     lines = [
         f"batch        {summary.directory}: {summary.devices} devices in {summary.seconds:.1f}s "

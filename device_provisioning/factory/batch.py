@@ -11,15 +11,12 @@ import csv
 import ctypes
 import hashlib
 import io
-import json
 import os
-import secrets
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +25,7 @@ from device_provisioning import signing
 from device_provisioning.aws import Aws, aws_errors
 from device_provisioning.device import credentials, nvs, partition_table
 from device_provisioning.errors import InputFileError, ProvisioningError
-from device_provisioning.factory import bulk, register
+from device_provisioning.factory import batch_config, bulk, register
 from device_provisioning.factory.inputs import (
     BatchConfig,
     BulkRegistration,
@@ -39,26 +36,34 @@ from device_provisioning.factory.inputs import (
     load_config,
     load_devices,
 )
-from device_provisioning.factory.journal import (
-    SHARED_JOURNAL_FILE,
-    DeviceRecord,
-    Journal,
-    batch_lock,
-    require_journal,
+from device_provisioning.factory.journal import Journal, batch_lock
+from device_provisioning.factory.journal_interface import BatchJournal
+from device_provisioning.factory.opening import (
+    DEVICES_DIR,
+    FLASH_LEASE_SECONDS,
+    STATION_FILE,
+    OpenJournal,
+    open_batch_journal,
+    open_shared,
+    station_id,
+    write_pointer,
 )
 from device_provisioning.factory.shared_batch import work_through_shared
-from device_provisioning.factory.shared_journal import BatchJournal, SharedJournal
+from device_provisioning.factory.states import DeviceRecord, DeviceState, LeaseLost
+
+# Re-exported: station flashing, the operator page and the tests open journals through this module.
+__all__ = [
+    "DEVICES_DIR", "FLASH_LEASE_SECONDS", "STATION_FILE", "OpenJournal", "open_batch_journal", "prepare_batch",
+    "station_id",
+]  # fmt: skip
 from device_provisioning.files import read_bytes, write_atomic
 from device_provisioning.fleet.inventory import Inventory
 from device_provisioning.identity import codesign, device_tls
 
-DEVICES_DIR = "devices"
 MANIFEST = "manifest.csv"
 # The batch directory is self-contained for the stations: the table the images were built for.
 TABLE_FILE = "partition-table.bin"
 IMAGE_FILE = "creds.bin"
-# A station's name in a shared journal, kept in its batch directory.
-STATION_FILE = "station.id"
 MANIFEST_COLUMNS = (
     "serial", "thing_name", "state", "certificate_id", "certificate_fingerprint", "image_sha256", "error",
 )  # fmt: skip
@@ -240,6 +245,7 @@ def prepare_batch(
     aws: Aws | None = None,
     progress: ProgressCallback | None = None,
     journal_url: str | None = None,
+    report: Callable[[str], None] = lambda line: None,
 ) -> BatchSummary:
     """Prepare (or resume) a factory batch: keys and CSRs, registration, NVS images, manifest.
 
@@ -250,7 +256,8 @@ def prepare_batch(
     Raises :class:`InputFileError` for bad inputs (before anything is written) and
     :class:`AwsError` when AWS refuses; per-device failures are journaled and counted instead.
     ``journal_url`` (or the config's ``[journal] url``) shares the batch with other stations through
-    PostgreSQL: each station claims devices, and finishes those of a station that died.
+    PostgreSQL: each station claims devices, and finishes those of a station that died; ``report`` gets
+    the one line a station says when it lost leases (it was paused past them) and left those devices.
     """
     started = time.monotonic()
     devices_csv, config_path, out = Path(devices_csv), Path(config_path), Path(out_dir)
@@ -279,15 +286,17 @@ def prepare_batch(
         journal: BatchJournal
         if shared is None:
             journal = Journal(out)
-            journal.bind_input(_input_fingerprint(devices_csv, config_path))
         else:
-            journal = SharedJournal(shared.url, _batch_name(devices_csv), station_id(out))
-            # flash, status and the operator's page of this directory open the same shared journal.
-            pointer = {"url": shared.url, "batch": journal.batch, "shared_keys": str(shared.shared_keys or "")}
-            write_atomic(out / SHARED_JOURNAL_FILE, (json.dumps(pointer) + "\n").encode(), private=True)
-            # Every station must build the same images: the same certificate, family and table.
-            journal.bind_input(f"{inventory.code_verify_sha256}:{config.family}:{partition.name}:{partition.offset}")
+            journal = open_shared(shared.url, _batch_name(devices_csv), out)
         try:
+            if shared is None:
+                journal.bind_input(_input_fingerprint(devices_csv, config_path))
+            else:
+                # Every station must put the same things on the devices and in AWS: one effective configuration.
+                settings = batch_config.describe(config, inventory, table, partition)
+                journal.bind_input(batch_config.fingerprint(settings), settings)
+                # flash, status and the operator's page of this directory open the same shared journal.
+                write_pointer(out, shared.url, _batch_name(devices_csv), shared.shared_keys)
             journal.add_devices((row.serial, row.thing_name, row.line) for row in rows)
             journal.set_meta("partition", partition.name)
             journal.set_meta("table_offset", str(table.table_offset))
@@ -315,8 +324,8 @@ def prepare_batch(
                 max_workers=worker_count, initializer=_die_with_parent, initargs=(os.getpid(),)
             ) as pool:
                 _start_workers(pool)
-                if isinstance(journal, SharedJournal) and shared is not None:
-                    work_through_shared(stages, pool, journal, shared)
+                if shared is not None:
+                    work_through_shared(stages, pool, journal, shared, report)
                 else:
                     stages.run(pool)
             write_manifest(journal, out)
@@ -352,19 +361,21 @@ class DeviceStages:
         """Take every device (or those in ``only``) as far as it can go."""
         journal, config, registration = self.journal, self.config, self.config.registration
 
-        def todo(*states: str) -> list[DeviceRecord]:
+        def todo(*states: DeviceState) -> list[DeviceRecord]:
             return [r for r in journal.records() if r.state in states and (only is None or r.serial in only)]
 
         t = time.monotonic()
         if isinstance(registration, ClaimRegistration):
             # A claim device gets its own identity from fleet provisioning: a factory key would never be used.
-            journal.update_many([(r.serial, "key_made", {}) for r in todo("pending")])
+            journal.update_many([(r.serial, DeviceState.KEY_MADE, {}) for r in todo(DeviceState.PENDING)])
         else:
             _run_pool(
                 pool,
                 _make_key,
-                [(r.serial, r.thing_name, str(self.device_dir[r.serial])) for r in todo("pending")],
-                lambda made: journal.update_many([(s, "key_made", self._key_fields(spki)) for s, spki in made]),
+                [(r.serial, r.thing_name, str(self.device_dir[r.serial])) for r in todo(DeviceState.PENDING)],
+                lambda made: journal.update_many(
+                    [(s, DeviceState.KEY_MADE, self._key_fields(spki)) for s, spki in made]
+                ),
                 "keys",
                 self.progress,
             )
@@ -372,10 +383,10 @@ class DeviceStages:
 
         t = time.monotonic()
         if isinstance(registration, PerDeviceRegistration) and self.aws is not None:
-            _register_all(self, registration, todo("key_made", "registering"))
+            _register_all(self, registration, todo(DeviceState.KEY_MADE, DeviceState.REGISTERING))
             self._timed("registration", t)
         elif isinstance(registration, BulkRegistration) and self.aws is not None:
-            _register_bulk(self, registration, todo("key_made", "registering"))
+            _register_bulk(self, registration, todo(DeviceState.KEY_MADE, DeviceState.REGISTERING))
             self._timed("registration", t)
 
         t = time.monotonic()
@@ -393,13 +404,15 @@ class DeviceStages:
                 claim_key_pem=self.claim_key_pem,
                 values=_values(config, self.rows[r.serial]),
             )
-            for r in todo("registered" if config.needs_aws else "key_made")
+            for r in todo(DeviceState.REGISTERED if config.needs_aws else DeviceState.KEY_MADE)
         ]
         _run_pool(
             pool,
             _build_image,
             tasks,
-            lambda results: journal.update_many([(s, "image_built", {"image_sha256": h}) for s, h in results]),
+            lambda results: journal.update_many(
+                [(s, DeviceState.IMAGE_BUILT, {"image_sha256": h}) for s, h in results]
+            ),
             "images",
             self.progress,
         )
@@ -407,69 +420,9 @@ class DeviceStages:
 
     def _key_fields(self, spki: str) -> dict[str, Any]:
         # A shared journal records who holds the key and which key, for a station taking the device over.
-        if isinstance(self.journal, SharedJournal):
+        if self.journal.shared:
             return {"key_station": self.journal.station, "key_spki_sha256": spki}
         return {}
-
-
-def station_id(out: Path) -> str:
-    """This station's name in a shared journal: kept in its batch directory, so a restart resumes as itself."""
-    path = out / STATION_FILE
-    try:
-        return path.read_text().strip() or _new_station_id(path)
-    except FileNotFoundError:
-        return _new_station_id(path)
-
-
-def _new_station_id(path: Path) -> str:
-    name = f"{socket.gethostname()}-{secrets.token_hex(4)}"
-    write_atomic(path, (name + "\n").encode())
-    return name
-
-
-# How long a station holds a board it flashes: far beyond a full flash at 921,600 baud (~20 s for 1 MB), so a
-# station that dies mid-flash gives its boards back in minutes.
-FLASH_LEASE_SECONDS = 600.0
-
-
-@dataclass(frozen=True)
-class OpenJournal:
-    """A batch directory's journal, as a station opens it: where device files are, and who it is."""
-
-    journal: BatchJournal
-    station: str
-    devices_root: Path  # <dir>/devices, or <shared_keys>/devices when keys are shared
-    shared_keys: bool
-
-    def take_for_flashing(self, count: int) -> list[DeviceRecord]:
-        """The next ``count`` prepared devices this station can flash (their keys and images are here).
-
-        One station per directory holds the batch lock; with a shared journal the devices are claimed under a
-        lease so two stations never flash the same image (released as each device is flashed or fails).
-        """
-        if isinstance(self.journal, SharedJournal):
-            return self.journal.claim_for_flashing(count, FLASH_LEASE_SECONDS, any_station=self.shared_keys)
-        return [r for r in self.journal.records() if r.state == "image_built"][:count]
-
-
-def open_batch_journal(out_dir: str | Path, *, as_station: bool = True) -> OpenJournal:
-    """The journal of a prepared batch directory: its SQLite file, or the shared journal it points to.
-
-    ``as_station=False`` opens it to read only, without giving this directory a station name.
-    """
-    out = Path(out_dir)
-    require_journal(out)
-    pointer = out / SHARED_JOURNAL_FILE
-    station = station_id(out) if as_station else "reader"
-    if not pointer.is_file():
-        return OpenJournal(Journal(out), station, out / DEVICES_DIR, shared_keys=False)
-    try:
-        shared = json.loads(read_bytes(pointer, "shared journal pointer"))
-        url, name = str(shared["url"]), str(shared["batch"])
-    except (ValueError, KeyError, TypeError):
-        raise InputFileError(f"{pointer}: damaged; run `batch prepare` with the batch's config again") from None
-    keys = Path(shared["shared_keys"]) if shared.get("shared_keys") else None
-    return OpenJournal(SharedJournal(url, name, station), station, (keys or out) / DEVICES_DIR, keys is not None)
 
 
 def _batch_name(devices_csv: Path) -> str:
@@ -494,6 +447,7 @@ def _register_all(stages: DeviceStages, registration: PerDeviceRegistration, tod
     journal, rows, device_dir, progress, inventory = (
         stages.journal, stages.rows, stages.device_dir, stages.progress, stages.inventory
     )  # fmt: skip
+    lost: list[LeaseLost] = []
     with aws_errors("registering the batch's devices"):
         with ThreadPoolExecutor(max_workers=registration.concurrency) as threads:
             futures: list[Future[str | None]] = [
@@ -509,9 +463,20 @@ def _register_all(stages: DeviceStages, registration: PerDeviceRegistration, tod
                 for r in todo
             ]
             for done, future in enumerate(as_completed(futures), start=1):
-                future.result()
+                try:
+                    future.result()
+                except LeaseLost as error:
+                    # Paused past the lease: the others' leases are gone too; start no new device.
+                    lost.append(error)
+                    for waiting in futures:
+                        waiting.cancel()
+                    continue
+                except CancelledError:
+                    continue
                 if done % 50 == 0 or done == len(futures):
                     progress("registration", done, len(futures))
+    if lost:
+        raise LeaseLost([s for e in lost for s in e.serials], [u for e in lost for u in e.undone])
 
 
 def _register_bulk(stages: DeviceStages, registration: BulkRegistration, todo: list[DeviceRecord]) -> None:
@@ -521,7 +486,8 @@ def _register_bulk(stages: DeviceStages, registration: BulkRegistration, todo: l
         return
     key = journal.meta("bulk_input_key") or f"bulk-registration/{int(time.time())}-{len(todo)}.jsonl"
     journal.set_meta("bulk_input_key", key)
-    journal.update_many([(r.serial, "registering", {}) for r in todo if r.state == "key_made"])
+    journal.update_many([(r.serial, DeviceState.REGISTERING, {}) for r in todo if r.state == DeviceState.KEY_MADE])
+    journal.fence([r.serial for r in todo])  # the task changes every one of them in AWS
     devices = [(r.thing_name, (device_dir[r.serial] / register.DEVICE_CSR).read_text()) for r in todo]
     result = bulk.run_bulk_registration(
         aws,
@@ -535,24 +501,27 @@ def _register_bulk(stages: DeviceStages, registration: BulkRegistration, todo: l
         wait_for_running=registration.wait_for_running_task,
         inventory=inventory,
     )
-    updates: list[tuple[str, str | None, dict[str, Any]]] = []
+    updates: list[tuple[str, DeviceState | None, dict[str, Any]]] = []
+    failed: list[tuple[str, str]] = []
     for offset, record in enumerate(todo):
         if offset not in result.registered:
             message = result.errors.get(offset, f"not in the reports of task {result.task_id}")
-            updates.append((record.serial, "key_made", {"error": f"bulk registration: {message}"}))
+            failed.append((record.serial, f"bulk registration: {message}"))
             continue
         certificate_id, pem = result.registered[offset]
         certificate = codesign.load_certificate(pem.encode())
         device_key = codesign.load_private_key_file(device_dir[record.serial] / register.DEVICE_KEY)
         if not codesign.key_matches_certificate(device_key, certificate):
             message = f"certificate {certificate_id[:12]} is for another key than this device's CSR"
-            updates.append((record.serial, "key_made", {"error": f"bulk registration: {message}"}))
+            failed.append((record.serial, f"bulk registration: {message}"))
             continue
         write_atomic(device_dir[record.serial] / register.DEVICE_CERT, pem.encode())
         fingerprint = codesign.fingerprint(certificate)
         fields = {"certificate_id": certificate_id, "certificate_fingerprint": fingerprint, "error": None}
-        updates.append((record.serial, "registered", fields))
+        updates.append((record.serial, DeviceState.REGISTERED, fields))
     journal.update_many(updates)
+    for serial, message in failed:  # back to key_made: a later run registers them again
+        journal.undo(serial, DeviceState.KEY_MADE, error=message)
     # The task is finished: a later run (after fixing the errors) starts a new one.
     journal.set_meta("bulk_task_id", "")
     journal.set_meta("bulk_input_key", "")
@@ -606,7 +575,7 @@ class BatchStatus:
 def batch_status(out_dir: str | Path) -> BatchStatus:
     """How many devices of a batch are in each state, and each device's error. Reads only."""
     out = Path(out_dir)
-    journal = open_batch_journal(out, as_station=False).journal
+    journal = open_batch_journal(out, as_station=False, readonly=True).journal
     try:
         records = journal.records()
         errors = tuple((r.serial, r.error) for r in records if r.error)

@@ -8,17 +8,23 @@ point leaves no active certificate that no device holds. A rerun of a device fou
 ``registering`` first removes every certificate on its thing except the journaled one, and, when
 no certificate id was journaled, any INACTIVE unattached certificate issued for its key since it
 entered ``registering`` (where the endpoint issues certificates for the CSR's key, as AWS does).
+
+Every AWS call that changes something goes through :class:`FencedClient`: right before it, one statement
+proves this station still holds the device (its lease generation, not expired). A station paused past its
+lease stops at the next call; the certificate it created that no journal row names is deleted again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from device_provisioning.aws import error_code
 from device_provisioning.contract import DEVICE_CERT_FILE, DEVICE_CSR_FILE, DEVICE_KEY_FILE
 from device_provisioning.factory.inputs import DeviceRow
-from device_provisioning.factory.shared_journal import BatchJournal
+from device_provisioning.factory.journal_interface import BatchJournal
+from device_provisioning.factory.states import DeviceState, LeaseLost
 from device_provisioning.files import write_atomic
 from device_provisioning.fleet.inventory import Inventory, record_inventory, thing_attribute_payload
 from device_provisioning.identity import codesign
@@ -26,6 +32,34 @@ from device_provisioning.identity import codesign
 DEVICE_KEY = DEVICE_KEY_FILE
 DEVICE_CSR = DEVICE_CSR_FILE
 DEVICE_CERT = DEVICE_CERT_FILE
+# botocore operation names that change something in AWS (the rest only read).
+MUTATING_PREFIXES = (
+    "add_", "attach_", "cancel_", "create_", "delete_", "detach_", "register_", "remove_", "start_", "update_",
+)  # fmt: skip
+
+
+class FencedClient:
+    """A boto3 client whose state-changing calls each run ``fence()`` first (which raises :class:`LeaseLost`)."""
+
+    def __init__(self, client: Any, fence: Callable[[], None]) -> None:
+        self.unfenced, self._fence = client, fence
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.unfenced, name)
+        if not (callable(attribute) and name.startswith(MUTATING_PREFIXES)):
+            return attribute
+
+        def fenced(*args: Any, **kwargs: Any) -> Any:
+            self._fence()
+            return attribute(*args, **kwargs)
+
+        return fenced
+
+
+def fenced_for(iot: Any, journal: BatchJournal, serial: str) -> FencedClient:
+    """``iot`` acting on one device: every change proves first that this station still holds it."""
+    client = iot.unfenced if isinstance(iot, FencedClient) else iot
+    return FencedClient(client, lambda: journal.fence([serial]))
 
 
 def _certificate_ids(iot: Any, thing: str) -> list[str]:
@@ -99,16 +133,17 @@ def register_batch_device(
 ) -> str | None:
     """Register one device (its ``inventory`` recorded on the thing); returns an error message for a device
     that cannot be registered."""
+    iot = fenced_for(iot, journal, row.serial)
     record = journal.get(row.serial)
-    if record.reached("registered"):
+    if record.reached(DeviceState.REGISTERED):
         return None
     thing = row.thing_name
-    if record.state == "registering":
+    if record.state == DeviceState.REGISTERING:
         # A previous run died half way: only the journaled certificate may stay on this thing.
         for certificate_id in _certificate_ids(iot, thing):
             if certificate_id != record.certificate_id:
                 _remove_certificate(iot, thing, certificate_id)
-        since = journal.entered_at(row.serial, "registering")
+        since = journal.entered_at(row.serial, DeviceState.REGISTERING)
         if record.certificate_id is None and since is not None:
             sweep_unjournaled_certificates(iot, device_dir, since)
     else:
@@ -120,7 +155,7 @@ def register_batch_device(
             )
             journal.update(row.serial, None, error=message)
             return message
-        journal.update(row.serial, "registering", error=None)
+        journal.update(row.serial, DeviceState.REGISTERING, error=None)
     try:
         _register(iot, journal, row, device_dir, policy, inventory)
     except Exception as error:
@@ -128,7 +163,7 @@ def register_batch_device(
             raise  # transient (throttling beyond retries, network): the rerun resumes this device
         message = f"{error_code(error)}: {' '.join(str(error).split())[:200]}"
         _undo(iot, journal, row)
-        journal.update(row.serial, "key_made", certificate_id=None, certificate_arn=None, error=message)
+        journal.undo(row.serial, DeviceState.KEY_MADE, certificate_id=None, certificate_arn=None, error=message)
         return message
     return None
 
@@ -151,7 +186,14 @@ def _register(
         csr = (device_dir / DEVICE_CSR).read_text()
         created = iot.create_certificate_from_csr(certificateSigningRequest=csr, setAsActive=False)
         certificate_id = created["certificateId"]
-        journal.update(row.serial, None, certificate_id=certificate_id, certificate_arn=created["certificateArn"])
+        try:
+            journal.update(row.serial, None, certificate_id=certificate_id, certificate_arn=created["certificateArn"])
+        except LeaseLost as lost:
+            # Created while this station no longer held the device: no journal row names it, so it goes again
+            # (INACTIVE and attached to nothing: nobody else can be using it).
+            iot.unfenced.delete_certificate(certificateId=certificate_id)
+            lost.undone.append(f"certificate {certificate_id[:12]}")
+            raise
     description = iot.describe_certificate(certificateId=certificate_id)["certificateDescription"]
     arn, pem = description["certificateArn"], description["certificatePem"]
     iot.attach_policy(policyName=policy, target=arn)
@@ -162,14 +204,15 @@ def _register(
         iot.update_certificate(certificateId=certificate_id, newStatus="ACTIVE")
     write_atomic(device_dir / DEVICE_CERT, pem.encode())
     fingerprint = codesign.fingerprint(codesign.load_certificate(pem.encode()))
-    journal.update(row.serial, "registered", certificate_fingerprint=fingerprint, error=None)
+    journal.update(row.serial, DeviceState.REGISTERED, certificate_fingerprint=fingerprint, error=None)
 
 
 def remove_identity(iot: Any, journal: BatchJournal, row: DeviceRow, key_spki: str | None) -> None:
     """Remove every identity AWS holds for this device: the certificates on its thing, the journaled one,
     and (given the key's SPKI SHA-256) any unattached one issued for its key since it began registering."""
+    iot = fenced_for(iot, journal, row.serial)
     _undo(iot, journal, row)
-    since = journal.entered_at(row.serial, "registering")
+    since = journal.entered_at(row.serial, DeviceState.REGISTERING)
     if key_spki is not None and since is not None:
         sweep_certificates_for_key(iot, key_spki, since)
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING
 
 from device_provisioning.aws import aws_errors
 from device_provisioning.factory import register
 from device_provisioning.factory.inputs import SharedJournalConfig
-from device_provisioning.factory.journal import DeviceRecord
-from device_provisioning.factory.shared_journal import SharedJournal
+from device_provisioning.factory.journal_interface import BatchJournal
+from device_provisioning.factory.states import DeviceRecord, DeviceState, LeaseLost
 
 if TYPE_CHECKING:  # batch imports this module: the type only, to avoid the cycle
     from device_provisioning.factory.batch import DeviceStages
@@ -27,18 +28,26 @@ RENEW_EVERY = 1 / 3
 
 
 def work_through_shared(
-    stages: DeviceStages, pool: ProcessPoolExecutor, journal: SharedJournal, shared: SharedJournalConfig
+    stages: DeviceStages,
+    pool: ProcessPoolExecutor,
+    journal: BatchJournal,
+    shared: SharedJournalConfig,
+    report: Callable[[str], None] = lambda line: None,
 ) -> None:
     """Claim devices, prepare them, release them, until no device of the batch is left unfinished.
 
     While other stations hold the last devices this one waits: if one of them dies, its leases expire
-    and this station finishes its devices.
+    and this station finishes its devices. A station that finds it lost leases (it was paused, or cut off
+    from the database, for longer than a lease) leaves those devices to whoever holds them now and says so.
     """
     stop = threading.Event()
 
     def renew() -> None:
         while not stop.wait(shared.lease_seconds * RENEW_EVERY):
-            journal.renew(shared.lease_seconds)
+            try:
+                journal.renew(shared.lease_seconds)
+            except Exception:  # noqa: BLE001 - the database is away: the main thread's next call says so
+                continue
 
     renewer = threading.Thread(target=renew, name="lease-renewal", daemon=True)
     renewer.start()
@@ -50,14 +59,28 @@ def work_through_shared(
                     return
                 time.sleep(min(2.0, shared.lease_seconds * RENEW_EVERY))
                 continue
-            for record, key_station, key_spki in claimed:
-                if key_station not in (None, journal.station) and shared.shared_keys is None:
-                    take_over(stages, record, key_spki)
-            stages.run(pool, only={record.serial for record, _, _ in claimed})
+            try:
+                for record, key_station, key_spki in claimed:
+                    if key_station not in (None, journal.station) and shared.shared_keys is None:
+                        take_over(stages, record, key_spki)
+                stages.run(pool, only={record.serial for record, _, _ in claimed})
+            except LeaseLost as lost:
+                report(lease_lost_line(journal.station, lost, shared.lease_seconds))
             journal.release([record.serial for record, _, _ in claimed])
     finally:
         stop.set()
         renewer.join()
+
+
+def lease_lost_line(station: str, lost: LeaseLost, lease_seconds: float) -> str:
+    """The one line a station says when it finds its leases gone."""
+    serials = ", ".join(lost.serials[:3]) + (f" and {len(lost.serials) - 3} more" if len(lost.serials) > 3 else "")
+    undone = f"; removed what it had created for them ({', '.join(lost.undone)})" if lost.undone else ""
+    return (
+        f"WARNING station {station} lost its lease on {serials}: it was paused or cut off from the journal for "
+        f"longer than the {lease_seconds:g} s lease, so another station may hold them; it stopped without "
+        f"touching them{undone} and goes on with other devices"
+    )
 
 
 def take_over(stages: DeviceStages, record: DeviceRecord, key_spki: str | None) -> None:
@@ -67,13 +90,13 @@ def take_over(stages: DeviceStages, record: DeviceRecord, key_spki: str | None) 
     key left unattached by a crash before it was journaled), and the device starts again here with a key
     of this station's: still exactly one identity per device, the journaled one.
     """
-    if stages.aws is not None and record.state != "pending":
+    if stages.aws is not None and record.state != DeviceState.PENDING:
         iot = stages.aws.client("iot")
         with aws_errors(f"taking over device {record.serial}"):
             register.remove_identity(iot, stages.journal, stages.rows[record.serial], key_spki)
-    stages.journal.update(
+    stages.journal.undo(
         record.serial,
-        "pending",
+        DeviceState.PENDING,
         certificate_id=None,
         certificate_arn=None,
         certificate_fingerprint=None,

@@ -19,8 +19,8 @@ from device_provisioning.device import partition_table
 from device_provisioning.device.partition_table import DEFAULT_TABLE_OFFSET
 from device_provisioning.errors import ProvisioningError
 from device_provisioning.factory.batch import IMAGE_FILE, TABLE_FILE, open_batch_journal, write_manifest
-from device_provisioning.factory.journal import PortState, batch_lock
-from device_provisioning.factory.shared_journal import SharedJournal
+from device_provisioning.factory.journal import batch_lock
+from device_provisioning.factory.states import DeviceState, PortState
 from device_provisioning.files import read_bytes
 from device_provisioning.flashing import esptool_device, layout
 
@@ -68,10 +68,6 @@ def flash_station(
                 raise ProvisioningError(f"{out}: no prepared device waits for flashing (run `batch prepare` first)")
             assignments = list(zip(ports, queue, strict=False))
 
-            def release(serial: str) -> None:
-                if isinstance(journal, SharedJournal):
-                    journal.release([serial])
-
             def show(port: str, serial: str, thing: str, phase: str, outcome: str, detail: str = "") -> None:
                 progress = 100 if outcome in ("passed", "failed") else PHASE_PROGRESS.get(phase, 0)
                 journal.set_port(
@@ -94,11 +90,13 @@ def flash_station(
                         report(f"[{port}] {serial}: FAILED {error}")
                     journal.update(serial, None, error=f"flash on {port}: {error}")
                     show(port, serial, thing, "failed", "failed", " ".join(str(error).split())[:300])
-                    release(serial)
+                    journal.release([serial])
                     return StationResult(port, serial, False, str(error))
                 # flash_device proved the NVS partition by the chip's MD5 (or read it back) before returning.
-                journal.update_many([(serial, "flashed", {}), (serial, "verified", {"error": None})])
-                release(serial)
+                journal.update_many(
+                    [(serial, DeviceState.FLASHED, {}), (serial, DeviceState.VERIFIED, {"error": None})]
+                )
+                journal.release([serial])
                 fingerprint = str(result.code_verify_fingerprint)[:16]
                 show(port, serial, thing, "done", "passed", f"verified (P11_CSK {fingerprint}…)")
                 with lock:
