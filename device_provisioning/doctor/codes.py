@@ -178,6 +178,12 @@ MBEDTLS_ERRORS = {
         "mbedTLS could not allocate its buffers: the heap is exhausted (PSRAM not initialised, or too little "
         "free internal RAM for the 16 KB TLS buffers)",
     ),
+    0x7200: (
+        "MBEDTLS_ERR_SSL_INVALID_RECORD",
+        "a TLS record from the broker was invalid or larger than the device's input buffer: the broker sends "
+        "records up to 16 KB, so CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN (TLS maximum input message content length) "
+        "below 16384 fails the handshake",
+    ),
     0x0042: ("MBEDTLS_ERR_NET_SOCKET_FAILED", "no socket could be opened: the network stack is not up"),
     0x004E: ("MBEDTLS_ERR_NET_SEND_FAILED", "sending on the socket failed: network lost or the broker disconnected"),
 }

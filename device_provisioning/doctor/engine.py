@@ -67,6 +67,8 @@ _CREDENTIAL_CODES = frozenset(
         "tls-pk-invalid-pubkey",
     }
 )
+# What the panic handler prints under "Guru Meditation Error" when it knows the reason better.
+_CRASH_DETAILS = frozenset({"stack-overflow", "heap-corrupted"})
 _NVS_EMPTY = frozenset(
     {
         "ESP_ERR_NVS_NOT_FOUND",
@@ -205,6 +207,11 @@ class Scan:
     def _add(self, number: int, line: str, result: Finding) -> None:
         code, explanation, fix = result
         found = self.report.findings
+        if code in _CRASH_DETAILS and found and found[-1].code.startswith("panic-"):
+            panic = found[-1]
+            if number - panic.line_number <= 3:  # "Debug exception reason: ..." right under the Guru line
+                found[-1] = Diagnosis(code, panic.line_number, panic.line, f"{explanation} ({line})", fix)
+                return
         root = self._follows.get(code)
         if root is None and code.startswith(NETWORK_FINDINGS):
             down = self.evidence.network_down()

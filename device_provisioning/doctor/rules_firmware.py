@@ -79,7 +79,7 @@ def _version_rejected(line: str, low: str) -> Finding | None:
 
 
 _OTA_OPS_CODE = re.compile(r"\b0x15(0[1-6])\b")
-_INVALID_IMAGE = ("invalid magic", "invalid header", "checksum failed", "image hash failed")
+_INVALID_IMAGE = ("invalid magic", "invalid header", "checksum failed", "image hash failed", "invalid segment length")
 
 
 def _image_validation(line: str, low: str) -> Finding | None:
@@ -116,9 +116,10 @@ def _image_validation(line: str, low: str) -> Finding | None:
 
 
 _GURU = "guru meditation error:"
-_PANIC_REASON = re.compile(r"panic'ed \(([a-z0-9 _]{1,40})\)")
+_PANIC_REASON = re.compile(r"panic'ed \(([a-z0-9 _]{1,60})\)")
 _CRASHES = (
     ("a stack overflow in task", "stack-overflow", "a task overflowed its stack", "raise that task's stack size"),
+    ("stack canary watchpoint triggered", "stack-overflow", "a task overflowed its stack (its canary was hit)", ""),
     ("corrupt heap", "heap-corrupted", "the heap is corrupted (a buffer overrun or use after free)", ""),
     ("abort() was called", "abort", "the firmware called abort() (an assert or ESP_ERROR_CHECK failed)", ""),
     ("assert failed", "assert-failed", "an assertion in the firmware failed", ""),
@@ -129,7 +130,7 @@ _DECODE = "run doctor LOG --elf build/<project>.elf to turn the backtrace into f
 
 
 def _crash(line: str, low: str) -> Finding | None:
-    if _GURU in low:
+    if _GURU in low and "stack canary" not in low:
         match = _PANIC_REASON.search(low)
         reason = match.group(1).strip() if match else "exception"
         return (

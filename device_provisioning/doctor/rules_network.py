@@ -26,6 +26,8 @@ _TLS_FIXES = {
     "(SNTP) before connecting, and check the endpoint (aws iot describe-endpoint --endpoint-type iot:Data-ATS)",
     0x7880: "the policy attached to the certificate must allow iot:Connect on client/<thing name>, and the "
     "MQTT client id must be the thing name",
+    0x7200: "set CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN to 16384 (menuconfig: mbedTLS, TLS maximum input message "
+    "content length), or enable CONFIG_MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH",
     0x7F00: "enable and check PSRAM (CONFIG_SPIRAM) or free heap; CONFIG_MBEDTLS_DYNAMIC_BUFFER reduces the need",
 }
 _CREDENTIAL_FIX = (
