@@ -28,10 +28,27 @@ def named_first(entry: dict[str, str]) -> bool:
     return entry["expect"] in (first.code, first.causes[0].key if first.causes else None)
 
 
-@pytest.mark.parametrize("entry", INDEX, ids=[e["file"] for e in INDEX])
+# A log whose thread concluded something the log itself does not show is kept, counted as a miss, and
+# says why ("known_miss"); strict, so a miss that starts passing is noticed.
+CASES = [
+    pytest.param(e, marks=pytest.mark.xfail(reason=e["known_miss"], strict=True)) if "known_miss" in e else e
+    for e in INDEX
+]
+
+
+@pytest.mark.parametrize("entry", CASES, ids=[e["file"] for e in INDEX])
 def test_the_first_finding_names_the_threads_conclusion(entry: dict[str, str]) -> None:
     assert entry["url"].startswith("https://github.com/") and entry["conclusion"]
     assert named_first(entry), entry["conclusion"]
+
+
+def test_hit_rate_and_false_alarms() -> None:
+    """The figures docs/device-side.md reports."""
+    failures = [e for e in INDEX if e["expect"] != "nothing"]
+    healthy = [e for e in INDEX if e["expect"] == "nothing"]
+    hits = sum(named_first(e) for e in failures)
+    false_alarms = sum(not named_first(e) for e in healthy)
+    assert (hits, len(failures), false_alarms, len(healthy)) == (6, 7, 0, 4)
 
 
 def test_every_log_in_the_folder_is_indexed() -> None:

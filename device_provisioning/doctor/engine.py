@@ -21,7 +21,7 @@ from device_provisioning.doctor.causes import NETWORK_FINDINGS, NO_NETWORK, rank
 from device_provisioning.doctor.crash import CrashCollector, CrashReport
 from device_provisioning.doctor.evidence import Evidence
 from device_provisioning.doctor.reader import blocks_of_lines, printable, read_blocks
-from device_provisioning.doctor.rules import NVS_RULES, OTA_RULES, PAL_RULES, Diagnosis, Finding, Rule
+from device_provisioning.doctor.rules import AGENT_RULES, NVS_RULES, OTA_RULES, PAL_RULES, Diagnosis, Finding, Rule
 from device_provisioning.doctor.rules_firmware import FIRMWARE_RULES, IMAGE_RULES
 from device_provisioning.doctor.rules_modern import MODERN_RULES, plaintext_on_encrypted_flash, scheme_mismatch
 from device_provisioning.doctor.rules_network import NETWORK_RULES
@@ -35,6 +35,7 @@ RULES: tuple[Rule, ...] = (
     *IMAGE_RULES,
     *PAL_RULES,
     *NVS_RULES,
+    *AGENT_RULES,
 )
 # A log full of failures keeps the first findings in full and counts the rest.
 MAX_FINDINGS = 500

@@ -31,14 +31,14 @@ class Mark:
 
 _DIGITS = re.compile(r"[\s:=\[\]]*(\d{1,12})")
 
-NETWORK_UP = ("sta ip:", "got ip", "ipv4 address:", "connected with ip", "eth ip:")
+NETWORK_UP = ("sta ip:", "got ip", "got_ip", "ipv4 address:", "connected with ip", "eth ip:")
 NETWORK_DOWN = (
     "retry to connect to the ap",
     "connect to the ap fail",
     "failed to connect to the ap",
     "failed to connect to ap",
     "no ap found",
-    "wifi_event_sta_disconnected",
+    "sta_disconnected",
     "wi-fi disconnected",
     "wifi disconnected",
     "wifi:disconnected",

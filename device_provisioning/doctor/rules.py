@@ -302,12 +302,37 @@ def _old_agent_close(line: str, low: str) -> Finding | None:
     return (f"ota-close-{name.removeprefix('kOTA_Err_').lower()}", f"{name}: {meaning}", FIX_VERIFY)
 
 
+_V3_ERRORS = {name.lower(): name for name in OTA_ERRORS_V3[1:]}
+
+
+def _agent_error(line: str, low: str) -> Finding | None:
+    """An ``OtaErr_t`` the v3 agent printed by name (``OtaErr_t=OtaErrMomentumAbort``)."""
+    at = low.find("otaerr")
+    while at >= 0:
+        end = at + 6
+        while end < len(low) and low[end].isalnum():
+            end += 1
+        name = _V3_ERRORS.get(low[at:end])
+        if name:
+            short = name.removeprefix("OtaErr")
+            meaning = next((text for key, text in OTA_ERROR_MEANINGS.items() if key == short), None)
+            return (
+                f"ota-error-{short.lower()}",
+                f"the OTA agent reported {name}" + (f": {meaning}" if meaning else ""),
+                FIX_VERIFY if "Sign" in short else "device-provisioning ota status ID --json; fix the cause above",
+            )
+        at = low.find("otaerr", end)
+    return None
+
+
 OTA_RULES = (
     Rule(('"reason"',), lambda line, low: job_status_reason(line)),
     Rule(("job in self test",), _image_state),
     Rule(("filesize", "file size", "greater than can be tracked"), _file_size_overflow),
     Rule(("closing ota file",), _old_agent_close),
 )
+# After the more specific rules: a named OtaErr_t is the agent's own summary of a failure.
+AGENT_RULES = (Rule(("otaerr",), _agent_error),)
 PAL_RULES = (
     Rule(("failed nvs open",), _failed_nvs_open),
     Rule((_NO_SUCH_FILE, _USING_OTA_CONFIG, "using aws_ota_codesigner_certificate.h"), _test_certificate_fallback),

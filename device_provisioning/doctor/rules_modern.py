@@ -75,6 +75,7 @@ _SECURE_CERT_READS = (
         "was flashed there",
     ),
     ("unable to find tlv", "esp-secure-cert-not-found", "the requested TLV entry is not in the partition"),
+    ("could not find the tlv", "esp-secure-cert-not-found", "the requested TLV entry is not in the partition"),
     (
         "metadata magic word does not match",
         "esp-secure-cert-not-found",

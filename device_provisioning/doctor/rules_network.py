@@ -20,6 +20,9 @@ TLS_FAILED = (
     "ssl handshake failed",
     "esp_tls_conn_new failed",
     "failed to connect to tls",
+    "failed to connnect to host",  # esp-tls's own spelling
+    "failed to connect to host",
+    "failed to establish new connection",  # the FreeRTOS IoT network layer
 )
 _TLS_FIXES = {
     0x2700: "give the device Amazon Root CA 1 (device register writes AmazonRootCA1.pem), set the clock "
