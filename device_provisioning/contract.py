@@ -61,8 +61,25 @@ VERSION_ATTRIBUTE = "appVersion"
 # A device's stable rollout bucket, 0-99 (SHA-256 of its thing name): a rollout stage is a range of buckets,
 # targeted through a dynamic thing group over fleet indexing. A fourth attribute: it needs the thing type.
 ROLLOUT_BUCKET_ATTRIBUTE = "rolloutBucket"
+# What the update-compatibility rules need per device: chip, chip revision (vMAJOR.MINOR), and the eFuse
+# secure version of an anti-rollback device.
+CHIP_ATTRIBUTE = "chip"
+CHIP_REVISION_ATTRIBUTE = "chipRevision"
+SECURE_VERSION_ATTRIBUTE = "secureVersion"
 INVENTORY_ATTRIBUTE_PARAMETERS = {
     CERTIFICATE_ATTRIBUTE: "CodeVerifySha256",
     FAMILY_ATTRIBUTE: "OtaFamily",
     VERSION_ATTRIBUTE: "AppVersion",
+    CHIP_ATTRIBUTE: "Chip",
+    CHIP_REVISION_ATTRIBUTE: "ChipRevision",
+    SECURE_VERSION_ATTRIBUTE: "SecureVersion",
 }
+# A thing without a thing type holds at most three attributes; the inventory has more, so each stage's
+# DeviceFleet stack creates this thing type and every registration path puts the stage's things in it.
+THING_TYPE_NAME = "{stage}-esp32-device"
+UNTYPED_THING_ATTRIBUTES = 3
+
+
+def thing_type_name(stage: str) -> str:
+    """``thing_type_name("dev")`` -> ``"dev-esp32-device"``."""
+    return THING_TYPE_NAME.format(stage=stage)

@@ -24,6 +24,8 @@ corrects moto's IoT backend before the server starts (:func:`correct_moto`):
   call counted (:func:`devtools.local_registry.call_counts`);
 - fleet indexing (:mod:`devtools.local_index`): SearchIndex, GetBucketsAggregation and dynamic thing
   groups over the query syntax AWS documents.
+- a thing without a thing type holds at most three attributes (:mod:`devtools.local_things`; moto took
+  any number): the fleet inventory's thing type rests on it.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from devtools.local_index import add_index_stand_ins
 from devtools.local_jobs import add_jobs_corrections
 from devtools.local_ota import add_ota_stand_ins
 from devtools.local_registry import add_registry_corrections
+from devtools.local_things import add_thing_corrections
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's fixed account id
@@ -135,6 +138,7 @@ def correct_moto() -> None:
     add_jobs_corrections()
     add_registry_corrections()
     add_index_stand_ins()
+    add_thing_corrections()
 
 
 @dataclass(frozen=True)

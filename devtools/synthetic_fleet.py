@@ -20,6 +20,7 @@ from device_provisioning.contract import (
     FAMILY_ATTRIBUTE,
     ROLLOUT_BUCKET_ATTRIBUTE,
     VERSION_ATTRIBUTE,
+    thing_type_name,
 )
 from device_provisioning.fleet import index
 from devtools.local_aws import ACCOUNT, REGION
@@ -52,6 +53,10 @@ def seed_fleet(
     registry = backend()
     registry.create_thing_group(group, None, {})
     members = registry.describe_thing_group(group).things
+    # Four attributes: AWS (and the local endpoint) keep them only on a thing of a thing type, as the stacks make.
+    kind = thing_type_name("synthetic")
+    if all(existing.thing_type_name != kind for existing in registry.list_thing_types()):
+        registry.create_thing_type(kind, {})
     names, start = [], 0
     for number, cohort in enumerate(cohorts):
         end = count if number == len(cohorts) - 1 else start + round(count * cohort.share)
@@ -61,7 +66,7 @@ def seed_fleet(
                           VERSION_ATTRIBUTE: version}  # fmt: skip
             if buckets:
                 attributes[ROLLOUT_BUCKET_ATTRIBUTE] = str(index.rollout_bucket(name))
-            thing = registry.create_thing(name, None, {"attributes": attributes})
+            thing = registry.create_thing(name, kind, {"attributes": attributes})
             members[thing.arn] = thing
             names.append(name)
         start = end

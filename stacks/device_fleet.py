@@ -1,4 +1,4 @@
-"""The IoT policy every ESP32 device gets, and optional development things."""
+"""The IoT policy every ESP32 device gets, the stage's thing type, and optional development things."""
 
 from __future__ import annotations
 
@@ -28,15 +28,29 @@ class DeviceFleet(Construct):
         *,
         policy_name: str,
         thing_names: Sequence[str],
+        thing_type_name: str,
     ) -> None:
         super().__init__(scope, id_)
         self.policy_name = policy_name
+        # A thing without a type holds three attributes; the fleet inventory (certificate, family, app version,
+        # chip, chip revision, secure version, and what rollouts add) needs more, so every registration path
+        # puts the stage's devices in this type. Searchable: what a fleet is most often filtered by.
+        self.thing_type = iot.CfnThingType(
+            self,
+            "ThingType",
+            thing_type_name=thing_type_name,
+            thing_type_properties=iot.CfnThingType.ThingTypePropertiesProperty(
+                thing_type_description="ESP32 devices of this stage; attributes: the fleet inventory",
+                searchable_attributes=[contract.FAMILY_ATTRIBUTE, contract.VERSION_ATTRIBUTE, contract.CHIP_ATTRIBUTE],
+            ),
+        )
         self.policy = iot.CfnPolicy(
             self,
             "DevicePolicy",
             policy_name=policy_name,
             policy_document=self._policy_document(),
         )
+        # CloudFormation's AWS::IoT::Thing takes no thing type: development things carry no inventory.
         self.things = [iot.CfnThing(self, f"Thing{index}", thing_name=name) for index, name in enumerate(thing_names)]
 
     def _policy_document(self) -> dict[str, Any]:

@@ -34,6 +34,7 @@ class FleetProvisioning(Construct):
         claim_policy_name: str,
         claim_client_id_prefix: str,
         thing_name_prefix: str,
+        thing_type_name: str,
         pre_provisioning_hook_arn: str | None = None,
     ) -> None:
         super().__init__(scope, id_)
@@ -93,7 +94,7 @@ class FleetProvisioning(Construct):
             description="ESP32 fleet provisioning by claim",
             enabled=True,
             provisioning_role_arn=self.role.role_arn,
-            template_body=json.dumps(self._template_body(device_policy_name, thing_name_prefix)),
+            template_body=json.dumps(self._template_body(device_policy_name, thing_name_prefix, thing_type_name)),
             pre_provisioning_hook=hook,
         )
         if pre_provisioning_hook_arn:
@@ -144,7 +145,7 @@ class FleetProvisioning(Construct):
         )
 
     @staticmethod
-    def _template_body(device_policy_name: str, thing_name_prefix: str) -> dict[str, Any]:
+    def _template_body(device_policy_name: str, thing_name_prefix: str, thing_type_name: str) -> dict[str, Any]:
         return {
             "Parameters": {
                 "SerialNumber": {"Type": "String"},
@@ -160,7 +161,8 @@ class FleetProvisioning(Construct):
                     "Type": "AWS::IoT::Thing",
                     "Properties": {
                         "ThingName": {"Fn::Join": ["", [thing_name_prefix, {"Ref": "SerialNumber"}]]},
-                        # A thing without a type holds three attributes: the inventory (the serial is in the name).
+                        # The stage's thing type: a thing without one holds three attributes, the inventory more.
+                        "ThingTypeName": thing_type_name,
                         "AttributePayload": {
                             attribute: {"Ref": parameter}
                             for attribute, parameter in contract.INVENTORY_ATTRIBUTE_PARAMETERS.items()

@@ -128,6 +128,7 @@ class DeviceFleetStack(Stack):
             "Fleet",
             policy_name=config.device_policy_name,
             thing_names=config.thing_names,
+            thing_type_name=contract.thing_type_name(config.stage),
         )
         self.device_policy = fleet.policy
         CfnOutput(self, contract.StackOutput.DEVICE_POLICY_NAME, value=fleet.policy.ref)
@@ -147,9 +148,11 @@ class DeviceFleetStack(Stack):
                 claim_policy_name=f"{config.name_prefix}-claim",
                 claim_client_id_prefix=config.claim_client_id_prefix,
                 thing_name_prefix=config.provisioned_thing_prefix,
+                thing_type_name=contract.thing_type_name(config.stage),
                 pre_provisioning_hook_arn=hook_arn,
             )
-            # The template names the device policy: create the policy first.
+            # The template names the device policy and the thing type: create them first.
             self.fleet_provisioning.template.node.add_dependency(fleet.policy)
+            self.fleet_provisioning.template.node.add_dependency(fleet.thing_type)
             CfnOutput(self, "ProvisioningTemplateName", value=self.fleet_provisioning.template.ref)
             CfnOutput(self, "ClaimPolicyName", value=self.fleet_provisioning.claim_policy.ref)

@@ -19,7 +19,7 @@ from device_provisioning.cli import main
 from device_provisioning.device import credentials
 from device_provisioning.device import partition_table as pt
 from device_provisioning.device.app_image import placeholder_app_image
-from device_provisioning.errors import ProvisioningError, VerificationFailed
+from device_provisioning.errors import ExitCode, ProvisioningError, VerificationFailed
 from device_provisioning.identity import codesign
 from tests.fault_proxy import fault_proxy
 from tests.helpers import BETA_TABLE, granted, recorded_session
@@ -361,17 +361,22 @@ def test_cli_register_sign_and_ota_job(session, device_policy, firmware_bucket, 
     assert json.loads(out)["thing_name"] == thing
     assert json.loads(out)["inventory"] == {
         "code_verify_sha256": codesign.fingerprint(codesign.load_certificate_file(cert)), "family": "beta",
-        "app_version": "1.0.0",
+        "app_version": "1.0.0", "chip": None, "chip_revision": None, "secure_version": None,
     }  # fmt: skip
     code, _, err = cli("nvs", "build", "--partition-table", BETA_TABLE, "--family", "beta",
                        "--code-verify-cert", cert, "--out", tmp_path / "creds.bin")  # fmt: skip
     assert code == 0, err
     (tmp_path / "app.bin").write_bytes(placeholder_app_image(version="3"))
-    code, out, err = cli("ota", "create", "--firmware", tmp_path / "app.bin", "--targets", thing,
-                         "--sign-key", tmp_path / "keys/codesign.key", "--nvs", tmp_path / "creds.bin",
-                         "--family", "beta", "--via", "job", "--protocol", "http", "--bucket", firmware_bucket,
-                         "--role-arn", "arn:aws:iam::123456789012:role/ota", "--json")  # fmt: skip
+    arguments = ["ota", "create", "--firmware", tmp_path / "app.bin", "--targets", thing,
+                 "--sign-key", tmp_path / "keys/codesign.key", "--nvs", tmp_path / "creds.bin",
+                 "--family", "beta", "--via", "job", "--protocol", "http", "--bucket", firmware_bucket,
+                 "--role-arn", "arn:aws:iam::123456789012:role/ota", "--json"]  # fmt: skip
+    # The device records v1.0.0; the image's esp_app_desc_t says "3", not a version the OTA agent compares.
+    code, _, err = cli(*arguments)
+    assert code == ExitCode.REJECTED and "[version-unknown]" in err and "--app-version" in err, err
+    code, out, err = cli(*arguments, "--app-version", "1.1.0")
     assert code == 0, err
+    assert json.loads(out)["image"]["app_version"] == "1.1.0"
     ota_id = json.loads(out)["ota_id"]
     code, out, err = cli("ota", "status", ota_id, "--json")
     assert code == 0 and json.loads(out)["executions"][0]["thing"] == thing

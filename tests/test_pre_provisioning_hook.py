@@ -88,7 +88,9 @@ def test_the_hook_passes_the_batch_inventory_to_the_template(
     # The template fills the thing's inventory attributes from exactly these parameters.
     from stacks.fleet_provisioning import FleetProvisioning
 
-    template = FleetProvisioning._template_body("p", THING_PREFIX)
+    template = FleetProvisioning._template_body("p", THING_PREFIX, contract.thing_type_name("dev"))
+    # More than three attributes: the provisioned thing gets the stage's thing type.
+    assert template["Resources"]["thing"]["Properties"]["ThingTypeName"] == "dev-esp32-device"
     attributes = template["Resources"]["thing"]["Properties"]["AttributePayload"]
     assert {a: ref["Ref"] for a, ref in attributes.items()} == contract.INVENTORY_ATTRIBUTE_PARAMETERS
     assert set(parameters) <= set(template["Parameters"])

@@ -207,11 +207,22 @@ def test_the_pre_flight_takes_the_projects_limits(keys: Path, tmp_path: Path) ->
     assert code == 0, err
     code, _, err = run("verify", "--project", EXAMPLES / "beta-ota-mqtt", "--firmware", big,
                        "--signature", tmp_path / "big.sig", "--cert", cert)  # fmt: skip
-    refused(code, err, "OTA app partition holds 1048576")
-    # The custom project has 3M slots: the same image fits there.
+    refused(code, err, "[app-slot]", "OTA app partition holds 1048576", "esp_image_verify")
+    # The custom project (ESP32-S3) has 3M slots: an image of that size fits there, built for its chip ...
+    s3 = tmp_path / "big-s3.bin"
+    s3.write_bytes(app_image.placeholder_app_image(version="3", payload_size=1024 * 1024 + 4096, chip="esp32s3"))
+    code, _, err = run("sign", "--key", keys / codesign.KEY_FILE, "--firmware", s3, "--out", tmp_path / "s3.sig")
+    assert code == 0, err
+    code, out, err = run("verify", "--project", EXAMPLES / "custom-pkcs11", "--firmware", s3,
+                         "--signature", tmp_path / "s3.sig", "--cert", cert, "--json")  # fmt: skip
+    assert code == 0, err
+    image = json.loads(out)["image"]
+    assert image["header"]["chip_id"] == 9 and image["header"]["chip"] == "esp32s3"
+    assert image["app_desc"]["magic"] == "0xABCD5432" and image["app_desc"]["version"] == "3"
+    # ... and the ESP32 image (chip id 0) is what esp_ota_end would reject after the whole download.
     code, _, err = run("verify", "--project", EXAMPLES / "custom-pkcs11", "--firmware", big,
                        "--signature", tmp_path / "big.sig", "--cert", cert)  # fmt: skip
-    assert code == 0, err
+    refused(code, err, "[wrong-chip]", "chip id 0 (esp32)", "esp32s3", "bootloader_common_check_chip_validity")
 
 
 def test_ota_create_refuses_a_protocol_the_project_does_not_enable(keys: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

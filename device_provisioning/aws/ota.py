@@ -39,17 +39,18 @@ from device_provisioning.aws.ota_request import (
 from device_provisioning.aws.ota_status import ExecutionStatus, OtaStatus, ota_status
 from device_provisioning.aws.preflight import (
     DeviceTrust,
-    certfile_checks,
+    local_signature_judge,
     preflight_local_signature,
     preflight_signer_certificate,
+    signer_judge,
 )
 from device_provisioning.aws.session import Aws, aws_errors, best_effort
 from device_provisioning.contract import OTA_STREAM_PREFIX
 from device_provisioning.device.ota_limits import DeviceLimits, check_job_document_size
+from device_provisioning.device.update_rules import DeviceState
 from device_provisioning.errors import AwsError, InputFileError, VerificationFailed
 from device_provisioning.fleet.preflight import UNKNOWN_REFUSED, FleetPreflight, Judge, Verdict
 from device_provisioning.fleet.targets import exclusion_targets, judge_targets
-from device_provisioning.identity import codesign
 
 __all__ = [
     "MAX_OTA_FILE",
@@ -142,57 +143,14 @@ def _sign_and_preflight(aws: Aws, request: OtaRequest) -> tuple[SignerJob | Cust
         checks = []
         if request.trust is not None:
             checks = preflight_local_signature(request.firmware, der, request.trust, request.certfile)
-        return CustomSignature(der), checks, _local_signature_judge(request, der)
+        judge = local_signature_judge(request.firmware, der, request.trust, request.certfile)
+        return CustomSignature(der), checks, judge
     profile = read_signing_profile(aws, request.signing.profile)
     checks = []
     if request.trust is not None:
         checks = preflight_signer_certificate(profile.certificate, request.trust, request.certfile)
-    judge = _signer_judge(request, profile.certificate)
+    judge = signer_judge(profile.certificate, request.certfile)
     return SignerJob(request.signing.profile, profile.certificate_arn), checks, judge
-
-
-def _local_signature_judge(request: OtaRequest, der: bytes) -> Judge:
-    """A cohort accepts a local signature when it verifies, as the device verifies it, with the cohort's certificate."""
-    known = {codesign.fingerprint(c.certificate): c for c in (request.trust.certificates if request.trust else ())}
-
-    def judge(family: str, fingerprint: str) -> Verdict:
-        certificate = known.get(fingerprint)
-        if certificate is None:
-            signed_for = ", ".join(f"{fp[:16]}…" for fp in known) or "a certificate not given (--device-cert)"
-            return Verdict(
-                False,
-                f"holds code-verification certificate {fingerprint[:16]}…, the image is signed for {signed_for}: "
-                "its signature check would fail (OtaPalSignatureCheckFailed 0xe3000000)",
-            )
-        try:
-            preflight_local_signature(
-                request.firmware, der, DeviceTrust((certificate,), None, family), request.certfile
-            )
-        except VerificationFailed as error:
-            return Verdict(False, str(error))
-        return Verdict(True, f"the signature verifies with its certificate {fingerprint[:16]}… as {family} firmware")
-
-    return judge
-
-
-def _signer_judge(request: OtaRequest, signer_certificate: Any) -> Judge:
-    """A cohort accepts Signer's signature when the profile's certificate is the cohort's certificate."""
-    signer_fingerprint = codesign.fingerprint(signer_certificate)
-
-    def judge(family: str, fingerprint: str) -> Verdict:
-        if fingerprint != signer_fingerprint:
-            return Verdict(
-                False,
-                f"holds code-verification certificate {fingerprint[:16]}…, the Signer profile signs with "
-                f"{signer_fingerprint[:16]}…: its signature check would fail (OtaPalSignatureCheckFailed 0xe3000000)",
-            )
-        try:
-            certfile_checks(request.certfile, family)
-        except VerificationFailed as error:
-            return Verdict(False, str(error))
-        return Verdict(True, f"the Signer profile's certificate is its certificate ({family} firmware)")
-
-    return judge
 
 
 def _judge_targets(
@@ -203,7 +161,9 @@ def _judge_targets(
     if fleet.accept_unknown:
         checked = "checked against the given device certificate" if request.trust else "not verified"
         unknown = Verdict(True, f"no inventory recorded; accepted with --accept-unknown ({checked})")
-    return judge_targets(iot, request.targets.things, request.targets.thing_groups, judge, unknown)
+    compat = fleet.compat
+    rules = None if compat is None else (lambda held: compat.findings(held.device_state() if held else DeviceState()))
+    return judge_targets(iot, request.targets.things, request.targets.thing_groups, judge, unknown, rules)
 
 
 def _require_acceptance(result: FleetPreflight, fleet: FleetCheck) -> None:
@@ -274,6 +234,7 @@ def create_ota(aws: Aws, request: OtaRequest, *, poll_seconds: float = 2.0) -> O
         with aws_errors("reading the targets' inventory"):
             fleet, thing_arns = _judge_targets(iot, request, request.fleet, judge)
         _require_acceptance(fleet, request.fleet)
+        checks += request.fleet.compat.lines() if request.fleet.compat else []
         checks += [f"fleet: {line}" for line in fleet.summary()]
     with aws_errors(f"checking bucket {request.bucket}"):
         if s3.get_bucket_versioning(Bucket=request.bucket).get("Status") != "Enabled":

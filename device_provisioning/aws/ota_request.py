@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from device_provisioning.aws.preflight import DeviceTrust
 from device_provisioning.contract import SIGNED_FIRMWARE_PREFIX, SIGNER_PLATFORM_ID
+from device_provisioning.device.compatibility import UpdateCheck
 from device_provisioning.device.credentials import CODE_VERIFY_LABEL
 from device_provisioning.device.ota_limits import DeviceLimits
 from device_provisioning.errors import InputFileError
@@ -97,6 +98,9 @@ class FleetCheck:
     exclude_rejecting: bool = False
     accept_unknown: bool = False
     target_group_prefix: str = ""
+    # The update-compatibility rules (chip, revision, slot, version, anti-rollback) per cohort, if the image
+    # was read; None leaves the signature check alone.
+    compat: UpdateCheck | None = None
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from cryptography import x509
 from device_provisioning import signing
 from device_provisioning.device.credentials import CODE_VERIFY_LABEL
 from device_provisioning.errors import InputFileError, VerificationFailed
+from device_provisioning.fleet.preflight import Judge, Verdict
 from device_provisioning.identity import codesign
 from device_provisioning.signing import DeviceCertificate, SignatureInput
 
@@ -86,3 +87,45 @@ def preflight_local_signature(firmware: bytes, der: bytes, trust: DeviceTrust, c
         expected_fingerprint=trust.expected_fingerprint,
     )
     return list(report.checks)
+
+
+def local_signature_judge(firmware: bytes, der: bytes, trust: DeviceTrust | None, certfile: str) -> Judge:
+    """A cohort accepts a local signature when it verifies, as the device verifies it, with the cohort's certificate."""
+    known = {codesign.fingerprint(c.certificate): c for c in (trust.certificates if trust else ())}
+
+    def judge(family: str, fingerprint: str) -> Verdict:
+        certificate = known.get(fingerprint)
+        if certificate is None:
+            signed_for = ", ".join(f"{fp[:16]}…" for fp in known) or "a certificate not given (--device-cert)"
+            return Verdict(
+                False,
+                f"holds code-verification certificate {fingerprint[:16]}…, the image is signed for {signed_for}: "
+                "its signature check would fail (OtaPalSignatureCheckFailed 0xe3000000)",
+            )
+        try:
+            preflight_local_signature(firmware, der, DeviceTrust((certificate,), None, family), certfile)
+        except VerificationFailed as error:
+            return Verdict(False, str(error))
+        return Verdict(True, f"the signature verifies with its certificate {fingerprint[:16]}… as {family} firmware")
+
+    return judge
+
+
+def signer_judge(signer_certificate: x509.Certificate, certfile: str) -> Judge:
+    """A cohort accepts Signer's signature when the profile's certificate is the cohort's certificate."""
+    signer_fingerprint = codesign.fingerprint(signer_certificate)
+
+    def judge(family: str, fingerprint: str) -> Verdict:
+        if fingerprint != signer_fingerprint:
+            return Verdict(
+                False,
+                f"holds code-verification certificate {fingerprint[:16]}…, the Signer profile signs with "
+                f"{signer_fingerprint[:16]}…: its signature check would fail (OtaPalSignatureCheckFailed 0xe3000000)",
+            )
+        try:
+            certfile_checks(certfile, family)
+        except VerificationFailed as error:
+            return Verdict(False, str(error))
+        return Verdict(True, f"the Signer profile's certificate is its certificate ({family} firmware)")
+
+    return judge

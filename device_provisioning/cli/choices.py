@@ -23,3 +23,28 @@ PKCS11_ENCODINGS = ("der", "pem")
 DEFAULT_COMMON_NAME = "ESP32 OTA code signing"
 DEFAULT_DAYS = 10 * 365
 MAX_DAYS = 36500
+# device.app_image.CHIP_IDS values, sorted: the chips ESP-IDF targets and esptool names.
+CHIPS = (
+    "esp32",
+    "esp32c2",
+    "esp32c3",
+    "esp32c5",
+    "esp32c6",
+    "esp32c61",
+    "esp32e22",
+    "esp32h2",
+    "esp32h21",
+    "esp32h4",
+    "esp32p4",
+    "esp32s2",
+    "esp32s3",
+    "esp32s31",
+)
+# fleet.inventory.MAX_SECURE_VERSION.
+MAX_SECURE_VERSION = 32
+# device.update_rules.OVERRIDES: the update-compatibility rules an option may override, and that option.
+RULE_OVERRIDES = {
+    "same-version": "--allow-same-version",
+    "lower-version": "--allow-downgrade",
+    "self-test-without-rollback": "--allow-without-rollback",
+}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from device_provisioning.cli import choices
+from device_provisioning.cli import compat as compat_cli
 from device_provisioning.cli import fleet as fleet_cli
 from device_provisioning.cli.common import (
     AWS,
@@ -34,7 +36,13 @@ from device_provisioning.cli.common import (
     split_list,
     trust_family,
 )
-from device_provisioning.contract import StackOutput
+from device_provisioning.contract import (
+    CHIP_ATTRIBUTE,
+    CHIP_REVISION_ATTRIBUTE,
+    SECURE_VERSION_ATTRIBUTE,
+    StackOutput,
+    thing_type_name,
+)
 from device_provisioning.errors import InputFileError
 
 if TYPE_CHECKING:
@@ -61,17 +69,34 @@ def _signer_profile(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _register_inventory(args: argparse.Namespace) -> Inventory | None:
-    """What the device's image verifies updates with, from --code-verify-cert and --family/--project."""
-    from device_provisioning.fleet.inventory import inventory_for_certificate
+    """What the device's image verifies updates with, from --code-verify-cert and --family/--project, and what
+    the update-compatibility rules compare (chip and revision, app and secure version; defaults: the project's)."""
+    from device_provisioning.fleet.inventory import inventory_for_certificate, parse_revision
 
+    given = [args.app_version, args.chip, args.chip_revision, args.secure_version]
     if args.code_verify_cert is None:
-        if args.app_version:
-            raise InputFileError("--app-version is part of the inventory: give --code-verify-cert too")
+        if any(value is not None for value in given):
+            raise InputFileError(
+                "--app-version, --chip, --chip-revision, --secure-version are part of the inventory: give "
+                "--code-verify-cert too"
+            )
         return None
     family = trust_family(args)
     if family is None:
         raise InputFileError("--code-verify-cert: give --family (beta, pkcs11, embedded) or --project DIR")
-    return inventory_for_certificate(args.code_verify_cert, family, args.app_version)
+    settings = compat_cli.firmware_settings(args)
+    inventory = inventory_for_certificate(
+        args.code_verify_cert,
+        family,
+        args.app_version or settings.app_version,
+        chip=args.chip or settings.target,
+        chip_revision=parse_revision(args.chip_revision) if args.chip_revision else None,
+        secure_version=args.secure_version if args.secure_version is not None else settings.secure_version,
+    )
+    # A thing without a type holds three attributes: more go on a thing of the stage's type.
+    if not inventory.needs_thing_type:
+        return inventory
+    return dataclasses.replace(inventory, thing_type=thing_type_name(args.stage))
 
 
 def _device_register(args: argparse.Namespace, out: TextIO) -> int:
@@ -101,7 +126,11 @@ def _inventory_line(inventory: Inventory | None) -> str:
     if inventory is None:
         return "not recorded (give --code-verify-cert so fleet pre-flights know this device)"
     version = f", app v{inventory.app_version}" if inventory.app_version else ""
-    return f"{inventory.family}, code-verification certificate {inventory.code_verify_sha256[:16]}…{version}"
+    device = "".join(f", {key} {value}" for key, value in inventory.attributes().items() if key in _DEVICE_KEYS)
+    return f"{inventory.family}, code-verification certificate {inventory.code_verify_sha256[:16]}…{version}{device}"
+
+
+_DEVICE_KEYS = (CHIP_ATTRIBUTE, CHIP_REVISION_ATTRIBUTE, SECURE_VERSION_ATTRIBUTE)
 
 
 def _trust(args: argparse.Namespace) -> ota.DeviceTrust | None:
@@ -146,6 +175,10 @@ def _ota_create(args: argparse.Namespace, out: TextIO) -> int:
         role = role or values[StackOutput.OTA_SERVICE_ROLE_ARN]
         prefix = values.get(StackOutput.TARGET_NAME_PREFIX) or ""
         _refuse_other_stages_targets(targets, prefix, args.stage)
+    compat = compat_cli.update_check(args, firmware_bytes, args.firmware)
+    limits = device_limits(args)
+    if compat.settings.app_slot_size is not None:  # the fleet pre-flight judges the slot, naming the devices
+        limits = dataclasses.replace(limits, app_partition_size=None)
     request = ota.OtaRequest(
         firmware=firmware_bytes,
         device_path=args.device_path,
@@ -164,9 +197,12 @@ def _ota_create(args: argparse.Namespace, out: TextIO) -> int:
             timeout_minutes=args.timeout_minutes,
             continuous=args.continuous,
         ),
-        limits=device_limits(args),
+        limits=limits,
         fleet=ota.FleetCheck(
-            exclude_rejecting=args.exclude_rejecting, accept_unknown=args.accept_unknown, target_group_prefix=prefix
+            exclude_rejecting=args.exclude_rejecting,
+            accept_unknown=args.accept_unknown,
+            target_group_prefix=prefix,
+            compat=compat,
         ),
     )
     result = ota.create_ota(session, request)
@@ -178,15 +214,15 @@ def _ota_create(args: argparse.Namespace, out: TextIO) -> int:
         f"created      {'OTA update' if result.via == 'ota-update' else 'job'} {result.ota_id}",
         f"status       device-provisioning ota status {result.ota_id}",
     ]
-    emit(out, args, lines, result.to_json())
+    emit(out, args, lines, {**result.to_json(), "image": compat.to_json()})
     return 0
 
 
 def _ota_status(args: argparse.Namespace, out: TextIO) -> int:
     from device_provisioning.aws import ota
 
-    if args.expect_version and not args.per_device:
-        raise InputFileError("--expect-version is checked per device: add --per-device")
+    if (args.expect_version or args.record_versions) and not args.per_device:
+        raise InputFileError("--expect-version and --record-versions read each device: add --per-device")
     status = ota.ota_status(
         connect_aws(args), args.id, per_device=args.per_device, expected_version=args.expect_version
     )
@@ -200,7 +236,16 @@ def _ota_status(args: argparse.Namespace, out: TextIO) -> int:
                 lines.append(f"  {'':<32} ! {device.callout}")
     else:
         lines += [f"  {e.thing:<32} {e.status}" for e in status.executions]
-    emit(out, args, lines, status.to_json())
+    recorded: list[str] = []
+    if args.record_versions:
+        from device_provisioning import aws
+        from device_provisioning.fleet.inventory import record_reported_versions
+
+        accepted = [(d.thing, d.report.version) for d in status.devices if d.status == "SUCCEEDED" and d.report.version]
+        with aws.aws_errors("recording the reported app versions in the inventory"):
+            recorded = record_reported_versions(connect_aws(args).client("iot"), accepted)
+        lines.append(f"inventory    app version recorded for {len(recorded)} device(s) that reported accepting")
+    emit(out, args, lines, {**status.to_json(), "recorded_versions": recorded})
     return 0
 
 
@@ -221,6 +266,14 @@ def _register_arguments(parser: argparse.ArgumentParser) -> None:
         "--family", choices=choices.FIRMWARE_FAMILIES, help="the firmware family (default: --project's)"
     )
     inventory.add_argument("--app-version", type=app_version, help="the app version the device is provisioned with")
+    inventory.add_argument("--chip", choices=choices.CHIPS, help="the device's chip (default: --project's)")
+    inventory.add_argument("--chip-revision", help="the chip revision esptool reports (vMAJOR.MINOR, e.g. v3.1)")
+    inventory.add_argument(
+        "--secure-version",
+        type=bounded_int(0, choices.MAX_SECURE_VERSION),
+        help="anti-rollback devices: the eFuse secure version (default: the project's CONFIG_BOOTLOADER_APP_"
+        "SECURE_VERSION when CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK is on)",
+    )
 
 
 def _ota_create_arguments(parser: argparse.ArgumentParser) -> None:
@@ -258,6 +311,9 @@ def _ota_create_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="let devices with no recorded inventory through (checked against --nvs/--device-cert when given)",
     )
+    rules = parser.add_argument_group("update-compatibility rules (chip, revision, slot, version, anti-rollback)")
+    compat_cli.add_image_version(rules)
+    compat_cli.add_overrides(rules)
 
 
 def _ota_status_arguments(parser: argparse.ArgumentParser) -> None:
@@ -266,6 +322,11 @@ def _ota_status_arguments(parser: argparse.ArgumentParser) -> None:
         "--per-device", action="store_true", help="each device's status details, decoded, with call-outs"
     )
     parser.add_argument("--expect-version", type=app_version, help="the version the image carries (X.Y.Z)")
+    parser.add_argument(
+        "--record-versions",
+        action="store_true",
+        help="record the version each device reports accepting on its thing (the inventory's appVersion)",
+    )
 
 
 SIGNER = CommandGroup(

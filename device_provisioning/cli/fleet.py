@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -100,7 +101,13 @@ def _ota_rollout(args: argparse.Namespace, out: TextIO) -> int:
 
     plan = rollout.load_rollout(args.file)
     firmware = read_firmware(plan.firmware)
-    context = _rollout_context(args, plan)
+    from device_provisioning.device import app_image, compatibility
+    from device_provisioning.device.update_rules import FirmwareSettings
+
+    # The image as the devices will read it; the version the agent reports is the file's app_version.
+    info = app_image.read_app_image(firmware, f"rollout file {plan.source}: firmware {plan.firmware}")
+    image = compatibility.update_image(info, plan.app_version, FirmwareSettings())
+    context = dataclasses.replace(_rollout_context(args, plan), compat=compatibility.UpdateCheck(image))
     session = connect_aws(args)
     if args.action == "apply":
         report = rollout.apply_rollout(session, plan, context, firmware)
@@ -115,6 +122,8 @@ def _ota_rollout(args: argparse.Namespace, out: TextIO) -> int:
             f"stage        {state.name:<10} {state.devices:>5} device(s) group {state.thing_group} "
             f"job {state.job_id}: {state.state} ({state.detail})"
         )
+        if args.action == "plan" and state.moves:
+            lines += [f"             {line}" for line in state.moves.lines()]
         if args.action == "plan":
             gate = stage.gate
             lines.append(

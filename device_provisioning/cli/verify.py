@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from device_provisioning.cli import compat as compat_cli
 from device_provisioning.cli.common import (
     AWS,
     DEVICE_LIMITS,
@@ -70,6 +71,8 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
         raise InputFileError(
             "give the devices' certificate: --nvs IMAGE, --embedded-in APP.bin, --cert FILE or --project"
         )
+    compat = compat_cli.update_check(args, firmware, args.firmware)
+    image_lines = compat_cli.refuse_for_every_device(compat)
     limit_checks = device_limits(args).check_image(len(firmware))
     report = signing.verify_update(
         firmware, signature, candidates, family=trust_family(args), expected_fingerprint=args.expect_fingerprint
@@ -83,8 +86,9 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
             f"firmware     SHA-256 {report.firmware_sha256}, {report.firmware_size} bytes",
             f"certificate  SHA-256 {report.certificate_fingerprint}",
         ]
+        + image_lines
         + [f"WARNING      {warning}" for warning in report.warnings],
-        report.to_json(),
+        {**report.to_json(), "image": compat.to_json()},
     )
     return 0
 
@@ -176,6 +180,7 @@ def _verify_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--nvs", type=Path, help="NVS image the device was flashed with")
     source.add_argument("--embedded-in", type=Path, help="app image with the certificate compiled in")
     source.add_argument("--cert", type=Path, help="certificate file")
+    compat_cli.add_image_version(parser)
 
 
 def _doctor_arguments(parser: argparse.ArgumentParser) -> None:

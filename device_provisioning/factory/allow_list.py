@@ -55,8 +55,11 @@ def batch_inventory(batch_dir: str | Path) -> Inventory | None:
     try:
         fingerprint, family = journal.meta("code_verify_sha256"), journal.meta("family")
         version = journal.meta("app_version") or None
+        recorded = journal.meta("inventory")
     finally:
         journal.close()
+    if recorded:  # every attribute the batch records (chip, revision, secure version too)
+        return Inventory.from_attributes(json.loads(recorded))
     return Inventory(fingerprint, family, version) if fingerprint and family else None
 
 

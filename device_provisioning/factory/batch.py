@@ -271,7 +271,7 @@ def prepare_batch(
     credentials.partition_warnings(partition, config.project.flash_encryption if config.project else None)
     code_verify = codesign.load_certificate_file(config.code_verify_cert)
     codesign.check_key_type(code_verify.public_key(), f"certificate {config.code_verify_cert}")
-    inventory = Inventory(codesign.fingerprint(code_verify), config.family, config.app_version)
+    inventory = config.inventory(codesign.fingerprint(code_verify))
     registration = config.registration
     claim_cert_pem = claim_key_pem = None
     if isinstance(registration, ClaimRegistration):
@@ -303,6 +303,7 @@ def prepare_batch(
             journal.set_meta("family", config.family)
             journal.set_meta("code_verify_sha256", inventory.code_verify_sha256)
             journal.set_meta("app_version", inventory.app_version or "")
+            journal.set_meta("inventory", json.dumps(inventory.attributes()))
             write_atomic(out / TABLE_FILE, partition_table.to_binary(table))
             keys_root = shared.shared_keys if shared and shared.shared_keys else out
             stages = DeviceStages(

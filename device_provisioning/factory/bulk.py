@@ -40,6 +40,8 @@ def registration_template(policy_name: str, inventory: Inventory | None = None) 
     thing: dict[str, Any] = {"ThingName": {"Ref": "ThingName"}}
     if inventory is not None:
         thing["AttributePayload"] = inventory.attributes()
+        if inventory.thing_type:
+            thing["ThingTypeName"] = inventory.thing_type
     return {
         "Parameters": {"ThingName": {"Type": "String"}, "CSR": {"Type": "String"}},
         "Resources": {

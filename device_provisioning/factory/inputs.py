@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from device_provisioning.device.app_image import CHIP_IDS
 from device_provisioning.device.credentials import FAMILIES, PKCS11_ENCODINGS
 from device_provisioning.device.partition_table import DEFAULT_TABLE_OFFSET, PartitionTable, parse_number
 from device_provisioning.device.partition_table import load as load_table
 from device_provisioning.device.project import ProjectProfile, load_project
 from device_provisioning.errors import InputFileError
 from device_provisioning.files import beside, read_bytes, read_toml
+from device_provisioning.fleet.inventory import MAX_SECURE_VERSION, Inventory, parse_revision
 
 REQUIRED_COLUMNS = ("serial", "thing_name")
 OPTIONAL_COLUMNS = ("thing_group",)
@@ -105,6 +107,23 @@ class BatchConfig:
     project: ProjectProfile | None = None
     app_version: str | None = None
     journal: SharedJournalConfig | None = None
+    # What the update-compatibility rules compare, recorded with the inventory; the stage's thing type holds it.
+    chip: str | None = None
+    chip_revision: str | None = None
+    secure_version: int | None = None
+    thing_type: str | None = None
+
+    def inventory(self, code_verify_sha256: str) -> Inventory:
+        """The fleet inventory the batch's devices leave the factory with."""
+        return Inventory(
+            code_verify_sha256,
+            self.family,
+            self.app_version,
+            self.chip,
+            parse_revision(self.chip_revision) if self.chip_revision else None,
+            self.secure_version,
+            thing_type=self.thing_type,
+        )
 
     def table(self) -> PartitionTable:
         """``partition_table`` at ``table_offset`` when given, else the firmware project's table."""
@@ -143,6 +162,11 @@ CONFIG_SCHEMA: dict[str, Any] = {
                 # The app version the devices leave the factory with (recorded in the fleet inventory), as the
                 # OTA agent reports it: major.minor.build.
                 "app_version": {"type": "string", "pattern": "^[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,5}$"},
+                # The devices' chip (default: the project's target), chip revision (vMAJOR.MINOR) and, for
+                # anti-rollback firmware, the eFuse secure version (default: the project's).
+                "chip": {"enum": sorted(CHIP_IDS.values())},
+                "chip_revision": {"type": "string", "pattern": "^v?[0-9]{1,2}(\\.[0-9]{1,2})?$"},
+                "secure_version": {"type": "integer", "minimum": 0, "maximum": MAX_SECURE_VERSION},
             },
         },
         "registration": {
@@ -157,6 +181,9 @@ CONFIG_SCHEMA: dict[str, Any] = {
                 "bucket": {"type": "string", "pattern": "^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"},
                 "role_arn": {"type": "string", "pattern": "^arn:aws[a-z-]*:iam::[0-9]{12}:role/"},
                 "wait_for_running_task": {"type": "boolean"},
+                # The stage's thing type (contract.THING_TYPE_NAME: dev-esp32-device), needed by an inventory of
+                # more than three attributes.
+                "thing_type": {"type": "string", "pattern": "^[a-zA-Z0-9:_-]{1,128}$"},
             },
             "allOf": [
                 {"if": {"properties": {"mode": {"const": "per-device"}}, "required": ["mode"]},
@@ -321,7 +348,7 @@ def load_config(path: str | Path) -> BatchConfig:
         registration = ClaimRegistration(path_of(table["claim_cert"]), path_of(table["claim_key"]))
     else:
         registration = NoRegistration()
-    return BatchConfig(
+    config = BatchConfig(
         partition_table=path_of(batch["partition_table"]) if "partition_table" in batch else None,
         code_verify_cert=path_of(batch["code_verify_cert"]),
         family=family,
@@ -340,4 +367,15 @@ def load_config(path: str | Path) -> BatchConfig:
         )
         if (journal := document.get("journal"))
         else None,
+        chip=batch.get("chip") or (derived.target if derived else None),
+        chip_revision=batch.get("chip_revision"),
+        secure_version=batch.get("secure_version"),
+        thing_type=table.get("thing_type"),
     )
+    needs_type = config.inventory("0" * 64).needs_thing_type
+    if needs_type and isinstance(registration, PerDeviceRegistration | BulkRegistration) and not config.thing_type:
+        raise InputFileError(
+            f"batch config {source}: the inventory has more than the three attributes a thing without a thing "
+            "type holds: set registration.thing_type to the stage's thing type (e.g. dev-esp32-device)"
+        )
+    return config

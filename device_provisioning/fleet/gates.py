@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from device_provisioning.fleet.moves import Moves
 from device_provisioning.fleet.rollout_file import Gate
 
 StageState = Literal["pending", "created", "waiting", "passed", "failed"]
@@ -22,6 +23,7 @@ class StageReport:
     state: StageState
     detail: str
     counts: dict[str, int]
+    moves: Moves | None = None  # the version and secure-version moves of its devices (when the image was read)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -32,6 +34,7 @@ class StageReport:
             "state": self.state,
             "detail": self.detail,
             "counts": self.counts,
+            "moves": self.moves.to_json() if self.moves else None,
         }
 
 

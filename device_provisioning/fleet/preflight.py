@@ -1,9 +1,11 @@
 """The fleet pre-flight: before a job exists, which target devices would reject the image, and why.
 
-Devices are grouped into cohorts by what decides acceptance — the firmware family and the
-code-verification certificate recorded in the inventory — and each cohort is judged once (a signature
-verified as the device verifies it, or the Signer profile's certificate compared), so a fleet of
-100,000 devices costs a handful of verifications.
+Devices are grouped into cohorts by what decides acceptance — everything their inventory records: the
+firmware family and code-verification certificate (the signature check), the chip and its revision, the
+app version and the anti-rollback secure version (the update-compatibility rules of
+:mod:`device_provisioning.device.compatibility`). Each cohort is judged once (a signature verified as the
+device verifies it, or the Signer profile's certificate compared, then every rule), so a fleet of 100,000
+devices costs a handful of verifications.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from device_provisioning.fleet.inventory import FleetDevice
+from device_provisioning.device.app_image import format_revision
+from device_provisioning.device.update_rules import Finding
+from device_provisioning.fleet.inventory import FleetDevice, Inventory
 
 
 @dataclass(frozen=True)
@@ -25,11 +29,14 @@ class Verdict:
 
 # (family, code-verification certificate fingerprint) -> verdict for the devices holding them.
 Judge = Callable[[str, str], Verdict]
+# A cohort's inventory -> the update-compatibility findings for its devices (refusing or overridden).
+CompatJudge = Callable[[Inventory | None], list[Finding]]
 
 
 @dataclass(frozen=True)
 class Cohort:
-    """Devices that decide alike: one family and certificate (both None: no inventory recorded).
+    """Devices that decide alike: one family and certificate (both None: no inventory recorded) and, read from
+    the registry, one whole recorded ``inventory`` (chip, revision, versions: what the update rules compare).
 
     ``things`` names them; from the fleet index only rejecting cohorts are named (``count`` says how many
     devices a cohort has, ``query`` which they are)."""
@@ -40,6 +47,8 @@ class Cohort:
     verdict: Verdict
     count: int | None = None
     query: str | None = None
+    findings: tuple[Finding, ...] = ()
+    inventory: Inventory | None = None
 
     @property
     def size(self) -> int:
@@ -49,9 +58,11 @@ class Cohort:
         return {
             "family": self.family,
             "code_verify_sha256": self.code_verify_sha256,
+            **(self.inventory.to_json() if self.inventory else {}),
             "devices": self.size,
             "accepts": self.verdict.accepts,
             "reason": self.verdict.reason,
+            "rules": [finding.to_json() for finding in self.findings],
         }
 
 
@@ -90,11 +101,9 @@ class FleetPreflight:
         """One line per cohort: how many devices, what they hold, the verdict."""
         lines = []
         for cohort in self.cohorts:
-            held = (
-                f"{cohort.family}, certificate {cohort.code_verify_sha256[:16]}…"
-                if cohort.code_verify_sha256
-                else "no inventory recorded"
-            )
+            held = _held(cohort.inventory)
+            if cohort.inventory is None and cohort.family and cohort.code_verify_sha256:  # counted in the index
+                held = f"{cohort.family}, certificate {cohort.code_verify_sha256[:16]}…"
             verdict = "accept" if cohort.verdict.accepts else "REJECT"
             lines.append(f"{cohort.size} device(s) ({held}): {verdict}: {cohort.verdict.reason}")
         return lines
@@ -125,16 +134,56 @@ UNKNOWN_REFUSED = Verdict(
 )
 
 
-def judge_fleet(devices: Sequence[FleetDevice], judge: Judge, *, unknown: Verdict = UNKNOWN_REFUSED) -> FleetPreflight:
-    """Group the devices into cohorts and judge each cohort once; ``unknown`` is the verdict without inventory."""
-    groups: dict[tuple[str | None, str | None], list[str]] = {}
+def _held(inventory: Inventory | None) -> str:
+    if inventory is None:
+        return "no inventory recorded"
+    parts = [inventory.family, f"certificate {inventory.code_verify_sha256[:16]}…"]
+    parts += [f"v{inventory.app_version}"] if inventory.app_version else []
+    parts += [inventory.chip] if inventory.chip else []
+    if inventory.chip_revision is not None:
+        parts.append(f"revision {format_revision(inventory.chip_revision)}")
+    parts += [f"secure version {inventory.secure_version}"] if inventory.secure_version is not None else []
+    return ", ".join(parts)
+
+
+def combined(signature: Verdict, findings: list[Finding]) -> Verdict:
+    """The signature verdict, then every update-compatibility rule: one refusing rule refuses."""
+    refusing = [finding.text() for finding in findings if finding.refuses]
+    if not signature.accepts:
+        return Verdict(False, "; ".join([signature.reason, *refusing]))
+    if refusing:
+        return Verdict(False, "; ".join(refusing))
+    overridden = [finding.text() for finding in findings]
+    return Verdict(True, "; ".join([signature.reason, *overridden]))
+
+
+def judge_fleet(
+    devices: Sequence[FleetDevice],
+    judge: Judge,
+    *,
+    unknown: Verdict = UNKNOWN_REFUSED,
+    compat: CompatJudge | None = None,
+) -> FleetPreflight:
+    """Group the devices into cohorts and judge each cohort once; ``unknown`` is the verdict without inventory,
+    ``compat`` the update-compatibility rules (each signature verdict is reached once per family and
+    certificate)."""
+    groups: dict[Inventory | None, list[str]] = {}
     for device in devices:
-        key = (device.inventory.family, device.inventory.code_verify_sha256) if device.inventory else (None, None)
-        groups.setdefault(key, []).append(device.thing)
+        groups.setdefault(device.inventory, []).append(device.thing)
+    signatures: dict[tuple[str, str], Verdict] = {}
     cohorts = []
-    for (family, fingerprint), things in groups.items():
-        verdict = judge(family, fingerprint) if family is not None and fingerprint is not None else unknown
-        cohorts.append(Cohort(family, fingerprint, tuple(things), verdict))
+    for inventory, things in groups.items():
+        if inventory is None:
+            # Let through with --accept-unknown, such devices still meet the rules their project decides.
+            findings = compat(None) if compat and unknown.accepts else []
+            cohorts.append(Cohort(None, None, tuple(things), combined(unknown, findings), findings=tuple(findings)))
+            continue
+        key = (inventory.family, inventory.code_verify_sha256)
+        if key not in signatures:
+            signatures[key] = judge(*key)
+        findings = compat(inventory) if compat else []
+        verdict = combined(signatures[key], findings)
+        cohorts.append(Cohort(*key, tuple(things), verdict, findings=tuple(findings), inventory=inventory))
     return FleetPreflight(sort_cohorts(cohorts))
 
 

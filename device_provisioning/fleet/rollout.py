@@ -22,10 +22,12 @@ from typing import Any
 from device_provisioning.aws import ota
 from device_provisioning.aws.ota_request import FleetCheck, OtaRequest, Targets
 from device_provisioning.aws.session import Aws, aws_errors, best_effort
+from device_provisioning.device.compatibility import UpdateCheck
 from device_provisioning.errors import InputFileError, VerificationFailed
 from device_provisioning.fleet import index, stages
 from device_provisioning.fleet.gates import StageReport, evaluate_gate
 from device_provisioning.fleet.inventory import group_members
+from device_provisioning.fleet.moves import holdings, secure_version_warning, stage_moves
 from device_provisioning.fleet.preflight import FleetPreflight
 from device_provisioning.fleet.rollout_file import Gate, RolloutPlan, Signing, Stage, load_rollout
 from device_provisioning.fleet.status import job_counts
@@ -109,6 +111,7 @@ class RolloutContext:
     limits: ota.DeviceLimits
     target_group_prefix: str = ""
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+    compat: UpdateCheck | None = None  # the update-compatibility rules of the image, if it was read
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,7 @@ def _request(
             exclude_rejecting=plan.exclude_rejecting,
             accept_unknown=plan.accept_unknown,
             target_group_prefix=context.target_group_prefix,
+            compat=context.compat,
         ),
     )
     if plan.certfile:
@@ -261,7 +265,8 @@ def rollout_status(aws: Aws, plan: RolloutPlan, context: RolloutContext, firmwar
     """Every stage's state (read only): pending, waiting on its gate, passed, or failed."""
     survey = _survey(aws, plan, context, firmware)
     reports = tuple(_reports(plan, context, survey))
-    return RolloutReport(plan.name, survey.digest, survey.preflight, reports, warnings=survey.warnings)
+    report = RolloutReport(plan.name, survey.digest, survey.preflight, reports, warnings=survey.warnings)
+    return _with_moves(report, survey, context)
 
 
 def apply_rollout(aws: Aws, plan: RolloutPlan, context: RolloutContext, firmware: bytes) -> RolloutReport:
@@ -289,11 +294,24 @@ def apply_rollout(aws: Aws, plan: RolloutPlan, context: RolloutContext, firmware
         _open_stage(aws, plan, context, firmware, stage, report, survey)
         detail = f"job {report.job_id} created for {report.devices} device(s)"
         reports[position] = replace(report, state="created", detail=detail)
-        return report_of(tuple(reports), created=report.job_id)
+        return _with_moves(report_of(tuple(reports), created=report.job_id), survey, context)
     cleaned: tuple[str, ...] = ()
     if all(report.state == "passed" for report in reports):
         cleaned = _clean_up(aws.client("iot"), plan, context, survey, reports)
-    return report_of(tuple(reports), cleaned=cleaned)
+    return _with_moves(report_of(tuple(reports), cleaned=cleaned), survey, context)
+
+
+def _with_moves(report: RolloutReport, survey: _Survey, context: RolloutContext) -> RolloutReport:
+    """Each stage's version and secure-version moves, and the warning when the release raises secure_version
+    (stages of named devices: from the fleet index, stages are bucket ranges counted, not listed)."""
+    if context.compat is None or not survey.assigned:
+        return report
+    image, held = context.compat.image, holdings(report.preflight)
+    moved = [
+        replace(stage, moves=stage_moves(survey.assigned.get(stage.name, []), held, image)) for stage in report.stages
+    ]
+    warning = secure_version_warning([stage.moves for stage in moved if stage.moves], image)
+    return replace(report, stages=tuple(moved), warnings=report.warnings + ((warning,) if warning else ()))
 
 
 def _open_stage(

@@ -10,6 +10,7 @@ dynamic thing group turns into a job target without one write per device. Withou
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,8 +18,17 @@ from device_provisioning.aws.session import best_effort
 from device_provisioning.contract import CERTIFICATE_ATTRIBUTE, FAMILY_ATTRIBUTE
 from device_provisioning.device.project import FAMILIES
 from device_provisioning.fleet import index
-from device_provisioning.fleet.inventory import read_inventory, resolve_things
-from device_provisioning.fleet.preflight import Cohort, FleetPreflight, Judge, Verdict, judge_fleet, sort_cohorts
+from device_provisioning.fleet.inventory import Inventory, read_inventory, resolve_things
+from device_provisioning.fleet.preflight import (
+    Cohort,
+    CompatJudge,
+    FleetPreflight,
+    Judge,
+    Verdict,
+    combined,
+    judge_fleet,
+    sort_cohorts,
+)
 from device_provisioning.identity import codesign
 
 # AWS: "The total number of targets associated with a job must not exceed 100."
@@ -26,13 +36,19 @@ MAX_JOB_TARGETS = 100
 
 
 def judge_targets(
-    iot: Any, things: Sequence[str], groups: Sequence[str], judge: Judge, unknown: Verdict
+    iot: Any,
+    things: Sequence[str],
+    groups: Sequence[str],
+    judge: Judge,
+    unknown: Verdict,
+    compat: CompatJudge | None = None,
 ) -> tuple[FleetPreflight, dict[str, str]]:
-    """Every target's verdict by cohort, and the ARN of each device read from the registry (none from the index)."""
+    """Every target's verdict by cohort (``compat``: the update-compatibility rules), and the ARN of each device
+    read from the registry (none from the index)."""
     if index.indexing_on(iot):
-        return judge_indexed(iot, index.targets_query(iot, things, groups), judge, unknown), {}
+        return judge_indexed(iot, index.targets_query(iot, things, groups), judge, unknown, compat), {}
     devices = read_inventory(iot, resolve_things(iot, things, groups))
-    return judge_fleet(devices, judge, unknown=unknown), {d.thing: d.arn for d in devices if d.arn}
+    return judge_fleet(devices, judge, unknown=unknown, compat=compat), {d.thing: d.arn for d in devices if d.arn}
 
 
 def _valid_fingerprint(value: str) -> str | None:
@@ -42,7 +58,9 @@ def _valid_fingerprint(value: str) -> str | None:
         return None
 
 
-def judge_indexed(iot: Any, targets: str, judge: Judge, unknown: Verdict) -> FleetPreflight:
+def judge_indexed(
+    iot: Any, targets: str, judge: Judge, unknown: Verdict, compat: CompatJudge | None = None
+) -> FleetPreflight:
     """The cohorts of the devices ``targets`` matches, counted in the index; rejecting devices named."""
     certificate_field, family_field = f"attributes.{CERTIFICATE_ATTRIBUTE}", f"attributes.{FAMILY_ATTRIBUTE}"
     total, certificates = index.buckets(iot, targets, certificate_field)
@@ -56,7 +74,10 @@ def judge_indexed(iot: Any, targets: str, judge: Judge, unknown: Verdict) -> Fle
         for family, count in families.items():
             if family in FAMILIES:
                 query = index.cohort_query(family, value)
-                cohorts.append(Cohort(family, fingerprint, (), judge(family, fingerprint), count, query))
+                # The index counts by family and certificate: the rules the project decides apply here.
+                findings = compat(Inventory(fingerprint, family)) if compat else []
+                verdict = combined(judge(family, fingerprint), findings)
+                cohorts.append(Cohort(family, fingerprint, (), verdict, count, query, tuple(findings)))
     known = [cohort.query for cohort in cohorts if cohort.query]
     unknown_query = index.all_of(targets, f"NOT ({' OR '.join(known)})" if known else "")
     unknown_count = total - sum(cohort.size for cohort in cohorts)
@@ -69,7 +90,7 @@ def judge_indexed(iot: Any, targets: str, judge: Judge, unknown: Verdict) -> Fle
             continue
         scope = unknown_query if cohort.family is None else index.all_of(targets, cohort.query or "")
         things = tuple(document["thingName"] for document in index.search(iot, scope))
-        named.append(Cohort(cohort.family, cohort.code_verify_sha256, things, cohort.verdict, None, cohort.query))
+        named.append(dataclasses.replace(cohort, things=things, count=None))
     rejecting = [cohort.query or "*" for cohort in named if not cohort.verdict.accepts]
     accepting = index.all_of(targets, f"NOT ({' OR '.join(rejecting)})" if rejecting else "")
     return FleetPreflight(sort_cohorts(named), accepting_query=accepting)

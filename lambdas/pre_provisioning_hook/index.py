@@ -11,7 +11,8 @@ before the provisioning template runs) answers ``allowProvisioning: true`` only 
   for it is someone else).
 
 Any error reading either answers no: the hook fails closed. The allow-list object holds the batch's fleet
-inventory (JSON: code-verification certificate, family, app version); the hook passes it to the
+inventory (JSON: code-verification certificate, family, app version, chip, chip revision, secure
+version); the hook passes it to the
 provisioning template as ``parameterOverrides``, so the new thing carries its inventory like a thing a
 station registered. A missing or damaged inventory never decides the answer: the thing is then made
 without it. Runs on the Lambda Python runtime with
@@ -33,7 +34,14 @@ _SERIAL = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "ResourceNotFoundException"}
 # Thing attribute (in the allow-list object) -> provisioning template parameter; the same names as
 # device_provisioning.contract.INVENTORY_ATTRIBUTE_PARAMETERS (this file ships alone; a test compares them).
-INVENTORY_PARAMETERS = {"codeVerifySha256": "CodeVerifySha256", "otaFamily": "OtaFamily", "appVersion": "AppVersion"}
+INVENTORY_PARAMETERS = {
+    "codeVerifySha256": "CodeVerifySha256",
+    "otaFamily": "OtaFamily",
+    "appVersion": "AppVersion",
+    "chip": "Chip",
+    "chipRevision": "ChipRevision",
+    "secureVersion": "SecureVersion",
+}
 # AWS's thing attribute value pattern.
 _ATTRIBUTE_VALUE = re.compile(r"^[a-zA-Z0-9_.,@/:#=\[\]-]{1,800}$")
 LOG = logging.getLogger(__name__)
