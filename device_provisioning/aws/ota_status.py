@@ -61,12 +61,13 @@ def ota_status(
     per_device: bool = False,
     expected_version: str | None = None,
     now: dt.datetime | None = None,
+    read_versions: bool = False,
 ) -> OtaStatus:
     """The job's status and each thing's execution status, for a job id or an OTA update id.
 
     ``per_device`` decodes each execution: from its summary, and for failures (and, with
-    ``expected_version``, successes) from its status details, so a device that reports SUCCEEDED with
-    another version is called out.
+    ``expected_version`` or ``read_versions``, successes) from its status details, so a device that reports
+    SUCCEEDED with another version is called out (and the version it runs can be recorded).
     """
     iot = aws.client("iot")
     with aws_errors(f"reading OTA {ota_id}"):
@@ -92,7 +93,7 @@ def ota_status(
             moment = now or dt.datetime.now(dt.UTC)
             for thing, summary in summaries:
                 status = summary.get("status", "UNKNOWN")
-                if status in FAILURES or (status == "SUCCEEDED" and expected_version):
+                if status in FAILURES or (status == "SUCCEEDED" and (expected_version or read_versions)):
                     description = iot.describe_job_execution(jobId=job_id, thingName=thing)["execution"]
                     devices.append(execution_of(description, expected_version=expected_version, now=moment))
                 else:

@@ -224,7 +224,11 @@ def _ota_status(args: argparse.Namespace, out: TextIO) -> int:
     if (args.expect_version or args.record_versions) and not args.per_device:
         raise InputFileError("--expect-version and --record-versions read each device: add --per-device")
     status = ota.ota_status(
-        connect_aws(args), args.id, per_device=args.per_device, expected_version=args.expect_version
+        connect_aws(args),
+        args.id,
+        per_device=args.per_device,
+        expected_version=args.expect_version,
+        read_versions=args.record_versions,
     )
     counts = ", ".join(f"{value} {key}" for key, value in status.counts.items() if value)
     lines = [f"{status.ota_id}: {status.status}" + (f" ({counts})" if counts else "")]
