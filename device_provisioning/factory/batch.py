@@ -11,6 +11,7 @@ import csv
 import ctypes
 import hashlib
 import io
+import json
 import os
 import signal
 import sys
