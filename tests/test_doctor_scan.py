@@ -131,3 +131,10 @@ def test_a_missing_log_or_a_directory_is_one_error_line(tmp_path: Path) -> None:
         err = io.StringIO()
         assert main(["doctor", str(path)], out=io.StringIO(), err=err) == 1
         assert err.getvalue().startswith("ERROR ") and err.getvalue().count("\n") == 1, err.getvalue()
+
+
+def test_a_device_is_not_a_log() -> None:
+    """/dev/zero never ends: refused at once, one line, instead of read forever."""
+    err = io.StringIO()
+    assert main(["doctor", "/dev/zero"], out=io.StringIO(), err=err) == 1
+    assert "is a device" in err.getvalue() and err.getvalue().count("\n") == 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -140,6 +142,12 @@ def _read_log(path: str) -> Report:
         binary = getattr(sys.stdin, "buffer", None)
         return doctor.scan(read_blocks(binary) if binary is not None else blocks_of_lines(sys.stdin))
     try:
+        kind = os.stat(path).st_mode
+        # A device (/dev/zero, a serial port) never ends: a log is a file, a FIFO, or stdin ("-").
+        if not (stat.S_ISREG(kind) or stat.S_ISFIFO(kind) or stat.S_ISDIR(kind)):
+            raise InputFileError(
+                f"log {path} is a device, not a log file: capture the port first (idf.py monitor | tee)"
+            )
         return doctor.scan_file(path)
     except IsADirectoryError as error:
         raise InputFileError(f"log {path} is a directory: give the file idf.py monitor wrote") from error
