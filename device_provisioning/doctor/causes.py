@@ -91,6 +91,8 @@ POLICY_CONNECT = Cause(
 RANKED: dict[str, tuple[Cause, ...]] = {
     "OtaPalSignatureCheckFailed": (WRONG_CERTIFICATE, MISSING_CERTIFICATE, EMBEDDED_STALE, CHANGED_FILE),
     "ota-close-signaturecheckfailed": (WRONG_CERTIFICATE, MISSING_CERTIFICATE, CHANGED_FILE),
+    # Closing the file is where the agent checks the signature: its failure is that check's, most of the time.
+    "OtaPalFileClose": (WRONG_CERTIFICATE, MISSING_CERTIFICATE, CHANGED_FILE),
     "job-status-signaturecheckfailed": (WRONG_CERTIFICATE, MISSING_CERTIFICATE, EMBEDDED_STALE, CHANGED_FILE),
     "using-test-certificate": (
         MISSING_CERTIFICATE,

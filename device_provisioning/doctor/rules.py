@@ -163,6 +163,8 @@ def _ota_pal_status(line: str, low: str) -> Finding | None:
             main = int(match.group(1), 16)
     if main is None and "signature verification failed" in low and "secure boot" not in low:
         main = 0xE3
+    if main is None and "failed to close the ota file" in low:  # ota.c, without the PAL's status
+        main = 0xEE
     if main is None:
         return None
     name = OTA_PAL_STATUS[main]
@@ -336,7 +338,7 @@ AGENT_RULES = (Rule(("otaerr",), _agent_error),)
 PAL_RULES = (
     Rule(("failed nvs open",), _failed_nvs_open),
     Rule((_NO_SUCH_FILE, _USING_OTA_CONFIG, "using aws_ota_codesigner_certificate.h"), _test_certificate_fallback),
-    Rule(("otapal", "signature verification failed", "0xe"), _ota_pal_status),
+    Rule(("otapal", "signature verification failed", "0xe", "failed to close the ota file"), _ota_pal_status),
     Rule(("otajobparseerrnonconformingjobdoc", "base64"), _job_document_signature),
     Rule((*_SELF_TEST, "rejecting new image", "rejecting the new image", *_ROLLBACK), _self_test),
 )

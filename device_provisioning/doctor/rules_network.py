@@ -119,11 +119,17 @@ def _mqtt_error(line: str, low: str) -> Finding | None:
     return None
 
 
-_DNS_FAILED = ("couldn't get hostname", "could not get hostname", "dns lookup failed", "failed to resolve")
+_DNS_FAILED = (
+    "couldn't get hostname",
+    "could not get hostname",
+    "could not get host name",
+    "dns lookup failed",
+    "failed to resolve",
+)
 
 
 def _dns_error(line: str, low: str) -> Finding | None:
-    if not (any(p in low for p in _DNS_FAILED) or ("getaddrinfo" in low and ("fail" in low or "returns" in low))):
+    if not (any(p in low for p in _DNS_FAILED) or ("getaddrinfo" in low and ("fail" in low or "return" in low))):
         return None
     return (
         "dns-lookup-failed",
