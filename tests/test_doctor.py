@@ -194,3 +194,11 @@ def test_the_modular_demo_block_count_is_not_the_old_agents_limit() -> None:
         ]
     )
     assert found[0].causes[0].key == "wrong-certificate"
+
+
+def test_a_key_not_found_at_info_level_is_not_a_failure() -> None:
+    """First boots look keys up that are not there yet and say so as information; an error is an error."""
+    assert codes("I (512) app: nvs_get_str(wifi_ssid): ESP_ERR_NVS_NOT_FOUND, using defaults") == []
+    assert codes("E (900) app: nvs_open(creds) failed: ESP_ERR_NVS_NOT_FOUND") == ["ESP_ERR_NVS_NOT_FOUND"]
+    # The PAL's own "failed nvs open" is the root cause at any level (esp-aws-iot prints it at I).
+    assert codes("I (313271) PKCS11: failed nvs open 4354") == ["creds-namespace-missing"]

@@ -211,10 +211,19 @@ def _self_test(line: str, low: str) -> Finding | None:
     )
 
 
+def _quiet_level(line: str) -> bool:
+    """An ESP_LOG line printed at info, debug or verbose level ("I (123) tag: ...")."""
+    text = line.lstrip()
+    return text[:3] in ("I (", "D (", "V (")
+
+
 def _nvs_error(line: str, low: str) -> Finding | None:
     code = nvs_code_in(low)
     if code is None or ("nvs" not in low and "esp_err_t 0x11" not in low):
         return None
+    if code == 0x1102 and _quiet_level(line):
+        return None  # a key looked up and not there yet, reported as information: first boots do it
+
     name, text = NVS_ERRORS[code]
     erase_or_rebuild = (
         "if it is the application's own 'nvs' partition (nvs_flash_init()), erase it and init again "
