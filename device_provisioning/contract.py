@@ -28,6 +28,15 @@ class StackOutput(StrEnum):
     OPERATOR_POLICY_ARN = "OperatorPolicyArn"
     DEVICE_POLICY_NAME = "DevicePolicyName"
     TARGET_NAME_PREFIX = "TargetNamePrefix"
+    OPERATOR_LIST_POLICY_ARN = "OperatorListPolicyArn"
+    FACTORY_POLICY_ARN = "FactoryPolicyArn"
+    FACTORY_ACCOUNT_LEVEL_POLICY_ARN = "FactoryAccountLevelPolicyArn"
+    REGISTRATION_MODE = "RegistrationMode"
+
+
+def stage_id_prefix(stage: str, target_name_prefix: str | None = None) -> str:
+    """What every OTA update, job and stream id of a stage starts with (its target prefix, else ``<stage>-``)."""
+    return target_name_prefix or f"{stage}-"
 
 
 # cdk context key (``-c codeSigningCertificateArn=...`` or cdk.context.json) naming the ACM certificate.
@@ -39,8 +48,9 @@ CODE_VERIFY_LABEL = "Code Verify Key"
 # Where AWS Signer writes signed images in the firmware bucket (the OTA role may write only there).
 SIGNED_FIRMWARE_PREFIX = "signed/"
 
-# Stream ids of OTA file streams: CreateOTAUpdate names its streams AFR_OTA-<uuid>, `ota create --via job`
-# names its own AFR_OTA-<ota id>; devices may read only streams named so, and the OTA role create only those.
+# CreateOTAUpdate names its streams AFR_OTA-<uuid> and its jobs AFR_OTA-<otaUpdateId>. Every id the command
+# line makes (OTA update, job, stream) starts with the stage's prefix (the TargetNamePrefix output, which
+# starts with "<stage>-"), so IAM can confine each stage's operators and OTA role to their own ids.
 OTA_STREAM_PREFIX = "AFR_OTA-"
 
 # A device's files, for single registrations and factory batches alike.
@@ -83,3 +93,13 @@ UNTYPED_THING_ATTRIBUTES = 3
 def thing_type_name(stage: str) -> str:
     """``thing_type_name("dev")`` -> ``"dev-esp32-device"``."""
     return THING_TYPE_NAME.format(stage=stage)
+
+# Factory-CA mode (just-in-time provisioning): AWS IoT fills a JITP template only from the certificate's
+# subject, so the station writes the thing name into the common name and the inventory into these subject
+# fields (signed by the CA: a device cannot change its own inventory). Thing attribute -> JITP parameter.
+JITP_THING_NAME_PARAMETER = "AWS::IoT::Certificate::CommonName"
+JITP_INVENTORY_PARAMETERS = {
+    CERTIFICATE_ATTRIBUTE: "AWS::IoT::Certificate::DistinguishedNameQualifier",
+    FAMILY_ATTRIBUTE: "AWS::IoT::Certificate::OrganizationalUnit",
+    VERSION_ATTRIBUTE: "AWS::IoT::Certificate::StateName",
+}

@@ -9,7 +9,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from cryptography import x509
 
 from device_provisioning import contract
 from device_provisioning.contract import CODE_SIGNING_CERTIFICATE_ARN_CONTEXT
@@ -54,6 +57,26 @@ class AppConfig:
     pre_provisioning_hook: str = "shipped"
     account: str | None = None
     region: str | None = None
+    # The factory CA (PEM) whose device certificates AWS IoT registers just in time; None: stations register.
+    factory_ca_certificate_pem: str | None = None
+    # Signed by the CA over AWS IoT's registration code: proves the CA's key (DEFAULT mode); None: SNI_ONLY.
+    factory_ca_verification_pem: str | None = None
+    # The account each stage is deployed to, as far as you tell: prod sharing one with another stage is warned.
+    stage_accounts: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def registration(self) -> str:
+        """How devices get their identity: ``factory-ca`` (JIT provisioning) or ``station`` (per-device calls)."""
+        return "factory-ca" if self.factory_ca_certificate_pem else "station"
+
+    @property
+    def accounts_shared_with_prod(self) -> tuple[str, ...]:
+        """Other stages known to live in prod's account (from ``stageAccounts`` and the deploy account)."""
+        accounts = dict(self.stage_accounts)
+        if self.account and self.account.isdigit():
+            accounts.setdefault(self.stage, self.account)
+        prod = accounts.get("prod")
+        return tuple(sorted(s for s, a in accounts.items() if s != "prod" and prod is not None and a == prod))
 
     @property
     def device_policy_name(self) -> str:
@@ -104,9 +127,27 @@ class AppConfig:
                 "prod fleet provisioning needs a pre-provisioning hook that admits only your serials: keep the "
                 "shipped one (the default) or give -c preProvisioningHookArn=arn:aws:lambda:...",
             )
+        target_prefix = _target_name_prefix(get("targetNamePrefix"))
+        if target_prefix is not None and not target_prefix.startswith(f"{stage}-"):
+            # Stage prefixes must be disjoint, or one stage's operators could reach another's devices.
+            raise ConfigError(
+                "targetNamePrefix", f"got {target_prefix!r}; it must start with {stage}- (the stage's own names)"
+            )
+        thing_names = _thing_names(get("thingNames"))
+        foreign = [name for name in thing_names if not name.startswith(f"{stage}-")]
+        if foreign:
+            raise ConfigError(
+                "thingNames",
+                f"{foreign[0]!r} does not start with {stage}-; a {stage} device may connect only as "
+                f"{stage}-... (its policy's iot:ClientId rule)",
+            )
+        ca_pem = _pem_file("factoryCaCertificate", get("factoryCaCertificate"))
+        verification_pem = _pem_file("factoryCaVerificationCertificate", get("factoryCaVerificationCertificate"))
+        if verification_pem and not ca_pem:
+            raise ConfigError("factoryCaVerificationCertificate", "give -c factoryCaCertificate=CA.pem with it")
         return cls(
             stage=stage,
-            thing_names=_thing_names(get("thingNames")),
+            thing_names=thing_names,
             code_signing_certificate_arn=_certificate_arn(get(CODE_SIGNING_CERTIFICATE_ARN_CONTEXT)),
             signing_profile_name=profile,
             noncurrent_version_expiration_days=_positive_int(
@@ -116,12 +157,15 @@ class AppConfig:
             retain_firmware_bucket=_boolean("retainFirmwareBucket", get("retainFirmwareBucket"), True),
             fleet_provisioning=fleet_provisioning,
             claim_client_id_prefix=_client_id_prefix(get("claimClientIdPrefix")),
-            target_name_prefix=_target_name_prefix(get("targetNamePrefix")),
+            target_name_prefix=target_prefix,
             iot_logging=_iot_logging(get("iotLogging")),
             pre_provisioning_hook_arn=hook,
             pre_provisioning_hook=shipped,
             account=account,
             region=region,
+            factory_ca_certificate_pem=ca_pem,
+            factory_ca_verification_pem=verification_pem,
+            stage_accounts=_stage_accounts(get("stageAccounts")),
         )
 
 
@@ -247,3 +291,44 @@ def _boolean(key: str, value: Any, default: bool) -> bool:
     if text in ("false", "0", "no"):
         return False
     raise ConfigError(key, f"got {value!r}; use true or false")
+
+
+def _pem_file(key: str, value: Any) -> str | None:
+    """The text of a PEM certificate file named in context (read at synth time, into the template)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(key, f"got {value!r}; give the path of a PEM certificate file")
+    try:
+        text = Path(value).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(key, f"cannot read {value}: {getattr(error, 'strerror', None) or error}") from None
+    try:
+        certificate = x509.load_pem_x509_certificate(text.encode())
+    except ValueError:
+        raise ConfigError(key, f"{value} is not a PEM X.509 certificate") from None
+    if key == "factoryCaCertificate":
+        try:
+            is_ca = certificate.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            is_ca = False
+        if not is_ca:
+            raise ConfigError(
+                key, f"{value} is not a CA certificate (basicConstraints CA:TRUE); see `factory-ca create`"
+            )
+    return text
+
+
+_ACCOUNT = re.compile(r"^\d{12}$")
+
+
+def _stage_accounts(value: Any) -> tuple[tuple[str, str], ...]:
+    if value is None or value == "":
+        return ()
+    pairs = dict(part.split("=", 1) for part in value.split(",") if "=" in part) if isinstance(value, str) else value
+    if not isinstance(pairs, dict) or (isinstance(value, str) and len(pairs) != len(value.split(","))):
+        raise ConfigError("stageAccounts", f"got {value!r}; give STAGE=ACCOUNT,... or a mapping")
+    for stage, account in pairs.items():
+        if stage not in STAGES or not isinstance(account, str) or not _ACCOUNT.match(account):
+            raise ConfigError("stageAccounts", f"{stage}={account!r}: use a stage ({', '.join(STAGES)}) = 12 digits")
+    return tuple(sorted(pairs.items()))

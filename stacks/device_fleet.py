@@ -14,8 +14,14 @@ from stacks.arns import iot_arn
 # Policy variable: the thing the connecting certificate is attached to.
 THING_NAME = "${iot:Connection.Thing.ThingName}"
 # Topic trees the OTA agent uses: job notifications/documents, and the MQTT file streams of OTA updates
-# (only those: a device may not read another product's streams by guessing their ids).
+# (only those: a device may not read another product's streams by guessing their ids). The streams
+# AWS makes for OTA updates are AFR_OTA-<uuid>; `ota create --via job` names its own after the stage.
 OTA_TOPIC_TREES = ("jobs/*", f"streams/{contract.OTA_STREAM_PREFIX}*")
+
+
+def ota_topic_trees(stage_prefix: str) -> tuple[str, ...]:
+    """The OTA topic trees of a device of the stage whose ids start with ``stage_prefix``."""
+    return (*OTA_TOPIC_TREES, f"streams/{stage_prefix}*")
 
 
 class DeviceFleet(Construct):
@@ -29,9 +35,11 @@ class DeviceFleet(Construct):
         policy_name: str,
         thing_names: Sequence[str],
         thing_type_name: str,
+        stage_prefix: str,
     ) -> None:
         super().__init__(scope, id_)
         self.policy_name = policy_name
+        self.stage_prefix = stage_prefix
         # A thing without a type holds three attributes; the fleet inventory (certificate, family, app version,
         # chip, chip revision, secure version, and what rollouts add) needs more, so every registration path
         # puts the stage's devices in this type. Searchable: what a fleet is most often filtered by.
@@ -55,8 +63,9 @@ class DeviceFleet(Construct):
 
     def _policy_document(self) -> dict[str, Any]:
 
-        topics = [iot_arn(self, "topic", f"$aws/things/{THING_NAME}/{tree}") for tree in OTA_TOPIC_TREES]
-        filters = [iot_arn(self, "topicfilter", f"$aws/things/{THING_NAME}/{tree}") for tree in OTA_TOPIC_TREES]
+        trees = ota_topic_trees(self.stage_prefix)
+        topics = [iot_arn(self, "topic", f"$aws/things/{THING_NAME}/{tree}") for tree in trees]
+        filters = [iot_arn(self, "topicfilter", f"$aws/things/{THING_NAME}/{tree}") for tree in trees]
         return {
             "Version": "2012-10-17",
             "Statement": [
@@ -65,8 +74,12 @@ class DeviceFleet(Construct):
                     "Effect": "Allow",
                     "Action": "iot:Connect",
                     "Resource": iot_arn(self, "client", THING_NAME),
-                    # Only certificates attached to a thing may connect, and only as that thing.
-                    "Condition": {"Bool": {"iot:Connection.Thing.IsAttached": "true"}},
+                    # Only certificates attached to a thing may connect, only as that thing, and only as a
+                    # thing of this stage: a certificate attached to another stage's thing gets nothing here.
+                    "Condition": {
+                        "Bool": {"iot:Connection.Thing.IsAttached": "true"},
+                        "StringLike": {"iot:ClientId": f"{self.stage_prefix}*"},
+                    },
                 },
                 {
                     "Sid": "OtaPublishAndReceive",

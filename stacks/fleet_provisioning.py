@@ -10,15 +10,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_iot as iot
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from device_provisioning import contract
 from stacks.arns import iot_arn
-from stacks.nag import acknowledge_managed_policies
-from stacks.ota_service_role import iot_service_principal
+from stacks.registration_role import registration_role
 
 
 class FleetProvisioning(Construct):
@@ -38,47 +36,11 @@ class FleetProvisioning(Construct):
         pre_provisioning_hook_arn: str | None = None,
     ) -> None:
         super().__init__(scope, id_)
-        registration_policy = iam.ManagedPolicy.from_aws_managed_policy_name("service-role/AWSIoTThingsRegistration")
-        self.role = iam.Role(
+        self.role = registration_role(
             self,
             "ProvisioningRole",
-            assumed_by=iot_service_principal(self),
+            thing_name_prefix=thing_name_prefix,
             description="AWS IoT fleet provisioning: creates things and activates certificates from the template",
-            managed_policies=[registration_policy],
-        )
-        acknowledge_managed_policies(
-            self.role,
-            [registration_policy.managed_policy_arn],
-            "AWSIoTThingsRegistration is the AWS-maintained policy the fleet provisioning guide prescribes; the "
-            "explicit denies below take away what this template never needs.",
-        )
-        # AWSIoTThingsRegistration allows ~30 iot: actions on *. Which of them RegisterThing uses internally is
-        # AWS's to change, so the Allow stays; what this template never does is denied outright: writing or
-        # deleting IoT policies (it attaches the existing device policy by name), and creating, changing or
-        # deleting things outside its own name prefix.
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                sid="NeverWritePolicies",
-                effect=iam.Effect.DENY,
-                actions=[
-                    "iot:CreatePolicy",
-                    "iot:CreatePolicyVersion",
-                    "iot:DeletePolicy",
-                    "iot:DeletePolicyVersion",
-                    "iot:SetDefaultPolicyVersion",
-                    "iot:DetachPolicy",
-                    "iot:AttachPrincipalPolicy",
-                ],
-                resources=["*"],
-            )
-        )
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                sid="OnlyThisTemplatesThings",
-                effect=iam.Effect.DENY,
-                actions=["iot:CreateThing", "iot:UpdateThing", "iot:DeleteThing"],
-                not_resources=[iot_arn(self, "thing", f"{thing_name_prefix}*")],
-            )
         )
 
         self.template_name = template_name

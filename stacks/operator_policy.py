@@ -1,4 +1,11 @@
-"""Managed policy for the humans and CI roles that publish firmware and create OTA updates."""
+"""Managed policies for the humans and CI roles that publish firmware and create OTA updates.
+
+Every id an operator creates carries the stage's prefix (``<prefix>ota-…`` OTA updates and jobs, their
+``AFR_OTA-<prefix>…`` jobs made by AWS, ``<prefix>…`` streams), so each job, OTA-update and stream action is
+granted on this stage's ids only, and ``iot:CreateJob``, which IAM evaluates on the job *and* on each target,
+on this stage's things and groups only. The few calls IAM evaluates on ``*`` (List*) live in a second
+policy of their own, so a wildcard added to the first one later still fails the synth.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +14,36 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from device_provisioning import contract
 from stacks.arns import iot_arn, stack_arns
 from stacks.nag import acknowledge_wildcard_resources
 
+# The firmware `ota create` uploads (ota.FIRMWARE_PREFIX): the only keys operators may write.
+FIRMWARE_OBJECTS = "firmware/*"
+# IAM evaluates these on "*" only (AWS's Service Authorization Reference); they read, never act. ListThings reads
+# the fleet inventory (thing attributes) in one pass; ListThingGroups finds a group's children;
+# GetIndexingConfiguration tells whether the fleet index answers.
+OPERATOR_LIST_ACTIONS = (
+    "iot:ListOTAUpdates",
+    "iot:ListJobs",
+    "iot:ListStreams",
+    "iot:ListThings",
+    "iot:ListThingGroups",
+    "iot:GetIndexingConfiguration",
+)
+
+
+def stage_id_resources(scope: Construct, prefix: str) -> dict[str, list[str]]:
+    """This stage's OTA updates, jobs (its own and the ``AFR_OTA-`` jobs of its OTA updates) and streams."""
+    return {
+        "otaupdate": [iot_arn(scope, "otaupdate", f"{prefix}*")],
+        "job": [iot_arn(scope, "job", f"{prefix}*"), iot_arn(scope, "job", f"{contract.OTA_STREAM_PREFIX}{prefix}*")],
+        "stream": [iot_arn(scope, "stream", f"{prefix}*")],
+    }
+
 
 class OtaOperatorPolicy(Construct):
-    """Upload firmware, create and follow OTA updates/jobs/streams, and pass the OTA role only."""
+    """Upload firmware, create and follow this stage's OTA updates/jobs/streams, and pass the OTA role only."""
 
     def __init__(
         self,
@@ -25,28 +56,30 @@ class OtaOperatorPolicy(Construct):
         signing_profile_arn: str | None,
         code_signing_certificate_arn: str | None = None,
         stack_names: tuple[str, ...] = (),
-        target_name_prefix: str = "",
+        target_name_prefix: str,
     ) -> None:
         super().__init__(scope, id_)
         stack = Stack.of(self)
-        # Jobs and OTA updates are authorised on their targets too: naming them confines this stage's
-        # operators to this stage's devices even when several stages share one account.
-        targets = [
-            iot_arn(self, "thing", f"{target_name_prefix}*"),
-            iot_arn(self, "thinggroup", f"{target_name_prefix}*"),
-        ]
+        things = [iot_arn(self, "thing", f"{target_name_prefix}*")]
+        groups = [iot_arn(self, "thinggroup", f"{target_name_prefix}*")]
+        ids = stage_id_resources(self, target_name_prefix)
 
         statements = [
             iam.PolicyStatement(
                 sid="PublishFirmware",
-                actions=["s3:PutObject", "s3:GetObject", "s3:GetObjectVersion"],
+                actions=["s3:PutObject"],
+                resources=[firmware_bucket.arn_for_objects(FIRMWARE_OBJECTS)],
+            ),
+            iam.PolicyStatement(
+                sid="ReadFirmware",
+                actions=["s3:GetObject", "s3:GetObjectVersion"],
                 resources=[firmware_bucket.arn_for_objects("*")],
             ),
             iam.PolicyStatement(
                 # `ota create` removes the version it uploaded when creating the update fails.
                 sid="RemoveFailedUploads",
                 actions=["s3:DeleteObjectVersion"],
-                resources=[firmware_bucket.arn_for_objects("firmware/*")],
+                resources=[firmware_bucket.arn_for_objects(FIRMWARE_OBJECTS)],
             ),
             iam.PolicyStatement(
                 # The pre-flight resolves the targets and their members before anything is created; a job for
@@ -63,7 +96,7 @@ class OtaOperatorPolicy(Construct):
                     "iot:CreateDynamicThingGroup",
                     "iot:DeleteDynamicThingGroup",
                 ],
-                resources=targets,
+                resources=[*things, *groups],
             ),
             iam.PolicyStatement(
                 # With fleet indexing the pre-flight counts cohorts and names rejecting devices from the index
@@ -78,42 +111,33 @@ class OtaOperatorPolicy(Construct):
                 resources=[firmware_bucket.bucket_arn],
             ),
             iam.PolicyStatement(
-                sid="CreateAndFollowOtaUpdates",
-                actions=[
-                    "iot:CreateOTAUpdate",
-                    "iot:GetOTAUpdate",
-                    "iot:DeleteOTAUpdate",
-                    "iot:CreateJob",
-                    "iot:DescribeJob",
-                    "iot:GetJobDocument",
-                    "iot:CancelJob",
-                    "iot:ListJobExecutionsForJob",
-                    "iot:DescribeJobExecution",
-                    "iot:CreateStream",
-                    "iot:DescribeStream",
-                    "iot:DeleteStream",
-                ],
-                resources=[
-                    iot_arn(self, "otaupdate", "*"),
-                    iot_arn(self, "job", "*"),
-                    iot_arn(self, "stream", "*"),
-                    *targets,
-                ],
+                # IAM evaluates CreateOTAUpdate on the OTA update only; its targets are checked when AWS IoT
+                # creates the job with the OTA role, whose CreateJob is confined to this stage's devices.
+                sid="OtaUpdatesOfThisStage",
+                actions=["iot:CreateOTAUpdate", "iot:GetOTAUpdate", "iot:DeleteOTAUpdate"],
+                resources=ids["otaupdate"],
             ),
             iam.PolicyStatement(
-                sid="ListOtaUpdates",
-                # List calls have no resource-level permissions in IAM.
-                # ListThings reads the fleet inventory (thing attributes) in one pass.
-                # ListThingGroups finds a group's children; GetIndexingConfiguration whether the index answers.
-                actions=[
-                    "iot:ListOTAUpdates",
-                    "iot:ListJobs",
-                    "iot:ListStreams",
-                    "iot:ListThings",
-                    "iot:ListThingGroups",
-                    "iot:GetIndexingConfiguration",
-                ],
-                resources=["*"],
+                # Evaluated on the job and on every target: all of them must be this stage's.
+                sid="CreateJobsForThisStage",
+                actions=["iot:CreateJob"],
+                resources=[ids["job"][0], *things, *groups],
+            ),
+            iam.PolicyStatement(
+                sid="FollowJobsOfThisStage",
+                actions=["iot:DescribeJob", "iot:GetJobDocument", "iot:CancelJob", "iot:ListJobExecutionsForJob"],
+                resources=ids["job"],
+            ),
+            iam.PolicyStatement(
+                # Evaluated on the job and on the thing.
+                sid="FollowJobExecutionsOfThisStage",
+                actions=["iot:DescribeJobExecution"],
+                resources=[*ids["job"], *things],
+            ),
+            iam.PolicyStatement(
+                sid="StreamsOfThisStage",
+                actions=["iot:CreateStream", "iot:DescribeStream", "iot:DeleteStream"],
+                resources=ids["stream"],
             ),
             iam.PolicyStatement(
                 sid="PassOtaRoleToIot",
@@ -166,16 +190,28 @@ class OtaOperatorPolicy(Construct):
             self,
             "Policy",
             managed_policy_name=managed_policy_name,
-            description="Publish ESP32 firmware and create signed OTA updates",
+            description="Publish ESP32 firmware and create signed OTA updates of this stage",
             statements=statements,
-        )
-        wildcard_resources = sorted(
-            {resource for statement in statements for resource in statement.resources if "*" in resource}
         )
         acknowledge_wildcard_resources(
             self.policy,
-            wildcard_resources,
-            "Wildcards are object keys of the firmware bucket, IoT OTA/job/stream ids created at run "
-            "time in this account and region, the names after this stage's target prefix, and List* calls that "
-            "IAM cannot scope.",
+            sorted({resource for statement in statements for resource in statement.resources if "*" in resource}),
+            "Each wildcard follows a fixed part: firmware/ keys or object versions of this stage's bucket, this "
+            "stage's name prefix for things, groups, OTA updates, jobs and streams, and Signer's job ids.",
+        )
+        list_calls = iam.PolicyStatement(
+            sid="ListCallsIamCannotScope", actions=list(OPERATOR_LIST_ACTIONS), resources=["*"]
+        )
+        self.list_policy = iam.ManagedPolicy(
+            self,
+            "ListPolicy",
+            managed_policy_name=f"{managed_policy_name}-lists",
+            description="Reads of OTA operators that IAM evaluates on * only (they read, never act)",
+            statements=[list_calls],
+        )
+        acknowledge_wildcard_resources(
+            self.list_policy,
+            ["*"],
+            "Only List calls and GetIndexingConfiguration, which IAM evaluates on * alone (Service Authorization "
+            "Reference): they reveal names of the account's other stages, they cannot act on them.",
         )

@@ -2,8 +2,11 @@
 
 Scoped to this stage by construction, instead of AWS's managed ``AmazonFreeRTOSOTAUpdate`` (Signer
 and ``iot:CreateJob``/``CreateStream`` on ``*``): this role can sign only with this stage's
-signing profile, read only this stage's firmware bucket, and make only OTA jobs and streams, so a
-dev update can never be signed with prod's key even when both stages share an account.
+signing profile, read only this stage's firmware bucket, and create only the jobs of this stage's OTA
+updates (``AFR_OTA-<prefix>…``) aimed at this stage's things and groups (IAM evaluates ``CreateJob`` on
+the job and on every target), so a dev update can neither be signed with prod's key nor reach a prod
+device, even when both stages share an account. Its streams are the exception: AWS names them
+``AFR_OTA-<uuid>``, with no room for a stage, so they are granted on ``AFR_OTA-*`` (and documented so).
 """
 
 from __future__ import annotations
@@ -24,6 +27,11 @@ from stacks.nag import acknowledge_wildcard_resources
 OTA_NAME_PATTERN = f"{contract.OTA_STREAM_PREFIX}*"
 
 
+def ota_job_pattern(target_name_prefix: str) -> str:
+    """The jobs AWS IoT makes for this stage's OTA updates (their ids carry the stage's prefix)."""
+    return f"{contract.OTA_STREAM_PREFIX}{target_name_prefix}*"
+
+
 def iot_service_principal(scope: Construct) -> iam.ServicePrincipal:
     """``iot.amazonaws.com``, acting for this account in this region only (confused-deputy guard)."""
     stack = Stack.of(scope)
@@ -39,7 +47,15 @@ def iot_service_principal(scope: Construct) -> iam.ServicePrincipal:
 class OtaServiceRole(Construct):
     """Role for ``CreateOTAUpdate``'s ``roleArn``, trusted by ``iot.amazonaws.com`` for this account only."""
 
-    def __init__(self, scope: Construct, id_: str, *, firmware_bucket: s3.IBucket, signing_profile_name: str) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        firmware_bucket: s3.IBucket,
+        signing_profile_name: str,
+        target_name_prefix: str,
+    ) -> None:
         super().__init__(scope, id_)
         stack = Stack.of(self)
         read_objects = firmware_bucket.arn_for_objects("*")
@@ -53,9 +69,12 @@ class OtaServiceRole(Construct):
         signing_jobs = stack.format_arn(
             service="signer", resource="/signing-jobs", resource_name="*", arn_format=ArnFormat.SLASH_RESOURCE_NAME
         )
-        ota_jobs = iot_arn(self, "job", OTA_NAME_PATTERN)
+        ota_jobs = iot_arn(self, "job", ota_job_pattern(target_name_prefix))
         ota_streams = iot_arn(self, "stream", OTA_NAME_PATTERN)
-        targets = [iot_arn(self, "thing", "*"), iot_arn(self, "thinggroup", "*")]
+        targets = [
+            iot_arn(self, "thing", f"{target_name_prefix}*"),
+            iot_arn(self, "thinggroup", f"{target_name_prefix}*"),
+        ]
         self.role = iam.Role(
             self,
             "Role",
@@ -93,5 +112,6 @@ class OtaServiceRole(Construct):
             self.role,
             [read_objects, signed_objects, signing_jobs, ota_jobs, ota_streams, *targets],
             "Wildcards are confined to this stage's firmware bucket (read; write under signed/), Signer jobs of "
-            "this account (ids are made by Signer), OTA jobs and streams (AFR_OTA-*), and the update's targets.",
+            "this account (ids are made by Signer), this stage's OTA jobs (AFR_OTA-<prefix>*) and targets "
+            "(<prefix>*), and OTA streams (AFR_OTA-<uuid>: AWS names them, no stage fits in).",
         )

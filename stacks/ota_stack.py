@@ -10,6 +10,7 @@ from constructs import Construct
 from device_provisioning import contract
 from stacks.config import AppConfig
 from stacks.device_fleet import DeviceFleet
+from stacks.factory_ca import FactoryCa
 from stacks.factory_policy import FactoryPolicy
 from stacks.firmware_bucket import FirmwareBucket
 from stacks.fleet_provisioning import FleetProvisioning
@@ -18,6 +19,30 @@ from stacks.operator_policy import OtaOperatorPolicy
 from stacks.ota_service_role import OtaServiceRole
 from stacks.pre_provisioning_hook import PreProvisioningHook
 from stacks.signing_profile import SigningProfile
+
+
+def warn_about_shared_accounts(stack: Stack, config: AppConfig) -> None:
+    """Say at synth what IAM cannot separate: see docs/aws-side.md, "What IAM cannot scope"."""
+    shared = config.accounts_shared_with_prod
+    if config.stage == "prod" and shared:
+        Annotations.of(stack).add_warning_v2(
+            "esp-ota:prod-shares-account",
+            f"prod is deployed to an account that also holds stage(s) {', '.join(shared)} (stageAccounts context / "
+            "CDK_DEFAULT_ACCOUNT): some AWS IoT actions cannot be scoped by IAM (certificates, AttachPolicy, "
+            "AttachThingPrincipal, List*), so a credential of the other stage can reach prod's devices. Give prod "
+            "its own account.",
+        )
+    if (
+        config.stage == "dev"
+        and config.fleet_provisioning
+        and not config.pre_provisioning_hook_arn
+        and (config.pre_provisioning_hook == "none")
+    ):
+        Annotations.of(stack).add_warning_v2(
+            "esp-ota:dev-provisioning-without-hook",
+            "dev fleet provisioning without a pre-provisioning hook: whoever reads one board's claim certificate can "
+            "mint identities for any serial in this account. Keep the shipped hook unless the account is disposable.",
+        )
 
 
 class OtaUpdateStack(Stack):
@@ -35,8 +60,13 @@ class OtaUpdateStack(Stack):
         )
         self.firmware_bucket = firmware.bucket
 
+        warn_about_shared_accounts(self, config)
         ota_role = OtaServiceRole(
-            self, "OtaServiceRole", firmware_bucket=firmware.bucket, signing_profile_name=config.signing_profile_name
+            self,
+            "OtaServiceRole",
+            firmware_bucket=firmware.bucket,
+            signing_profile_name=config.signing_profile_name,
+            target_name_prefix=config.operator_target_prefix,
         )
         self.ota_role = ota_role.role
 
@@ -78,6 +108,7 @@ class OtaUpdateStack(Stack):
             device_policy_name=config.device_policy_name,
             target_name_prefix=config.operator_target_prefix,
             stack_names=own_stacks,
+            registration=config.registration,
         )
         self.factory_policy = factory.policy
 
@@ -95,7 +126,15 @@ class OtaUpdateStack(Stack):
         CfnOutput(self, contract.StackOutput.FIRMWARE_BUCKET_NAME, value=firmware.bucket.bucket_name)
         CfnOutput(self, contract.StackOutput.OTA_SERVICE_ROLE_ARN, value=ota_role.role.role_arn)
         CfnOutput(self, contract.StackOutput.OPERATOR_POLICY_ARN, value=operator.policy.managed_policy_arn)
-        CfnOutput(self, "FactoryPolicyArn", value=factory.policy.managed_policy_arn)
+        CfnOutput(self, contract.StackOutput.OPERATOR_LIST_POLICY_ARN, value=operator.list_policy.managed_policy_arn)
+        CfnOutput(self, contract.StackOutput.FACTORY_POLICY_ARN, value=factory.policy.managed_policy_arn)
+        CfnOutput(
+            self,
+            contract.StackOutput.FACTORY_ACCOUNT_LEVEL_POLICY_ARN,
+            value=factory.account_level_policy.managed_policy_arn,
+            description="Calls IAM evaluates on * only: they reach every stage of the account",
+        )
+        CfnOutput(self, contract.StackOutput.REGISTRATION_MODE, value=config.registration)
         CfnOutput(
             self,
             contract.StackOutput.TARGET_NAME_PREFIX,
@@ -129,7 +168,22 @@ class DeviceFleetStack(Stack):
             policy_name=config.device_policy_name,
             thing_names=config.thing_names,
             thing_type_name=contract.thing_type_name(config.stage),
+            stage_prefix=f"{config.stage}-",
         )
+        self.factory_ca: FactoryCa | None = None
+        if config.factory_ca_certificate_pem:
+            self.factory_ca = FactoryCa(
+                self,
+                "FactoryCa",
+                ca_certificate_pem=config.factory_ca_certificate_pem,
+                verification_certificate_pem=config.factory_ca_verification_pem,
+                device_policy_name=fleet.policy_name,
+                thing_type_name=contract.thing_type_name(config.stage),
+                thing_name_prefix=f"{config.stage}-",
+            )
+            # The template names the device policy and the thing type: create them first.
+            self.factory_ca.certificate.node.add_dependency(fleet.policy, fleet.thing_type)
+            CfnOutput(self, "FactoryCaCertificateId", value=self.factory_ca.certificate.attr_id)
         self.device_policy = fleet.policy
         CfnOutput(self, contract.StackOutput.DEVICE_POLICY_NAME, value=fleet.policy.ref)
         self.iot_logging: IotLogging | None = None

@@ -320,7 +320,7 @@ def five_mib_image() -> bytes:
     ("overrides", "message"),
     [
         ({"firmware": "big"}, "tracks at most 4194304"),
-        ({"via": "job", "protocol": "mqtt", "ota_id": "a-release-name-that-is-far-too-long-12345"}, "at most 44"),
+        ({"via": "job", "protocol": "mqtt", "ota_id": "a-release-name-far-far-far-too-long-123456789"}, "at most 44"),
         ({"device_path": "/" + "p" * 259}, "holds 259"),
         ({"limits": DeviceLimits(protocols=("mqtt",)), "via": "job", "protocol": "http"}, "OtaErrInvalidDataProtocol"),
     ],

@@ -200,7 +200,7 @@ def rollout_cli(action: str, path: Path) -> tuple[int, dict, str]:  # type: igno
 
 def job_count(session: aws.Aws, name: str) -> int:
     pages = session.client("iot").get_paginator("list_jobs").paginate()
-    return sum(1 for page in pages for job in page["jobs"] if job["jobId"].startswith(f"{name}-"))
+    return sum(1 for page in pages for job in page["jobs"] if job["jobId"].startswith(f"{PREFIX}{name}-"))
 
 
 def group_of(job: dict) -> str:  # type: ignore[type-arg]
@@ -245,7 +245,7 @@ def session_versions(bucket: str) -> list[str]:
 def test_exclude_rejecting_creates_the_job_for_the_others_only(session: aws.Aws, fleet: Fleet, tmp_path: Path) -> None:
     firmware = placeholder_app_image(version="1.3.0")
     (tmp_path / "app.bin").write_bytes(firmware)
-    ota_id = unique("excl")
+    ota_id = unique(f"{PREFIX}excl")
     code, out, err = cli("ota", "create", "--stage", STAGE, "--firmware", tmp_path / "app.bin",
                          "--thing-groups", fleet.group, "--sign-key", fleet.current_identity.key_file,
                          "--device-cert", fleet.current_identity.cert_file, "--via", "job", "--ota-id", ota_id,
@@ -311,7 +311,7 @@ def test_three_stage_rollout_goes_through_its_gates(session: aws.Aws, fleet: Fle
     assert job_count(session, name) == 0  # plan creates nothing
 
     code, report, err = rollout_cli("apply", path)
-    assert code == 0 and report["created"] == f"{name}-{report['firmware_sha256'][:8]}-canary", err
+    assert code == 0 and report["created"] == f"{PREFIX}{name}-{report['firmware_sha256'][:8]}-canary", err
     code, report, err = rollout_cli("apply", path)  # idempotent: the canary's gate is not met yet
     assert code == 0 and report["created"] is None and job_count(session, name) == 1
     assert report["stages"][0]["state"] == "waiting"
@@ -458,12 +458,13 @@ def test_operator_policy_grants_every_call_of_the_fleet_commands(fleet: Fleet, t
     )  # fmt: skip
     ota.create_ota(session, excluded)
     template = synthesize(AppConfig(code_signing_certificate_arn=CERT_ARN)).ota_json
-    (operator,) = [r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::ManagedPolicy"
-                   and r["Properties"]["ManagedPolicyName"].endswith("-operator")]  # fmt: skip
+    operators = [r for r in template["Resources"].values() if r["Type"] == "AWS::IAM::ManagedPolicy"
+                 and r["Properties"]["ManagedPolicyName"].endswith(("-operator", "-operator-lists"))]  # fmt: skip
+    document = {"Statement": [s for r in operators for s in r["Properties"]["PolicyDocument"]["Statement"]]}
     called = set(actions)
     assert {"iot:ListThings", "iot:ListThingsInThingGroup", "iot:CreateThingGroup", "iot:AddThingToThingGroup",
             "iot:CreateJob", "iot:ListJobExecutionsForJob", "iot:GetIndexingConfiguration"} <= called  # fmt: skip
-    assert [a for a in sorted(called) if not granted(operator["Properties"]["PolicyDocument"], a)] == []
+    assert [a for a in sorted(called) if not granted(document, a)] == []
 
 
 @pytest.mark.parametrize(

@@ -53,6 +53,14 @@ def dev_with_certificate() -> SynthesizedApp:
     return synthesize(AppConfig(code_signing_certificate_arn=CERT_ARN))
 
 
+@pytest.fixture(scope="module")
+def factory_ca() -> SynthesizedApp:
+    """prod whose devices get their certificates from the factory CA and register just in time."""
+    from tests.test_stage_isolation import ca_pem
+
+    return synthesize(AppConfig(stage="prod", factory_ca_certificate_pem=ca_pem(), fleet_provisioning=True))
+
+
 def resources_of(template: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in template["Resources"].items() if v["Type"] == type_}
 
@@ -218,10 +226,23 @@ def test_operator_policy_passes_only_the_ota_role_to_iot(without_certificate) ->
     assert statement["Condition"] == {"StringEquals": {"iam:PassedToService": "iot.amazonaws.com"}}
 
 
-def test_operator_policy_creates_ota_updates_jobs_and_streams(without_certificate) -> None:
-    actions = set(operator_statements(without_certificate)["CreateAndFollowOtaUpdates"]["Action"])
+def test_operator_policy_creates_ota_updates_jobs_and_streams_of_its_stage_only(without_certificate) -> None:
+    statements = operator_statements(without_certificate)
+    resources = {sid: _flatten_all(statements[sid]["Resource"]) for sid in statements if sid.endswith("ThisStage")}
+    assert resources["OtaUpdatesOfThisStage"] == [":otaupdate/dev-*"]
+    assert sorted(resources["CreateJobsForThisStage"]) == [":job/dev-*", ":thing/dev-*", ":thinggroup/dev-*"]
+    assert sorted(resources["FollowJobsOfThisStage"]) == [":job/AFR_OTA-dev-*", ":job/dev-*"]
+    assert resources["StreamsOfThisStage"] == [":stream/dev-*"]
+    actions = {a for s in statements.values() for a in _as_list(s["Action"])}
     assert {"iot:CreateOTAUpdate", "iot:CreateJob", "iot:CreateStream", "iot:GetOTAUpdate"} <= actions
     assert not any(a.endswith("*") for a in actions)
+    # Firmware goes under firmware/ only: an operator cannot admit claim serials (provisioning/allowed/).
+    assert statements["PublishFirmware"]["Resource"]["Fn::Join"][1][1] == "/firmware/*"
+
+
+def _flatten_all(resource: Any) -> list[str]:
+    flat = [_flatten(r) for r in _as_list(resource) if "Fn::GetAtt" not in json.dumps(r)]
+    return [":" + text.split("<AWS::AccountId>:", 1)[1] for text in flat if "<AWS::AccountId>:" in text]
 
 
 def test_operator_signer_rights_only_with_a_profile(without_certificate, with_certificate) -> None:
@@ -255,7 +276,10 @@ def test_device_connects_only_as_its_own_thing(without_certificate) -> None:
     statements = device_policy(without_certificate)["PolicyDocument"]["Statement"]
     (connect,) = [s for s in statements if "iot:Connect" in _as_list(s["Action"])]
     assert _flatten(connect["Resource"]).endswith(":client/${iot:Connection.Thing.ThingName}")
-    assert connect["Condition"] == {"Bool": {"iot:Connection.Thing.IsAttached": "true"}}
+    assert connect["Condition"] == {
+        "Bool": {"iot:Connection.Thing.IsAttached": "true"},
+        "StringLike": {"iot:ClientId": "dev-*"},
+    }
 
 
 def test_device_topics_are_its_own_jobs_and_streams(without_certificate) -> None:
@@ -269,8 +293,10 @@ def test_device_topics_are_its_own_jobs_and_streams(without_certificate) -> None
     assert topics == [
         "topic/$aws/things/${iot:Connection.Thing.ThingName}/jobs/*",
         "topic/$aws/things/${iot:Connection.Thing.ThingName}/streams/AFR_OTA-*",
+        "topic/$aws/things/${iot:Connection.Thing.ThingName}/streams/dev-*",
         "topicfilter/$aws/things/${iot:Connection.Thing.ThingName}/jobs/*",
         "topicfilter/$aws/things/${iot:Connection.Thing.ThingName}/streams/AFR_OTA-*",
+        "topicfilter/$aws/things/${iot:Connection.Thing.ThingName}/streams/dev-*",
     ]
 
 
@@ -463,12 +489,12 @@ def iam_documents(app: SynthesizedApp) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_every_policy_pairs_actions_and_resources_as_aws_authorizes(
-    without_certificate, dev_with_certificate, with_certificate, shipped_hook
+    without_certificate, dev_with_certificate, with_certificate, shipped_hook, factory_ca
 ) -> None:
     from parliament import analyze_policy_string
 
     findings = []
-    apps = (without_certificate, dev_with_certificate, with_certificate, shipped_hook)
+    apps = (without_certificate, dev_with_certificate, with_certificate, shipped_hook, factory_ca)
     documents = [d for app in apps for d in iam_documents(app)]
     assert len(documents) >= 7
     for logical, document in documents:
@@ -482,14 +508,14 @@ def test_every_policy_pairs_actions_and_resources_as_aws_authorizes(
 
 
 def test_cfn_lint_finds_no_error_or_warning(
-    without_certificate, dev_with_certificate, with_certificate, shipped_hook
+    without_certificate, dev_with_certificate, with_certificate, shipped_hook, factory_ca
 ) -> None:
     from cfnlint.api import ManualArgs, lint
 
     regions = ManualArgs(regions=["us-east-1", "eu-west-1"])
     problems = [
         (stack, match.rule.id, match.message)
-        for app in (without_certificate, dev_with_certificate, with_certificate, shipped_hook)
+        for app in (without_certificate, dev_with_certificate, with_certificate, shipped_hook, factory_ca)
         for stack, template in (("ota", app.ota_json), ("fleet", app.fleet_json))
         for match in lint(json.dumps(template), config=regions)
         if match.rule.id[0] in "EW"  # informational I-rules (Fn::Sub style) are CDK's rendering choices
@@ -524,11 +550,11 @@ CHECKOV = Path(__file__).resolve().parent.parent / ".venv-checkov" / "bin" / "ch
 
 
 def test_checkov_has_no_failed_check_that_is_not_suppressed_with_a_reason(
-    without_certificate, dev_with_certificate, with_certificate, shipped_hook, tmp_path: Path
+    without_certificate, dev_with_certificate, with_certificate, shipped_hook, factory_ca, tmp_path: Path
 ) -> None:
     assert CHECKOV.exists(), "checkov is installed by `make setup` into .venv-checkov"
     apps = {"default": without_certificate, "dev-cert": dev_with_certificate, "prod": with_certificate,
-            "prod-hook": shipped_hook}  # fmt: skip
+            "prod-hook": shipped_hook, "prod-factory-ca": factory_ca}  # fmt: skip
     for name, app in apps.items():
         (tmp_path / f"{name}-ota.template.json").write_text(json.dumps(app.ota_json))
         (tmp_path / f"{name}-fleet.template.json").write_text(json.dumps(app.fleet_json))
@@ -549,13 +575,28 @@ def test_checkov_has_no_failed_check_that_is_not_suppressed_with_a_reason(
 def test_operators_target_only_their_stages_things_and_groups(with_certificate, dev_with_certificate) -> None:
     for app, prefix in ((with_certificate, "prod-"), (dev_with_certificate, "dev-")):
         statements = operator_statements(app)
-        for sid in ("ResolveTargets", "CreateAndFollowOtaUpdates"):
+        for sid in ("ResolveTargets", "CreateJobsForThisStage"):
             text = json.dumps(statements[sid]["Resource"])
             assert f"thing/{prefix}*" in text and f"thinggroup/{prefix}*" in text
             assert "thing/*" not in text and "thinggroup/*" not in text
         app.ota.has_output("TargetNamePrefix", {"Value": prefix})
-    custom = synthesize(AppConfig(target_name_prefix="line7-"))
-    assert "thing/line7-*" in json.dumps(operator_statements(custom)["ResolveTargets"]["Resource"])
+    custom = synthesize(AppConfig(target_name_prefix="dev-line7-"))
+    assert "thing/dev-line7-*" in json.dumps(operator_statements(custom)["ResolveTargets"]["Resource"])
+
+
+def test_target_name_prefix_must_be_the_stages_own() -> None:
+    from stacks.config import ConfigError
+
+    context = {"stage": "dev", "targetNamePrefix": "prod-"}
+    with pytest.raises(ConfigError, match="must start with dev-"):
+        AppConfig.from_context(context.get)
+    with pytest.raises(ConfigError, match="must start with prod-"):
+        AppConfig.from_context({"stage": "prod", "targetNamePrefix": "line7-"}.get)
+    with pytest.raises(ConfigError, match="thingNames"):
+        AppConfig.from_context({"stage": "prod", "thingNames": "dev-board-1"}.get)
+    assert AppConfig.from_context({"stage": "dev", "targetNamePrefix": "dev-line7-"}.get).operator_target_prefix == (
+        "dev-line7-"
+    )
 
 
 def test_iot_logging_is_opt_in_and_writes_only_iot_logs(without_certificate, shipped_hook) -> None:
@@ -571,7 +612,7 @@ def test_iot_logging_is_opt_in_and_writes_only_iot_logs(without_certificate, shi
 def test_factory_stations_register_only_their_stages_devices(with_certificate) -> None:
     statements = managed_policy_statements(with_certificate, "factory")
     assert "thing/prod-*" in json.dumps(statements["ThingsOfThisStage"]["Resource"])
-    assert "policy/prod-esp-ota-device" in json.dumps(statements["AttachTheDevicePolicy"]["Resource"])
+    assert "policy/prod-esp-ota-device" in json.dumps(statements["ReadTheDevicePolicy"]["Resource"])
     assert "provisioning/allowed/*" in json.dumps(statements["AllowSerials"]["Resource"])
     # A station never passes a role (bulk registration is an administrator's run) nor touches firmware.
     text = json.dumps(statements)
@@ -591,3 +632,44 @@ def test_the_provisioning_role_is_denied_what_its_template_never_does(shipped_ho
     body = json.loads(template["Properties"]["TemplateBody"])
     assert body["Resources"]["thing"]["Properties"]["ThingName"]["Fn::Join"][1][0] == "prod-esp32-"
     assert set(body["Resources"]["policy"]["Properties"]) == {"PolicyName"}
+
+
+def test_factory_ca_is_registered_with_a_jitp_template_of_the_stages_device_policy(factory_ca) -> None:
+    (ca,) = resources_of(factory_ca.fleet_json, "AWS::IoT::CACertificate").values()
+    properties = ca["Properties"]
+    assert properties["Status"] == "ACTIVE" and properties["AutoRegistrationStatus"] == "ENABLE"
+    assert properties["CertificateMode"] == "SNI_ONLY" and "BEGIN CERTIFICATE" in properties["CACertificatePem"]
+    body = json.loads(properties["RegistrationConfig"]["TemplateBody"])
+    resources = body["Resources"]
+    assert resources["thing"]["Properties"]["ThingName"] == {"Ref": "AWS::IoT::Certificate::CommonName"}
+    assert resources["thing"]["Properties"]["AttributePayload"] == {
+        "codeVerifySha256": {"Ref": "AWS::IoT::Certificate::DistinguishedNameQualifier"},
+        "otaFamily": {"Ref": "AWS::IoT::Certificate::OrganizationalUnit"},
+        "appVersion": {"Ref": "AWS::IoT::Certificate::StateName"},
+    }
+    assert resources["certificate"]["Properties"]["Status"] == "ACTIVE"
+    assert resources["policy"]["Properties"] == {"PolicyName": "prod-esp-ota-device"}
+    role = properties["RegistrationConfig"]["RoleArn"]["Fn::GetAtt"][0]
+    assert resources_of(factory_ca.fleet_json, "AWS::IAM::Role")[role]["Properties"]["AssumeRolePolicyDocument"]
+    assert "DependsOn" in ca  # after the device policy it names
+    factory_ca.ota.has_output("RegistrationMode", {"Value": "factory-ca"})
+
+
+def test_synth_warns_for_prod_beside_another_stage_and_dev_provisioning_without_hook() -> None:
+    import aws_cdk as cdk
+
+    from stacks.app_builder import build_app
+
+    def warnings(config: AppConfig) -> list[str]:
+        app = cdk.App(context=json.loads((Path(__file__).resolve().parent.parent / "cdk.json").read_text())["context"])
+        build_app(app, config)
+        assembly = app.synth()
+        messages = [str(m.entry.data) for s in assembly.stacks for m in s.messages if m.level.name == "WARNING"]
+        return [m for m in messages if "[ack: esp-ota:" in m]
+
+    shared = warnings(AppConfig(stage="prod", account="123456789012", stage_accounts=(("dev", "123456789012"),)))
+    assert any("also holds stage(s) dev" in w and "own account" in w for w in shared)
+    assert not warnings(AppConfig(stage="prod", account="123456789012", stage_accounts=(("dev", "210987654321"),)))
+    unhooked = warnings(AppConfig(fleet_provisioning=True, pre_provisioning_hook="none"))
+    assert any("without a pre-provisioning hook" in w for w in unhooked)
+    assert not warnings(AppConfig(fleet_provisioning=True))

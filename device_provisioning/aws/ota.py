@@ -45,7 +45,6 @@ from device_provisioning.aws.preflight import (
     signer_judge,
 )
 from device_provisioning.aws.session import Aws, aws_errors, best_effort
-from device_provisioning.contract import OTA_STREAM_PREFIX
 from device_provisioning.device.ota_limits import DeviceLimits, check_job_document_size
 from device_provisioning.device.update_rules import DeviceState
 from device_provisioning.errors import AwsError, InputFileError, VerificationFailed
@@ -202,8 +201,9 @@ def create_ota(aws: Aws, request: OtaRequest, *, poll_seconds: float = 2.0) -> O
     ota_id = request.checked_ota_id()
     digest = hashlib.sha256(request.firmware).hexdigest()
     key = f"{FIRMWARE_PREFIX}{ota_id}-{digest[:12]}.bin"
-    # Our own stream (CreateJob over MQTT); CreateOTAUpdate names its stream AFR_OTA-<uuid> itself.
-    stream_id = f"{OTA_STREAM_PREFIX}{ota_id}" if request.via == "job" and request.protocol == "mqtt" else None
+    # Our own stream (CreateJob over MQTT) is named like the job, after the stage (the operator and device
+    # policies allow this stage's streams only); CreateOTAUpdate names its stream AFR_OTA-<uuid> itself.
+    stream_id = ota_id if request.via == "job" and request.protocol == "mqtt" else None
     limits = request.limits
     checks = limits.check_image(len(request.firmware))
     checks += limits.check_job(protocol=request.protocol, device_path=request.device_path, stream_name=stream_id)

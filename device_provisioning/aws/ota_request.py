@@ -121,6 +121,8 @@ class OtaRequest:
     rollout: Rollout = field(default_factory=Rollout)
     limits: DeviceLimits = field(default_factory=DeviceLimits)
     fleet: FleetCheck | None = None
+    # The stage's id prefix (contract.stage_id_prefix): the stage's operator policy allows only ids starting so.
+    id_prefix: str = ""
 
     def checked_ota_id(self) -> str:
         """Refuse an inconsistent request before any AWS call; returns the OTA id to use."""
@@ -143,9 +145,14 @@ class OtaRequest:
                 "--exclude-rejecting names the accepting devices one by one; --continuous would also reach devices "
                 "added to the groups later, unchecked: use one or the other"
             )
-        ota_id = self.ota_id or f"ota-{uuid.uuid4().hex[:12]}"
+        ota_id = self.ota_id or f"{self.id_prefix}ota-{uuid.uuid4().hex[:12]}"
         if not _ID.match(ota_id):
             raise InputFileError(f"OTA id {ota_id!r}: use 1-64 of a-z A-Z 0-9 _ -")
+        if not ota_id.startswith(self.id_prefix):
+            raise InputFileError(
+                f"OTA id {ota_id!r}: this stage's ids start with {self.id_prefix} (its operator policy allows no "
+                f"other): use --ota-id {self.id_prefix}{ota_id}"
+            )
         return ota_id
 
 

@@ -41,6 +41,7 @@ from device_provisioning.contract import (
     CHIP_REVISION_ATTRIBUTE,
     SECURE_VERSION_ATTRIBUTE,
     StackOutput,
+    stage_id_prefix,
     thing_type_name,
 )
 from device_provisioning.errors import InputFileError
@@ -167,18 +168,19 @@ def _ota_create(args: argparse.Namespace, out: TextIO) -> int:
     key = held_key_signer(args) or (
         codesign.load_private_key_file(args.sign_key, passphrase(args)) if args.sign_key else None
     )
-    bucket, role, prefix = args.bucket, args.role_arn, ""
+    bucket, role, prefix = args.bucket, args.role_arn, None
     targets = ota.Targets(split_list(args.targets), split_list(args.thing_groups))
     if not bucket or not role:
         values = aws.stack_values(session, args.stage)
         bucket = bucket or values[StackOutput.FIRMWARE_BUCKET_NAME]
         role = role or values[StackOutput.OTA_SERVICE_ROLE_ARN]
-        prefix = values.get(StackOutput.TARGET_NAME_PREFIX) or ""
+        prefix = values.get(StackOutput.TARGET_NAME_PREFIX) or None
         _refuse_other_stages_targets(targets, prefix, args.stage)
     compat = compat_cli.update_check(args, firmware_bytes, args.firmware)
     limits = device_limits(args)
     if compat.settings.app_slot_size is not None:  # the fleet pre-flight judges the slot, naming the devices
         limits = dataclasses.replace(limits, app_partition_size=None)
+    id_prefix = stage_id_prefix(args.stage, prefix)
     request = ota.OtaRequest(
         firmware=firmware_bytes,
         device_path=args.device_path,
@@ -201,9 +203,10 @@ def _ota_create(args: argparse.Namespace, out: TextIO) -> int:
         fleet=ota.FleetCheck(
             exclude_rejecting=args.exclude_rejecting,
             accept_unknown=args.accept_unknown,
-            target_group_prefix=prefix,
+            target_group_prefix=id_prefix,
             compat=compat,
         ),
+        id_prefix=id_prefix,
     )
     result = ota.create_ota(session, request)
     lines = [f"pre-flight   {check}" for check in result.preflight]

@@ -20,7 +20,7 @@ from device_provisioning.cli.common import (
     read_firmware,
     status,
 )
-from device_provisioning.contract import StackOutput
+from device_provisioning.contract import StackOutput, stage_id_prefix
 from device_provisioning.errors import InputFileError
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ def _rollout_context(args: argparse.Namespace, plan: rollout.RolloutPlan) -> rol
         signing=signing,
         trust=trust,
         limits=ota.DeviceLimits(),
-        target_group_prefix=values.get(StackOutput.TARGET_NAME_PREFIX) or "",
+        target_group_prefix=stage_id_prefix(args.stage, values.get(StackOutput.TARGET_NAME_PREFIX)),
     )
 
 

@@ -100,7 +100,8 @@ def _mqtt_error(line: str, low: str) -> Finding | None:
             "the broker refused a subscription (SUBACK failure): the device policy does not allow iot:Subscribe to "
             "the jobs/streams topic filters of this thing",
             "the DeviceFleet stack's policy allows $aws/things/${iot:Connection.Thing.ThingName}/jobs/* and "
-            "streams/AFR_OTA-*; attach it to the device's certificate",
+            "streams/AFR_OTA-* and streams/<stage>-*, and connections as <stage>-... only; attach it to the device's "
+            "certificate",
         )
     if any(p in low for p in _CONNECT_REFUSED) or ("connack" in low and any(w in low for w in ("refus", "reject"))):
         return (

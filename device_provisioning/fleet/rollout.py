@@ -53,9 +53,12 @@ __all__ = [
 # --- where each device goes -------------------------------------------------------------------------
 
 
-def stage_job_id(plan: RolloutPlan, digest: str, stage: Stage) -> str:
-    """The stage's job (or OTA update) id: the same image and stage always give the same id."""
-    return f"{plan.name}-{digest[:8]}-{stage.name}"
+def stage_job_id(plan: RolloutPlan, digest: str, stage: Stage, prefix: str = "") -> str:
+    """The stage's job (or OTA update) id: the same image and stage always give the same id.
+
+    ``prefix`` is the deployment stage's id prefix: its operator policy allows jobs named so only.
+    """
+    return f"{prefix}{plan.name}-{digest[:8]}-{stage.name}"
 
 
 def stage_group_name(plan: RolloutPlan, stage: Stage, prefix: str) -> str:
@@ -214,7 +217,10 @@ def _survey(aws: Aws, plan: RolloutPlan, context: RolloutContext, firmware: byte
         raise VerificationFailed(preflight.refusal().replace("--exclude-rejecting", "exclude_rejecting = true"))
     iot = aws.client("iot")
     with aws_errors("reading the rollout's stages"):
-        jobs = {stage.name: _existing_job(iot, plan, stage_job_id(plan, digest, stage)) for stage in plan.stages}
+        jobs = {
+            stage.name: _existing_job(iot, plan, stage_job_id(plan, digest, stage, context.target_group_prefix))
+            for stage in plan.stages
+        }
         accepting = preflight.accepting_query
         dynamic = stages.dynamic_stages(iot, plan, accepting) if accepting is not None else None
         if dynamic is not None and accepting is not None:
@@ -245,7 +251,7 @@ def _reports(plan: RolloutPlan, context: RolloutContext, survey: _Survey) -> lis
     reports: list[StageReport] = []
     blocked = False
     for stage in plan.stages:
-        job_id = stage_job_id(plan, survey.digest, stage)
+        job_id = stage_job_id(plan, survey.digest, stage, context.target_group_prefix)
         group = stage_group_name(plan, stage, context.target_group_prefix)
         job = survey.jobs[stage.name]
         devices = survey.devices[stage.name]
@@ -376,7 +382,7 @@ def _create_stage(
     a percent stage's group holds devices the survey judged (a static group: those it put there; a dynamic one:
     those its query admits, targeted by a continuous job) — and a fresh group may not be in the index yet."""
     targets = Targets(thing_groups=(report.thing_group,))
-    changes: dict[str, Any] = {"ota_id": report.job_id, "rollout": stage.jobs}
+    changes: dict[str, Any] = {"ota_id": report.job_id, "id_prefix": context.target_group_prefix, "rollout": stage.jobs}
     if stage.thing_group is None:
         changes["fleet"] = None
     if dynamic:

@@ -29,7 +29,7 @@ ROLLOUT_SCHEMA: dict[str, Any] = {
             "required": ["name", "firmware"],
             "anyOf": [{"required": ["thing_groups"]}, {"required": ["things"]}],
             "properties": {
-                # Job ids are <name>-<digest>-<stage>; MQTT stream names AFR_OTA-<job id> stay within 44.
+                # Job and MQTT stream ids are <stage prefix><name>-<digest>-<stage> (a stream takes at most 44).
                 "name": {"type": "string", "pattern": _NAME},
                 "firmware": {"type": "string", "minLength": 1},
                 "app_version": {"type": "string", "pattern": "^[0-9]+\\.[0-9]+\\.[0-9]+$"},
