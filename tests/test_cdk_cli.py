@@ -33,7 +33,7 @@ def cdk_synth(tmp_path: Path, *context: str) -> subprocess.CompletedProcess[str]
 
 
 def test_cli_synth_has_no_nag_findings_and_writes_both_stacks(tmp_path: Path) -> None:
-    result = cdk_synth(tmp_path, f"codeSigningCertificateArn={CERT_ARN}", "thingNames=board-a,board-b")
+    result = cdk_synth(tmp_path, f"codeSigningCertificateArn={CERT_ARN}", "thingNames=dev-board-a,dev-board-b")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "AwsSolutions" not in output

@@ -24,13 +24,13 @@ def test_defaults_are_safe() -> None:
 def test_command_line_strings_are_parsed() -> None:
     config = config_from(
         stage="prod",
-        thingNames="board-1, board-2",
+        thingNames="prod-board-1, prod-board-2",
         codeSigningCertificateArn=VALID_ARN,
         noncurrentVersionExpirationDays="30",
         retainFirmwareBucket="false",
     )
     assert config.stage == "prod"
-    assert config.thing_names == ("board-1", "board-2")
+    assert config.thing_names == ("prod-board-1", "prod-board-2")
     assert config.code_signing_certificate_arn == VALID_ARN
     assert config.noncurrent_version_expiration_days == 30
     assert config.retain_firmware_bucket is False
