@@ -203,7 +203,7 @@ def fleet_commands(world: dict, count: int) -> dict[str, Counter[str]]:  # type:
     calls = {}
     shown, calls["fleet show"] = counted("fleet", "show", "--group", group)
     assert len(shown["devices"]) == count
-    ota_id = unique("scale")
+    ota_id = unique(PREFIX)
     created, calls["exclusion"] = counted(
         "ota", "create", "--stage", STAGE, "--firmware", world["firmware"], "--thing-groups", group,
         "--sign-key", world["current"].key, "--device-cert", world["current"].certificate, "--via", "job",
