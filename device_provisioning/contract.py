@@ -94,6 +94,7 @@ def thing_type_name(stage: str) -> str:
     """``thing_type_name("dev")`` -> ``"dev-esp32-device"``."""
     return THING_TYPE_NAME.format(stage=stage)
 
+
 # Factory-CA mode (just-in-time provisioning): AWS IoT fills a JITP template only from the certificate's
 # subject, so the station writes the thing name into the common name and the inventory into these subject
 # fields (signed by the CA: a device cannot change its own inventory). Thing attribute -> JITP parameter.
