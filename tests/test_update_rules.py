@@ -226,12 +226,12 @@ def test_ota_create_refuses_in_one_line_naming_each_rule_and_its_devices(
     assert not any(thing in line for thing in mixed_fleet["ok"])
     assert session.client("s3").list_object_versions(Bucket=mixed_fleet["bucket"][0]).get("Versions", []) == []
     # The right image for the mixed fleet goes to the devices that take it, the others listed.
-    code, out, err = create(mixed_fleet, signer, firmware, "--exclude-rejecting", "--ota-id", "compat-ok", "--json")
+    code, out, err = create(mixed_fleet, signer, firmware, "--exclude-rejecting", "--ota-id", "dev-compat-ok", "--json")
     assert code == 0, err
     result = json.loads(out)
     assert result["fleet"]["accepting"] == 2 and len(result["fleet"]["rejecting"]) == 5
     assert result["image"]["header"]["chip"] == "esp32s3" and result["image"]["app_desc"]["secure_version"] == 2
-    targets = session.client("iot").describe_job(jobId="compat-ok")["job"]["targets"]
+    targets = session.client("iot").describe_job(jobId="dev-compat-ok")["job"]["targets"]
     assert sorted(arn.rsplit("/", 1)[1] for arn in targets) == sorted(mixed_fleet["ok"])
 
 
@@ -246,7 +246,7 @@ def test_overrides_are_explicit_and_named(mixed_fleet, signer, tmp_path: Path) -
     firmware = tmp_path / "s3.bin"
     firmware.write_bytes(placeholder_app_image(version="1.3.0", chip="esp32s3", secure_version=2, max_rev_full=199))
     code, out, err = create(mixed_fleet, signer, firmware, "--allow-same-version", "--allow-downgrade",
-                            "--exclude-rejecting", "--ota-id", "compat-overridden", "--json")  # fmt: skip
+                            "--exclude-rejecting", "--ota-id", "dev-compat-overridden", "--json")  # fmt: skip
     assert code == 0, err
     fleet = json.loads(out)["fleet"]
     assert fleet["accepting"] == 4
@@ -344,13 +344,13 @@ percent = 100
 def test_ota_status_records_the_versions_devices_report(session: aws.Aws, mixed_fleet, signer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     firmware = tmp_path / "s3.bin"
     firmware.write_bytes(placeholder_app_image(version="1.3.0", chip="esp32s3", secure_version=2, max_rev_full=199))
-    code, _, err = create(mixed_fleet, signer, firmware, "--exclude-rejecting", "--ota-id", "compat-status")
+    code, _, err = create(mixed_fleet, signer, firmware, "--exclude-rejecting", "--ota-id", "dev-compat-status")
     assert code == 0, err
     first, second = mixed_fleet["ok"]
     jobs = session.client("iot-jobs-data")
-    jobs.update_job_execution(jobId="compat-status", thingName=first, status="SUCCEEDED",
+    jobs.update_job_execution(jobId="dev-compat-status", thingName=first, status="SUCCEEDED",
                               statusDetails={"reason": "accepted v1.3.0"})  # fmt: skip
-    code, out, err = cli("ota", "status", "compat-status", "--per-device", "--record-versions", "--json")
+    code, out, err = cli("ota", "status", "dev-compat-status", "--per-device", "--record-versions", "--json")
     assert code == 0, err
     assert json.loads(out)["recorded_versions"] == [first]
     attributes = session.client("iot").describe_thing(thingName=first)["attributes"]
