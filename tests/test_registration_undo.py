@@ -1,0 +1,90 @@
+"""A permanent AWS refusal while registering one device of a batch undoes that device's registration.
+
+AWS answers on the wire (a loopback proxy in front of the local endpoint fails AttachThingPrincipal for one
+thing with InvalidRequestException); the batch goes on with the others, journals the refusal, and leaves no
+certificate of any status for the refused device's key: a rerun registers it from scratch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import time
+import uuid
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+
+from device_provisioning import aws
+from device_provisioning.factory import batch
+from device_provisioning.identity import codesign
+from tests.fault_proxy import fault_proxy
+from tests.helpers import BETA_TABLE
+
+POLICY = json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}]}
+)
+
+
+def spki(certificate_or_key) -> bytes:  # type: ignore[no-untyped-def]
+    public = certificate_or_key.public_key()
+    return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def certificates_issued_since(iot, since: float) -> dict[bytes, list[tuple[str, str]]]:  # type: ignore[no-untyped-def]
+    """(certificate id, status) of every certificate created since ``since``, by the key it certifies."""
+    found: dict[bytes, list[tuple[str, str]]] = {}
+    pages = iot.get_paginator("list_certificates").paginate(ascendingOrder=False, PaginationConfig={"PageSize": 250})
+    for page in pages:
+        for summary in page["certificates"]:
+            if summary["creationDate"].timestamp() < since - 5:
+                return found
+            pem = iot.describe_certificate(certificateId=summary["certificateId"])["certificateDescription"]
+            certificate = codesign.load_certificate(pem["certificatePem"].encode())
+            found.setdefault(spki(certificate), []).append((summary["certificateId"], summary["status"]))
+    return found
+
+
+def test_a_permanent_refusal_undoes_the_devices_registration(tmp_path: Path, local_endpoint, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    iot = aws.connect().client("iot")
+    policy = f"undo-{uuid.uuid4().hex[:8]}"
+    iot.create_policy(policyName=policy, policyDocument=POLICY)
+    prefix = f"undo{uuid.uuid4().hex[:6]}"
+    devices = tmp_path / "devices.csv"
+    with devices.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["serial", "thing_name"])
+        writer.writerows([f"{prefix}-SN{i}", f"{prefix}-thing-{i}"] for i in range(3))
+    codesign.create_identity(tmp_path / "signer")
+    config = tmp_path / "batch.toml"
+    config.write_text(
+        f'[batch]\npartition_table = "{BETA_TABLE}"\ncode_verify_cert = "{tmp_path / "signer" / codesign.CERT_FILE}"\n'
+        f'family = "beta"\n[registration]\nmode = "per-device"\nconcurrency = 1\npolicy = "{policy}"\n'
+    )
+    out = tmp_path / "out"
+    started = time.time()
+    with fault_proxy(local_endpoint.url) as proxy:
+        # The certificate exists, is journaled and holds the policy when AWS refuses to attach it to its thing.
+        refused = proxy.fail("PUT", rf"^/things/{re.escape(prefix)}-thing-1/principals", code="InvalidRequestException")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        batch.prepare_batch(devices, config, out, workers=1, aws=aws.connect())
+    monkeypatch.setenv("AWS_ENDPOINT_URL", local_endpoint.url)
+    assert refused.hits == 1
+
+    status = batch.batch_status(out)
+    assert [serial for serial, _ in status.errors] == [f"{prefix}-SN1"]
+    assert "InvalidRequestException" in status.errors[0][1]
+    key = codesign.load_private_key_file(out / "devices" / f"{prefix}-SN1" / "device.key")
+    issued = certificates_issued_since(iot, started)
+    left = issued.get(spki(key))
+    assert left is None, f"certificate(s) of the refused device left: {left}"
+    assert iot.list_thing_principals(thingName=f"{prefix}-thing-1")["principals"] == []
+    for other in (0, 2):
+        other_key = codesign.load_private_key_file(out / "devices" / f"{prefix}-SN{other}" / "device.key")
+        assert [s for _, s in issued[spki(other_key)]] == ["ACTIVE"]
+
+    # The cause fixed, a rerun registers the device with one certificate, as if it had never been tried.
+    batch.prepare_batch(devices, config, out, workers=1, aws=aws.connect())
+    assert batch.batch_status(out).errors == ()
+    assert [s for _, s in certificates_issued_since(iot, started)[spki(key)]] == ["ACTIVE"]
