@@ -20,10 +20,76 @@ def pytest_addoption(parser):  # type: ignore[no-untyped-def]
     )
 
 
+import multiprocessing.process  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+
 import pytest  # noqa: E402
+
+from tests.tiers import INTEGRATION, integration_fixture  # noqa: E402
+
+# --- test tiers ----------------------------------------------------------------------------------------
+# `make check` runs the unit tier (`-m "not integration"`): pure code and files under tmp_path, no server, no
+# process. A test is in the integration tier when it uses a fixture that starts a server or process (marked with
+# tests.tiers.integration_fixture, as the two below) or is marked
+# `integration` (it starts a subprocess, worker processes, a mock bootloader, a browser, or jsii's node). Every
+# other test runs under a guard that fails it, naming the mark, as soon as it starts a process or opens a
+# listening socket: a slow or server-bound test cannot slip into the fast tier unnoticed, in either run.
+
+
+def _uses_integration_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    definitions = info.name2fixturedefs.values() if info is not None else ()
+    return any(getattr(d.func, INTEGRATION, False) for defs in definitions for d in defs)
+
+
+def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
+    for item in items:
+        if _uses_integration_fixture(item):
+            item.add_marker(pytest.mark.integration)
+
+
+def _refuse(what: str):  # type: ignore[no-untyped-def]
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError(
+            f"a unit-tier test {what}: mark it @pytest.mark.integration (or its fixture with "
+            "tests.tiers.integration_fixture) so `make check` stays fast"
+        )
+
+    return refuse
+
+
+def _guarded(item: pytest.Item):  # type: ignore[no-untyped-def]
+    """Patches refusing processes and servers while a unit-tier test (and the fixtures it sets up) runs."""
+    patch = pytest.MonkeyPatch()
+    if item.get_closest_marker("integration") is None:
+        patch.setattr(subprocess.Popen, "__init__", _refuse("started a subprocess"))
+        patch.setattr(multiprocessing.process.BaseProcess, "start", _refuse("started a worker process"))
+        patch.setattr(os, "fork", _refuse("forked"))
+        patch.setattr(socket.socket, "listen", _refuse("opened a listening socket"))
+    return patch
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):  # type: ignore[no-untyped-def]
+    patch = _guarded(item)
+    try:
+        return (yield)
+    finally:
+        patch.undo()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):  # type: ignore[no-untyped-def]
+    patch = _guarded(item)
+    try:
+        return (yield)
+    finally:
+        patch.undo()
 
 
 @pytest.fixture(scope="session")
+@integration_fixture
 def local_endpoint():  # type: ignore[no-untyped-def]
     """The project's local AWS endpoint (moto server on loopback), shared by the AWS tests."""
     from devtools.local_aws import local_aws
@@ -33,6 +99,7 @@ def local_endpoint():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
+@integration_fixture
 def postgres_url():  # type: ignore[no-untyped-def]
     """A throw-away PostgreSQL cluster on loopback, started by the tests (shared journals)."""
     from tests.postgres_server import throwaway_postgres

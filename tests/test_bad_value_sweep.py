@@ -32,6 +32,7 @@ from device_provisioning.cli.common import aws_region, non_empty, project_dir
 from device_provisioning.device import app_image
 from device_provisioning.device import partition_table as pt
 from tests.helpers import BETA_TABLE, EXAMPLES
+from tests.tiers import integration_fixture
 
 # Output options: their value is written, never read. Directory outputs are directories the command fills.
 FILE_OUTPUTS = {"out", "write_context"}
@@ -153,6 +154,7 @@ def test_every_command_has_a_base_invocation() -> None:
 
 
 @pytest.fixture(scope="module")
+@integration_fixture  # its batch is prepared by worker processes
 def workspace(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
     ws = tmp_path_factory.mktemp("sweep")
 

@@ -135,6 +135,7 @@ def test_bad_input_leaves_no_output(tmp_path: Path, signer: Path) -> None:
 # --- prepare offline ---------------------------------------------------------------------------------
 
 
+@pytest.mark.integration  # worker processes
 def test_prepare_and_resume_offline(tmp_path: Path, signer: Path) -> None:
     devices = write_devices(tmp_path / "devices.csv", 40, "off")
     config = write_config(tmp_path / "batch.toml", signer)
@@ -304,6 +305,7 @@ def test_kill_9_at_each_protocol_point_then_resume(
 # --- stations --------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration  # worker processes and mock bootloaders
 def test_station_flashes_one_device_per_port(tmp_path: Path, signer: Path) -> None:
     devices = write_devices(tmp_path / "devices.csv", 3, "st")
     config = write_config(tmp_path / "batch.toml", signer)
@@ -319,6 +321,7 @@ def test_station_flashes_one_device_per_port(tmp_path: Path, signer: Path) -> No
     assert stdout.getvalue().count("verified") == 2
 
 
+@pytest.mark.integration  # worker processes
 def test_claim_mode_puts_the_same_claim_credentials_in_every_image(tmp_path: Path, signer: Path) -> None:
     claim_dir = tmp_path / "claim"
     codesign.create_identity(claim_dir, common_name="claim")
@@ -368,6 +371,7 @@ def test_batch_config_is_checked_against_its_schema(
     assert message in str(raised.value)
 
 
+@pytest.mark.integration  # worker processes
 def test_a_second_writer_on_a_batch_is_refused_naming_the_holder(tmp_path: Path, signer: Path) -> None:
     from device_provisioning.factory.journal import batch_lock
 
@@ -408,6 +412,7 @@ def children_of(pid: int) -> set[int]:
     return found
 
 
+@pytest.mark.integration  # a batch as a subprocess
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_workers_die_with_a_killed_batch(tmp_path: Path, signer: Path) -> None:
     command, _ = big_batch(tmp_path, signer, "orphan")
@@ -429,6 +434,7 @@ def test_workers_die_with_a_killed_batch(tmp_path: Path, signer: Path) -> None:
     assert alive == []
 
 
+@pytest.mark.integration  # a batch as a subprocess
 def test_ctrl_c_ends_a_batch_with_one_line_saying_how_to_resume(tmp_path: Path, signer: Path) -> None:
     command, out = big_batch(tmp_path, signer, "intr")
     process = subprocess.Popen(
@@ -446,6 +452,7 @@ def test_ctrl_c_ends_a_batch_with_one_line_saying_how_to_resume(tmp_path: Path, 
     assert len(manifest(out)) == 3000
 
 
+@pytest.mark.integration  # worker processes
 def test_a_moved_partition_table_moves_the_batch_layout(tmp_path: Path, signer: Path) -> None:
     from device_provisioning.device import partition_table as pt
 

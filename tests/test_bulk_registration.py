@@ -154,6 +154,7 @@ def test_resume_follows_the_journaled_task_instead_of_starting_another(stubbed) 
     assert result.task_id == TASK and len(result.registered) == 2
 
 
+@pytest.mark.integration  # batch prepare starts worker processes
 def test_batch_prepare_in_bulk_mode_journals_the_reports(stubbed, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from botocore.stub import ANY
 

@@ -15,9 +15,12 @@ from tests.cdk_helpers import CERT_ARN, REPO_ROOT
 
 CDK = REPO_ROOT / "node_modules" / ".bin" / "cdk"
 
-pytestmark = pytest.mark.skipif(
-    not CDK.exists() and shutil.which("cdk") is None, reason="run `make setup` to install the CDK CLI"
-)
+pytestmark = [
+    pytest.mark.integration,  # the CDK CLI and the app run as subprocesses
+    pytest.mark.skipif(
+        not CDK.exists() and shutil.which("cdk") is None, reason="run `make setup` to install the CDK CLI"
+    ),
+]
 
 
 def cdk_synth(tmp_path: Path, *context: str) -> subprocess.CompletedProcess[str]:

@@ -320,6 +320,7 @@ def test_encrypted_nvs_build_and_show(workspace: Path, tmp_path: Path) -> None:
     assert_one_line_error(code, out, err, "no readable entry", "pass --nvs-keys")
 
 
+@pytest.mark.integration  # the installed script and `python -m`, as subprocesses
 def test_console_script_and_module_entry_points(workspace: Path) -> None:
     script = shutil.which("device-provisioning", path=str(Path(sys.executable).parent))
     for command in ([script] if script else []) + [[sys.executable, "-m", "device_provisioning"]]:
@@ -329,6 +330,7 @@ def test_console_script_and_module_entry_points(workspace: Path) -> None:
         assert result.stderr.startswith("ERROR NVS image") and "Traceback" not in result.stderr
 
 
+@pytest.mark.integration  # a subprocess whose stdout is closed
 def test_closed_stdout_ends_quietly_with_sigpipe_status() -> None:
     """`device-provisioning partitions show T --json | head` : the reader is gone before we write."""
     read_end, write_end = os.pipe()

@@ -24,6 +24,7 @@ from device_provisioning.errors import PartitionTableError, ProvisioningError
 from device_provisioning.flashing import esptool_device, factory_image, layout
 from device_provisioning.identity import codesign
 from tests.helpers import BETA_TABLE, MASTER_TABLE
+from tests.tiers import integration_fixture
 
 FLASH_SIZE = 0x400000
 ERASED_MD5 = {}
@@ -36,6 +37,7 @@ def erased_md5(size: int) -> str:
 
 
 @pytest.fixture
+@integration_fixture
 def mock():  # type: ignore[no-untyped-def]
     with mock_bootloader(chip="esp32") as handle:
         yield handle

@@ -10,11 +10,15 @@ import sys
 import venv
 from pathlib import Path
 
+import pytest
+
 from device_provisioning import __version__
 from device_provisioning.device.app_image import placeholder_app_image
 
 REPO = Path(__file__).resolve().parent.parent
 UNSHIPPED = (".git", ".venv", "node_modules", "cdk.out", "out", "build", "*.egg-info", ".*_cache", "__pycache__")
+
+pytestmark = pytest.mark.integration  # builds a wheel and installs it with pip, as subprocesses
 
 
 def run(command: list[str | Path], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -29,6 +29,7 @@ def device():  # type: ignore[no-untyped-def]
     return key, codesign.create_self_signed_certificate(key, common_name="thing-1")
 
 
+@pytest.mark.integration  # Espressif's generator as a subprocess
 def test_beta_image_matches_espressif_generator_byte_for_byte(tmp_path: Path, code_verify) -> None:
     """The esp-aws-iot beta project's own NVS input, run through the generator's command line."""
     certs = tmp_path / "main" / "certs"

@@ -25,6 +25,8 @@ from device_provisioning.identity import codesign
 from devtools.uart_link import uart_links
 from tests.helpers import BETA_TABLE
 
+pytestmark = pytest.mark.integration  # a station, a loopback server and Chromium
+
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 # Slow enough that a 16 KiB credentials flash takes about two seconds: the page must show it moving.
 SLOW_LINK = 9_000

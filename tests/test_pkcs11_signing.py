@@ -13,6 +13,7 @@ import pytest
 from device_provisioning.cli import main
 from device_provisioning.device.app_image import placeholder_app_image
 from device_provisioning.identity import codesign
+from tests.tiers import integration_fixture
 
 SOFTHSM = Path("/usr/lib/softhsm/libsofthsm2.so")
 
@@ -23,6 +24,7 @@ def run(*argv: object) -> tuple[int, str, str]:
 
 
 @pytest.fixture(scope="module")
+@integration_fixture  # softhsm2-util, and a native module that keeps its token directory for the process
 def token(tmp_path_factory) -> str:  # type: ignore[no-untyped-def]
     """A fresh SoftHSM2 token labelled 'ota' (user PIN 1234) in a directory of its own."""
     assert SOFTHSM.is_file(), "SoftHSM2 is installed by `make setup` (Debian package softhsm2)"

@@ -263,6 +263,7 @@ def test_flash_without_a_build_says_to_build_or_pass_no_firmware(tmp_path: Path,
     refused(code, err, "not built yet", "--no-firmware")
 
 
+@pytest.mark.integration  # batch prepare starts worker processes
 def test_a_batch_takes_its_device_from_the_project(keys: Path, tmp_path: Path) -> None:
     devices = tmp_path / "devices.csv"
     devices.write_text("serial,thing_name\nSN1,board-1\nSN2,board-2\n")

@@ -14,6 +14,9 @@ from aws_cdk.assertions import Capture, Match
 from stacks.config import AppConfig
 from tests.cdk_helpers import CERT_ARN, SynthesizedApp, synthesize
 
+# Synthesis runs in jsii's node process; checkov and cfn-lint run as subprocesses.
+pytestmark = pytest.mark.integration
+
 DATA_PLANE_ACTIONS = {"iot:Connect", "iot:Publish", "iot:Subscribe", "iot:Receive"}
 
 
