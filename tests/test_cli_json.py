@@ -67,6 +67,7 @@ def test_a_usage_error_is_one_json_object_with_exit_2_pointing_to_the_subcommand
     assert error["hint"] == "see `device-provisioning ota create --help`"
 
 
+@pytest.mark.integration  # the CLI as a subprocess
 def test_a_refused_ota_create_is_one_json_object(signed: Path) -> None:
     # No region and no endpoint: refused before any AWS call.
     environment = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}

@@ -24,6 +24,7 @@ print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {heavy})), 
 """
 
 
+@pytest.mark.integration  # a fresh interpreter per command line
 @pytest.mark.parametrize(
     "argv",
     [
