@@ -30,7 +30,8 @@ FAST = Timeouts(connect=5, statement=5, lock=0.5, idle_in_transaction=1.0, recon
 OpenJournal = Callable[..., BatchJournal]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+# The PostgreSQL runs start the throw-away cluster: integration tier (see tests/conftest.py).
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 def open_journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenJournal]:
     """Opens the journal of one batch as a station (``station``), on the backend of the test's run."""
     opened: list[BatchJournal] = []
