@@ -173,7 +173,7 @@ def test_aggregations_count_cohorts_and_dynamic_groups_hold_what_their_query_mat
     total, families = index.buckets(iot, query, "attributes.otaFamily")
     assert total == 200 and families == {"beta": 140, "pkcs11": 60}
     with pytest.raises(iot.exceptions.InvalidRequestException, match="custom field"):
-        index.buckets(iot, query, "attributes.appVersion")  # not a custom field of the configuration
+        index.buckets(iot, query, "attributes.colour")  # not a custom field of the configuration
     with pytest.raises(iot.exceptions.InvalidRequestException, match="maxResults"):
         iot.search_index(queryString=query, maxResults=101)
     dynamic = unique(f"{PREFIX}dyn")

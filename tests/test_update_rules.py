@@ -358,3 +358,28 @@ def test_ota_status_records_the_versions_devices_report(session: aws.Aws, mixed_
     assert session.client("iot").describe_thing(thingName=second)["attributes"]["appVersion"] == "1.2.0"
     # Reset for the other tests of this module, which expect v1.2.0.
     fleet_inventory.record_reported_versions(session.client("iot"), [(first, "1.2.0")])
+
+
+def test_with_fleet_indexing_the_rules_count_devices_per_attribute_value(
+    session: aws.Aws, mixed_fleet, signer, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from devtools import synthetic_fleet
+
+    firmware = tmp_path / "s3.bin"
+    firmware.write_bytes(placeholder_app_image(version="1.3.0", chip="esp32s3", secure_version=2, max_rev_full=199))
+    synthetic_fleet.set_indexing(session.client("iot"), True)
+    try:
+        code, _, err = create(mixed_fleet, signer, firmware)
+        assert code == ExitCode.REJECTED and err.count("\n") == 1, err
+        line = err.strip()
+        for name, rule in [("esp32", "[wrong-chip]"), ("rev", "[chip-revision]"), ("same", "[same-version]"),
+                           ("lower", "[lower-version]"), ("secure", "[secure-version]")]:  # fmt: skip
+            (thing,) = mixed_fleet[name]
+            assert any(thing in part and rule in part for part in line.split(" | ")), (name, line)
+        assert not any(thing in line for thing in mixed_fleet["ok"])
+        code, out, err = create(mixed_fleet, signer, firmware, "--exclude-rejecting", "--ota-id", "compat-indexed",
+                                "--json")  # fmt: skip
+        assert code == 0, err
+        assert json.loads(out)["fleet"]["accepting"] == 2
+    finally:
+        synthetic_fleet.set_indexing(session.client("iot"), False)

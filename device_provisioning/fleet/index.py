@@ -17,8 +17,12 @@ from typing import Any
 
 from device_provisioning.contract import (
     CERTIFICATE_ATTRIBUTE,
+    CHIP_ATTRIBUTE,
+    CHIP_REVISION_ATTRIBUTE,
     FAMILY_ATTRIBUTE,
     ROLLOUT_BUCKET_ATTRIBUTE,
+    SECURE_VERSION_ATTRIBUTE,
+    VERSION_ATTRIBUTE,
 )
 
 INDEX = "AWS_Things"
@@ -33,6 +37,11 @@ CUSTOM_FIELDS = (
     {"name": f"attributes.{CERTIFICATE_ATTRIBUTE}", "type": "String"},
     {"name": f"attributes.{FAMILY_ATTRIBUTE}", "type": "String"},
     {"name": f"attributes.{ROLLOUT_BUCKET_ATTRIBUTE}", "type": "Number"},
+    # What the update-compatibility rules compare, aggregated per cohort (fleet/indexed_rules.py).
+    {"name": f"attributes.{CHIP_ATTRIBUTE}", "type": "String"},
+    {"name": f"attributes.{CHIP_REVISION_ATTRIBUTE}", "type": "String"},
+    {"name": f"attributes.{VERSION_ATTRIBUTE}", "type": "String"},
+    {"name": f"attributes.{SECURE_VERSION_ATTRIBUTE}", "type": "String"},
 )
 _PLAIN = re.compile(r"^[A-Za-z0-9_.:-]+$")
 

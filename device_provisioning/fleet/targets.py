@@ -17,7 +17,7 @@ from typing import Any
 from device_provisioning.aws.session import best_effort
 from device_provisioning.contract import CERTIFICATE_ATTRIBUTE, FAMILY_ATTRIBUTE
 from device_provisioning.device.project import FAMILIES
-from device_provisioning.fleet import index
+from device_provisioning.fleet import index, indexed_rules
 from device_provisioning.fleet.inventory import Inventory, read_inventory, resolve_things
 from device_provisioning.fleet.preflight import (
     Cohort,
@@ -77,7 +77,9 @@ def judge_indexed(
                 # The index counts by family and certificate: the rules the project decides apply here.
                 findings = compat(Inventory(fingerprint, family)) if compat else []
                 verdict = combined(judge(family, fingerprint), findings)
-                cohorts.append(Cohort(family, fingerprint, (), verdict, count, query, tuple(findings)))
+                cohort = Cohort(family, fingerprint, (), verdict, count, query, tuple(findings))
+                # Then the rules each device's own attributes decide: counted per attribute value.
+                cohorts += indexed_rules.split_cohort(iot, targets, cohort, compat) if compat else [cohort]
     known = [cohort.query for cohort in cohorts if cohort.query]
     unknown_query = index.all_of(targets, f"NOT ({' OR '.join(known)})" if known else "")
     unknown_count = total - sum(cohort.size for cohort in cohorts)
