@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from device_provisioning.device import project as esp_project
@@ -36,13 +37,49 @@ _VERSION_DEFINES = ("APP_VERSION_MAJOR", "APP_VERSION_MINOR", "APP_VERSION_BUILD
 _NUMBER = re.compile(r"^\(?\s*(\d+)[uUlL]*\s*\)?$")
 
 
-def _number(text: str, config: esp_project._Config) -> int | None:
+_SETTING = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
+_DEFINE = re.compile(r"^\s*#\s*define\s+([A-Za-z_][A-Za-z0-9_]*)\s+(.+?)\s*(?:/[/*].*)?$")
+Found = dict[str, tuple[str, str]]  # name -> (value, file:line)
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as error:
+        raise InputFileError(f"{path}: cannot be read ({error.strerror})") from None
+
+
+def _config(root: Path, target: str) -> Found:
+    """The sdkconfig settings the update rules read: ``sdkconfig``, else the defaults files idf.py starts from."""
+    names = ["sdkconfig"] if (root / "sdkconfig").is_file() else ["sdkconfig.defaults", f"sdkconfig.defaults.{target}"]
+    found: Found = {}
+    for name in names:
+        path = root / name
+        for number, line in enumerate(_lines(path) if path.is_file() else [], 1):
+            if match := _SETTING.match(line.strip()):
+                found[match[1]] = (match[2].strip().strip('"'), f"{name}:{number}")
+            elif line.strip().startswith("# CONFIG_") and line.strip().endswith(" is not set"):
+                found[line.strip()[2:].split()[0]] = ("n", f"{name}:{number}")
+    return found
+
+
+def _defines(root: Path) -> Found:
+    """``#define NAME value`` in the firmware's own sources (``main/``), first one wins."""
+    found: Found = {}
+    main = root / "main"
+    for path in sorted(main.rglob("*.[ch]")) if main.is_dir() else []:
+        for number, line in enumerate(_lines(path), 1):
+            if match := _DEFINE.match(line):
+                found.setdefault(match[1], (match[2], f"{path.relative_to(root)}:{number}"))
+    return found
+
+
+def _number(text: str, config: Found) -> int | None:
     """A define's value: a number, or a CONFIG_ symbol sdkconfig gives a number."""
     text = text.strip()
     symbol = re.fullmatch(r"\(?\s*(CONFIG_[A-Za-z0-9_]+)\s*\)?", text)
     if symbol:
-        found = config.get(symbol[1])
-        text = found[0] if found else ""
+        text = config.get(symbol[1], ("", ""))[0]
     match = _NUMBER.match(text.strip('"'))
     return int(match[1]) if match else None
 
@@ -51,10 +88,10 @@ def firmware_settings(directory: str) -> FirmwareSettings:
     """What the firmware of the project in ``directory`` does with an update; raises :class:`InputFileError`."""
     profile = esp_project.load_project(directory)
     root = profile.directory
-    config = esp_project._read_config(esp_project._config_files(root), root)
-    defines = esp_project._defines(root)
+    config = _config(root, profile.target)
+    defines = _defines(root)
     evidence = [f"target {profile.target}", f"app slot {profile.limits().app_partition_size} bytes"]
-    anti = config.enabled("CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK")
+    anti = config.get("CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK", ("n", ""))[0] == "y"
     bits = secure = None
     if anti:
         found = config.get("CONFIG_BOOTLOADER_APP_SEC_VER_SIZE_EFUSE_FIELD")
