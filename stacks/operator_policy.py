@@ -95,6 +95,8 @@ class OtaOperatorPolicy(Construct):
                     # With fleet indexing: a stage, or the accepting devices, as a dynamic group of this stage.
                     "iot:CreateDynamicThingGroup",
                     "iot:DeleteDynamicThingGroup",
+                    # `ota status --per-device --record-versions` records the version each device reports.
+                    "iot:UpdateThing",
                 ],
                 resources=[*things, *groups],
             ),

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Capture, Match
 
+from device_provisioning import contract
 from stacks.config import AppConfig
 from tests.cdk_helpers import CERT_ARN, SynthesizedApp, synthesize
 
@@ -676,3 +677,19 @@ def test_synth_warns_for_prod_beside_another_stage_and_dev_provisioning_without_
     unhooked = warnings(AppConfig(fleet_provisioning=True, pre_provisioning_hook="none"))
     assert any("without a pre-provisioning hook" in w for w in unhooked)
     assert not warnings(AppConfig(fleet_provisioning=True))
+
+
+# --- the stage's thing type (the fleet inventory needs more than three attributes) --------------------------
+
+
+def test_the_fleet_stack_makes_the_stages_thing_type_and_provisioned_things_get_it(with_certificate) -> None:
+    (thing_type_id, thing_type), *_ = resources_of(with_certificate.fleet_json, "AWS::IoT::ThingType").items()
+    properties = thing_type["Properties"]
+    assert properties["ThingTypeName"] == contract.thing_type_name("prod") == "prod-esp32-device"
+    assert set(properties["ThingTypeProperties"]["SearchableAttributes"]) <= set(
+        contract.INVENTORY_ATTRIBUTE_PARAMETERS
+    )
+    (template_id, template), *_ = resources_of(with_certificate.fleet_json, "AWS::IoT::ProvisioningTemplate").items()
+    body = json.loads(template["Properties"]["TemplateBody"])
+    assert body["Resources"]["thing"]["Properties"]["ThingTypeName"] == "prod-esp32-device"
+    assert thing_type_id in template["DependsOn"]
