@@ -377,7 +377,7 @@ def test_with_fleet_indexing_the_rules_count_devices_per_attribute_value(
             (thing,) = mixed_fleet[name]
             assert any(thing in part and rule in part for part in line.split(" | ")), (name, line)
         assert not any(thing in line for thing in mixed_fleet["ok"])
-        code, out, err = create(mixed_fleet, signer, firmware, "--exclude-rejecting", "--ota-id", "compat-indexed",
+        code, out, err = create(mixed_fleet, signer, firmware, "--exclude-rejecting", "--ota-id", "dev-compat-indexed",
                                 "--json")  # fmt: skip
         assert code == 0, err
         assert json.loads(out)["fleet"]["accepting"] == 2
