@@ -123,3 +123,20 @@ def test_a_bad_elf_is_one_error_line(tmp_path: Path) -> None:
     for elf_arg in (str(not_elf), str(tmp_path / "missing.elf")):
         code, out, err = run(log, "--elf", elf_arg)
         assert code == 1 and err.startswith("ERROR ") and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_a_folder_of_releases_gives_the_elf_the_device_ran(tmp_path: Path, elf: Path) -> None:
+    """--elf DIR: the ELF whose SHA-256 starts with what the device printed, among other releases' ELFs."""
+    releases = tmp_path / "releases"
+    (releases / "1.0.0").mkdir(parents=True)
+    (releases / "1.0.1").mkdir()
+    (releases / "1.0.0" / "app.elf").write_bytes(b"\x7fELF another release")
+    (releases / "1.0.1" / "app.elf").write_bytes(elf.read_bytes())
+    log = tmp_path / "panic.log"
+    log.write_text(PANIC)
+    code, out, err = run(log, "--elf", str(releases))
+    assert err == "" and "fail_once at /Users/erhan/dev/esp-coredump/tests/test_apps/main/test_core_dump.c:14" in out
+    # A log that never printed which ELF ran cannot pick one: one line says so.
+    log.write_text(PANIC.replace("ELF file SHA256: 1b43c5e74f2da138\n", ""))
+    code, out, err = run(log, "--elf", str(releases))
+    assert code == 1 and "does not say which ELF ran" in err and err.count("\n") == 1

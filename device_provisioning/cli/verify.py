@@ -98,11 +98,15 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
 def _doctor(args: argparse.Namespace, out: TextIO) -> int:
     from device_provisioning.doctor import cloud
     from device_provisioning.doctor.render import CrashDecoding, finding_lines
+    from device_provisioning.doctor.symbols import release_elf
 
-    if args.elf is not None and not args.elf.is_file():
+    if args.elf is not None and not (args.elf.is_file() or args.elf.is_dir()):
         raise InputFileError(f"--elf {args.elf} is not a file: give build/<project>.elf of the release the device ran")
     report = _read_log(args.log)
-    crashes = CrashDecoding(report.crashes, args.elf, report.elf_sha256)
+    elf = args.elf
+    if elf is not None and elf.is_dir():
+        elf = release_elf(elf, report.elf_sha256 or report.core_dump_sha256)
+    crashes = CrashDecoding(report.crashes, elf, report.elf_sha256)
     found = report.findings
     held = _held_certificate(args)
     if args.signing_profile and held is None:
@@ -200,7 +204,9 @@ def _doctor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=Path, help="what the device holds: the factory batch that made it (--thing)")
     parser.add_argument("--nvs", type=Path, help="what the device holds: its NVS image (read back or as built)")
     parser.add_argument(
-        "--elf", type=Path, help="the app ELF of the release the device ran: decode crash backtraces to lines"
+        "--elf",
+        type=Path,
+        help="the app ELF the device ran (or a folder of releases' ELFs: the one whose SHA-256 the log printed)",
     )
 
 

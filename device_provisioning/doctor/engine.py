@@ -129,6 +129,19 @@ class Report:
     # The running app's ELF SHA-256 (prefix) the log printed, to check an --elf against.
     elf_sha256: str | None = None
 
+    @property
+    def core_dump_sha256(self) -> str | None:
+        """The app ELF SHA-256 prefix a printed core dump carries, if it can be read."""
+        from device_provisioning.doctor.coredump import CoreDumpError, summarise
+
+        for crash in self.crashes:
+            if crash.core_dump:
+                try:
+                    return summarise(crash.core_dump).app_sha256_prefix
+                except CoreDumpError:
+                    continue
+        return None
+
 
 class Scan:
     """One pass over one log."""

@@ -11,6 +11,7 @@ large app ELF costs milliseconds per address.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,6 +187,31 @@ class ElfSymbols:
     def frame(self, kind: str, address: int) -> Frame:
         file, line = self.line_at(address)
         return Frame(kind, address, self.function_at(address), file, line)
+
+
+# A releases folder holds a few ELFs per version; more than this is not one.
+MAX_ELF_CANDIDATES = 500
+
+
+def release_elf(folder: Path, sha256_prefix: str | None) -> Path:
+    """The ELF under ``folder`` whose SHA-256 starts with what the device printed (``ELF file SHA256:``)."""
+    if not sha256_prefix:
+        raise InputFileError(
+            f"--elf {folder} is a folder, and the log does not say which ELF ran (no 'ELF file SHA256:' line): "
+            "give the ELF file"
+        )
+    candidates = sorted(p for p in folder.rglob("*.elf") if p.is_file())[:MAX_ELF_CANDIDATES]
+    for candidate in candidates:
+        digest = hashlib.sha256()
+        with open(candidate, "rb") as stream:
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(chunk)
+        if digest.hexdigest().startswith(sha256_prefix.lower()):
+            return candidate
+    raise InputFileError(
+        f"no ELF under {folder} ({len(candidates)} looked at) has the SHA-256 the device printed ({sha256_prefix}): "
+        "keep each release's build/<project>.elf there"
+    )
 
 
 def decode(addresses: list[tuple[str, int]], elf: ElfSymbols) -> list[Frame]:
