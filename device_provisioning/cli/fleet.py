@@ -39,15 +39,20 @@ def _fleet_show(args: argparse.Namespace, out: TextIO) -> int:
             devices = read_indexed(iot, index.targets_query(iot, (), (args.group,)) if args.group else "*")
         else:  # the group's members, 250 a call, then their attributes
             devices = read_inventory(iot, group_members(iot, args.group) if args.group else None)
-    lines = [f"{'thing':<40} {'family':<9} {'code-verification certificate':<30} app version"]
+    lines = [
+        f"{'thing':<40} {'family':<9} {'code-verification certificate':<30} {'app':<11} {'chip':<9} "
+        f"{'revision':<8} secure version"
+    ]
     for device in devices:
         inventory = device.inventory
         if inventory is None:
             lines.append(f"{device.thing:<40} {'-':<9} {'(no inventory recorded)':<30}")
             continue
+        held = inventory.to_json()
         lines.append(
             f"{device.thing:<40} {inventory.family:<9} {inventory.code_verify_sha256[:16] + '…':<30} "
-            f"{inventory.app_version or '-'}"
+            f"{inventory.app_version or '-':<11} {inventory.chip or '-':<9} {held['chip_revision'] or '-':<8} "
+            f"{'-' if inventory.secure_version is None else inventory.secure_version}"
         )
     unknown = sum(1 for device in devices if device.inventory is None)
     lines.append(f"{len(devices)} device(s); {unknown} without inventory")

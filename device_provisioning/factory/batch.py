@@ -69,7 +69,7 @@ MANIFEST_COLUMNS = (
     "serial", "thing_name", "state", "certificate_id", "certificate_fingerprint", "image_sha256", "error",
 )  # fmt: skip
 # The batch's inventory (the same for every device), from the journal's metadata.
-INVENTORY_COLUMNS = ("code_verify_sha256", "family", "app_version")
+INVENTORY_COLUMNS = ("code_verify_sha256", "family", "app_version", "chip", "chip_revision", "secure_version")
 COMMIT_EVERY = 200
 # One os.sync() per group of journal transitions makes the workers' files durable (Linux, macOS);
 # where it does not exist, every file is fsynced as it is written instead.
@@ -305,6 +305,9 @@ def prepare_batch(
             journal.set_meta("code_verify_sha256", inventory.code_verify_sha256)
             journal.set_meta("app_version", inventory.app_version or "")
             journal.set_meta("inventory", json.dumps(inventory.attributes()))
+            for column, value in inventory.to_json().items():
+                if column in INVENTORY_COLUMNS[3:]:
+                    journal.set_meta(column, "" if value is None else str(value))
             write_atomic(out / TABLE_FILE, partition_table.to_binary(table))
             keys_root = shared.shared_keys if shared and shared.shared_keys else out
             stages = DeviceStages(
