@@ -383,3 +383,24 @@ def test_with_fleet_indexing_the_rules_count_devices_per_attribute_value(
         assert json.loads(out)["fleet"]["accepting"] == 2
     finally:
         synthetic_fleet.set_indexing(session.client("iot"), False)
+
+
+def test_a_batch_records_chip_revision_and_secure_version_on_the_stages_thing_type(tmp_path: Path) -> None:
+    from device_provisioning.factory.inputs import load_config
+    from tests.helpers import BETA_TABLE
+
+    files = codesign.create_identity(tmp_path / "keys")
+    assert files.certificate is not None
+    body = (f'[batch]\npartition_table = "{BETA_TABLE}"\ncode_verify_cert = "{files.certificate}"\n'
+            'app_version = "1.2.0"\nchip = "esp32"\nchip_revision = "v3.1"\nsecure_version = 2\n'
+            '[registration]\nmode = "per-device"\npolicy = "p"\n')  # fmt: skip
+    (tmp_path / "batch.toml").write_text(body)
+    with pytest.raises(InputFileError, match="registration.thing_type"):
+        load_config(tmp_path / "batch.toml")
+    (tmp_path / "batch.toml").write_text(body + 'thing_type = "dev-esp32-device"\n')
+    inventory = load_config(tmp_path / "batch.toml").inventory("ab" * 32)
+    assert (inventory.chip, inventory.chip_revision, inventory.secure_version) == ("esp32", 301, 2)
+    assert fleet_inventory.thing_attribute_payload(inventory)["thingTypeName"] == "dev-esp32-device"
+    (tmp_path / "batch.toml").write_text(body.replace('chip_revision = "v3.1"', 'chip_revision = "three"'))
+    with pytest.raises(InputFileError, match="chip_revision"):
+        load_config(tmp_path / "batch.toml")
