@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import secrets
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,11 +93,27 @@ def read_toml(path: Path, what: str, schema: dict[str, Any]) -> dict[str, Any]:
         document = tomllib.loads(read_bytes(path, what).decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise InputFileError(f"{what} {path}: not valid TOML ({error})") from None
+    # TOML allows nan and inf, and a schema's bounds let nan through (every comparison with it is false):
+    # a `max_failed_percent = nan` would disable a gate. No setting here means anything but a finite number.
+    for place, value in _floats(document, ()):
+        if not math.isfinite(value):
+            raise InputFileError(f"{what} {path}: {'.'.join(place)}: {value} is not a finite number; give a number")
     problem = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(document))
     if problem is not None:
         where = ".".join(str(part) for part in problem.absolute_path) or "top level"
         raise InputFileError(f"{what} {path}: {where}: {problem.message}")
     return document
+
+
+def _floats(value: Any, where: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], float]]:
+    if isinstance(value, float):
+        yield where, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _floats(item, (*where, str(key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _floats(item, (*where, str(index)))
 
 
 def beside(source: Path, value: str) -> Path:

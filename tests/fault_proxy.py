@@ -5,7 +5,10 @@ happens against AWS: an error response on the wire, not an exception patched int
 
 A fault can also kill the client (the process group in :attr:`FaultProxy.victim`) with SIGKILL at
 an exact point of a protocol: ``kill="before"`` when the call arrives (AWS never sees it), or
-``kill="after"`` once AWS has answered (the client never sees the answer).
+``kill="after"`` once AWS has answered (the client never sees the answer). ``pause="before"`` /
+``pause="after"`` stop it with SIGSTOP there instead (a laptop that sleeps): the test is told
+(:attr:`Fault.held`), does what it likes, and sets :attr:`Fault.resume`; then the held call goes on
+(``before``: it reaches AWS only now) and the client continues with SIGCONT.
 """
 
 from __future__ import annotations
@@ -33,8 +36,12 @@ class Fault:
     times: int | None = None  # None = always
     every: int = 1  # fail one matching call in `every` (a share of the traffic)
     kill: str | None = None  # "before" / "after": SIGKILL the victim instead of answering with an error
+    pause: str | None = None  # "before" / "after": SIGSTOP the victim until `resume` is set, then SIGCONT
+    send: int | None = None  # send this signal to the victim as the call arrives, then let the call go on
     hits: int = 0
     seen: int = 0
+    held: threading.Event = field(default_factory=threading.Event)
+    resume: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -49,6 +56,13 @@ class FaultProxy:
         assert self.victim is not None, "set proxy.victim before a kill fault can fire"
         os.killpg(self.victim, signal.SIGKILL)  # the station loses power: no cleanup runs
         self.killed.set()
+
+    def hold(self, fault: Fault) -> None:
+        """Stop the victim (SIGSTOP), tell the test, and wait until it says go on."""
+        assert self.victim is not None, "set proxy.victim before a pause fault can fire"
+        os.killpg(self.victim, signal.SIGSTOP)
+        fault.held.set()
+        fault.resume.wait(600)
 
     def fail(self, method: str, path: str, **kwargs: object) -> Fault:
         fault = Fault(method, re.compile(path), **kwargs)  # type: ignore[arg-type]
@@ -69,6 +83,7 @@ def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             proxy.calls.append((self.command, self.path))
             kill_after = False
+            paused: Fault | None = None
             for fault in proxy.faults:
                 if fault.method == self.command and fault.path.search(self.path):
                     fault.seen += 1
@@ -79,6 +94,15 @@ def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
                             return
                         if fault.kill == "after":
                             kill_after = True
+                            break
+                        if fault.send is not None:
+                            assert proxy.victim is not None, "set proxy.victim before a signal fault can fire"
+                            os.kill(proxy.victim, fault.send)
+                            break
+                        if fault.pause is not None:
+                            paused = fault
+                            if fault.pause == "before":
+                                proxy.hold(fault)
                             break
                         payload = json.dumps({"message": fault.message}).encode()
                         self.send_response(fault.status)
@@ -98,6 +122,11 @@ def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
             if kill_after:
                 proxy.kill_victim()
                 return
+            if paused is not None:
+                if paused.pause == "after":
+                    proxy.hold(paused)
+                assert proxy.victim is not None
+                os.killpg(proxy.victim, signal.SIGCONT)
             self.send_response(response.status)
             for key, value in response.getheaders():
                 if key.lower() not in ("transfer-encoding", "connection", "content-length"):

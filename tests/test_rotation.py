@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 
 from device_provisioning.cli import main
 from device_provisioning.identity import codesign
@@ -66,3 +71,42 @@ def test_a_service_reflash_is_a_good_plan_for_nvs_firmware(certificates) -> None
                          "--steps", "release-old,reflash,release-new")  # fmt: skip
     assert code == 0, err
     assert "flash --no-firmware" in out
+
+
+def _certificate(path: Path, key, *, not_before: dt.datetime, not_after: dt.datetime) -> Path:  # type: ignore[no-untyped-def]
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rotation target")])
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(not_before).not_valid_after(not_after)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+@pytest.mark.parametrize(
+    "target, fragment",
+    [
+        ("expired", "expired on"),
+        ("not-yet-valid", "not valid before"),
+        ("rsa", "RSA key"),
+        ("p384", "secp384r1"),
+    ],
+)
+def test_a_target_the_devices_could_never_use_is_refused(
+    certificates, tmp_path: Path, target: str, fragment: str
+) -> None:  # type: ignore[no-untyped-def]
+    old, _ = certificates
+    now = dt.datetime.now(dt.UTC)
+    year = dt.timedelta(days=365)
+    key = {
+        "rsa": lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        "p384": lambda: ec.generate_private_key(ec.SECP384R1()),
+    }.get(target, lambda: ec.generate_private_key(ec.SECP256R1()))()
+    start, end = {
+        "expired": (now - 2 * year, now - dt.timedelta(days=1)),
+        "not-yet-valid": (now + dt.timedelta(days=3), now + year),
+    }.get(target, (now - dt.timedelta(days=1), now + year))
+    new = _certificate(tmp_path / "new.crt", key, not_before=start, not_after=end)
+    code, out, err = run("codesign", "rotate", "plan", "--from", old, "--to", new, "--family", "beta")
+    assert code == 3 and fragment in err and err.count("\n") == 1 and "step" not in out, err

@@ -7,15 +7,14 @@ model and the requests themselves are in :mod:`device_provisioning.aws.ota_reque
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from device_provisioning import signing
 from device_provisioning.aws.codesign import read_signing_profile
+from device_provisioning.aws.ota_creation import Creation, create_in_aws
 from device_provisioning.aws.ota_request import (
     MAX_OTA_FILE,
     PROTOCOLS,
@@ -34,7 +33,6 @@ from device_provisioning.aws.ota_request import (
     Via,
     job_document,
     ota_update_request,
-    rollout_arguments,
 )
 from device_provisioning.aws.ota_status import ExecutionStatus, OtaStatus, ota_status
 from device_provisioning.aws.preflight import (
@@ -44,12 +42,12 @@ from device_provisioning.aws.preflight import (
     preflight_signer_certificate,
     signer_judge,
 )
-from device_provisioning.aws.session import Aws, aws_errors, best_effort
+from device_provisioning.aws.session import Aws, aws_errors
 from device_provisioning.device.ota_limits import DeviceLimits, check_job_document_size
 from device_provisioning.device.update_rules import DeviceState
 from device_provisioning.errors import AwsError, InputFileError, VerificationFailed
 from device_provisioning.fleet.preflight import UNKNOWN_REFUSED, FleetPreflight, Judge, Verdict
-from device_provisioning.fleet.targets import exclusion_targets, judge_targets
+from device_provisioning.fleet.targets import judge_targets
 
 __all__ = [
     "MAX_OTA_FILE",
@@ -240,71 +238,23 @@ def create_ota(aws: Aws, request: OtaRequest, *, poll_seconds: float = 2.0) -> O
         if s3.get_bucket_versioning(Bucket=request.bucket).get("Status") != "Enabled":
             raise AwsError(f"bucket {request.bucket} has no versioning; OTA needs object versions (deploy the stack)")
 
-    with contextlib.ExitStack() as undo:
-        if fleet is not None and fleet.rejecting:
-            with aws_errors("targeting the accepting devices"):
-                group = f"{request.fleet.target_group_prefix if request.fleet else ''}ota-{ota_id}"
-                target_arns, continuous = exclusion_targets(iot, fleet, thing_arns, group, undo)
-            if continuous:  # a dynamic group: AWS recommends a continuous job
-                request = replace(request, rollout=replace(request.rollout, continuous=True))
-        with aws_errors(f"uploading firmware to s3://{request.bucket}/{key}"):
-            version_id = s3.put_object(Bucket=request.bucket, Key=key, Body=request.firmware)["VersionId"]
-        firmware = FirmwareObject(request.bucket, key, version_id)
-        undo.callback(best_effort, s3.delete_object, Bucket=request.bucket, Key=key, VersionId=version_id)
-        with aws_errors(f"creating OTA {ota_id}"):
-            if document is None:
-                response = iot.create_ota_update(
-                    **ota_update_request(request, target_arns, firmware, ota_id, code_signing)
-                )
-                undo.callback(best_effort, iot.delete_ota_update, otaUpdateId=ota_id, deleteStream=True)
-                info = _wait_for_ota_update(iot, ota_id, poll_seconds)
-                job_id = info.get("awsIotJobId") or response.get("awsIotJobId")
-                result = OtaResult(ota_id, "ota-update", job_id, firmware, signature_text, tuple(checks), None, fleet)
-            else:
-                if stream_id is not None:
-                    iot.create_stream(
-                        streamId=stream_id,
-                        files=[{"fileId": 0, "s3Location": firmware.s3_location()}],
-                        roleArn=request.role_arn,
-                    )
-                    undo.callback(best_effort, iot.delete_stream, streamId=stream_id)
-                arguments: dict[str, Any] = {
-                    "jobId": ota_id,
-                    "targets": target_arns,
-                    "document": document_text,
-                    "description": f"OTA {request.device_path} sha256 {digest[:16]}",
-                    "targetSelection": "CONTINUOUS" if request.rollout.continuous else "SNAPSHOT",
-                    **rollout_arguments(request.rollout, for_ota_update=False),
-                }
-                if request.protocol == "http":
-                    arguments["presignedUrlConfig"] = {"roleArn": request.role_arn, "expiresInSec": 3600}
-                iot.create_job(**arguments)
-                result = OtaResult(ota_id, "job", ota_id, firmware, signature_text, tuple(checks), document, fleet)
-        undo.pop_all()  # created: keep everything
-    return result
-
-
-# How long AWS may take to sign and create an OTA update's job before we stop waiting for it.
-OTA_UPDATE_TIMEOUT_SECONDS = 300.0
-_OTA_UPDATE_PENDING = ("CREATE_PENDING", "CREATE_IN_PROGRESS")
-
-
-def _wait_for_ota_update(iot: Any, ota_id: str, poll_seconds: float) -> dict[str, Any]:
-    """GetOTAUpdate until it is created; raises :class:`AwsError` with AWS's errorInfo when creation failed."""
-    deadline = time.monotonic() + OTA_UPDATE_TIMEOUT_SECONDS
-    while True:
-        info: dict[str, Any] = iot.get_ota_update(otaUpdateId=ota_id)["otaUpdateInfo"]
-        status = info.get("otaUpdateStatus")
-        if status == "CREATE_COMPLETE":
-            return info
-        if status not in _OTA_UPDATE_PENDING:
-            error = info.get("errorInfo") or {}
-            raise AwsError(
-                f"OTA update {ota_id} ended {status}: {error.get('code', '')} {error.get('message', '')}".strip()
-            )
-        if time.monotonic() > deadline:
-            return info  # still being created: kept, and `ota status` follows it from here
-        time.sleep(poll_seconds)
+    plan = Creation(
+        ota_id=ota_id,
+        key=key,
+        stream_id=stream_id,
+        target_arns=target_arns,
+        fleet=fleet if fleet is not None and fleet.rejecting else None,
+        thing_arns=thing_arns,
+        group_name=f"{request.fleet.target_group_prefix if request.fleet else ''}ota-{ota_id}",
+        document_text=document_text if document is not None else None,
+        code_signing=code_signing,
+        description=f"OTA {request.device_path} sha256 {digest[:16]}",
+    )
+    made = create_in_aws(aws, request, plan, poll_seconds)
+    return OtaResult(
+        ota_id, made.mode, made.job_id, made.firmware, signature_text, tuple(checks),
+        document if made.mode == "job" else None, fleet,
+    )  # fmt: skip
 
 
 def fetch_job_document(aws: Aws, job_id: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import contextlib
 import functools
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import TextIO
@@ -108,8 +109,18 @@ def _refuse(out: TextIO, err: TextIO, as_json: bool, code: str, message: str, st
     return status
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run() -> None:
-    """Console entry point. A reader that closes the pipe early (``| head``) ends the command quietly."""
+    """Console entry point. A reader that closes the pipe early (``| head``) ends the command quietly.
+
+    SIGTERM (a service manager) and SIGHUP (a closed terminal) end a command as Ctrl-C does: commands that
+    change AWS handle all three alike and say what exists (device_provisioning.interrupts)."""
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _interrupt)
     try:
         code = main()
         sys.stdout.flush()

@@ -17,12 +17,12 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from device_provisioning import signing
+from device_provisioning import interrupts, signing
 from device_provisioning.aws import Aws, aws_errors
 from device_provisioning.device import credentials, nvs, partition_table
 from device_provisioning.errors import InputFileError, ProvisioningError
@@ -123,9 +123,10 @@ def _die_with_parent(parent: int) -> None:
     Ctrl-C reaches the whole process group: the batch process handles it (the pool is shut down and
     one line says how to resume), so workers ignore it instead of each printing a traceback.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if hasattr(signal, "pthread_sigmask"):  # started with SIGINT blocked (_start_workers): now it is ignored
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    for signum in interrupts.SIGNALS:  # SIGTERM/SIGHUP too: a service manager signals the whole group
+        signal.signal(signum, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # started with them blocked (_start_workers): now they are ignored
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, set(interrupts.SIGNALS))
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -140,7 +141,7 @@ def _start_workers(pool: ProcessPoolExecutor) -> None:
     if not hasattr(signal, "pthread_sigmask"):
         pool.submit(int).result()
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, set(interrupts.SIGNALS))
     try:
         # With the fork start method (Linux's default here) the pool launches every worker at its first task.
         pool.submit(int).result()
@@ -229,12 +230,15 @@ def _run_pool(
     for result in executor.map(function, tasks, chunksize=chunk):
         pending.append(result)
         done += 1
-        if len(pending) >= COMMIT_EVERY or done == len(tasks):
+        stop = interrupts.requested()  # what is made is journaled first, then nothing more is started
+        if len(pending) >= COMMIT_EVERY or done == len(tasks) or stop:
             if GROUP_SYNC:
                 os.sync()
             on_result(pending)
             pending = []
             progress(stage, done, len(tasks))
+        if stop:
+            interrupts.check()
 
 
 def prepare_batch(
@@ -282,13 +286,13 @@ def prepare_batch(
         raise ProvisioningError(f"{registration.mode} registration needs AWS access (--profile/--region)")
 
     # One writer per batch directory: a second run on the same --out would give devices two identities.
-    with batch_lock(out, create=True):
+    with interrupts.handled(), batch_lock(out, create=True):
         shared = config.journal
         journal: BatchJournal
         if shared is None:
             journal = Journal(out)
         else:
-            journal = open_shared(shared.url, _batch_name(devices_csv), out)
+            journal = open_shared(shared.url, _batch_name(devices_csv), out, shared.reconnect_seconds)
         try:
             if shared is None:
                 journal.bind_input(_input_fingerprint(devices_csv, config_path))
@@ -328,17 +332,36 @@ def prepare_batch(
             with ProcessPoolExecutor(
                 max_workers=worker_count, initializer=_die_with_parent, initargs=(os.getpid(),)
             ) as pool:
-                _start_workers(pool)
-                if shared is not None:
-                    work_through_shared(stages, pool, journal, shared, report)
-                else:
-                    stages.run(pool)
+                try:
+                    _start_workers(pool)
+                    if shared is not None:
+                        work_through_shared(stages, pool, journal, shared, report)
+                    else:
+                        stages.run(pool)
+                except BaseException:
+                    pool.shutdown(wait=True, cancel_futures=True)  # not the thousands of tasks still queued
+                    raise
             write_manifest(journal, out)
             counts = journal.counts()
             failed = sum(1 for r in journal.records() if r.error)
             return BatchSummary(out, len(rows), counts, failed, time.monotonic() - started, stages.seconds)
+        except interrupts.Interrupted as stopped:
+            raise _interrupted(stopped, journal) from None
         finally:
             journal.close()
+
+
+def _interrupted(stopped: interrupts.Interrupted, journal: BatchJournal) -> interrupts.Interrupted:
+    """The one line after a signal: no AWS change started after it, and where every device is."""
+    try:
+        states = ", ".join(f"{state}={count}" for state, count in sorted(journal.counts().items()))
+    except ProvisioningError:  # the journal itself is unreachable now: what was committed stays committed
+        states = "as journaled"
+    return interrupts.Interrupted(
+        f"interrupted by {stopped.signal}: no AWS change was started after it and every finished step is journaled "
+        f"({states}); run the same command again to resume (a device left in registering is cleaned up first)",
+        signal=stopped.signal,
+    )
 
 
 @dataclass
@@ -467,19 +490,24 @@ def _register_all(stages: DeviceStages, registration: PerDeviceRegistration, tod
                 )
                 for r in todo
             ]
-            for done, future in enumerate(as_completed(futures), start=1):
-                try:
-                    future.result()
-                except LeaseLost as error:
-                    # Paused past the lease: the others' leases are gone too; start no new device.
-                    lost.append(error)
-                    for waiting in futures:
-                        waiting.cancel()
-                    continue
-                except CancelledError:
-                    continue
-                if done % 50 == 0 or done == len(futures):
+            done = 0
+            waiting = set(futures)
+            while waiting:
+                finished, waiting = wait(waiting, timeout=0.2, return_when=FIRST_COMPLETED)
+                if interrupts.requested() or lost:  # start no new device; the running ones stop at their next call
+                    for queued in waiting:
+                        queued.cancel()
+                for future in finished:
+                    done += 1
+                    try:
+                        future.result()
+                    except LeaseLost as error:  # paused past the lease: the others' leases are gone too
+                        lost.append(error)
+                    except (CancelledError, interrupts.Interrupted):
+                        continue
+                if done % 50 == 0 or not waiting:
                     progress("registration", done, len(futures))
+    interrupts.check()
     if lost:
         raise LeaseLost([s for e in lost for s in e.serials], [u for e in lost for u in e.undone])
 

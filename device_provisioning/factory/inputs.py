@@ -89,6 +89,7 @@ class SharedJournalConfig:
     url: str
     shared_keys: Path | None = None
     lease_seconds: float = 60.0
+    reconnect_seconds: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,8 @@ CONFIG_SCHEMA: dict[str, Any] = {
                 # without it a key stays on the station that made it.
                 "shared_keys": {"type": "string", "minLength": 1},
                 "lease_seconds": {"type": "number", "minimum": 1, "maximum": 3600},
+                # How long a station keeps reconnecting after the database went away, before it stops.
+                "reconnect_seconds": {"type": "number", "minimum": 1, "maximum": 3600},
             },
         },
         "nvs": {
@@ -364,6 +367,7 @@ def load_config(path: str | Path) -> BatchConfig:
             journal["url"],
             path_of(journal["shared_keys"]) if "shared_keys" in journal else None,
             float(journal.get("lease_seconds", 60.0)),
+            float(journal.get("reconnect_seconds", 120.0)),
         )
         if (journal := document.get("journal"))
         else None,

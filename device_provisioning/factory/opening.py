@@ -12,7 +12,7 @@ import hashlib
 import json
 import secrets
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from device_provisioning.errors import InputFileError
@@ -65,10 +65,13 @@ def _machine_id() -> str:
     return ""
 
 
-def open_shared(url: str, batch: str, out: Path) -> SharedJournal:
+def open_shared(url: str, batch: str, out: Path, reconnect_seconds: float | None = None) -> SharedJournal:
     """The shared journal as this directory's station (created on first use, refused if copied)."""
     station = station_id(out)
-    return SharedJournal(url, batch, station, place=station_place(out))
+    timeouts = pg_connection.DEFAULT_TIMEOUTS
+    if reconnect_seconds is not None:
+        timeouts = replace(timeouts, reconnect_deadline=reconnect_seconds)
+    return SharedJournal(url, batch, station, place=station_place(out), timeouts=timeouts)
 
 
 def write_pointer(out: Path, url: str, batch: str, shared_keys: Path | None) -> None:

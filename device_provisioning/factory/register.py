@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from device_provisioning import interrupts
 from device_provisioning.aws import error_code
 from device_provisioning.contract import DEVICE_CERT_FILE, DEVICE_CSR_FILE, DEVICE_KEY_FILE
 from device_provisioning.factory.inputs import DeviceRow
@@ -39,7 +40,8 @@ MUTATING_PREFIXES = (
 
 
 class FencedClient:
-    """A boto3 client whose state-changing calls each run ``fence()`` first (which raises :class:`LeaseLost`)."""
+    """A boto3 client whose state-changing calls each run ``fence()`` first (which raises :class:`LeaseLost`),
+    and stop with :class:`Interrupted` once a signal asked the command to stop."""
 
     def __init__(self, client: Any, fence: Callable[[], None]) -> None:
         self.unfenced, self._fence = client, fence
@@ -50,6 +52,7 @@ class FencedClient:
             return attribute
 
         def fenced(*args: Any, **kwargs: Any) -> Any:
+            interrupts.check()  # no AWS change starts after SIGINT/SIGTERM/SIGHUP
             self._fence()
             return attribute(*args, **kwargs)
 

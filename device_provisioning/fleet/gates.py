@@ -49,7 +49,7 @@ def evaluate_gate(gate: Gate, job: dict[str, Any], devices: int, now: dt.datetim
     share = 100.0 * failed / total
     if job.get("status") == "CANCELED":
         return "failed", f"the job was canceled ({job.get('reasonCode') or 'by an operator'}): {failed} failed"
-    if share > gate.max_failed_percent:
+    if not share <= gate.max_failed_percent:  # written so that a nan threshold fails closed
         return "failed", (
             f"{failed} of {total} device(s) failed or rejected the update ({share:.1f}% > "
             f"{gate.max_failed_percent:g}% allowed)"

@@ -19,9 +19,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from device_provisioning import interrupts
 from device_provisioning.aws import ota
 from device_provisioning.aws.ota_request import FleetCheck, OtaRequest, Targets
-from device_provisioning.aws.session import Aws, aws_errors, best_effort
+from device_provisioning.aws.session import Aws, aws_errors
+from device_provisioning.aws.undo import UndoLog
 from device_provisioning.device.compatibility import UpdateCheck
 from device_provisioning.errors import InputFileError, VerificationFailed
 from device_provisioning.fleet import index, stages
@@ -31,6 +33,7 @@ from device_provisioning.fleet.moves import holdings, secure_version_warning, st
 from device_provisioning.fleet.preflight import FleetPreflight
 from device_provisioning.fleet.rollout_file import Gate, RolloutPlan, Signing, Stage, load_rollout
 from device_provisioning.fleet.status import job_counts
+from device_provisioning.interrupts import Interrupted
 
 __all__ = [
     "Gate",
@@ -329,26 +332,42 @@ def _open_stage(
     report: StageReport,
     survey: _Survey,
 ) -> None:
-    """The stage's group (made here for a percent stage), then its update; nothing is left if the update fails."""
-    iot = aws.client("iot")
+    """The stage's group (made here for a percent stage), then its update; nothing is left if the update fails.
+
+    Under SIGINT, SIGTERM or SIGHUP alike: no change starts after the signal, what this call made is removed
+    again (create_ota removes its own), and the one line names it all.
+    """
+    iot, log = aws.client("iot"), UndoLog()
     query = survey.dynamic.queries.get(stage.name) if survey.dynamic else None
-    with contextlib.ExitStack() as undo:
-        with aws_errors(f"preparing the thing group of stage {stage.name}"):
-            if stage.thing_group is None and not _group_exists(iot, report.thing_group):
-                if query is not None:
-                    iot.create_dynamic_thing_group(
-                        thingGroupName=report.thing_group, indexName=index.INDEX, queryString=query
-                    )
-                    undo.callback(best_effort, iot.delete_dynamic_thing_group, thingGroupName=report.thing_group)
-                else:
-                    iot.create_thing_group(thingGroupName=report.thing_group)
+    group = report.thing_group
+    try:
+        with interrupts.handled(), contextlib.ExitStack() as undo:
+            with aws_errors(f"preparing the thing group of stage {stage.name}"):
+                if stage.thing_group is None and not _group_exists(iot, group):
+                    interrupts.check()
+                    if query is not None:
+                        iot.create_dynamic_thing_group(thingGroupName=group, indexName=index.INDEX, queryString=query)
+                        what, remove = f"dynamic thing group {group}", iot.delete_dynamic_thing_group
+                    else:
+                        iot.create_thing_group(thingGroupName=group)
+                        what, remove = f"thing group {group}", iot.delete_thing_group
                     # A stage whose update is not created leaves no group behind either.
-                    undo.callback(best_effort, iot.delete_thing_group, thingGroupName=report.thing_group)
-            if stage.thing_group is None and query is None:
-                for thing in survey.assigned[stage.name]:
-                    iot.add_thing_to_thing_group(thingGroupName=report.thing_group, thingName=thing)
-        _create_stage(aws, plan, context, firmware, stage, report, dynamic=query is not None)
-        undo.pop_all()
+                    undo.callback(log.undo, what, remove, thingGroupName=group)
+                if stage.thing_group is None and query is None:
+                    for thing in survey.assigned[stage.name]:
+                        interrupts.check()
+                        iot.add_thing_to_thing_group(thingGroupName=group, thingName=thing)
+            _create_stage(aws, plan, context, firmware, stage, report, dynamic=query is not None)
+            undo.pop_all()
+    except Interrupted as stopped:
+        done = Interrupted("", stopped.removed + log.removed, stopped.left + log.left)
+        raise Interrupted(
+            f"interrupted by {stopped.signal}: stage {stage.name} of rollout {plan.name} was not created; "
+            f"{done.outcome()}; run `ota rollout apply` again to create it",
+            done.removed,
+            done.left,
+            stopped.signal,
+        ) from None
 
 
 def _clean_up(

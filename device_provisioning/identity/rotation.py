@@ -18,6 +18,7 @@ release a device would reject.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -25,8 +26,8 @@ from typing import Any, Literal
 from cryptography import x509
 
 from device_provisioning.device.credentials import CODE_VERIFY_LABEL
-from device_provisioning.errors import VerificationFailed
-from device_provisioning.identity.codesign import fingerprint
+from device_provisioning.errors import CertificateError, VerificationFailed
+from device_provisioning.identity.codesign import check_key_type, fingerprint
 
 StepKind = Literal["bridge", "reflash", "release-new", "release-old"]
 STEP_KINDS: tuple[StepKind, ...] = ("bridge", "reflash", "release-new", "release-old")
@@ -86,6 +87,32 @@ def _describe(kind: StepKind, family: str, new: x509.Certificate) -> tuple[str |
     return "old", "release signed with the OLD key", None
 
 
+def check_target(new: x509.Certificate, now: dt.datetime | None = None) -> None:
+    """Refuse a certificate the devices could never verify a release with, or that cannot sign one.
+
+    The PAL verifies with ``mbedtls_pk_verify`` and then converts the DER signature to raw r‖s of at most
+    32 bytes each: only an ECDSA P-256 key ever passes (RSA and P-384 end in OtaPalSignatureCheckFailed or
+    OtaPalBadSignerCert, and the update partition is erased). The device checks no dates, but AWS Signer
+    refuses an expired certificate and one not valid yet, and a plan onto either would strand the fleet on
+    a key no release can be signed with.
+    """
+    try:
+        check_key_type(new.public_key(), "--to certificate")
+    except CertificateError as error:
+        raise VerificationFailed(f"{error}; the devices could never verify a release signed with it") from None
+    moment = now or dt.datetime.now(dt.UTC)
+    if new.not_valid_after_utc <= moment:
+        raise VerificationFailed(
+            f"--to certificate expired on {new.not_valid_after_utc:%Y-%m-%d}: AWS Signer refuses to sign with it, "
+            "so no release could ever be signed for it; create a new one with `codesign create`"
+        )
+    if new.not_valid_before_utc > moment:
+        raise VerificationFailed(
+            f"--to certificate is not valid before {new.not_valid_before_utc:%Y-%m-%d}: AWS Signer refuses it "
+            "until then"
+        )
+
+
 def simulate(family: str, old: x509.Certificate, new: x509.Certificate, steps: Sequence[str]) -> list[PlannedStep]:
     """Walk ``steps`` from devices holding ``old``; refuse the first release a device would reject.
 
@@ -94,6 +121,7 @@ def simulate(family: str, old: x509.Certificate, new: x509.Certificate, steps: S
     """
     if fingerprint(old) == fingerprint(new):
         raise VerificationFailed("--from and --to are the same certificate: nothing to rotate")
+    check_target(new)
     held = "old"
     planned = []
     for number, kind in enumerate(steps, 1):

@@ -1,0 +1,151 @@
+"""SIGINT and SIGTERM at each AWS call of `ota create` and `batch prepare`: AWS ends as the last line says.
+
+The fault proxy sends the signal to the command as a chosen call arrives and lets that call go on (it is
+in flight: it finishes). After the signal no new change may start; what the command made is removed and
+named, or — a signal during the last creation — the update exists and the command reports it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+
+from device_provisioning import aws
+from device_provisioning.aws import registration
+from device_provisioning.contract import OTA_STREAM_PREFIX
+from device_provisioning.device.app_image import placeholder_app_image
+from device_provisioning.identity import codesign
+from tests.fault_proxy import Fault, fault_proxy
+from tests.helpers import BETA_TABLE
+from tests.test_batch import check_invariants, prepare_command, write_config, write_devices
+
+POLICY = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}]}'
+# Each AWS change of `ota create --via job --protocol mqtt`, as the proxy sees it arrive.
+OTA_CALLS = {
+    "upload": ("PUT", r"firmware/"),
+    "create-stream": ("POST", r"^/streams/"),
+    "create-job": ("PUT", r"^/jobs/"),
+}
+
+
+@pytest.fixture(scope="module")
+def setup(local_endpoint, tmp_path_factory) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    root = tmp_path_factory.mktemp("signals")
+    session = aws.connect()
+    policy = f"signals-{uuid.uuid4().hex[:8]}"
+    session.client("iot").create_policy(policyName=policy, policyDocument=POLICY)
+    thing = f"signals-board-{uuid.uuid4().hex[:8]}"
+    registration.register_device(session, thing, root / "device", policy_name=policy)
+    bucket = f"signals-{uuid.uuid4().hex[:8]}"
+    session.client("s3").create_bucket(Bucket=bucket)
+    session.client("s3").put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    identity = codesign.create_identity(root / "keys")
+    from device_provisioning.cli import main
+
+    assert main(["nvs", "build", "--partition-table", str(BETA_TABLE), "--family", "beta", "--code-verify-cert",
+                 str(identity.certificate), "--out", str(root / "creds.bin")]) == 0  # fmt: skip
+    return {"root": root, "thing": thing, "bucket": bucket, "key": identity.key, "policy": policy}
+
+
+def exists(describe, **arguments: str) -> bool:  # type: ignore[no-untyped-def]
+    try:
+        describe(**arguments)
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "ResourceNotFoundException":
+            return False
+        raise
+    return True
+
+
+def run_with_signal(endpoint, argv: list[str], method: str, path: str, signum: int) -> tuple[int, str, str, list]:  # type: ignore[no-untyped-def, type-arg]
+    with fault_proxy(endpoint.url) as proxy:
+        proxy.faults.append(Fault(method, re.compile(path), send=signum, times=1))
+        env = {**os.environ, **endpoint.environment, "AWS_ENDPOINT_URL": proxy.url}
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proxy.victim = process.pid
+        out, err = process.communicate(timeout=120)
+        assert proxy.faults[0].hits == 1, f"the call never came: {err} {proxy.calls}"
+        return process.returncode, out, err, list(proxy.calls)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("call", list(OTA_CALLS))
+def test_ota_create_interrupted_at_each_call_leaves_aws_as_its_last_line_says(
+    setup: dict,
+    local_endpoint,
+    tmp_path: Path,
+    call: str,
+    signum: int,  # type: ignore[type-arg]
+) -> None:  # type: ignore[no-untyped-def]
+    firmware = tmp_path / "app.bin"
+    firmware.write_bytes(placeholder_app_image(version=f"7.{uuid.uuid4().int % 1000}"))
+    ota_id = f"sig-{uuid.uuid4().hex[:10]}"
+    argv = [sys.executable, "-m", "device_provisioning", "ota", "create", "--ota-id", ota_id,
+            "--firmware", str(firmware), "--targets", str(setup["thing"]), "--sign-key", str(setup["key"]),
+            "--nvs", str(setup["root"] / "creds.bin"), "--family", "beta", "--via", "job", "--protocol", "mqtt",
+            "--bucket", str(setup["bucket"]), "--role-arn", "arn:aws:iam::123456789012:role/ota",
+            "--accept-unknown", "--json"]  # fmt: skip
+    method, path = OTA_CALLS[call]
+    code, out, err, _ = run_with_signal(local_endpoint, argv, method, path, signum)
+    session = aws.connect()
+    iot, s3 = session.client("iot"), session.client("s3")
+    versions = [v for v in s3.list_object_versions(Bucket=setup["bucket"]).get("Versions", []) if ota_id in v["Key"]]
+    streams = [s for s in [f"{OTA_STREAM_PREFIX}{ota_id}"] if exists(iot.describe_stream, streamId=s)]
+    jobs = [j for j in [ota_id] if exists(iot.describe_job, jobId=j)]
+    if call == "create-job":  # the last creation was in flight: it finished, and the update exists as reported
+        assert code == 0 and json.loads(out)["ota_id"] == ota_id, err
+        assert len(versions) == 1 and len(streams) == 1 and len(jobs) == 1
+        return
+    name = signal.Signals(signum).name
+    lines = err.strip().splitlines()
+    assert code == 130 and len(lines) == 1, err
+    assert lines[0].startswith(f"ERROR interrupted by {name}: OTA {ota_id} was not created; removed ")
+    assert "firmware version" in lines[0]
+    assert "nothing of it is left in AWS" in lines[0]
+    assert ("stream" in lines[0]) == (call == "create-stream")
+    assert versions == [] and streams == [] and jobs == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_batch_prepare_stops_at_once_and_resumes(
+    setup: dict,
+    local_endpoint,
+    tmp_path: Path,
+    signum: int,  # type: ignore[type-arg]
+) -> None:  # type: ignore[no-untyped-def]
+    from tests.test_batch import active_certificate_ids
+
+    before = active_certificate_ids()
+    prefix = f"sig{uuid.uuid4().hex[:6]}"
+    devices = write_devices(tmp_path / "devices.csv", 40, prefix)
+    config = write_config(tmp_path / "batch.toml", Path(str(setup["root"])) / "keys" / codesign.CERT_FILE,
+                          mode="per-device", policy=str(setup["policy"]), concurrency=4)  # fmt: skip
+    out = tmp_path / "out"
+    argv = prepare_command(devices, config, out, 1)
+    # The signal arrives with the 6th certificate creation: a few devices are done, many are still to come.
+    with fault_proxy(local_endpoint.url) as proxy:
+        fault = Fault("POST", re.compile(r"^/certificates\?"), send=signum, times=1, every=6)
+        proxy.faults.append(fault)
+        env = {**os.environ, **local_endpoint.environment, "AWS_ENDPOINT_URL": proxy.url}
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proxy.victim = process.pid
+        _, err = process.communicate(timeout=120)
+        creations = [c for c in proxy.calls if c[0] == "POST" and c[1].startswith("/certificates?")]
+    lines = err.strip().splitlines()
+    assert process.returncode == 130 and len(lines) == 1, err
+    assert lines[0].startswith(f"ERROR interrupted by {signal.Signals(signum).name}: no AWS change was started")
+    # At most the calls already in flight on the 4 registration threads; nowhere near the 40 devices.
+    assert len(creations) <= 6 + 3, len(creations)
+    final = subprocess.run(argv, env={**os.environ, **local_endpoint.environment}, capture_output=True, text=True,
+                           timeout=300)  # fmt: skip
+    assert final.returncode == 0, final.stderr
+    check_invariants(out, before)
