@@ -283,3 +283,30 @@ def test_two_stations_with_shared_keys_never_flash_the_same_board(postgres_url: 
             thread.join(timeout=120)
     flashed = results[0] + results[1]
     assert len(flashed) == 4 and len(set(flashed)) == 4  # four boards, four different devices
+
+
+def test_a_station_with_another_batch_config_is_refused_listing_the_differences(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    import io
+
+    from device_provisioning.cli import main
+
+    codesign.create_identity(tmp_path / "signer")
+    tag = uuid.uuid4().hex[:6]
+    (tmp_path / "devices.csv").write_text(f"serial,thing_name\nC{tag}1,cfg-{tag}-1\nC{tag}2,cfg-{tag}-2\n")
+    base = (
+        f'[batch]\npartition_table = "{BETA_TABLE}"\ncode_verify_cert = "{tmp_path / "signer" / codesign.CERT_FILE}"\n'
+        'app_version = "1.0.0"\n'
+        f'[journal]\nurl = "{postgres_url}"\n[nvs]\nnamespace = "cfg"\n[nvs.values]\nregion = "eu"\n'
+    )
+    (tmp_path / "a.toml").write_text(base)
+    (tmp_path / "b.toml").write_text(base.replace('region = "eu"', 'region = "us"').replace("1.0.0", "1.0.1"))
+    argv = ["batch", "prepare", "--devices", tmp_path / "devices.csv", "--out"]
+    assert main([str(a) for a in [*argv, tmp_path / "a", "--config", tmp_path / "a.toml"]]) == 0
+    err = io.StringIO()
+    code = main([str(a) for a in [*argv, tmp_path / "b", "--config", tmp_path / "b.toml"]], out=io.StringIO(), err=err)
+    line = err.getvalue()
+    assert code == 1 and line.count("\n") == 1, line
+    assert "app_version: '1.0.0' there, '1.0.1' here" in line and "nvs.values" in line and "family" not in line
+    assert not (tmp_path / "b" / "devices").exists()

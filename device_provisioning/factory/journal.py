@@ -10,6 +10,7 @@ A damaged, read-only or full journal ends in one line saying what is intact (:fu
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -294,6 +295,11 @@ def batch_lock(directory: str | Path, *, create: bool = False) -> Iterator[None]
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(path, "a+")  # noqa: SIM115 - held for the whole run, closed below
     except OSError as error:
+        if error.errno == errno.EROFS:
+            raise InputFileError(
+                f"batch directory {directory} is on a read-only file system; nothing was changed and the journal "
+                "is intact: make it writable (remount it), then run the same command again"
+            ) from None
         raise InputFileError(f"batch directory {directory}: cannot be locked ({error.strerror})") from None
     try:
         try:
@@ -304,13 +310,12 @@ def batch_lock(directory: str | Path, *, create: bool = False) -> Iterator[None]
             raise InputFileError(
                 f"batch directory {directory} is in use by process {holder}; wait for it to finish or stop it"
             ) from None
-        try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(str(os.getpid()))
-            handle.flush()
-        except OSError:  # a full disk: the lock is held all the same, only the holder's pid is not shown
+        try:  # unbuffered: on a full disk only the holder's pid goes unrecorded, the lock is held all the same
+            os.ftruncate(handle.fileno(), 0)
+            os.pwrite(handle.fileno(), str(os.getpid()).encode(), 0)
+        except OSError:
             pass
         yield
     finally:
-        handle.close()
+        with contextlib.suppress(OSError):
+            handle.close()
