@@ -35,6 +35,7 @@ def describe(config: BatchConfig, inventory: Inventory, table: PartitionTable, p
         "nvs.namespace": config.values_namespace,
         "nvs.values": json.dumps(config.extra, sort_keys=True),
         "app_version": config.app_version or "",
+        "thing attributes": json.dumps(inventory.attributes(), sort_keys=True),
         "registration.mode": registration.mode,
     }
     if isinstance(registration, PerDeviceRegistration):
