@@ -22,6 +22,8 @@ from device_provisioning.cli import main
 from device_provisioning.identity import codesign
 from tests.test_batch import write_config, write_devices
 
+# Batches run worker processes, and the disks are mounted by `mount`: integration tier (see tests/conftest.py).
+pytestmark = pytest.mark.integration
 PAGE = 4096
 
 

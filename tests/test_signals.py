@@ -43,7 +43,7 @@ def setup(local_endpoint, tmp_path_factory) -> dict[str, object]:  # type: ignor
     session = aws.connect()
     policy = f"signals-{uuid.uuid4().hex[:8]}"
     session.client("iot").create_policy(policyName=policy, policyDocument=POLICY)
-    thing = f"signals-board-{uuid.uuid4().hex[:8]}"
+    thing = f"dev-signals-board-{uuid.uuid4().hex[:8]}"  # a dev stage's thing (targets carry the stage prefix)
     registration.register_device(session, thing, root / "device", policy_name=policy)
     bucket = f"signals-{uuid.uuid4().hex[:8]}"
     session.client("s3").create_bucket(Bucket=bucket)
@@ -88,7 +88,7 @@ def test_ota_create_interrupted_at_each_call_leaves_aws_as_its_last_line_says(
 ) -> None:  # type: ignore[no-untyped-def]
     firmware = tmp_path / "app.bin"
     firmware.write_bytes(placeholder_app_image(version=f"7.{uuid.uuid4().int % 1000}"))
-    ota_id = f"sig-{uuid.uuid4().hex[:10]}"
+    ota_id = f"dev-sig-{uuid.uuid4().hex[:10]}"
     argv = [sys.executable, "-m", "device_provisioning", "ota", "create", "--ota-id", ota_id,
             "--firmware", str(firmware), "--targets", str(setup["thing"]), "--sign-key", str(setup["key"]),
             "--nvs", str(setup["root"] / "creds.bin"), "--family", "beta", "--via", "job", "--protocol", "mqtt",
@@ -99,7 +99,7 @@ def test_ota_create_interrupted_at_each_call_leaves_aws_as_its_last_line_says(
     session = aws.connect()
     iot, s3 = session.client("iot"), session.client("s3")
     versions = [v for v in s3.list_object_versions(Bucket=setup["bucket"]).get("Versions", []) if ota_id in v["Key"]]
-    streams = [s for s in [f"{OTA_STREAM_PREFIX}{ota_id}"] if exists(iot.describe_stream, streamId=s)]
+    streams = [s for s in (ota_id, f"{OTA_STREAM_PREFIX}{ota_id}") if exists(iot.describe_stream, streamId=s)]
     jobs = [j for j in [ota_id] if exists(iot.describe_job, jobId=j)]
     if call == "create-job":  # the last creation was in flight: it finished, and the update exists as reported
         assert code == 0 and json.loads(out)["ota_id"] == ota_id, err
