@@ -310,3 +310,25 @@ def test_a_station_with_another_batch_config_is_refused_listing_the_differences(
     assert code == 1 and line.count("\n") == 1, line
     assert "app_version: '1.0.0' there, '1.0.1' here" in line and "nvs.values" in line and "family" not in line
     assert not (tmp_path / "b" / "devices").exists()
+
+
+def test_a_copied_station_directory_is_refused_before_it_touches_a_device(postgres_url: str, tmp_path: Path) -> None:
+    import io
+    import shutil
+
+    from device_provisioning.cli import main
+
+    codesign.create_identity(tmp_path / "signer")
+    tag = uuid.uuid4().hex[:6]
+    (tmp_path / "devices.csv").write_text(f"serial,thing_name\nP{tag}1,copy-{tag}-1\nP{tag}2,copy-{tag}-2\n")
+    (tmp_path / "batch.toml").write_text(
+        f'[batch]\npartition_table = "{BETA_TABLE}"\ncode_verify_cert = "{tmp_path / "signer" / codesign.CERT_FILE}"\n'
+        f'[journal]\nurl = "{postgres_url}"\n'
+    )
+    argv = ["batch", "prepare", "--devices", tmp_path / "devices.csv", "--config", tmp_path / "batch.toml", "--out"]
+    assert main([str(a) for a in [*argv, tmp_path / "a"]]) == 0
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # the same station.id, in another place
+    err = io.StringIO()
+    code = main([str(a) for a in [*argv, tmp_path / "b"]], out=io.StringIO(), err=err)
+    assert code == 1 and err.getvalue().count("\n") == 1 and "copy" in err.getvalue(), err.getvalue()
+    assert main([str(a) for a in [*argv, tmp_path / "a"]]) == 0  # the original station is still itself
