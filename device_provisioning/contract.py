@@ -61,6 +61,13 @@ DEVICE_CERT_FILE = "device.crt"
 # Fleet provisioning: the serials a factory allowed, one object each under this prefix of the firmware
 # bucket holding the batch's inventory as JSON (`batch allow` writes them; the stack's hook reads them).
 ALLOWED_SERIALS_PREFIX = "provisioning/allowed/"
+# Each claim board's own secret: `batch prepare` writes it into that board's image (NVS, the values
+# namespace, this key), the allow-list object holds its SHA-256 (this field), and the device sends it with
+# its serial as this RegisterThing parameter; the hook admits the serial only with the matching secret.
+CLAIM_SECRET_NVS_KEY = "claim_secret"
+CLAIM_SECRET_PARAMETER = "ClaimSecret"
+CLAIM_SECRET_SHA256_FIELD = "claimSecretSha256"
+CLAIM_SECRET_HASH_FILE = "claim-secret.sha256"
 # The thing a claim provisions for serial S is named THING_NAME_PREFIX.format(stage=...) + S.
 PROVISIONED_THING_PREFIX = "{stage}-esp32-"
 # The fleet inventory: thing attribute -> the fleet-provisioning template parameter that fills it (the

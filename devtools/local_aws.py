@@ -23,9 +23,11 @@ corrects moto's IoT backend before the server starts (:func:`correct_moto`):
   constant time, ListThingsInThingGroup and ListJobExecutionsForJob paged as AWS pages them, and every
   call counted (:func:`devtools.local_registry.call_counts`);
 - fleet indexing (:mod:`devtools.local_index`): SearchIndex, GetBucketsAggregation and dynamic thing
-  groups over the query syntax AWS documents.
+  groups over the query syntax AWS documents;
 - a thing without a thing type holds at most three attributes (:mod:`devtools.local_things`; moto took
-  any number): the fleet inventory's thing type rests on it.
+  any number): the fleet inventory's thing type rests on it;
+- the factory CA (:mod:`devtools.local_jitp`): ``AWS::IoT::CACertificate`` in CloudFormation, and a stand-in
+  for a device's first connection that runs the CA's just-in-time provisioning template.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from moto.kms import responses as kms_responses
 from moto.server import ThreadedMotoServer
 
 from devtools.local_index import add_index_stand_ins
+from devtools.local_jitp import add_ca_certificate_resource
 from devtools.local_jobs import add_jobs_corrections
 from devtools.local_ota import add_ota_stand_ins
 from devtools.local_registry import add_registry_corrections
@@ -139,6 +142,7 @@ def correct_moto() -> None:
     add_registry_corrections()
     add_index_stand_ins()
     add_thing_corrections()
+    add_ca_certificate_resource()
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,8 @@ class FleetProvisioning(Construct):
             "Parameters": {
                 "SerialNumber": {"Type": "String"},
                 "AWS::IoT::Certificate::Id": {"Type": "String"},
+                # Checked by the pre-provisioning hook against the allow list's hash; used by no resource.
+                contract.CLAIM_SECRET_PARAMETER: {"Type": "String", "Default": ""},
                 # The device's fleet inventory, passed by the pre-provisioning hook from its batch's allow list.
                 **{
                     parameter: {"Type": "String", "Default": ""}

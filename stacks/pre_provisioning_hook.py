@@ -1,8 +1,8 @@
 """The pre-provisioning hook the stack ships: a Lambda that admits only allowed, unprovisioned serials.
 
 Its code is ``lambdas/pre_provisioning_hook/index.py`` (what it decides and why is documented there);
-this construct gives it the least it needs: read the allow-list objects under one prefix of the
-firmware bucket, look up things under the provisioned-thing prefix, and write its own log group.
+this construct gives it the least it needs: read and consume the allow-list objects under one prefix of
+the firmware bucket, look up things under the provisioned-thing prefix, and write its own log group.
 """
 
 from __future__ import annotations
@@ -56,6 +56,14 @@ class PreProvisioningHook(Construct):
         )
         role.add_to_policy(
             iam.PolicyStatement(
+                # An admitted serial's entry is consumed: the same serial is never admitted twice.
+                sid="ConsumeAllowListEntry",
+                actions=["s3:DeleteObject"],
+                resources=[allowed_serials],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
                 sid="FindProvisionedThings", actions=["iot:DescribeThing"], resources=[provisioned_things]
             )
         )
@@ -73,7 +81,7 @@ class PreProvisioningHook(Construct):
         self.function = lambda_.Function(
             self,
             "Function",
-            description="Admit only serials a factory batch allowed, and each only once",
+            description="Admit only serials a factory batch allowed, each once and only with its board's secret",
             runtime=lambda_.Runtime.PYTHON_3_14,
             handler="index.handler",
             code=lambda_.Code.from_asset(str(HOOK_CODE), exclude=["__pycache__", "*.pyc"]),

@@ -81,6 +81,8 @@ BASE: dict[str, list[tuple[str, str]]] = {
     "sign": [("--key", "{ws}/keys/codesign.key"), ("--firmware", "{ws}/app.bin"), ("--out", "{out}/app.sig")],
     "verify": [("--firmware", "{ws}/app.bin"), ("--signature", "{ws}/app.sig"), ("--cert", "{ws}/keys/codesign.crt")],
     "doctor": [("log", "{ws}/device.log")],
+    "factory-ca create": [("--out", "{out}/factory-ca.crt"), ("--kms-key", "alias/factory-ca")],
+    "factory-ca show": [("cert", "{ws}/factory-ca.crt")],
 }  # fmt: skip
 
 
@@ -164,6 +166,11 @@ def workspace(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
 
     ok("codesign", "create", "--out", ws / "keys")
     ok("codesign", "create", "--out", ws / "other")
+    from device_provisioning.identity import codesign, factory_ca
+    from device_provisioning.identity.signers import FileSigner
+
+    ca = factory_ca.create_ca_certificate(FileSigner(codesign.generate_signing_key()), common_name="Sweep CA")
+    (ws / "factory-ca.crt").write_bytes(codesign.certificate_pem(ca))
     (ws / "partitions.csv").write_text(BETA_TABLE.read_text())
     (ws / "app.bin").write_bytes(app_image.placeholder_app_image(version="1"))
     ok("sign", "--key", ws / "keys" / "codesign.key", "--firmware", ws / "app.bin", "--out", ws / "app.sig")

@@ -37,7 +37,14 @@ def token(tmp_path_factory) -> str:  # type: ignore[no-untyped-def]
         ["softhsm2-util", "--init-token", "--free", "--label", "ota", "--pin", "1234", "--so-pin", "5678"],
         check=True, capture_output=True, env={**os.environ, "SOFTHSM2_CONF": str(config)},
     )  # fmt: skip
-    return "pkcs11:token=ota;object=codesign?pin-value=1234"
+    for name, pin in (("pin", "1234"), ("wrong-pin", "0000")):
+        (root / name).write_text(f"{pin}\n")
+        (root / name).chmod(0o600)
+    return f"pkcs11:token=ota;object=codesign?pin-source={root / 'pin'}"
+
+
+def with_object(uri: str, label: str) -> str:
+    return uri.replace("object=codesign", f"object={label}")
 
 
 def test_a_token_key_signs_certificate_and_firmware_the_device_accepts(token: str, tmp_path: Path) -> None:
@@ -61,16 +68,20 @@ def test_a_token_key_signs_certificate_and_firmware_the_device_accepts(token: st
 @pytest.mark.parametrize(
     ("uri", "extra", "fragment"),
     [
-        ("pkcs11:token=ota;object=missing?pin-value=1234", [], "holds no private key 'missing'"),
-        ("pkcs11:token=ota;object=codesign?pin-value=0000", [], "cannot log in"),
-        ("pkcs11:token=nope;object=codesign?pin-value=1234", [], "token 'nope': not found"),
+        ("{token:missing}", [], "holds no private key 'missing'"),
+        ("{wrong-pin}", [], "cannot log in"),
+        ("{token}", [], "already holds an object 'codesign'"),
         ("pkcs11:object=codesign", [], "needs token="),
         ("token=ota", [], "must start with pkcs11:"),
-        ("pkcs11:token=ota;object=codesign?pin-value=1234", ["--generate"], "already holds an object 'codesign'"),
+        ("pkcs11:token=ota;object=codesign?pin-value=1234", [], "pin-value= puts the PIN where other users"),
     ],
 )
 def test_token_problems_are_one_line(token: str, uri: str, extra: list[str], fragment: str, tmp_path: Path) -> None:
     run("codesign", "create", "--pkcs11-uri", token, "--pkcs11-module", SOFTHSM, "--generate", "--out", tmp_path / "a")
+    uri = {"{token:missing}": with_object(token, "missing"), "{wrong-pin}": token.replace("/pin", "/wrong-pin"),
+           "{token}": token}.get(uri, uri)  # fmt: skip
+    if uri == token:
+        extra = ["--generate"]
     code, _, err = run("codesign", "create", "--pkcs11-uri", uri, "--pkcs11-module", SOFTHSM, *extra,
                        "--out", tmp_path / "b")  # fmt: skip
     assert code != 0 and err.count("\n") == 1 and fragment in err, err
@@ -83,3 +94,30 @@ def test_a_file_that_is_not_a_pkcs11_module_is_one_line(token: str, tmp_path: Pa
     fake.write_bytes(b"not a shared library")
     code, _, err = run("codesign", "create", "--pkcs11-uri", token, "--pkcs11-module", fake, "--out", tmp_path / "k")
     assert code != 0 and err.count("\n") == 1 and "cannot be loaded as a PKCS#11 library" in err
+
+
+def test_a_pin_file_others_can_read_is_refused(token: str, tmp_path: Path) -> None:
+    pin = tmp_path / "pin"
+    pin.write_text("1234\n")
+    for mode in (0o644, 0o640, 0o604):
+        pin.chmod(mode)
+        uri = token.split("?")[0] + f"?pin-source={pin}"
+        code, _, err = run(
+            "codesign", "create", "--pkcs11-uri", uri, "--pkcs11-module", SOFTHSM, "--out", tmp_path / "k"
+        )
+        assert code != 0 and err.count("\n") == 1 and f"readable by group or others (mode {mode:04o})" in err, err
+        assert "1234" not in err and not (tmp_path / "k").exists()
+
+
+def test_a_generated_key_never_leaves_the_token(token: str, tmp_path: Path) -> None:
+    import pkcs11
+
+    from device_provisioning.identity.pkcs11_signer import open_signer
+
+    signer = open_signer(with_object(token, "kept-inside"), module=str(SOFTHSM), generate=True)
+    try:
+        assert signer.key[pkcs11.Attribute.SENSITIVE] is True
+        assert signer.key[pkcs11.Attribute.EXTRACTABLE] is False
+        assert signer.key[pkcs11.Attribute.NEVER_EXTRACTABLE] is True
+    finally:
+        signer.close()

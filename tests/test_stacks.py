@@ -546,6 +546,9 @@ def test_fleet_provisioning_ships_a_hook_that_reads_only_the_allow_list(shipped_
     statements = {s["Sid"]: s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
     assert statements["ReadAllowList"]["Action"] == "s3:GetObject"
     assert "/provisioning/allowed/*" in json.dumps(statements["ReadAllowList"]["Resource"])
+    # An admitted serial's entry is consumed: delete under the allow-list prefix, nowhere else.
+    assert statements["ConsumeAllowListEntry"]["Action"] == "s3:DeleteObject"
+    assert "/provisioning/allowed/*" in json.dumps(statements["ConsumeAllowListEntry"]["Resource"])
     assert statements["FindProvisionedThings"]["Action"] == "iot:DescribeThing"
     assert "thing/prod-esp32-*" in json.dumps(statements["FindProvisionedThings"]["Resource"])
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from device_provisioning import __version__
-from device_provisioning.cli import batch, cloud, codesign, device, flash, fleet, project, verify
+from device_provisioning.cli import batch, cloud, codesign, device, factory_ca, flash, fleet, project, verify
 from device_provisioning.cli.parsing import Command, CommandGroup, Formatter, Handler, Parser, UsageError
 from device_provisioning.cli.refusal import error_code, error_hint, refusal
 from device_provisioning.errors import ExitCode, ProvisioningError
@@ -35,6 +35,7 @@ COMMANDS: tuple[Command | CommandGroup, ...] = (
     cloud.OTA,
     fleet.FLEET,
     batch.GROUP,
+    factory_ca.GROUP,
     device.PARTITIONS,
     device.NVS,
     flash.FLASH,

@@ -37,7 +37,7 @@ def _batch_prepare(args: argparse.Namespace, out: TextIO) -> int:
     from device_provisioning.factory import inputs as batch_input
 
     config = batch_input.load_config(args.config)
-    session = connect_aws(args) if config.needs_aws else None
+    session = connect_aws(args) if config.uses_aws else None
     with stage_progress(not args.json) as progress:
         summary = batch.prepare_batch(
             args.devices,
@@ -55,6 +55,7 @@ def _batch_prepare(args: argparse.Namespace, out: TextIO) -> int:
         "states       " + ", ".join(f"{state}={count}" for state, count in sorted(summary.counts.items())),
         f"manifest     {summary.directory / batch.MANIFEST}",
     ]
+    lines += [f"WARNING      {warning}" for warning in summary.warnings]
     if summary.failed:
         lines.append(f"FAILED       {summary.failed} device(s); see `device-provisioning batch status {args.out}`")
     emit(out, args, lines, summary.to_json())
@@ -90,12 +91,13 @@ def _batch_allow(args: argparse.Namespace, out: TextIO) -> int:
     from device_provisioning.factory import allow_list
 
     serials = allow_list.prepared_serials(args.dir)
+    hashes = allow_list.claim_secret_hashes(args.dir, serials)  # before any AWS call
     session = connect_aws(args)
     bucket = args.bucket or aws.stack_values(session, args.stage)[StackOutput.FIRMWARE_BUCKET_NAME]
-    published = allow_list.allow_serials(session, bucket, serials, allow_list.batch_inventory(args.dir))
+    published = allow_list.allow_serials(session, bucket, serials, allow_list.batch_inventory(args.dir), hashes)
     lines = [
         f"allowed      {len(published.serials)} serial(s) in s3://{bucket}/{published.to_json()['prefix']}",
-        "the stack's pre-provisioning hook now admits each of them once",
+        "the stack's pre-provisioning hook now admits each of them once, with its board's claim secret",
     ]
     emit(out, args, lines, published.to_json())
     return 0

@@ -234,7 +234,8 @@ def add_pkcs11_uri(container: Any) -> None:
         "--pkcs11-uri",
         type=non_empty,
         metavar="URI",
-        help="sign with a key in a PKCS#11 token (RFC 7512: pkcs11:token=T;object=K?pin-value=...; or PKCS11_PIN)",
+        help="sign with a key in a PKCS#11 token (RFC 7512: pkcs11:token=T;object=K; PIN in PKCS11_PIN or "
+        "?pin-source=FILE of mode 0600)",
     )
 
 

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import secrets
 import signal
 import sys
 import time
@@ -22,16 +23,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from device_provisioning import interrupts, signing
+from device_provisioning import contract, interrupts, signing
 from device_provisioning.aws import Aws, aws_errors
 from device_provisioning.device import credentials, nvs, partition_table
 from device_provisioning.errors import InputFileError, ProvisioningError
-from device_provisioning.factory import batch_config, bulk, register
+from device_provisioning.factory import batch_config, bulk, ca_batch, register
 from device_provisioning.factory.inputs import (
     BatchConfig,
     BulkRegistration,
     ClaimRegistration,
     DeviceRow,
+    FactoryCaRegistration,
     PerDeviceRegistration,
     SharedJournalConfig,
     load_config,
@@ -59,7 +61,7 @@ __all__ = [
 ]  # fmt: skip
 from device_provisioning.files import read_bytes, write_atomic
 from device_provisioning.fleet.inventory import Inventory
-from device_provisioning.identity import codesign, device_tls
+from device_provisioning.identity import codesign, device_tls, factory_ca
 
 MANIFEST = "manifest.csv"
 # The batch directory is self-contained for the stations: the table the images were built for.
@@ -86,6 +88,7 @@ class BatchSummary:
     failed: int
     seconds: float
     stage_seconds: dict[str, float]
+    warnings: tuple[str, ...] = ()
 
     @property
     def rate(self) -> float:
@@ -100,6 +103,7 @@ class BatchSummary:
             "seconds": round(self.seconds, 3),
             "devices_per_second": round(self.rate, 1),
             "stage_seconds": {k: round(v, 3) for k, v in self.stage_seconds.items()},
+            "warnings": list(self.warnings),
         }
 
 
@@ -193,6 +197,13 @@ def _build_image(task: _ImageTask) -> tuple[str, str]:
         claim_key=codesign.load_private_key(task.claim_key_pem) if task.claim_key_pem else None,
     )
     extra = [nvs.NvsEntry(namespace, key, "string", value) for namespace, key, value in task.values]
+    if task.claim_cert_pem:
+        # This board's own claim secret: only its image holds it; the allow list holds its hash.
+        secret = secrets.token_hex(16)
+        namespace = task.values[0][0] if task.values else "cfg"
+        extra.append(nvs.NvsEntry(namespace, contract.CLAIM_SECRET_NVS_KEY, "string", secret))
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        write_atomic(device_dir / contract.CLAIM_SECRET_HASH_FILE, f"{digest}\n".encode(), fsync=not GROUP_SYNC)
     entries = credentials.credential_entries(creds, task.family, pkcs11_encoding=task.pkcs11_encoding, extra=extra)
     try:
         image = credentials.build_pal_image(entries, task.partition_name, task.partition_size)
@@ -284,6 +295,8 @@ def prepare_batch(
         claim_key_pem = codesign.private_key_pem(codesign.load_private_key_file(registration.claim_key))
     if config.needs_aws and aws is None:
         raise ProvisioningError(f"{registration.mode} registration needs AWS access (--profile/--region)")
+    if isinstance(registration, FactoryCaRegistration):
+        factory_ca.check_ca(codesign.load_certificate_file(registration.ca_cert))  # before the first file
 
     # One writer per batch directory: a second run on the same --out would give devices two identities.
     with interrupts.handled(), batch_lock(out, create=True):
@@ -344,7 +357,9 @@ def prepare_batch(
             write_manifest(journal, out)
             counts = journal.counts()
             failed = sum(1 for r in journal.records() if r.error)
-            return BatchSummary(out, len(rows), counts, failed, time.monotonic() - started, stages.seconds)
+            return BatchSummary(
+                out, len(rows), counts, failed, time.monotonic() - started, stages.seconds, tuple(stages.warnings)
+            )
         except interrupts.Interrupted as stopped:
             raise _interrupted(stopped, journal) from None
         finally:
@@ -381,6 +396,7 @@ class DeviceStages:
     claim_key_pem: bytes | None
     progress: ProgressCallback
     seconds: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def _timed(self, stage: str, started: float) -> None:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.monotonic() - started
@@ -416,6 +432,15 @@ class DeviceStages:
         elif isinstance(registration, BulkRegistration) and self.aws is not None:
             _register_bulk(self, registration, todo(DeviceState.KEY_MADE, DeviceState.REGISTERING))
             self._timed("registration", t)
+        elif isinstance(registration, FactoryCaRegistration) and (devices := todo(DeviceState.KEY_MADE)):
+            with ca_batch.ca_signer(registration, self.aws) as signer:
+                ca, warnings = ca_batch.check_factory_ca(registration, signer)
+                self.warnings.extend(w for w in warnings if w not in self.warnings)
+                ca_batch.certify_devices(
+                    signer, ca, registration, journal=journal, todo=devices, device_dir=self.device_dir,
+                    inventory=self.inventory, progress=self.progress,
+                )  # fmt: skip
+            self._timed("certificates", t)
 
         t = time.monotonic()
         tasks = [
@@ -427,12 +452,12 @@ class DeviceStages:
                 partition_size=self.partition_size,
                 partition_name=self.partition_name,
                 code_verify_pem=self.code_verify_pem,
-                with_device_credentials=config.needs_aws,
+                with_device_credentials=config.issues_certificates,
                 claim_cert_pem=self.claim_cert_pem,
                 claim_key_pem=self.claim_key_pem,
                 values=_values(config, self.rows[r.serial]),
             )
-            for r in todo(DeviceState.REGISTERED if config.needs_aws else DeviceState.KEY_MADE)
+            for r in todo(DeviceState.REGISTERED if config.issues_certificates else DeviceState.KEY_MADE)
         ]
         _run_pool(
             pool,

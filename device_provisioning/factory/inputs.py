@@ -24,7 +24,7 @@ from device_provisioning.fleet.inventory import MAX_SECURE_VERSION, Inventory, p
 
 REQUIRED_COLUMNS = ("serial", "thing_name")
 OPTIONAL_COLUMNS = ("thing_group",)
-REGISTRATION_MODES = ("none", "per-device", "bulk", "claim")
+REGISTRATION_MODES = ("none", "per-device", "bulk", "claim", "factory-ca")
 # AWS's thing-name characters; at most 64 because the name is the device certificate's CN (X.509).
 _THING = re.compile(r"^[a-zA-Z0-9:_-]{1,64}$")
 # A serial names the device's directory: it starts with a letter or digit, so it is never . or ..
@@ -79,7 +79,18 @@ class ClaimRegistration:
     mode: Literal["claim"] = "claim"
 
 
-Registration = NoRegistration | PerDeviceRegistration | BulkRegistration | ClaimRegistration
+@dataclass(frozen=True)
+class FactoryCaRegistration:
+    """The station signs each device's certificate with the factory CA; devices register just in time."""
+
+    ca_cert: Path
+    pkcs11_uri: str | None = None
+    kms_key: str | None = None
+    validity_days: int | None = None  # None: until the CA's end
+    mode: Literal["factory-ca"] = "factory-ca"
+
+
+Registration = NoRegistration | PerDeviceRegistration | BulkRegistration | ClaimRegistration | FactoryCaRegistration
 
 
 @dataclass(frozen=True)
@@ -138,6 +149,18 @@ class BatchConfig:
     def needs_aws(self) -> bool:
         return isinstance(self.registration, PerDeviceRegistration | BulkRegistration)
 
+    @property
+    def uses_aws(self) -> bool:
+        """An AWS session is needed: to register devices, or to sign with a factory CA key in KMS."""
+        return self.needs_aws or (
+            isinstance(self.registration, FactoryCaRegistration) and bool(self.registration.kms_key)
+        )
+
+    @property
+    def issues_certificates(self) -> bool:
+        """Each device gets its own certificate in this batch (from AWS IoT or from the factory CA)."""
+        return self.needs_aws or isinstance(self.registration, FactoryCaRegistration)
+
 
 _NVS_KEY_PATTERN = "^[A-Za-z0-9_.-]{1,15}$"
 # The batch TOML, as JSON Schema: unknown keys and wrong types are refused with their name.
@@ -185,6 +208,11 @@ CONFIG_SCHEMA: dict[str, Any] = {
                 # The stage's thing type (contract.THING_TYPE_NAME: dev-esp32-device), needed by an inventory of
                 # more than three attributes.
                 "thing_type": {"type": "string", "pattern": "^[a-zA-Z0-9:_-]{1,128}$"},
+                # factory-ca: the CA certificate, and where its key is (a PKCS#11 URI without a PIN, or a KMS key).
+                "ca_cert": {"type": "string", "minLength": 1},
+                "ca_pkcs11_uri": {"type": "string", "pattern": "^pkcs11:"},
+                "ca_kms_key": {"type": "string", "minLength": 1},
+                "validity_days": {"type": "integer", "minimum": 1, "maximum": 36500},
             },
             "allOf": [
                 {"if": {"properties": {"mode": {"const": "per-device"}}, "required": ["mode"]},
@@ -193,6 +221,9 @@ CONFIG_SCHEMA: dict[str, Any] = {
                  "then": {"required": ["policy", "bucket", "role_arn"]}},
                 {"if": {"properties": {"mode": {"const": "claim"}}, "required": ["mode"]},
                  "then": {"required": ["claim_cert", "claim_key"]}},
+                {"if": {"properties": {"mode": {"const": "factory-ca"}}, "required": ["mode"]},
+                 "then": {"required": ["ca_cert"], "oneOf": [{"required": ["ca_pkcs11_uri"]},
+                                                            {"required": ["ca_kms_key"]}]}},
             ],
         },
         # Several stations on one batch: the journal in PostgreSQL (the default is SQLite in the batch directory).
@@ -349,6 +380,16 @@ def load_config(path: str | Path) -> BatchConfig:
         )
     elif mode == "claim":
         registration = ClaimRegistration(path_of(table["claim_cert"]), path_of(table["claim_key"]))
+    elif mode == "factory-ca":
+        uri = table.get("ca_pkcs11_uri")
+        if uri and "pin-value=" in uri:
+            raise InputFileError(
+                f"batch config {source}: registration.ca_pkcs11_uri: a PIN in a file is readable by whoever reads the "
+                "file; drop pin-value= and set PKCS11_PIN, or use pin-source= naming a 0600 file"
+            )
+        registration = FactoryCaRegistration(
+            path_of(table["ca_cert"]), uri, table.get("ca_kms_key"), table.get("validity_days")
+        )
     else:
         registration = NoRegistration()
     config = BatchConfig(

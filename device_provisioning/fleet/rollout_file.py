@@ -167,6 +167,11 @@ def load_rollout(path: str | Path) -> RolloutPlan:
         return beside(source, value)
 
     rollout, signing = document["rollout"], document["signing"]
+    if "pin-value=" in signing.get("pkcs11_uri", ""):
+        raise InputFileError(
+            f"rollout file {source}: signing.pkcs11_uri: a PIN in the file is in every copy of it; drop pin-value= "
+            "and set PKCS11_PIN, or use pin-source=<file> (mode 0600)"
+        )
     ways = [name for name in ("key", "kms_key", "pkcs11_uri", "signing_profile") if name in signing]
     if len(ways) != 1:
         raise InputFileError(

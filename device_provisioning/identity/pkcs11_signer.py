@@ -1,7 +1,9 @@
 """Code signing with a key in a PKCS#11 token (an HSM, a smart card, SoftHSM2): the key never leaves it.
 
-The key is named by an RFC 7512 URI, ``pkcs11:token=<label>;object=<key label>``, with the PIN in the
-URI's query (``pin-value=`` or ``pin-source=<file>``) or in ``PKCS11_PIN``; the module (the vendor's
+The key is named by an RFC 7512 URI, ``pkcs11:token=<label>;object=<key label>``, with the PIN in
+``PKCS11_PIN`` or in a file only its owner can read (``pin-source=<file>``, mode 0600). ``pin-value=`` is
+refused: a PIN on the command line is in ``/proc/<pid>/cmdline`` for every local user and in shell history,
+and one in a rollout or batch file is in every copy of it. The module (the vendor's
 ``.so``) from ``--pkcs11-module``, the URI's ``module-path=`` or ``PKCS11_MODULE``. The token signs the
 SHA-256 digest with ``CKM_ECDSA``; its raw ``r || s`` answer is re-encoded as the DER the device reads.
 """
@@ -43,14 +45,34 @@ class Pkcs11Uri:
         attributes = dict(_pairs(query, "&"))
         if not path.get("token") or not path.get("object"):
             raise InputFileError("--pkcs11-uri needs token=<token label> and object=<key label>")
-        pin = attributes.get("pin-value")
-        if pin is None and attributes.get("pin-source"):
-            source = attributes["pin-source"].removeprefix("file:")
-            try:
-                pin = Path(source).read_text().strip()
-            except OSError as error:
-                raise InputFileError(f"--pkcs11-uri pin-source {source}: cannot be read ({error.strerror})") from None
+        if "pin-value" in attributes:
+            raise InputFileError(
+                "--pkcs11-uri: pin-value= puts the PIN where other users can read it (the process's command line, "
+                "shell history, copies of a file); drop it and set PKCS11_PIN, or use pin-source=<file> (mode 0600)"
+            )
+        pin = None
+        if attributes.get("pin-source"):
+            pin = _read_pin_file(attributes["pin-source"].removeprefix("file:"))
         return cls(path["token"], path["object"], pin, attributes.get("module-path"))
+
+
+def _read_pin_file(source: str) -> str:
+    """The PIN in ``source``, which only its owner may read (as ssh refuses a group-readable key)."""
+    try:
+        with open(source, "rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            data = handle.read(4096)
+    except OSError as error:
+        raise InputFileError(f"--pkcs11-uri pin-source {source}: cannot be read ({error.strerror})") from None
+    if mode & 0o077:
+        raise InputFileError(
+            f"--pkcs11-uri pin-source {source}: readable by group or others (mode {mode & 0o777:04o}); "
+            f"chmod 600 {source}"
+        )
+    try:
+        return data.decode().strip()
+    except UnicodeDecodeError:
+        raise InputFileError(f"--pkcs11-uri pin-source {source}: not a text PIN") from None
 
 
 def _pairs(text: str, separator: str) -> list[tuple[str, str]]:
@@ -108,7 +130,7 @@ def open_signer(uri_text: str, *, module: str | None = None, generate: bool = Fa
         raise InputFileError(f"PKCS#11 module {module_path}: no such file")
     pin = uri.pin or os.environ.get("PKCS11_PIN")
     if not pin:
-        raise InputFileError("no PIN for the token: put pin-value= or pin-source= in the URI, or set PKCS11_PIN")
+        raise InputFileError("no PIN for the token: set PKCS11_PIN, or put pin-source=<file> (mode 0600) in the URI")
     try:
         library = pkcs11.lib(module_path)
     except (RuntimeError, OSError, PKCS11Error):
@@ -132,7 +154,17 @@ def open_signer(uri_text: str, *, module: str | None = None, generate: bool = Fa
             parameters = session.create_domain_parameters(
                 pkcs11.KeyType.EC, {pkcs11.Attribute.EC_PARAMS: encode_named_curve_parameters(P256_CURVE)}, local=True
             )
-            public_object, private_object = parameters.generate_keypair(store=True, label=uri.object)
+            # The private key never leaves the token: not readable in clear (SENSITIVE), not exportable even
+            # wrapped (EXTRACTABLE false), so no copy of it can ever exist outside.
+            public_object, private_object = parameters.generate_keypair(
+                store=True,
+                label=uri.object,
+                private_template={
+                    pkcs11.Attribute.SENSITIVE: True,
+                    pkcs11.Attribute.EXTRACTABLE: False,
+                    pkcs11.Attribute.SIGN: True,
+                },
+            )
         else:
             private_object = _one_key(session, pkcs11.ObjectClass.PRIVATE_KEY, uri)
             public_object = _one_key(session, pkcs11.ObjectClass.PUBLIC_KEY, uri)

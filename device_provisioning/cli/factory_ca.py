@@ -1,0 +1,91 @@
+"""``factory-ca``: the CA whose key (KMS or a PKCS#11 token) signs device certificates at the station."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TextIO
+
+from device_provisioning.cli.common import AWS, KMS_KEY, PKCS11, Command, CommandGroup, bounded_int, emit
+from device_provisioning.cli.readers import held_key_signer
+from device_provisioning.errors import InputFileError
+
+
+def _create(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning.files import refuse_existing, write_atomic
+    from device_provisioning.identity import codesign, factory_ca
+
+    refuse_existing(args.out, hint="choose another --out")
+    signer = held_key_signer(args, generate=args.generate)
+    if signer is None:
+        raise InputFileError("the factory CA's key never sits on a disk: give --kms-key or --pkcs11-uri")
+    certificate = factory_ca.create_ca_certificate(
+        signer, common_name=args.common_name, organization=args.organization, days=args.days
+    )
+    write_atomic(args.out, codesign.certificate_pem(certificate))
+    fp = codesign.fingerprint(certificate)
+    lines = [
+        f"key          {signer.description} (it never leaves KMS or the token)",
+        f"certificate  {args.out} (valid until {certificate.not_valid_after_utc:%Y-%m-%d})",
+        f"SHA-256      {fp}",
+        f"next: cdk deploy --all -c factoryCaCertificate={args.out}, then `batch prepare` with "
+        '[registration] mode = "factory-ca"',
+    ]
+    emit(out, args, lines, {"key": signer.description, "certificate": str(args.out), "sha256_fingerprint": fp})
+    return 0
+
+
+def _show(args: argparse.Namespace, out: TextIO) -> int:
+    from device_provisioning.identity import codesign, factory_ca
+
+    certificate = codesign.load_certificate_file(args.cert)
+    warnings = factory_ca.check_ca(certificate)
+    lines = [
+        f"subject      {certificate.subject.rfc4514_string()}",
+        f"valid until  {certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC",
+        f"SHA-256      {codesign.fingerprint(certificate)}",
+        *(f"WARNING      {warning}" for warning in warnings),
+    ]
+    emit(out, args, lines, {"not_after": certificate.not_valid_after_utc.isoformat(), "warnings": warnings})
+    return 0
+
+
+def _create_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, type=Path, help="the CA certificate (PEM) to write")
+    parser.add_argument("--generate", action="store_true", help="with --pkcs11-uri: create the P-256 key in the token")
+    parser.add_argument("--common-name", default="ESP32 factory CA")
+    parser.add_argument("--organization")
+    parser.add_argument(
+        "--days",
+        type=bounded_int(1, 36500),
+        default=7300,
+        help="validity (default: 7300; device certificates end with it)",
+    )
+
+
+def _show_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("cert", type=Path)
+
+
+GROUP = CommandGroup(
+    "factory-ca",
+    "the factory CA that certifies devices at the station (just-in-time provisioning)",
+    [
+        Command(
+            "create",
+            _create,
+            "create the factory CA's certificate for a key in AWS KMS or a PKCS#11 token",
+            "device-provisioning factory-ca create --pkcs11-uri 'pkcs11:token=factory;object=ca' --generate "
+            "--out factory-ca.crt",
+            [KMS_KEY, PKCS11, AWS],
+            _create_arguments,
+        ),
+        Command(
+            "show",
+            _show,
+            "show the factory CA certificate and warn before it expires",
+            "device-provisioning factory-ca show factory-ca.crt",
+            arguments=_show_arguments,
+        ),
+    ],
+)
