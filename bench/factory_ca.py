@@ -34,7 +34,7 @@ from device_provisioning.identity.pkcs11_signer import open_signer  # noqa: E402
 from devtools.local_aws import local_aws  # noqa: E402
 
 SOFTHSM = "/usr/lib/softhsm/libsofthsm2.so"
-TABLE = REPO / "tests" / "data" / "partition_tables" / "beta-ota-mqtt.csv"
+TABLE = REPO / "tests" / "data" / "partition-tables" / "beta-ota-mqtt.csv"
 POLICY = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}]}'
 
 
