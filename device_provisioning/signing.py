@@ -24,8 +24,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
+from device_provisioning.device import family as families
 from device_provisioning.device import nvs
-from device_provisioning.device.credentials import CODE_VERIFY_KEY, CODE_VERIFY_LABEL, CREDS_NAMESPACE, check_family
+from device_provisioning.device.credentials import CODE_VERIFY_KEY, CREDS_NAMESPACE, nvs_kind
 from device_provisioning.errors import CertificateError, SignatureError, VerificationFailed
 from device_provisioning.files import read_bytes
 from device_provisioning.identity import codesign
@@ -230,7 +231,7 @@ def certificate_from_nvs(
     image: bytes, family: str, *, source: str, encryption_key: bytes | None = None
 ) -> DeviceCertificate:
     """The code-verification certificate exactly as ``family`` firmware would read it from NVS."""
-    check_family(family)
+    expected = nvs_kind(family)
     contents = nvs.read_image(image, encryption_key=encryption_key, source=source)
     entry = contents.get(CREDS_NAMESPACE, CODE_VERIFY_KEY)
     where = f"{CREDS_NAMESPACE}/{CODE_VERIFY_KEY} in {source}"
@@ -239,13 +240,10 @@ def certificate_from_nvs(
             f"{where} is missing: the device logs 'No such certificate file' and verifies with the test "
             "certificate in ota_config.h; build the image with `nvs build`"
         )
-    if family == "beta" and entry.kind != "string":
+    if entry.kind != expected:
+        reader = "nvs_get_str" if expected == "string" else "nvs_get_blob"
         raise VerificationFailed(
-            f"{where} is a {entry.kind}, but beta firmware reads it with nvs_get_str; rebuild with --family beta"
-        )
-    if family == "pkcs11" and entry.kind != "blob":
-        raise VerificationFailed(
-            f"{where} is a {entry.kind}, but pkcs11 firmware reads it with nvs_get_blob; rebuild with --family pkcs11"
+            f"{where} is a {entry.kind}, but {family} firmware reads it with {reader}; rebuild with --family {family}"
         )
     data = entry.data
     # mbedtls_x509_crt_parse: PEM only if NUL-terminated (length includes the NUL), else DER.
@@ -304,11 +302,12 @@ def verify_update(
             f"{signature.origin} says filesize {signature.filesize}, the firmware has {len(firmware)} bytes: "
             "the job was made for another file"
         )
-    if family == "beta" and signature.certfile is not None:
-        if not signature.certfile.startswith(CODE_VERIFY_LABEL):
+    prefix = families.get(family).certfile_prefix if family is not None else None
+    if prefix is not None and signature.certfile is not None:
+        if not signature.certfile.startswith(prefix):
             raise VerificationFailed(
-                f"{signature.origin}: certfile {signature.certfile!r} does not begin with {CODE_VERIFY_LABEL!r}, "
-                f"so the beta PAL never finds {CODE_VERIFY_KEY}; create the OTA with certfile '{CODE_VERIFY_LABEL}'"
+                f"{signature.origin}: certfile {signature.certfile!r} does not begin with {prefix!r}, "
+                f"so the {family} PAL never finds {CODE_VERIFY_KEY}; create the OTA with certfile '{prefix}'"
             )
         checks.append(f"certfile {signature.certfile!r} reaches {CREDS_NAMESPACE}/{CODE_VERIFY_KEY}")
 

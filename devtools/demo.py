@@ -217,7 +217,7 @@ def run_demo(out: Path, *, real: bool = False, firmware_path: Path | None = None
         ensure_signing_profile(log, session, profile_name, imported.arn)
 
         profile = project.load_project(EXAMPLE_PROJECT)
-        if profile.family not in credentials.FAMILIES:
+        if profile.family is None or profile.family not in credentials.FAMILIES:
             raise DemoFailed(f"{EXAMPLE_PROJECT} is not a firmware that reads P11_CSK from NVS")
         # The fleet inventory on the thing: what its image will verify updates with.
         inventory = Inventory(fingerprint, profile.family, PROVISIONED_VERSION)

@@ -56,8 +56,8 @@ def test_copied_choices_equal_the_library_constants() -> None:
     from device_provisioning.fleet import inventory
     from device_provisioning.identity import codesign
 
-    assert choices.NVS_FAMILIES == credentials.FAMILIES
-    assert choices.FIRMWARE_FAMILIES == project.FAMILIES
+    assert choices.NVS_FAMILIES == tuple(credentials.FAMILIES)
+    assert choices.FIRMWARE_FAMILIES == tuple(project.FAMILIES)
     assert choices.DEFAULT_PARTITION == credentials.DEFAULT_PARTITION
     assert choices.CODE_VERIFY_LABEL == credentials.CODE_VERIFY_LABEL
     assert choices.PKCS11_ENCODINGS == credentials.PKCS11_ENCODINGS

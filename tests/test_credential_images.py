@@ -149,7 +149,7 @@ def test_an_nvs_partition_flagged_encrypted_depends_on_flash_encryption(signer: 
     (firmware / "partitions.csv").write_text(table.read_text())
     (firmware / "sdkconfig").write_text(
         'CONFIG_PARTITION_TABLE_CUSTOM=y\nCONFIG_PARTITION_TABLE_CUSTOM_FILENAME="partitions.csv"\n'
-        'CONFIG_ESPTOOLPY_FLASHSIZE="4MB"\nCONFIG_SECURE_FLASH_ENC_ENABLED=y\n'
+        'CONFIG_ESPTOOLPY_FLASHSIZE="4MB"\nCONFIG_SECURE_FLASH_ENC_ENABLED=y\n# CONFIG_NVS_ENCRYPTION is not set\n'
     )
     code, _, err = run("nvs", "build", "--project", firmware, "--family", "beta", "--code-verify-cert", signer,
                        "--out", tmp_path / "fe.bin")  # fmt: skip

@@ -52,12 +52,13 @@ def test_each_example_shows_its_profile() -> None:
     beta = show(EXAMPLES / "beta-ota-mqtt")
     assert beta["family"] == "beta" and beta["target"] == "esp32" and beta["flash_size"] == 4 * 1024 * 1024
     assert beta["partition_table"] == {"source": "partitions_ota_mqtt.csv", "table_offset": "0x8000",
-                                       "storage_offset": "0x310000"}  # fmt: skip
-    assert beta["ota"] == {"block_size": 4096, "bitmap_bytes": 128, "max_image_size": 4 * 1024 * 1024,
-                           "app_partition_size": 1024 * 1024, "protocols": ["mqtt"], "rollback": True}  # fmt: skip
+                                       "storage_offset": "0x310000", "esp_secure_cert_offset": None}  # fmt: skip
+    assert beta["ota"] == {"agent": "ota-v3", "block_size": 4096, "bitmap_bytes": 128,
+                           "max_image_size": 4 * 1024 * 1024, "app_partition_size": 1024 * 1024, "protocols": ["mqtt"],
+                           "rollback": True, "certfile": "must begin with 'Code Verify Key'"}  # fmt: skip
     sources = {item["setting"]: item["source"] for item in beta["evidence"]}
     assert sources["data protocols"] == "main/ota_config.h:12"
-    assert sources["family"] == "ota_mqtt_demo.csv:3" and sources["block bitmap"].startswith("default")
+    assert sources["family"] == "ota_mqtt_demo.csv:3" and sources["block bitmap"].startswith("the OTA library")
 
     master = show(EXAMPLES / "master-ota-mqtt")
     assert master["family"] == "embedded" and master["partition_table"]["storage_offset"] == "0x220000"
@@ -69,7 +70,10 @@ def test_each_example_shows_its_profile() -> None:
     # The table moved to 0x10000 with blank offsets: ESP-IDF places every partition after it.
     assert custom["partition_table"]["table_offset"] == "0x10000"
     assert custom["partition_table"]["storage_offset"] == "0x620000"
-    assert custom["ota"]["bitmap_bytes"] == 256 and custom["ota"]["max_image_size"] == 8 * 1024 * 1024
+    # ota_config.h says 256, but the OTA library defines the bitmap again as 128 after including it.
+    assert custom["ota"]["bitmap_bytes"] == 128 and custom["ota"]["max_image_size"] == 4 * 1024 * 1024
+    bitmap = next(e for e in custom["evidence"] if e["setting"] == "block bitmap")
+    assert "says 256" in bitmap["source"] and "ota_private.h" in bitmap["source"]
     assert custom["ota"]["protocols"] == ["mqtt", "http"]
 
 
@@ -89,7 +93,8 @@ def test_a_built_table_newer_than_its_sources_wins(tmp_path: Path) -> None:
     csv = (firmware / "partitions_ota_mqtt.csv").read_text().replace(row + "0x4000", row + "0x8000")
     built.write_bytes(pt.to_binary(pt.parse_csv(csv, "build")))
     assert show(firmware)["partition_table"] == {"source": str(project.BUILT_TABLE), "table_offset": "0x8000",
-                                                 "storage_offset": "0x320000"}  # fmt: skip
+                                                 "storage_offset": "0x320000",
+                                                 "esp_secure_cert_offset": None}  # fmt: skip
     # Edited after the build: the CSV is the truth again until the next build.
     later = built.stat().st_mtime + 10
     os.utime(firmware / "partitions_ota_mqtt.csv", (later, later))
@@ -105,7 +110,7 @@ def test_sdkconfig_wins_over_defaults_and_built_in_tables(tmp_path: Path) -> Non
     )
     shown = show(firmware)
     assert shown["target"] == "esp32c3" and shown["flash_size"] == 8 * 1024 * 1024
-    assert shown["partition_table"]["source"] == "ESP-IDF built-in two_ota"
+    assert shown["partition_table"]["source"] == "ESP-IDF built-in partitions_two_ota.csv"
     assert shown["partition_table"]["storage_offset"] is None
     assert shown["nvs_encryption"] is True and shown["secure_boot"] == "v2"
     assert shown["ota"]["block_size"] == 1024 and shown["ota"]["protocols"] == ["mqtt", "http"]

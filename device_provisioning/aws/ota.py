@@ -204,7 +204,11 @@ def create_ota(aws: Aws, request: OtaRequest, *, poll_seconds: float = 2.0) -> O
     stream_id = ota_id if request.via == "job" and request.protocol == "mqtt" else None
     limits = request.limits
     checks = limits.check_image(len(request.firmware))
-    checks += limits.check_job(protocol=request.protocol, device_path=request.device_path, stream_name=stream_id)
+    # CreateOTAUpdate names its job AFR_OTA-<id>; CreateJob uses the id itself.
+    job_id = ota_id if request.via == "job" else f"AFR_OTA-{ota_id}"
+    checks += limits.check_job(
+        protocol=request.protocol, device_path=request.device_path, stream_name=stream_id, job_id=job_id
+    )
     code_signing, signature_checks, judge = _sign_and_preflight(aws, request)
     checks += signature_checks
     signature_text = code_signing.base64_text if isinstance(code_signing, CustomSignature) else None
@@ -223,6 +227,7 @@ def create_ota(aws: Aws, request: OtaRequest, *, poll_seconds: float = 2.0) -> O
         )
         document_text = json.dumps(document)
         check_job_document_size(document_text)
+    checks += limits.check_message(document_text or _update_document(request, signature_text), job_id)
     iot, s3 = aws.client("iot"), aws.client("s3")
     with aws_errors("resolving OTA targets"):
         target_arns = _resolve_targets(iot, request.targets)
@@ -261,3 +266,18 @@ def fetch_job_document(aws: Aws, job_id: str) -> dict[str, Any]:
     """The job document exactly as the devices receive it."""
     with aws_errors(f"reading the job document of {job_id}"):
         return dict(json.loads(aws.client("iot").get_job_document(jobId=job_id)["document"]))
+
+
+def _update_document(request: OtaRequest, signature_text: str | None) -> str:
+    """The document CreateOTAUpdate will make (its stream is AFR_OTA-<uuid>; a Signer signature is <= 72 bytes)."""
+    return json.dumps(
+        job_document(
+            device_path=request.device_path,
+            size=len(request.firmware),
+            certfile=request.certfile,
+            signature_b64=signature_text or "A" * 96,
+            protocol=request.protocol,
+            stream_id="AFR_OTA-" + "0" * 36,
+            presigned_source=(request.bucket, "x"),
+        )
+    )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from device_provisioning import signing
-from device_provisioning.device.credentials import CODE_VERIFY_LABEL
+from device_provisioning.device import family as families
 from device_provisioning.errors import InputFileError, VerificationFailed
 from device_provisioning.fleet.preflight import Judge, Verdict
 from device_provisioning.identity import codesign
@@ -59,13 +59,16 @@ def preflight_signer_certificate(signer_certificate: x509.Certificate, trust: De
 
 
 def certfile_checks(certfile: str, family: str | None) -> list[str]:
-    """Beta firmware finds ``P11_CSK`` only through a certfile that begins with the PKCS#11 label."""
-    if family == "beta" and not certfile.startswith(CODE_VERIFY_LABEL):
+    """A family that finds ``P11_CSK`` through the certfile (beta: by the PKCS#11 label's prefix) needs that prefix."""
+    prefix = families.get(family).certfile_prefix if family is not None else None
+    if prefix is None:
+        return []
+    if not certfile.startswith(prefix):
         raise VerificationFailed(
-            f"pre-flight: certfile {certfile!r} does not begin with {CODE_VERIFY_LABEL!r}; beta firmware would "
+            f"pre-flight: certfile {certfile!r} does not begin with {prefix!r}; {family} firmware would "
             "never find P11_CSK and fall back to the test certificate"
         )
-    return [f"certfile {certfile!r} reaches P11_CSK"] if family == "beta" else []
+    return [f"certfile {certfile!r} reaches P11_CSK"]
 
 
 def preflight_local_signature(firmware: bytes, der: bytes, trust: DeviceTrust, certfile: str) -> list[str]:

@@ -5,10 +5,11 @@ Each is the library's own constant, copied; tests/test_cli_startup.py proves eve
 
 from __future__ import annotations
 
-# device.credentials.FAMILIES: the firmware families that read P11_CSK from NVS.
+# device.credentials.FAMILIES: the built-in firmware families that read P11_CSK from NVS (for help texts: --family
+# is checked against device/family.py's registry by the library, so a registered family needs no change here).
 NVS_FAMILIES = ("beta", "pkcs11")
-# device.project.FAMILIES: every family, with the firmware that compiles the certificate in.
-FIRMWARE_FAMILIES = ("beta", "pkcs11", "embedded")
+# device.project.FAMILIES: every built-in family, with the firmware that compiles the certificate in.
+FIRMWARE_FAMILIES = ("beta", "pkcs11", "embedded", "modular")
 # device.credentials.DEFAULT_PARTITION / CODE_VERIFY_LABEL.
 DEFAULT_PARTITION = "storage"
 CODE_VERIFY_LABEL = "Code Verify Key"

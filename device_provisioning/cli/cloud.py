@@ -270,7 +270,9 @@ def _register_arguments(parser: argparse.ArgumentParser) -> None:
         "--code-verify-cert", type=Path, help="the code-verification certificate the device's image holds"
     )
     inventory.add_argument(
-        "--family", choices=choices.FIRMWARE_FAMILIES, help="the firmware family (default: --project's)"
+        "--family",
+        metavar="FAMILY",
+        help=f"the firmware family ({', '.join(choices.FIRMWARE_FAMILIES)}; default: --project's)",
     )
     inventory.add_argument("--app-version", type=app_version, help="the app version the device is provisioned with")
     inventory.add_argument("--chip", choices=choices.CHIPS, help="the device's chip (default: --project's)")

@@ -177,7 +177,9 @@ PARTITION_TABLE = option_group(
 FAMILY = option_group(
     "inputs",
     lambda p: p.add_argument(
-        "--family", choices=choices.NVS_FAMILIES, help="how the firmware reads the certificate (beta, pkcs11)"
+        "--family",
+        metavar="FAMILY",
+        help=f"how the firmware reads the certificate ({', '.join(choices.NVS_FAMILIES)}; default: --project's)",
     ),
 )
 EXPECT_FINGERPRINT = option_group(

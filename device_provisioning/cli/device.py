@@ -184,7 +184,7 @@ def _show_table_arguments(parser: argparse.ArgumentParser) -> None:
 def _build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--family",
-        choices=choices.NVS_FAMILIES,
+        metavar="FAMILY",
         help="beta: NVS strings (PEM); pkcs11: NVS blobs (DER, or PEM+NUL) (default: the --project's)",
     )
     parser.add_argument("--pkcs11-encoding", choices=choices.PKCS11_ENCODINGS, default="der")

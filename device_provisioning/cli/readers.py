@@ -43,6 +43,7 @@ def device_limits(args: argparse.Namespace) -> ota_limits.DeviceLimits:
         args.ota_bitmap_bytes or base.bitmap_bytes,
         args.device_protocols or base.protocols,
         base.app_partition_size,
+        agent=base.agent,
     )
 
 
@@ -74,7 +75,7 @@ def nvs_family(args: argparse.Namespace) -> str:
     derived = firmware_project(args)
     if derived is None:
         raise InputFileError("give --family beta|pkcs11 (how the firmware reads the certificate) or --project DIR")
-    if derived.family == "embedded":
+    if derived.rules is not None and not derived.rules.reads_nvs_certificate:
         where = next(e.source for e in derived.evidence if e.setting == "family")
         raise InputFileError(
             f"{derived.directory}: this firmware verifies updates with the certificate compiled into the app "
@@ -187,7 +188,8 @@ def device_certificates(args: argparse.Namespace, certificate_file: Path | None)
         certificate = codesign.load_certificate_file(certificate_file)
         found.append(signing.DeviceCertificate(certificate, f"certificate {certificate_file}"))
     derived = firmware_project(args)
-    if not found and derived is not None and derived.family == "embedded" and not args.family:
+    rules = derived.rules if derived is not None else None
+    if not found and derived is not None and rules is not None and rules.certificate_home == "app" and not args.family:
         # Master/LTS firmware verifies with the certificate compiled into the running app: the project's build.
         built_app = derived.built_app()
         if built_app is None:

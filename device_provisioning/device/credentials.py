@@ -18,13 +18,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from device_provisioning import contract
+from device_provisioning.device import family as families
 from device_provisioning.device import nvs
 from device_provisioning.device.partition_table import DATA, SUBTYPES, Partition, PartitionTable
 from device_provisioning.errors import InputFileError, NvsError
 from device_provisioning.files import read_bytes
 from device_provisioning.identity import codesign
 
-FAMILIES = ("beta", "pkcs11")
+# The families whose firmware reads P11_CSK from NVS (the rules live in device/family.py).
+FAMILIES = families.NVS_CERTIFICATE
 PKCS11_ENCODINGS = ("der", "pem")
 CREDS_NAMESPACE = "creds"
 DEFAULT_PARTITION = "storage"
@@ -115,10 +117,15 @@ class CredentialImage:
 
 
 def check_family(family: str) -> str:
-    """Return ``family`` if it is a firmware family we build for; raise :class:`NvsError` otherwise."""
+    """Return ``family`` if its firmware reads the certificate from NVS; raise :class:`NvsError` otherwise."""
     if family not in FAMILIES:
         raise NvsError(f"firmware family {family!r}: use one of {', '.join(FAMILIES)}")
     return family
+
+
+def nvs_kind(family: str) -> str:
+    """How ``family`` firmware reads its NVS credentials: ``string`` (nvs_get_str) or ``blob``."""
+    return families.get(check_family(family)).nvs_kind or "blob"
 
 
 def _certificate_entry(
@@ -130,12 +137,13 @@ def _certificate_entry(
 ) -> nvs.NvsEntry:
     # mbedtls_x509_crt_parse reads every certificate of a PEM buffer, so a chain is kept whole as PEM.
     pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (certificate, *chain))
-    if chain and family == "pkcs11" and pkcs11_encoding == "der":
+    as_string = nvs_kind(family) == "string"
+    if chain and not as_string and pkcs11_encoding == "der":
         raise NvsError(
             f"{key}: a DER blob holds one certificate, but this one comes with {len(chain)} intermediate(s); "
             "pass --pkcs11-encoding pem to keep the chain, or give the certificate alone"
         )
-    if family == "beta":
+    if as_string:
         return nvs.NvsEntry(CREDS_NAMESPACE, key, "string", pem.decode())
     if pkcs11_encoding == "pem":
         # mbedtls_x509_crt_parse takes a buffer as PEM only if it is NUL-terminated.
@@ -147,7 +155,7 @@ def _key_entry(key: str, private_key: PrivateKeyTypes, family: str, pkcs11_encod
     # SEC1/PKCS#1 ("traditional"), what mbedtls_pk_write_key_der writes and mbedtls_pk_parse_key reads.
     fmt = serialization.PrivateFormat.TraditionalOpenSSL
     none = serialization.NoEncryption()
-    if family == "beta":
+    if nvs_kind(family) == "string":
         pem = private_key.private_bytes(serialization.Encoding.PEM, fmt, none)
         return nvs.NvsEntry(CREDS_NAMESPACE, key, "string", pem.decode())
     if pkcs11_encoding == "pem":

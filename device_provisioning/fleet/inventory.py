@@ -98,7 +98,7 @@ class Inventory:
     def from_attributes(cls, attributes: dict[str, str]) -> Inventory | None:
         """The inventory a thing's attributes record, or None when it has none (or a damaged one)."""
         fingerprint, family = attributes.get(CERTIFICATE_ATTRIBUTE), attributes.get(FAMILY_ATTRIBUTE)
-        if not fingerprint or family not in FAMILIES:
+        if not fingerprint or family is None or family not in FAMILIES:
             return None
         version = attributes.get(VERSION_ATTRIBUTE)
         chip = attributes.get(CHIP_ATTRIBUTE)

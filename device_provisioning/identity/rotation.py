@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from cryptography import x509
 
+from device_provisioning.device import family as families
 from device_provisioning.device.credentials import CODE_VERIFY_LABEL
 from device_provisioning.errors import CertificateError, VerificationFailed
 from device_provisioning.identity.codesign import check_key_type, fingerprint
@@ -58,8 +59,9 @@ DEFAULT_STEPS: tuple[StepKind, ...] = ("bridge", "release-new")
 def _describe(kind: StepKind, family: str, new: x509.Certificate) -> tuple[str | None, str, str | None]:
     """(key the step signs with, what to do, what devices hold after: None = unchanged)."""
     new_fp = fingerprint(new)[:16]
+    compiled_in = families.get(family).certificate_home == "app"
     if kind == "bridge":
-        if family == "embedded":
+        if compiled_in:
             action = (
                 f"bridge release: `codesign install-embedded --project DIR --cert NEW.crt` (SHA-256 {new_fp}...), "
                 "rebuild, sign with the OLD key; the running app then verifies with the new certificate"
@@ -72,9 +74,9 @@ def _describe(kind: StepKind, family: str, new: x509.Certificate) -> tuple[str |
             )
         return "old", action, "new"
     if kind == "reflash":
-        if family == "embedded":
+        if compiled_in:
             raise VerificationFailed(
-                "a re-flash of NVS changes nothing on embedded (master/LTS) firmware: it verifies with the "
+                f"a re-flash of NVS changes nothing on {family} firmware: it verifies with the "
                 "certificate compiled into the app; use a bridge release"
             )
         action = (

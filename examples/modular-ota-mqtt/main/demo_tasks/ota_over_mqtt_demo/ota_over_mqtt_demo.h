@@ -1,0 +1,3 @@
+#pragma once
+
+void ota_over_mqtt_demo_start(void);
