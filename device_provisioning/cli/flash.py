@@ -65,7 +65,23 @@ def _plan(args: argparse.Namespace, build: esp_build.EspBuild | None = None) -> 
         build=build,
         chip=getattr(args, "chip", None) or (derived.target if derived else None),
         nvs_encryption_key=nvs_encryption_key(args),
+        identity_images=_identity_images(args),
+        flash_encryption=derived.flash_encryption if derived else None,
     )
+
+
+def _identity_images(args: argparse.Namespace) -> list[tuple[str, bytes]]:
+    """``--secure-cert IMAGE``: the device identity of esp_secure_cert firmware, checked as its reader reads it."""
+    from device_provisioning.device import secure_cert
+    from device_provisioning.files import read_bytes
+
+    if args.secure_cert is None:
+        return []
+    image = read_bytes(args.secure_cert, "esp_secure_cert image")
+    entries = secure_cert.read_image(image, source=str(args.secure_cert))
+    if not any(entry.type == secure_cert.DEVICE_CERT for entry in entries):
+        raise InputFileError(f"{args.secure_cert}: no device certificate entry; build it with `batch prepare`")
+    return [(secure_cert.PARTITION_LABEL, image)]
 
 
 def _flash(args: argparse.Namespace, out: TextIO) -> int:
@@ -115,7 +131,9 @@ def _image_merge(args: argparse.Namespace, out: TextIO) -> int:
     sidecar = Path(str(args.out) + ".json")
     build = esp_build.load_build(_build_dir(args) or "")
     for output in (args.out, sidecar):
-        refuse_overwriting_inputs(output, args.partition_table, args.nvs, args.nvs_keys, *(f.path for f in build.files))
+        refuse_overwriting_inputs(
+            output, args.partition_table, args.nvs, args.nvs_keys, args.secure_cert, *(f.path for f in build.files)
+        )
     refuse_existing_outputs(args, args.out, sidecar)
     merged = factory_image.merge_factory_image(_plan(args, build), quiet=args.json)
     # The image holds the NVS partition and with it the device's private key: readable by its owner only.
@@ -151,6 +169,12 @@ def _image_inspect(args: argparse.Namespace, out: TextIO) -> int:
 
 def _nvs_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nvs", required=True, type=Path, help="NVS image from `nvs build`")
+    parser.add_argument(
+        "--secure-cert",
+        type=Path,
+        metavar="IMAGE",
+        help="esp_secure_cert image (modular-OTA firmware's device identity), written at the table's offset",
+    )
 
 
 def _flash_arguments(parser: argparse.ArgumentParser) -> None:

@@ -25,9 +25,10 @@ from typing import Any
 
 from device_provisioning import contract, interrupts, signing
 from device_provisioning.aws import Aws, aws_errors
+from device_provisioning.aws.registration import amazon_root_ca
 from device_provisioning.device import credentials, nvs, partition_table
 from device_provisioning.errors import InputFileError, ProvisioningError
-from device_provisioning.factory import batch_config, bulk, ca_batch, register
+from device_provisioning.factory import batch_config, bulk, ca_batch, identity_images, register
 from device_provisioning.factory.inputs import (
     BatchConfig,
     BulkRegistration,
@@ -181,22 +182,32 @@ class _ImageTask:
     claim_cert_pem: bytes | None
     claim_key_pem: bytes | None
     values: tuple[tuple[str, str, str], ...]
+    secure_cert_size: int = 0  # esp_secure_cert partition size when the family keeps its identity there
+    ca_pem: bytes = b""
 
 
 def _build_image(task: _ImageTask) -> tuple[str, str]:
     device_dir = Path(task.directory)
     device_cert = device_key = None
-    if task.with_device_credentials:
+    extra = [nvs.NvsEntry(namespace, key, "string", value) for namespace, key, value in task.values]
+    secure = b""
+    if task.secure_cert_size:  # identity in esp_secure_cert, certificate compiled in: NVS holds only the values
+        cert_path, key_path = device_dir / register.DEVICE_CERT, device_dir / register.DEVICE_KEY
+        secure = identity_images.write_secure_cert(
+            device_dir, cert_path, key_path, partition_size=task.secure_cert_size, ca_pem=task.ca_pem, fsync=False
+        )
+    elif task.with_device_credentials:
         device_cert = codesign.load_certificate_file(device_dir / register.DEVICE_CERT)
         device_key = codesign.load_private_key_file(device_dir / register.DEVICE_KEY)
+    claim_chain = identity_images.split_chain(task.claim_cert_pem) if task.claim_cert_pem else ()
     creds = credentials.Credentials(
         code_verify_certificate=codesign.load_certificate(task.code_verify_pem),
         device_certificate=device_cert,
         device_key=device_key,
-        claim_certificate=codesign.load_certificate(task.claim_cert_pem) if task.claim_cert_pem else None,
+        claim_certificate=claim_chain[0] if claim_chain else None,
         claim_key=codesign.load_private_key(task.claim_key_pem) if task.claim_key_pem else None,
+        claim_chain=claim_chain[1:],
     )
-    extra = [nvs.NvsEntry(namespace, key, "string", value) for namespace, key, value in task.values]
     if task.claim_cert_pem:
         # This board's own claim secret: only its image holds it; the allow list holds its hash.
         secret = secrets.token_hex(16)
@@ -204,13 +215,17 @@ def _build_image(task: _ImageTask) -> tuple[str, str]:
         extra.append(nvs.NvsEntry(namespace, contract.CLAIM_SECRET_NVS_KEY, "string", secret))
         digest = hashlib.sha256(secret.encode()).hexdigest()
         write_atomic(device_dir / contract.CLAIM_SECRET_HASH_FILE, f"{digest}\n".encode(), fsync=not GROUP_SYNC)
-    entries = credentials.credential_entries(creds, task.family, pkcs11_encoding=task.pkcs11_encoding, extra=extra)
+    entries = (
+        extra
+        if secure
+        else credentials.credential_entries(creds, task.family, pkcs11_encoding=task.pkcs11_encoding, extra=extra)
+    )
     try:
         image = credentials.build_pal_image(entries, task.partition_name, task.partition_size)
     except ProvisioningError as error:
         raise ProvisioningError(f"device {task.serial}: {error}") from None
     write_atomic(device_dir / IMAGE_FILE, image, private=creds.holds_private_key, fsync=not GROUP_SYNC)
-    return task.serial, hashlib.sha256(image).hexdigest()
+    return task.serial, hashlib.sha256(image + secure).hexdigest()
 
 
 # --- orchestration ----------------------------------------------------------------------------------
@@ -291,8 +306,11 @@ def prepare_batch(
     registration = config.registration
     claim_cert_pem = claim_key_pem = None
     if isinstance(registration, ClaimRegistration):
-        claim_cert_pem = codesign.certificate_pem(codesign.load_certificate_file(registration.claim_cert))
+        claim_cert_pem = identity_images.chain_pem(registration.claim_cert)  # the whole chain, as `nvs build`
         claim_key_pem = codesign.private_key_pem(codesign.load_private_key_file(registration.claim_key))
+    warnings = identity_images.claim_warnings(config.family, claim_cert_pem is not None)
+    flash_encryption = config.project.flash_encryption if config.project else None
+    secure_partition = identity_images.secure_cert_partition(config.family, table, flash_encryption)
     if config.needs_aws and aws is None:
         raise ProvisioningError(f"{registration.mode} registration needs AWS access (--profile/--region)")
     if isinstance(registration, FactoryCaRegistration):
@@ -340,6 +358,8 @@ def prepare_batch(
                 claim_cert_pem=claim_cert_pem,
                 claim_key_pem=claim_key_pem,
                 progress=progress or _no_progress,
+                secure_cert_size=secure_partition.size if secure_partition else 0,
+                ca_pem=amazon_root_ca() if secure_partition else b"",
             )
             worker_count = workers or os.cpu_count() or 1
             with ProcessPoolExecutor(
@@ -357,9 +377,10 @@ def prepare_batch(
             write_manifest(journal, out)
             counts = journal.counts()
             failed = sum(1 for r in journal.records() if r.error)
-            return BatchSummary(
+            summary = BatchSummary(
                 out, len(rows), counts, failed, time.monotonic() - started, stages.seconds, tuple(stages.warnings)
             )
+            return replace(summary, warnings=tuple(warnings) + summary.warnings)
         except interrupts.Interrupted as stopped:
             raise _interrupted(stopped, journal) from None
         finally:
@@ -397,6 +418,8 @@ class DeviceStages:
     progress: ProgressCallback
     seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    secure_cert_size: int = 0
+    ca_pem: bytes = b""
 
     def _timed(self, stage: str, started: float) -> None:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + time.monotonic() - started
@@ -456,6 +479,8 @@ class DeviceStages:
                 claim_cert_pem=self.claim_cert_pem,
                 claim_key_pem=self.claim_key_pem,
                 values=_values(config, self.rows[r.serial]),
+                secure_cert_size=self.secure_cert_size,
+                ca_pem=self.ca_pem,
             )
             for r in todo(DeviceState.REGISTERED if config.issues_certificates else DeviceState.KEY_MADE)
         ]

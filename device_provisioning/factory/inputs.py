@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from device_provisioning.device import family as families
 from device_provisioning.device.app_image import CHIP_IDS
-from device_provisioning.device.credentials import FAMILIES, PKCS11_ENCODINGS
+from device_provisioning.device.credentials import PKCS11_ENCODINGS
 from device_provisioning.device.partition_table import DEFAULT_TABLE_OFFSET, PartitionTable, parse_number
 from device_provisioning.device.partition_table import load as load_table
 from device_provisioning.device.project import ProjectProfile, load_project
@@ -179,7 +180,8 @@ CONFIG_SCHEMA: dict[str, Any] = {
                 "project": {"type": "string", "minLength": 1},
                 "partition_table": {"type": "string", "minLength": 1},
                 "code_verify_cert": {"type": "string", "minLength": 1},
-                "family": {"enum": list(FAMILIES)},
+                # A registered firmware family (device/family.py): checked against the registry below.
+                "family": {"type": "string", "minLength": 1},
                 "partition": {"type": "string", "minLength": 1, "maxLength": 16},
                 # CONFIG_PARTITION_TABLE_OFFSET of the project, for a CSV table: 0x10000 or "0x10000".
                 "table_offset": {"type": ["integer", "string"]},
@@ -364,13 +366,21 @@ def load_config(path: str | Path) -> BatchConfig:
         raise InputFileError(
             f"batch config {source}: the firmware family of {batch['project']} could not be told; set batch.family"
         )
-    if family not in FAMILIES:
+    if family not in families.ALL:
+        raise InputFileError(f"batch config {source}: batch.family {family!r} is not one of {families.ALL}")
+    rules = families.get(family)
+    if not rules.reads_nvs_certificate and rules.identity_home == "nvs":
         raise InputFileError(
-            f"batch config {source}: the firmware of {batch['project']} verifies with the certificate compiled into "
-            "the app and never reads P11_CSK from NVS; install it with `codesign install-embedded`, or set "
-            "batch.family if this firmware does read NVS"
+            f"batch config {source}: the firmware of {batch.get('project', 'this batch')} verifies with the "
+            "certificate compiled into the app and never reads P11_CSK from NVS; install it with `codesign "
+            "install-embedded`, or set batch.family if this firmware does read NVS"
         )
     mode = table.get("mode", "none")
+    if rules.identity_home == "esp_secure_cert" and mode not in ("per-device", "bulk"):
+        raise InputFileError(
+            f"batch config {source}: {family} firmware reads its own certificate and key from esp_secure_cert (no "
+            "claim credentials): use registration mode per-device or bulk, which give each device its identity"
+        )
     registration: Registration
     if mode == "per-device":
         registration = PerDeviceRegistration(table["policy"], table.get("concurrency", 8))

@@ -17,7 +17,9 @@ from typing import Any
 
 from device_provisioning.device import partition_table
 from device_provisioning.device.partition_table import DEFAULT_TABLE_OFFSET
+from device_provisioning.device.secure_cert import PARTITION_LABEL
 from device_provisioning.errors import ProvisioningError
+from device_provisioning.factory import identity_images
 from device_provisioning.factory.batch import IMAGE_FILE, TABLE_FILE, open_batch_journal, write_manifest
 from device_provisioning.factory.journal import batch_lock
 from device_provisioning.factory.states import DeviceState, PortState
@@ -77,8 +79,10 @@ def flash_station(
             def flash_one(port: str, serial: str, thing: str) -> StationResult:
                 show(port, serial, thing, "queued", "flashing")
                 image = read_bytes(opened.devices_root / serial / IMAGE_FILE, "NVS image")
+                identity = opened.devices_root / serial / identity_images.SECURE_CERT_FILE
+                extra = [(PARTITION_LABEL, read_bytes(identity, "esp_secure_cert image"))] if identity.exists() else []
                 try:
-                    plan = layout.plan_flash(table, image, partition_label=label)
+                    plan = layout.plan_flash(table, image, partition_label=label, identity_images=extra)
                     with lock:
                         report(f"[{port}] {serial}: writing {len(image)} bytes")
                     result = esptool_device.flash_device(

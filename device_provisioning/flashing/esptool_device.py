@@ -271,6 +271,12 @@ def _verify_written(esp: Any, plan: FlashPlan, verify: Verify) -> str:
     region = plan.nvs_region
     if verify == "md5":
         try:
+            for identity in plan.identity:  # the device identity (esp_secure_cert) is proven the same way
+                if esp.flash_md5sum(identity.offset, len(identity.data)) != hashlib.md5(identity.data).hexdigest():  # noqa: S324
+                    raise DeviceError(
+                        f"{identity.name} at 0x{identity.offset:x} on the device does not match the image: flash "
+                        "again, check the power supply and the cable"
+                    )
             found = esp.flash_md5sum(region.offset, len(region.data))
             if found != hashlib.md5(region.data).hexdigest():  # noqa: S324 - the chip's checksum, not security
                 raise DeviceError(

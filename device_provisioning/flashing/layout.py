@@ -6,6 +6,7 @@ comes out. Every refusal that can be made without a device is made here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from device_provisioning.device import nvs
@@ -42,10 +43,12 @@ class FlashPlan:
     flash_mode: str = "keep"
     flash_freq: str = "keep"
     flash_size: str = "keep"
+    # Device identity outside NVS (the esp_secure_cert partition of modular-OTA firmware).
+    identity: tuple[FlashRegion, ...] = ()
 
     @property
     def regions(self) -> tuple[FlashRegion, ...]:
-        return tuple(sorted((*self.firmware, self.nvs_region), key=lambda r: r.offset))
+        return tuple(sorted((*self.firmware, *self.identity, self.nvs_region), key=lambda r: r.offset))
 
     @property
     def bytes_to_write(self) -> int:
@@ -65,8 +68,15 @@ def plan_flash(
     build: EspBuild | None = None,
     chip: str | None = None,
     nvs_encryption_key: bytes | None = None,
+    identity_images: Sequence[tuple[str, bytes]] = (),
+    flash_encryption: bool | None = None,
 ) -> FlashPlan:
-    """Check everything that can be checked offline and return the plan."""
+    """Check everything that can be checked offline and return the plan.
+
+    ``identity_images`` are (partition label, image) pairs written beside NVS (``esp_secure_cert``);
+    ``flash_encryption`` is the project's setting: a plaintext image for a partition flagged
+    ``encrypted`` is refused then (the firmware would decrypt it into garbage).
+    """
     partition = table.nvs_partition(partition_label)
     if partition.offset % SECTOR:
         raise FlashPlanError(
@@ -103,7 +113,10 @@ def plan_flash(
                     f"{region.name} is {len(region.data)} bytes but partition {holder.name!r} at 0x{holder.offset:x} "
                     f"holds 0x{holder.size:x}: enlarge the partition or shrink the app"
                 )
-    regions = sorted([*firmware, FlashRegion(partition.name, partition.offset, nvs_image)], key=lambda r: r.offset)
+    identity = [_identity_region(table, label, image, flash_encryption) for label, image in identity_images]
+    regions = sorted(
+        [*firmware, *identity, FlashRegion(partition.name, partition.offset, nvs_image)], key=lambda r: r.offset
+    )
     for region in regions:
         if region.offset % SECTOR:
             raise FlashPlanError(f"{region.name} offset 0x{region.offset:x} is not aligned to 0x{SECTOR:x}")
@@ -122,4 +135,23 @@ def plan_flash(
         flash_mode=build.flash_mode if build else "keep",
         flash_freq=build.flash_freq if build else "keep",
         flash_size=build.flash_size if build else "keep",
+        identity=tuple(identity),
     )
+
+
+def _identity_region(table: PartitionTable, label: str, image: bytes, flash_encryption: bool | None) -> FlashRegion:
+    partition = next((p for p in table.partitions if p.name == label), None)
+    if partition is None:
+        raise FlashPlanError(f"the partition table {table.source} has no {label!r} partition for the identity image")
+    if len(image) != partition.size:
+        raise FlashPlanError(
+            f"the {label} image is {len(image)} bytes but partition {label!r} is 0x{partition.size:x}: rebuild it "
+            "against this partition table"
+        )
+    if partition.encrypted and flash_encryption:
+        raise FlashPlanError(
+            f"partition {label!r} is flagged encrypted and the project enables flash encryption: the firmware "
+            "would decrypt this plaintext image into garbage; write it through the chip's flash encryption "
+            "(esptool write-flash --encrypt, development mode) or provision it before enabling flash encryption"
+        )
+    return FlashRegion(label, partition.offset, image)
