@@ -210,3 +210,30 @@ def test_flash_and_image_merge_take_the_esp_secure_cert_image(tmp_path: Path) ->
     code = main(["flash", "--port", "/dev/null", "--project", str(project), "--nvs", str(tmp_path / "nvs.bin"),
                  "--secure-cert", str(tmp_path / "sc.bin"), "--no-firmware"], out=io.StringIO(), err=err)  # fmt: skip
     assert code != 0 and "flagged encrypted" in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1
+
+
+def test_claim_mode_keeps_the_claim_chain_whole_and_warns_on_beta(signer: Path, tmp_path: Path) -> None:
+    from tests.helpers import BETA_TABLE
+
+    ca_key, claim_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    intermediate = _certificate("claim CA", ca_key, "claim CA", ca_key, True)
+    claim = _certificate("claim", claim_key, "claim CA", ca_key, False)
+    pem = serialization.Encoding.PEM
+    (tmp_path / "claim.crt").write_bytes(claim.public_bytes(pem) + intermediate.public_bytes(pem))
+    (tmp_path / "claim.key").write_bytes(
+        claim_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    for family, warned in (("beta", True), ("pkcs11", False)):
+        config = tmp_path / f"{family}.toml"
+        config.write_text(f'[batch]\npartition_table = "{BETA_TABLE}"\ncode_verify_cert = "{signer}"\n'
+                          f'family = "{family}"\n[registration]\nmode = "claim"\n'
+                          f'claim_cert = "{tmp_path / "claim.crt"}"\nclaim_key = "{tmp_path / "claim.key"}"\n'
+                          '[nvs]\npkcs11_encoding = "pem"\n')  # fmt: skip
+        out = tmp_path / f"out-{family}"
+        summary = batch.prepare_batch(_devices(tmp_path / f"{family}.csv", 2, family), config, out, workers=1)
+        assert bool(summary.warnings) is warned and all("never reads claim credentials" in w for w in summary.warnings)
+        image = nvs.read_image((out / "devices" / f"{family}-SN0" / "creds.bin").read_bytes())
+        stored = image.get("creds", "P11_Claim_Cert")
+        assert stored is not None
+        # The whole chain, as `nvs build` keeps it (PEM, so mbedTLS reads every certificate of it).
+        assert x509.load_pem_x509_certificates(stored.data.rstrip(b"\x00")) == [claim, intermediate]

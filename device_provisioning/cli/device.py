@@ -49,11 +49,11 @@ def _partitions_show(args: argparse.Namespace, out: TextIO) -> int:
 
 def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
     from device_provisioning.device import credentials, nvs
-    from device_provisioning.files import refuse_overwriting_inputs, write_atomic
+    from device_provisioning.files import read_bytes, refuse_overwriting_inputs, write_atomic
     from device_provisioning.identity import codesign
 
     inputs = (args.partition_table, args.code_verify_cert, args.device_cert, args.device_key, args.claim_cert,
-              args.claim_key, args.jitp_cert, args.nvs_keys)  # fmt: skip
+              args.claim_key, args.jitp_cert, args.nvs_keys, args.hmac_key)  # fmt: skip
     keys_out = Path(args.out).with_suffix(".nvs_keys.bin")
     refuse_overwriting_inputs(args.out, *inputs)
     derived = firmware_project(args)
@@ -73,11 +73,25 @@ def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
         jitp_cert=args.jitp_cert,
     )
     extra = [credentials.parse_extra_value(v) for v in args.value or []]
-    key = None
-    if encrypt:
+    key = hmac_key = None
+    # The project's NVS key scheme: keys in an nvs_keys partition, or derived from an eFuse HMAC key.
+    scheme = (derived.nvs_security.scheme if derived else None) or ("hmac" if args.hmac_key else "flash_enc")
+    if encrypt and scheme == "hmac":
+        from device_provisioning.device import nvs_keys
+
+        hmac_key = read_bytes(args.hmac_key, "HMAC key") if args.hmac_key else nvs_keys.generate_hmac_key()
+        key = nvs_keys.xts_key_from_hmac(hmac_key)
+        key_id = derived.nvs_security.hmac_key_id if derived else -1
+        burn_note = nvs_keys.key_id_note(key_id)
+        writes_keys = False
+        keys_out = Path(args.out).with_suffix(".hmac_key.bin")
+        if not args.hmac_key:
+            refuse_overwriting_inputs(keys_out, args.out, *inputs)
+            refuse_existing_outputs(args, keys_out)
+    elif encrypt:
         key = nvs_encryption_key(args) or nvs.generate_encryption_key()
-    elif args.nvs_keys:
-        raise InputFileError("--nvs-keys needs --encrypt")
+    elif args.nvs_keys or args.hmac_key:
+        raise InputFileError("--nvs-keys and --hmac-key need --encrypt (or a project that enables NVS encryption)")
     built = credentials.build_credential_image(
         table,
         creds,
@@ -87,12 +101,15 @@ def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
         extra=extra,
         encryption_key=key,
         flash_encryption=derived.flash_encryption if derived else None,
+        key_scheme=scheme,
     )
-    # Everything is checked before the first file is written.
-    image_path = write_atomic(args.out, built.image, private=built.holds_private_key)
-    keys_path = None
+    # Everything is checked before the first file is written; the key file before the image it opens.
+    keys_path = hmac_path = None
+    if hmac_key is not None and not args.hmac_key:
+        hmac_path = write_atomic(keys_out, hmac_key, private=True)
     if writes_keys:
         keys_path = write_atomic(keys_out, nvs.keys_partition_image(key or b""), private=True)
+    image_path = write_atomic(args.out, built.image, private=built.holds_private_key)
     csk = next(e for e in built.entries if e.key == credentials.CODE_VERIFY_KEY)
     fp = codesign.fingerprint(creds.code_verify_certificate)
     lines = [
@@ -103,6 +120,8 @@ def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
     lines += [f"entry        {e.describe()}" for e in built.entries if e is not csk]
     if keys_path:
         lines.append(f"NVS keys     {keys_path} (flash to the nvs_keys partition; keep it secret)")
+    if hmac_key is not None:
+        lines.append(f"HMAC scheme  NVS keys derived from {hmac_path or args.hmac_key}: {burn_note}; keep it secret")
     lines.append("read back    every entry matches what was written")
     warnings = list(built.warnings)
     if built.partition.name != credentials.DEFAULT_PARTITION:
@@ -125,6 +144,8 @@ def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
             "code_verify_sha256_fingerprint": fp,
             "entries": [{"namespace": e.namespace, "key": e.key, "kind": e.kind} for e in built.entries],
             "nvs_keys": str(keys_path) if keys_path else None,
+            "nvs_key_scheme": scheme if encrypt else None,
+            "hmac_key": str(hmac_path or args.hmac_key) if hmac_key is not None else None,
             "warnings": warnings,
         },
     )
@@ -198,7 +219,14 @@ def _build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--encrypt",
         action="store_true",
-        help="NVS encryption (default: on when the --project enables CONFIG_NVS_ENCRYPTION)",
+        help="NVS encryption (default: on when the --project enables CONFIG_NVS_ENCRYPTION, as Kconfig resolves it)",
+    )
+    parser.add_argument(
+        "--hmac-key",
+        type=Path,
+        metavar="FILE",
+        help="HMAC scheme: the 32-byte eFuse HMAC key the NVS keys derive from (default: a new one, written beside "
+        "--out); the scheme is the --project's CONFIG_NVS_SEC_KEY_PROTECT_USING_HMAC",
     )
     parser.add_argument("--out", required=True, type=Path)
 

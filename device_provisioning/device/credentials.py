@@ -280,15 +280,20 @@ def build_credential_image(
     extra: Sequence[nvs.NvsEntry] = (),
     encryption_key: bytes | None = None,
     flash_encryption: bool | None = None,
+    key_scheme: str = "flash_enc",
 ) -> CredentialImage:
     """Build the image for the table's NVS partition and prove, by reading it back, what it holds.
 
     ``flash_encryption`` is the firmware's setting when known (``--project``): it decides whether an NVS
-    partition flagged ``encrypted`` can be opened at all.
+    partition flagged ``encrypted`` can be opened at all. ``key_scheme`` is how the firmware gets the NVS
+    keys: ``flash_enc`` from an ``nvs_keys`` partition (which the table must have), ``hmac`` derived from
+    an eFuse HMAC key (no partition).
     """
     partition = table.nvs_partition(partition_label)
-    if encryption_key is not None and not any(
-        p.type == DATA and p.subtype == SUBTYPES[DATA]["nvs_keys"] for p in table.partitions
+    if (
+        encryption_key is not None
+        and key_scheme == "flash_enc"
+        and not any(p.type == DATA and p.subtype == SUBTYPES[DATA]["nvs_keys"] for p in table.partitions)
     ):
         raise NvsError(
             f"{table.source}: --encrypt needs an nvs_keys partition in the table: without one the firmware "
