@@ -172,6 +172,14 @@ def test_a_modular_batch_needs_per_device_identities(signer: Path, tmp_path: Pat
     with pytest.raises(InputFileError, match="per-device or bulk"):
         batch.prepare_batch(_devices(tmp_path / "d.csv", 1, "x"), config, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    # The DS-peripheral mode encrypts the key for one chip's eFuse key: not something a host can prepare.
+    project = Path(shutil.copytree(MODULAR, tmp_path / "ds"))
+    defaults = project / "sdkconfig.defaults"
+    defaults.write_text(defaults.read_text().replace("DS_PERIPHERAL=n", "DS_PERIPHERAL=y"))
+    config = _modular_config(tmp_path / "ds.toml", signer, project, 'mode = "per-device"\npolicy = "p"\n')
+    with pytest.raises(InputFileError, match="DS_PERIPHERAL"):
+        batch.prepare_batch(_devices(tmp_path / "d.csv", 1, "x"), config, tmp_path / "out", aws=object())  # type: ignore[arg-type]
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_plaintext_esp_secure_cert_is_refused_for_a_flash_encrypted_project(signer: Path, tmp_path: Path) -> None:

@@ -66,6 +66,8 @@ class ProjectProfile:
     evidence: tuple[Evidence, ...]
     nvs_security: NvsSecurity = NvsSecurity(False, None, None)
     build: build_answer.FlasherArgs | None = None
+    # CONFIG_ESP_SECURE_CERT_DS_PERIPHERAL: the esp_secure_cert key is encrypted for the chip's DS peripheral.
+    secure_cert_ds: bool = False
 
     @property
     def table_offset(self) -> int:
@@ -353,4 +355,5 @@ def load_project(directory: str | Path, *, table_offset: int | None = None) -> P
         evidence=tuple(evidence),
         nvs_security=nvs_security,
         build=flasher,
+        secure_cert_ds=config.enabled("CONFIG_ESP_SECURE_CERT_DS_PERIPHERAL"),
     )

@@ -310,7 +310,8 @@ def prepare_batch(
         claim_key_pem = codesign.private_key_pem(codesign.load_private_key_file(registration.claim_key))
     warnings = identity_images.claim_warnings(config.family, claim_cert_pem is not None)
     flash_encryption = config.project.flash_encryption if config.project else None
-    secure_partition = identity_images.secure_cert_partition(config.family, table, flash_encryption)
+    ds = bool(config.project and config.project.secure_cert_ds)
+    secure_partition = identity_images.secure_cert_partition(config.family, table, flash_encryption, ds)
     if config.needs_aws and aws is None:
         raise ProvisioningError(f"{registration.mode} registration needs AWS access (--profile/--region)")
     if isinstance(registration, FactoryCaRegistration):

@@ -22,7 +22,9 @@ from device_provisioning.identity import codesign
 SECURE_CERT_FILE = "esp_secure_cert.bin"
 
 
-def secure_cert_partition(family: str, table: PartitionTable, flash_encryption: bool | None) -> Partition | None:
+def secure_cert_partition(
+    family: str, table: PartitionTable, flash_encryption: bool | None, ds_peripheral: bool = False
+) -> Partition | None:
     """The ``esp_secure_cert`` partition a batch of ``family`` devices writes, or ``None`` if it keeps none.
 
     Refused when the partition is flagged ``encrypted`` and the project enables flash encryption: a host
@@ -38,6 +40,12 @@ def secure_cert_partition(family: str, table: PartitionTable, flash_encryption: 
         raise InputFileError(
             f"{table.source}: {family} firmware reads its identity from an 'esp_secure_cert' partition (type 0x3F), "
             "which this table lacks; add 'esp_secure_cert, 0x3F, , 0xD000, 0x2000, encrypted'"
+        )
+    if ds_peripheral:
+        raise InputFileError(
+            f"{table.source}: the project enables CONFIG_ESP_SECURE_CERT_DS_PERIPHERAL: the device key must be "
+            "encrypted with an HMAC key burnt into that chip's eFuse (esp-secure-cert-tool --configure_ds, run "
+            "against each device), which a host cannot prepare; disable it for host-made images"
         )
     if partition.encrypted and flash_encryption:
         raise InputFileError(
