@@ -163,3 +163,18 @@ def test_a_header_that_is_dev_zero_is_one_line(tmp_path: Path) -> None:
     firmware = Path(shutil.copytree(EXAMPLES / "beta-ota-mqtt", tmp_path / "beta"))
     (firmware / "main" / "zero.h").symlink_to("/dev/zero")
     refused(*run("project", "show", "--project", firmware)[::2], "zero.h: not a regular file")
+
+
+@pytest.mark.parametrize(
+    ("define", "block"),
+    [("4096U", "4096"), ("( CONFIG_RMNG_OTA_MQTT_BLOCK_SIZE - 30 )", "256"), (None, "512")],
+)
+def test_the_file_streams_block_size_is_read_or_bounded(define: str | None, block: str, tmp_path: Path) -> None:
+    firmware = Path(shutil.copytree(MODULAR, tmp_path / "m"))
+    if define is not None:
+        (firmware / "main" / "MQTTFileDownloader_config.h").write_text(
+            f"#define mqttFileDownloader_CONFIG_BLOCK_SIZE {define}\n"
+        )
+    shown = show(firmware)
+    assert next(e for e in shown["evidence"] if e["setting"] == "block size")["value"] == block
+    assert shown["ota"]["max_image_size"] == 0x700000  # the slot binds whatever the block size

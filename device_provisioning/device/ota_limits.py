@@ -208,17 +208,24 @@ def read_v3(config: Config, sources: ProjectSources) -> tuple[int, int, tuple[st
 
 
 def read_modular(sources: ProjectSources) -> tuple[int, int, tuple[str, ...], list[Evidence]]:
+    """Modular OTA: the file-streams block size (only the 16-bit counter's bound depends on it), MQTT only."""
     found = sources.defines.get("mqttFileDownloader_CONFIG_BLOCK_SIZE")
     block_size = c_number(found[0]) if found else None
-    if found and (block_size is None or not 1 <= block_size <= 0x20000):
-        raise InputFileError(f"{found[1]}: mqttFileDownloader_CONFIG_BLOCK_SIZE {found[0][:40]!r} is not a size")
-    where = found[1] if found else "default (esp-aws-iot's MQTT file-streams port config)"
+    if found and block_size is not None and not 256 <= block_size <= 0x20000:
+        # AWS IoT takes blocks of 256 bytes to 128 KiB (the library's own range check).
+        raise InputFileError(f"{found[1]}: mqttFileDownloader_CONFIG_BLOCK_SIZE {block_size} is not 256 to 131072")
+    if block_size is not None and found:
+        where = found[1]
+    elif found:  # an expression of Kconfig values: the smallest block AWS takes bounds the counter lowest
+        block_size, where = 256, f"{found[1]} ({found[0][:40]}; taken as AWS's smallest block)"
+    else:
+        block_size, where = MODULAR_BLOCK_SIZE, "default (esp-aws-iot's MQTT file-streams port config)"
     return (
-        block_size or MODULAR_BLOCK_SIZE,
+        block_size,
         0,
         ("mqtt",),
         [
-            Evidence("block size", f"{block_size or MODULAR_BLOCK_SIZE}", where),
+            Evidence("block size", str(block_size), where),
             Evidence("block bitmap", "none (16-bit block counter)", "modular OTA: MQTT file streams keep no bitmap"),
             Evidence("data protocols", "mqtt", "modular OTA demo: the job's protocols[0] must be MQTT"),
         ],
