@@ -13,7 +13,6 @@ import hashlib
 import io
 import json
 import os
-import secrets
 import signal
 import sys
 import time
@@ -23,12 +22,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from device_provisioning import contract, interrupts, signing
+from device_provisioning import interrupts, signing
 from device_provisioning.aws import Aws, aws_errors
 from device_provisioning.aws.registration import amazon_root_ca
-from device_provisioning.device import credentials, nvs, partition_table
+from device_provisioning.device import credentials, partition_table
 from device_provisioning.errors import InputFileError, ProvisioningError
 from device_provisioning.factory import batch_config, bulk, ca_batch, identity_images, register
+from device_provisioning.factory.images import IMAGE_FILE as IMAGE_FILE  # re-exported: station, tests
+from device_provisioning.factory.images import ImageTask, build_image
 from device_provisioning.factory.inputs import (
     BatchConfig,
     BulkRegistration,
@@ -67,7 +68,6 @@ from device_provisioning.identity import codesign, device_tls, factory_ca
 MANIFEST = "manifest.csv"
 # The batch directory is self-contained for the stations: the table the images were built for.
 TABLE_FILE = "partition-table.bin"
-IMAGE_FILE = "creds.bin"
 MANIFEST_COLUMNS = (
     "serial", "thing_name", "state", "certificate_id", "certificate_fingerprint", "image_sha256", "error",
 )  # fmt: skip
@@ -167,65 +167,6 @@ def _make_key(task: tuple[str, str, str]) -> tuple[str, str]:
         write_atomic(key_path, codesign.private_key_pem(key), private=True, fsync=not GROUP_SYNC)
     write_atomic(device_dir / register.DEVICE_CSR, device_tls.device_csr_pem(key, thing), fsync=not GROUP_SYNC)
     return serial, codesign.public_key_sha256(key.public_key())
-
-
-@dataclass(frozen=True)
-class _ImageTask:
-    serial: str
-    directory: str
-    family: str
-    pkcs11_encoding: str
-    partition_size: int
-    partition_name: str
-    code_verify_pem: bytes
-    with_device_credentials: bool
-    claim_cert_pem: bytes | None
-    claim_key_pem: bytes | None
-    values: tuple[tuple[str, str, str], ...]
-    secure_cert_size: int = 0  # esp_secure_cert partition size when the family keeps its identity there
-    ca_pem: bytes = b""
-
-
-def _build_image(task: _ImageTask) -> tuple[str, str]:
-    device_dir = Path(task.directory)
-    device_cert = device_key = None
-    extra = [nvs.NvsEntry(namespace, key, "string", value) for namespace, key, value in task.values]
-    secure = b""
-    if task.secure_cert_size:  # identity in esp_secure_cert, certificate compiled in: NVS holds only the values
-        cert_path, key_path = device_dir / register.DEVICE_CERT, device_dir / register.DEVICE_KEY
-        secure = identity_images.write_secure_cert(
-            device_dir, cert_path, key_path, partition_size=task.secure_cert_size, ca_pem=task.ca_pem, fsync=False
-        )
-    elif task.with_device_credentials:
-        device_cert = codesign.load_certificate_file(device_dir / register.DEVICE_CERT)
-        device_key = codesign.load_private_key_file(device_dir / register.DEVICE_KEY)
-    claim_chain = identity_images.split_chain(task.claim_cert_pem) if task.claim_cert_pem else ()
-    creds = credentials.Credentials(
-        code_verify_certificate=codesign.load_certificate(task.code_verify_pem),
-        device_certificate=device_cert,
-        device_key=device_key,
-        claim_certificate=claim_chain[0] if claim_chain else None,
-        claim_key=codesign.load_private_key(task.claim_key_pem) if task.claim_key_pem else None,
-        claim_chain=claim_chain[1:],
-    )
-    if task.claim_cert_pem:
-        # This board's own claim secret: only its image holds it; the allow list holds its hash.
-        secret = secrets.token_hex(16)
-        namespace = task.values[0][0] if task.values else "cfg"
-        extra.append(nvs.NvsEntry(namespace, contract.CLAIM_SECRET_NVS_KEY, "string", secret))
-        digest = hashlib.sha256(secret.encode()).hexdigest()
-        write_atomic(device_dir / contract.CLAIM_SECRET_HASH_FILE, f"{digest}\n".encode(), fsync=not GROUP_SYNC)
-    entries = (
-        extra
-        if secure
-        else credentials.credential_entries(creds, task.family, pkcs11_encoding=task.pkcs11_encoding, extra=extra)
-    )
-    try:
-        image = credentials.build_pal_image(entries, task.partition_name, task.partition_size)
-    except ProvisioningError as error:
-        raise ProvisioningError(f"device {task.serial}: {error}") from None
-    write_atomic(device_dir / IMAGE_FILE, image, private=creds.holds_private_key, fsync=not GROUP_SYNC)
-    return task.serial, hashlib.sha256(image + secure).hexdigest()
 
 
 # --- orchestration ----------------------------------------------------------------------------------
@@ -468,7 +409,7 @@ class DeviceStages:
 
         t = time.monotonic()
         tasks = [
-            _ImageTask(
+            ImageTask(
                 serial=r.serial,
                 directory=str(self.device_dir[r.serial]),
                 family=config.family,
@@ -487,7 +428,7 @@ class DeviceStages:
         ]
         _run_pool(
             pool,
-            _build_image,
+            build_image,
             tasks,
             lambda results: journal.update_many(
                 [(s, DeviceState.IMAGE_BUILT, {"image_sha256": h}) for s, h in results]
