@@ -108,3 +108,20 @@ def test_a_family_is_registered_once_and_nvs_families_say_how_they_read() -> Non
         family.register(family.Family("broken", "reads NVS without saying how", "nvs", "ota-v3"))
     assert list(family.NVS_CERTIFICATE) == ["beta", "pkcs11"]
     assert [f.name for f in family.families()] == ["beta", "pkcs11", "embedded", "modular"]
+
+
+def test_claim_credentials_in_a_beta_image_are_warned_about(tmp_path: Path) -> None:
+    from tests.helpers import BETA_TABLE
+
+    for name in ("signer", "claim"):
+        (tmp_path / name).mkdir()
+        codesign.create_identity(tmp_path / name)
+    for family_name, warned in (("beta", True), ("pkcs11", False)):
+        code, out, err = run("nvs", "build", "--partition-table", BETA_TABLE, "--family", family_name,
+                             "--code-verify-cert", tmp_path / "signer" / codesign.CERT_FILE,
+                             "--claim-cert", tmp_path / "claim" / codesign.CERT_FILE,
+                             "--claim-key", tmp_path / "claim" / codesign.KEY_FILE,
+                             "--out", tmp_path / f"{family_name}.bin", "--json")  # fmt: skip
+        assert code == 0, err
+        warnings = json.loads(out)["warnings"]
+        assert any("never reads claim credentials" in w for w in warnings) is warned

@@ -62,16 +62,27 @@ def load_table(args: argparse.Namespace, path: Path | None) -> partition_table.P
     return partition_table.load(path, offset)
 
 
+def _checked_family(name: str) -> str:
+    """``--family`` must name a registered family (device/family.py): checked here, not by argparse choices."""
+    from device_provisioning.device import family as families
+
+    return families.get(name).name
+
+
 def trust_family(args: argparse.Namespace) -> str | None:
     """The firmware family for the pre-flight: ``--family``, else the project's (``embedded`` included)."""
+    if args.family:
+        return _checked_family(args.family)
     derived = firmware_project(args)
-    return args.family or (derived.family if derived else None)
+    return derived.family if derived else None
 
 
 def nvs_family(args: argparse.Namespace) -> str:
     """How the firmware reads P11_CSK from NVS: ``--family``, else the project's; refuses firmware that never does."""
     if args.family:
-        return str(args.family)
+        from device_provisioning.device.credentials import check_family
+
+        return check_family(_checked_family(args.family))
     derived = firmware_project(args)
     if derived is None:
         raise InputFileError("give --family beta|pkcs11 (how the firmware reads the certificate) or --project DIR")

@@ -301,6 +301,11 @@ def build_credential_image(
             "the compiled-in certificate; add 'nvs_keys, data, nvs_keys, , 0x1000, encrypted' or build unencrypted"
         )
     warnings = partition_warnings(partition, flash_encryption)
+    if credentials.claim_certificate is not None and not families.get(family).reads_claim_credentials:
+        warnings.append(
+            f"{family} firmware never reads claim credentials (its PKCS#11 PAL maps no claim label): the image "
+            "stores the claim key for nothing"
+        )
     entries = credential_entries(credentials, family, pkcs11_encoding=pkcs11_encoding, extra=extra)
     image = build_pal_image(entries, partition.name, partition.size, encryption_key=encryption_key)
     return CredentialImage(image, partition, tuple(entries), credentials.holds_private_key, tuple(warnings))
