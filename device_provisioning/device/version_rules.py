@@ -1,4 +1,4 @@
-"""Which versions each firmware family's OTA code accepts, keyed by family (add a family: add one entry).
+"""Which versions each firmware family's OTA code accepts, keyed by the OTA agent the family runs (device/family.py).
 
 - ``beta``, ``pkcs11``, ``embedded`` run the OTA agent v3 (ota-for-aws-iot-embedded-sdk ``ota.c``): after
   the reboot, in self test, ``validateUpdateVersion`` compares the new image's ``appFirmwareVersion``
@@ -64,20 +64,26 @@ def modular_demo(image: str, device: str, settings: FirmwareSettings) -> list[Fi
     )
 
 
+# Keyed by the family's OTA agent (device/family.py), so a family registered there needs no entry here.
 VERSION_RULES: dict[str, VersionRule] = {
-    "beta": ota_agent_v3,
-    "pkcs11": ota_agent_v3,
-    "embedded": ota_agent_v3,
+    "ota-v3": ota_agent_v3,
     "modular": modular_demo,
 }
-# Families whose OTA agent self-tests the new image through the platform's image state.
-SELF_TEST_NEEDS_ROLLBACK = frozenset({"beta", "pkcs11", "embedded"})
+# Agents that self-test the new image through the platform's image state.
+SELF_TEST_NEEDS_ROLLBACK = frozenset({"ota-v3"})
+
+
+def _agent(family: str | None) -> str | None:
+    from device_provisioning.device import family as families
+
+    return families.get(family).agent if family is not None and family in families.ALL else None
 
 
 def version_findings(image_version: str | None, device: DeviceState, settings: FirmwareSettings) -> list[Finding]:
     """The family's version rule, and the self-test rule; nothing when a version is not known."""
     found = []
-    if device.family in SELF_TEST_NEEDS_ROLLBACK and settings.rollback is False:
+    agent = _agent(device.family)
+    if agent in SELF_TEST_NEEDS_ROLLBACK and settings.rollback is False:
         found.append(
             Finding(
                 "self-test-without-rollback",
@@ -86,7 +92,7 @@ def version_findings(image_version: str | None, device: DeviceState, settings: F
                 "firmware the devices run",
             )
         )
-    rule = VERSION_RULES.get(device.family or "")
+    rule = VERSION_RULES.get(agent or "")
     if rule is not None and image_version and device.app_version:
         found += rule(image_version, device.app_version, settings)
     return found
