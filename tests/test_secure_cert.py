@@ -220,6 +220,7 @@ def test_flash_and_image_merge_take_the_esp_secure_cert_image(tmp_path: Path) ->
     assert code != 0 and "flagged encrypted" in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1
 
 
+@pytest.mark.integration  # batch prepare's worker processes
 def test_claim_mode_keeps_the_claim_chain_whole_and_warns_on_beta(signer: Path, tmp_path: Path) -> None:
     from tests.helpers import BETA_TABLE
 
