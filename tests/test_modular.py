@@ -183,3 +183,24 @@ def test_the_file_streams_block_size_is_read_or_bounded(define: str | None, bloc
     shown = show(firmware)
     assert next(e for e in shown["evidence"] if e["setting"] == "block size")["value"] == block
     assert shown["ota"]["max_image_size"] == 0x700000  # the slot binds whatever the block size
+
+
+def test_ota_create_on_a_v3_project_raising_the_bitmap_still_refuses_above_4_mib(
+    keys: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Refused by the pre-flight before any AWS call: the endpoint is a closed port.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    firmware = Path(shutil.copytree(EXAMPLES / "custom-pkcs11", tmp_path / "custom"))
+    table = firmware / "partitions.csv"
+    table.write_text(table.read_text().replace("3M", "6M"))  # the slot would take it: only the bitmap refuses
+    defaults = firmware / "sdkconfig.defaults"
+    defaults.write_text(defaults.read_text().replace("8MB", "16MB"))
+    image = tmp_path / "five.bin"
+    image.write_bytes(app_image.placeholder_app_image(version="2", payload_size=5 * MIB, chip="esp32s3"))
+    code, _, err = run("ota", "create", "--region", "eu-west-1", "--project", firmware, "--firmware", image,
+                       "--targets", "board-1", "--sign-key", keys / codesign.KEY_FILE,
+                       "--device-cert", keys / codesign.CERT_FILE, "--via", "job", "--protocol", "mqtt",
+                       "--bucket", "b", "--role-arn", "arn:aws:iam::123456789012:role/ota")  # fmt: skip
+    refused(code, err, "tracks at most 4194304", "OTA_MAX_BLOCK_BITMAP_SIZE 128")
