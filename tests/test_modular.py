@@ -125,7 +125,7 @@ def test_ota_create_takes_an_image_above_4_mib_that_fits_the_slot(aws_env: aws.A
     # HTTP: the modular demo would read the URL as a stream name.
     refused(*_ota(keys, big, bucket, "--protocol", "http")[::2], "MQTT streams only")
     # A job id the demo cannot hold.
-    refused(*_ota(keys, big, bucket, "--protocol", "mqtt", "--ota-id", "x" * 64)[::2], "at most 63")
+    refused(*_ota(keys, big, bucket, "--protocol", "mqtt", "--ota-id", "dev-" + "x" * 60)[::2], "at most 63")
 
 
 def test_a_v3_project_raising_the_bitmap_in_a_guarded_header_is_still_refused_above_4_mib(
