@@ -58,7 +58,6 @@ def _batch_prepare(args: argparse.Namespace, out: TextIO) -> int:
     lines += [f"WARNING      {warning}" for warning in summary.warnings]
     if summary.failed:
         lines.append(f"FAILED       {summary.failed} device(s); see `device-provisioning batch status {args.out}`")
-    lines += [f"WARNING      {warning}" for warning in summary.warnings]
     emit(out, args, lines, summary.to_json())
     return status(summary.failed > 0)
 
