@@ -85,3 +85,29 @@ def test_prod_fleet_provisioning_without_a_hook_is_refused() -> None:
     hook = "arn:aws:lambda:eu-west-1:123456789012:function:check-serial"
     own = config_from(stage="prod", fleetProvisioning="true", preProvisioningHookArn=hook)
     assert own.fleet_provisioning and not own.ships_pre_provisioning_hook
+
+
+def test_factory_ca_context_reads_a_ca_certificate_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from device_provisioning.identity import codesign, factory_ca
+    from device_provisioning.identity.signers import FileSigner
+    from stacks.config import AppConfig, ConfigError
+
+    ca = tmp_path / "ca.crt"
+    signer = FileSigner(codesign.generate_signing_key())
+    ca.write_bytes(codesign.certificate_pem(factory_ca.create_ca_certificate(signer, common_name="Config CA")))
+    config = AppConfig.from_context({"factoryCaCertificate": str(ca)}.get)
+    assert config.registration == "factory-ca" and "BEGIN CERTIFICATE" in (config.factory_ca_certificate_pem or "")
+    assert AppConfig.from_context({}.get).registration == "station"
+    leaf = tmp_path / "leaf.crt"
+    codesign.create_identity(tmp_path / "keys")
+    leaf.write_bytes((tmp_path / "keys" / codesign.CERT_FILE).read_bytes())
+    for value, message in ((str(leaf), "is not a CA certificate"), (str(tmp_path / "none.crt"), "cannot read"),
+                           (str(tmp_path / "keys" / codesign.KEY_FILE), "not a PEM X.509 certificate")):  # fmt: skip
+        with pytest.raises(ConfigError, match=message):
+            AppConfig.from_context({"factoryCaCertificate": value}.get)
+    with pytest.raises(ConfigError, match="give -c factoryCaCertificate"):
+        AppConfig.from_context({"factoryCaVerificationCertificate": str(ca)}.get)
+    with pytest.raises(ConfigError, match="stageAccounts"):
+        AppConfig.from_context({"stageAccounts": "qa=123"}.get)
+    shared = AppConfig.from_context({"stage": "prod", "stageAccounts": "dev=111111111111,prod=111111111111"}.get)
+    assert shared.accounts_shared_with_prod == ("dev",)

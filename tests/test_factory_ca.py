@@ -25,6 +25,7 @@ from device_provisioning.identity.pkcs11_signer import open_signer
 from stacks.config import AppConfig
 from tests.cdk_helpers import synthesize
 from tests.helpers import BETA_TABLE, recorded_session
+from tests.tiers import integration_fixture
 
 SOFTHSM = Path("/usr/lib/softhsm/libsofthsm2.so")
 DEVICES = 1000
@@ -36,6 +37,7 @@ def session(local_endpoint) -> aws.Aws:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
+@integration_fixture  # softhsm2-util
 def token_uri(tmp_path_factory) -> str:  # type: ignore[no-untyped-def]
     """A SoftHSM2 token 'factory' whose PIN is in a 0600 file; the URI names the module and the PIN file."""
     root = tmp_path_factory.mktemp("softhsm-ca")
@@ -172,7 +174,7 @@ def test_a_batch_of_1000_is_certified_by_the_factory_ca_and_one_device_provision
     assert iot.list_thing_principals(thingName=row["thing_name"])["principals"] == [certificate["certificateArn"]]
 
 
-def test_device_certificates_take_a_chosen_validity_and_the_ca_expiry_is_warned(token_uri: str, tmp_path: Path) -> None:
+def test_device_certificates_take_a_chosen_validity_and_the_ca_expiry_is_warned() -> None:
     import datetime as dt
 
     from device_provisioning.identity.signers import FileSigner

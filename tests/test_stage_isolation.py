@@ -39,6 +39,9 @@ def ca_pem() -> str:
     return certificate.public_bytes(serialization.Encoding.PEM).decode()
 
 
+# Synthesizing runs CDK's Node.js process: the integration tier.
+pytestmark = pytest.mark.integration
+
 HOOK_ARN = "arn:aws:lambda:eu-west-1:123456789012:function:check-serial"
 CONFIGURATIONS = {
     "dev": lambda: AppConfig(thing_names=("dev-board-1",)),
