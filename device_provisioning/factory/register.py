@@ -78,7 +78,19 @@ def _certificate_ids(iot: Any, thing: str) -> list[str]:
 
 
 def _remove_certificate(iot: Any, thing: str | None, certificate_id: str) -> None:
-    """Detach a certificate from its thing (when given) and its policies, deactivate it, delete it."""
+    """Detach a certificate from its thing (when given) and its policies, deactivate it, delete it.
+
+    Gone already is done: the station that held the device before (woken from a pause, undoing what no journal
+    row names) may be removing the same certificate at the same moment.
+    """
+    try:
+        _remove_existing_certificate(iot, thing, certificate_id)
+    except Exception as error:
+        if error_code(error) != "ResourceNotFoundException":
+            raise
+
+
+def _remove_existing_certificate(iot: Any, thing: str | None, certificate_id: str) -> None:
     description = iot.describe_certificate(certificateId=certificate_id)["certificateDescription"]
     arn = description["certificateArn"]
     if thing is not None:
@@ -227,8 +239,4 @@ def _undo(iot: Any, journal: BatchJournal, row: DeviceRow) -> None:
         if certificate_id == journaled:
             journaled = None
     if journaled is not None:  # created but never attached to the thing (its policy may be)
-        try:
-            _remove_certificate(iot, None, journaled)
-        except Exception as error:
-            if error_code(error) != "ResourceNotFoundException":
-                raise
+        _remove_certificate(iot, None, journaled)
