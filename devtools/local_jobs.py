@@ -13,6 +13,9 @@ plane's UpdateJobExecution, and the Jobs developer guide):
   execution to IN_PROGRESS, SUCCEEDED, FAILED or REJECTED with ``statusDetails``; a terminal execution
   cannot change (InvalidStateTransitionException), ``expectedVersion`` is honoured
   (VersionConflictException), the version number increases with each update;
+- CreateJob checks ``schedulingConfig`` as AWS documents it (times 30 minutes to a year/two years ahead,
+  ``endBehavior``, maintenance windows of 1-1430 minutes); a job with a later ``startTime`` is SCHEDULED
+  (its executions exist here from the start; AWS creates them when the rollout starts);
 - the job's abort criteria are applied as AWS applies them: once at least ``minNumberOfExecutedThings``
   executions have finished and the share of the criterion's failure type reaches
   ``thresholdPercentage``, the job is CANCELED and its unfinished executions with it.
@@ -57,6 +60,7 @@ def _create_job(self: Any, job_id: str, targets: list[str], *args: Any, **kwargs
         raise iot_exceptions.InvalidRequestException(f"a job has at most {MAX_JOB_TARGETS} targets")
     if job_id in self.jobs:
         raise iot_exceptions.ResourceAlreadyExistsException(f"Job {job_id} already exists.", job_id, "")
+    scheduled = _check_scheduling(kwargs.get("scheduling_config"))
     result = _moto_create_job(self, job_id, targets, *args, **kwargs)
     for arn in targets:
         if ":thinggroup/" not in arn:
@@ -74,9 +78,40 @@ def _create_job(self: Any, job_id: str, targets: list[str], *args: Any, **kwargs
         execution.execution_number = 1
         execution.version_number = 1
     job = self.jobs[job_id]
-    job.status = "IN_PROGRESS"
+    job.status = "SCHEDULED" if scheduled else "IN_PROGRESS"
     refresh_job(self, job)
     return result
+
+
+def _check_scheduling(config: dict[str, Any] | None) -> bool:
+    """CreateJob's schedulingConfig as AWS checks it; True when the job starts later (status SCHEDULED)."""
+    if not config:
+        return False
+    now = dt.datetime.now(dt.UTC)
+
+    def moment(name: str) -> dt.datetime | None:
+        text = config.get(name)
+        if text is None:
+            return None
+        try:
+            return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M").replace(tzinfo=dt.UTC)
+        except (TypeError, ValueError):
+            raise iot_exceptions.InvalidRequestException(f"{name} must be YYYY-MM-DDTHH:MM") from None
+
+    start, end = moment("startTime"), moment("endTime")
+    lead = dt.timedelta(minutes=30)
+    if start and not now + lead <= start <= now + dt.timedelta(days=365):
+        raise iot_exceptions.InvalidRequestException("startTime must be 30 minutes to a year from now")
+    if end and not now + lead <= end <= now + dt.timedelta(days=730):
+        raise iot_exceptions.InvalidRequestException("endTime must be 30 minutes to two years from now")
+    if start and end and not lead <= end - start <= dt.timedelta(days=730):
+        raise iot_exceptions.InvalidRequestException("endTime must be 30 minutes to two years after startTime")
+    if config.get("endBehavior") not in (None, "STOP_ROLLOUT", "CANCEL", "FORCE_CANCEL"):
+        raise iot_exceptions.InvalidRequestException("endBehavior is STOP_ROLLOUT, CANCEL or FORCE_CANCEL")
+    for window in config.get("maintenanceWindows") or []:
+        if not 1 <= int(window.get("durationInMinutes", 0)) <= 1430 or not 1 <= len(window.get("startTime", "")) <= 256:
+            raise iot_exceptions.InvalidRequestException("a maintenance window is a startTime and 1-1430 minutes")
+    return start is not None
 
 
 def _executions(backend: Any, job_id: str) -> list[Any]:

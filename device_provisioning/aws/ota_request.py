@@ -7,6 +7,7 @@ against the device's parser without an account.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any, Literal, get_args
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from device_provisioning.aws.job_schedule import Schedule
 from device_provisioning.aws.preflight import DeviceTrust
 from device_provisioning.contract import SIGNED_FIRMWARE_PREFIX, SIGNER_PLATFORM_ID
 from device_provisioning.device.compatibility import UpdateCheck
@@ -84,6 +86,8 @@ class Rollout:
     abort_failure_type: str = "FAILED"
     # Retries of a FAILED or TIMED_OUT execution (AWS: 0-10; CreateJob only).
     retries: int | None = None
+    # When the job rolls out (CreateJob only): start, end, end behaviour, maintenance windows.
+    schedule: Schedule | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,10 @@ class OtaRequest:
             DeviceTrust()  # raises: says which options give the devices' certificate
         if self.rollout.retries is not None and self.via != "job":
             raise InputFileError("retries are a CreateJob setting (CreateOTAUpdate has none): use via job")
+        if self.rollout.schedule is not None:
+            if self.via != "job":
+                raise InputFileError("scheduling is a CreateJob setting (CreateOTAUpdate has none): use via job")
+            self.rollout.schedule.check(dt.datetime.now(dt.UTC))
         if self.fleet and self.fleet.exclude_rejecting and self.rollout.continuous:
             raise InputFileError(
                 "--exclude-rejecting names the accepting devices one by one; --continuous would also reach devices "
@@ -255,6 +263,8 @@ def rollout_arguments(rollout: Rollout, *, for_ota_update: bool) -> dict[str, An
         arguments["awsJobAbortConfig" if for_ota_update else "abortConfig"] = {
             ("abortCriteriaList" if for_ota_update else "criteriaList"): [criteria]
         }
+    if rollout.schedule is not None and not for_ota_update:
+        arguments["schedulingConfig"] = rollout.schedule.to_request()
     if rollout.timeout_minutes:
         arguments["awsJobTimeoutConfig" if for_ota_update else "timeoutConfig"] = {
             "inProgressTimeoutInMinutes": rollout.timeout_minutes

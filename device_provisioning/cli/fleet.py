@@ -161,6 +161,13 @@ def _jobs_text(jobs: ota.Rollout) -> str:
         parts.append(f"timeout {jobs.timeout_minutes} min")
     if jobs.retries is not None:
         parts.append(f"{jobs.retries} retries")
+    if jobs.schedule is not None:
+        when = jobs.schedule
+        if when.start:
+            parts.append(f"starts {when.start} UTC")
+        if when.end:
+            parts.append(f"ends {when.end} UTC ({when.end_behavior or 'STOP_ROLLOUT'})")
+        parts += [f"window {w.start} for {w.minutes} min" for w in when.windows]
     return ", ".join(parts) or "AWS defaults"
 
 

@@ -10,6 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from device_provisioning.aws import ota
+from device_provisioning.aws.job_schedule import (
+    CRON_PATTERN,
+    END_BEHAVIORS,
+    TIME_PATTERN,
+    MaintenanceWindow,
+    Schedule,
+)
 from device_provisioning.aws.ota_request import ExponentialRate, Rollout
 from device_provisioning.errors import InputFileError
 from device_provisioning.files import beside, read_toml
@@ -98,6 +105,30 @@ ROLLOUT_SCHEMA: dict[str, Any] = {
                             "abort_failure_type": {"enum": ["FAILED", "REJECTED", "TIMED_OUT", "ALL"]},
                             "timeout_minutes": {"type": "integer", "minimum": 1, "maximum": 10080},
                             "retries": {"type": "integer", "minimum": 0, "maximum": 10},
+                            # AWS Jobs SchedulingConfig (CreateJob: via = "job").
+                            "schedule": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "minProperties": 1,
+                                "properties": {
+                                    "start": {"type": "string", "pattern": TIME_PATTERN},
+                                    "end": {"type": "string", "pattern": TIME_PATTERN},
+                                    "end_behavior": {"enum": list(END_BEHAVIORS)},
+                                    "maintenance_windows": {
+                                        "type": "array",
+                                        "minItems": 1,
+                                        "items": {
+                                            "type": "object",
+                                            "additionalProperties": False,
+                                            "required": ["start", "minutes"],
+                                            "properties": {
+                                                "start": {"type": "string", "pattern": CRON_PATTERN, "maxLength": 256},
+                                                "minutes": {"type": "integer", "minimum": 1, "maximum": 1430},
+                                            },
+                                        },
+                                    },
+                                },
+                            },
                         },
                     },
                 },
@@ -191,6 +222,17 @@ def load_rollout(path: str | Path) -> RolloutPlan:
         raise InputFileError(f"rollout file {source}: stage.percent: shares are cumulative and must increase")
     if via != "job" and any(stage.jobs.retries is not None for stage in stages):
         raise InputFileError(f"rollout file {source}: stage.jobs.retries: CreateOTAUpdate has no retries; use via job")
+    for stage in stages:
+        if stage.jobs.schedule is None:
+            continue
+        if via != "job":
+            raise InputFileError(
+                f"rollout file {source}: stage.jobs.schedule: CreateOTAUpdate has no scheduling; use via job"
+            )
+        try:
+            stage.jobs.schedule.check()
+        except InputFileError as error:
+            raise InputFileError(f"rollout file {source}: stage {stage.name}: {error}") from None
     return RolloutPlan(
         source=source,
         name=rollout["name"],
@@ -230,6 +272,7 @@ def _stage(entry: dict[str, Any]) -> Stage:
             abort_failure_type=jobs.get("abort_failure_type", "FAILED"),
             timeout_minutes=jobs.get("timeout_minutes"),
             retries=jobs.get("retries"),
+            schedule=_schedule(jobs["schedule"]) if "schedule" in jobs else None,
             exponential=ExponentialRate(
                 exponential["base_per_minute"], exponential["increment_factor"], exponential["after_succeeded"]
             )
@@ -237,3 +280,8 @@ def _stage(entry: dict[str, Any]) -> Stage:
             else None,
         ),
     )
+
+
+def _schedule(entry: dict[str, Any]) -> Schedule:
+    windows = tuple(MaintenanceWindow(w["start"], w["minutes"]) for w in entry.get("maintenance_windows", ()))
+    return Schedule(entry.get("start"), entry.get("end"), entry.get("end_behavior"), windows)
