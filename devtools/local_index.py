@@ -86,7 +86,11 @@ def documents(backend: Any) -> list[dict[str, Any]]:
 
 
 def search(backend: Any, query: str) -> list[dict[str, Any]]:
-    return cached(backend, ("search", query), lambda: [d for d in documents(backend) if compile_query(query)(d)])
+    def compute() -> list[dict[str, Any]]:
+        matches = compile_query(query)
+        return [document for document in documents(backend) if matches(document)]
+
+    return cached(backend, ("search", query), compute)
 
 
 def dynamic_members(backend: Any, group: Any) -> list[Any]:

@@ -50,6 +50,8 @@ class AppConfig:
     claim_client_id_prefix: str = "provision-"
     # AWS IoT logging level for the account and region (None: not managed here; it is account-wide).
     iot_logging: str | None = None
+    # AWS IoT fleet indexing (REGISTRY, the inventory's custom fields): account-wide, so one stage per account.
+    fleet_indexing: bool = False
     # Operators of this stage may target only things and thing groups named with this prefix (None: "<stage>-").
     target_name_prefix: str | None = None
     pre_provisioning_hook_arn: str | None = None
@@ -159,6 +161,7 @@ class AppConfig:
             claim_client_id_prefix=_client_id_prefix(get("claimClientIdPrefix")),
             target_name_prefix=target_prefix,
             iot_logging=_iot_logging(get("iotLogging")),
+            fleet_indexing=_boolean("fleetIndexing", get("fleetIndexing"), False),
             pre_provisioning_hook_arn=hook,
             pre_provisioning_hook=shipped,
             account=account,

@@ -13,6 +13,7 @@ from stacks.device_fleet import DeviceFleet
 from stacks.factory_ca import FactoryCa
 from stacks.factory_policy import FactoryPolicy
 from stacks.firmware_bucket import FirmwareBucket
+from stacks.fleet_indexing import FleetIndexing
 from stacks.fleet_provisioning import FleetProvisioning
 from stacks.iot_logging import IotLogging
 from stacks.operator_policy import OtaOperatorPolicy
@@ -189,6 +190,7 @@ class DeviceFleetStack(Stack):
         self.iot_logging: IotLogging | None = None
         if config.iot_logging:
             self.iot_logging = IotLogging(self, "IotLogging", level=config.iot_logging)
+        self.fleet_indexing = FleetIndexing(self, "FleetIndexing") if config.fleet_indexing else None
         self.fleet_provisioning: FleetProvisioning | None = None
         hook_arn = config.pre_provisioning_hook_arn or shipped_hook_arn
         if config.ships_pre_provisioning_hook and shipped_hook_arn is None:

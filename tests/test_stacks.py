@@ -45,10 +45,11 @@ def with_certificate() -> SynthesizedApp:
 
 @pytest.fixture(scope="module")
 def shipped_hook() -> SynthesizedApp:
-    """prod with fleet provisioning, the pre-provisioning hook the stack ships (the default) and IoT logging."""
+    """prod with fleet provisioning, the pre-provisioning hook the stack ships (the default), IoT logging and
+    fleet indexing."""
     return synthesize(
         AppConfig(stage="prod", code_signing_certificate_arn=CERT_ARN, signing_profile_name="prod_esp_ota_signing",
-                  fleet_provisioning=True, iot_logging="ERROR")
+                  fleet_provisioning=True, iot_logging="ERROR", fleet_indexing=True)
     )  # fmt: skip
 
 
@@ -696,3 +697,19 @@ def test_the_fleet_stack_makes_the_stages_thing_type_and_provisioned_things_get_
     body = json.loads(template["Properties"]["TemplateBody"])
     assert body["Resources"]["thing"]["Properties"]["ThingTypeName"] == "prod-esp32-device"
     assert thing_type_id in template["DependsOn"]
+
+
+def test_fleet_indexing_is_opt_in_and_indexes_the_inventory_fields(without_certificate, shipped_hook) -> None:
+    """Thing indexing REGISTRY with the fields the fleet commands aggregate on, set by a custom resource."""
+    from device_provisioning.fleet.index import CUSTOM_FIELDS
+
+    assert not resources_of(without_certificate.fleet_json, "Custom::AWS")
+    (resource,) = resources_of(shipped_hook.fleet_json, "Custom::AWS").values()
+    create = json.loads(resource["Properties"]["Create"])
+    assert create["action"] == "updateIndexingConfiguration" and create["service"] == "Iot"
+    configuration = create["parameters"]["thingIndexingConfiguration"]
+    assert configuration["thingIndexingMode"] == "REGISTRY"
+    assert configuration["customFields"] == [dict(field) for field in CUSTOM_FIELDS]
+    policies = resources_of(shipped_hook.fleet_json, "AWS::IAM::Policy")
+    statements = [s for p in policies.values() for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    assert {"Action": "iot:UpdateIndexingConfiguration", "Effect": "Allow", "Resource": "*"} in statements
