@@ -376,3 +376,16 @@ def test_a_schedule_that_has_passed_is_refused_before_anything_is_created(
     assert code == ExitCode.ERROR and "30 minutes to a year from now" in err, err
     jobs = [j["jobId"] for p in session.client("iot").get_paginator("list_jobs").paginate() for j in p["jobs"]]
     assert not [job for job in jobs if job.startswith(path.read_text().split('"')[1])]
+
+
+def test_the_rollout_bucket_is_stable_spread_and_recorded_only_when_asked() -> None:
+    from device_provisioning.fleet.inventory import Inventory, thing_attribute_payload
+
+    buckets = Counter(index.rollout_bucket(f"dev-{n}") for n in range(20000))
+    assert set(buckets) == set(range(100)) and max(buckets.values()) < 2 * min(buckets.values())
+    assert index.rollout_bucket("dev-1") == index.rollout_bucket("dev-1")
+    plain = thing_attribute_payload(Inventory("ab" * 32, "beta", "1.2.0"), bucket_of="dev-1")
+    assert "rolloutBucket" not in plain["attributePayload"]["attributes"]  # a thing without a type holds three
+    typed = thing_attribute_payload(Inventory("ab" * 32, "beta", "1.2.0", thing_type="dev-esp32"), bucket_of="dev-1")
+    assert typed["attributePayload"]["attributes"]["rolloutBucket"] == str(index.rollout_bucket("dev-1"))
+    assert typed["thingTypeName"] == "dev-esp32"

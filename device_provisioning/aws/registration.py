@@ -188,7 +188,7 @@ def _create(
             )
             if create_thing:
                 step = "create_thing"
-                iot.create_thing(thingName=thing_name, **thing_attribute_payload(inventory))
+                iot.create_thing(thingName=thing_name, **thing_attribute_payload(inventory, bucket_of=thing_name))
                 rollback.callback(undo, "thing deleted", (iot.delete_thing, {"thingName": thing_name}))
             step = "attach_policy"
             iot.attach_policy(policyName=policy_name, target=arn)

@@ -188,7 +188,7 @@ def _register(
 ) -> None:
     thing = row.thing_name
     try:
-        iot.create_thing(thingName=thing, **thing_attribute_payload(inventory))
+        iot.create_thing(thingName=thing, **thing_attribute_payload(inventory, bucket_of=thing))
     except Exception as error:
         if error_code(error) != "ResourceAlreadyExistsException":
             raise

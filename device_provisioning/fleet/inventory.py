@@ -27,6 +27,7 @@ from device_provisioning.contract import (
     CHIP_ATTRIBUTE,
     CHIP_REVISION_ATTRIBUTE,
     FAMILY_ATTRIBUTE,
+    ROLLOUT_BUCKET_ATTRIBUTE,
     SECURE_VERSION_ATTRIBUTE,
     UNTYPED_THING_ATTRIBUTES,
     VERSION_ATTRIBUTE,
@@ -169,9 +170,12 @@ def inventory_for_certificate(
     return Inventory(codesign.fingerprint(certificate), family, app_version, **device)
 
 
-def thing_attribute_payload(inventory: Inventory | None) -> dict[str, Any]:
+def thing_attribute_payload(inventory: Inventory | None, *, bucket_of: str | None = None) -> dict[str, Any]:
     """CreateThing/UpdateThing's arguments for the inventory: attributes merged with the thing's others, and
-    the stage's thing type whenever the inventory has one (needed beyond three attributes)."""
+    the stage's thing type whenever the inventory has one (needed beyond three attributes).
+
+    ``bucket_of`` (the thing's name) adds its ``rolloutBucket`` when the thing gets the stage's thing type (a
+    thing without one holds three attributes, which the inventory may fill)."""
     if inventory is None:
         return {}
     if inventory.needs_thing_type and not inventory.thing_type:
@@ -179,7 +183,10 @@ def thing_attribute_payload(inventory: Inventory | None) -> dict[str, Any]:
             f"the inventory has {len(inventory.attributes())} attributes and a thing without a thing type holds "
             f"{UNTYPED_THING_ATTRIBUTES}: it needs the stage's thing type (the DeviceFleet stack creates it)"
         )
-    payload: dict[str, Any] = {"attributePayload": {"attributes": inventory.attributes(), "merge": True}}
+    attributes = inventory.attributes()
+    if bucket_of is not None and inventory.thing_type:
+        attributes[ROLLOUT_BUCKET_ATTRIBUTE] = str(index.rollout_bucket(bucket_of))
+    payload: dict[str, Any] = {"attributePayload": {"attributes": attributes, "merge": True}}
     if inventory.thing_type:
         payload["thingTypeName"] = inventory.thing_type
     return payload
@@ -187,7 +194,7 @@ def thing_attribute_payload(inventory: Inventory | None) -> dict[str, Any]:
 
 def record_inventory(iot: Any, thing: str, inventory: Inventory) -> None:
     """Write the inventory onto an existing thing (UpdateThing, merging with its other attributes)."""
-    iot.update_thing(thingName=thing, **thing_attribute_payload(inventory))
+    iot.update_thing(thingName=thing, **thing_attribute_payload(inventory, bucket_of=thing))
 
 
 def record_reported_versions(iot: Any, reported: Iterable[tuple[str, str]]) -> list[str]:
