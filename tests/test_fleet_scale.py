@@ -241,14 +241,9 @@ def test_without_fleet_indexing_groups_are_read_by_pages(world: dict) -> None:  
     assert calls["status --per-device"]["iot:DescribeJobExecution"] == 5
 
 
-def test_an_indexed_rollout_targets_dynamic_groups_and_cleans_up(
-    session: aws.Aws,
-    world: dict,  # type: ignore[type-arg]
-    indexing: None,
-    tmp_path: Path,
-) -> None:
+def staged_rollout(session: aws.Aws, world: dict, tmp_path: Path, count: int) -> tuple[Path, list[str]]:  # type: ignore[type-arg]
+    """A group of ``count`` devices, a canary group of five of them, and a rollout file: canary, 25 %, 100 %."""
     iot = session.client("iot")
-    count = 800
     group, things = fleet(world, count)
     canary = unique(f"{PREFIX}canary")
     iot.create_thing_group(thingGroupName=canary)
@@ -275,6 +270,18 @@ percent = 25
 name = "all"
 percent = 100
 """)
+    return rollout, things
+
+
+def test_an_indexed_rollout_targets_dynamic_groups_and_cleans_up(
+    session: aws.Aws,
+    world: dict,  # type: ignore[type-arg]
+    indexing: None,
+    tmp_path: Path,
+) -> None:
+    iot = session.client("iot")
+    count = 800
+    rollout, things = staged_rollout(session, world, tmp_path, count)
     plan, calls = counted("ota", "rollout", "plan", rollout, "--stage", STAGE)
     devices = [stage["devices"] for stage in plan["stages"]]
     assert devices[0] == 5 and sum(devices) == round(count * 0.9) and 0.15 < devices[1] / sum(devices) < 0.35
@@ -294,6 +301,23 @@ percent = 100
     for stage in plan["stages"][1:]:
         with pytest.raises(iot.exceptions.ResourceNotFoundException):
             iot.describe_thing_group(thingGroupName=stage["thing_group"])
+
+
+def test_a_rollout_without_the_index_deletes_its_static_groups_once_complete(
+    session: aws.Aws,
+    world: dict,  # type: ignore[type-arg]
+    tmp_path: Path,
+) -> None:
+    rollout, _ = staged_rollout(session, world, tmp_path, 300)
+    plan, _ = counted("ota", "rollout", "plan", rollout, "--stage", STAGE)
+    for _stage in plan["stages"]:
+        report, _ = counted("ota", "rollout", "apply", rollout, "--stage", STAGE)
+        synthetic_fleet.play_devices(report["created"], {}, ("SUCCEEDED", {"reason": "accepted v1.3.0"}))
+    report, calls = counted("ota", "rollout", "apply", rollout, "--stage", STAGE)
+    assert sorted(report["cleaned"]) == sorted(s["thing_group"] for s in plan["stages"][1:])
+    assert calls["iot:DeleteThingGroup"] == 2 and not calls["iot:RemoveThingFromThingGroup"]
+    status, _ = counted("ota", "rollout", "status", rollout, "--stage", STAGE)  # still readable after the clean-up
+    assert status["complete"] and [s["state"] for s in status["stages"]] == ["passed"] * 3
 
 
 # --- scheduling -----------------------------------------------------------------------------------------------

@@ -237,11 +237,12 @@ def _survey(aws: Aws, plan: RolloutPlan, context: RolloutContext, firmware: byte
         # Names: from the index (SearchIndex, 100 a page) when the buckets are missing, else the pre-flight's.
         eligible = preflight.accepting if accepting is None else [d["thingName"] for d in index.search(iot, accepting)]
         named = {stage.thing_group: group_members(iot, stage.thing_group) for stage in plan.stages if stage.thing_group}
-        existing = {
-            stage.name: group_members(iot, stage_group_name(plan, stage, context.target_group_prefix))
-            for stage in plan.stages
-            if stage.percent is not None and jobs[stage.name] is not None
-        }
+        existing = {}
+        for stage in plan.stages:
+            if stage.percent is not None and jobs[stage.name] is not None:
+                group = stage_group_name(plan, stage, context.target_group_prefix)
+                with contextlib.suppress(iot.exceptions.ResourceNotFoundException):  # a complete rollout's, deleted
+                    existing[stage.name] = group_members(iot, group)
         warnings = stages.group_limit_warnings_listed(iot, eligible)
     # The pre-flight resolved every target: its accepting devices are the ones the stages share out (a named
     # group may hold devices beyond the targets; its stage reaches only the targets among them).
