@@ -39,8 +39,9 @@ from devtools.synthetic_fleet import Cohort  # noqa: E402
 STAGE = "bench"
 PREFIX = "bench-"
 ROLE = "arn:aws:iam::123456789012:role/ota"
-# Calls an operation makes whatever the fleet's size: stack outputs, the job, groups, cohorts, stages.
-CONSTANT = 30
+# Calls an operation makes whatever the fleet's size: stack outputs, the job, groups, stages, cohorts (with the
+# update rules, a few aggregations per cohort of distinct recorded values: it grows with cohorts, never devices).
+CONSTANT = 60
 ACCEPTED = ("SUCCEEDED", {"reason": "accepted v1.3.0"})
 FAILED = ("FAILED", {"reason": "0xe3000000: 0x00000000"})
 
@@ -94,7 +95,7 @@ def one_size(session: aws.Aws, world: dict[str, Path | str], count: int, tag: st
     _, seconds, calls = run(
         "ota", "create", "--stage", STAGE, "--firmware", world["firmware"], "--thing-groups", group,
         "--sign-key", world["key"], "--device-cert", world["certificate"], "--via", "job",
-        "--ota-id", f"{tag}-excl", "--exclude-rejecting",
+        "--ota-id", f"{PREFIX}{tag}-excl", "--exclude-rejecting",
     )  # fmt: skip
     rows.append(("pre-flight + --exclude-rejecting", seconds, calls))
     rollout = work / f"{tag}.toml"

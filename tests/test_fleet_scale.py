@@ -8,6 +8,7 @@ plus a constant), never by devices.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import uuid
@@ -29,8 +30,9 @@ from devtools.synthetic_fleet import Cohort
 STAGE = "scale"
 PREFIX = "scale-"
 ROLE = "arn:aws:iam::123456789012:role/ota"
-# Calls an operation may make whatever the fleet's size (stack outputs, the job, the group, cohorts).
-CONSTANT = 30
+# Calls an operation may make whatever the fleet's size (stack outputs, the job, the group, cohorts: with the update
+# rules, a few aggregations per cohort of distinct recorded values, so it grows with cohorts, never devices).
+CONSTANT = 60
 
 
 def unique(prefix: str) -> str:
@@ -413,3 +415,50 @@ def test_the_rollout_bucket_is_stable_spread_and_recorded_only_when_asked() -> N
     typed = thing_attribute_payload(Inventory("ab" * 32, "beta", "1.2.0", thing_type="dev-esp32"), bucket_of="dev-1")
     assert typed["attributePayload"]["attributes"]["rolloutBucket"] == str(index.rollout_bucket("dev-1"))
     assert typed["thingTypeName"] == "dev-esp32"
+
+
+def test_with_the_index_the_update_rules_split_cohorts_by_what_each_device_records(
+    session: aws.Aws,
+    world: dict,  # type: ignore[type-arg]
+    indexing: None,
+    tmp_path: Path,
+) -> None:
+    """Chip, revision, version and secure version counted in the index: each rule's devices refused and named."""
+    from device_provisioning.contract import thing_type_name
+    from device_provisioning.fleet.inventory import Inventory, thing_attribute_payload
+
+    iot = session.client("iot")
+    kind = thing_type_name(STAGE)
+    with contextlib.suppress(iot.exceptions.ResourceAlreadyExistsException):
+        iot.create_thing_type(thingTypeName=kind)
+    group = unique(f"{PREFIX}rules")
+    iot.create_thing_group(thingGroupName=group)
+    cohorts = {"ok": ("esp32s3", 2, "1.2.0", 1), "esp32": ("esp32", 300, "1.2.0", None),
+               "rev": ("esp32s3", 200, "1.2.0", None), "same": ("esp32s3", 2, "1.3.0", None),
+               "secure": ("esp32s3", 2, "1.2.0", 3)}  # fmt: skip
+    things: dict[str, list[str]] = {}
+    for name, (chip, revision, version, secure) in cohorts.items():
+        entry = Inventory(world["fingerprints"]["current"], "beta", version, chip, revision, secure, thing_type=kind)
+        for _ in range(3 if name == "ok" else 1):
+            thing = unique(f"{group}-{name}-")
+            iot.create_thing(thingName=thing, **thing_attribute_payload(entry, bucket_of=thing))
+            iot.add_thing_to_thing_group(thingGroupName=group, thingName=thing)
+            things.setdefault(name, []).append(thing)
+    firmware = tmp_path / "s3.bin"
+    firmware.write_bytes(placeholder_app_image(version="1.3.0", chip="esp32s3", secure_version=2, max_rev_full=199))
+    ota_id = unique(f"{PREFIX}rules")
+    result, calls = counted(
+        "ota", "create", "--stage", STAGE, "--firmware", firmware, "--thing-groups", group, "--family", "beta",
+        "--sign-key", world["current"].key, "--device-cert", world["current"].certificate, "--via", "job",
+        "--ota-id", ota_id, "--exclude-rejecting",
+    )  # fmt: skip
+    assert calls["iot:GetBucketsAggregation"] and not calls["iot:DescribeThing"] and not calls["iot:ListThings"]
+    rejecting = {entry["thing"]: entry["reason"] for entry in result["fleet"]["rejecting"]}
+    for name, rule in [("esp32", "[wrong-chip]"), ("rev", "[chip-revision]"), ("same", "[same-version]"),
+                       ("secure", "[secure-version]")]:  # fmt: skip
+        assert rule in rejecting[things[name][0]], rejecting
+    assert result["fleet"]["accepting"] == 3 and len(rejecting) == 4
+    (target,) = iot.describe_job(jobId=ota_id)["job"]["targets"]
+    pages = iot.get_paginator("list_things_in_thing_group").paginate(thingGroupName=target.rsplit("/")[-1])
+    members = [thing for page in pages for thing in page["things"]]
+    assert sorted(members) == sorted(things["ok"])  # the dynamic group's query admits exactly the accepting devices
