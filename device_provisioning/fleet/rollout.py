@@ -307,7 +307,8 @@ def apply_rollout(aws: Aws, plan: RolloutPlan, context: RolloutContext, firmware
         return _with_moves(report_of(tuple(reports), created=report.job_id), survey, context)
     cleaned: tuple[str, ...] = ()
     if all(report.state == "passed" for report in reports):
-        cleaned = _clean_up(aws.client("iot"), plan, context, survey, reports)
+        with aws_errors(f"cleaning up rollout {plan.name}"):
+            cleaned = stages.clean_up(aws.client("iot"), plan, context.target_group_prefix, survey.jobs, reports)
     return _with_moves(report_of(tuple(reports), cleaned=cleaned), survey, context)
 
 
@@ -369,23 +370,6 @@ def _open_stage(
             done.left,
             stopped.signal,
         ) from None
-
-
-def _clean_up(
-    iot: Any, plan: RolloutPlan, context: RolloutContext, survey: _Survey, reports: Sequence[StageReport]
-) -> tuple[str, ...]:
-    """Delete the groups the rollout made (its percent stages', and the accepting devices' of a named stage
-    that held rejecting ones) whose jobs have nothing queued or in progress: one call per group."""
-    deleted = []
-    with aws_errors(f"cleaning up rollout {plan.name}"):
-        for stage, report in zip(plan.stages, reports, strict=True):
-            if stages.pending(survey.jobs[stage.name]):
-                continue
-            made = [f"{context.target_group_prefix}ota-{report.job_id}"]
-            if stage.thing_group is None:
-                made.append(report.thing_group)
-            deleted += [name for name in made if stages.delete_group(iot, name)]
-    return tuple(deleted)
 
 
 def _create_stage(

@@ -24,6 +24,7 @@ from typing import Any
 
 from device_provisioning.contract import ROLLOUT_BUCKET_ATTRIBUTE
 from device_provisioning.fleet import index
+from device_provisioning.fleet.gates import StageReport
 from device_provisioning.fleet.rollout_file import RolloutPlan, Stage
 
 # AWS: "You can add a thing to a maximum of 10 groups" (dynamic groups count too).
@@ -153,3 +154,23 @@ def delete_group(iot: Any, name: str) -> bool:
     else:
         iot.delete_thing_group(thingGroupName=name)
     return True
+
+
+def clean_up(
+    iot: Any,
+    plan: RolloutPlan,
+    prefix: str,
+    jobs: dict[str, dict[str, Any] | None],
+    reports: Sequence[StageReport],
+) -> tuple[str, ...]:
+    """Delete the groups the rollout made (its percent stages', and the accepting devices' of a named stage
+    that held rejecting ones) whose jobs have nothing queued or in progress: one call per group."""
+    deleted = []
+    for stage, report in zip(plan.stages, reports, strict=True):
+        if pending(jobs[stage.name]):
+            continue
+        made = [f"{prefix}ota-{report.job_id}"]
+        if stage.thing_group is None:
+            made.append(report.thing_group)
+        deleted += [name for name in made if delete_group(iot, name)]
+    return tuple(deleted)
