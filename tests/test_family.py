@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from device_provisioning import rotation
 from device_provisioning.aws import preflight
 from device_provisioning.cli import main
 from device_provisioning.device import family
 from device_provisioning.device.sources import ProjectSources
 from device_provisioning.errors import VerificationFailed
 from device_provisioning.fleet.inventory import Inventory
-from device_provisioning.identity import codesign, rotation
+from device_provisioning.identity import codesign
 
 
 def run(*argv: object) -> tuple[int, str, str]:

@@ -13,8 +13,8 @@ import pytest
 
 from device_provisioning.errors import InputFileError
 from device_provisioning.factory.inputs import load_config
-from device_provisioning.fleet.rollout import evaluate_gate
-from device_provisioning.fleet.rollout_file import load_rollout
+from device_provisioning.rollout import evaluate_gate
+from device_provisioning.rollout.rollout_file import load_rollout
 from tests.helpers import BETA_TABLE
 from tests.test_fleet import write_rollout
 
@@ -54,7 +54,7 @@ def test_a_batch_config_with_nan_or_inf_is_refused(tmp_path: Path, setting: str)
 @pytest.mark.parametrize("threshold", [5.0, float("nan")])
 def test_a_gate_with_every_device_failed_fails_even_with_a_nan_threshold(threshold: float) -> None:
     """Belt and braces behind the file check: the gate's comparison fails closed on a nan threshold."""
-    from device_provisioning.fleet.rollout_file import Gate
+    from device_provisioning.rollout.rollout_file import Gate
 
     job = {"status": "IN_PROGRESS", "jobProcessDetails": {"numberOfFailedThings": 10}}
     gate = Gate(min_succeeded=0, max_failed_percent=threshold)

@@ -20,13 +20,12 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from device_provisioning import aws, signing
+from device_provisioning import aws, rollout, signing
 from device_provisioning.aws import ota
 from device_provisioning.cli import main
 from device_provisioning.device.app_image import placeholder_app_image
 from device_provisioning.errors import ExitCode, VerificationFailed
 from device_provisioning.fleet import inventory as fleet_inventory
-from device_provisioning.fleet import rollout
 from device_provisioning.fleet.status import decode_status_details
 from device_provisioning.identity import codesign
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from device_provisioning.fleet.rollout_file import load_rollout
 
 from device_provisioning.errors import InputFileError
 from device_provisioning.factory.inputs import load_config
-from device_provisioning.fleet.rollout_file import load_rollout
 from device_provisioning.identity.pkcs11_signer import Pkcs11Uri
 from tests.helpers import BETA_TABLE
 

@@ -18,8 +18,8 @@ import boto3
 import pytest
 from botocore.validate import ParamValidator
 
-from device_provisioning.fleet import rollout
-from device_provisioning.fleet.rollout_file import Gate
+from device_provisioning import rollout
+from device_provisioning.rollout.rollout_file import Gate
 
 NOW = dt.datetime(2026, 12, 7, 9, 0, tzinfo=dt.UTC)
 

@@ -43,11 +43,11 @@ from device_provisioning.aws.preflight import (
     signer_judge,
 )
 from device_provisioning.aws.session import Aws, aws_errors
+from device_provisioning.aws.targets import judge_targets
 from device_provisioning.device.ota_limits import DeviceLimits, check_job_document_size
 from device_provisioning.device.update_rules import DeviceState
 from device_provisioning.errors import AwsError, InputFileError, VerificationFailed
 from device_provisioning.fleet.preflight import UNKNOWN_REFUSED, FleetPreflight, Judge, Verdict
-from device_provisioning.fleet.targets import judge_targets
 
 __all__ = [
     "MAX_OTA_FILE",

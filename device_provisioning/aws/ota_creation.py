@@ -24,10 +24,10 @@ from device_provisioning.aws.ota_request import (
     rollout_arguments,
 )
 from device_provisioning.aws.session import Aws, aws_errors
+from device_provisioning.aws.targets import exclusion_targets
 from device_provisioning.aws.undo import UndoLog
 from device_provisioning.errors import AwsError
 from device_provisioning.fleet.preflight import FleetPreflight
-from device_provisioning.fleet.targets import exclusion_targets
 from device_provisioning.interrupts import Interrupted
 
 # How long AWS may take to sign and create an OTA update's job before we stop waiting for it.
@@ -132,7 +132,7 @@ def _create(
 
 
 def _removed_group(iot: Any, log: UndoLog, name: str) -> None:
-    """Whether the group made for the accepting devices is gone (its removal is best effort in fleet.targets)."""
+    """Whether the group made for the accepting devices is gone (its removal is best effort in aws.targets)."""
     try:
         iot.describe_thing_group(thingGroupName=name)
     except Exception as error:  # noqa: BLE001 - ResourceNotFoundException: removed; anything else: unknown

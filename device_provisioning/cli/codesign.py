@@ -129,7 +129,8 @@ def _codesign_show(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _codesign_rotate(args: argparse.Namespace, out: TextIO) -> int:
-    from device_provisioning.identity import codesign, rotation
+    from device_provisioning import rotation
+    from device_provisioning.identity import codesign
 
     old = codesign.load_certificate_file(args.from_cert)
     new = codesign.load_certificate_file(args.to_cert)

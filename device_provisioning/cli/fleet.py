@@ -24,8 +24,8 @@ from device_provisioning.contract import StackOutput, stage_id_prefix
 from device_provisioning.errors import InputFileError
 
 if TYPE_CHECKING:
+    from device_provisioning import rollout
     from device_provisioning.aws import ota
-    from device_provisioning.fleet import rollout
 
 
 def _fleet_show(args: argparse.Namespace, out: TextIO) -> int:
@@ -62,9 +62,8 @@ def _fleet_show(args: argparse.Namespace, out: TextIO) -> int:
 
 def _rollout_context(args: argparse.Namespace, plan: rollout.RolloutPlan) -> rollout.RolloutContext:
     """Signing from the file; bucket, role and the group prefix from the stage's stacks."""
-    from device_provisioning import aws
+    from device_provisioning import aws, rollout
     from device_provisioning.aws import ota
-    from device_provisioning.fleet import rollout
     from device_provisioning.identity import codesign
     from device_provisioning.signing import DeviceCertificate
 
@@ -102,7 +101,7 @@ def _rollout_context(args: argparse.Namespace, plan: rollout.RolloutPlan) -> rol
 
 
 def _ota_rollout(args: argparse.Namespace, out: TextIO) -> int:
-    from device_provisioning.fleet import rollout
+    from device_provisioning import rollout
 
     plan = rollout.load_rollout(args.file)
     firmware = read_firmware(plan.firmware)

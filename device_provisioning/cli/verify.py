@@ -38,7 +38,7 @@ from device_provisioning.cli.common import (
 from device_provisioning.errors import InputFileError
 
 if TYPE_CHECKING:
-    from device_provisioning.doctor import cloud
+    from device_provisioning.aws import thing_checks
     from device_provisioning.doctor.engine import Report
 
 
@@ -96,7 +96,7 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _doctor(args: argparse.Namespace, out: TextIO) -> int:
-    from device_provisioning.doctor import cloud
+    from device_provisioning.aws import thing_checks
     from device_provisioning.doctor.render import CrashDecoding, finding_lines
     from device_provisioning.doctor.symbols import release_elf
 
@@ -116,9 +116,9 @@ def _doctor(args: argparse.Namespace, out: TextIO) -> int:
     if args.thing or held:
         session = connect_aws(args)
         if args.thing:
-            found += cloud.check_thing(session, args.thing)
+            found += thing_checks.check_thing(session, args.thing)
         if held is not None:
-            found += cloud.check_signing_profile(session, args.signing_profile, held)
+            found += thing_checks.check_signing_profile(session, args.signing_profile, held)
     human = finding_lines(found) + crashes.lines()
     if report.findings_not_kept:
         human.append(f"{report.findings_not_kept} more finding(s) after the first {len(found)} not shown")
@@ -159,19 +159,22 @@ def _read_log(path: str) -> Report:
         raise InputFileError(f"cannot read log {path}: {error.strerror or error}") from error
 
 
-def _held_certificate(args: argparse.Namespace) -> cloud.HeldCertificate | None:
+def _held_certificate(args: argparse.Namespace) -> thing_checks.HeldCertificate | None:
     """The code-verification certificate the device holds, from --batch (with --thing) or --nvs."""
-    from device_provisioning.doctor import cloud
+    from device_provisioning.aws import thing_checks
+    from device_provisioning.factory import batch
     from device_provisioning.files import read_bytes
+    from device_provisioning.identity import codesign
 
     if args.batch and args.nvs:
         raise InputFileError("give --batch or --nvs, not both")
     if args.batch:
         if not args.thing:
             raise InputFileError("--batch finds the device by its thing name: give --thing NAME")
-        return cloud.held_by_batch_device(args.batch, args.thing)
+        found = batch.device_code_verify_certificate(args.batch, args.thing)
+        return thing_checks.HeldCertificate(codesign.fingerprint(found.certificate), found.origin)
     if args.nvs:
-        return cloud.held_in_image(read_bytes(args.nvs, "NVS image"), nvs_family(args), str(args.nvs))
+        return thing_checks.held_in_image(read_bytes(args.nvs, "NVS image"), nvs_family(args), str(args.nvs))
     return None
 
 

@@ -26,14 +26,15 @@ from device_provisioning.aws.session import Aws, aws_errors
 from device_provisioning.aws.undo import UndoLog
 from device_provisioning.device.compatibility import UpdateCheck
 from device_provisioning.errors import InputFileError, VerificationFailed
-from device_provisioning.fleet import index, stages
-from device_provisioning.fleet.gates import StageReport, evaluate_gate
+from device_provisioning.fleet import index
 from device_provisioning.fleet.inventory import group_members
 from device_provisioning.fleet.moves import holdings, secure_version_warning, stage_moves
 from device_provisioning.fleet.preflight import FleetPreflight
-from device_provisioning.fleet.rollout_file import Gate, RolloutPlan, Signing, Stage, load_rollout
 from device_provisioning.fleet.status import job_counts
 from device_provisioning.interrupts import Interrupted
+from device_provisioning.rollout import stages
+from device_provisioning.rollout.gates import StageReport, evaluate_gate
+from device_provisioning.rollout.rollout_file import Gate, RolloutPlan, Signing, Stage, load_rollout
 
 __all__ = [
     "Gate",

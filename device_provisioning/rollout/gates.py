@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from device_provisioning.fleet.moves import Moves
-from device_provisioning.fleet.rollout_file import Gate
+from device_provisioning.rollout.rollout_file import Gate
 
 StageState = Literal["pending", "created", "waiting", "passed", "failed"]
 

@@ -24,8 +24,8 @@ from typing import Any
 
 from device_provisioning.contract import ROLLOUT_BUCKET_ATTRIBUTE
 from device_provisioning.fleet import index
-from device_provisioning.fleet.gates import StageReport
-from device_provisioning.fleet.rollout_file import RolloutPlan, Stage
+from device_provisioning.rollout.gates import StageReport
+from device_provisioning.rollout.rollout_file import RolloutPlan, Stage
 
 # AWS: "You can add a thing to a maximum of 10 groups" (dynamic groups count too).
 MAX_GROUPS_PER_THING = 10

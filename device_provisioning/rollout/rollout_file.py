@@ -1,6 +1,6 @@
 """Rollout files: the image, the signing, the targets and the stages, validated against AWS's ranges.
 
-The file format only; :mod:`device_provisioning.fleet.rollout` runs a plan (stages, gates, apply).
+The file format only; :mod:`device_provisioning.rollout` runs a plan (stages, gates, apply).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``doctor --thing``: what AWS IoT knows about the device, checked against what its firmware needs.
+"""The cloud side of ``doctor``: what AWS IoT knows about the device, checked against what its firmware needs.
 
 The thing exists; it holds a certificate that is ACTIVE; a policy attached to that certificate lets
 it connect with its thing name as client id and subscribe to its jobs topics (evaluated on the IoT
@@ -11,7 +11,6 @@ from __future__ import annotations
 import fnmatch
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from device_provisioning import signing
@@ -184,14 +183,6 @@ class HeldCertificate:
 
     fingerprint: str
     source: str
-
-
-def held_by_batch_device(batch_dir: str | Path, thing: str) -> HeldCertificate:
-    """What the factory batch wrote for ``thing``: the P11_CSK in its credential image."""
-    from device_provisioning.factory import batch  # a batch is read only when asked for
-
-    found = batch.device_code_verify_certificate(batch_dir, thing)
-    return HeldCertificate(codesign.fingerprint(found.certificate), found.origin)
 
 
 def held_in_image(image: bytes, family: str, source: str) -> HeldCertificate:

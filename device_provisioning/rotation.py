@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 from cryptography import x509
 
+from device_provisioning.contract import CODE_VERIFY_LABEL
 from device_provisioning.device import family as families
-from device_provisioning.device.credentials import CODE_VERIFY_LABEL
 from device_provisioning.errors import CertificateError, VerificationFailed
 from device_provisioning.identity.codesign import check_key_type, fingerprint
 

@@ -1,0 +1,39 @@
+"""Staged rollouts: the rollout file, the stages and their gates, plan/apply/status.
+
+Above :mod:`device_provisioning.aws` (each stage is an OTA update or job made by :func:`aws.ota.create_ota`)
+and :mod:`device_provisioning.fleet` (the inventory and the fleet pre-flight the stages share out).
+"""
+
+from device_provisioning.rollout.apply import (
+    Gate,
+    RolloutContext,
+    RolloutPlan,
+    RolloutReport,
+    Signing,
+    Stage,
+    StageReport,
+    apply_rollout,
+    assign_devices,
+    evaluate_gate,
+    load_rollout,
+    rollout_status,
+    stage_group_name,
+    stage_job_id,
+)
+
+__all__ = [
+    "Gate",
+    "RolloutContext",
+    "RolloutPlan",
+    "RolloutReport",
+    "Signing",
+    "Stage",
+    "StageReport",
+    "apply_rollout",
+    "assign_devices",
+    "evaluate_gate",
+    "load_rollout",
+    "rollout_status",
+    "stage_group_name",
+    "stage_job_id",
+]
