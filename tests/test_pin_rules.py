@@ -10,6 +10,7 @@ from device_provisioning.fleet.rollout_file import load_rollout
 from device_provisioning.errors import InputFileError
 from device_provisioning.factory.inputs import load_config
 from device_provisioning.identity.pkcs11_signer import Pkcs11Uri
+from device_provisioning.rollout.rollout_file import load_rollout
 from tests.helpers import BETA_TABLE
 
 ROLLOUT = """
