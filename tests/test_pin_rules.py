@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from device_provisioning.fleet.rollout_file import load_rollout
 
 from device_provisioning.errors import InputFileError
 from device_provisioning.factory.inputs import load_config
