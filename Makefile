@@ -9,19 +9,26 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup check test lint demo synth bench clean coverage mutation
+.PHONY: setup test-setup test-packages check test lint demo local-aws synth bench clean coverage mutation
 
-# Debian packages the tests use, each known by a file it installs: a software PKCS#11 token (softhsm2), a
+# `make setup`: what the demo and the command line need, nothing that needs root (a venv and the local CDK CLI).
+setup: $(VENV)/.installed $(CDK)
+
+# `make test-setup`: setup plus what only the tests use: checkov's own venv and the system packages below.
+test-setup: setup $(CHECKOV_VENV)/.installed test-packages
+
+# Debian packages only the tests use, each known by a file it installs: a software PKCS#11 token (softhsm2), a
 # PostgreSQL server (the shared-journal tests start a throw-away cluster on loopback themselves), and a real
-# headless browser with its WebDriver (the operator page's test). One apt run installs whatever is missing
-# (needs root, as CI has).
+# headless browser with its WebDriver (the operator page's test). One apt run installs whatever is missing; it
+# needs root (CI has it; elsewhere run `sudo make test-packages` once).
 SYSTEM_PACKAGES := softhsm2 postgresql chromium chromium-driver
 SYSTEM_FILES := /usr/lib/softhsm/libsofthsm2.so /usr/lib/postgresql /usr/bin/chromium /usr/bin/chromedriver
 
-setup: $(VENV)/.installed $(CDK) $(CHECKOV_VENV)/.installed $(SYSTEM_FILES)
+test-packages: $(SYSTEM_FILES)
 
 $(SYSTEM_FILES) &:
-	command -v apt-get >/dev/null || { echo "install $(SYSTEM_PACKAGES) (Debian package names) for the tests" >&2; exit 1; }
+	@command -v apt-get >/dev/null || { echo "ERROR the tests need $(SYSTEM_PACKAGES) (Debian package names) and apt-get is not here: install them with this system's package manager, then run make test again (make demo does not need them)" >&2; exit 1; }
+	@[ "$$(id -u)" = 0 ] || { echo "ERROR the tests need $(SYSTEM_PACKAGES), and installing them needs root: run 'sudo make test-packages' once, then make test (make demo does not need them)" >&2; exit 1; }
 	apt-get update -qq && apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
@@ -42,7 +49,7 @@ $(CDK): package.json package-lock.json
 # Prints the time of the whole gate (lint, types, suite); the target is under 2 minutes on 2 cores.
 # mypy runs beside the suite (a fresh clone's mypy spends ~50 s in aws-cdk-lib's types, on one core, while the
 # suite waits on subprocesses and loopback I/O); its report follows the suite's, and either failing fails the gate.
-test: setup
+test: test-setup
 	@start=$$(date +%s); types=$$(mktemp); \
 	$(PY) -m ruff check . && $(PY) -m ruff format --check . || exit 1; \
 	{ $(PY) -m mypy > $$types 2>&1; echo $$? >> $$types; } & \
@@ -86,6 +93,10 @@ synth: setup
 AWS ?= local
 demo: setup
 	$(PY) -m devtools.demo --out out/demo --aws $(AWS)
+
+# A local AWS endpoint to keep: the stacks deployed into it, the export lines printed; Ctrl-C stops it.
+local-aws: setup
+	$(PY) -m devtools.local_endpoint $(LOCAL_AWS_ARGS)
 
 bench: setup
 	$(PY) bench/run.py $(BENCH_ARGS)

@@ -27,7 +27,7 @@ def run(*argv: object) -> tuple[int, str, str]:
 @integration_fixture  # softhsm2-util, and a native module that keeps its token directory for the process
 def token(tmp_path_factory) -> str:  # type: ignore[no-untyped-def]
     """A fresh SoftHSM2 token labelled 'ota' (user PIN 1234) in a directory of its own."""
-    assert SOFTHSM.is_file(), "SoftHSM2 is installed by `make setup` (Debian package softhsm2)"
+    assert SOFTHSM.is_file(), "SoftHSM2 is installed by `make test-packages` (Debian package softhsm2)"
     root = tmp_path_factory.mktemp("softhsm")
     (root / "tokens").mkdir()
     config = root / "softhsm2.conf"

@@ -560,7 +560,7 @@ CHECKOV = Path(__file__).resolve().parent.parent / ".venv-checkov" / "bin" / "ch
 def test_checkov_has_no_failed_check_that_is_not_suppressed_with_a_reason(
     without_certificate, dev_with_certificate, with_certificate, shipped_hook, factory_ca, tmp_path: Path
 ) -> None:
-    assert CHECKOV.exists(), "checkov is installed by `make setup` into .venv-checkov"
+    assert CHECKOV.exists(), "checkov is installed by `make test-setup` (run by `make test`) into .venv-checkov"
     apps = {"default": without_certificate, "dev-cert": dev_with_certificate, "prod": with_certificate,
             "prod-hook": shipped_hook, "prod-factory-ca": factory_ca}  # fmt: skip
     for name, app in apps.items():
