@@ -16,6 +16,8 @@ corrects moto's IoT backend before the server starts (:func:`correct_moto`):
 - KMS ``Sign`` with ``MessageType=DIGEST`` signs the given SHA-256 digest as it is (moto hashed it a
   second time, so no signature it made of a digest verified against the data): signing firmware
   through KMS rests on it;
+- CloudFormation (:mod:`devtools.local_cloudformation`): a stack deployed by a change set (as the CDK CLI
+  deploys) has the outputs of its template (moto kept none): every command reads the stacks' outputs;
 - IoT Jobs (:mod:`devtools.local_jobs`): jobs on thing groups reach each member, a job's progress is
   counted, abort criteria apply, and devices can update their executions (UpdateJobExecution): fleet
   rollouts and their gates rest on it;
@@ -48,12 +50,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 from cryptography.x509.oid import NameOID
+from moto import settings as moto_settings
 from moto.iot import exceptions as iot_exceptions
 from moto.iot import models as iot_models
 from moto.kms import exceptions as kms_exceptions
 from moto.kms import responses as kms_responses
 from moto.server import ThreadedMotoServer
 
+from devtools.local_cloudformation import add_cloudformation_corrections
 from devtools.local_index import add_index_stand_ins
 from devtools.local_jitp import add_ca_certificate_resource
 from devtools.local_jobs import add_jobs_corrections
@@ -135,6 +139,9 @@ def _kms_sign(self: Any) -> str:
 
 def correct_moto() -> None:
     """Make moto answer as AWS does where our guarantees depend on it (idempotent)."""
+    # A custom resource's callback host: inside a container moto asks the Docker socket (and prints two
+    # lines when there is none). Nothing here runs in Docker: the endpoint is on loopback.
+    moto_settings.moto_server_host = lambda: "http://localhost"  # type: ignore[assignment]
     iot_models.IoTBackend.create_certificate_from_csr = _create_certificate_from_csr  # type: ignore[method-assign]
     kms_responses.KmsResponse.sign = _kms_sign  # type: ignore[method-assign]
     add_ota_stand_ins()
@@ -143,6 +150,7 @@ def correct_moto() -> None:
     add_index_stand_ins()
     add_thing_corrections()
     add_ca_certificate_resource()
+    add_cloudformation_corrections()
 
 
 @dataclass(frozen=True)
@@ -152,8 +160,8 @@ class LocalAws:
 
 
 @contextlib.contextmanager
-def local_aws(region: str = REGION) -> Iterator[LocalAws]:
-    """Start the endpoint on a free loopback port and point boto3 (and child processes) at it."""
+def local_aws(region: str = REGION, port: int = 0) -> Iterator[LocalAws]:
+    """Start the endpoint on a loopback port (0: a free one) and point boto3 (and child processes) at it."""
     # The emulator logs every request and each resource type it skips; keep the user's output
     # readable (the demo checks and reports what really exists after a deploy).
     # It also logs a server-side traceback when it cannot answer a call (e.g. an absent Signer
@@ -162,7 +170,7 @@ def local_aws(region: str = REGION) -> Iterator[LocalAws]:
         logging.getLogger(name).setLevel(logging.CRITICAL)
     warnings.filterwarnings("ignore", message="Tried to parse .* but it's not supported by moto")
     correct_moto()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     _, port = server.get_host_and_port()
     # localhost, not 127.0.0.1: moto's CloudFormation only recognises path-style S3 URLs on localhost.

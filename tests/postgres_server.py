@@ -61,7 +61,9 @@ def throwaway_cluster() -> Iterator[Cluster]:
     """Start a cluster; yield it; stop and remove it."""
     bindir = _bindir()
     if bindir is None:
-        raise RuntimeError("PostgreSQL is not installed (Debian: apt-get install postgresql; `make test-packages` does)")
+        raise RuntimeError(
+            "PostgreSQL is not installed (Debian: apt-get install postgresql; `make test-packages` does)"
+        )
     root = Path(tempfile.mkdtemp(prefix="esp-ota-pg-"))
     as_postgres: list[str] = []
     if os.geteuid() == 0:

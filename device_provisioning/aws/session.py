@@ -98,11 +98,13 @@ def connect(
     """
     retries = retries or RetrySettings.from_environment()
     try:
+        # AWS_REGION as the AWS CLI v2 and the other SDKs read it (boto3 alone reads only AWS_DEFAULT_REGION).
+        region = region or os.environ.get("AWS_REGION") or None
         session = boto3.session.Session(profile_name=profile, region_name=region)
     except botocore.exceptions.ProfileNotFound:
         raise AwsError(f"AWS profile {profile!r} not found in ~/.aws/config; check --profile / AWS_PROFILE") from None
     if session.region_name is None:
-        raise AwsError("no AWS region: pass --region or set AWS_REGION")
+        raise AwsError("no AWS region: pass --region or set AWS_REGION (or the profile's region)")
     if endpoint_url:
         return Aws(session, endpoint_url, retries, explicit_endpoint=True)
     return Aws(session, os.environ.get("AWS_ENDPOINT_URL"), retries)
@@ -113,7 +115,10 @@ def explain(error: BaseException, action: str) -> AwsError:
     if isinstance(error, botocore.exceptions.NoCredentialsError):
         return AwsError(f"{action}: no AWS credentials; set AWS_PROFILE (or run `make demo` for the local endpoint)")
     if isinstance(error, botocore.exceptions.EndpointConnectionError):
-        return AwsError(f"{action}: cannot reach {error.kwargs.get('endpoint_url')}; check AWS_ENDPOINT_URL/network")
+        return AwsError(
+            f"{action}: cannot reach {error.kwargs.get('endpoint_url')}; "
+            "check --endpoint-url / AWS_ENDPOINT_URL and the network"
+        )
     if isinstance(error, botocore.exceptions.ClientError):
         code = error.response.get("Error", {}).get("Code", "")
         message = error.response.get("Error", {}).get("Message", "") or str(error)

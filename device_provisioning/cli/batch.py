@@ -17,6 +17,7 @@ from device_provisioning.cli.common import (
     connect_aws,
     emit,
     non_empty,
+    section,
     split_list,
     status,
 )
@@ -124,7 +125,15 @@ def _prepare_arguments(parser: argparse.ArgumentParser) -> None:
 def _batch_station(args: argparse.Namespace, out: TextIO) -> int:
     from device_provisioning.factory import operator_page
 
-    page = operator_page.serve(args.dir, host=args.host, port=args.port)
+    if not operator_page.is_loopback(args.host):
+        # Off loopback the page is reachable from the network: say so, first, where the operator sees it.
+        print(
+            f"WARNING      serving on {args.host}: anyone on this network with the URL (it carries a token) can "
+            "watch the line and press Retry; use --host 127.0.0.1 unless other screens need the page",
+            file=sys.stderr,
+            flush=True,
+        )
+    page = operator_page.serve(args.dir, host=args.host, port=args.port, allowed_hosts=tuple(args.allow_host or ()))
     emit(out, args, [f"serving      {page.url} (Ctrl-C stops it)"], {"url": page.url})
     out.flush()
     try:
@@ -139,8 +148,21 @@ def _batch_station(args: argparse.Namespace, out: TextIO) -> int:
 def _station_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["serve"], help="serve: the operator's page for this batch directory")
     _directory_argument(parser)
-    parser.add_argument("--host", default="127.0.0.1", type=non_empty, help="address to listen on (loopback)")
-    parser.add_argument("--port", type=bounded_int(0, 65535), default=8765, help="0: any free port")
+    network = section(parser, "behaviour")
+    network.add_argument(
+        "--host",
+        default="127.0.0.1",
+        type=non_empty,
+        help="address to listen on; off loopback every request needs the token in the printed URL",
+    )
+    network.add_argument("--port", type=bounded_int(0, 65535), default=8765, help="0: any free port")
+    network.add_argument(
+        "--allow-host",
+        action="append",
+        metavar="NAME",
+        help="another host name the page may be opened as on loopback (repeatable; localhost and loopback "
+        "addresses always are)",
+    )
 
 
 def _directory_argument(parser: argparse.ArgumentParser) -> None:
