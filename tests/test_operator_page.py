@@ -1,13 +1,16 @@
 """The operator's page in a real headless browser (Debian's Chromium, driven by Selenium) while a station flashes.
 
 Two ports: one a mock ESP32 ROM bootloader behind a slow link (so a flash lasts long enough to be seen
-moving), one whose board does not answer. The page must show the first board's progress live, then PASS,
-the second FAIL with its one-line reason, and its Retry button must clear the device's error.
+moving), one whose board does not answer. At 1280x800, the page must name the command to run before the
+first flash, show the first board's progress live, then PASS in green, the second FAIL in red with its
+one-line reason in large type, the counts a supervisor reads, and its Retry button must clear the device's
+error. The screenshots are left in the test's temporary directory to look at.
 """
 
 from __future__ import annotations
 
 import io
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +40,7 @@ DEAD_PORT = "socket://127.0.0.1:9"  # the discard port: nothing listens on loopb
 def browser() -> Iterator[webdriver.Chrome]:
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,800"):
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,800"):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
@@ -71,13 +74,41 @@ def cards(driver: webdriver.Chrome) -> dict[str, dict[str, str]]:
     return dict(driver.execute_script(CARDS))
 
 
+def counts(driver: webdriver.Chrome) -> dict[str, str]:
+    return dict(driver.execute_script(COUNTS))
+
+
+COUNTS = """
+return Object.fromEntries([...document.querySelectorAll('.count')].map(
+    e => [e.id.replace('count-', ''), e.querySelector('.n').textContent]));
+"""
+# What a supervisor sees from two metres: colours and sizes as the browser computed them.
+LOOK = """
+const card = p => document.querySelector(`.port[data-port="${p}"]`);
+const style = (e, name) => getComputedStyle(e)[name];
+const failed = card(arguments[0]), passed = card(arguments[1]);
+return {failed_background: style(failed, 'backgroundColor'), passed_background: style(passed, 'backgroundColor'),
+        reason_px: parseFloat(style(failed.querySelector('.reason'), 'fontSize')),
+        outcome_px: parseFloat(style(failed.querySelector('.outcome'), 'fontSize')),
+        count_px: parseFloat(style(document.querySelector('.count .n'), 'fontSize')),
+        failed_bar: style(failed.querySelector('progress'), 'display'),
+        passed_bar: style(passed.querySelector('progress'), 'display'),
+        station: failed.querySelector('.station').textContent};
+"""
+
+
 def test_the_page_follows_a_station_live_and_retries_a_failed_board(
     browser: webdriver.Chrome, prepared: Path, tmp_path: Path
 ) -> None:
-    page = operator_page.serve(prepared)
+    # The station's name comes from the batch config's [stations] table (host name -> a name people use).
+    page = operator_page.serve(prepared, station_names={socket.gethostname(): "Line 3, bench 2"})
     try:
         browser.get(page.url)
         WebDriverWait(browser, 10).until(lambda d: "2 devices" in d.find_element(By.ID, "summary").text)
+        # Empty state: the page names the command that starts the station, and the counts read 2 to flash.
+        assert f"device-provisioning batch flash {prepared} --ports" in browser.find_element(By.ID, "next").text
+        assert counts(browser) == {"to_flash": "2", "flashing": "0", "passed": "0", "failed": "0"}
+        browser.save_screenshot(str(tmp_path / "operator-page-empty.png"))
         with uart_links(1, rate=SLOW_LINK) as (slow,):
             results: list[station.StationResult] = []
             flashing = threading.Thread(
@@ -100,6 +131,14 @@ def test_the_page_follows_a_station_live_and_retries_a_failed_board(
         )
         assert shown[DEAD_PORT]["serial"] == "SN-B" and shown[DEAD_PORT]["outcome"] == "FAIL"
         assert shown[DEAD_PORT]["reason"] and "\n" not in shown[DEAD_PORT]["reason"]
+        WebDriverWait(browser, 10).until(lambda d: counts(d)["failed"] == "1")
+        assert counts(browser) == {"to_flash": "0", "flashing": "0", "passed": "1", "failed": "1"}
+        # PASS green, FAIL red with its reason in large type, the progress bar only while flashing.
+        look = browser.execute_script(LOOK, DEAD_PORT, slow)
+        assert look["failed_background"] == "rgb(179, 38, 30)" and look["passed_background"] == "rgb(23, 112, 47)"
+        assert float(look["reason_px"]) >= 28 and float(look["outcome_px"]) >= 48 and float(look["count_px"]) >= 60
+        assert look["failed_bar"] == "none" and look["passed_bar"] == "none"
+        assert look["station"] == "station Line 3, bench 2"
         browser.save_screenshot(str(tmp_path / "operator-page.png"))
 
         # The operator presses Retry on the failed board (one script: the card is redrawn under a handle).

@@ -133,7 +133,15 @@ def _batch_station(args: argparse.Namespace, out: TextIO) -> int:
             file=sys.stderr,
             flush=True,
         )
-    page = operator_page.serve(args.dir, host=args.host, port=args.port, allowed_hosts=tuple(args.allow_host or ()))
+    names: dict[str, str] = {}
+    if args.config is not None:
+        from device_provisioning.factory.inputs import CONFIG_SCHEMA
+        from device_provisioning.files import read_toml
+
+        names = dict(read_toml(args.config, "batch config", CONFIG_SCHEMA).get("stations", {}))
+    page = operator_page.serve(
+        args.dir, host=args.host, port=args.port, allowed_hosts=tuple(args.allow_host or ()), station_names=names
+    )
     emit(out, args, [f"serving      {page.url} (Ctrl-C stops it)"], {"url": page.url})
     out.flush()
     try:
@@ -148,6 +156,12 @@ def _batch_station(args: argparse.Namespace, out: TextIO) -> int:
 def _station_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["serve"], help="serve: the operator's page for this batch directory")
     _directory_argument(parser)
+    section(parser, "inputs").add_argument(
+        "--config",
+        type=Path,
+        help='the batch TOML: its [stations] table names each station (host name = "Line 3, bench 2"); '
+        "default: host names",
+    )
     network = section(parser, "behaviour")
     network.add_argument(
         "--host",

@@ -170,6 +170,12 @@ CONFIG_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "required": ["batch"],
     "properties": {
+        # What the operator's page calls each station: its host name (or full station id) -> a name people use.
+        "stations": {
+            "type": "object",
+            "propertyNames": {"minLength": 1, "maxLength": 255},
+            "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 64},
+        },
         "batch": {
             "type": "object",
             "additionalProperties": False,

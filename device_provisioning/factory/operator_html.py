@@ -14,9 +14,9 @@ PAGE = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Flashing station</title>
 <style>
-  :root { --pass: #17702f; --fail: #b3261e; --flash: #1f5fbf; --retry: #9a5b00; --ink: #111827; }
+  :root { font-size: 20px; --pass: #17702f; --fail: #b3261e; --flash: #1f5fbf; --retry: #9a5b00; --ink: #111827; }
   body { font-family: system-ui, sans-serif; margin: 0; padding: 1rem 1.5rem; background: #eef1f5; color: var(--ink);
-         font-size: 20px; }
+         font-size: 1rem; }
   header { display: flex; align-items: baseline; gap: 1.5rem; margin-bottom: .8rem; }
   h1 { font-size: 1.7rem; margin: 0; }
   #stations { color: #374151; font-size: 1.2rem; }

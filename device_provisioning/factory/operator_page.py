@@ -29,6 +29,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -81,7 +82,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def state_of(opened: OpenJournal, directory: Path | None = None) -> dict[str, Any]:
+def state_of(
+    opened: OpenJournal, directory: Path | None = None, names: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """What the page shows: the counts a supervisor reads, every port of every station, and the next command."""
     journal = opened.journal
     states = journal.counts()  # a few rows however large the batch
@@ -113,7 +116,7 @@ def state_of(opened: OpenJournal, directory: Path | None = None) -> dict[str, An
         "devices": sum(states.values()),
         "states": states,
         "counts": counts,
-        "ports": [{**port.to_json(), "station_name": _station_name(port.station)} for port in ports],
+        "ports": [{**port.to_json(), "station_name": _station_name(port.station, names or {})} for port in ports],
         "next_step": next_step,
     }
 
@@ -123,10 +126,15 @@ def _failed_devices(opened: OpenJournal) -> int:
     return sum(1 for record in opened.journal.records() if record.error)
 
 
-def _station_name(station: str) -> str:
-    """A station id is ``<host name>-<8 hex digits>``: the host name is what people call the station."""
+def _station_name(station: str, names: Mapping[str, str]) -> str:
+    """The config's name for the station (by id or host name), else its host name.
+
+    A station id is ``<host name>-<8 hex digits>``: the host name is what people call the station.
+    """
     host, _, suffix = station.rpartition("-")
-    return host if host and len(suffix) == 8 and all(c in "0123456789abcdef" for c in suffix) else station
+    if not (host and len(suffix) == 8 and all(c in "0123456789abcdef" for c in suffix)):
+        host = station
+    return names.get(station) or names.get(host) or host
 
 
 def request_retry(opened: OpenJournal, serial: str, port: str, station: str) -> PortState:
@@ -167,8 +175,8 @@ class _PooledServer(HTTPServer):
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], family: int) -> None:
         self.address_family = family
-        super().__init__(address, handler)
         self.pool = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="operator-page")
+        super().__init__(address, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         self.pool.submit(self._answer, request, client_address)
@@ -198,12 +206,13 @@ def serve(
     allowed_hosts: tuple[str, ...] = (),
     timeout: float = REQUEST_TIMEOUT,
     require_token: bool | None = None,
+    station_names: Mapping[str, str] | None = None,
 ) -> RunningPage:
     """Start the page for the batch in ``out_dir`` (port 0: any free port); returns at once.
 
     On loopback the ``Host`` header must be ``localhost``, a loopback address or one of ``allowed_hosts``.
     Off loopback (or with ``require_token``) the URL carries a token every request must show (the page
-    keeps it in a cookie).
+    keeps it in a cookie). ``station_names`` maps a station's host name or id to what the page calls it.
     """
     directory = Path(out_dir)
     opened = open_batch_journal(directory, as_station=False)
@@ -216,12 +225,11 @@ def serve(
     def state_body() -> bytes:
         with cache_lock:
             if time.monotonic() - cache["at"] > STATE_TTL:
-                cache["body"] = json.dumps(state_of(opened, directory)).encode()
+                cache["body"] = json.dumps(state_of(opened, directory, station_names)).encode()
                 cache["at"] = time.monotonic()
             return bytes(cache["body"])
 
     class Handler(BaseHTTPRequestHandler):
-
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
             pass  # the library never prints
 
