@@ -23,7 +23,10 @@ REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "local-aws.md"
 CDK = REPO / "node_modules" / ".bin" / "cdk"
 
-pytestmark = pytest.mark.skipif(not CDK.exists(), reason="run `make setup` to install the CDK CLI")
+pytestmark = [
+    pytest.mark.integration,  # make local-aws: a subprocess, the CDK CLI, jsii
+    pytest.mark.skipif(not CDK.exists(), reason="run `make setup` to install the CDK CLI"),
+]
 
 
 def documented_commands(text: str) -> list[tuple[str, bool]]:

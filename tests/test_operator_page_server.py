@@ -21,6 +21,8 @@ from device_provisioning.factory.journal import PortState
 from device_provisioning.identity import codesign
 from tests.helpers import BETA_TABLE
 
+pytestmark = pytest.mark.integration  # a batch prepared by worker processes, loopback servers
+
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
