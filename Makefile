@@ -68,7 +68,7 @@ check: setup
 
 # Statement and branch coverage of the whole suite, child processes included (the CLI run as a subprocess,
 # batch workers, xdist's workers): coverage's `patch = subprocess` in pyproject.toml. Slower than `make test`.
-coverage: setup
+coverage: test-setup
 	rm -f .coverage .coverage.*
 	$(PY) -m coverage run -m pytest -n 2 --dist loadfile -q
 	$(PY) -m coverage combine -q && $(PY) -m coverage report --skip-covered --sort=cover
