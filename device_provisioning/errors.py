@@ -32,6 +32,15 @@ class InputFileError(ProvisioningError):
     """A file is missing, unreadable, or not in the expected format."""
 
 
+class WriteFailed(InputFileError):
+    """An output could not be written (a full disk, a quota, a read-only file system); it was not replaced."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        super().__init__(f"output {path}: cannot write ({reason}); nothing was changed")
+        self.path = path
+        self.reason = reason
+
+
 class CertificateError(ProvisioningError):
     """A key or certificate cannot be used for OTA code signing."""
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import jsonschema
 
-from device_provisioning.errors import InputFileError
+from device_provisioning.errors import InputFileError, WriteFailed
 
 
 def read_bytes(path: str | os.PathLike[str], what: str) -> bytes:
@@ -60,9 +60,26 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, private: bool = F
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         if isinstance(error, OSError):  # disk full, quota, read-only file system: nothing was replaced
-            raise InputFileError(f"output {target}: cannot write ({error.strerror}); nothing was changed") from None
+            raise WriteFailed(target, str(error.strerror)) from None
         raise
     return target
+
+
+def write_new_files(*files: tuple[Path, bytes, bool]) -> None:
+    """Write new files that belong together (a key and its certificate): all of them, or none.
+
+    Each is ``(path, data, private)``. When one cannot be written (a full disk), the ones this call
+    already wrote are removed, so "nothing was changed" stays true and no key lies beside no certificate.
+    """
+    written: list[Path] = []
+    try:
+        for path, data, private in files:
+            written.append(write_atomic(path, data, private=private))
+    except BaseException:
+        for path in written:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
 
 
 def refuse_existing(*paths: Path, hint: str) -> None:

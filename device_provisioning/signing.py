@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from device_provisioning.device import family as families
 from device_provisioning.device import nvs
 from device_provisioning.device.credentials import CODE_VERIFY_KEY, CREDS_NAMESPACE, nvs_kind
-from device_provisioning.errors import CertificateError, SignatureError, VerificationFailed
+from device_provisioning.errors import CertificateError, NvsError, SignatureError, VerificationFailed
 from device_provisioning.files import read_bytes
 from device_provisioning.identity import codesign
 from device_provisioning.identity.signers import CodeSigner, FileSigner
@@ -235,6 +235,12 @@ def certificate_from_nvs(
     contents = nvs.read_image(image, encryption_key=encryption_key, source=source)
     entry = contents.get(CREDS_NAMESPACE, CODE_VERIFY_KEY)
     where = f"{CREDS_NAMESPACE}/{CODE_VERIFY_KEY} in {source}"
+    if entry is None and contents.warnings and not contents.entries:
+        # Every item failed its CRC: an NVS-encrypted image read without its key (or with another key).
+        raise NvsError(
+            f"{source}: no readable entry ({len(contents.warnings)} damaged item(s)): "
+            + ("the NVS keys given do not match it" if encryption_key else "it looks NVS-encrypted; pass --nvs-keys")
+        )
     if entry is None:
         raise VerificationFailed(
             f"{where} is missing: the device logs 'No such certificate file' and verifies with the test "

@@ -119,6 +119,7 @@ def register_device(
     """
     if not thing_name or len(thing_name) > 128 or set(thing_name) - _THING_NAME_CHARS:
         raise InputFileError(f"thing name {thing_name!r}: use 1-128 of a-z A-Z 0-9 : _ -")
+    device_tls.check_common_name(thing_name)  # before a key is written or AWS is asked anything
     directory = Path(out_dir)
     iot = aws.client("iot")
     with aws_errors(f"checking the device policy {policy_name}"):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -21,6 +23,7 @@ from device_provisioning.cli.common import (
     split_list,
     status,
 )
+from device_provisioning.errors import InputFileError, WriteFailed
 
 
 def journal_url(text: str) -> str:
@@ -39,7 +42,7 @@ def _batch_prepare(args: argparse.Namespace, out: TextIO) -> int:
 
     config = batch_input.load_config(args.config)
     session = connect_aws(args) if config.uses_aws else None
-    with stage_progress(not args.json) as progress:
+    with stage_progress(not args.json) as progress, _resumable():
         summary = batch.prepare_batch(
             args.devices,
             args.config,
@@ -61,6 +64,18 @@ def _batch_prepare(args: argparse.Namespace, out: TextIO) -> int:
         lines.append(f"FAILED       {summary.failed} device(s); see `device-provisioning batch status {args.out}`")
     emit(out, args, lines, summary.to_json())
     return status(summary.failed > 0)
+
+
+@contextlib.contextmanager
+def _resumable() -> Iterator[None]:
+    """A batch that could not write a file is half-made but journaled: say so, not "nothing was changed"."""
+    try:
+        yield
+    except WriteFailed as error:
+        raise InputFileError(
+            f"output {error.path}: cannot write ({error.reason}); the batch is not finished but nothing is lost: "
+            "every finished step is journaled, so free space and run the same command again to resume"
+        ) from None
 
 
 def _batch_status(args: argparse.Namespace, out: TextIO) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 from cryptography import x509
 
 from device_provisioning.errors import InputFileError
-from device_provisioning.files import write_atomic
+from device_provisioning.files import read_bytes, write_atomic
 from device_provisioning.identity import codesign
 
 EMBEDDED_CERT_PATH = Path("main") / "certs" / "aws_codesign.crt"
@@ -39,8 +39,10 @@ def install_embedded(project_dir: str | Path, certificate: x509.Certificate) -> 
     target = project / EMBEDDED_CERT_PATH
     pem = codesign.certificate_pem(certificate)
     backup = None
+    if target.exists() and not target.is_file():
+        raise InputFileError(f"{target}: not a file (a directory?); move it away, then install the certificate again")
     if target.exists():
-        if target.read_bytes() == pem:
+        if read_bytes(target, "embedded certificate") == pem:
             return InstalledCertificate(target, None, codesign.fingerprint(certificate))
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         backup = target.with_name(f"{target.name}.{stamp}.bak")

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, Pub
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from device_provisioning.errors import CertificateError, InputFileError
-from device_provisioning.files import read_bytes, refuse_existing, write_atomic
+from device_provisioning.files import read_bytes, refuse_existing, write_atomic, write_new_files
 from device_provisioning.identity.signers import CodeSigner
 
 KEY_FILE = "codesign.key"
@@ -545,9 +545,10 @@ def create_identity(
     key_path, cert_path = directory / KEY_FILE, directory / CERT_FILE
     refuse_existing(key_path, cert_path, hint="choose another --out, or move them away to start over")
     key = generate_signing_key()
-    certificate = create_self_signed_certificate(key, common_name=common_name, organization=organization, days=days)
-    write_atomic(key_path, private_key_pem(key, passphrase), private=True)
-    write_atomic(cert_path, certificate_pem(certificate))
+    cert = certificate_pem(
+        create_self_signed_certificate(key, common_name=common_name, organization=organization, days=days)
+    )
+    write_new_files((key_path, private_key_pem(key, passphrase), True), (cert_path, cert, False))
     return IdentityFiles(key=key_path, certificate=cert_path)
 
 
@@ -578,9 +579,8 @@ def create_signing_request(
     key_path, csr_path = directory / KEY_FILE, directory / CSR_FILE
     refuse_existing(key_path, csr_path, hint="choose another --out, or move them away to start over")
     key = generate_signing_key()
-    csr = create_csr(key, common_name=common_name, organization=organization)
-    write_atomic(key_path, private_key_pem(key, passphrase), private=True)
-    write_atomic(csr_path, csr.public_bytes(serialization.Encoding.PEM))
+    csr = create_csr(key, common_name=common_name, organization=organization).public_bytes(serialization.Encoding.PEM)
+    write_new_files((key_path, private_key_pem(key, passphrase), True), (csr_path, csr, False))
     return SigningRequestFiles(key=key_path, csr=csr_path)
 
 

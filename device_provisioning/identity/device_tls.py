@@ -23,16 +23,21 @@ def generate_device_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def device_csr_pem(key: ec.EllipticCurvePrivateKey, thing_name: str) -> bytes:
-    """A PEM CSR for ``key`` with ``CN=<thing name>``, no code-signing request.
-
-    Raises :class:`InputFileError` when the thing name cannot be a common name (over 64 characters).
-    """
+def check_common_name(thing_name: str) -> None:
+    """Refuse a thing name that cannot be a certificate's common name (X.509: 1 to 64 characters)."""
     if not 0 < len(thing_name) <= MAX_COMMON_NAME:
         raise InputFileError(
             f"thing name {thing_name[:70]!r}: a device certificate's common name holds 1 to {MAX_COMMON_NAME} "
             "characters; choose a shorter thing name"
         )
+
+
+def device_csr_pem(key: ec.EllipticCurvePrivateKey, thing_name: str) -> bytes:
+    """A PEM CSR for ``key`` with ``CN=<thing name>``, no code-signing request.
+
+    Raises :class:`InputFileError` when the thing name cannot be a common name (over 64 characters).
+    """
+    check_common_name(thing_name)
     request = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, thing_name)]))
