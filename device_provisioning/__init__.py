@@ -1,20 +1,20 @@
 """esp-ota-provisioning, device and factory side: a library first, with a thin CLI over it.
 
-Modules, one concern each:
+Packages, one concern each (docs/architecture.md has every module):
 
-- ``codesign``: the ECDSA P-256 code-signing key and certificate (create, CSR, load, check).
-- ``partition_table``: ESP-IDF partition tables from CSV or ``partition-table.bin``.
-- ``nvs`` / ``credentials``: NVS images (built with esp-idf-nvs-partition-gen, read back by our reader)
-  and which entries each firmware family reads.
-- ``signing``: sign as AWS Signer does; verify as the device will.
-- ``embedded``, ``doctor``, ``firmware``, ``esp_build``: embedded certificates, device-log diagnosis,
-  placeholder app images, ESP-IDF build directories.
-- ``flash_plan`` / ``flashing`` / ``factory_image``: what to write where; esptool (the only serial access);
-  merged factory images.
-- ``aws``, ``aws_codesign``, ``registration``, ``ota``: the AWS side (the local endpoint and the demo live in
-  the repository's ``devtools/``, not in the installed package).
-- ``batch_input``, ``journal``, ``batch``, ``batch_register``, ``bulk_registration``, ``station``: factory scale.
-- ``errors``: the one error hierarchy (``ProvisioningError`` and subclasses); ``cli``: the command line.
+- ``identity``: the code-signing key and certificate (key files, AWS KMS, PKCS#11 tokens), device TLS keys and
+  CSRs, certificate rotation plans.
+- ``device``: the firmware project (``--project``), partition tables, NVS images and which entries each firmware
+  family reads, app images, embedded certificates, ESP-IDF build directories, the OTA agent's limits.
+- ``signing`` (a module): sign as AWS Signer does; verify as the device will.
+- ``flashing``: what to write where, esptool (the only serial access), merged factory images.
+- ``aws``: sessions and AWS errors, device registration, the Signer/ACM side, OTA updates and their pre-flight.
+- ``fleet``: the fleet inventory on each thing, cohort pre-flights, staged rollouts, per-device status.
+- ``factory``: batches (journal, crash-safe registration, bulk registration, several stations), flashing
+  stations and the operator's page.
+- ``doctor``: device-log diagnosis.
+- ``errors``: the one error hierarchy (``ProvisioningError`` and subclasses, ``ExitCode``); ``cli``: the command
+  line. The local AWS endpoint and the demo live in the repository's ``devtools/``, not in the installed package.
 """
 
 __version__ = "0.2.0"
@@ -31,6 +31,7 @@ from device_provisioning.errors import (
     ProvisioningError,
     SignatureError,
     VerificationFailed,
+    WriteFailed,
 )
 
 __all__ = [
@@ -46,4 +47,5 @@ __all__ = [
     "ProvisioningError",
     "SignatureError",
     "VerificationFailed",
+    "WriteFailed",
 ]

@@ -114,3 +114,18 @@ def test_verify_of_an_encrypted_nvs_image_without_its_keys_says_so(keys: Path, t
     assert "test certificate" not in err
     code, out, err = run(*verify, "--nvs-keys", nvs_keys)
     assert code == 0, err
+
+
+def test_the_certificate_arn_goes_into_cdk_json_where_the_team_keeps_it(tmp_path: Path) -> None:
+    from device_provisioning.aws.codesign import CONTEXT_KEY, write_cdk_context
+
+    committed = json.loads((REPO / "cdk.json").read_text())
+    target = tmp_path / "cdk.json"
+    target.write_text(json.dumps(committed, indent=2))
+    arn = "arn:aws:acm:eu-west-1:123456789012:certificate/0000"
+    write_cdk_context(target, arn)
+    written = json.loads(target.read_text())
+    assert written["context"][CONTEXT_KEY] == arn and written["app"] == committed["app"]
+    assert list(written) == list(committed)  # the app's settings in their order, not sorted
+    flat = write_cdk_context(tmp_path / "cdk.context.json", arn)
+    assert json.loads(flat.read_text()) == {CONTEXT_KEY: arn}

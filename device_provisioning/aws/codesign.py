@@ -80,7 +80,11 @@ def import_code_signing_certificate(
 
 
 def write_cdk_context(path: str | Path, arn: str) -> Path:
-    """Record the ARN in cdk.context.json so the next `cdk deploy` creates the signing profile."""
+    """Record the ARN as CDK context so the next `cdk deploy` creates the signing profile.
+
+    In ``cdk.json`` (committed: teammates and CI deploy with it) under its ``context``; in a flat
+    context file such as ``cdk.context.json`` (git-ignored: this machine only) at the top level.
+    """
     target = Path(path)
     context: dict[str, Any] = {}
     if target.exists():
@@ -90,8 +94,15 @@ def write_cdk_context(path: str | Path, arn: str) -> Path:
             raise CertificateError(f"{target}: not valid JSON; fix or remove it") from None
         if not isinstance(context, dict):
             raise CertificateError(f"{target}: holds {type(context).__name__}, not a JSON object; fix or remove it")
-    context[CONTEXT_KEY] = arn
-    return write_atomic(target, (json.dumps(context, indent=2, sort_keys=True) + "\n").encode())
+    if "app" in context:  # cdk.json: the app's settings, with its context under "context"
+        section = context.setdefault("context", {})
+        if not isinstance(section, dict):
+            raise CertificateError(f'{target}: its "context" is not a JSON object; fix it')
+        section[CONTEXT_KEY] = arn
+    else:
+        context[CONTEXT_KEY] = arn
+    # cdk.json keeps its order (a reviewed, committed file); a flat context file is sorted.
+    return write_atomic(target, (json.dumps(context, indent=2, sort_keys="app" not in context) + "\n").encode())
 
 
 def put_signing_profile(

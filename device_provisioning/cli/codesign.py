@@ -247,7 +247,8 @@ def _import_arguments(parser: argparse.ArgumentParser) -> None:
         "--write-context",
         type=Path,
         metavar="CDK_CONTEXT_JSON",
-        help="record the ARN for the stacks (else the -c flag is printed)",
+        help="record the ARN for the stacks in this file: cdk.json (committed, so teammates and CI deploy with "
+        "it) or cdk.context.json (this machine only); default: the -c flag to pass is printed",
     )
 
 
@@ -307,7 +308,7 @@ GROUP = CommandGroup(
             _codesign_import,
             "import certificate + key into ACM (once) for AWS Signer",
             "device-provisioning codesign import --cert keys/codesign.crt --key keys/codesign.key "
-            "--write-context cdk.context.json",
+            "--write-context cdk.json",
             [PASSPHRASE, AWS],
             _import_arguments,
         ),
