@@ -35,6 +35,17 @@ def journal_url(text: str) -> str:
     return text
 
 
+def host_name(text: str) -> str:
+    """An argparse type: a DNS host name (labels of letters, digits and hyphens), as a Host header carries it."""
+    labels = text.rstrip(".").split(".")
+    if not 0 < len(text) <= 253 or not all(
+        0 < len(label) <= 63 and label.replace("-", "").isalnum() and label.isascii() and label[0] != "-"
+        for label in labels
+    ):
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a host name (like station-7.line3.local)")
+    return text
+
+
 def _batch_prepare(args: argparse.Namespace, out: TextIO) -> int:
     from device_provisioning.cli.progress import stage_progress
     from device_provisioning.factory import batch
@@ -188,6 +199,7 @@ def _station_arguments(parser: argparse.ArgumentParser) -> None:
     network.add_argument(
         "--allow-host",
         action="append",
+        type=host_name,
         metavar="NAME",
         help="another host name the page may be opened as on loopback (repeatable; localhost and loopback "
         "addresses always are)",
