@@ -106,3 +106,30 @@ def postgres_url():  # type: ignore[no-untyped-def]
 
     with throwaway_postgres() as url:
         yield url
+
+
+# SoftHSM2 reads SOFTHSM2_CONF once, when the module is first loaded into a process, and python-pkcs11 keeps
+# that one loaded library for the life of the process: two test modules that each pointed SOFTHSM2_CONF at a
+# directory of their own saw only the first one's tokens when xdist ran both in one worker. So every token the
+# suite uses is made in one directory, before any test loads the module.
+SOFTHSM_TOKENS = {"ota": ("1234", "5678"), "factory": ("2468", "1357")}  # label: (user PIN, SO PIN)
+
+
+@pytest.fixture(scope="session")
+@integration_fixture  # softhsm2-util
+def softhsm_root(tmp_path_factory):  # type: ignore[no-untyped-def]
+    """A SoftHSM2 configuration holding the tokens of SOFTHSM_TOKENS; SOFTHSM2_CONF points at it."""
+    import os
+    import subprocess
+
+    root = tmp_path_factory.mktemp("softhsm")
+    (root / "tokens").mkdir()
+    config = root / "softhsm2.conf"
+    config.write_text(f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    os.environ["SOFTHSM2_CONF"] = str(config)
+    for label, (pin, so_pin) in SOFTHSM_TOKENS.items():
+        subprocess.run(
+            ["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", pin, "--so-pin", so_pin],
+            check=True, capture_output=True, env={**os.environ, "SOFTHSM2_CONF": str(config)},
+        )  # fmt: skip
+    return root

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -38,18 +37,11 @@ def session(local_endpoint) -> aws.Aws:  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 @integration_fixture  # softhsm2-util
-def token_uri(tmp_path_factory) -> str:  # type: ignore[no-untyped-def]
-    """A SoftHSM2 token 'factory' whose PIN is in a 0600 file; the URI names the module and the PIN file."""
-    root = tmp_path_factory.mktemp("softhsm-ca")
-    (root / "tokens").mkdir()
-    config = root / "softhsm2.conf"
-    config.write_text(f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
-    os.environ["SOFTHSM2_CONF"] = str(config)
-    subprocess.run(
-        ["softhsm2-util", "--init-token", "--free", "--label", "factory", "--pin", "2468", "--so-pin", "1357"],
-        check=True, capture_output=True, env={**os.environ, "SOFTHSM2_CONF": str(config)},
-    )  # fmt: skip
-    pin = root / "pin"
+def token_uri(softhsm_root: Path) -> str:
+    """The SoftHSM2 token 'factory' (made by conftest's softhsm_root) whose PIN is in a 0600 file; the URI names
+    the module and the PIN file."""
+    root = softhsm_root
+    pin = root / "factory-pin"
     pin.write_text("2468\n")
     pin.chmod(0o600)
     return f"pkcs11:token=factory;object=factory-ca?module-path={SOFTHSM}&pin-source={pin}"

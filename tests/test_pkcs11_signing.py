@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -25,18 +23,10 @@ def run(*argv: object) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 @integration_fixture  # softhsm2-util, and a native module that keeps its token directory for the process
-def token(tmp_path_factory) -> str:  # type: ignore[no-untyped-def]
-    """A fresh SoftHSM2 token labelled 'ota' (user PIN 1234) in a directory of its own."""
+def token(softhsm_root: Path) -> str:
+    """The SoftHSM2 token labelled 'ota' (user PIN 1234), made by conftest's softhsm_root."""
     assert SOFTHSM.is_file(), "SoftHSM2 is installed by `make test-packages` (Debian package softhsm2)"
-    root = tmp_path_factory.mktemp("softhsm")
-    (root / "tokens").mkdir()
-    config = root / "softhsm2.conf"
-    config.write_text(f"directories.tokendir = {root / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
-    os.environ["SOFTHSM2_CONF"] = str(config)  # read by the module when it is loaded
-    subprocess.run(
-        ["softhsm2-util", "--init-token", "--free", "--label", "ota", "--pin", "1234", "--so-pin", "5678"],
-        check=True, capture_output=True, env={**os.environ, "SOFTHSM2_CONF": str(config)},
-    )  # fmt: skip
+    root = softhsm_root
     for name, pin in (("pin", "1234"), ("wrong-pin", "0000")):
         (root / name).write_text(f"{pin}\n")
         (root / name).chmod(0o600)
