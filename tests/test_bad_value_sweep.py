@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from device_provisioning.cli import build_parser, main
+from device_provisioning.cli.batch import host_name
 from device_provisioning.cli.common import aws_region, non_empty, project_dir
 from device_provisioning.device import app_image
 from device_provisioning.device import partition_table as pt
@@ -40,7 +41,8 @@ DIRECTORY_OUTPUT_COMMANDS = {"codesign create", "codesign csr", "codesign import
                              "batch prepare"}  # fmt: skip
 
 # Types that take free text (checked for emptiness or form, but many words are valid).
-TEXT_TYPES = {None, non_empty, aws_region}
+# Free-text kinds: a host name is text too; a bare word like 'abc' is a valid one (the page would then serve).
+TEXT_TYPES = {None, non_empty, aws_region, host_name}
 
 # The base invocation of each command: valid inputs from the workspace ({ws}), outputs under a fresh
 # directory per case ({out}). Positionals are keyed by their dest.
