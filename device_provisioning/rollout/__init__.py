@@ -5,21 +5,16 @@ and :mod:`device_provisioning.fleet` (the inventory and the fleet pre-flight the
 """
 
 from device_provisioning.rollout.apply import (
-    Gate,
     RolloutContext,
-    RolloutPlan,
     RolloutReport,
-    Signing,
-    Stage,
-    StageReport,
     apply_rollout,
     assign_devices,
-    evaluate_gate,
-    load_rollout,
     rollout_status,
     stage_group_name,
     stage_job_id,
 )
+from device_provisioning.rollout.gates import StageReport, evaluate_gate
+from device_provisioning.rollout.rollout_file import Gate, RolloutPlan, Signing, Stage, load_rollout
 
 __all__ = [
     "Gate",

@@ -34,20 +34,13 @@ from device_provisioning.fleet.status import job_counts
 from device_provisioning.interrupts import Interrupted
 from device_provisioning.rollout import stages
 from device_provisioning.rollout.gates import StageReport, evaluate_gate
-from device_provisioning.rollout.rollout_file import Gate, RolloutPlan, Signing, Stage, load_rollout
+from device_provisioning.rollout.rollout_file import RolloutPlan, Stage
 
 __all__ = [
-    "Gate",
     "RolloutContext",
-    "RolloutPlan",
     "RolloutReport",
-    "Signing",
-    "Stage",
-    "StageReport",
     "apply_rollout",
     "assign_devices",
-    "evaluate_gate",
-    "load_rollout",
     "rollout_status",
     "stage_group_name",
     "stage_job_id",
