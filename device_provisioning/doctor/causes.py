@@ -146,6 +146,11 @@ RANKED: dict[str, tuple[Cause, ...]] = {
         Cause("network-lost", "the network went away (Wi-Fi dropped, AP or router restarted)", "check Wi-Fi"),
         Cause("broker-closed", "the broker closed the connection (a policy denial on publish/subscribe does)", THING),
     ),
+    "mqtt-connack-not-received": (
+        POLICY_CONNECT,
+        Cause("client-id-taken", "another connection with the same client id took over", "one thing name per device"),
+        NOT_REGISTERED,
+    ),
     "mqtt-subscribe-rejected": (Cause("policy-denies-subscribe", "the policy does not allow iot:Subscribe", THING),),
     "mqtt-connection-refused": (
         POLICY_CONNECT,

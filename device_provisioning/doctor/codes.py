@@ -172,6 +172,12 @@ MBEDTLS_ERRORS = {
     0x0044: ("MBEDTLS_ERR_NET_CONNECT_FAILED", "the TCP connection failed: no network, wrong port or endpoint"),
     0x3D00: ("MBEDTLS_ERR_PK_KEY_INVALID_FORMAT", "the device private key could not be parsed (wrong format in NVS)"),
     0x3B00: ("MBEDTLS_ERR_PK_INVALID_PUBKEY", "the key is not a valid public/private key"),
+    # pem.h / pkcs12.h / pkcs5.h: the key is encrypted (password-protected) with a scheme or password the
+    # device's mbedTLS cannot use.
+    0x1F00: ("MBEDTLS_ERR_PKCS12_FEATURE_UNAVAILABLE", "the private key is encrypted with a scheme mbedTLS lacks"),
+    0x1280: ("MBEDTLS_ERR_PEM_UNKNOWN_ENC_ALG", "the private key is encrypted with an unknown algorithm"),
+    0x1300: ("MBEDTLS_ERR_PEM_PASSWORD_REQUIRED", "the private key is encrypted and no password was given"),
+    0x1380: ("MBEDTLS_ERR_PEM_PASSWORD_MISMATCH", "the private key's password is wrong"),
     0x2180: ("MBEDTLS_ERR_X509_INVALID_FORMAT", "a certificate could not be parsed (wrong format in NVS)"),
     0x7F00: (
         "MBEDTLS_ERR_SSL_ALLOC_FAILED",
@@ -184,11 +190,14 @@ MBEDTLS_ERRORS = {
         "records up to 16 KB, so CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN (TLS maximum input message content length) "
         "below 16384 fails the handshake",
     ),
+    # bignum.h / ecp.h: the handshake's key exchange could not allocate its numbers.
+    0x0010: ("MBEDTLS_ERR_MPI_ALLOC_FAILED", "the handshake's big-number arithmetic ran out of heap"),
+    0x4D80: ("MBEDTLS_ERR_ECP_ALLOC_FAILED", "the handshake's elliptic-curve arithmetic ran out of heap"),
     0x0042: ("MBEDTLS_ERR_NET_SOCKET_FAILED", "no socket could be opened: the network stack is not up"),
     0x004E: ("MBEDTLS_ERR_NET_SEND_FAILED", "sending on the socket failed: network lost or the broker disconnected"),
 }
 # mbedTLS codes that say the device's own certificate or key did not load, not that the broker refused it.
-MBEDTLS_CREDENTIAL_ERRORS = frozenset({0x3D00, 0x3B00, 0x2180})
+MBEDTLS_CREDENTIAL_ERRORS = frozenset({0x3D00, 0x3B00, 0x2180, 0x1F00, 0x1280, 0x1300, 0x1380})
 
 # ESP-IDF esp_ota_ops.h (ESP_ERR_OTA_BASE 0x1500).
 OTA_OPS_ERRORS = {

@@ -44,6 +44,7 @@ NETWORK_DOWN = (
     "wifi:disconnected",
     "disconnected from ap",
     "wifi: disconnected",
+    "connecting to the ap again",  # ESP-IDF's provisioning examples on WIFI_EVENT_STA_DISCONNECTED
 )
 FLASH_ENCRYPTION_ON = (
     "flash encryption mode is",

@@ -90,6 +90,17 @@ def _image_validation(line: str, low: str) -> Finding | None:
             "writes must be 16-byte aligned (the OTA write path received an odd-sized block)",
             "use the OTA library's default 4 KiB blocks and the ESP-IDF OTA PAL unchanged; pad custom writes to 16",
         )
+    if "doesn't fit in partition length" in low or "does not fit in partition" in low:
+        # esp_image_format.c: "Image length %d doesn't fit in partition length %d".
+        return (
+            "image-larger-than-partition",
+            "the app image is larger than its app partition, so the bootloader will not load it",
+            "enlarge the ota_0/ota_1 (and factory) partitions in the partition table, or shrink the app "
+            "(idf.py size-components); device-provisioning project show lists the partitions",
+        )
+    beyond = _image_beyond_16mib(low)
+    if beyond is not None:
+        return beyond
     code = None
     match = _OTA_OPS_CODE.search(low)
     if match:
@@ -112,6 +123,25 @@ def _image_validation(line: str, low: str) -> Finding | None:
         "(wrong file uploaded, or a truncated or corrupted download)",
         "device-provisioning verify --firmware app.bin ... checks the file is an ESP32 app image before it is "
         "shipped; create the job again from build/<project>.bin",
+    )
+
+
+_IMAGE_AT = re.compile(r"image at 0x([0-9a-f]{1,8}) has invalid magic")
+# Flash above 16 MiB needs 4-byte addressing, an optional feature of ESP-IDF's SPI flash driver
+# (CONFIG_SPI_FLASH_32BIT_ADDR / octal flash): without it, reads past 16 MiB wrap and find no image.
+_THREE_BYTE_LIMIT = 0x1000000
+
+
+def _image_beyond_16mib(low: str) -> Finding | None:
+    match = _IMAGE_AT.search(low)
+    if match is None or int(match.group(1), 16) < _THREE_BYTE_LIMIT:
+        return None
+    return (
+        "flash-beyond-16mib",
+        f"the partition at 0x{match.group(1)} lies beyond 16 MiB: the flash is read with 3-byte addresses unless "
+        "32-bit addressing is enabled, so nothing valid is found there",
+        "keep app partitions below 16 MiB, or enable 32-bit flash addressing (ESP-IDF: SPI flash optional "
+        "features, CONFIG_SPI_FLASH_32BIT_ADDR) for the bootloader and the app",
     )
 
 
@@ -152,7 +182,15 @@ FIRMWARE_RULES = (
 )
 IMAGE_RULES = (
     Rule(
-        ("byte aligned for flash encryption", "0x150", "esp_err_ota_", *_INVALID_IMAGE, "set_boot_partition"),
+        (
+            "byte aligned for flash encryption",
+            "0x150",
+            "esp_err_ota_",
+            *_INVALID_IMAGE,
+            "set_boot_partition",
+            "doesn't fit in partition length",
+            "does not fit in partition",
+        ),
         _image_validation,
     ),
 )

@@ -7,7 +7,8 @@ import re
 from device_provisioning.doctor.codes import MBEDTLS_CREDENTIAL_ERRORS, MBEDTLS_ERRORS
 from device_provisioning.doctor.rules import Finding, Rule
 
-_MBEDTLS_CODE = re.compile(r"-0x([0-9a-f]{4})\b")
+# mbedTLS and the demos print "-0x%x" (esp-aws-iot's "returned -0x52"), esp-tls "-0x%04X": one to four digits.
+_MBEDTLS_CODE = re.compile(r"-0x([0-9a-f]{1,4})\b")
 TLS_WORDS = ("tls", "ssl", "mbedtls", "handshake", "x509")
 # esp-tls, coreMQTT's transport and the demos' wording for a TLS connection that did not come up.
 TLS_FAILED = (
@@ -31,6 +32,12 @@ _TLS_FIXES = {
     "MQTT client id must be the thing name",
     0x7200: "set CONFIG_MBEDTLS_SSL_IN_CONTENT_LEN to 16384 (menuconfig: mbedTLS, TLS maximum input message "
     "content length), or enable CONFIG_MBEDTLS_SSL_VARIABLE_BUFFER_LENGTH",
+    0x0052: "check the endpoint name (aws iot describe-endpoint --endpoint-type iot:Data-ATS) and that the device "
+    "got an IP address and a DNS server before it connects",
+    0x0010: "free heap before the handshake (fewer/lighter tasks, CONFIG_MBEDTLS_DYNAMIC_BUFFER, PSRAM with "
+    "CONFIG_MBEDTLS_EXTERNAL_MEM_ALLOC)",
+    0x4D80: "free heap before the handshake (fewer/lighter tasks, CONFIG_MBEDTLS_DYNAMIC_BUFFER, PSRAM with "
+    "CONFIG_MBEDTLS_EXTERNAL_MEM_ALLOC)",
     0x7F00: "enable and check PSRAM (CONFIG_SPIRAM) or free heap; CONFIG_MBEDTLS_DYNAMIC_BUFFER reduces the need",
 }
 _CREDENTIAL_FIX = (
@@ -109,6 +116,16 @@ def _mqtt_error(line: str, low: str) -> Finding | None:
             "the broker refused the MQTT CONNECT: the client id is not allowed by the policy, or the certificate "
             "is not attached to a thing with a policy",
             "attach the device policy to the certificate and use the thing name as client id",
+        )
+    if "connack recv failed" in low or "connack not received" in low:
+        # coreMQTT's MQTT_Connect: the TLS session came up and CONNECT went out, then the broker closed the
+        # connection without a CONNACK, which is what AWS IoT does when the policy denies iot:Connect.
+        return (
+            "mqtt-connack-not-received",
+            "the broker closed the connection after the MQTT CONNECT without answering it (coreMQTT: CONNACK recv "
+            "failed): AWS IoT does this when the certificate's policy does not allow iot:Connect for this client id",
+            "attach a policy allowing iot:Connect on client/<thing name> to the certificate and use the thing name "
+            "as client id",
         )
     if any(p in low for p in _CONNECTION_LOST) or "error transport connect" in low:
         return (
