@@ -138,3 +138,18 @@ def test_a_device_is_not_a_log() -> None:
     err = io.StringIO()
     assert main(["doctor", "/dev/zero"], out=io.StringIO(), err=err) == 1
     assert "is a device" in err.getvalue() and err.getvalue().count("\n") == 1
+
+
+def test_a_first_boot_that_writes_its_credentials_is_no_finding() -> None:
+    """The PKCS #11 PAL looks the credentials up, finds nothing, then writes them: a first boot provisioning."""
+    first_boot = (
+        "D (1026) PKCS11: failed nvs open 4354\n"
+        "D (1066) PKCS11: Writing file P11_Cert, 862 bytes\n"
+        "D (1086) PKCS11: Writing file P11_Key, 1191 bytes\n"
+    )
+    assert doctor.diagnose(first_boot.splitlines()) == []
+    # Without the write, the same lookup is the missing namespace that the signature failure follows from.
+    assert [d.code for d in doctor.diagnose(FAILING.splitlines())] == EXPECTED
+    # A lookup after the write is judged on its own.
+    later = first_boot + "E (5680) PKCS11: failed nvs open 4354\n"
+    assert [d.code for d in doctor.diagnose(later.splitlines())] == ["creds-namespace-missing"]

@@ -68,6 +68,8 @@ _CREDENTIAL_CODES = frozenset(
         "tls-pk-invalid-pubkey",
     }
 )
+# Lookups of the credentials that find nothing: on a first boot the firmware then writes them.
+_FIRST_BOOT_LOOKUPS = frozenset({"creds-namespace-missing", "ESP_ERR_NVS_NOT_FOUND"})
 # What the panic handler prints under "Guru Meditation Error" when it knows the reason better.
 _CRASH_DETAILS = frozenset({"stack-overflow", "heap-corrupted"})
 _NVS_EMPTY = frozenset(
@@ -259,7 +261,23 @@ class Scan:
             self.report.findings.append(root)
         return self._network_roots[down.line_number]
 
+    def _drop_first_boot_lookups(self) -> None:
+        """A credentials lookup that found nothing, then the firmware writing them: a first boot, no finding."""
+        written = self.evidence.credentials_written
+        if written is None:
+            return
+        found = self.report.findings
+        followed = {d.consequence_of for d in found}
+        found[:] = [
+            d
+            for d in found
+            if not (
+                d.code in _FIRST_BOOT_LOOKUPS and d.line_number < written.line_number and d.line_number not in followed
+            )
+        ]
+
     def finish(self, lines: int) -> Report:
+        self._drop_first_boot_lookups()
         down = self.evidence.network_down()
         if down is not None and self.evidence.network_up is None:
             self._network_root(down)

@@ -56,6 +56,10 @@ NVS_SCHEME = (
     ("registering hmac-based scheme", "hmac"),
     ("registering flash encryption-based scheme", "flash-encryption"),
 )
+# The PKCS #11 PAL writing the device's credentials into 'storage' (amazon-freertos iot_pkcs11_pal.c
+# "Writing file %s", corePKCS11 "Writing certificate into label"): a lookup that found nothing before
+# it was a first boot provisioning itself, not credentials that are missing.
+CREDENTIALS_WRITTEN = ("writing file p11_", "writing certificate into label", "writing private key into label")
 TEST_CERTIFICATE = ("using certificate in ota_config.h", "using aws_ota_codesigner_certificate.h")
 SIZE_KEYS = ('"filesize":', "[filesize:", "filesize:", "file size:", "file size =", "filesize=")
 # The OTA agent's block counters (ota.c, the demos' statistics). The modular demo's "Downloaded block
@@ -68,6 +72,7 @@ TRIGGERS = (
     *FLASH_ENCRYPTION_ON,
     *(key for key, _ in NVS_SCHEME),
     *TEST_CERTIFICATE,
+    *CREDENTIALS_WRITTEN,
     *SIZE_KEYS,
     *BLOCK_KEYS,
     "received:",
@@ -100,6 +105,7 @@ class Evidence:
         self.network_up: Mark | None = None
         self.network_lost: Mark | None = None
         self.credentials_failed: Mark | None = None
+        self.credentials_written: Mark | None = None
         self.test_certificate: Mark | None = None
         self.flash_encryption: Mark | None = None
         self.nvs_scheme: tuple[str, Mark] | None = None
@@ -118,6 +124,9 @@ class Evidence:
         for key, scheme in NVS_SCHEME:
             if key in low:
                 self.nvs_scheme = (scheme, Mark(number, line, f"NVS encryption uses the {scheme} scheme"))
+        if any(key in low for key in CREDENTIALS_WRITTEN):
+            self.credentials_written = Mark(number, line, "the firmware wrote its credentials into storage")
+            self.credentials_failed = None
         if any(key in low for key in TEST_CERTIFICATE):
             self.test_certificate = Mark(number, line, "the PAL read the example's test certificate")
         self._sizes(number, line, low)
