@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from device_provisioning.flashing import esptool_device
+from device_provisioning.flashing import esptool_device, proof
 from device_provisioning.flashing.layout import FlashPlan
 from devtools.uart_link import UART_BYTES_PER_SECOND, uart_links
 
@@ -39,14 +39,12 @@ class StationRun:
         return self.devices * 3600 / self.seconds
 
 
-def run_station(
-    plan: FlashPlan, ports: int, devices_per_port: int, *, verify: esptool_device.Verify = "md5"
-) -> StationRun:
+def run_station(plan: FlashPlan, ports: int, devices_per_port: int, *, verify: proof.Verify = "md5") -> StationRun:
     """Flash ``devices_per_port`` boards on each of ``ports`` ports at once; time the whole run."""
     with uart_links(ports) as urls:
-        reports: list[esptool_device.FlashReport] = []
+        reports: list[proof.FlashReport] = []
 
-        def one_port(url: str) -> list[esptool_device.FlashReport]:
+        def one_port(url: str) -> list[proof.FlashReport]:
             # The mock has no flasher stub (esptool's stub read disconnects it): the ROM loader, as on a
             # board whose stub cannot run.
             return [

@@ -43,6 +43,7 @@ from device_provisioning.device import (  # noqa: E402
 from device_provisioning.factory import (  # noqa: E402
     batch,
     bulk,
+    opening,
 )
 from device_provisioning.flashing import layout  # noqa: E402
 from device_provisioning.identity import codesign, device_tls  # noqa: E402
@@ -289,7 +290,7 @@ def main() -> int:
                          f"{bulk:.4f} calls/device", f"{per_device / bulk:,.0f}x fewer"))  # fmt: skip
 
         image = (
-            next((directory / "out-1000" / batch.DEVICES_DIR).glob("*/creds.bin")).read_bytes()
+            next((directory / "out-1000" / opening.DEVICES_DIR).glob("*/creds.bin")).read_bytes()
             if (directory / "out-1000").exists()
             else nvs.build_image([nvs.NvsEntry("cfg", "k", "string", "v")], 0x4000)
         )

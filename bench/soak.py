@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from device_provisioning import aws  # noqa: E402
-from device_provisioning.factory import batch  # noqa: E402
+from device_provisioning.factory import opening  # noqa: E402
 from device_provisioning.factory.shared_journal import SharedJournal  # noqa: E402
 from device_provisioning.identity import codesign  # noqa: E402
 from devtools.local_aws import local_aws  # noqa: E402
@@ -154,7 +154,7 @@ def chaos(
 
 
 def check(url: str, devices: Path, outs: list[Path]) -> bool:
-    journal = SharedJournal(url, batch._batch_name(devices), "checker")
+    journal = SharedJournal(url, opening.batch_name(devices), "checker")
     try:
         records = journal.records()
         with journal.transaction() as db:
@@ -165,11 +165,11 @@ def check(url: str, devices: Path, outs: list[Path]) -> bool:
         journal.close()
     iot = aws.connect().client("iot")
     station_dirs = {
-        (out / batch.STATION_FILE).read_text().strip(): out for out in outs if (out / batch.STATION_FILE).exists()
+        (out / opening.STATION_FILE).read_text().strip(): out for out in outs if (out / opening.STATION_FILE).exists()
     }
     keys: set[str] = set()
     for out in outs:
-        for key_file in (out / batch.DEVICES_DIR).glob("*/device.key"):
+        for key_file in (out / opening.DEVICES_DIR).glob("*/device.key"):
             keys.add(codesign.public_key_sha256(codesign.load_private_key_file(key_file).public_key()))
     states = Counter(str(r.state) for r in records)
     errors = [r for r in records if r.error]
@@ -182,7 +182,7 @@ def check(url: str, devices: Path, outs: list[Path]) -> bool:
         if good:
             description = iot.describe_certificate(certificateId=record.certificate_id)["certificateDescription"]
             directory = station_dirs.get(owners[record.serial], Path("/nonexistent"))
-            key_file = directory / batch.DEVICES_DIR / record.serial / "device.key"
+            key_file = directory / opening.DEVICES_DIR / record.serial / "device.key"
             certificate = codesign.load_certificate(description["certificatePem"].encode())
             good = (
                 description["status"] == "ACTIVE"

@@ -80,12 +80,12 @@ def test_batch_prepare_that_cannot_write_says_it_resumes(
     keys: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from device_provisioning.errors import WriteFailed
-    from device_provisioning.factory import batch
+    from device_provisioning.factory import manifest
 
     def full(*_: object) -> Path:
-        raise WriteFailed(tmp_path / "b" / batch.MANIFEST, os.strerror(errno.ENOSPC))
+        raise WriteFailed(tmp_path / "b" / manifest.MANIFEST, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(batch, "write_manifest", full)
+    monkeypatch.setattr(manifest, "write_manifest", full)
     (tmp_path / "devices.csv").write_text("serial,thing_name\nSN-1,board-1\n")
     (tmp_path / "batch.toml").write_text(
         f'[batch]\npartition_table = "{BETA_TABLE}"\ncode_verify_cert = "{keys / "codesign.crt"}"\n'

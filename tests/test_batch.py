@@ -24,8 +24,9 @@ from device_provisioning import aws, signing
 from device_provisioning.cli import main
 from device_provisioning.device import nvs
 from device_provisioning.errors import InputFileError
-from device_provisioning.factory import batch, inputs
+from device_provisioning.factory import batch, inputs, opening
 from device_provisioning.factory.journal import Journal
+from device_provisioning.factory.manifest import MANIFEST
 from device_provisioning.identity import codesign
 from tests.fault_proxy import Fault, fault_proxy
 from tests.helpers import BETA_TABLE
@@ -77,7 +78,7 @@ def big_batch(tmp_path: Path, signer: Path, prefix: str) -> tuple[list[str], Pat
 
 
 def manifest(out: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader((out / batch.MANIFEST).open()))
+    return list(csv.DictReader((out / MANIFEST).open()))
 
 
 # --- inputs ------------------------------------------------------------------------------------------
@@ -462,6 +463,6 @@ def test_a_moved_partition_table_moves_the_batch_layout(tmp_path: Path, signer: 
     config.write_text(config.read_text().replace('family = "beta"\n', 'family = "beta"\ntable_offset = "0x10000"\n'))
     out = tmp_path / "out"
     batch.prepare_batch(devices, config, out, workers=1)
-    table = pt.load(out / batch.TABLE_FILE, 0x10000)
+    table = pt.load(out / opening.TABLE_FILE, 0x10000)
     # nvs at 0x11000 instead of 0x9000; the apps move to the next 64 KiB boundary, and storage with them.
     assert (table.find("nvs").offset, table.find("storage").offset) == (0x11000, 0x320000)

@@ -159,6 +159,7 @@ def test_batch_prepare_in_bulk_mode_journals_the_reports(stubbed, tmp_path, monk
     from botocore.stub import ANY
 
     from device_provisioning.factory import batch
+    from device_provisioning.factory.status import batch_status
     from device_provisioning.identity import codesign
     from tests.helpers import BETA_TABLE
 
@@ -194,7 +195,7 @@ def test_batch_prepare_in_bulk_mode_journals_the_reports(stubbed, tmp_path, monk
         tmp_path / "devices.csv", tmp_path / "batch.toml", tmp_path / "out", workers=1, aws=stubbed,
     )  # fmt: skip
     assert summary.counts == {"image_built": 1, "key_made": 1} and summary.failed == 1
-    status = batch.batch_status(tmp_path / "out")
+    status = batch_status(tmp_path / "out")
     assert status.to_json()["errors"] == [{"serial": "S1", "error": "bulk registration: ThingName conflict"}]
 
 

@@ -52,7 +52,7 @@ def test_version_and_help_import_no_heavy_module(argv: list[str]) -> None:
 def test_copied_choices_equal_the_library_constants() -> None:
     from device_provisioning.aws import ota_request
     from device_provisioning.device import app_image, credentials, project, update_rules
-    from device_provisioning.flashing import esptool_device
+    from device_provisioning.flashing import proof
     from device_provisioning.fleet import inventory
     from device_provisioning.identity import codesign
 
@@ -63,7 +63,7 @@ def test_copied_choices_equal_the_library_constants() -> None:
     assert choices.PKCS11_ENCODINGS == credentials.PKCS11_ENCODINGS
     assert choices.VIAS == ota_request.VIAS
     assert choices.PROTOCOLS == ota_request.PROTOCOLS
-    assert choices.VERIFY_CHOICES == esptool_device.VERIFY_CHOICES
+    assert choices.VERIFY_CHOICES == proof.VERIFY_CHOICES
     assert choices.CHIPS == tuple(sorted(app_image.CHIP_IDS.values()))
     assert choices.MAX_SECURE_VERSION == inventory.MAX_SECURE_VERSION
     assert choices.RULE_OVERRIDES == update_rules.OVERRIDES

@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from device_provisioning import aws
-from device_provisioning.factory import batch
+from device_provisioning.factory import batch, manifest, opening
 from device_provisioning.identity import codesign, factory_ca
 from device_provisioning.identity.pkcs11_signer import open_signer
 from stacks.config import AppConfig
@@ -100,9 +100,9 @@ def private_keys_of(root: Path, public_sha256: str) -> list[Path]:
 
 
 def check_batch(out: Path, ca_path: Path, ca: x509.Certificate) -> list[dict[str, str]]:
-    rows = list(csv.DictReader((out / batch.MANIFEST).open()))
+    rows = list(csv.DictReader((out / manifest.MANIFEST).open()))
     assert len(rows) == DEVICES and {r["state"] for r in rows} == {"image_built"}
-    certificates = sorted(out.glob(f"{batch.DEVICES_DIR}/*/device.crt"))
+    certificates = sorted(out.glob(f"{opening.DEVICES_DIR}/*/device.crt"))
     assert len(certificates) == DEVICES
     assert openssl_verify(ca_path, certificates) == []
     first = codesign.load_certificate_file(certificates[0])
@@ -152,7 +152,7 @@ def test_a_batch_of_1000_is_certified_by_the_factory_ca_and_one_device_provision
 
     # One device connects for the first time: AWS IoT registers and provisions it from the CA's template.
     row = rows[0]
-    pem = (tmp_path / "out" / batch.DEVICES_DIR / row["serial"] / "device.crt").read_text()
+    pem = (tmp_path / "out" / opening.DEVICES_DIR / row["serial"] / "device.crt").read_text()
     outcome = device_connects(pem)
     assert outcome.certificate_id == row["certificate_id"]  # the id the manifest already named
     thing = iot.describe_thing(thingName=row["thing_name"])

@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 from esp32_mock_bootloader import mock_bootloader
 from esptool import cmds
+from esptool.util import FatalError
 
 from device_provisioning.cli import main
 from device_provisioning.device import app_image, credentials, esp_build, nvs
 from device_provisioning.device import partition_table as pt
-from device_provisioning.errors import PartitionTableError, ProvisioningError
-from device_provisioning.flashing import esptool_device, factory_image, layout
+from device_provisioning.errors import DeviceError, PartitionTableError, ProvisioningError
+from device_provisioning.flashing import esptool_device, factory_image, layout, serial_port
 from device_provisioning.identity import codesign
 from tests.helpers import BETA_TABLE, MASTER_TABLE
 from tests.tiers import integration_fixture
@@ -170,10 +171,10 @@ def test_the_baud_is_the_fastest_the_bridge_takes(monkeypatch, tmp_path: Path) -
     bridge = ListPortInfo(str(device))
     bridge.vid, bridge.pid = 0x0403, 0x6010  # FTDI FT2232H
     monkeypatch.setattr(list_ports, "comports", lambda: [bridge])
-    assert esptool_device.fastest_baud(str(device)) == 2_000_000
+    assert serial_port.fastest_baud(str(device)) == 2_000_000
     bridge.vid, bridge.pid = 0x1234, 0x5678  # unknown bridge
-    assert esptool_device.fastest_baud(str(device)) == esptool_device.SAFE_BAUD
-    assert esptool_device.fastest_baud("socket://127.0.0.1:1") == esptool_device.SAFE_BAUD
+    assert serial_port.fastest_baud(str(device)) == serial_port.SAFE_BAUD
+    assert serial_port.fastest_baud("socket://127.0.0.1:1") == serial_port.SAFE_BAUD
 
 
 # --- refusals: nothing reaches the flash ----------------------------------------------------------
@@ -219,7 +220,7 @@ def test_flash_encryption_with_plaintext_image_is_refused(mock, beta_image) -> N
     try:
         # The device's FLASH_CRYPT_CNT eFuse has an odd number of bits set: flash encryption is on.
         esp.write_reg(0x3FF5A000, 1 << 20)
-        with pytest.raises(esptool_device.DeviceError, match="flash encryption enabled.*nvs build --encrypt"):
+        with pytest.raises(DeviceError, match="flash encryption enabled.*nvs build --encrypt"):
             esptool_device.flash_connected(esp, plan, stub=False, progress=False)
     finally:
         esp._port.close()
@@ -233,7 +234,7 @@ def test_layout_beyond_flash_size_is_refused(mock, tmp_path: Path, identity) -> 
     certificate = codesign.load_certificate_file(identity.certificate)
     image = credentials.build_credential_image(table, credentials.Credentials(certificate), "beta").image
     plan = layout.plan_flash(table, image)
-    with pytest.raises(esptool_device.DeviceError, match="0x400000 bytes of flash"):
+    with pytest.raises(DeviceError, match="0x400000 bytes of flash"):
         esptool_device.flash_device(plan, port=mock.url(), stub=False, quiet=True)
     flash_is_untouched(mock.url())
 
@@ -252,7 +253,7 @@ def test_no_port_at_all(beta_image, monkeypatch) -> None:  # type: ignore[no-unt
     plan = layout.plan_flash(pt.load(BETA_TABLE), beta_image)
     # Auto-detection on a machine with no serial devices (CI): esptool finds zero ports.
     monkeypatch.setattr(cmds, "get_port_names", lambda **_: [])
-    with pytest.raises(esptool_device.DeviceError, match="no serial port found"):
+    with pytest.raises(DeviceError, match="no serial port found"):
         esptool_device.flash_device(plan, port=None, stub=False, quiet=True)
 
 
@@ -267,7 +268,7 @@ def test_no_port_at_all(beta_image, monkeypatch) -> None:  # type: ignore[no-unt
     ],
 )
 def test_esptool_failures_become_actionable(esptool_message: str, expected: str) -> None:
-    error = esptool_device._explain(esptool_device.FatalError(esptool_message), "/dev/ttyUSB0", 921600)
+    error = serial_port.explain_port_error(FatalError(esptool_message), "/dev/ttyUSB0", 921600)
     assert expected in str(error)
 
 

@@ -23,7 +23,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from device_provisioning.cli import main
 from device_provisioning.factory import operator_page, station
-from device_provisioning.factory.batch import open_batch_journal
+from device_provisioning.factory.opening import open_batch_journal
 from device_provisioning.identity import codesign
 from devtools.uart_link import uart_links
 from tests.helpers import BETA_TABLE

@@ -16,8 +16,8 @@ import pytest
 
 from device_provisioning.cli import main
 from device_provisioning.factory import operator_page
-from device_provisioning.factory.batch import open_batch_journal
 from device_provisioning.factory.journal import PortState
+from device_provisioning.factory.opening import open_batch_journal
 from device_provisioning.identity import codesign
 from tests.helpers import BETA_TABLE
 

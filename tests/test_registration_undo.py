@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 
 from device_provisioning import aws
 from device_provisioning.factory import batch
+from device_provisioning.factory.status import batch_status
 from device_provisioning.identity import codesign
 from tests.fault_proxy import fault_proxy
 from tests.helpers import BETA_TABLE
@@ -72,7 +73,7 @@ def test_a_permanent_refusal_undoes_the_devices_registration(tmp_path: Path, loc
     monkeypatch.setenv("AWS_ENDPOINT_URL", local_endpoint.url)
     assert refused.hits == 1
 
-    status = batch.batch_status(out)
+    status = batch_status(out)
     assert [serial for serial, _ in status.errors] == [f"{prefix}-SN1"]
     assert "InvalidRequestException" in status.errors[0][1]
     key = codesign.load_private_key_file(out / "devices" / f"{prefix}-SN1" / "device.key")
@@ -86,5 +87,5 @@ def test_a_permanent_refusal_undoes_the_devices_registration(tmp_path: Path, loc
 
     # The cause fixed, a rerun registers the device with one certificate, as if it had never been tried.
     batch.prepare_batch(devices, config, out, workers=1, aws=aws.connect())
-    assert batch.batch_status(out).errors == ()
+    assert batch_status(out).errors == ()
     assert [s for _, s in certificates_issued_since(iot, started)[spki(key)]] == ["ACTIVE"]

@@ -25,7 +25,7 @@ import pytest
 from esp32_mock_bootloader import mock_bootloader
 
 from device_provisioning import aws
-from device_provisioning.factory import batch
+from device_provisioning.factory import batch, images, opening, status
 from device_provisioning.factory.shared_journal import SharedJournal
 from device_provisioning.factory.station import flash_station
 from device_provisioning.identity import codesign
@@ -98,7 +98,7 @@ def test_the_password_is_never_printed_nor_kept_and_remote_servers_must_be_verif
     pointer = (tmp_path / "z" / "journal.json").read_text()
     assert secret not in pointer and "127.0.0.1" in pointer
     assert (tmp_path / "z" / "journal.json").stat().st_mode & 0o077 == 0
-    assert batch.batch_status(tmp_path / "z").states == {"image_built": 1}
+    assert status.batch_status(tmp_path / "z").states == {"image_built": 1}
 
 
 def write_batch(root: Path, url: str, policy: str, devices: int) -> tuple[Path, Path]:
@@ -126,7 +126,7 @@ def journal_counts(url: str, devices: Path) -> dict[str, int]:
         try:
             rows = db.execute(
                 "SELECT state, COUNT(*) FROM esp_batch_devices WHERE batch = %s GROUP BY state",
-                (batch._batch_name(devices),),
+                (opening.batch_name(devices),),
             ).fetchall()
         except psycopg.errors.UndefinedTable:  # no station has created the tables yet
             return {}
@@ -138,7 +138,7 @@ def worked_on_by(url: str, devices: Path, station: str) -> int:
         try:
             row = db.execute(
                 "SELECT COUNT(*) FROM esp_batch_transitions WHERE batch = %s AND station = %s",
-                (batch._batch_name(devices), station),
+                (opening.batch_name(devices), station),
             ).fetchone()
         except psycopg.errors.UndefinedTable:  # no station has created the tables yet
             return 0
@@ -157,7 +157,7 @@ def test_three_stations_one_killed_every_device_gets_exactly_one_identity(
     # The station to kill starts first and claims devices; the others join as soon as it works.
     stations: list[subprocess.Popen[bytes]] = [None] * 3  # type: ignore[list-item]
     stations[victim] = start_station(devices, config, outs[victim])
-    victim_id = outs[victim] / batch.STATION_FILE
+    victim_id = outs[victim] / opening.STATION_FILE
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and stations[victim].poll() is None:
         if victim_id.exists() and worked_on_by(postgres_url, devices, victim_id.read_text().strip()) > 0:
@@ -180,7 +180,7 @@ def test_three_stations_one_killed_every_device_gets_exactly_one_identity(
         if n != victim:
             assert station.returncode == 0, err.decode()
 
-    journal = SharedJournal(postgres_url, batch._batch_name(devices), "checker")
+    journal = SharedJournal(postgres_url, opening.batch_name(devices), "checker")
     try:
         records = journal.records()
         with journal.transaction() as db:
@@ -194,8 +194,8 @@ def test_three_stations_one_killed_every_device_gets_exactly_one_identity(
     finally:
         journal.close()
     assert len(records) == count and {r.state for r in records} == {"image_built"} and not any(r.error for r in records)
-    station_dirs = {(out / batch.STATION_FILE).read_text().strip(): out for out in outs}
-    killed = (outs[victim] / batch.STATION_FILE).read_text().strip()
+    station_dirs = {(out / opening.STATION_FILE).read_text().strip(): out for out in outs}
+    killed = (outs[victim] / opening.STATION_FILE).read_text().strip()
     # The killed station had worked on devices; the ones it had not finished were finished by the others.
     assert worked_on.get(killed, 0) > 0
     print(f"seed {seed}: killed {killed} after {threshold} registered; it worked on {worked_on[killed]}, "
@@ -203,11 +203,11 @@ def test_three_stations_one_killed_every_device_gets_exactly_one_identity(
     iot = session.client("iot")
     every_key_made: set[str] = set()
     for out in outs:
-        for key_file in (out / batch.DEVICES_DIR).glob("*/device.key"):
+        for key_file in (out / opening.DEVICES_DIR).glob("*/device.key"):
             every_key_made.add(codesign.public_key_sha256(codesign.load_private_key_file(key_file).public_key()))
     journaled = set()
     for record in records:
-        owner_dir = station_dirs[owners[record.serial]] / batch.DEVICES_DIR / record.serial
+        owner_dir = station_dirs[owners[record.serial]] / opening.DEVICES_DIR / record.serial
         key = codesign.load_private_key_file(owner_dir / "device.key")
         principals = iot.list_thing_principals(thingName=record.thing_name)["principals"]
         assert len(principals) == 1 and principals[0].endswith(f"/{record.certificate_id}"), record
@@ -215,7 +215,7 @@ def test_three_stations_one_killed_every_device_gets_exactly_one_identity(
         assert description["status"] == "ACTIVE"
         certificate = codesign.load_certificate(description["certificatePem"].encode())
         assert codesign.key_matches_certificate(key, certificate)
-        assert (owner_dir / batch.IMAGE_FILE).is_file()
+        assert (owner_dir / images.IMAGE_FILE).is_file()
         journaled.add(record.certificate_id)
     # No ACTIVE certificate for any key a station made, other than the journaled ones (the victim's too).
     active_for_our_keys = set()
@@ -235,8 +235,8 @@ def test_three_stations_one_killed_every_device_gets_exactly_one_identity(
     with mock_bootloader(chip="esp32") as board:
         url = board.url()
         (result,) = flash_station(outs[survivor], [url], stub=False)
-    assert result.ok and owners[result.serial] == (outs[survivor] / batch.STATION_FILE).read_text().strip()
-    reader = batch.open_batch_journal(outs[victim], as_station=False).journal
+    assert result.ok and owners[result.serial] == (outs[survivor] / opening.STATION_FILE).read_text().strip()
+    reader = opening.open_batch_journal(outs[victim], as_station=False).journal
     try:
         assert [(p.port, p.serial, p.outcome) for p in reader.ports()] == [(url, result.serial, "passed")]
         assert reader.get(result.serial).state == "verified"
@@ -265,7 +265,7 @@ def test_two_stations_with_shared_keys_never_flash_the_same_board(postgres_url: 
     outs = [tmp_path / "station-a", tmp_path / "station-b"]
     for out in outs:  # the first prepares every device; the second finds nothing left and sets up its directory
         batch.prepare_batch(tmp_path / "devices.csv", tmp_path / "batch.toml", out, workers=1)
-    assert not (outs[0] / batch.DEVICES_DIR).exists()  # the keys and images live on the share
+    assert not (outs[0] / opening.DEVICES_DIR).exists()  # the keys and images live on the share
     with contextlib.ExitStack() as boards:
         urls = [boards.enter_context(mock_bootloader(chip="esp32")).url() for _ in range(4)]
         results: dict[int, list[str]] = {}

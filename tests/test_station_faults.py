@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from device_provisioning import aws
-from device_provisioning.factory import batch
+from device_provisioning.factory import opening
 from device_provisioning.factory.shared_journal import SharedJournal
 from device_provisioning.factory.states import DeviceState
 from device_provisioning.identity import codesign
@@ -48,7 +48,7 @@ def policy(local_endpoint) -> str:  # type: ignore[no-untyped-def]
 def check_exactly_one_identity(url: str, devices: Path, outs: list[Path]) -> None:
     """Every device finished, with exactly one ACTIVE certificate: the journaled one, for the key of the station
     the journal names; no other ACTIVE certificate for any key a station made."""
-    journal = SharedJournal(url, batch._batch_name(devices), "checker")
+    journal = SharedJournal(url, opening.batch_name(devices), "checker")
     try:
         records = journal.records()
         with journal.transaction() as db:
@@ -58,11 +58,11 @@ def check_exactly_one_identity(url: str, devices: Path, outs: list[Path]) -> Non
     finally:
         journal.close()
     assert {r.state for r in records} == {DeviceState.IMAGE_BUILT} and not any(r.error for r in records), records
-    station_dirs = {(out / batch.STATION_FILE).read_text().strip(): out for out in outs}
+    station_dirs = {(out / opening.STATION_FILE).read_text().strip(): out for out in outs}
     iot = aws.connect().client("iot")
     keys: set[str] = set()
     for out in outs:
-        for key_file in (out / batch.DEVICES_DIR).glob("*/device.key"):
+        for key_file in (out / opening.DEVICES_DIR).glob("*/device.key"):
             keys.add(codesign.public_key_sha256(codesign.load_private_key_file(key_file).public_key()))
     journaled = set()
     for record in records:
@@ -70,7 +70,7 @@ def check_exactly_one_identity(url: str, devices: Path, outs: list[Path]) -> Non
         assert len(principals) == 1 and principals[0].endswith(f"/{record.certificate_id}"), (record, principals)
         description = iot.describe_certificate(certificateId=record.certificate_id)["certificateDescription"]
         assert description["status"] == "ACTIVE", record
-        key_file = station_dirs[owners[record.serial]] / batch.DEVICES_DIR / record.serial / "device.key"
+        key_file = station_dirs[owners[record.serial]] / opening.DEVICES_DIR / record.serial / "device.key"
         certificate = codesign.load_certificate(description["certificatePem"].encode())
         assert codesign.key_matches_certificate(codesign.load_private_key_file(key_file), certificate)
         journaled.add(record.certificate_id)
@@ -128,7 +128,7 @@ def test_a_database_restart_under_two_stations_ends_with_the_batch_complete(
         outs = [tmp_path / "station-a", tmp_path / "station-b"]
         stations = [start_station(devices, config, out) for out in outs]
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (outs[0] / batch.STATION_FILE).exists():
+        while time.monotonic() < deadline and not (outs[0] / opening.STATION_FILE).exists():
             time.sleep(0.05)
         time.sleep(1.5)  # both mid-batch
         restarted = threading.Thread(target=cluster.restart)
@@ -149,7 +149,7 @@ def test_a_database_gone_for_good_is_one_line_saying_the_batch_is_intact(
         config.write_text(config.read_text() + "reconnect_seconds = 3\n")
         station = start_station(devices, config, tmp_path / "a")
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (tmp_path / "a" / batch.STATION_FILE).exists():
+        while time.monotonic() < deadline and not (tmp_path / "a" / opening.STATION_FILE).exists():
             time.sleep(0.05)
         time.sleep(1.0)
         cluster.stop()

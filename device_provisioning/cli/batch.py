@@ -48,7 +48,7 @@ def host_name(text: str) -> str:
 
 def _batch_prepare(args: argparse.Namespace, out: TextIO) -> int:
     from device_provisioning.cli.progress import stage_progress
-    from device_provisioning.factory import batch
+    from device_provisioning.factory import batch, manifest
     from device_provisioning.factory import inputs as batch_input
 
     config = batch_input.load_config(args.config)
@@ -68,7 +68,7 @@ def _batch_prepare(args: argparse.Namespace, out: TextIO) -> int:
         f"batch        {summary.directory}: {summary.devices} devices in {summary.seconds:.1f}s "
         f"({summary.rate:,.0f}/s)",
         "states       " + ", ".join(f"{state}={count}" for state, count in sorted(summary.counts.items())),
-        f"manifest     {summary.directory / batch.MANIFEST}",
+        f"manifest     {summary.directory / manifest.MANIFEST}",
     ]
     lines += [f"WARNING      {warning}" for warning in summary.warnings]
     if summary.failed:
@@ -90,9 +90,9 @@ def _resumable() -> Iterator[None]:
 
 
 def _batch_status(args: argparse.Namespace, out: TextIO) -> int:
-    from device_provisioning.factory import batch
+    from device_provisioning.factory.status import batch_status
 
-    status = batch.batch_status(args.dir)
+    status = batch_status(args.dir)
     lines = [f"{status.directory}: {status.devices} devices"]
     lines += [f"  {state:<12} {count}" for state, count in sorted(status.states.items())]
     lines += [f"  error {serial}: {error}" for serial, error in status.errors]

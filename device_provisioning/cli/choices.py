@@ -16,7 +16,7 @@ CODE_VERIFY_LABEL = "Code Verify Key"
 # aws.ota_request.VIAS / PROTOCOLS.
 VIAS = ("ota-update", "job")
 PROTOCOLS = ("mqtt", "http")
-# flashing.esptool_device.VERIFY_CHOICES.
+# flashing.proof.VERIFY_CHOICES.
 VERIFY_CHOICES = ("md5", "read-back")
 # device.credentials.PKCS11_ENCODINGS.
 PKCS11_ENCODINGS = ("der", "pem")

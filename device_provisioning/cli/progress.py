@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 if TYPE_CHECKING:
-    from device_provisioning.factory.batch import ProgressCallback
+    from device_provisioning.factory.worker_pool import ProgressCallback
 
 
 @contextlib.contextmanager

@@ -162,7 +162,7 @@ def _read_log(path: str) -> Report:
 def _held_certificate(args: argparse.Namespace) -> thing_checks.HeldCertificate | None:
     """The code-verification certificate the device holds, from --batch (with --thing) or --nvs."""
     from device_provisioning.aws import thing_checks
-    from device_provisioning.factory import batch
+    from device_provisioning.factory.status import device_code_verify_certificate
     from device_provisioning.files import read_bytes
     from device_provisioning.identity import codesign
 
@@ -171,7 +171,7 @@ def _held_certificate(args: argparse.Namespace) -> thing_checks.HeldCertificate 
     if args.batch:
         if not args.thing:
             raise InputFileError("--batch finds the device by its thing name: give --thing NAME")
-        found = batch.device_code_verify_certificate(args.batch, args.thing)
+        found = device_code_verify_certificate(args.batch, args.thing)
         return thing_checks.HeldCertificate(codesign.fingerprint(found.certificate), found.origin)
     if args.nvs:
         return thing_checks.held_in_image(read_bytes(args.nvs, "NVS image"), nvs_family(args), str(args.nvs))

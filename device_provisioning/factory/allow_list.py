@@ -20,8 +20,8 @@ from typing import Any
 from device_provisioning import contract
 from device_provisioning.aws.session import Aws, aws_errors
 from device_provisioning.errors import InputFileError
-from device_provisioning.factory.batch import DEVICES_DIR, open_batch_journal
 from device_provisioning.factory.journal import SHARED_JOURNAL_FILE, DeviceState
+from device_provisioning.factory.opening import DEVICES_DIR, open_batch_journal
 from device_provisioning.fleet.inventory import Inventory
 
 # Enough parallel PUTs to keep a factory line's allow list quick without tripping S3's per-prefix rates.

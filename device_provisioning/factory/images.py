@@ -8,7 +8,6 @@ code-signing certificate in, an ``esp_secure_cert`` image and an NVS image of th
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +16,11 @@ from device_provisioning import contract
 from device_provisioning.device import credentials, nvs
 from device_provisioning.errors import ProvisioningError
 from device_provisioning.factory import identity_images, register
+from device_provisioning.factory.worker_pool import GROUP_SYNC
 from device_provisioning.files import write_atomic
 from device_provisioning.identity import codesign
 
 IMAGE_FILE = "creds.bin"
-# Workers write without fsync when the orchestrator syncs each committed group at once (os.sync()).
-_GROUP_SYNC = hasattr(os, "sync")
 
 
 @dataclass(frozen=True)
@@ -58,7 +56,7 @@ def build_image(task: ImageTask) -> tuple[str, str]:
             key_path,
             partition_size=task.secure_cert_size,
             ca_pem=task.ca_pem,
-            fsync=not _GROUP_SYNC,
+            fsync=not GROUP_SYNC,
         )
     elif task.with_device_credentials:
         device_cert = codesign.load_certificate_file(device_dir / register.DEVICE_CERT)
@@ -78,7 +76,7 @@ def build_image(task: ImageTask) -> tuple[str, str]:
         namespace = task.values[0][0] if task.values else "cfg"
         extra.append(nvs.NvsEntry(namespace, contract.CLAIM_SECRET_NVS_KEY, "string", secret))
         digest = hashlib.sha256(secret.encode()).hexdigest()
-        write_atomic(device_dir / contract.CLAIM_SECRET_HASH_FILE, f"{digest}\n".encode(), fsync=not _GROUP_SYNC)
+        write_atomic(device_dir / contract.CLAIM_SECRET_HASH_FILE, f"{digest}\n".encode(), fsync=not GROUP_SYNC)
     entries = (
         extra
         if secure
@@ -88,5 +86,5 @@ def build_image(task: ImageTask) -> tuple[str, str]:
         image = credentials.build_pal_image(entries, task.partition_name, task.partition_size)
     except ProvisioningError as error:
         raise ProvisioningError(f"device {task.serial}: {error}") from None
-    write_atomic(device_dir / IMAGE_FILE, image, private=creds.holds_private_key, fsync=not _GROUP_SYNC)
+    write_atomic(device_dir / IMAGE_FILE, image, private=creds.holds_private_key, fsync=not GROUP_SYNC)
     return task.serial, hashlib.sha256(image + secure).hexdigest()

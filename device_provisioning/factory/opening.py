@@ -1,4 +1,5 @@
-"""Opening a batch directory's journal: its SQLite file, or the shared PostgreSQL journal it points to.
+"""Opening a batch directory's journal: its SQLite file, or the shared PostgreSQL journal it points to; the
+directory's layout (devices/, the partition table, station.id) and this station's identity.
 
 A directory that shares its batch keeps ``journal.json`` (0600: the database's address and the batch name,
 never a password) and ``station.id`` (this station's name). A station's name belongs to one place — the
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from device_provisioning.errors import InputFileError
 from device_provisioning.factory import pg_connection
+from device_provisioning.factory.inputs import SharedJournalConfig
 from device_provisioning.factory.journal import SHARED_JOURNAL_FILE, Journal, require_journal
 from device_provisioning.factory.journal_interface import BatchJournal
 from device_provisioning.factory.shared_journal import SharedJournal
@@ -24,6 +26,8 @@ from device_provisioning.factory.states import DeviceRecord
 from device_provisioning.files import read_bytes, write_atomic
 
 DEVICES_DIR = "devices"
+# The batch directory is self-contained for the stations: the table the images were built for.
+TABLE_FILE = "partition-table.bin"
 # A station's name in a shared journal, kept in its batch directory.
 STATION_FILE = "station.id"
 # How long a station holds a board it flashes: far beyond a full flash at 921,600 baud (~20 s for 1 MB), so a
@@ -72,6 +76,19 @@ def open_shared(url: str, batch: str, out: Path, reconnect_seconds: float | None
     if reconnect_seconds is not None:
         timeouts = replace(timeouts, reconnect_deadline=reconnect_seconds)
     return SharedJournal(url, batch, station, place=station_place(out), timeouts=timeouts)
+
+
+def batch_name(devices_csv: Path) -> str:
+    """A shared batch is its production order: the devices CSV, whatever each station's paths."""
+    return hashlib.sha256(read_bytes(devices_csv, "devices CSV")).hexdigest()[:32]
+
+
+def open_for_preparing(out: Path, shared: SharedJournalConfig | None, devices_csv: Path) -> BatchJournal:
+    """The journal ``batch prepare`` writes: the directory's own SQLite file, or the shared batch of ``devices_csv``
+    as this directory's station."""
+    if shared is None:
+        return Journal(out)
+    return open_shared(shared.url, batch_name(devices_csv), out, shared.reconnect_seconds)
 
 
 def write_pointer(out: Path, url: str, batch: str, shared_keys: Path | None) -> None:

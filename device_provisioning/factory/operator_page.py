@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from device_provisioning.errors import InputFileError, ProvisioningError
-from device_provisioning.factory.batch import OpenJournal, open_batch_journal
 from device_provisioning.factory.journal import PortState
+from device_provisioning.factory.opening import OpenJournal, open_batch_journal
 from device_provisioning.factory.operator_html import PAGE
 
 MAX_BODY = 4096

@@ -1,6 +1,6 @@
 """Preparing one batch from several stations: claim devices, prepare them, and take over a dead station's.
 
-The stages themselves are :class:`device_provisioning.factory.batch.DeviceStages`; the journal and its leases
+The stages themselves are :class:`device_provisioning.factory.stages.DeviceStages`; the journal and its leases
 are :mod:`device_provisioning.factory.shared_journal`.
 """
 
@@ -10,16 +10,13 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from typing import TYPE_CHECKING
 
 from device_provisioning.aws import aws_errors
 from device_provisioning.factory import register
 from device_provisioning.factory.inputs import SharedJournalConfig
 from device_provisioning.factory.journal_interface import BatchJournal
+from device_provisioning.factory.stages import DeviceStages
 from device_provisioning.factory.states import DeviceRecord, DeviceState, LeaseLost
-
-if TYPE_CHECKING:  # batch imports this module: the type only, to avoid the cycle
-    from device_provisioning.factory.batch import DeviceStages
 
 # How many devices a station claims at a time (small enough that stations share a batch evenly, large
 # enough that each round keeps the registration threads busy), and how often it renews its leases.

@@ -20,11 +20,13 @@ from device_provisioning.device.partition_table import DEFAULT_TABLE_OFFSET
 from device_provisioning.device.secure_cert import PARTITION_LABEL
 from device_provisioning.errors import ProvisioningError
 from device_provisioning.factory import identity_images
-from device_provisioning.factory.batch import IMAGE_FILE, TABLE_FILE, open_batch_journal, write_manifest
+from device_provisioning.factory.images import IMAGE_FILE
 from device_provisioning.factory.journal import batch_lock
+from device_provisioning.factory.manifest import write_manifest
+from device_provisioning.factory.opening import TABLE_FILE, open_batch_journal
 from device_provisioning.factory.states import DeviceState, PortState
 from device_provisioning.files import read_bytes
-from device_provisioning.flashing import esptool_device, layout
+from device_provisioning.flashing import esptool_device, layout, serial_port
 
 # How far a board is when each phase of flashing it starts (percent), for the progress bars.
 PHASE_PROGRESS = {"queued": 0, "connect": 5, "stub": 15, "write": 25, "verify": 85, "reset": 95}
@@ -57,7 +59,7 @@ def flash_station(
     if len(set(ports)) != len(ports):
         raise ProvisioningError("a port is listed twice in --ports")
     for port in ports:  # all of them, before the batch is locked or journaled
-        esptool_device.check_port(port)
+        serial_port.check_port(port)
     with batch_lock(out):
         opened = open_batch_journal(out)
         journal = opened.journal

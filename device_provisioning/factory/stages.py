@@ -1,0 +1,252 @@
+"""The stages that prepare a batch's devices — keys, registration (per device or bulk) or certificates from a factory
+CA, images — each taking the devices the journal says are ready for it, over all devices or some of them.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from device_provisioning import interrupts
+from device_provisioning.aws import Aws, aws_errors
+from device_provisioning.errors import ProvisioningError
+from device_provisioning.factory import bulk, ca_batch, register
+from device_provisioning.factory.images import ImageTask, build_image
+from device_provisioning.factory.inputs import (
+    BatchConfig,
+    BulkRegistration,
+    ClaimRegistration,
+    DeviceRow,
+    FactoryCaRegistration,
+    PerDeviceRegistration,
+)
+from device_provisioning.factory.journal_interface import BatchJournal
+from device_provisioning.factory.states import DeviceRecord, DeviceState, LeaseLost
+from device_provisioning.factory.worker_pool import GROUP_SYNC, ProgressCallback, run_pool
+from device_provisioning.files import write_atomic
+from device_provisioning.fleet.inventory import Inventory
+from device_provisioning.identity import codesign, device_tls
+
+
+@dataclass
+class DeviceStages:
+    """The stages of preparing devices — keys, registration, images — over all devices or some of them."""
+
+    journal: BatchJournal
+    config: BatchConfig
+    rows: dict[str, DeviceRow]
+    device_dir: dict[str, Path]
+    aws: Aws | None
+    inventory: Inventory
+    partition_size: int
+    partition_name: str
+    code_verify_pem: bytes
+    claim_cert_pem: bytes | None
+    claim_key_pem: bytes | None
+    progress: ProgressCallback
+    seconds: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    secure_cert_size: int = 0
+    ca_pem: bytes = b""
+
+    def _timed(self, stage: str, started: float) -> None:
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.monotonic() - started
+
+    def run(self, pool: ProcessPoolExecutor, only: set[str] | None = None) -> None:
+        """Take every device (or those in ``only``) as far as it can go."""
+        journal, config, registration = self.journal, self.config, self.config.registration
+
+        def todo(*states: DeviceState) -> list[DeviceRecord]:
+            return [r for r in journal.records() if r.state in states and (only is None or r.serial in only)]
+
+        t = time.monotonic()
+        if isinstance(registration, ClaimRegistration):
+            # A claim device gets its own identity from fleet provisioning: a factory key would never be used.
+            journal.update_many([(r.serial, DeviceState.KEY_MADE, {}) for r in todo(DeviceState.PENDING)])
+        else:
+            run_pool(
+                pool,
+                make_key,
+                [(r.serial, r.thing_name, str(self.device_dir[r.serial])) for r in todo(DeviceState.PENDING)],
+                lambda made: journal.update_many(
+                    [(s, DeviceState.KEY_MADE, self._key_fields(spki)) for s, spki in made]
+                ),
+                "keys",
+                self.progress,
+            )
+        self._timed("keys", t)
+
+        t = time.monotonic()
+        if isinstance(registration, PerDeviceRegistration) and self.aws is not None:
+            _register_all(self, registration, todo(DeviceState.KEY_MADE, DeviceState.REGISTERING))
+            self._timed("registration", t)
+        elif isinstance(registration, BulkRegistration) and self.aws is not None:
+            _register_bulk(self, registration, todo(DeviceState.KEY_MADE, DeviceState.REGISTERING))
+            self._timed("registration", t)
+        elif isinstance(registration, FactoryCaRegistration) and (devices := todo(DeviceState.KEY_MADE)):
+            with ca_batch.ca_signer(registration, self.aws) as signer:
+                ca, warnings = ca_batch.check_factory_ca(registration, signer)
+                self.warnings.extend(w for w in warnings if w not in self.warnings)
+                ca_batch.certify_devices(
+                    signer, ca, registration, journal=journal, todo=devices, device_dir=self.device_dir,
+                    inventory=self.inventory, progress=self.progress,
+                )  # fmt: skip
+            self._timed("certificates", t)
+
+        t = time.monotonic()
+        tasks = [
+            ImageTask(
+                serial=r.serial,
+                directory=str(self.device_dir[r.serial]),
+                family=config.family,
+                pkcs11_encoding=config.pkcs11_encoding,
+                partition_size=self.partition_size,
+                partition_name=self.partition_name,
+                code_verify_pem=self.code_verify_pem,
+                with_device_credentials=config.issues_certificates,
+                claim_cert_pem=self.claim_cert_pem,
+                claim_key_pem=self.claim_key_pem,
+                values=_values(config, self.rows[r.serial]),
+                secure_cert_size=self.secure_cert_size,
+                ca_pem=self.ca_pem,
+            )
+            for r in todo(DeviceState.REGISTERED if config.issues_certificates else DeviceState.KEY_MADE)
+        ]
+        run_pool(
+            pool,
+            build_image,
+            tasks,
+            lambda results: journal.update_many(
+                [(s, DeviceState.IMAGE_BUILT, {"image_sha256": h}) for s, h in results]
+            ),
+            "images",
+            self.progress,
+        )
+        self._timed("images", t)
+
+    def _key_fields(self, spki: str) -> dict[str, Any]:
+        # A shared journal records who holds the key and which key, for a station taking the device over.
+        if self.journal.shared:
+            return {"key_station": self.journal.station, "key_spki_sha256": spki}
+        return {}
+
+
+def make_key(task: tuple[str, str, str]) -> tuple[str, str]:
+    """One device's key stage, in a worker process: its TLS key (kept if a crashed run left a sound one) and CSR."""
+    serial, thing, directory = task
+    device_dir = Path(directory)
+    key_path = device_dir / register.DEVICE_KEY
+    # Only devices still `pending` come here, so AWS has never seen their CSR: a key left by a run
+    # that died before the journal recorded it may be kept, or replaced if the crash damaged it.
+    try:
+        key = codesign.load_private_key_file(key_path)
+    except ProvisioningError:
+        key = device_tls.generate_device_key()
+        write_atomic(key_path, codesign.private_key_pem(key), private=True, fsync=not GROUP_SYNC)
+    write_atomic(device_dir / register.DEVICE_CSR, device_tls.device_csr_pem(key, thing), fsync=not GROUP_SYNC)
+    return serial, codesign.public_key_sha256(key.public_key())
+
+
+def _values(config: BatchConfig, row: DeviceRow) -> tuple[tuple[str, str, str], ...]:
+    namespace = config.values_namespace
+    values = {"thing_name": row.thing_name, **config.extra, **dict(row.values)}
+    return tuple((namespace, key, value) for key, value in values.items())
+
+
+def _aws(stages: DeviceStages) -> Aws:
+    if stages.aws is None:  # prepare_batch refuses a registering batch without AWS access before this
+        raise ProvisioningError(f"{stages.config.registration.mode} registration needs AWS access")
+    return stages.aws
+
+
+def _register_all(stages: DeviceStages, registration: PerDeviceRegistration, todo: list[DeviceRecord]) -> None:
+    iot = _aws(stages).client("iot")  # botocore clients are thread-safe; adaptive retries pace the calls
+    journal, rows, device_dir, progress, inventory = (
+        stages.journal, stages.rows, stages.device_dir, stages.progress, stages.inventory
+    )  # fmt: skip
+    lost: list[LeaseLost] = []
+    with aws_errors("registering the batch's devices"):
+        with ThreadPoolExecutor(max_workers=registration.concurrency) as threads:
+            futures: list[Future[str | None]] = [
+                threads.submit(
+                    register.register_batch_device,
+                    iot,
+                    journal,
+                    rows[r.serial],
+                    device_dir[r.serial],
+                    registration.policy,
+                    inventory,
+                )
+                for r in todo
+            ]
+            done = 0
+            waiting = set(futures)
+            while waiting:
+                finished, waiting = wait(waiting, timeout=0.2, return_when=FIRST_COMPLETED)
+                if interrupts.requested() or lost:  # start no new device; the running ones stop at their next call
+                    for queued in waiting:
+                        queued.cancel()
+                for future in finished:
+                    done += 1
+                    try:
+                        future.result()
+                    except LeaseLost as error:  # paused past the lease: the others' leases are gone too
+                        lost.append(error)
+                    except (CancelledError, interrupts.Interrupted):
+                        continue
+                if done % 50 == 0 or not waiting:
+                    progress("registration", done, len(futures))
+    interrupts.check()
+    if lost:
+        raise LeaseLost([s for e in lost for s in e.serials], [u for e in lost for u in e.undone])
+
+
+def _register_bulk(stages: DeviceStages, registration: BulkRegistration, todo: list[DeviceRecord]) -> None:
+    """One StartThingRegistrationTask for every device not yet registered; reports back into the journal."""
+    aws, journal, device_dir, inventory = _aws(stages), stages.journal, stages.device_dir, stages.inventory
+    if not todo:
+        return
+    key = journal.meta("bulk_input_key") or f"bulk-registration/{int(time.time())}-{len(todo)}.jsonl"
+    journal.set_meta("bulk_input_key", key)
+    journal.update_many([(r.serial, DeviceState.REGISTERING, {}) for r in todo if r.state == DeviceState.KEY_MADE])
+    journal.fence([r.serial for r in todo])  # the task changes every one of them in AWS
+    devices = [(r.thing_name, (device_dir[r.serial] / register.DEVICE_CSR).read_text()) for r in todo]
+    result = bulk.run_bulk_registration(
+        aws,
+        devices,
+        bucket=registration.bucket,
+        key=key,
+        role_arn=registration.role_arn,
+        policy_name=registration.policy,
+        existing_task_id=journal.meta("bulk_task_id") or None,
+        on_task_started=lambda task_id: journal.set_meta("bulk_task_id", task_id),
+        wait_for_running=registration.wait_for_running_task,
+        inventory=inventory,
+    )
+    updates: list[tuple[str, DeviceState | None, dict[str, Any]]] = []
+    failed: list[tuple[str, str]] = []
+    for offset, record in enumerate(todo):
+        if offset not in result.registered:
+            message = result.errors.get(offset, f"not in the reports of task {result.task_id}")
+            failed.append((record.serial, f"bulk registration: {message}"))
+            continue
+        certificate_id, pem = result.registered[offset]
+        certificate = codesign.load_certificate(pem.encode())
+        device_key = codesign.load_private_key_file(device_dir[record.serial] / register.DEVICE_KEY)
+        if not codesign.key_matches_certificate(device_key, certificate):
+            message = f"certificate {certificate_id[:12]} is for another key than this device's CSR"
+            failed.append((record.serial, f"bulk registration: {message}"))
+            continue
+        write_atomic(device_dir[record.serial] / register.DEVICE_CERT, pem.encode())
+        fingerprint = codesign.fingerprint(certificate)
+        fields = {"certificate_id": certificate_id, "certificate_fingerprint": fingerprint, "error": None}
+        updates.append((record.serial, DeviceState.REGISTERED, fields))
+    journal.update_many(updates)
+    for serial, message in failed:  # back to key_made: a later run registers them again
+        journal.undo(serial, DeviceState.KEY_MADE, error=message)
+    # The task is finished: a later run (after fixing the errors) starts a new one.
+    journal.set_meta("bulk_task_id", "")
+    journal.set_meta("bulk_input_key", "")
