@@ -324,6 +324,10 @@ def _agent_error(line: str, low: str) -> Finding | None:
         while end < len(low) and low[end].isalnum():
             end += 1
         name = _V3_ERRORS.get(low[at:end])
+        if name == "OtaErrJobParserError" and "state transition handler" in low:
+            # ota.c's executeHandler line for a job document without a job in it (the broker's "no job
+            # pending" answer at start-up); a job that fails to parse says so with its own lines and name.
+            return None
         if name:
             short = name.removeprefix("OtaErr")
             meaning = next((text for key, text in OTA_ERROR_MEANINGS.items() if key == short), None)
@@ -343,7 +347,28 @@ OTA_RULES = (
     Rule(("closing ota file",), _old_agent_close),
 )
 # After the more specific rules: a named OtaErr_t is the agent's own summary of a failure.
-AGENT_RULES = (Rule(("otaerr",), _agent_error),)
+# ota.h OtaJobParseErr_t values that are failures (NoActiveJobs, NullJob, BusyWithExistingJob and
+# UpdateCurrentJob are the agent saying there is nothing new to do).
+_JOB_PARSE_ERRORS = {
+    "otajobparseerrzerofilesize": "the job names a file of size 0",
+    "otajobparseerrbadmodelinitparams": "the job document does not have the fields of an AFR_OTA job",
+    "otajobparseerrnocontextavailable": "no file context is free for the job's file",
+}
+
+
+def _job_parse_error(line: str, low: str) -> Finding | None:
+    name = next((key for key in _JOB_PARSE_ERRORS if key in low), None)
+    if name is None:
+        return None
+    short = name.removeprefix("otajobparseerr")
+    return (
+        f"job-parse-{short}",
+        f"the OTA agent could not take the job ({name}): {_JOB_PARSE_ERRORS[name]}",
+        "device-provisioning ota status ID --json shows the job document; create the job with ota create",
+    )
+
+
+AGENT_RULES = (Rule(tuple(_JOB_PARSE_ERRORS), _job_parse_error), Rule(("otaerr",), _agent_error))
 PAL_RULES = (
     Rule(("failed nvs open",), _failed_nvs_open),
     Rule((_NO_SUCH_FILE, _USING_OTA_CONFIG, "using aws_ota_codesigner_certificate.h"), _test_certificate_fallback),

@@ -46,12 +46,20 @@ _CREDENTIAL_FIX = (
 )
 
 
+# The FreeRTOS TLS layer prints the code in decimal ("Handshake failed with error code -29312").
+_MBEDTLS_DECIMAL = re.compile(r"(?:error code|returned) -(\d{2,5})\b")
+
+
 def tls_code(low: str) -> int | None:
-    """The first mbedTLS error the line names (``-0x2700``, or esp-tls's words for it)."""
+    """The first mbedTLS error the line names (``-0x2700``, ``-9984``, or esp-tls's words for it)."""
     if "failed to verify peer certificate" in low:
         return 0x2700
     for match in _MBEDTLS_CODE.finditer(low):
         code = int(match.group(1), 16)
+        if code in MBEDTLS_ERRORS:
+            return code
+    for match in _MBEDTLS_DECIMAL.finditer(low):
+        code = int(match.group(1))
         if code in MBEDTLS_ERRORS:
             return code
     return None
