@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 from device_provisioning import aws  # noqa: E402
 from device_provisioning.aws.kms import kms_signer  # noqa: E402
 from device_provisioning.factory import batch  # noqa: E402
-from device_provisioning.identity import codesign, factory_ca  # noqa: E402
+from device_provisioning.identity import codesign, factory_ca, pki  # noqa: E402
 from device_provisioning.identity.pkcs11_signer import open_signer  # noqa: E402
 from devtools.local_aws import local_aws  # noqa: E402
 
@@ -84,12 +84,12 @@ def main() -> int:
         uri = token(root / "hsm")
         signer = open_signer(uri, generate=True)
         (root / "ca-hsm.crt").write_bytes(
-            codesign.certificate_pem(factory_ca.create_ca_certificate(signer, common_name="Bench CA"))
+            pki.certificate_pem(factory_ca.create_ca_certificate(signer, common_name="Bench CA"))
         )
         signer.close()
         key_id = session.client("kms").create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]
         kms_ca = factory_ca.create_ca_certificate(kms_signer(session, key_id["KeyId"]), common_name="Bench KMS CA")
-        (root / "ca-kms.crt").write_bytes(codesign.certificate_pem(kms_ca))
+        (root / "ca-kms.crt").write_bytes(pki.certificate_pem(kms_ca))
         modes = {
             "per-device registration (baseline)": 'mode = "per-device"\npolicy = "bench-device"',
             "factory CA, key in SoftHSM2": f'mode = "factory-ca"\nca_cert = "{root / "ca-hsm.crt"}"\n'

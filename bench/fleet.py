@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 from device_provisioning import aws  # noqa: E402
 from device_provisioning.cli import main  # noqa: E402
 from device_provisioning.device.app_image import placeholder_app_image  # noqa: E402
-from device_provisioning.identity import codesign  # noqa: E402
+from device_provisioning.identity import codesign, pki  # noqa: E402
 from devtools import local_registry, synthetic_fleet  # noqa: E402
 from devtools.local_aws import local_aws  # noqa: E402
 from devtools.synthetic_fleet import Cohort  # noqa: E402
@@ -73,8 +73,8 @@ def prepare(work: Path, session: aws.Aws) -> dict[str, Path | str]:
     return {
         "key": current.key,
         "certificate": current.certificate,
-        "current": codesign.fingerprint(codesign.load_certificate_file(current.certificate)),
-        "old": codesign.fingerprint(codesign.load_certificate_file(old.certificate)),
+        "current": pki.fingerprint(pki.load_certificate_file(current.certificate)),
+        "old": pki.fingerprint(pki.load_certificate_file(old.certificate)),
         "firmware": firmware,
     }
 

@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 from device_provisioning import aws  # noqa: E402
 from device_provisioning.factory import opening  # noqa: E402
 from device_provisioning.factory.shared_journal import SharedJournal  # noqa: E402
-from device_provisioning.identity import codesign  # noqa: E402
+from device_provisioning.identity import codesign, pki  # noqa: E402
 from devtools.local_aws import local_aws  # noqa: E402
 from tests.helpers import BETA_TABLE  # noqa: E402
 from tests.postgres_server import Cluster, throwaway_cluster  # noqa: E402
@@ -170,7 +170,7 @@ def check(url: str, devices: Path, outs: list[Path]) -> bool:
     keys: set[str] = set()
     for out in outs:
         for key_file in (out / opening.DEVICES_DIR).glob("*/device.key"):
-            keys.add(codesign.public_key_sha256(codesign.load_private_key_file(key_file).public_key()))
+            keys.add(pki.public_key_sha256(pki.load_private_key_file(key_file).public_key()))
     states = Counter(str(r.state) for r in records)
     errors = [r for r in records if r.error]
     not_one, journaled = [], set()
@@ -183,11 +183,11 @@ def check(url: str, devices: Path, outs: list[Path]) -> bool:
             description = iot.describe_certificate(certificateId=record.certificate_id)["certificateDescription"]
             directory = station_dirs.get(owners[record.serial], Path("/nonexistent"))
             key_file = directory / opening.DEVICES_DIR / record.serial / "device.key"
-            certificate = codesign.load_certificate(description["certificatePem"].encode())
+            certificate = pki.load_certificate(description["certificatePem"].encode())
             good = (
                 description["status"] == "ACTIVE"
                 and key_file.is_file()
-                and codesign.key_matches_certificate(codesign.load_private_key_file(key_file), certificate)
+                and pki.key_matches_certificate(pki.load_private_key_file(key_file), certificate)
             )
         if good:
             journaled.add(record.certificate_id)
@@ -199,8 +199,8 @@ def check(url: str, devices: Path, outs: list[Path]) -> bool:
             if summary["status"] != "ACTIVE" or summary["certificateId"] in journaled:
                 continue
             pem = iot.describe_certificate(certificateId=summary["certificateId"])["certificateDescription"]
-            certificate = codesign.load_certificate(pem["certificatePem"].encode())
-            if codesign.public_key_sha256(certificate.public_key()) in keys:
+            certificate = pki.load_certificate(pem["certificatePem"].encode())
+            if pki.public_key_sha256(certificate.public_key()) in keys:
                 stray.add(summary["certificateId"])
     finished = states.get("image_built", 0) == len(records)
     print(f"devices      {len(records)}: {dict(states)}")

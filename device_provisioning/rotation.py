@@ -28,7 +28,7 @@ from cryptography import x509
 from device_provisioning.contract import CODE_VERIFY_LABEL
 from device_provisioning.device import family as families
 from device_provisioning.errors import CertificateError, VerificationFailed
-from device_provisioning.identity.codesign import check_key_type, fingerprint
+from device_provisioning.identity.pki import check_key_type, fingerprint
 
 StepKind = Literal["bridge", "reflash", "release-new", "release-old"]
 STEP_KINDS: tuple[StepKind, ...] = ("bridge", "reflash", "release-new", "release-old")

@@ -29,7 +29,7 @@ from device_provisioning.device import nvs
 from device_provisioning.device.credentials import CODE_VERIFY_KEY, CREDS_NAMESPACE, nvs_kind
 from device_provisioning.errors import CertificateError, NvsError, SignatureError, VerificationFailed
 from device_provisioning.files import read_bytes
-from device_provisioning.identity import codesign
+from device_provisioning.identity import codesign_checks, pki
 from device_provisioning.identity.signers import CodeSigner, FileSigner
 
 MAX_SIGNATURE_LENGTH = 384
@@ -98,7 +98,7 @@ def sign_firmware(key: ec.EllipticCurvePrivateKey | CodeSigner, firmware: bytes)
     """
     signer: CodeSigner = FileSigner(key) if isinstance(key, ec.EllipticCurvePrivateKey) else key
     public = signer.public_key()
-    codesign.check_key_type(public, f"signing key ({signer.description})")
+    pki.check_key_type(public, f"signing key ({signer.description})")
     digest = hashlib.sha256(firmware).digest()
     der = signer.sign_digest(digest)
     check_device_signature_format(der, "signature")
@@ -321,7 +321,7 @@ def verify_update(
     accepted: DeviceCertificate | None = None
     for candidate in candidates:
         try:
-            codesign.check_key_type(candidate.certificate.public_key(), candidate.origin)
+            pki.check_key_type(candidate.certificate.public_key(), candidate.origin)
         except CertificateError as error:
             raise VerificationFailed(str(error)) from None
         public_key = candidate.certificate.public_key()
@@ -334,7 +334,7 @@ def verify_update(
         accepted = candidate
         break
     if accepted is None:
-        shown = ", ".join(f"{codesign.fingerprint(c.certificate)[:16]}… ({c.origin})" for c in candidates)
+        shown = ", ".join(f"{pki.fingerprint(c.certificate)[:16]}… ({c.origin})" for c in candidates)
         raise VerificationFailed(
             f"signature does not verify over SHA-256 {digest[:16]}… of the firmware with the device's certificate "
             f"[{shown}]: the image was signed with another key or the file changed after signing "
@@ -342,9 +342,9 @@ def verify_update(
         )
     checks.append(f"ECDSA P-256/SHA-256 verifies with {accepted.origin}")
 
-    actual = codesign.fingerprint(accepted.certificate)
+    actual = pki.fingerprint(accepted.certificate)
     if expected_fingerprint is not None:
-        expected = codesign.normalise_fingerprint(expected_fingerprint)
+        expected = pki.normalise_fingerprint(expected_fingerprint)
         if expected != actual:
             raise VerificationFailed(
                 f"the device's certificate is {actual}, you expected {expected}: "
@@ -353,7 +353,7 @@ def verify_update(
         checks.append("certificate fingerprint is the expected one")
     expiry = [
         f"certificate {finding.message}"
-        for finding in codesign.check_certificate(accepted.certificate)
+        for finding in codesign_checks.check_certificate(accepted.certificate)
         if finding.level == "warning" and finding.message.startswith("expires on")
     ]
     return VerificationReport(

@@ -34,7 +34,7 @@ from device_provisioning.errors import ProvisioningError
 from device_provisioning.files import read_bytes, write_atomic
 from device_provisioning.flashing import factory_image, layout
 from device_provisioning.fleet.inventory import Inventory
-from device_provisioning.identity import codesign
+from device_provisioning.identity import codesign, pki
 from devtools.local_aws import local_aws
 
 REPO = Path(__file__).resolve().parent.parent
@@ -157,7 +157,7 @@ def ensure_signing_profile(log: DemoLog, session: aws.Aws, name: str, certificat
     signing_certificate = aws_codesign.signing_certificate_of_profile(session, name)
     log.record(
         "Signer profile", "endpoint",
-        f"{name} via PutSigningProfile; signs with {codesign.fingerprint(signing_certificate)[:16]}…",
+        f"{name} via PutSigningProfile; signs with {pki.fingerprint(signing_certificate)[:16]}…",
     )  # fmt: skip
 
 
@@ -198,10 +198,10 @@ def run_demo(out: Path, *, real: bool = False, firmware_path: Path | None = None
         where = stack.enter_context(_environment(real))
         session = aws.connect()
         identity = codesign.create_identity(out / "codesign", common_name="esp-ota-provisioning demo signer")
-        signing_key = codesign.load_private_key_file(identity.key)
+        signing_key = pki.load_private_key_file(identity.key)
         assert identity.certificate is not None
-        certificate = codesign.load_certificate_file(identity.certificate)
-        fingerprint = codesign.fingerprint(certificate)
+        certificate = pki.load_certificate_file(identity.certificate)
+        fingerprint = pki.fingerprint(certificate)
         log.record("codesign create", "local", f"P-256 key (0600) + certificate SHA-256 {fingerprint[:16]}…")
         imported = aws_codesign.import_code_signing_certificate(session, certificate, signing_key)
         again = aws_codesign.import_code_signing_certificate(session, certificate, signing_key)
@@ -252,8 +252,8 @@ def run_demo(out: Path, *, real: bool = False, firmware_path: Path | None = None
         ]
         creds = credentials.Credentials(
             code_verify_certificate=certificate,
-            device_certificate=codesign.load_certificate(device.certificate_pem.encode()),
-            device_key=codesign.load_private_key_file(out / "device" / registration.DEVICE_KEY),
+            device_certificate=pki.load_certificate(device.certificate_pem.encode()),
+            device_key=pki.load_private_key_file(out / "device" / registration.DEVICE_KEY),
         )
         built = credentials.build_credential_image(table, creds, family, extra=extra)
         nvs_path = write_atomic(out / "creds.bin", built.image, private=True)

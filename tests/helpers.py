@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from device_provisioning import aws
-from device_provisioning.identity import codesign
+from device_provisioning.identity import pki
 
 # Fixtures live in the repository (tests/data): each file's first line says which real layout it mirrors.
 DATA = Path(__file__).resolve().parent / "data"
@@ -59,7 +59,7 @@ def write_key(path: Path, key) -> Path:  # type: ignore[no-untyped-def]
 
 
 def write_cert(path: Path, certificate: x509.Certificate) -> Path:
-    path.write_bytes(codesign.certificate_pem(certificate))
+    path.write_bytes(pki.certificate_pem(certificate))
     return path
 
 

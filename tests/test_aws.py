@@ -20,7 +20,7 @@ from device_provisioning.device import credentials
 from device_provisioning.device import partition_table as pt
 from device_provisioning.device.app_image import placeholder_app_image
 from device_provisioning.errors import ExitCode, ProvisioningError, VerificationFailed
-from device_provisioning.identity import codesign
+from device_provisioning.identity import codesign, pki
 from tests.fault_proxy import fault_proxy
 from tests.helpers import BETA_TABLE, granted, recorded_session
 
@@ -66,7 +66,7 @@ def firmware_bucket(session: aws.Aws) -> str:
 @pytest.fixture(scope="module")
 def identity(tmp_path_factory):  # type: ignore[no-untyped-def]
     files = codesign.create_identity(tmp_path_factory.mktemp("codesign"))
-    return codesign.load_private_key_file(files.key), codesign.load_certificate_file(files.certificate)
+    return pki.load_private_key_file(files.key), pki.load_certificate_file(files.certificate)
 
 
 def active_certificates(session: aws.Aws, thing: str) -> list[str]:
@@ -256,8 +256,8 @@ def test_signer_preflight_shows_both_fingerprints(session, identity, board, firm
     )  # fmt: skip
     with pytest.raises(VerificationFailed) as raised:
         ota.create_ota(session, request)
-    assert codesign.fingerprint(certificate) in str(raised.value)
-    assert codesign.fingerprint(other) in str(raised.value)
+    assert pki.fingerprint(certificate) in str(raised.value)
+    assert pki.fingerprint(other) in str(raised.value)
 
 
 def test_create_ota_update_gives_the_device_a_document_it_accepts(session, identity, board, firmware_bucket) -> None:
@@ -360,7 +360,7 @@ def test_cli_register_sign_and_ota_job(session, device_policy, firmware_bucket, 
     assert code == 0, err
     assert json.loads(out)["thing_name"] == thing
     assert json.loads(out)["inventory"] == {
-        "code_verify_sha256": codesign.fingerprint(codesign.load_certificate_file(cert)), "family": "beta",
+        "code_verify_sha256": pki.fingerprint(pki.load_certificate_file(cert)), "family": "beta",
         "app_version": "1.0.0", "chip": None, "chip_revision": None, "secure_version": None,
     }  # fmt: skip
     code, _, err = cli("nvs", "build", "--partition-table", BETA_TABLE, "--family", "beta",
@@ -495,12 +495,12 @@ def test_doctor_compares_the_signing_profile_with_what_the_device_holds(session,
         session, certificate, key).arn)  # fmt: skip
     mismatch = [f for f in findings(other, "--thing", "held-board-1", "--batch", tmp_path / "batch")
                 if f["code"] == "signing-profile-certificate-mismatch"]  # fmt: skip
-    assert mismatch and codesign.fingerprint(certificate)[:16] in mismatch[0]["explanation"]
+    assert mismatch and pki.fingerprint(certificate)[:16] in mismatch[0]["explanation"]
     assert "SN-1" in mismatch[0]["explanation"]
     # The profile with the device's own certificate: no such finding (the image built for it says the same).
     same = unique("same").replace("-", "_")
-    held_key = codesign.load_private_key_file(held / codesign.KEY_FILE)
-    held_certificate = codesign.load_certificate_file(held / codesign.CERT_FILE)
+    held_key = pki.load_private_key_file(held / codesign.KEY_FILE)
+    held_certificate = pki.load_certificate_file(held / codesign.CERT_FILE)
     aws_codesign.put_signing_profile(session, same, aws_codesign.import_code_signing_certificate(
         session, held_certificate, held_key).arn)  # fmt: skip
     image = tmp_path / "batch" / "devices" / "SN-1" / "creds.bin"
@@ -525,9 +525,9 @@ def test_ota_create_refuses_another_stages_targets_before_uploading(session, ide
         cloudformation.create_stack(StackName=stack, TemplateBody=json.dumps(template))
     firmware = tmp_path / "app.bin"
     firmware.write_bytes(placeholder_app_image(version="8"))
-    (tmp_path / "k.key").write_bytes(codesign.private_key_pem(key))
+    (tmp_path / "k.key").write_bytes(pki.private_key_pem(key))
     (tmp_path / "k.key").chmod(0o600)
-    (tmp_path / "k.crt").write_bytes(codesign.certificate_pem(certificate))
+    (tmp_path / "k.crt").write_bytes(pki.certificate_pem(certificate))
     code, _, err = cli("ota", "create", "--stage", "prod", "--firmware", firmware, "--targets", "dev-board-1",
                        "--sign-key", tmp_path / "k.key", "--device-cert", tmp_path / "k.crt",
                        "--via", "job")  # fmt: skip
@@ -576,7 +576,7 @@ def test_factory_policy_grants_every_call_of_registration_and_allow(local_endpoi
     batch.prepare_batch(tmp_path / "devices.csv", tmp_path / "batch.toml", tmp_path / "b", workers=1, aws=session)
     allow_list.allow_serials(session, bucket, allow_list.prepared_serials(tmp_path / "b"))
     # The fleet inventory: on each thing the batch registered, and in its manifest.
-    signer = codesign.fingerprint(codesign.load_certificate_file(tmp_path / "signer" / codesign.CERT_FILE))
+    signer = pki.fingerprint(pki.load_certificate_file(tmp_path / "signer" / codesign.CERT_FILE))
     rows = list(csv.DictReader((tmp_path / "b" / "manifest.csv").open()))
     assert {(r["code_verify_sha256"], r["family"], r["app_version"]) for r in rows} == {(signer, "beta", "2.1.0")}
     for row in rows:

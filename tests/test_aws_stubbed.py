@@ -21,7 +21,7 @@ from device_provisioning.aws import ota
 from device_provisioning.device.app_image import placeholder_app_image
 from device_provisioning.device.ota_limits import DeviceLimits
 from device_provisioning.errors import VerificationFailed
-from device_provisioning.identity import codesign, device_tls
+from device_provisioning.identity import codesign, device_tls, pki
 
 BUCKET = "firmware-bucket"
 ROLE = "arn:aws:iam::123456789012:role/ota"
@@ -99,7 +99,7 @@ def test_create_ota_update_with_aws_signer(stubbed, identity) -> None:
     )  # fmt: skip
     stubbed.stubbers["acm"].add_response(
         "get_certificate",
-        {"Certificate": codesign.certificate_pem(certificate).decode()},
+        {"Certificate": pki.certificate_pem(certificate).decode()},
         {"CertificateArn": CERT_ARN},
     )
     expect_upload(stubbed, request.firmware)
@@ -243,7 +243,7 @@ def test_batch_registration_creates_inactive_journals_attaches_then_activates(tm
     device_dir = tmp_path / "devices" / "SN1"
     device_dir.mkdir(parents=True)
     (device_dir / batch_register.DEVICE_CSR).write_bytes(device_tls.device_csr_pem(key, "thing-1"))
-    certificate_pem = codesign.certificate_pem(codesign.create_self_signed_certificate(key)).decode()
+    certificate_pem = pki.certificate_pem(codesign.create_self_signed_certificate(key)).decode()
     cert_id = "a" * 64
     cert_arn = f"arn:aws:iot:us-east-1:123456789012:cert/{cert_id}"
     journal = Journal(tmp_path)

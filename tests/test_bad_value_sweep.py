@@ -168,11 +168,11 @@ def workspace(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
 
     ok("codesign", "create", "--out", ws / "keys")
     ok("codesign", "create", "--out", ws / "other")
-    from device_provisioning.identity import codesign, factory_ca
+    from device_provisioning.identity import codesign, factory_ca, pki
     from device_provisioning.identity.signers import FileSigner
 
     ca = factory_ca.create_ca_certificate(FileSigner(codesign.generate_signing_key()), common_name="Sweep CA")
-    (ws / "factory-ca.crt").write_bytes(codesign.certificate_pem(ca))
+    (ws / "factory-ca.crt").write_bytes(pki.certificate_pem(ca))
     (ws / "partitions.csv").write_text(BETA_TABLE.read_text())
     (ws / "app.bin").write_bytes(app_image.placeholder_app_image(version="1"))
     ok("sign", "--key", ws / "keys" / "codesign.key", "--firmware", ws / "app.bin", "--out", ws / "app.sig")

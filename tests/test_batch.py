@@ -27,7 +27,7 @@ from device_provisioning.errors import InputFileError
 from device_provisioning.factory import batch, inputs, opening
 from device_provisioning.factory.journal import Journal
 from device_provisioning.factory.manifest import MANIFEST
-from device_provisioning.identity import codesign
+from device_provisioning.identity import codesign, pki
 from tests.fault_proxy import Fault, fault_proxy
 from tests.helpers import BETA_TABLE
 
@@ -152,7 +152,7 @@ def test_prepare_and_resume_offline(tmp_path: Path, signer: Path) -> None:
     assert image.get("cfg", "region").value == "eu-west"  # type: ignore[union-attr]
     assert image.get("cfg", "factory").value == "line-3"  # type: ignore[union-attr]
     assert signing.certificate_from_nvs((device / "creds.bin").read_bytes(), "beta", source="x").certificate == (
-        codesign.load_certificate_file(signer)
+        pki.load_certificate_file(signer)
     )
     key_before = (device / "device.key").read_bytes()
     again = batch.prepare_batch(devices, config, out, workers=2)
@@ -260,7 +260,7 @@ def certificates_by_key() -> dict[bytes, list[str]]:
     for page in iot.get_paginator("list_certificates").paginate(PaginationConfig={"PageSize": 250}):
         for summary in page["certificates"]:
             pem = iot.describe_certificate(certificateId=summary["certificateId"])["certificateDescription"]
-            certificate = codesign.load_certificate(pem["certificatePem"].encode())
+            certificate = pki.load_certificate(pem["certificatePem"].encode())
             grouped.setdefault(spki(certificate.public_key()), []).append(summary["certificateId"])
     return grouped
 
@@ -298,7 +298,7 @@ def test_kill_9_at_each_protocol_point_then_resume(
     journal.close()
     issued = certificates_by_key()
     for record in records:
-        key = codesign.load_private_key_file(out / "devices" / record.serial / "device.key")
+        key = pki.load_private_key_file(out / "devices" / record.serial / "device.key")
         # No other certificate (active or not) is left for the device's key: only the journaled one.
         assert issued[spki(key.public_key())] == [record.certificate_id], record.serial
 
@@ -335,13 +335,13 @@ def test_claim_mode_puts_the_same_claim_credentials_in_every_image(tmp_path: Pat
     )
     config.write_text(text)
     batch.prepare_batch(devices, config, tmp_path / "out", workers=1)
-    claim_der = codesign.load_certificate_file(claim_dir / "codesign.crt")
+    claim_der = pki.load_certificate_file(claim_dir / "codesign.crt")
     for index in range(4):
         device = tmp_path / "out" / "devices" / f"claim-SN{index:05d}"
         # Fleet provisioning gives the device its identity: no factory key is made for it.
         assert not (device / "device.key").exists() and not (device / "device.csr").exists()
         image = nvs.read_image((device / "creds.bin").read_bytes())
-        assert codesign.load_certificate(image.get("creds", "P11_Claim_Cert").data) == claim_der  # type: ignore[union-attr]
+        assert pki.load_certificate(image.get("creds", "P11_Claim_Cert").data) == claim_der  # type: ignore[union-attr]
         assert image.get("creds", "P11_Claim_Key") is not None
         assert image.get("creds", "P11_Cert") is None
 

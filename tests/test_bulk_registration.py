@@ -160,7 +160,7 @@ def test_batch_prepare_in_bulk_mode_journals_the_reports(stubbed, tmp_path, monk
 
     from device_provisioning.factory import batch
     from device_provisioning.factory.status import batch_status
-    from device_provisioning.identity import codesign
+    from device_provisioning.identity import codesign, pki
     from tests.helpers import BETA_TABLE
 
     codesign.create_identity(tmp_path / "signer")
@@ -185,8 +185,8 @@ def test_batch_prepare_in_bulk_mode_journals_the_reports(stubbed, tmp_path, monk
         if url.endswith("ERRORS"):
             return json.dumps({"offset": 1, "errorMessage": "ThingName conflict"}).encode()
         # As AWS does, the certificate is issued for the key of the device's CSR.
-        key = codesign.load_private_key_file(tmp_path / "out" / "devices" / "S0" / "device.key")
-        issued = codesign.certificate_pem(codesign.create_self_signed_certificate(key)).decode()
+        key = pki.load_private_key_file(tmp_path / "out" / "devices" / "S0" / "device.key")
+        issued = pki.certificate_pem(codesign.create_self_signed_certificate(key)).decode()
         arns = {"certificate": "arn:aws:iot:us-east-1:1:cert/c0"}
         return json.dumps({"offset": 0, "response": {"ResourceArns": arns, "CertificatePem": issued}}).encode()
 
@@ -204,12 +204,12 @@ def test_sweep_removes_only_inactive_unattached_certificates_of_this_key(stubbed
     import datetime as dt
 
     from device_provisioning.factory import register as batch_register
-    from device_provisioning.identity import codesign
+    from device_provisioning.identity import codesign, pki
 
     key = codesign.generate_signing_key()
-    (tmp_path / "device.key").write_bytes(codesign.private_key_pem(key))
-    ours = codesign.certificate_pem(codesign.create_self_signed_certificate(key)).decode()
-    theirs = codesign.certificate_pem(codesign.create_self_signed_certificate(codesign.generate_signing_key())).decode()
+    (tmp_path / "device.key").write_bytes(pki.private_key_pem(key))
+    ours = pki.certificate_pem(codesign.create_self_signed_certificate(key)).decode()
+    theirs = pki.certificate_pem(codesign.create_self_signed_certificate(codesign.generate_signing_key())).decode()
     now = dt.datetime.now(dt.UTC)
     arn = "arn:aws:iot:us-east-1:123456789012:cert/"
     certificates = [

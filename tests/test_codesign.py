@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from device_provisioning.errors import CertificateError, InputFileError
-from device_provisioning.identity import codesign
+from device_provisioning.identity import codesign, codesign_checks, pki
 from tests.helpers import certificate_for, p384_key, rsa_key, write_cert, write_key
 
 
@@ -25,12 +25,12 @@ def test_identity_files_key_is_private_pkcs8_p256(identity) -> None:
     assert stat.S_IMODE(identity.key.stat().st_mode) == 0o600
     pem = identity.key.read_bytes()
     assert pem.startswith(b"-----BEGIN PRIVATE KEY-----")  # PKCS#8
-    key = codesign.load_private_key(pem)
+    key = pki.load_private_key(pem)
     assert isinstance(key.curve, ec.SECP256R1)
 
 
 def test_certificate_has_the_extensions_signer_needs(identity) -> None:
-    certificate = codesign.load_certificate_file(identity.certificate)
+    certificate = pki.load_certificate_file(identity.certificate)
     key_usage = certificate.extensions.get_extension_for_class(x509.KeyUsage)
     assert key_usage.critical and key_usage.value.digital_signature and not key_usage.value.key_cert_sign
     eku = certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
@@ -39,9 +39,9 @@ def test_certificate_has_the_extensions_signer_needs(identity) -> None:
     assert certificate.subject.rfc4514_string() == "CN=Acme OTA"
     lifetime = certificate.not_valid_after_utc - certificate.not_valid_before_utc
     assert dt.timedelta(days=10) <= lifetime <= dt.timedelta(days=10, minutes=6)
-    key = codesign.load_private_key_file(identity.key)
+    key = pki.load_private_key_file(identity.key)
     # Ten days: usable, with the expiry warning (AWS Signer refuses expired certificates).
-    (finding,) = codesign.check_certificate(certificate, key=key)
+    (finding,) = codesign_checks.check_certificate(certificate, key=key)
     assert finding.level == "warning" and finding.message.startswith("expires on")
 
 
@@ -56,25 +56,25 @@ def test_passphrase_protected_key(tmp_path: Path) -> None:
     files = codesign.create_identity(tmp_path, passphrase=b"s3cret")
     assert b"ENCRYPTED PRIVATE KEY" in files.key.read_bytes()
     with pytest.raises(CertificateError, match="passphrase"):
-        codesign.load_private_key_file(files.key)
+        pki.load_private_key_file(files.key)
     with pytest.raises(CertificateError, match="wrong passphrase"):
-        codesign.load_private_key_file(files.key, b"nope")
-    assert codesign.load_private_key_file(files.key, b"s3cret")
+        pki.load_private_key_file(files.key, b"nope")
+    assert pki.load_private_key_file(files.key, b"s3cret")
 
 
 def test_loading_accepts_der_and_crlf(identity, tmp_path: Path) -> None:
-    certificate = codesign.load_certificate_file(identity.certificate)
+    certificate = pki.load_certificate_file(identity.certificate)
     der = certificate.public_bytes(serialization.Encoding.DER)
     crlf = identity.certificate.read_bytes().replace(b"\n", b"\r\n")
-    assert codesign.load_certificate(der) == certificate
-    assert codesign.load_certificate(crlf) == certificate
-    key = codesign.load_private_key_file(identity.key)
+    assert pki.load_certificate(der) == certificate
+    assert pki.load_certificate(crlf) == certificate
+    key = pki.load_private_key_file(identity.key)
     key_der = key.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    assert codesign.key_matches_certificate(codesign.load_private_key(key_der), certificate)
-    assert codesign.key_matches_certificate(
-        codesign.load_private_key(identity.key.read_bytes().replace(b"\n", b"\r\n")), certificate
+    assert pki.key_matches_certificate(pki.load_private_key(key_der), certificate)
+    assert pki.key_matches_certificate(
+        pki.load_private_key(identity.key.read_bytes().replace(b"\n", b"\r\n")), certificate
     )
 
 
@@ -85,18 +85,18 @@ def test_loading_accepts_der_and_crlf(identity, tmp_path: Path) -> None:
 def test_wrong_key_types_are_refused(tmp_path: Path, make_key, message: str) -> None:  # type: ignore[no-untyped-def]
     path = write_key(tmp_path / "k.pem", make_key())
     with pytest.raises(CertificateError, match=message):
-        codesign.load_private_key_file(path)
+        pki.load_private_key_file(path)
 
 
 def test_garbage_is_refused(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.crt"
     garbage.write_text("hello, not a certificate\n")
     with pytest.raises(CertificateError, match="not a PEM or DER X.509 certificate"):
-        codesign.load_certificate_file(garbage)
+        pki.load_certificate_file(garbage)
     with pytest.raises(CertificateError, match="not a readable"):
-        codesign.load_private_key_file(garbage)
+        pki.load_private_key_file(garbage)
     with pytest.raises(InputFileError, match="no such file"):
-        codesign.load_certificate_file(tmp_path / "missing.crt")
+        pki.load_certificate_file(tmp_path / "missing.crt")
 
 
 def test_findings_for_unusable_certificates() -> None:
@@ -105,7 +105,7 @@ def test_findings_for_unusable_certificates() -> None:
     now = dt.datetime.now(dt.UTC)
 
     def messages(certificate, **kwargs):  # type: ignore[no-untyped-def]
-        return [(f.level, f.message) for f in codesign.check_certificate(certificate, **kwargs)]
+        return [(f.level, f.message) for f in codesign_checks.check_certificate(certificate, **kwargs)]
 
     no_eku = messages(certificate_for(key, code_signing=False))
     assert no_eku and no_eku[0][0] == "error" and "codeSigning" in no_eku[0][1] and "device itself" in no_eku[0][1]
@@ -125,11 +125,11 @@ def test_csr_then_import_of_ca_issued_certificate(tmp_path: Path) -> None:
         ExtendedKeyUsageOID.CODE_SIGNING
     ]
     # "The CA" issues a certificate for the CSR's key.
-    key = codesign.load_private_key_file(files.key)
+    key = pki.load_private_key_file(files.key)
     issued = write_cert(tmp_path / "issued.crt", certificate_for(key, common_name="Acme OTA"))
     result = codesign.import_issued_certificate(tmp_path, issued)
     assert result.certificate == tmp_path / codesign.CERT_FILE
-    assert codesign.load_certificate_file(result.certificate) == codesign.load_certificate_file(issued)
+    assert pki.load_certificate_file(result.certificate) == pki.load_certificate_file(issued)
 
 
 def test_import_refuses_a_certificate_for_another_key(tmp_path: Path) -> None:
@@ -142,9 +142,9 @@ def test_import_refuses_a_certificate_for_another_key(tmp_path: Path) -> None:
 
 def test_fingerprint_formats() -> None:
     fp = "ab" * 32
-    assert codesign.normalise_fingerprint(":".join(["AB"] * 32)) == fp
+    assert pki.normalise_fingerprint(":".join(["AB"] * 32)) == fp
     with pytest.raises(CertificateError, match="64 hex digits"):
-        codesign.normalise_fingerprint("abc")
+        pki.normalise_fingerprint("abc")
 
 
 def test_device_tls_csr_asks_for_no_code_signing_and_is_bounded() -> None:
@@ -208,5 +208,5 @@ def test_der_keys_and_certificates_ending_in_zero_or_holding_crlf_bytes_load() -
             found.setdefault("crlf", der)
         scalar += 1
     for der in found.values():
-        loaded = codesign.load_private_key(der)
-        assert loaded.private_numbers() == codesign.load_private_key(der + b"\x00\x00").private_numbers()
+        loaded = pki.load_private_key(der)
+        assert loaded.private_numbers() == pki.load_private_key(der + b"\x00\x00").private_numbers()

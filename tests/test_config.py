@@ -88,13 +88,13 @@ def test_prod_fleet_provisioning_without_a_hook_is_refused() -> None:
 
 
 def test_factory_ca_context_reads_a_ca_certificate_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from device_provisioning.identity import codesign, factory_ca
+    from device_provisioning.identity import codesign, factory_ca, pki
     from device_provisioning.identity.signers import FileSigner
     from stacks.config import AppConfig, ConfigError
 
     ca = tmp_path / "ca.crt"
     signer = FileSigner(codesign.generate_signing_key())
-    ca.write_bytes(codesign.certificate_pem(factory_ca.create_ca_certificate(signer, common_name="Config CA")))
+    ca.write_bytes(pki.certificate_pem(factory_ca.create_ca_certificate(signer, common_name="Config CA")))
     config = AppConfig.from_context({"factoryCaCertificate": str(ca)}.get)
     assert config.registration == "factory-ca" and "BEGIN CERTIFICATE" in (config.factory_ca_certificate_pem or "")
     assert AppConfig.from_context({}.get).registration == "station"

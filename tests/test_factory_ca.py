@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 
 from device_provisioning import aws
 from device_provisioning.factory import batch, manifest, opening
-from device_provisioning.identity import codesign, factory_ca
+from device_provisioning.identity import codesign, factory_ca, pki
 from device_provisioning.identity.pkcs11_signer import open_signer
 from stacks.config import AppConfig
 from tests.cdk_helpers import synthesize
@@ -94,7 +94,7 @@ def private_keys_of(root: Path, public_sha256: str) -> list[Path]:
                 key = load(data, password=None)
             except (ValueError, TypeError):
                 continue
-            if codesign.public_key_sha256(key.public_key()) == public_sha256:
+            if pki.public_key_sha256(key.public_key()) == public_sha256:
                 found.append(path)
     return found
 
@@ -105,7 +105,7 @@ def check_batch(out: Path, ca_path: Path, ca: x509.Certificate) -> list[dict[str
     certificates = sorted(out.glob(f"{opening.DEVICES_DIR}/*/device.crt"))
     assert len(certificates) == DEVICES
     assert openssl_verify(ca_path, certificates) == []
-    first = codesign.load_certificate_file(certificates[0])
+    first = pki.load_certificate_file(certificates[0])
     assert first.not_valid_after_utc == ca.not_valid_after_utc  # default validity: until the CA's end
     return rows
 
@@ -131,7 +131,7 @@ def test_a_batch_of_1000_is_certified_by_the_factory_ca_and_one_device_provision
     if hasattr(signer, "close"):
         signer.close()
     ca_path = tmp_path / "ca.crt"
-    ca_path.write_bytes(codesign.certificate_pem(ca))
+    ca_path.write_bytes(pki.certificate_pem(ca))
     ca_id = deploy_fleet_stack(session, ca_path.read_text(), stage)
     iot = session.client("iot")
     description = iot.describe_ca_certificate(certificateId=ca_id)
@@ -148,7 +148,7 @@ def test_a_batch_of_1000_is_certified_by_the_factory_ca_and_one_device_provision
     assert not [a for a in actions if a.startswith("iot:")]
     assert set(actions) == (set() if where == "pkcs11" else {"kms:GetPublicKey", "kms:Sign"})
     rows = check_batch(tmp_path / "out", ca_path, ca)
-    assert private_keys_of(tmp_path, codesign.public_key_sha256(ca.public_key())) == []
+    assert private_keys_of(tmp_path, pki.public_key_sha256(ca.public_key())) == []
 
     # One device connects for the first time: AWS IoT registers and provisions it from the CA's template.
     row = rows[0]
@@ -156,7 +156,7 @@ def test_a_batch_of_1000_is_certified_by_the_factory_ca_and_one_device_provision
     outcome = device_connects(pem)
     assert outcome.certificate_id == row["certificate_id"]  # the id the manifest already named
     thing = iot.describe_thing(thingName=row["thing_name"])
-    signer_sha = codesign.fingerprint(codesign.load_certificate_file(tmp_path / "in" / "signer" / codesign.CERT_FILE))
+    signer_sha = pki.fingerprint(pki.load_certificate_file(tmp_path / "in" / "signer" / codesign.CERT_FILE))
     assert thing["attributes"] == {"codeVerifySha256": signer_sha, "otaFamily": "beta", "appVersion": "1.4.2"}
     certificate = iot.describe_certificate(certificateId=row["certificate_id"])["certificateDescription"]
     assert certificate["status"] == "ACTIVE"

@@ -16,7 +16,7 @@ from device_provisioning.device import family
 from device_provisioning.device.sources import ProjectSources
 from device_provisioning.errors import VerificationFailed
 from device_provisioning.fleet.inventory import Inventory
-from device_provisioning.identity import codesign
+from device_provisioning.identity import codesign, pki
 
 
 def run(*argv: object) -> tuple[int, str, str]:
@@ -86,10 +86,10 @@ def test_a_registered_family_is_used_everywhere(vendor: family.Family, tmp_path:
     with pytest.raises(VerificationFailed, match="Vendor Key"):
         preflight.certfile_checks("Code Verify Key", "vendor")
     assert Inventory("ab" * 32, "vendor").attributes()
-    old = codesign.load_certificate_file(keys / codesign.CERT_FILE)
+    old = pki.load_certificate_file(keys / codesign.CERT_FILE)
     (tmp_path / "new").mkdir()
     codesign.create_identity(tmp_path / "new")
-    new = codesign.load_certificate_file(tmp_path / "new" / codesign.CERT_FILE)
+    new = pki.load_certificate_file(tmp_path / "new" / codesign.CERT_FILE)
     assert rotation.simulate("vendor", old, new, ["reflash", "release-new"])  # NVS-held: a re-flash rotates
 
 

@@ -23,7 +23,7 @@ from device_provisioning.device import app_image, credentials, esp_build, nvs
 from device_provisioning.device import partition_table as pt
 from device_provisioning.errors import DeviceError, PartitionTableError, ProvisioningError
 from device_provisioning.flashing import esptool_device, factory_image, layout, serial_port
-from device_provisioning.identity import codesign
+from device_provisioning.identity import codesign, pki
 from tests.helpers import BETA_TABLE, MASTER_TABLE
 from tests.tiers import integration_fixture
 
@@ -77,7 +77,7 @@ def identity(tmp_path_factory):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def beta_image(identity) -> bytes:  # type: ignore[no-untyped-def]
-    certificate = codesign.load_certificate_file(identity.certificate)
+    certificate = pki.load_certificate_file(identity.certificate)
     return credentials.build_credential_image(pt.load(BETA_TABLE), credentials.Credentials(certificate), "beta").image
 
 
@@ -95,7 +95,7 @@ def test_credentials_only_writes_only_the_storage_range(mock, identity, beta_ima
     )  # fmt: skip
     assert code == 0, err
     report = json.loads(out)
-    fingerprint = codesign.fingerprint(codesign.load_certificate_file(identity.certificate))
+    fingerprint = pki.fingerprint(pki.load_certificate_file(identity.certificate))
     assert report["regions"] == [{"name": "storage", "offset": 0x310000, "size": 0x4000}]
     assert report["code_verify"]["sha256_fingerprint"] == fingerprint
     assert report["code_verify"]["matches_expected"] is True
@@ -132,7 +132,7 @@ def test_expected_certificate_is_checked_before_anything_is_written(mock, identi
 
 def test_full_flash_with_build_dir(mock, identity, tmp_path: Path) -> None:
     table = pt.load(MASTER_TABLE)
-    certificate = codesign.load_certificate_file(identity.certificate)
+    certificate = pki.load_certificate_file(identity.certificate)
     image = credentials.build_credential_image(table, credentials.Credentials(certificate), "beta").image
     build = esp_build.load_build(app_image.write_placeholder_build(tmp_path / "build", table))
     plan = layout.plan_flash(table, image, build=build)
@@ -150,12 +150,12 @@ def test_full_flash_with_build_dir(mock, identity, tmp_path: Path) -> None:
 
 def test_flashing_is_proven_by_md5_by_default_and_each_phase_is_timed(mock, identity) -> None:
     table = pt.load(MASTER_TABLE)
-    certificate = codesign.load_certificate_file(identity.certificate)
+    certificate = pki.load_certificate_file(identity.certificate)
     image = credentials.build_credential_image(table, credentials.Credentials(certificate), "beta").image
     plan = layout.plan_flash(table, image)
     seen: list[str] = []
     report = esptool_device.flash_device(plan, port=mock.url(), stub=False, on_phase=seen.append)
-    assert report.verified_by == "md5" and report.code_verify_fingerprint == codesign.fingerprint(certificate)
+    assert report.verified_by == "md5" and report.code_verify_fingerprint == pki.fingerprint(certificate)
     assert seen == ["connect", "write", "verify", "reset"] == list(report.phases)
     assert all(seconds >= 0 for seconds in report.phases.values())
     again = esptool_device.flash_device(plan, port=mock.url(), stub=False, verify="read-back")
@@ -231,7 +231,7 @@ def test_layout_beyond_flash_size_is_refused(mock, tmp_path: Path, identity) -> 
     table = pt.parse_csv(
         "nvs, data, nvs, , 0x4000\nfactory, app, factory, , 1M\nstorage, data, nvs, 0x500000, 0x4000\n"
     )
-    certificate = codesign.load_certificate_file(identity.certificate)
+    certificate = pki.load_certificate_file(identity.certificate)
     image = credentials.build_credential_image(table, credentials.Credentials(certificate), "beta").image
     plan = layout.plan_flash(table, image)
     with pytest.raises(DeviceError, match="0x400000 bytes of flash"):
@@ -277,7 +277,7 @@ def test_esptool_failures_become_actionable(esptool_message: str, expected: str)
 
 def test_merged_image_has_nvs_at_the_storage_offset_byte_for_byte(identity, tmp_path: Path) -> None:
     table = pt.load(MASTER_TABLE)
-    certificate = codesign.load_certificate_file(identity.certificate)
+    certificate = pki.load_certificate_file(identity.certificate)
     nvs_image = credentials.build_credential_image(table, credentials.Credentials(certificate), "beta").image
     (tmp_path / "creds.bin").write_bytes(nvs_image)
     app_image.write_placeholder_build(tmp_path / "build", table)
@@ -299,7 +299,7 @@ def test_merged_image_has_nvs_at_the_storage_offset_byte_for_byte(identity, tmp_
 
     report = factory_image.inspect_merged(merged)
     by_name = {p["name"]: p for p in report["partitions"]}
-    assert by_name["storage"]["code_verify_sha256_fingerprint"] == codesign.fingerprint(certificate)
+    assert by_name["storage"]["code_verify_sha256_fingerprint"] == pki.fingerprint(certificate)
     assert by_name["ota_0"]["content"] == "app image"
     assert by_name["ota_1"]["content"] == "erased"
     code, out, _ = cli("image", "inspect", tmp_path / "factory.bin")

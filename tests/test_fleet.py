@@ -27,7 +27,7 @@ from device_provisioning.device.app_image import placeholder_app_image
 from device_provisioning.errors import ExitCode, VerificationFailed
 from device_provisioning.fleet import inventory as fleet_inventory
 from device_provisioning.fleet.status import decode_status_details
-from device_provisioning.identity import codesign
+from device_provisioning.identity import codesign, pki
 
 STAGE = "fleet"
 PREFIX = "fleet-"
@@ -52,7 +52,7 @@ class Identity:
 
     @property
     def fingerprint(self) -> str:
-        return codesign.fingerprint(self.certificate)
+        return pki.fingerprint(self.certificate)
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def fleet(session: aws.Aws, tmp_path_factory) -> Fleet:  # type: ignore[no-untyp
     for name in ("current", "old"):
         files = codesign.create_identity(keys / name)
         assert files.certificate is not None
-        identities.append(Identity(files.key, files.certificate, codesign.load_certificate_file(files.certificate)))
+        identities.append(Identity(files.key, files.certificate, pki.load_certificate_file(files.certificate)))
     current, old = identities
     iot = session.client("iot")
     group, canary = unique(f"{PREFIX}all"), unique(f"{PREFIX}canary")
@@ -278,7 +278,7 @@ def test_devices_without_inventory_are_refused_unless_accepted(session: aws.Aws,
 def test_signer_profile_preflight_judges_each_cohort_by_the_profile_certificate(session: aws.Aws, fleet: Fleet) -> None:
     from device_provisioning.aws import codesign as aws_codesign
 
-    key = codesign.load_private_key_file(fleet.old_identity.key_file)
+    key = pki.load_private_key_file(fleet.old_identity.key_file)
     arn = aws_codesign.import_code_signing_certificate(session, fleet.old_identity.certificate, key).arn
     profile = unique("fleet_profile").replace("-", "_")
     aws_codesign.put_signing_profile(session, profile, arn)
@@ -400,7 +400,7 @@ def test_a_stage_that_cannot_be_created_leaves_no_group_behind(session: aws.Aws,
     unversioned = unique("plain-bucket")
     session.client("s3").create_bucket(Bucket=unversioned)
     trust = ota.DeviceTrust((signing.DeviceCertificate(fleet.current_identity.certificate, "codesign.crt"),))
-    key = codesign.load_private_key_file(fleet.current_identity.key_file)
+    key = pki.load_private_key_file(fleet.current_identity.key_file)
     context = rollout.RolloutContext(unversioned, ROLE, ota.LocalKeySigning(key), trust, ota.DeviceLimits(), PREFIX)
     with pytest.raises(aws.AwsError, match="no versioning"):
         rollout.apply_rollout(session, plan, context, firmware)
@@ -413,7 +413,7 @@ def test_per_device_status_calls_out_rollbacks_and_devices_that_never_came(
     session: aws.Aws, fleet: Fleet, tmp_path: Path
 ) -> None:
     firmware = placeholder_app_image(version="1.3.0")
-    key = codesign.load_private_key_file(fleet.current_identity.key_file)
+    key = pki.load_private_key_file(fleet.current_identity.key_file)
     three = fleet.current[-3:]
     request = ota.OtaRequest(
         firmware=firmware, device_path="/f.bin", targets=ota.Targets(things=tuple(three)), bucket=fleet.bucket,
@@ -445,7 +445,7 @@ def test_operator_policy_grants_every_call_of_the_fleet_commands(fleet: Fleet, t
     firmware = placeholder_app_image(version="1.3.0")
     plan = rollout.load_rollout(write_rollout(tmp_path, fleet, firmware, unique("iam")[:10]))
     trust = ota.DeviceTrust((signing.DeviceCertificate(fleet.current_identity.certificate, "codesign.crt"),))
-    key = codesign.load_private_key_file(fleet.current_identity.key_file)
+    key = pki.load_private_key_file(fleet.current_identity.key_file)
     context = rollout.RolloutContext(fleet.bucket, ROLE, ota.LocalKeySigning(key), trust, ota.DeviceLimits(), PREFIX)
     report = rollout.apply_rollout(session, plan, context, firmware)
     rollout.rollout_status(session, plan, context, firmware)

@@ -21,7 +21,7 @@ from device_provisioning.aws import ota
 from device_provisioning.device.app_image import placeholder_app_image
 from device_provisioning.errors import VerificationFailed
 from device_provisioning.fleet import inventory as fleet_inventory
-from device_provisioning.identity import codesign
+from device_provisioning.identity import codesign, pki
 
 ROLE = "arn:aws:iam::123456789012:role/ota"
 
@@ -49,7 +49,7 @@ def small_fleet(session: aws.Aws, tmp_path_factory) -> SmallFleet:  # type: igno
     """Two beta devices and one pkcs11 device, all holding the same code-verification certificate."""
     files = codesign.create_identity(tmp_path_factory.mktemp("keys"))
     assert files.certificate is not None
-    fingerprint = codesign.fingerprint(codesign.load_certificate_file(files.certificate))
+    fingerprint = pki.fingerprint(pki.load_certificate_file(files.certificate))
     iot = session.client("iot")
     group = unique("refusals")
     iot.create_thing_group(thingGroupName=group)
@@ -83,8 +83,8 @@ def request_for(small: SmallFleet, signing: ota.SigningMode, **changes: object) 
 
 
 def test_a_signer_profile_cohort_is_judged_by_its_certfile_too(session: aws.Aws, small_fleet: SmallFleet) -> None:
-    key = codesign.load_private_key_file(small_fleet.key_file)
-    certificate = codesign.load_certificate_file(small_fleet.key_file.with_name(codesign.CERT_FILE))
+    key = pki.load_private_key_file(small_fleet.key_file)
+    certificate = pki.load_certificate_file(small_fleet.key_file.with_name(codesign.CERT_FILE))
     arn = aws_codesign.import_code_signing_certificate(session, certificate, key).arn
     profile = unique("refusals_profile").replace("-", "_")
     aws_codesign.put_signing_profile(session, profile, arn)
@@ -107,7 +107,7 @@ def test_excluding_rejecting_devices_when_none_accepts_is_refused_before_any_upl
     stranger = codesign.create_identity(tmp_path / "stranger")  # a key none of the devices trusts
     request = request_for(
         small_fleet,
-        ota.LocalKeySigning(codesign.load_private_key_file(stranger.key)),
+        ota.LocalKeySigning(pki.load_private_key_file(stranger.key)),
         fleet=ota.FleetCheck(exclude_rejecting=True),
         ota_id=unique("nobody"),
     )

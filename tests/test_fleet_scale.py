@@ -23,7 +23,7 @@ from device_provisioning.cli import main
 from device_provisioning.device.app_image import placeholder_app_image
 from device_provisioning.errors import ExitCode
 from device_provisioning.fleet import index
-from device_provisioning.identity import codesign
+from device_provisioning.identity import codesign, pki
 from devtools import local_registry, synthetic_fleet
 from devtools.synthetic_fleet import Cohort
 
@@ -74,7 +74,7 @@ def world(session: aws.Aws, tmp_path_factory) -> dict:  # type: ignore[no-untype
     firmware = tmp_path_factory.mktemp("fw") / "app.bin"
     firmware.write_bytes(placeholder_app_image(version="1.3.0"))
     fingerprints = {
-        name: codesign.fingerprint(codesign.load_certificate_file(files.certificate))  # type: ignore[arg-type]
+        name: pki.fingerprint(pki.load_certificate_file(files.certificate))  # type: ignore[arg-type]
         for name, files in (("current", current), ("old", old))
     }
     return {"current": current, "old": old, "bucket": bucket, "firmware": firmware, "fingerprints": fingerprints}

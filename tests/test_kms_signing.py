@@ -13,7 +13,7 @@ from device_provisioning.aws.kms import kms_signer
 from device_provisioning.cli import main
 from device_provisioning.device.app_image import placeholder_app_image
 from device_provisioning.errors import CertificateError
-from device_provisioning.identity import codesign
+from device_provisioning.identity import codesign, pki
 
 
 def run(*argv: object) -> tuple[int, str, str]:
@@ -44,7 +44,7 @@ def test_codesign_create_sign_and_verify_through_kms(kms_key: str, tmp_path: Pat
     code, out, err = run("codesign", "create", "--kms-key", kms_key, "--out", tmp_path / "keys", "--json")
     assert code == 0, err
     created = json.loads(out)
-    certificate = codesign.load_certificate_file(tmp_path / "keys" / codesign.CERT_FILE)
+    certificate = pki.load_certificate_file(tmp_path / "keys" / codesign.CERT_FILE)
     certificate.verify_directly_issued_by(certificate)  # signed through KMS, by the key it certifies
     assert created["key"].startswith("KMS key ") and created["key"].split()[-1] in kms_key
 

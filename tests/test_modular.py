@@ -15,7 +15,7 @@ from device_provisioning import aws
 from device_provisioning.cli import main
 from device_provisioning.device import app_image
 from device_provisioning.fleet.inventory import Inventory
-from device_provisioning.identity import codesign
+from device_provisioning.identity import codesign, pki
 from tests.helpers import EXAMPLES
 
 MODULAR = EXAMPLES / "modular-ota-mqtt"
@@ -102,7 +102,7 @@ def _ota(keys: Path, firmware: Path, bucket: str, *extra: object) -> tuple[int, 
 
 def test_ota_create_takes_an_image_above_4_mib_that_fits_the_slot(aws_env: aws.Aws, keys: Path, tmp_path: Path) -> None:
     pem = (keys / codesign.CERT_FILE).read_bytes()
-    fingerprint = codesign.fingerprint(codesign.load_certificate_file(keys / codesign.CERT_FILE))
+    fingerprint = pki.fingerprint(pki.load_certificate_file(keys / codesign.CERT_FILE))
     attributes = Inventory(fingerprint, "modular").attributes()
     aws_env.client("iot").create_thing(thingName="modular-board-1", attributePayload={"attributes": attributes})
     bucket = _bucket(aws_env)

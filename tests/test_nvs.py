@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from device_provisioning.device import credentials, nvs
 from device_provisioning.device import partition_table as pt
 from device_provisioning.errors import CertificateError, NvsError
-from device_provisioning.identity import codesign
+from device_provisioning.identity import codesign, pki
 from tests.helpers import BETA_NVS_INPUT, BETA_TABLE, MASTER_TABLE
 
 
@@ -34,7 +34,7 @@ def test_beta_image_matches_espressif_generator_byte_for_byte(tmp_path: Path, co
     """The esp-aws-iot beta project's own NVS input, run through the generator's command line."""
     certs = tmp_path / "main" / "certs"
     certs.mkdir(parents=True)
-    (certs / "P11_CSK.crt").write_bytes(codesign.certificate_pem(code_verify))
+    (certs / "P11_CSK.crt").write_bytes(pki.certificate_pem(code_verify))
     shutil.copy(BETA_NVS_INPUT, tmp_path / "nvs.csv")
     subprocess.run(
         [sys.executable, "-m", "esp_idf_nvs_partition_gen", "generate", "nvs.csv", "reference.bin", "0x4000"],
@@ -68,7 +68,7 @@ def test_round_trip_every_entry_type(family: str, encoding: str, code_verify, de
     assert len(built.image) == 0x4000 and image.empty_pages >= 1
     csk = image.get("creds", "P11_CSK")
     assert csk is not None
-    pem = codesign.certificate_pem(code_verify)
+    pem = pki.certificate_pem(code_verify)
     if family == "beta":
         assert csk.kind == "string" and csk.value == pem.decode()
     elif encoding == "der":
@@ -195,10 +195,10 @@ def test_a_ca_first_bundle_puts_the_signing_certificate_in_p11_csk(code_verify, 
     ca_key = codesign.generate_signing_key()
     ca = certificate_authority(ca_key)
     bundle = tmp_path / "bundle.pem"
-    bundle.write_bytes(codesign.certificate_pem(ca) + codesign.certificate_pem(code_verify))
+    bundle.write_bytes(pki.certificate_pem(ca) + pki.certificate_pem(code_verify))
     assert credentials.Credentials.from_files(bundle).code_verify_certificate == code_verify
     two_leaves = tmp_path / "two.pem"
-    two_leaves.write_bytes(codesign.certificate_pem(code_verify) * 2)
+    two_leaves.write_bytes(pki.certificate_pem(code_verify) * 2)
     with pytest.raises(CertificateError, match="2 end-entity"):
         credentials.Credentials.from_files(two_leaves)
 

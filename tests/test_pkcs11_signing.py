@@ -10,7 +10,7 @@ import pytest
 
 from device_provisioning.cli import main
 from device_provisioning.device.app_image import placeholder_app_image
-from device_provisioning.identity import codesign
+from device_provisioning.identity import codesign, pki
 from tests.tiers import integration_fixture
 
 SOFTHSM = Path("/usr/lib/softhsm/libsofthsm2.so")
@@ -42,7 +42,7 @@ def test_a_token_key_signs_certificate_and_firmware_the_device_accepts(token: st
                          "--out", tmp_path / "keys", "--json")  # fmt: skip
     assert code == 0, err
     assert json.loads(out)["key"] == "PKCS#11 key 'codesign'"
-    certificate = codesign.load_certificate_file(tmp_path / "keys" / codesign.CERT_FILE)
+    certificate = pki.load_certificate_file(tmp_path / "keys" / codesign.CERT_FILE)
     certificate.verify_directly_issued_by(certificate)
     firmware = tmp_path / "app.bin"
     firmware.write_bytes(placeholder_app_image(version="3.1.0"))

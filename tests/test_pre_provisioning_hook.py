@@ -14,7 +14,7 @@ import pytest
 from device_provisioning import aws, contract
 from device_provisioning.cli import main
 from device_provisioning.device import nvs
-from device_provisioning.identity import codesign
+from device_provisioning.identity import codesign, pki
 from tests.helpers import BETA_TABLE
 
 HOOK = Path(__file__).resolve().parent.parent / "lambdas" / "pre_provisioning_hook" / "index.py"
@@ -98,7 +98,7 @@ def decide_with_parameters(
 def test_the_hook_passes_the_batch_inventory_to_the_template(
     session: aws.Aws, bucket: str, signer: Path, allowed_batch: list[str]
 ) -> None:
-    fingerprint = codesign.fingerprint(codesign.load_certificate_file(signer))
+    fingerprint = pki.fingerprint(pki.load_certificate_file(signer))
     _, _, parameters = decide_with_parameters(session, bucket, allowed_batch[1])
     # Every inventory parameter is set, those the batch does not know empty (the device cannot fill them).
     assert parameters == {"CodeVerifySha256": fingerprint, "OtaFamily": "beta", "AppVersion": "1.4.2", "Chip": "",

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from device_provisioning import aws
 from device_provisioning.factory import batch
 from device_provisioning.factory.status import batch_status
-from device_provisioning.identity import codesign
+from device_provisioning.identity import codesign, pki
 from tests.fault_proxy import fault_proxy
 from tests.helpers import BETA_TABLE
 
@@ -42,7 +42,7 @@ def certificates_issued_since(iot, since: float) -> dict[bytes, list[tuple[str, 
             if summary["creationDate"].timestamp() < since - 5:
                 continue
             pem = iot.describe_certificate(certificateId=summary["certificateId"])["certificateDescription"]
-            certificate = codesign.load_certificate(pem["certificatePem"].encode())
+            certificate = pki.load_certificate(pem["certificatePem"].encode())
             found.setdefault(spki(certificate), []).append((summary["certificateId"], summary["status"]))
     return found
 
@@ -76,13 +76,13 @@ def test_a_permanent_refusal_undoes_the_devices_registration(tmp_path: Path, loc
     status = batch_status(out)
     assert [serial for serial, _ in status.errors] == [f"{prefix}-SN1"]
     assert "InvalidRequestException" in status.errors[0][1]
-    key = codesign.load_private_key_file(out / "devices" / f"{prefix}-SN1" / "device.key")
+    key = pki.load_private_key_file(out / "devices" / f"{prefix}-SN1" / "device.key")
     issued = certificates_issued_since(iot, started)
     left = issued.get(spki(key))
     assert left is None, f"certificate(s) of the refused device left: {left}"
     assert iot.list_thing_principals(thingName=f"{prefix}-thing-1")["principals"] == []
     for other in (0, 2):
-        other_key = codesign.load_private_key_file(out / "devices" / f"{prefix}-SN{other}" / "device.key")
+        other_key = pki.load_private_key_file(out / "devices" / f"{prefix}-SN{other}" / "device.key")
         assert [s for _, s in issued[spki(other_key)]] == ["ACTIVE"]
 
     # The cause fixed, a rerun registers the device with one certificate, as if it had never been tried.

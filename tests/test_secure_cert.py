@@ -26,7 +26,7 @@ from device_provisioning.device import app_image, nvs, secure_cert
 from device_provisioning.device import project as projects
 from device_provisioning.errors import InputFileError
 from device_provisioning.factory import batch
-from device_provisioning.identity import codesign
+from device_provisioning.identity import codesign, pki
 from tests.helpers import EXAMPLES
 
 MODULAR = EXAMPLES / "modular-ota-mqtt"
@@ -144,7 +144,7 @@ def test_a_modular_batch_writes_esp_secure_cert_and_flashes_it(local_endpoint, s
         entries = read_tlvs(image)
         assert [e[:3] for e in entries] == [(1, 0, 0), (2, 0, 0), (0, 0, 0)]
         assert entries[0][3] == (device / "device.crt").read_bytes() + b"\x00"
-        key = codesign.load_private_key_file(device / "device.key")
+        key = pki.load_private_key_file(device / "device.key")
         assert serialization.load_pem_private_key(entries[1][3][:-1], None).private_numbers() == key.private_numbers()  # type: ignore[union-attr]
         assert (
             b"Amazon Root CA 1" in x509.load_pem_x509_certificate(entries[2][3][:-1]).subject.rfc4514_string().encode()

@@ -28,7 +28,7 @@ from device_provisioning import aws
 from device_provisioning.factory import batch, images, opening, status
 from device_provisioning.factory.shared_journal import SharedJournal
 from device_provisioning.factory.station import flash_station
-from device_provisioning.identity import codesign
+from device_provisioning.identity import codesign, pki
 from tests.helpers import BETA_TABLE
 
 POLICY_DOCUMENT = (
@@ -204,17 +204,17 @@ def test_three_stations_one_killed_every_device_gets_exactly_one_identity(
     every_key_made: set[str] = set()
     for out in outs:
         for key_file in (out / opening.DEVICES_DIR).glob("*/device.key"):
-            every_key_made.add(codesign.public_key_sha256(codesign.load_private_key_file(key_file).public_key()))
+            every_key_made.add(pki.public_key_sha256(pki.load_private_key_file(key_file).public_key()))
     journaled = set()
     for record in records:
         owner_dir = station_dirs[owners[record.serial]] / opening.DEVICES_DIR / record.serial
-        key = codesign.load_private_key_file(owner_dir / "device.key")
+        key = pki.load_private_key_file(owner_dir / "device.key")
         principals = iot.list_thing_principals(thingName=record.thing_name)["principals"]
         assert len(principals) == 1 and principals[0].endswith(f"/{record.certificate_id}"), record
         description = iot.describe_certificate(certificateId=record.certificate_id)["certificateDescription"]
         assert description["status"] == "ACTIVE"
-        certificate = codesign.load_certificate(description["certificatePem"].encode())
-        assert codesign.key_matches_certificate(key, certificate)
+        certificate = pki.load_certificate(description["certificatePem"].encode())
+        assert pki.key_matches_certificate(key, certificate)
         assert (owner_dir / images.IMAGE_FILE).is_file()
         journaled.add(record.certificate_id)
     # No ACTIVE certificate for any key a station made, other than the journaled ones (the victim's too).
@@ -226,7 +226,7 @@ def test_three_stations_one_killed_every_device_gets_exactly_one_identity(
             pem = iot.describe_certificate(certificateId=summary["certificateId"])["certificateDescription"][
                 "certificatePem"
             ]
-            if codesign.public_key_sha256(codesign.load_certificate(pem.encode()).public_key()) in every_key_made:
+            if pki.public_key_sha256(pki.load_certificate(pem.encode()).public_key()) in every_key_made:
                 active_for_our_keys.add(summary["certificateId"])
     assert active_for_our_keys == journaled
 

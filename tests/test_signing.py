@@ -14,7 +14,7 @@ from device_provisioning.device import credentials, nvs
 from device_provisioning.device import partition_table as pt
 from device_provisioning.device.app_image import placeholder_app_image
 from device_provisioning.errors import SignatureError, VerificationFailed
-from device_provisioning.identity import codesign
+from device_provisioning.identity import codesign, pki
 from tests.helpers import BETA_TABLE
 
 
@@ -68,9 +68,9 @@ def test_device_accepts_nvs_beta_image_with_job_document(certificate, firmware, 
         signing.signature_from_job_document(document, "job.json"),
         [signing.certificate_from_nvs(nvs_image(certificate), "beta", source="creds.bin")],
         family="beta",
-        expected_fingerprint=codesign.fingerprint(certificate),
+        expected_fingerprint=pki.fingerprint(certificate),
     )
-    assert report.certificate_fingerprint == codesign.fingerprint(certificate)
+    assert report.certificate_fingerprint == pki.fingerprint(certificate)
     assert report.firmware_sha256 == hashlib.sha256(firmware).hexdigest()
     assert any("Code Verify Key" in check for check in report.checks)
 
@@ -85,7 +85,7 @@ def test_device_accepts_pkcs11_blob_images(certificate, firmware, signature, enc
 
 
 def test_embedded_certificate_is_found_in_app_image(certificate, key) -> None:
-    app = placeholder_app_image(embedded_pem=codesign.certificate_pem(certificate))
+    app = placeholder_app_image(embedded_pem=pki.certificate_pem(certificate))
     candidates = signing.certificates_embedded_in(app, source="app.bin")
     assert [c.certificate for c in candidates] == [certificate]
     signing.verify_update(app, signing.SignatureInput(signing.sign_firmware(key, app), "sig"), candidates)
@@ -154,7 +154,7 @@ def test_family_type_mismatch(certificate) -> None:
 
 
 def test_pem_blob_without_nul_does_not_parse_like_mbedtls(certificate) -> None:
-    image = nvs.build_image([nvs.NvsEntry("creds", "P11_CSK", "blob", codesign.certificate_pem(certificate))], 0x4000)
+    image = nvs.build_image([nvs.NvsEntry("creds", "P11_CSK", "blob", pki.certificate_pem(certificate))], 0x4000)
     with pytest.raises(VerificationFailed, match="trailing NUL"):
         signing.certificate_from_nvs(image, "pkcs11", source="creds.bin")
 

@@ -22,7 +22,7 @@ from device_provisioning import aws
 from device_provisioning.factory import opening
 from device_provisioning.factory.shared_journal import SharedJournal
 from device_provisioning.factory.states import DeviceState
-from device_provisioning.identity import codesign
+from device_provisioning.identity import pki
 from tests.fault_proxy import Fault, fault_proxy
 from tests.postgres_server import throwaway_cluster
 from tests.test_shared_journal import POLICY_DOCUMENT, start_station, write_batch
@@ -63,7 +63,7 @@ def check_exactly_one_identity(url: str, devices: Path, outs: list[Path]) -> Non
     keys: set[str] = set()
     for out in outs:
         for key_file in (out / opening.DEVICES_DIR).glob("*/device.key"):
-            keys.add(codesign.public_key_sha256(codesign.load_private_key_file(key_file).public_key()))
+            keys.add(pki.public_key_sha256(pki.load_private_key_file(key_file).public_key()))
     journaled = set()
     for record in records:
         principals = iot.list_thing_principals(thingName=record.thing_name)["principals"]
@@ -71,8 +71,8 @@ def check_exactly_one_identity(url: str, devices: Path, outs: list[Path]) -> Non
         description = iot.describe_certificate(certificateId=record.certificate_id)["certificateDescription"]
         assert description["status"] == "ACTIVE", record
         key_file = station_dirs[owners[record.serial]] / opening.DEVICES_DIR / record.serial / "device.key"
-        certificate = codesign.load_certificate(description["certificatePem"].encode())
-        assert codesign.key_matches_certificate(codesign.load_private_key_file(key_file), certificate)
+        certificate = pki.load_certificate(description["certificatePem"].encode())
+        assert pki.key_matches_certificate(pki.load_private_key_file(key_file), certificate)
         journaled.add(record.certificate_id)
     active = set()
     for page in iot.get_paginator("list_certificates").paginate():
@@ -80,10 +80,7 @@ def check_exactly_one_identity(url: str, devices: Path, outs: list[Path]) -> Non
             if summary["status"] != "ACTIVE":
                 continue
             pem = iot.describe_certificate(certificateId=summary["certificateId"])["certificateDescription"]
-            if (
-                codesign.public_key_sha256(codesign.load_certificate(pem["certificatePem"].encode()).public_key())
-                in keys
-            ):
+            if pki.public_key_sha256(pki.load_certificate(pem["certificatePem"].encode()).public_key()) in keys:
                 active.add(summary["certificateId"])
     assert active == journaled
 

@@ -24,7 +24,7 @@ from device_provisioning.device.app_image import placeholder_app_image, read_app
 from device_provisioning.device.update_rules import DeviceState, FirmwareSettings, Overrides, UpdateImage
 from device_provisioning.errors import ExitCode, InputFileError
 from device_provisioning.fleet import inventory as fleet_inventory
-from device_provisioning.identity import codesign
+from device_provisioning.identity import codesign, pki
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 ROLE = "arn:aws:iam::123456789012:role/ota"
@@ -166,7 +166,7 @@ def session(local_endpoint) -> aws.Aws:  # type: ignore[no-untyped-def]
 def signer(tmp_path_factory) -> tuple[Path, Path, str]:  # type: ignore[no-untyped-def]
     files = codesign.create_identity(tmp_path_factory.mktemp("signer"))
     assert files.certificate is not None
-    return files.key, files.certificate, codesign.fingerprint(codesign.load_certificate_file(files.certificate))
+    return files.key, files.certificate, pki.fingerprint(pki.load_certificate_file(files.certificate))
 
 
 @pytest.fixture(scope="module")

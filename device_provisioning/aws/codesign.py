@@ -16,7 +16,7 @@ from device_provisioning.contract import CODE_SIGNING_CERTIFICATE_ARN_CONTEXT, S
 from device_provisioning.device.credentials import CODE_VERIFY_LABEL
 from device_provisioning.errors import AwsError, CertificateError
 from device_provisioning.files import write_atomic
-from device_provisioning.identity import codesign
+from device_provisioning.identity import codesign_checks, pki
 
 FINGERPRINT_TAG = "esp-ota:sha256"
 SIGNER_PLATFORM = SIGNER_PLATFORM_ID
@@ -42,7 +42,7 @@ def _find_imported(acm: Any, fingerprint: str) -> str | None:
                 return str(arn)
             body = acm.get_certificate(CertificateArn=arn).get("Certificate", "")
             try:
-                if codesign.fingerprint(codesign.load_certificate(body.encode())) == fingerprint:
+                if pki.fingerprint(pki.load_certificate(body.encode())) == fingerprint:
                     return str(arn)
             except CertificateError:
                 continue
@@ -63,8 +63,8 @@ def import_code_signing_certificate(
             f"refusing to send the code-signing private key to {aws.endpoint_url} without TLS; "
             "use an https:// AWS_ENDPOINT_URL (or unset it for AWS itself)"
         )
-    codesign.require_usable(codesign.check_certificate(certificate, key=key), "code-signing certificate")
-    fingerprint = codesign.fingerprint(certificate)
+    codesign_checks.require_usable(codesign_checks.check_certificate(certificate, key=key), "code-signing certificate")
+    fingerprint = pki.fingerprint(certificate)
     acm = aws.client("acm")
     with aws_errors("importing the code-signing certificate into ACM"):
         existing = _find_imported(acm, fingerprint)
@@ -72,8 +72,8 @@ def import_code_signing_certificate(
             return ImportedCertificate(existing, fingerprint, reused=True)
         # ACM needs the key unencrypted; it never touches disk here.
         response = acm.import_certificate(
-            Certificate=codesign.certificate_pem(certificate),
-            PrivateKey=codesign.private_key_pem(key),
+            Certificate=pki.certificate_pem(certificate),
+            PrivateKey=pki.private_key_pem(key),
             Tags=[{"Key": FINGERPRINT_TAG, "Value": fingerprint}, {"Key": "project", "Value": "esp-ota-provisioning"}],
         )
     return ImportedCertificate(str(response["CertificateArn"]), fingerprint, reused=False)
@@ -161,4 +161,4 @@ def read_signing_profile(aws: Aws, profile_name: str) -> SigningProfile:
         raise CertificateError(f"Signer profile {profile_name} has no signing certificate")
     with aws_errors(f"reading ACM certificate {arn}"):
         body = aws.client("acm").get_certificate(CertificateArn=arn)["Certificate"]
-    return SigningProfile(profile_name, str(arn), codesign.load_certificate(body.encode(), f"ACM certificate {arn}"))
+    return SigningProfile(profile_name, str(arn), pki.load_certificate(body.encode(), f"ACM certificate {arn}"))

@@ -15,7 +15,7 @@ from device_provisioning import signing
 from device_provisioning.device import family as families
 from device_provisioning.errors import InputFileError, VerificationFailed
 from device_provisioning.fleet.preflight import Judge, Verdict
-from device_provisioning.identity import codesign
+from device_provisioning.identity import pki
 from device_provisioning.signing import DeviceCertificate, SignatureInput
 
 
@@ -35,9 +35,9 @@ class DeviceTrust:
             )
 
     def fingerprints(self) -> list[str]:
-        found = [codesign.fingerprint(c.certificate) for c in self.certificates]
+        found = [pki.fingerprint(c.certificate) for c in self.certificates]
         if self.expected_fingerprint:
-            found.append(codesign.normalise_fingerprint(self.expected_fingerprint))
+            found.append(pki.normalise_fingerprint(self.expected_fingerprint))
         return found
 
 
@@ -46,7 +46,7 @@ def preflight_signer_certificate(signer_certificate: x509.Certificate, trust: De
 
     Returns the checks passed; raises :class:`VerificationFailed` naming both fingerprints otherwise.
     """
-    signer_fp = codesign.fingerprint(signer_certificate)
+    signer_fp = pki.fingerprint(signer_certificate)
     for device_fp in trust.fingerprints():
         if device_fp != signer_fp:
             raise VerificationFailed(
@@ -94,7 +94,7 @@ def preflight_local_signature(firmware: bytes, der: bytes, trust: DeviceTrust, c
 
 def local_signature_judge(firmware: bytes, der: bytes, trust: DeviceTrust | None, certfile: str) -> Judge:
     """A cohort accepts a local signature when it verifies, as the device verifies it, with the cohort's certificate."""
-    known = {codesign.fingerprint(c.certificate): c for c in (trust.certificates if trust else ())}
+    known = {pki.fingerprint(c.certificate): c for c in (trust.certificates if trust else ())}
 
     def judge(family: str, fingerprint: str) -> Verdict:
         certificate = known.get(fingerprint)
@@ -116,7 +116,7 @@ def local_signature_judge(firmware: bytes, der: bytes, trust: DeviceTrust | None
 
 def signer_judge(signer_certificate: x509.Certificate, certfile: str) -> Judge:
     """A cohort accepts Signer's signature when the profile's certificate is the cohort's certificate."""
-    signer_fingerprint = codesign.fingerprint(signer_certificate)
+    signer_fingerprint = pki.fingerprint(signer_certificate)
 
     def judge(family: str, fingerprint: str) -> Verdict:
         if fingerprint != signer_fingerprint:

@@ -21,7 +21,7 @@ from device_provisioning.contract import DEVICE_CERT_FILE, DEVICE_KEY_FILE
 from device_provisioning.errors import InputFileError
 from device_provisioning.files import read_bytes, write_atomic
 from device_provisioning.fleet.inventory import Inventory, record_inventory, thing_attribute_payload
-from device_provisioning.identity import codesign, device_tls
+from device_provisioning.identity import device_tls, pki
 
 DEVICE_KEY = DEVICE_KEY_FILE
 DEVICE_CERT = DEVICE_CERT_FILE
@@ -67,7 +67,7 @@ def amazon_root_ca() -> bytes:
     """
     pem = resources.files("device_provisioning.data").joinpath(ROOT_CA).read_bytes()
     certificate = x509.load_pem_x509_certificate(pem)
-    if codesign.fingerprint(certificate) != ROOT_CA_SHA256:
+    if pki.fingerprint(certificate) != ROOT_CA_SHA256:
         raise InputFileError(f"the packaged {ROOT_CA} is not Amazon Root CA 1; reinstall esp-ota-provisioning")
     return pem
 
@@ -75,17 +75,17 @@ def amazon_root_ca() -> bytes:
 def _load_or_create_key(directory: Path) -> ec.EllipticCurvePrivateKey:
     path = directory / DEVICE_KEY
     if path.exists():
-        return codesign.load_private_key_file(path)
+        return pki.load_private_key_file(path)
     key = device_tls.generate_device_key()
     # Written before any AWS call: if we crash after AWS issues the certificate, the key that
     # matches it is already on disk and the next run finds that certificate again.
-    write_atomic(path, codesign.private_key_pem(key), private=True)
+    write_atomic(path, pki.private_key_pem(key), private=True)
     return key
 
 
 def _public_key_matches(key: ec.EllipticCurvePrivateKey, pem: str) -> bool:
     try:
-        return codesign.key_matches_certificate(key, codesign.load_certificate(pem.encode()))
+        return pki.key_matches_certificate(key, pki.load_certificate(pem.encode()))
     except Exception:
         return False
 

@@ -29,7 +29,7 @@ from device_provisioning.fleet.preflight import (
     judge_fleet,
     sort_cohorts,
 )
-from device_provisioning.identity import codesign
+from device_provisioning.identity import pki
 
 # AWS: "The total number of targets associated with a job must not exceed 100."
 MAX_JOB_TARGETS = 100
@@ -53,7 +53,7 @@ def judge_targets(
 
 def _valid_fingerprint(value: str) -> str | None:
     try:
-        return codesign.normalise_fingerprint(value)
+        return pki.normalise_fingerprint(value)
     except Exception:  # a damaged value is no inventory, as Inventory.from_attributes reads it
         return None
 

@@ -18,7 +18,7 @@ from device_provisioning.aws.codesign import read_signing_profile
 from device_provisioning.aws.session import Aws, aws_errors
 from device_provisioning.doctor.reader import printable
 from device_provisioning.doctor.rules import Diagnosis, job_status_reason
-from device_provisioning.identity import codesign
+from device_provisioning.identity import pki
 
 # What the OTA agent does on its connection, as (action, resource type, resource name) for thing T.
 NEEDED = (
@@ -188,13 +188,13 @@ class HeldCertificate:
 def held_in_image(image: bytes, family: str, source: str) -> HeldCertificate:
     """The P11_CSK of an NVS image (as read back from the device, or as built for it)."""
     found = signing.certificate_from_nvs(image, family, source=source)
-    return HeldCertificate(codesign.fingerprint(found.certificate), found.origin)
+    return HeldCertificate(pki.fingerprint(found.certificate), found.origin)
 
 
 def check_signing_profile(aws: Aws, profile_name: str, held: HeldCertificate) -> list[Diagnosis]:
     """Does the Signer profile sign with the certificate the device verifies with?"""
     profile = read_signing_profile(aws, profile_name)
-    signs_with = codesign.fingerprint(profile.certificate)
+    signs_with = pki.fingerprint(profile.certificate)
     if signs_with == held.fingerprint:
         return []
     return [

@@ -160,13 +160,13 @@ def _refuse_other_stages_targets(targets: ota.Targets, prefix: str | None, stage
 def _ota_create(args: argparse.Namespace, out: TextIO) -> int:
     from device_provisioning import aws
     from device_provisioning.aws import ota
-    from device_provisioning.identity import codesign
+    from device_provisioning.identity import pki
 
     session = connect_aws(args)
     trust = _trust(args)
     firmware_bytes = read_firmware(args.firmware)
     key = held_key_signer(args) or (
-        codesign.load_private_key_file(args.sign_key, passphrase(args)) if args.sign_key else None
+        pki.load_private_key_file(args.sign_key, passphrase(args)) if args.sign_key else None
     )
     bucket, role, prefix = args.bucket, args.role_arn, None
     targets = ota.Targets(split_list(args.targets), split_list(args.thing_groups))

@@ -28,7 +28,7 @@ from device_provisioning.errors import ExitCode, InputFileError
 
 
 def _codesign_create(args: argparse.Namespace, out: TextIO) -> int:
-    from device_provisioning.identity import codesign
+    from device_provisioning.identity import codesign, pki
 
     signer = held_key_signer(args, generate=args.generate)
     if signer is not None:
@@ -37,7 +37,7 @@ def _codesign_create(args: argparse.Namespace, out: TextIO) -> int:
         cert_path = codesign.create_kms_identity(
             signer, args.out, common_name=args.common_name, organization=args.organization, days=args.days
         )
-        fp = codesign.fingerprint(codesign.load_certificate_file(cert_path))
+        fp = pki.fingerprint(pki.load_certificate_file(cert_path))
         lines = [
             f"key          {signer.description} (it never leaves KMS or the token; no key file is written)",
             f"certificate  {cert_path}",
@@ -53,8 +53,8 @@ def _codesign_create(args: argparse.Namespace, out: TextIO) -> int:
         days=args.days,
         passphrase=passphrase(args),
     )
-    certificate = codesign.load_certificate_file(files.certificate)
-    fp = codesign.fingerprint(certificate)
+    certificate = pki.load_certificate_file(files.certificate)
+    fp = pki.fingerprint(certificate)
     emit(
         out,
         args,
@@ -93,10 +93,10 @@ def _codesign_csr(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _codesign_import_cert(args: argparse.Namespace, out: TextIO) -> int:
-    from device_provisioning.identity import codesign
+    from device_provisioning.identity import codesign, pki
 
     files = codesign.import_issued_certificate(args.out, args.cert, passphrase=passphrase(args))
-    fp = codesign.fingerprint(codesign.load_certificate_file(files.certificate))
+    fp = pki.fingerprint(pki.load_certificate_file(files.certificate))
     emit(
         out,
         args,
@@ -107,11 +107,11 @@ def _codesign_import_cert(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _codesign_show(args: argparse.Namespace, out: TextIO) -> int:
-    from device_provisioning.identity import codesign
+    from device_provisioning.identity import codesign_checks, pki
 
-    certificate = codesign.load_certificate_file(args.cert)
-    key = codesign.load_private_key_file(args.key, passphrase(args)) if args.key else None
-    summary = codesign.summarise(certificate, key=key)
+    certificate = pki.load_certificate_file(args.cert)
+    key = pki.load_private_key_file(args.key, passphrase(args)) if args.key else None
+    summary = codesign_checks.summarise(certificate, key=key)
     lines = [
         f"subject      {summary.subject}",
         f"issuer       {summary.issuer}",
@@ -130,10 +130,10 @@ def _codesign_show(args: argparse.Namespace, out: TextIO) -> int:
 
 def _codesign_rotate(args: argparse.Namespace, out: TextIO) -> int:
     from device_provisioning import rotation
-    from device_provisioning.identity import codesign
+    from device_provisioning.identity import pki
 
-    old = codesign.load_certificate_file(args.from_cert)
-    new = codesign.load_certificate_file(args.to_cert)
+    old = pki.load_certificate_file(args.from_cert)
+    new = pki.load_certificate_file(args.to_cert)
     family = trust_family(args)
     if family is None:
         raise InputFileError(
@@ -141,7 +141,7 @@ def _codesign_rotate(args: argparse.Namespace, out: TextIO) -> int:
         )
     steps = tuple(split_list(args.steps)) or rotation.DEFAULT_STEPS
     planned = rotation.simulate(family, old, new, steps)
-    lines = [f"family       {family}: devices hold {codesign.fingerprint(old)[:16]}... now"]
+    lines = [f"family       {family}: devices hold {pki.fingerprint(old)[:16]}... now"]
     lines += [
         f"step {n}       {step.action} -> devices then hold the {step.holds_after} certificate"
         for n, step in enumerate(planned, 1)
@@ -164,10 +164,10 @@ def _rotate_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _codesign_install_embedded(args: argparse.Namespace, out: TextIO) -> int:
     from device_provisioning.device import embedded
-    from device_provisioning.identity import codesign
+    from device_provisioning.identity import codesign_checks, pki
 
-    certificate = codesign.load_certificate_file(args.cert)
-    codesign.require_usable(codesign.check_certificate(certificate), f"certificate {args.cert}")
+    certificate = pki.load_certificate_file(args.cert)
+    codesign_checks.require_usable(codesign_checks.check_certificate(certificate), f"certificate {args.cert}")
     installed = embedded.install_embedded(args.project, certificate)
     lines = [f"wrote        {installed.path}", f"SHA-256      {installed.fingerprint}"]
     if installed.backup:
@@ -188,10 +188,10 @@ def _codesign_install_embedded(args: argparse.Namespace, out: TextIO) -> int:
 
 def _codesign_import(args: argparse.Namespace, out: TextIO) -> int:
     from device_provisioning.aws import codesign as aws_codesign
-    from device_provisioning.identity import codesign
+    from device_provisioning.identity import pki
 
-    certificate = codesign.load_certificate_file(args.cert)
-    key = codesign.load_private_key_file(args.key, passphrase(args))
+    certificate = pki.load_certificate_file(args.cert)
+    key = pki.load_private_key_file(args.key, passphrase(args))
     imported = aws_codesign.import_code_signing_certificate(connect_aws(args), certificate, key)
     lines = [imported.arn, f"{'found existing' if imported.reused else 'imported'} (SHA-256 {imported.fingerprint})"]
     if args.write_context:

@@ -50,7 +50,7 @@ def _partitions_show(args: argparse.Namespace, out: TextIO) -> int:
 def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
     from device_provisioning.device import credentials, nvs
     from device_provisioning.files import read_bytes, refuse_overwriting_inputs, write_atomic
-    from device_provisioning.identity import codesign
+    from device_provisioning.identity import pki
 
     inputs = (args.partition_table, args.code_verify_cert, args.device_cert, args.device_key, args.claim_cert,
               args.claim_key, args.jitp_cert, args.nvs_keys, args.hmac_key)  # fmt: skip
@@ -111,7 +111,7 @@ def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
         keys_path = write_atomic(keys_out, nvs.keys_partition_image(key or b""), private=True)
     image_path = write_atomic(args.out, built.image, private=built.holds_private_key)
     csk = next(e for e in built.entries if e.key == credentials.CODE_VERIFY_KEY)
-    fp = codesign.fingerprint(creds.code_verify_certificate)
+    fp = pki.fingerprint(creds.code_verify_certificate)
     lines = [
         f"image        {image_path} ({len(built.image)} bytes = partition {built.partition.name!r})",
         f"flash at     0x{built.partition.offset:x} (from {table.source})",
@@ -155,7 +155,7 @@ def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
 def _nvs_show(args: argparse.Namespace, out: TextIO) -> int:
     from device_provisioning.device import nvs
     from device_provisioning.files import read_bytes
-    from device_provisioning.identity import codesign
+    from device_provisioning.identity import pki
 
     data = read_bytes(args.image, "NVS image")
     key = nvs_encryption_key(args)
@@ -173,8 +173,8 @@ def _nvs_show(args: argparse.Namespace, out: TextIO) -> int:
         else:
             row["size"] = len(entry.data)
             try:
-                certificate = codesign.load_certificate(entry.data)
-                fp = codesign.fingerprint(certificate)
+                certificate = pki.load_certificate(entry.data)
+                fp = pki.fingerprint(certificate)
                 row["certificate_sha256_fingerprint"] = fp
                 text += f", certificate {certificate.subject.rfc4514_string()} SHA-256 {fp}"
             except ProvisioningError:

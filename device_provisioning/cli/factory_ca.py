@@ -13,7 +13,7 @@ from device_provisioning.errors import InputFileError
 
 def _create(args: argparse.Namespace, out: TextIO) -> int:
     from device_provisioning.files import refuse_existing, write_atomic
-    from device_provisioning.identity import codesign, factory_ca
+    from device_provisioning.identity import factory_ca, pki
 
     refuse_existing(args.out, hint="choose another --out")
     signer = held_key_signer(args, generate=args.generate)
@@ -22,8 +22,8 @@ def _create(args: argparse.Namespace, out: TextIO) -> int:
     certificate = factory_ca.create_ca_certificate(
         signer, common_name=args.common_name, organization=args.organization, days=args.days
     )
-    write_atomic(args.out, codesign.certificate_pem(certificate))
-    fp = codesign.fingerprint(certificate)
+    write_atomic(args.out, pki.certificate_pem(certificate))
+    fp = pki.fingerprint(certificate)
     lines = [
         f"key          {signer.description} (it never leaves KMS or the token)",
         f"certificate  {args.out} (valid until {certificate.not_valid_after_utc:%Y-%m-%d})",
@@ -36,14 +36,14 @@ def _create(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _show(args: argparse.Namespace, out: TextIO) -> int:
-    from device_provisioning.identity import codesign, factory_ca
+    from device_provisioning.identity import factory_ca, pki
 
-    certificate = codesign.load_certificate_file(args.cert)
+    certificate = pki.load_certificate_file(args.cert)
     warnings = factory_ca.check_ca(certificate)
     lines = [
         f"subject      {certificate.subject.rfc4514_string()}",
         f"valid until  {certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC",
-        f"SHA-256      {codesign.fingerprint(certificate)}",
+        f"SHA-256      {pki.fingerprint(certificate)}",
         *(f"WARNING      {warning}" for warning in warnings),
     ]
     emit(out, args, lines, {"not_after": certificate.not_valid_after_utc.isoformat(), "warnings": warnings})

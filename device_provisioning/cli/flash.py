@@ -87,10 +87,10 @@ def _identity_images(args: argparse.Namespace) -> list[tuple[str, bytes]]:
 def _flash(args: argparse.Namespace, out: TextIO) -> int:
     from device_provisioning.device import credentials
     from device_provisioning.flashing import esptool_device
-    from device_provisioning.identity import codesign
+    from device_provisioning.identity import pki
 
     plan = _plan(args)
-    expected = codesign.load_certificate_file(args.code_verify_cert) if args.code_verify_cert else None
+    expected = pki.load_certificate_file(args.code_verify_cert) if args.code_verify_cert else None
     report = esptool_device.flash_device(
         plan,
         port=args.port,

@@ -64,7 +64,7 @@ def _rollout_context(args: argparse.Namespace, plan: rollout.RolloutPlan) -> rol
     """Signing from the file; bucket, role and the group prefix from the stage's stacks."""
     from device_provisioning import aws, rollout
     from device_provisioning.aws import ota
-    from device_provisioning.identity import codesign
+    from device_provisioning.identity import pki
     from device_provisioning.signing import DeviceCertificate
 
     session = connect_aws(args)
@@ -73,7 +73,7 @@ def _rollout_context(args: argparse.Namespace, plan: rollout.RolloutPlan) -> rol
     if signing_table.signing_profile:
         signing = ota.SignerProfileSigning(signing_table.signing_profile)
     elif signing_table.key:
-        signing = ota.LocalKeySigning(codesign.load_private_key_file(signing_table.key, passphrase(args)))
+        signing = ota.LocalKeySigning(pki.load_private_key_file(signing_table.key, passphrase(args)))
     else:
         args.kms_key, args.pkcs11_uri = signing_table.kms_key, signing_table.pkcs11_uri
         signer = held_key_signer(args)
@@ -82,7 +82,7 @@ def _rollout_context(args: argparse.Namespace, plan: rollout.RolloutPlan) -> rol
         signing = ota.LocalKeySigning(signer)
     trust = None
     if signing_table.certificate:
-        certificate = codesign.load_certificate_file(signing_table.certificate)
+        certificate = pki.load_certificate_file(signing_table.certificate)
         trust = ota.DeviceTrust((DeviceCertificate(certificate, str(signing_table.certificate)),))
     elif not signing_table.signing_profile:
         raise InputFileError(

@@ -181,7 +181,7 @@ def device_certificates(args: argparse.Namespace, certificate_file: Path | None)
     """The certificate(s) the devices verify with, from --nvs/--family, --embedded-in and a certificate file."""
     from device_provisioning import signing
     from device_provisioning.files import read_bytes
-    from device_provisioning.identity import codesign
+    from device_provisioning.identity import pki
 
     found: list[signing.DeviceCertificate] = []
     if getattr(args, "nvs_keys", None) and not args.nvs:
@@ -196,7 +196,7 @@ def device_certificates(args: argparse.Namespace, certificate_file: Path | None)
         app = read_bytes(args.embedded_in, "app image")
         found += signing.certificates_embedded_in(app, source=str(args.embedded_in))
     if certificate_file:
-        certificate = codesign.load_certificate_file(certificate_file)
+        certificate = pki.load_certificate_file(certificate_file)
         found.append(signing.DeviceCertificate(certificate, f"certificate {certificate_file}"))
     derived = firmware_project(args)
     rules = derived.rules if derived is not None else None

@@ -45,12 +45,12 @@ if TYPE_CHECKING:
 def _sign(args: argparse.Namespace, out: TextIO) -> int:
     from device_provisioning import signing
     from device_provisioning.files import refuse_overwriting_inputs, write_atomic
-    from device_provisioning.identity import codesign
+    from device_provisioning.identity import pki
 
     refuse_overwriting_inputs(args.out, args.key, args.firmware)
     refuse_existing_outputs(args, args.out)
     firmware = read_firmware(args.firmware)
-    key = held_key_signer(args) or codesign.load_private_key_file(args.key, passphrase(args))
+    key = held_key_signer(args) or pki.load_private_key_file(args.key, passphrase(args))
     der = signing.sign_firmware(key, firmware)
     write_atomic(args.out, der)
     signature = signing.SignatureInput(der, str(args.out))
@@ -164,7 +164,7 @@ def _held_certificate(args: argparse.Namespace) -> thing_checks.HeldCertificate 
     from device_provisioning.aws import thing_checks
     from device_provisioning.factory.status import device_code_verify_certificate
     from device_provisioning.files import read_bytes
-    from device_provisioning.identity import codesign
+    from device_provisioning.identity import pki
 
     if args.batch and args.nvs:
         raise InputFileError("give --batch or --nvs, not both")
@@ -172,7 +172,7 @@ def _held_certificate(args: argparse.Namespace) -> thing_checks.HeldCertificate 
         if not args.thing:
             raise InputFileError("--batch finds the device by its thing name: give --thing NAME")
         found = device_code_verify_certificate(args.batch, args.thing)
-        return thing_checks.HeldCertificate(codesign.fingerprint(found.certificate), found.origin)
+        return thing_checks.HeldCertificate(pki.fingerprint(found.certificate), found.origin)
     if args.nvs:
         return thing_checks.held_in_image(read_bytes(args.nvs, "NVS image"), nvs_family(args), str(args.nvs))
     return None

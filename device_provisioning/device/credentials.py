@@ -23,7 +23,7 @@ from device_provisioning.device import nvs
 from device_provisioning.device.partition_table import DATA, SUBTYPES, Partition, PartitionTable
 from device_provisioning.errors import InputFileError, NvsError
 from device_provisioning.files import read_bytes
-from device_provisioning.identity import codesign
+from device_provisioning.identity import pki
 
 # The families whose firmware reads P11_CSK from NVS (the rules live in device/family.py).
 FAMILIES = families.NVS_CERTIFICATE
@@ -77,18 +77,18 @@ class Credentials:
         Raises :class:`InputFileError` for an unreadable file and :class:`CertificateError` for a
         code-verification certificate whose key is not P-256 (it could never verify on the device).
         """
-        code_verify = codesign.load_code_verify_certificate(code_verify_cert)
+        code_verify = pki.load_code_verify_certificate(code_verify_cert)
         # The device checks no dates or extensions, but a non-P-256 key can never verify.
-        codesign.check_key_type(code_verify.public_key(), f"certificate {code_verify_cert}")
-        device_chain = codesign.load_certificate_chain(device_cert) if device_cert else ()
-        claim_chain = codesign.load_certificate_chain(claim_cert) if claim_cert else ()
+        pki.check_key_type(code_verify.public_key(), f"certificate {code_verify_cert}")
+        device_chain = pki.load_certificate_chain(device_cert) if device_cert else ()
+        claim_chain = pki.load_certificate_chain(claim_cert) if claim_cert else ()
         return cls(
             code_verify_certificate=code_verify,
             device_certificate=device_chain[0] if device_chain else None,
             device_key=_optional_private_key(device_key),
             claim_certificate=claim_chain[0] if claim_chain else None,
             claim_key=_optional_private_key(claim_key),
-            jitp_certificate=codesign.load_certificate_file(jitp_cert) if jitp_cert else None,
+            jitp_certificate=pki.load_certificate_file(jitp_cert) if jitp_cert else None,
             device_chain=device_chain[1:],
             claim_chain=claim_chain[1:],
         )
@@ -194,7 +194,7 @@ def credential_entries(
             )
         if isinstance(private_key, ec.EllipticCurvePrivateKey) and not isinstance(private_key.curve, ec.SECP256R1):
             raise NvsError(f"the {what} key is on {private_key.curve.name}; the PKCS#11 PAL takes P-256 (secp256r1)")
-        if not codesign.key_matches_certificate(private_key, certificate):
+        if not pki.key_matches_certificate(private_key, certificate):
             raise NvsError(
                 f"the {what} certificate is not for the {what} key: the device could not connect with them; "
                 "give the certificate AWS IoT issued for this key"

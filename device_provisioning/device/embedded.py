@@ -15,7 +15,7 @@ from cryptography import x509
 
 from device_provisioning.errors import InputFileError
 from device_provisioning.files import read_bytes, write_atomic
-from device_provisioning.identity import codesign
+from device_provisioning.identity import pki
 
 EMBEDDED_CERT_PATH = Path("main") / "certs" / "aws_codesign.crt"
 
@@ -37,15 +37,15 @@ def install_embedded(project_dir: str | Path, certificate: x509.Certificate) -> 
             f"{project}: no main/ directory; give the ESP-IDF firmware project (the folder with CMakeLists.txt)"
         )
     target = project / EMBEDDED_CERT_PATH
-    pem = codesign.certificate_pem(certificate)
+    pem = pki.certificate_pem(certificate)
     backup = None
     if target.exists() and not target.is_file():
         raise InputFileError(f"{target}: not a file (a directory?); move it away, then install the certificate again")
     if target.exists():
         if read_bytes(target, "embedded certificate") == pem:
-            return InstalledCertificate(target, None, codesign.fingerprint(certificate))
+            return InstalledCertificate(target, None, pki.fingerprint(certificate))
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         backup = target.with_name(f"{target.name}.{stamp}.bak")
         shutil.copy2(target, backup)
     write_atomic(target, pem)
-    return InstalledCertificate(target, backup, codesign.fingerprint(certificate))
+    return InstalledCertificate(target, backup, pki.fingerprint(certificate))

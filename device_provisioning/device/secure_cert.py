@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from device_provisioning.errors import InputFileError
-from device_provisioning.identity import codesign
+from device_provisioning.identity import pki
 
 MAGIC = 0xBA5EBA11
 HEADER = struct.Struct("<IB3sBBH")
@@ -105,7 +105,7 @@ def build_image(
 
     The device certificate is stored with its chain (mbedTLS reads every PEM certificate of the buffer).
     """
-    if not codesign.key_matches_certificate(device_key, device_certificate):
+    if not pki.key_matches_certificate(device_key, device_certificate):
         raise InputFileError("the device certificate is not for the device key: the device could not connect")
     wanted = [
         (DEVICE_CERT, _pem_with_nul((device_certificate, *device_chain))),

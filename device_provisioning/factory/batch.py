@@ -36,7 +36,7 @@ from device_provisioning.factory.shared_batch import work_through_shared
 from device_provisioning.factory.stages import DeviceStages
 from device_provisioning.factory.worker_pool import ProgressCallback, no_progress, worker_pool
 from device_provisioning.files import read_bytes, write_atomic
-from device_provisioning.identity import codesign, factory_ca
+from device_provisioning.identity import factory_ca, pki
 
 
 @dataclass(frozen=True)
@@ -107,14 +107,14 @@ def prepare_batch(
     table = config.table()
     partition = table.nvs_partition(config.partition)
     credentials.partition_warnings(partition, config.project.flash_encryption if config.project else None)
-    code_verify = codesign.load_certificate_file(config.code_verify_cert)
-    codesign.check_key_type(code_verify.public_key(), f"certificate {config.code_verify_cert}")
-    inventory = config.inventory(codesign.fingerprint(code_verify))
+    code_verify = pki.load_certificate_file(config.code_verify_cert)
+    pki.check_key_type(code_verify.public_key(), f"certificate {config.code_verify_cert}")
+    inventory = config.inventory(pki.fingerprint(code_verify))
     registration = config.registration
     claim_cert_pem = claim_key_pem = None
     if isinstance(registration, ClaimRegistration):
         claim_cert_pem = identity_images.chain_pem(registration.claim_cert)  # the whole chain, as `nvs build`
-        claim_key_pem = codesign.private_key_pem(codesign.load_private_key_file(registration.claim_key))
+        claim_key_pem = pki.private_key_pem(pki.load_private_key_file(registration.claim_key))
     warnings = identity_images.claim_warnings(config.family, claim_cert_pem is not None)
     flash_encryption = config.project.flash_encryption if config.project else None
     ds = bool(config.project and config.project.secure_cert_ds)
@@ -122,7 +122,7 @@ def prepare_batch(
     if config.needs_aws and aws is None:
         raise ProvisioningError(f"{registration.mode} registration needs AWS access (--profile/--region)")
     if isinstance(registration, FactoryCaRegistration):
-        factory_ca.check_ca(codesign.load_certificate_file(registration.ca_cert))  # before the first file
+        factory_ca.check_ca(pki.load_certificate_file(registration.ca_cert))  # before the first file
 
     # One writer per batch directory: a second run on the same --out would give devices two identities.
     with interrupts.handled(), batch_lock(out, create=True):
@@ -158,7 +158,7 @@ def prepare_batch(
                 inventory=inventory,
                 partition_size=partition.size,
                 partition_name=partition.name,
-                code_verify_pem=codesign.certificate_pem(code_verify),
+                code_verify_pem=pki.certificate_pem(code_verify),
                 claim_cert_pem=claim_cert_pem,
                 claim_key_pem=claim_key_pem,
                 progress=progress or no_progress,

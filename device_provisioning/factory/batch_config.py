@@ -20,7 +20,7 @@ from device_provisioning.factory.inputs import (
     PerDeviceRegistration,
 )
 from device_provisioning.fleet.inventory import Inventory
-from device_provisioning.identity import codesign
+from device_provisioning.identity import pki
 
 
 def describe(config: BatchConfig, inventory: Inventory, table: PartitionTable, partition: Partition) -> dict[str, str]:
@@ -45,8 +45,8 @@ def describe(config: BatchConfig, inventory: Inventory, table: PartitionTable, p
         settings["registration.bucket"] = registration.bucket
         settings["registration.role_arn"] = registration.role_arn
     elif isinstance(registration, ClaimRegistration):
-        certificate = codesign.load_certificate_file(registration.claim_cert)
-        settings["registration.claim_cert (SHA-256)"] = codesign.fingerprint(certificate)
+        certificate = pki.load_certificate_file(registration.claim_cert)
+        settings["registration.claim_cert (SHA-256)"] = pki.fingerprint(certificate)
     return settings
 
 

@@ -25,7 +25,7 @@ from device_provisioning.factory.journal import DeviceRecord, DeviceState
 from device_provisioning.factory.journal_interface import BatchJournal
 from device_provisioning.files import read_bytes, write_atomic
 from device_provisioning.fleet.inventory import Inventory
-from device_provisioning.identity import codesign, factory_ca
+from device_provisioning.identity import factory_ca, pki
 from device_provisioning.identity.signers import CodeSigner
 
 COMMIT_EVERY = 200
@@ -54,7 +54,7 @@ def ca_signer(registration: FactoryCaRegistration, aws: Aws | None) -> Iterator[
 
 def check_factory_ca(registration: FactoryCaRegistration, signer: CodeSigner) -> tuple[x509.Certificate, list[str]]:
     """The CA certificate, checked against its key; warnings (its expiry) for the summary."""
-    ca = codesign.load_certificate_file(registration.ca_cert)
+    ca = pki.load_certificate_file(registration.ca_cert)
     return ca, factory_ca.check_ca(ca, signer)
 
 
@@ -86,9 +86,9 @@ def certify_devices(
         certificate = factory_ca.sign_device_certificate(
             signer, ca, csr, thing_name=record.thing_name, inventory=fields, not_after=not_after, now=moment
         )
-        write_atomic(directory / DEVICE_CERT_FILE, codesign.certificate_pem(certificate))
+        write_atomic(directory / DEVICE_CERT_FILE, pki.certificate_pem(certificate))
         # AWS IoT's certificate id is the SHA-256 of the certificate's DER: the manifest names it already.
-        certificate_id = codesign.fingerprint(certificate)
+        certificate_id = pki.fingerprint(certificate)
         issued = {"certificate_id": certificate_id, "certificate_fingerprint": certificate_id, "error": None}
         updates.append((record.serial, DeviceState.REGISTERED, issued))
         if len(updates) >= COMMIT_EVERY or done == len(todo):

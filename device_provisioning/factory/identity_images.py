@@ -17,7 +17,7 @@ from device_provisioning.device import secure_cert
 from device_provisioning.device.partition_table import Partition, PartitionTable
 from device_provisioning.errors import InputFileError
 from device_provisioning.files import write_atomic
-from device_provisioning.identity import codesign
+from device_provisioning.identity import pki
 
 SECURE_CERT_FILE = "esp_secure_cert.bin"
 
@@ -58,7 +58,7 @@ def secure_cert_partition(
 
 def chain_pem(path: Path) -> bytes:
     """A certificate file's whole chain, end-entity first, as PEM (a claim chain is kept whole)."""
-    return b"".join(codesign.certificate_pem(c) for c in codesign.load_certificate_chain(path))
+    return b"".join(pki.certificate_pem(c) for c in pki.load_certificate_chain(path))
 
 
 def split_chain(pem: bytes) -> tuple[x509.Certificate, ...]:
@@ -79,10 +79,10 @@ def write_secure_cert(
     device_dir: Path, cert_path: Path, key_path: Path, *, partition_size: int, ca_pem: bytes, fsync: bool
 ) -> bytes:
     """Build, verify and write one device's ``esp_secure_cert`` image (0600: it holds the key); returns it."""
-    chain = codesign.load_certificate_chain(cert_path)
+    chain = pki.load_certificate_chain(cert_path)
     image = secure_cert.build_image(
         chain[0],
-        codesign.load_private_key_file(key_path),
+        pki.load_private_key_file(key_path),
         partition_size=partition_size,
         ca_certificate=x509.load_pem_x509_certificate(ca_pem),
         device_chain=chain[1:],

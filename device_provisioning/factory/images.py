@@ -18,7 +18,7 @@ from device_provisioning.errors import ProvisioningError
 from device_provisioning.factory import identity_images, register
 from device_provisioning.factory.worker_pool import GROUP_SYNC
 from device_provisioning.files import write_atomic
-from device_provisioning.identity import codesign
+from device_provisioning.identity import pki
 
 IMAGE_FILE = "creds.bin"
 
@@ -59,15 +59,15 @@ def build_image(task: ImageTask) -> tuple[str, str]:
             fsync=not GROUP_SYNC,
         )
     elif task.with_device_credentials:
-        device_cert = codesign.load_certificate_file(device_dir / register.DEVICE_CERT)
-        device_key = codesign.load_private_key_file(device_dir / register.DEVICE_KEY)
+        device_cert = pki.load_certificate_file(device_dir / register.DEVICE_CERT)
+        device_key = pki.load_private_key_file(device_dir / register.DEVICE_KEY)
     claim_chain = identity_images.split_chain(task.claim_cert_pem) if task.claim_cert_pem else ()
     creds = credentials.Credentials(
-        code_verify_certificate=codesign.load_certificate(task.code_verify_pem),
+        code_verify_certificate=pki.load_certificate(task.code_verify_pem),
         device_certificate=device_cert,
         device_key=device_key,
         claim_certificate=claim_chain[0] if claim_chain else None,
-        claim_key=codesign.load_private_key(task.claim_key_pem) if task.claim_key_pem else None,
+        claim_key=pki.load_private_key(task.claim_key_pem) if task.claim_key_pem else None,
         claim_chain=claim_chain[1:],
     )
     if task.claim_cert_pem:

@@ -28,7 +28,7 @@ from device_provisioning.factory.journal_interface import BatchJournal
 from device_provisioning.factory.states import DeviceState, LeaseLost
 from device_provisioning.files import write_atomic
 from device_provisioning.fleet.inventory import Inventory, record_inventory, thing_attribute_payload
-from device_provisioning.identity import codesign
+from device_provisioning.identity import pki
 
 DEVICE_KEY = DEVICE_KEY_FILE
 DEVICE_CSR = DEVICE_CSR_FILE
@@ -112,8 +112,8 @@ def sweep_unjournaled_certificates(iot: Any, device_dir: Path, since: float) -> 
     They are what a kill between CreateCertificateFromCsr and the journal write leaves behind;
     matching the public key proves they were issued for this device's CSR and no one else's.
     """
-    key = codesign.load_private_key_file(device_dir / DEVICE_KEY)
-    return sweep_certificates_for_key(iot, codesign.public_key_sha256(key.public_key()), since)
+    key = pki.load_private_key_file(device_dir / DEVICE_KEY)
+    return sweep_certificates_for_key(iot, pki.public_key_sha256(key.public_key()), since)
 
 
 def sweep_certificates_for_key(iot: Any, spki_sha256: str, since: float) -> list[str]:
@@ -128,8 +128,8 @@ def sweep_certificates_for_key(iot: Any, spki_sha256: str, since: float) -> list
             if summary.get("status") != "INACTIVE":
                 continue
             description = iot.describe_certificate(certificateId=summary["certificateId"])["certificateDescription"]
-            certificate = codesign.load_certificate(description["certificatePem"].encode())
-            if codesign.public_key_sha256(certificate.public_key()) != spki_sha256:
+            certificate = pki.load_certificate(description["certificatePem"].encode())
+            if pki.public_key_sha256(certificate.public_key()) != spki_sha256:
                 continue
             if _has_things(iot, description["certificateArn"]):
                 continue
@@ -218,7 +218,7 @@ def _register(
         # Last: only a journaled certificate attached to its thing is ever active.
         iot.update_certificate(certificateId=certificate_id, newStatus="ACTIVE")
     write_atomic(device_dir / DEVICE_CERT, pem.encode())
-    fingerprint = codesign.fingerprint(codesign.load_certificate(pem.encode()))
+    fingerprint = pki.fingerprint(pki.load_certificate(pem.encode()))
     journal.update(row.serial, DeviceState.REGISTERED, certificate_fingerprint=fingerprint, error=None)
 
 

@@ -28,7 +28,7 @@ from device_provisioning.factory.states import DeviceRecord, DeviceState, LeaseL
 from device_provisioning.factory.worker_pool import GROUP_SYNC, ProgressCallback, run_pool
 from device_provisioning.files import write_atomic
 from device_provisioning.fleet.inventory import Inventory
-from device_provisioning.identity import codesign, device_tls
+from device_provisioning.identity import device_tls, pki
 
 
 @dataclass
@@ -142,12 +142,12 @@ def make_key(task: tuple[str, str, str]) -> tuple[str, str]:
     # Only devices still `pending` come here, so AWS has never seen their CSR: a key left by a run
     # that died before the journal recorded it may be kept, or replaced if the crash damaged it.
     try:
-        key = codesign.load_private_key_file(key_path)
+        key = pki.load_private_key_file(key_path)
     except ProvisioningError:
         key = device_tls.generate_device_key()
-        write_atomic(key_path, codesign.private_key_pem(key), private=True, fsync=not GROUP_SYNC)
+        write_atomic(key_path, pki.private_key_pem(key), private=True, fsync=not GROUP_SYNC)
     write_atomic(device_dir / register.DEVICE_CSR, device_tls.device_csr_pem(key, thing), fsync=not GROUP_SYNC)
-    return serial, codesign.public_key_sha256(key.public_key())
+    return serial, pki.public_key_sha256(key.public_key())
 
 
 def _values(config: BatchConfig, row: DeviceRow) -> tuple[tuple[str, str, str], ...]:
@@ -234,14 +234,14 @@ def _register_bulk(stages: DeviceStages, registration: BulkRegistration, todo: l
             failed.append((record.serial, f"bulk registration: {message}"))
             continue
         certificate_id, pem = result.registered[offset]
-        certificate = codesign.load_certificate(pem.encode())
-        device_key = codesign.load_private_key_file(device_dir[record.serial] / register.DEVICE_KEY)
-        if not codesign.key_matches_certificate(device_key, certificate):
+        certificate = pki.load_certificate(pem.encode())
+        device_key = pki.load_private_key_file(device_dir[record.serial] / register.DEVICE_KEY)
+        if not pki.key_matches_certificate(device_key, certificate):
             message = f"certificate {certificate_id[:12]} is for another key than this device's CSR"
             failed.append((record.serial, f"bulk registration: {message}"))
             continue
         write_atomic(device_dir[record.serial] / register.DEVICE_CERT, pem.encode())
-        fingerprint = codesign.fingerprint(certificate)
+        fingerprint = pki.fingerprint(certificate)
         fields = {"certificate_id": certificate_id, "certificate_fingerprint": fingerprint, "error": None}
         updates.append((record.serial, DeviceState.REGISTERED, fields))
     journal.update_many(updates)

@@ -20,7 +20,7 @@ from device_provisioning.device.credentials import CODE_VERIFY_KEY, CREDS_NAMESP
 from device_provisioning.errors import InputFileError, ProvisioningError
 from device_provisioning.flashing.esptool_device import esptool_quiet, flash_size_bytes
 from device_provisioning.flashing.layout import FlashPlan
-from device_provisioning.identity import codesign
+from device_provisioning.identity import pki
 
 APP_DESC_MAGIC = 0xABCD5432
 APP_IMAGE_MAGIC = 0xE9
@@ -129,7 +129,7 @@ def inspect_merged(image: bytes) -> dict[str, Any]:
                 entry["entries"] = [{"namespace": e.namespace, "key": e.key, "kind": e.kind} for e in contents.entries]
                 csk = contents.get(CREDS_NAMESPACE, CODE_VERIFY_KEY)
                 if csk is not None:
-                    entry["code_verify_sha256_fingerprint"] = codesign.fingerprint(codesign.load_certificate(csk.data))
+                    entry["code_verify_sha256_fingerprint"] = pki.fingerprint(pki.load_certificate(csk.data))
             except ProvisioningError as error:
                 entry["content"] = f"unreadable nvs ({error})"
         elif p.type_name == "app":

@@ -15,7 +15,7 @@ from device_provisioning.device import nvs
 from device_provisioning.device.credentials import CODE_VERIFY_KEY, CREDS_NAMESPACE
 from device_provisioning.errors import DeviceError, FlashPlanError
 from device_provisioning.flashing.layout import FlashPlan
-from device_provisioning.identity import codesign
+from device_provisioning.identity import pki
 
 # How a flash proves what it wrote: the chip's MD5 of each region (fast), or reading the NVS partition back.
 Verify = Literal["md5", "read-back"]
@@ -97,7 +97,7 @@ def check_expected_certificate(plan: FlashPlan, expected: Any) -> str:
     Raises :class:`FlashPlanError` when it holds another certificate, none, or cannot be read
     (an encrypted image): a device is never written with an image the check would refuse.
     """
-    want = codesign.fingerprint(expected)
+    want = pki.fingerprint(expected)
     where = f"{CREDS_NAMESPACE}/{CODE_VERIFY_KEY}"
     if plan.nvs_encrypted:
         raise FlashPlanError(
@@ -108,7 +108,7 @@ def check_expected_certificate(plan: FlashPlan, expected: Any) -> str:
     csk = plan.nvs_contents.get(CREDS_NAMESPACE, CODE_VERIFY_KEY)
     if csk is None:
         raise FlashPlanError(f"the NVS image holds no {where}: rebuild it with `nvs build --code-verify-cert ...`")
-    found = codesign.fingerprint(codesign.load_certificate(csk.data, where))
+    found = pki.fingerprint(pki.load_certificate(csk.data, where))
     if found != want:
         raise FlashPlanError(
             f"the NVS image's {where} is {found}, not the expected {want}: rebuild it with the right certificate"
@@ -128,14 +128,14 @@ def describe_nvs(read_back: bytes, plan: FlashPlan, port: str, chip: str, expect
         csk = contents.get(CREDS_NAMESPACE, CODE_VERIFY_KEY)
         if csk is not None and csk.location is not None:
             location = partition.offset + csk.location
-            certificate = codesign.load_certificate(csk.data, f"{CREDS_NAMESPACE}/{CODE_VERIFY_KEY}")
-            fingerprint = codesign.fingerprint(certificate)
+            certificate = pki.load_certificate(csk.data, f"{CREDS_NAMESPACE}/{CODE_VERIFY_KEY}")
+            fingerprint = pki.fingerprint(certificate)
             if expected is not None:
-                matches = fingerprint == codesign.fingerprint(expected)
+                matches = fingerprint == pki.fingerprint(expected)
                 if not matches:
                     raise DeviceError(
                         f"{CREDS_NAMESPACE}/{CODE_VERIFY_KEY} on the device is {fingerprint}, not the expected "
-                        f"{codesign.fingerprint(expected)}: the image holds another certificate"
+                        f"{pki.fingerprint(expected)}: the image holds another certificate"
                     )
     return FlashReport(
         port=port,

@@ -38,7 +38,7 @@ from device_provisioning.device.update_rules import DeviceState
 from device_provisioning.errors import InputFileError
 from device_provisioning.fleet import index
 from device_provisioning.fleet.index import LIST_PAGE
-from device_provisioning.identity import codesign
+from device_provisioning.identity import pki
 
 # The OTA agent's AppVersion32: major and minor are 8 bits, build 16 bits.
 _APP_VERSION = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,5})$")
@@ -106,7 +106,7 @@ class Inventory:
         secure = attributes.get(SECURE_VERSION_ATTRIBUTE, "")
         try:
             return cls(
-                codesign.normalise_fingerprint(fingerprint),
+                pki.normalise_fingerprint(fingerprint),
                 family,
                 version if version and _APP_VERSION.match(version) else None,
                 # A damaged chip, revision or secure version is left out, not guessed.
@@ -166,8 +166,8 @@ def inventory_for_certificate(
 ) -> Inventory:
     """The inventory of a device provisioned with the certificate in this file (``device``: chip,
     chip_revision, secure_version)."""
-    certificate = codesign.load_certificate_file(certificate_path)
-    return Inventory(codesign.fingerprint(certificate), family, app_version, **device)
+    certificate = pki.load_certificate_file(certificate_path)
+    return Inventory(pki.fingerprint(certificate), family, app_version, **device)
 
 
 def thing_attribute_payload(inventory: Inventory | None, *, bucket_of: str | None = None) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import hashlib
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -24,14 +23,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from device_provisioning.errors import CertificateError
-from device_provisioning.identity import codesign
-from device_provisioning.identity.codesign import (
-    _ECDSA_SHA256_ALGORITHM,
-    EXPIRY_WARNING_DAYS,
-    MAX_NAME_LENGTH,
-    _der,
-    check_key_type,
-)
+from device_provisioning.identity import pki
+from device_provisioning.identity.codesign import MAX_NAME_LENGTH
+from device_provisioning.identity.codesign_checks import EXPIRY_WARNING_DAYS
+from device_provisioning.identity.pki import check_key_type, signed_through
 from device_provisioning.identity.signers import CodeSigner
 
 DEFAULT_CA_DAYS = 20 * 365  # devices in the field present certificates that end with the CA
@@ -47,13 +42,6 @@ INVENTORY_SUBJECT = {
 def _draft_key() -> ec.EllipticCurvePrivateKey:
     # Signs only drafts whose signature is replaced: it makes the to-be-signed part name ecdsa-with-SHA256.
     return ec.generate_private_key(ec.SECP256R1())
-
-
-def _signed_by(signer: CodeSigner, draft: x509.Certificate) -> x509.Certificate:
-    """``draft`` with its signature made by ``signer`` (cryptography signs only with keys it holds)."""
-    tbs = draft.tbs_certificate_bytes
-    signature = signer.sign_digest(hashlib.sha256(tbs).digest())
-    return x509.load_der_x509_certificate(_der(0x30, tbs + _ECDSA_SHA256_ALGORITHM + _der(0x03, b"\x00" + signature)))
 
 
 def create_ca_certificate(
@@ -88,7 +76,7 @@ def create_ca_certificate(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
         .sign(_draft_key(), hashes.SHA256())
     )  # fmt: skip
-    certificate = _signed_by(signer, draft)
+    certificate = signed_through(signer, draft)
     try:
         certificate.verify_directly_issued_by(certificate)
     except (InvalidSignature, ValueError, TypeError):
@@ -104,9 +92,7 @@ def check_ca(ca: x509.Certificate, signer: CodeSigner | None = None, *, now: dt.
         constraints = None
     if constraints is None or not constraints.ca:
         raise CertificateError("the factory CA certificate is not a CA (basicConstraints CA:TRUE)")
-    if signer is not None and codesign.public_key_sha256(signer.public_key()) != codesign.public_key_sha256(
-        ca.public_key()
-    ):
+    if signer is not None and pki.public_key_sha256(signer.public_key()) != pki.public_key_sha256(ca.public_key()):
         raise CertificateError(f"{signer.description} is not the key of the factory CA certificate")
     moment = now or dt.datetime.now(dt.UTC)
     end = ca.not_valid_after_utc
@@ -164,4 +150,4 @@ def sign_device_certificate(
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_key_id), critical=False)
         .sign(_draft_key(), hashes.SHA256())
     )  # fmt: skip
-    return _signed_by(signer, draft)
+    return signed_through(signer, draft)
