@@ -9,11 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from device_provisioning.device import partition_table as pt
+from device_provisioning.device import partition_types
 from device_provisioning.errors import PartitionTableError
 from tests.helpers import BETA_TABLE, FLEET_TABLE, MASTER_TABLE
 
 
-def offsets(table: pt.PartitionTable) -> dict[str, tuple[int, int]]:
+def offsets(table: partition_types.PartitionTable) -> dict[str, tuple[int, int]]:
     return {p.name: (p.offset, p.size) for p in table.partitions}
 
 
@@ -148,11 +149,11 @@ def test_csv_parser_never_crashes(rows: list[list[str]]) -> None:
 # --- ESP-IDF's rules, each on a table written for it (gen_esp32part.py semantics) -----------------
 
 
-def table_of(text: str, **settings: object) -> pt.PartitionTable:
-    return pt.parse_csv(text, "t.csv", settings=pt.BuildSettings(**settings))  # type: ignore[arg-type]
+def table_of(text: str, **settings: object) -> partition_types.PartitionTable:
+    return pt.parse_csv(text, "t.csv", settings=partition_types.BuildSettings(**settings))  # type: ignore[arg-type]
 
 
-def layout(table: pt.PartitionTable) -> list[tuple[str, int, int, int, int]]:
+def layout(table: partition_types.PartitionTable) -> list[tuple[str, int, int, int, int]]:
     return [(p.name, p.type, p.subtype, p.offset, p.size) for p in table.partitions]
 
 
@@ -248,4 +249,4 @@ def test_the_example_tables_binary_is_what_esp_idf_writes() -> None:
     table = pt.load(MASTER_TABLE)
     assert (table.find("pre_prov").type, table.find("pre_prov").subtype) == (0x3F, 0x06)
     first_entry = pt.to_binary(table)[:32]
-    assert first_entry == pt.ENTRY.pack(b"\xaa\x50", 0x3F, 0x06, 0xD000, 0x6000, b"pre_prov", 1)
+    assert first_entry == partition_types.ENTRY.pack(b"\xaa\x50", 0x3F, 0x06, 0xD000, 0x6000, b"pre_prov", 1)

@@ -14,7 +14,7 @@ from device_provisioning.errors import InputFileError
 
 if TYPE_CHECKING:
     from device_provisioning import aws, signing
-    from device_provisioning.device import ota_limits, partition_table, project
+    from device_provisioning.device import ota_limits, partition_types, project
     from device_provisioning.identity.signers import CodeSigner
 
 
@@ -47,9 +47,9 @@ def device_limits(args: argparse.Namespace) -> ota_limits.DeviceLimits:
     )
 
 
-def load_table(args: argparse.Namespace, path: Path | None) -> partition_table.PartitionTable:
+def load_table(args: argparse.Namespace, path: Path | None) -> partition_types.PartitionTable:
     """The partition table at ``path`` (else the project's), placed as the project's build places it."""
-    from device_provisioning.device import partition_table
+    from device_provisioning.device import partition_table, partition_types
 
     derived = firmware_project(args)
     if path is None:
@@ -58,7 +58,7 @@ def load_table(args: argparse.Namespace, path: Path | None) -> partition_table.P
         return derived.table
     offset = getattr(args, "table_offset", None)
     if offset is None:
-        offset = derived.table_offset if derived else partition_table.DEFAULT_TABLE_OFFSET
+        offset = derived.table_offset if derived else partition_types.DEFAULT_TABLE_OFFSET
     return partition_table.load(path, offset)
 
 

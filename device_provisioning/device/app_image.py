@@ -20,7 +20,7 @@ from typing import Any
 from esptool.bin_image import ELFSection, ESP32FirmwareImage, LoadFirmwareImage
 from esptool.targets import CHIP_DEFS
 
-from device_provisioning.device import partition_table
+from device_provisioning.device import partition_table, partition_types
 from device_provisioning.errors import InputFileError
 from device_provisioning.files import write_atomic
 
@@ -255,7 +255,7 @@ def read_app_image(data: bytes, source: str) -> AppImageInfo:
 
 
 def write_placeholder_build(
-    directory: str | Path, table: partition_table.PartitionTable, *, app: bytes | None = None, chip: str = "esp32"
+    directory: str | Path, table: partition_types.PartitionTable, *, app: bytes | None = None, chip: str = "esp32"
 ) -> Path:
     """An ESP-IDF-shaped build directory (flasher_args.json and its files) around a placeholder app.
 

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from device_provisioning import contract
 from device_provisioning.device import family as families
 from device_provisioning.device import nvs
-from device_provisioning.device.partition_table import DATA, SUBTYPES, Partition, PartitionTable
+from device_provisioning.device.partition_types import DATA, SUBTYPES, Partition, PartitionTable
 from device_provisioning.errors import InputFileError, NvsError
 from device_provisioning.files import read_bytes
 from device_provisioning.identity import pki

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from device_provisioning.device import partition_table
+from device_provisioning.device import partition_table, partition_types
 from device_provisioning.errors import InputFileError
 from device_provisioning.files import read_bytes
 
@@ -43,7 +43,7 @@ class EspBuild:
     def file(self, name: str) -> BuildFile | None:
         return next((f for f in self.files if f.name == name), None)
 
-    def partition_table(self) -> partition_table.PartitionTable | None:
+    def partition_table(self) -> partition_types.PartitionTable | None:
         table = self.file("partition-table")
         if table is None:
             return None

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from device_provisioning.device import build_answer, esp_build, ota_limits, partition_table
+from device_provisioning.device import build_answer, esp_build, ota_limits, partition_table, partition_types
 from device_provisioning.device import family as families
 from device_provisioning.device import kconfig_defaults as defaults
 from device_provisioning.device.sources import Config, Evidence, ProjectSources, read_config
@@ -53,9 +53,9 @@ class ProjectProfile:
     directory: Path
     target: str
     flash_size: int
-    table: partition_table.PartitionTable
+    table: partition_types.PartitionTable
     table_source: str
-    secure_boot: partition_table.SecureBoot
+    secure_boot: partition_types.SecureBoot
     flash_encryption: bool
     nvs_encryption: bool
     rollback: bool
@@ -82,7 +82,7 @@ class ProjectProfile:
         """The family's rules (where the certificate and identity live, which limits apply)."""
         return None if self.family is None else families.get(self.family)
 
-    def secure_cert_partition(self) -> partition_table.Partition | None:
+    def secure_cert_partition(self) -> partition_types.Partition | None:
         """The ``esp_secure_cert`` partition esp_secure_cert_mgr reads (label and type 0x3F), if the table has it."""
         return next(
             (p for p in self.table.partitions if p.name == SECURE_CERT_LABEL and p.type == SECURE_CERT_TYPE), None
@@ -97,7 +97,7 @@ class ProjectProfile:
 
     def limits(self) -> ota_limits.DeviceLimits:
         """The OTA agent limits and app slot size an update must fit."""
-        slots = [p.size for p in self.table.partitions if p.type == partition_table.APP and 0x10 <= p.subtype <= 0x1F]
+        slots = [p.size for p in self.table.partitions if p.type == partition_types.APP and 0x10 <= p.subtype <= 0x1F]
         agent = self.rules.agent if self.rules else "ota-v3"
         return ota_limits.DeviceLimits(
             self.block_size, self.bitmap_bytes, self.protocols, min(slots, default=None), agent=agent
@@ -192,8 +192,8 @@ def _flash_size(config: Config, build: build_answer.FlasherArgs | None) -> tuple
 
 
 def _table(
-    project: Path, config: Config, config_files: list[Path], settings: partition_table.BuildSettings
-) -> tuple[partition_table.PartitionTable, Evidence]:
+    project: Path, config: Config, config_files: list[Path], settings: partition_types.BuildSettings
+) -> tuple[partition_types.PartitionTable, Evidence]:
     """The built table when it is newer than everything it is made from, else the CSV sdkconfig names."""
     csv_path = None
     if config.enabled("CONFIG_PARTITION_TABLE_CUSTOM"):
@@ -219,7 +219,7 @@ def _table(
     return table, Evidence("partition table", f"ESP-IDF built-in {file_name}", where)
 
 
-def _secure_boot(config: Config, target: str) -> tuple[partition_table.SecureBoot, Evidence]:
+def _secure_boot(config: Config, target: str) -> tuple[partition_types.SecureBoot, Evidence]:
     for version in ("v2", "v1"):
         if found := config.get(f"CONFIG_SECURE_BOOT_{version.upper()}_ENABLED"):
             if found[0] == "y":
@@ -301,14 +301,14 @@ def load_project(directory: str | Path, *, table_offset: int | None = None) -> P
         elif configured is not None:
             table_offset, where = configured
         else:
-            table_offset, where = partition_table.DEFAULT_TABLE_OFFSET, defaults.SOURCES["table offset"]
+            table_offset, where = partition_types.DEFAULT_TABLE_OFFSET, defaults.SOURCES["table offset"]
     if table_offset % 0x1000 or not 0x1000 <= table_offset < flash_size:
         raise InputFileError(f"{where}: partition table offset 0x{table_offset:x} is not a 0x1000-aligned flash offset")
     evidence.append(Evidence("table offset", f"0x{table_offset:x}", where))
     secure_boot, found = _secure_boot(config, target)
     evidence.append(found)
     bootloader = _number(config, "CONFIG_BOOTLOADER_OFFSET_IN_FLASH")
-    settings = partition_table.BuildSettings(
+    settings = partition_types.BuildSettings(
         table_offset=table_offset,
         bootloader_offset=bootloader[0] if bootloader else defaults.bootloader_offset(target),
         flash_size=flash_size,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from device_provisioning.device.partition_table import Partition, PartitionTable
+from device_provisioning.device.partition_types import Partition, PartitionTable
 from device_provisioning.factory.inputs import (
     BatchConfig,
     BulkRegistration,

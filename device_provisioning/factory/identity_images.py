@@ -14,7 +14,7 @@ from cryptography import x509
 
 from device_provisioning.device import family as families
 from device_provisioning.device import secure_cert
-from device_provisioning.device.partition_table import Partition, PartitionTable
+from device_provisioning.device.partition_types import Partition, PartitionTable
 from device_provisioning.errors import InputFileError
 from device_provisioning.files import write_atomic
 from device_provisioning.identity import pki

@@ -16,8 +16,9 @@ from typing import Any, Literal
 from device_provisioning.device import family as families
 from device_provisioning.device.app_image import CHIP_IDS
 from device_provisioning.device.credentials import PKCS11_ENCODINGS
-from device_provisioning.device.partition_table import DEFAULT_TABLE_OFFSET, PartitionTable, parse_number
 from device_provisioning.device.partition_table import load as load_table
+from device_provisioning.device.partition_table import parse_number
+from device_provisioning.device.partition_types import DEFAULT_TABLE_OFFSET, PartitionTable
 from device_provisioning.device.project import ProjectProfile, load_project
 from device_provisioning.errors import InputFileError
 from device_provisioning.files import beside, read_bytes, read_toml

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from device_provisioning.device import partition_table
-from device_provisioning.device.partition_table import DEFAULT_TABLE_OFFSET
+from device_provisioning.device.partition_types import DEFAULT_TABLE_OFFSET
 from device_provisioning.device.secure_cert import PARTITION_LABEL
 from device_provisioning.errors import ProvisioningError
 from device_provisioning.factory import identity_images

@@ -15,7 +15,7 @@ from typing import Any
 from esptool import cmds
 from esptool.util import FatalError
 
-from device_provisioning.device import nvs, partition_table
+from device_provisioning.device import nvs, partition_table, partition_types
 from device_provisioning.device.credentials import CODE_VERIFY_KEY, CREDS_NAMESPACE
 from device_provisioning.errors import InputFileError, ProvisioningError
 from device_provisioning.flashing.esptool_device import esptool_quiet, flash_size_bytes
@@ -78,15 +78,15 @@ def merge_factory_image(plan: FlashPlan, *, quiet: bool = True) -> MergedImage:
     return MergedImage(image, sidecar)
 
 
-def _find_partition_table(image: bytes) -> partition_table.PartitionTable:
-    candidates = [partition_table.DEFAULT_TABLE_OFFSET] + [
-        o for o in range(0x1000, min(len(image), 0x100000), 0x1000) if o != partition_table.DEFAULT_TABLE_OFFSET
+def _find_partition_table(image: bytes) -> partition_types.PartitionTable:
+    candidates = [partition_types.DEFAULT_TABLE_OFFSET] + [
+        o for o in range(0x1000, min(len(image), 0x100000), 0x1000) if o != partition_types.DEFAULT_TABLE_OFFSET
     ]
     for offset in candidates:
         if image[offset : offset + 2] == partition_table.ENTRY_MAGIC:
             try:
                 return partition_table.parse_binary(
-                    image[offset : offset + partition_table.TABLE_SIZE], f"table at 0x{offset:x}", offset
+                    image[offset : offset + partition_types.TABLE_SIZE], f"table at 0x{offset:x}", offset
                 )
             except ProvisioningError:
                 continue

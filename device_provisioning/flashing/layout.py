@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from device_provisioning.device import nvs
 from device_provisioning.device.esp_build import EspBuild, normalise_chip
-from device_provisioning.device.partition_table import Partition, PartitionTable
+from device_provisioning.device.partition_types import Partition, PartitionTable
 from device_provisioning.errors import FlashPlanError
 
 SECTOR = 0x1000
