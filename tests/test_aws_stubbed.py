@@ -236,7 +236,7 @@ def test_throttling_error_is_one_line(stubbed) -> None:
 def test_batch_registration_creates_inactive_journals_attaches_then_activates(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The per-device protocol's order, call by call, with the journal read at each call."""
     from device_provisioning.factory import register as batch_register
-    from device_provisioning.factory.inputs import DeviceRow
+    from device_provisioning.factory.devices_csv import DeviceRow
     from device_provisioning.factory.journal import Journal
 
     key = codesign.generate_signing_key()

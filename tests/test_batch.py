@@ -24,7 +24,7 @@ from device_provisioning import aws, signing
 from device_provisioning.cli import main
 from device_provisioning.device import nvs
 from device_provisioning.errors import InputFileError
-from device_provisioning.factory import batch, inputs, opening
+from device_provisioning.factory import batch, devices_csv, inputs, opening
 from device_provisioning.factory.journal import Journal
 from device_provisioning.factory.manifest import MANIFEST
 from device_provisioning.identity import codesign, pki
@@ -104,7 +104,7 @@ def manifest(out: Path) -> list[dict[str, str]]:
 )
 def test_bad_csv_rows_are_rejected_with_their_line(text: str, message: str) -> None:
     with pytest.raises(InputFileError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        inputs.parse_devices(text)
+        devices_csv.parse_devices(text)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -115,7 +115,7 @@ def test_csv_parser_accepts_only_clean_rows(pairs: list[tuple[str, str]]) -> Non
     writer.writerow(["serial", "thing_name"])
     writer.writerows(pairs)
     try:
-        rows = inputs.parse_devices(buffer.getvalue())
+        rows = devices_csv.parse_devices(buffer.getvalue())
     except InputFileError as error:
         assert str(error).startswith("devices CSV")
         return

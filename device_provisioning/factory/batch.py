@@ -22,12 +22,12 @@ from device_provisioning.aws.registration import amazon_root_ca
 from device_provisioning.device import credentials, partition_table
 from device_provisioning.errors import ProvisioningError
 from device_provisioning.factory import batch_config, identity_images, manifest
+from device_provisioning.factory.devices_csv import load_devices
 from device_provisioning.factory.inputs import (
     ClaimRegistration,
     FactoryCaRegistration,
     SharedJournalConfig,
     load_config,
-    load_devices,
 )
 from device_provisioning.factory.journal import batch_lock
 from device_provisioning.factory.journal_interface import BatchJournal

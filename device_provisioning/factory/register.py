@@ -23,7 +23,7 @@ from typing import Any
 from device_provisioning import interrupts
 from device_provisioning.aws import error_code
 from device_provisioning.contract import DEVICE_CERT_FILE, DEVICE_CSR_FILE, DEVICE_KEY_FILE
-from device_provisioning.factory.inputs import DeviceRow
+from device_provisioning.factory.devices_csv import DeviceRow
 from device_provisioning.factory.journal_interface import BatchJournal
 from device_provisioning.factory.states import DeviceState, LeaseLost
 from device_provisioning.files import write_atomic

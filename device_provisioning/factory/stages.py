@@ -14,12 +14,12 @@ from device_provisioning import interrupts
 from device_provisioning.aws import Aws, aws_errors
 from device_provisioning.errors import ProvisioningError
 from device_provisioning.factory import bulk, ca_batch, register
+from device_provisioning.factory.devices_csv import DeviceRow
 from device_provisioning.factory.images import ImageTask, build_image
 from device_provisioning.factory.inputs import (
     BatchConfig,
     BulkRegistration,
     ClaimRegistration,
-    DeviceRow,
     FactoryCaRegistration,
     PerDeviceRegistration,
 )
