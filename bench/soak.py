@@ -57,6 +57,7 @@ def main() -> int:
     parser.add_argument("--every", type=float, default=4.0, help="mean seconds between faults")
     parser.add_argument("--minutes", type=float, default=60.0, help="time bound of the whole soak")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--log", type=Path, help="write every line the stations printed on stderr to this file")
     args = parser.parse_args()
     chance = random.Random(args.seed)
     started = time.monotonic()
@@ -101,6 +102,8 @@ def main() -> int:
         print(f"lines        {len(lost)} lease-lost warning(s); {len(other)} other line(s) on stderr")
         for line in other[:5]:
             print(f"             {line[:200]}")
+        if args.log:
+            args.log.write_text("".join(f"{line}\n" for line in warnings))
         ok = check(db.url, devices, outs)
         return 0 if ok and not stations else 1
 

@@ -28,6 +28,8 @@ corrects moto's IoT backend before the server starts (:func:`correct_moto`):
   groups over the query syntax AWS documents;
 - a thing without a thing type holds at most three attributes (:mod:`devtools.local_things`; moto took
   any number): the fleet inventory's thing type rests on it;
+- each call is answered atomically (:mod:`devtools.local_atomic`): moto's threaded server let concurrent calls
+  interleave inside its unguarded backends (a 500 where AWS answers ResourceNotFoundException);
 - the factory CA (:mod:`devtools.local_jitp`): ``AWS::IoT::CACertificate`` in CloudFormation, and a stand-in
   for a device's first connection that runs the CA's just-in-time provisioning template.
 """
@@ -57,6 +59,7 @@ from moto.kms import exceptions as kms_exceptions
 from moto.kms import responses as kms_responses
 from moto.server import ThreadedMotoServer
 
+from devtools.local_atomic import add_atomic_calls
 from devtools.local_cloudformation import add_cloudformation_corrections
 from devtools.local_index import add_index_stand_ins
 from devtools.local_jitp import add_ca_certificate_resource
@@ -151,6 +154,7 @@ def correct_moto() -> None:
     add_thing_corrections()
     add_ca_certificate_resource()
     add_cloudformation_corrections()
+    add_atomic_calls()  # last: around every other correction of the call handler
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,10 @@ an exact point of a protocol: ``kill="before"`` when the call arrives (AWS never
 ``kill="after"`` once AWS has answered (the client never sees the answer). ``pause="before"`` /
 ``pause="after"`` stop it with SIGSTOP there instead (a laptop that sleeps): the test is told
 (:attr:`Fault.held`), does what it likes, and sets :attr:`Fault.resume`; then the held call goes on
-(``before``: it reaches AWS only now) and the client continues with SIGCONT.
+(``before``: it reaches AWS only now) and the client continues with SIGCONT. With ``fail=True`` a paused call
+is answered with the fault's error after the pause instead of being forwarded (a retryable failure whose retry
+comes only after the pause). A fault with ``release`` set lets that held call go on when its own call arrives
+and forwards its own call only once the held one was answered: the held call lands exactly before it.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import os
 import re
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,10 +41,15 @@ class Fault:
     kill: str | None = None  # "before" / "after": SIGKILL the victim instead of answering with an error
     pause: str | None = None  # "before" / "after": SIGSTOP the victim until `resume` is set, then SIGCONT
     send: int | None = None  # send this signal to the victim as the call arrives, then let the call go on
+    fail: bool = False  # with pause: answer with the error after the pause instead of forwarding the call
+    release: Fault | None = None  # when this call arrives: the held call goes on first, then this one
+    first: Callable[[], object] | None = None  # run as the call arrives, before it goes on (another party's act)
     hits: int = 0
     seen: int = 0
     held: threading.Event = field(default_factory=threading.Event)
     resume: threading.Event = field(default_factory=threading.Event)
+    answered: threading.Event = field(default_factory=threading.Event)  # the held call's answer came back
+    request: tuple[str, dict[str, str]] | None = None  # the path and headers of the call it hit last
 
 
 @dataclass
@@ -89,6 +97,14 @@ def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
                     fault.seen += 1
                     if (fault.times is None or fault.hits < fault.times) and fault.seen % fault.every == 0:
                         fault.hits += 1
+                        fault.request = (self.path, dict(self.headers.items()))
+                        if fault.first is not None:
+                            fault.first()
+                            break
+                        if fault.release is not None:
+                            fault.release.resume.set()
+                            fault.release.answered.wait(60)
+                            break
                         if fault.kill == "before":
                             proxy.kill_victim()
                             return
@@ -99,11 +115,13 @@ def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
                             assert proxy.victim is not None, "set proxy.victim before a signal fault can fire"
                             os.kill(proxy.victim, fault.send)
                             break
-                        if fault.pause is not None:
+                        if fault.pause is not None and not fault.fail:
                             paused = fault
                             if fault.pause == "before":
                                 proxy.hold(fault)
                             break
+                        if fault.pause is not None:  # fail: held, then answered with the error, then SIGCONT
+                            proxy.hold(fault)
                         payload = json.dumps({"message": fault.message}).encode()
                         self.send_response(fault.status)
                         self.send_header("x-amzn-ErrorType", fault.code)
@@ -111,6 +129,10 @@ def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
                         self.send_header("Content-Length", str(len(payload)))
                         self.end_headers()
                         self.wfile.write(payload)
+                        fault.answered.set()
+                        if fault.pause is not None:
+                            assert proxy.victim is not None
+                            os.killpg(proxy.victim, signal.SIGCONT)
                         return
             connection = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
             headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
@@ -119,6 +141,8 @@ def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
             response = connection.getresponse()
             data = response.read()
             connection.close()
+            if paused is not None and paused.pause == "before":
+                paused.answered.set()
             if kill_after:
                 proxy.kill_victim()
                 return

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -22,16 +24,24 @@ from device_provisioning import aws
 from device_provisioning.factory import opening
 from device_provisioning.factory.shared_journal import SharedJournal
 from device_provisioning.factory.states import DeviceState
-from device_provisioning.identity import pki
+from device_provisioning.identity import device_tls, pki
 from tests.fault_proxy import Fault, fault_proxy
 from tests.postgres_server import throwaway_cluster
 from tests.test_shared_journal import POLICY_DOCUMENT, start_station, write_batch
+
+# The late call of the paused station (arriving in the middle of the other station's take-over), and how the
+# certificate it acts on is read from the request.
+LATE_CALLS = {
+    "thing-attached": ("PUT", r"^/things/[^/?]+/principals"),  # AttachThingPrincipal: x-amzn-principal header
+    "activated": ("PUT", r"^/certificates/[0-9a-f]+\?newStatus=ACTIVE"),  # UpdateCertificate ACTIVE: the path
+}
 
 # Each step of per-device registration, as the call the station is paused at ("before": AWS gets the call
 # only after the other station finished; "after": AWS answered, the station sees the answer on waking).
 PAUSE_POINTS = {
     "thing-created": ("POST", r"^/things/[^/?]+$", "after"),  # CreateThing answered
     "certificate-created": ("POST", r"^/certificates\?", "before"),  # CreateCertificateFromCsr, arriving late
+    "certificate-answered": ("POST", r"^/certificates\?", "after"),  # created; the other station sweeps it
     "policy-attached": ("PUT", r"^/target-policies/", "after"),  # AttachPolicy answered
     "thing-attached": ("PUT", r"^/things/[^/?]+/principals", "before"),  # AttachThingPrincipal, arriving late
     "activated": ("PUT", r"^/certificates/[0-9a-f]+\?newStatus=ACTIVE", "before"),  # UpdateCertificate, late
@@ -155,3 +165,122 @@ def test_a_database_gone_for_good_is_one_line_saying_the_batch_is_intact(
     text = err.decode()
     assert station.returncode == 1 and text.count("\n") == 1, text
     assert text.startswith("ERROR batch journal") and "the batch is intact" in text and "run the same command" in text
+
+
+def station_through(proxy_url: str, devices: Path, config: Path, out: Path, **env: str) -> subprocess.Popen[bytes]:
+    """A station whose AWS calls all pass the fault proxy."""
+    argv = [sys.executable, "-m", "device_provisioning", "batch", "prepare", "--devices", str(devices),
+            "--config", str(config), "--out", str(out), "--workers", "1", "--json"]  # fmt: skip
+    environment = {**os.environ, "AWS_ENDPOINT_URL": proxy_url, **env}
+    return subprocess.Popen(
+        argv, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+
+
+def certificate_of(fault: Fault) -> str:
+    """The certificate id a held AttachThingPrincipal or UpdateCertificate names."""
+    assert fault.request is not None
+    path, headers = fault.request
+    principal = {k.lower(): v for k, v in headers.items()}.get("x-amzn-principal") or path.split("?")[0]
+    return principal.rsplit("/", 1)[1]
+
+
+@pytest.mark.parametrize("point", list(LATE_CALLS))
+def test_a_late_call_landing_inside_the_take_over_is_undone_by_the_station_taking_over(
+    point: str, policy: str, postgres_url: str, local_endpoint, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The paused station's one late call lands between the other station's look at the certificate and its
+    DeleteCertificate: attached (DeleteConflictException) or active (CertificateStateException) again. The station
+    taking over removes it anyway and finishes, with no re-run."""
+    devices, config = write_batch(tmp_path, postgres_url, policy, 4)
+    config.write_text(config.read_text().replace("concurrency = 2", "concurrency = 1"))
+    outs = [tmp_path / "station-a", tmp_path / "station-b"]
+    method, path = LATE_CALLS[point]
+    with fault_proxy(local_endpoint.url) as proxy:
+        held = Fault(method, re.compile(path), pause="before", times=1, every=2)  # A's second device
+        proxy.faults.append(held)
+        a = station_through(proxy.url, devices, config, outs[0])
+        proxy.victim = a.pid
+        try:
+            assert held.held.wait(60), "the station never reached the pause point"
+            certificate_id = certificate_of(held)
+            # B's DeleteCertificate of that certificate lets the held call land first, right before it.
+            landing = Fault("DELETE", re.compile(rf"^/certificates/{certificate_id}"), release=held, times=1)
+            proxy.faults.append(landing)
+            b = station_through(proxy.url, devices, config, outs[1])
+            _, b_err = b.communicate(timeout=120)
+            assert b.returncode == 0, b_err.decode()
+        finally:
+            held.resume.set()
+        _, a_err = a.communicate(timeout=120)
+    assert landing.hits == 1, "the late call never met the take-over"
+    lines = [line for line in a_err.decode().splitlines() if line.strip()]
+    assert a.returncode == 0 and len(lines) == 1 and "lost its lease" in lines[0], lines
+    check_exactly_one_identity(postgres_url, devices, outs)
+
+
+def test_a_retry_after_the_lease_was_lost_is_never_sent(
+    policy: str, postgres_url: str, local_endpoint, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """botocore retries a failed call after a back-off: the fence is taken again before each attempt, so a station
+    paused between two attempts of one call sends no second attempt once its lease is another's."""
+    devices, config = write_batch(tmp_path, postgres_url, policy, 4)
+    config.write_text(config.read_text().replace("concurrency = 2", "concurrency = 1"))
+    outs = [tmp_path / "station-a", tmp_path / "station-b"]
+    activate = re.compile(r"^/certificates/[0-9a-f]+\?newStatus=ACTIVE")
+    with fault_proxy(local_endpoint.url) as proxy:
+        # A's second activation fails retryably; A sleeps (SIGSTOP) before the answer reaches it.
+        failed = Fault("PUT", activate, status=500, code="InternalFailureException", pause="after", fail=True,
+                       times=1, every=2)  # fmt: skip
+        proxy.faults.append(failed)
+        a = station_through(proxy.url, devices, config, outs[0], AWS_MAX_ATTEMPTS="3")
+        proxy.victim = a.pid
+        try:
+            assert failed.held.wait(60), "the station never reached the pause point"
+            certificate_id = certificate_of(failed)
+            b = start_station(devices, config, outs[1])  # takes A's devices over once A's leases run out
+            _, b_err = b.communicate(timeout=120)
+            assert b.returncode == 0, b_err.decode()
+        finally:
+            failed.resume.set()
+        _, a_err = a.communicate(timeout=120)
+    attempts = [
+        call for call in proxy.calls if call[0] == "PUT" and call[1].startswith(f"/certificates/{certificate_id}")
+    ]
+    assert attempts == [("PUT", f"/certificates/{certificate_id}?newStatus=ACTIVE")], attempts
+    lines = [line for line in a_err.decode().splitlines() if line.strip()]
+    assert a.returncode == 0 and len(lines) == 1 and "lost its lease" in lines[0], lines
+    check_exactly_one_identity(postgres_url, devices, outs)
+
+
+def test_a_certificate_deleted_between_the_sweeps_listing_and_its_look_is_skipped(
+    policy: str, postgres_url: str, local_endpoint, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """Taking a device over sweeps the INACTIVE certificates issued since it began registering; another station
+    deletes its own unjournaled ones all the time, so one listed may be gone when the sweep looks at it."""
+    devices, config = write_batch(tmp_path, postgres_url, policy, 4)
+    config.write_text(config.read_text().replace("concurrency = 2", "concurrency = 1"))
+    outs = [tmp_path / "station-a", tmp_path / "station-b"]
+    iot = aws.connect().client("iot")
+    csr = device_tls.device_csr_pem(device_tls.generate_device_key(), "elsewhere").decode()
+    other = iot.create_certificate_from_csr(certificateSigningRequest=csr, setAsActive=False)["certificateId"]
+    with fault_proxy(local_endpoint.url) as proxy:
+        held = Fault("POST", re.compile(r"^/things/[^/?]+$"), pause="after", times=1, every=2)  # A's 2nd device
+        proxy.faults.append(held)
+        a = station_through(proxy.url, devices, config, outs[0])
+        proxy.victim = a.pid
+        try:
+            assert held.held.wait(60), "the station never reached the pause point"
+            # As B's sweep looks at that certificate, its station deletes it.
+            gone = Fault("GET", re.compile(rf"^/certificates/{other}$"), times=1,
+                         first=lambda: iot.delete_certificate(certificateId=other))  # fmt: skip
+            proxy.faults.append(gone)
+            b = station_through(proxy.url, devices, config, outs[1])
+            _, b_err = b.communicate(timeout=120)
+            assert b.returncode == 0, b_err.decode()
+        finally:
+            held.resume.set()
+        _, a_err = a.communicate(timeout=120)
+    assert gone.hits == 1, "the sweep never looked at the certificate"
+    assert a.returncode == 0, a_err.decode()
+    check_exactly_one_identity(postgres_url, devices, outs)

@@ -9,13 +9,21 @@ point leaves no active certificate that no device holds. A rerun of a device fou
 no certificate id was journaled, any INACTIVE unattached certificate issued for its key since it
 entered ``registering`` (where the endpoint issues certificates for the CSR's key, as AWS does).
 
-Every AWS call that changes something goes through :class:`FencedClient`: right before it, one statement
-proves this station still holds the device (its lease generation, not expired). A station paused past its
-lease stops at the next call; the certificate it created that no journal row names is deleted again.
+Every AWS call that changes something goes through :class:`FencedClient`: right before each attempt of it
+(botocore's retries included: a retry may come many seconds after the first try), one statement proves this
+station still holds the device (its lease generation, not expired). A station paused past its lease stops at
+the next attempt; the certificate it created that no journal row names is deleted again.
+
+AWS cannot check a lease, so one call can still arrive late: the one whose attempt had passed its fence when
+the station was paused. The station taking the device over therefore removes a certificate until it is gone
+(:func:`_remove_certificate`): a late AttachThingPrincipal or UpdateCertificate ACTIVE of the paused station
+makes its DeleteCertificate fail once (DeleteConflictException, CertificateStateException), and it detaches
+and deactivates again instead of stopping the batch.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,11 +48,13 @@ MUTATING_PREFIXES = (
 
 
 class FencedClient:
-    """A boto3 client whose state-changing calls each run ``fence()`` first (which raises :class:`LeaseLost`),
-    and stop with :class:`Interrupted` once a signal asked the command to stop."""
+    """A boto3 client whose state-changing calls run ``fence()`` (which raises :class:`LeaseLost`) before each
+    attempt, and stop with :class:`Interrupted` once a signal asked the command to stop."""
 
     def __init__(self, client: Any, fence: Callable[[], None]) -> None:
         self.unfenced, self._fence = client, fence
+        # One hook per client, whichever thread's call is attempting: it runs the fence that thread acts under.
+        client.meta.events.register_last("before-send", _before_attempt, unique_id=_HOOK)
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.unfenced, name)
@@ -52,11 +62,26 @@ class FencedClient:
             return attribute
 
         def fenced(*args: Any, **kwargs: Any) -> Any:
-            interrupts.check()  # no AWS change starts after SIGINT/SIGTERM/SIGHUP
-            self._fence()
-            return attribute(*args, **kwargs)
+            _acting.fence = self._fence
+            try:
+                return attribute(*args, **kwargs)
+            finally:
+                _acting.fence = None
 
         return fenced
+
+
+# The fence of the state-changing call this thread is making (None: a read, or an unfenced removal).
+_acting = threading.local()
+_HOOK = "esp-ota-provisioning-fence"
+
+
+def _before_attempt(**_: Any) -> None:
+    """botocore's ``before-send``: right before each attempt goes on the wire (after any retry's back-off)."""
+    fence = getattr(_acting, "fence", None)
+    if fence is not None:
+        interrupts.check()  # no AWS change starts after SIGINT/SIGTERM/SIGHUP
+        fence()
 
 
 def fenced_for(iot: Any, journal: BatchJournal, serial: str) -> FencedClient:
@@ -77,24 +102,45 @@ def _certificate_ids(iot: Any, thing: str) -> list[str]:
     return [p.rsplit("/", 1)[1] for p in principals if ":cert/" in p]
 
 
-def _remove_certificate(iot: Any, thing: str | None, certificate_id: str) -> None:
-    """Detach a certificate from its thing (when given) and its policies, deactivate it, delete it.
+# How often a removal starts again after a late call of a paused station changed the certificate under it: one
+# late call per thread of that station (its next attempt is fenced out), so a few rounds always suffice.
+REMOVAL_ROUNDS = 4
+# What a removal step answers when another party changed the certificate meanwhile: detached or deleted by the
+# station removing it too, attached or activated again by a late call (DeleteCertificate refuses then).
+_RACED = ("ResourceNotFoundException", "DeleteConflictException", "CertificateStateException")
+
+
+def _remove_certificate(iot: Any, certificate_id: str) -> None:
+    """Detach a certificate from its things and policies, deactivate it, delete it: until it is gone.
 
     Gone already is done: the station that held the device before (woken from a pause, undoing what no journal
-    row names) may be removing the same certificate at the same moment.
+    row names) may be removing the same certificate at the same moment. A certificate found attached or active
+    again (that station's one late call) is detached and deactivated again, from what AWS lists now.
     """
-    try:
-        _remove_existing_certificate(iot, thing, certificate_id)
-    except Exception as error:
-        if error_code(error) != "ResourceNotFoundException":
+    raced: Exception | None = None
+    for round_ in range(REMOVAL_ROUNDS + 1):
+        try:
+            description = iot.describe_certificate(certificateId=certificate_id)["certificateDescription"]
+        except Exception as error:
+            if error_code(error) == "ResourceNotFoundException":
+                return
             raise
+        if raced is not None and round_ == REMOVAL_ROUNDS:
+            raise raced
+        try:
+            _remove_existing_certificate(iot, description)
+            return
+        except Exception as error:
+            if error_code(error) not in _RACED:
+                raise
+            raced = error
 
 
-def _remove_existing_certificate(iot: Any, thing: str | None, certificate_id: str) -> None:
-    description = iot.describe_certificate(certificateId=certificate_id)["certificateDescription"]
-    arn = description["certificateArn"]
-    if thing is not None:
-        iot.detach_thing_principal(thingName=thing, principal=arn)
+def _remove_existing_certificate(iot: Any, description: dict[str, Any]) -> None:
+    arn, certificate_id = description["certificateArn"], description["certificateId"]
+    for page in iot.get_paginator("list_principal_things").paginate(principal=arn):
+        for thing in page.get("things", []):
+            iot.detach_thing_principal(thingName=thing, principal=arn)
     for page in iot.get_paginator("list_attached_policies").paginate(target=arn):
         for policy in page.get("policies", []):
             iot.detach_policy(policyName=policy["policyName"], target=arn)
@@ -127,15 +173,26 @@ def sweep_certificates_for_key(iot: Any, spki_sha256: str, since: float) -> list
                 return removed
             if summary.get("status") != "INACTIVE":
                 continue
-            description = iot.describe_certificate(certificateId=summary["certificateId"])["certificateDescription"]
-            certificate = pki.load_certificate(description["certificatePem"].encode())
-            if pki.public_key_sha256(certificate.public_key()) != spki_sha256:
-                continue
-            if _has_things(iot, description["certificateArn"]):
-                continue
-            iot.delete_certificate(certificateId=summary["certificateId"])
-            removed.append(summary["certificateId"])
+            try:
+                if _sweep_one(iot, summary["certificateId"], spki_sha256):
+                    removed.append(summary["certificateId"])
+            except Exception as error:
+                # Listed, then deleted by another station before this one looked: other stations remove their
+                # own unjournaled certificates (and sweep a device they take over) all the time.
+                if error_code(error) != "ResourceNotFoundException":
+                    raise
     return removed
+
+
+def _sweep_one(iot: Any, certificate_id: str, spki_sha256: str) -> bool:
+    description = iot.describe_certificate(certificateId=certificate_id)["certificateDescription"]
+    certificate = pki.load_certificate(description["certificatePem"].encode())
+    if pki.public_key_sha256(certificate.public_key()) != spki_sha256:
+        return False
+    if _has_things(iot, description["certificateArn"]):
+        return False
+    iot.delete_certificate(certificateId=certificate_id)
+    return True
 
 
 def _has_things(iot: Any, certificate_arn: str) -> bool:
@@ -157,7 +214,7 @@ def register_batch_device(
         # A previous run died half way: only the journaled certificate may stay on this thing.
         for certificate_id in _certificate_ids(iot, thing):
             if certificate_id != record.certificate_id:
-                _remove_certificate(iot, thing, certificate_id)
+                _remove_certificate(iot, certificate_id)
         since = journal.entered_at(row.serial, DeviceState.REGISTERING)
         if record.certificate_id is None and since is not None:
             sweep_unjournaled_certificates(iot, device_dir, since)
@@ -205,9 +262,15 @@ def _register(
             journal.update(row.serial, None, certificate_id=certificate_id, certificate_arn=created["certificateArn"])
         except LeaseLost as lost:
             # Created while this station no longer held the device: no journal row names it, so it goes again
-            # (INACTIVE and attached to nothing: nobody else can be using it).
-            iot.unfenced.delete_certificate(certificateId=certificate_id)
-            lost.undone.append(f"certificate {certificate_id[:12]}")
+            # (INACTIVE and attached to nothing: nobody else can be using it). The station that took the device
+            # over may have swept it already (it was issued for the key it found journaled): then it is gone.
+            try:
+                iot.unfenced.delete_certificate(certificateId=certificate_id)
+            except Exception as error:
+                if error_code(error) != "ResourceNotFoundException":
+                    raise
+            else:
+                lost.undone.append(f"certificate {certificate_id[:12]}")
             raise
     description = iot.describe_certificate(certificateId=certificate_id)["certificateDescription"]
     arn, pem = description["certificateArn"], description["certificatePem"]
@@ -235,8 +298,8 @@ def remove_identity(iot: Any, journal: BatchJournal, row: DeviceRow, key_spki: s
 def _undo(iot: Any, journal: BatchJournal, row: DeviceRow) -> None:
     journaled = journal.get(row.serial).certificate_id
     for certificate_id in _certificate_ids(iot, row.thing_name):
-        _remove_certificate(iot, row.thing_name, certificate_id)
+        _remove_certificate(iot, certificate_id)
         if certificate_id == journaled:
             journaled = None
     if journaled is not None:  # created but never attached to the thing (its policy may be)
-        _remove_certificate(iot, None, journaled)
+        _remove_certificate(iot, journaled)
