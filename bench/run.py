@@ -38,6 +38,7 @@ from device_provisioning.device import (  # noqa: E402
     credentials,
     esp_build,
     nvs,
+    nvs_build,
     partition_table,
 )
 from device_provisioning.factory import (  # noqa: E402
@@ -104,7 +105,7 @@ def _floor_chunk(count: int) -> int:
         entries = credentials.credential_entries(
             credentials.Credentials(certificate), "beta", extra=[nvs.NvsEntry("cfg", "thing_name", "string", "t")]
         )
-        nvs.build_image(entries, 0x4000)
+        nvs_build.build_image(entries, 0x4000)
     return count
 
 
@@ -292,7 +293,7 @@ def main() -> int:
         image = (
             next((directory / "out-1000" / opening.DEVICES_DIR).glob("*/creds.bin")).read_bytes()
             if (directory / "out-1000").exists()
-            else nvs.build_image([nvs.NvsEntry("cfg", "k", "string", "v")], 0x4000)
+            else nvs_build.build_image([nvs.NvsEntry("cfg", "k", "string", "v")], 0x4000)
         )
         credentials_only, full = bytes_per_device(directory, image)
         rows.append(("(d) bytes written: credentials only (--no-firmware)", f"{credentials_only:,} B", "1.0x"))

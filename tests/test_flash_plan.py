@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from device_provisioning.device import app_image, esp_build, nvs
+from device_provisioning.device import app_image, esp_build, nvs, nvs_build
 from device_provisioning.device import partition_table as pt
 from device_provisioning.errors import FlashPlanError
 from device_provisioning.flashing import layout
 from tests.helpers import BETA_TABLE
 
 # An image for the beta table's storage partition (0x4000 bytes): what it holds does not matter here.
-NVS_IMAGE = nvs.build_image([nvs.NvsEntry("cfg", "line", "string", "3")], 0x4000)
+NVS_IMAGE = nvs_build.build_image([nvs.NvsEntry("cfg", "line", "string", "3")], 0x4000)
 
 
 def build_with(tmp_path: Path, csv_text: str) -> esp_build.EspBuild:

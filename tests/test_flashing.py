@@ -19,7 +19,7 @@ from esptool import cmds
 from esptool.util import FatalError
 
 from device_provisioning.cli import main
-from device_provisioning.device import app_image, credentials, esp_build, nvs
+from device_provisioning.device import app_image, credentials, esp_build, nvs, nvs_build
 from device_provisioning.device import partition_table as pt
 from device_provisioning.errors import DeviceError, PartitionTableError, ProvisioningError
 from device_provisioning.flashing import esptool_device, factory_image, layout, serial_port
@@ -120,7 +120,7 @@ def test_expected_certificate_is_checked_before_anything_is_written(mock, identi
         image = credentials.build_credential_image(table, credentials.Credentials(stranger), "beta").image
         message = "not the expected"
     else:
-        image = nvs.build_image([nvs.NvsEntry("cfg", "thing_name", "string", "t1")], 0x4000)
+        image = nvs_build.build_image([nvs.NvsEntry("cfg", "thing_name", "string", "t1")], 0x4000)
         message = "holds no creds/P11_CSK"
     nvs_path = tmp_path / "creds.bin"
     nvs_path.write_bytes(image)

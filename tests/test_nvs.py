@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from device_provisioning.device import credentials, nvs
+from device_provisioning.device import credentials, nvs, nvs_build, nvs_keys
 from device_provisioning.device import partition_table as pt
 from device_provisioning.errors import CertificateError, NvsError
 from device_provisioning.identity import codesign, pki
@@ -84,18 +84,18 @@ def test_round_trip_every_entry_type(family: str, encoding: str, code_verify, de
 
 def test_multi_page_blob_round_trip() -> None:
     big = bytes([0x30]) + bytes(range(256)) * 30  # ~7.7 KB: spans pages as v2 BLOB_DATA chunks
-    image = nvs.read_image(nvs.build_image([nvs.NvsEntry("creds", "P11_Cert", "blob", big)], 0x6000))
+    image = nvs.read_image(nvs_build.build_image([nvs.NvsEntry("creds", "P11_Cert", "blob", big)], 0x6000))
     assert image.get("creds", "P11_Cert").value == big  # type: ignore[union-attr]
     assert image.warnings == ()
 
 
 def test_encrypted_image_round_trip_and_keys_partition() -> None:
-    key = nvs.generate_encryption_key()
+    key = nvs_keys.generate_encryption_key()
     entries = [nvs.NvsEntry("creds", "P11_CSK", "string", "-----BEGIN CERTIFICATE-----\nxyz\n")]
-    image = nvs.build_image(entries, 0x4000, encryption_key=key)
+    image = nvs_build.build_image(entries, 0x4000, encryption_key=key)
     assert b"BEGIN CERTIFICATE" not in image
     assert nvs.compare(entries, nvs.read_image(image, encryption_key=key)) == []
-    assert nvs.key_from_keys_partition(nvs.keys_partition_image(key)) == key
+    assert nvs_keys.key_from_keys_partition(nvs_keys.keys_partition_image(key)) == key
     # Without the key the image does not decode to the entries.
     assert nvs.read_image(image).get("creds", "P11_CSK") is None
 
@@ -105,7 +105,7 @@ def test_too_small_partition_says_how_much_is_missing() -> None:
     with pytest.raises(
         NvsError, match=r"need an NVS partition of 0x5000 bytes but it has 0x4000: 0x1000 \(4096 bytes\) missing"
     ):
-        nvs.build_image(entries, 0x4000)
+        nvs_build.build_image(entries, 0x4000)
 
 
 @pytest.mark.parametrize(
@@ -120,14 +120,14 @@ def test_too_small_partition_says_how_much_is_missing() -> None:
 )
 def test_bad_entries_are_refused(entry: nvs.NvsEntry, message: str) -> None:
     with pytest.raises(NvsError, match=message):
-        nvs.build_image([entry], 0x4000)
+        nvs_build.build_image([entry], 0x4000)
 
 
 def test_generator_exit_is_contained() -> None:
     from esp_pylib.logger import log
 
     with pytest.raises(NvsError, match="refused the input: .*boom"):
-        with nvs._generator_contained():
+        with nvs_build.generator_contained():
             log.die("boom")
 
 
@@ -161,7 +161,9 @@ def test_reader_never_crashes_on_arbitrary_bytes(data: bytes) -> None:
 @settings(max_examples=150, deadline=None)
 @given(data=st.data())
 def test_reader_survives_corruption_of_a_valid_image(data) -> None:  # type: ignore[no-untyped-def]
-    image = bytearray(nvs.build_image([nvs.NvsEntry("creds", "P11_CSK", "string", "-----BEGIN CERT\n" * 20)], 0x3000))
+    image = bytearray(
+        nvs_build.build_image([nvs.NvsEntry("creds", "P11_CSK", "string", "-----BEGIN CERT\n" * 20)], 0x3000)
+    )
     for _ in range(data.draw(st.integers(1, 8))):
         image[data.draw(st.integers(0, len(image) - 1))] = data.draw(st.integers(0, 255))
     try:
@@ -228,8 +230,8 @@ def certificate_authority(key):  # type: ignore[no-untyped-def]
 def test_nvs_limits_are_refused_with_a_reason() -> None:
     many = [nvs.NvsEntry(f"ns{n}", "k", "u8", 1) for n in range(300)]
     with pytest.raises(NvsError, match="300 NVS namespaces; NVS holds at most 254"):
-        nvs.build_image(many, 0x100000)
+        nvs_build.build_image(many, 0x100000)
     with pytest.raises(NvsError, match="is not built here"):
-        nvs.build_image([nvs.NvsEntry("cfg", "k", "u8", 1)], 1024 * 1024 * 1024)
+        nvs_build.build_image([nvs.NvsEntry("cfg", "k", "u8", 1)], 1024 * 1024 * 1024)
     with pytest.raises(NvsError, match="not valid UTF-8"):
         credentials.parse_extra_value("cfg/name=\udcff")

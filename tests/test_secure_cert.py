@@ -22,7 +22,7 @@ from esptool import cmds
 
 from device_provisioning import aws
 from device_provisioning.cli import main
-from device_provisioning.device import app_image, nvs, secure_cert
+from device_provisioning.device import app_image, nvs, nvs_build, secure_cert
 from device_provisioning.device import project as projects
 from device_provisioning.errors import InputFileError
 from device_provisioning.factory import batch
@@ -197,7 +197,7 @@ def test_flash_and_image_merge_take_the_esp_secure_cert_image(tmp_path: Path) ->
     key = ec.generate_private_key(ec.SECP256R1())
     image = secure_cert.build_image(_certificate("b", key, "b", key, False), key, partition_size=0x2000)
     (tmp_path / "sc.bin").write_bytes(image)
-    nvs_image = nvs.build_image([nvs.NvsEntry("cfg", "line", "string", "3")], 0x10000)
+    nvs_image = nvs_build.build_image([nvs.NvsEntry("cfg", "line", "string", "3")], 0x10000)
     (tmp_path / "nvs.bin").write_bytes(nvs_image)
     project = _four_mb_modular(tmp_path)
     app_image.write_placeholder_build(project / "build", projects.load_project(project).table, chip="esp32c3")

@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from device_provisioning import signing
-from device_provisioning.device import credentials, nvs
+from device_provisioning.device import credentials, nvs, nvs_build
 from device_provisioning.device import partition_table as pt
 from device_provisioning.device.app_image import placeholder_app_image
 from device_provisioning.errors import SignatureError, VerificationFailed
@@ -141,7 +141,7 @@ def test_job_for_another_file_size(certificate, firmware, signature) -> None:
 
 
 def test_missing_certificate_means_test_certificate_fallback() -> None:
-    image = nvs.build_image([nvs.NvsEntry("cfg", "thing", "string", "t")], 0x4000)
+    image = nvs_build.build_image([nvs.NvsEntry("cfg", "thing", "string", "t")], 0x4000)
     with pytest.raises(VerificationFailed, match="ota_config.h"):
         signing.certificate_from_nvs(image, "beta", source="creds.bin")
 
@@ -154,7 +154,7 @@ def test_family_type_mismatch(certificate) -> None:
 
 
 def test_pem_blob_without_nul_does_not_parse_like_mbedtls(certificate) -> None:
-    image = nvs.build_image([nvs.NvsEntry("creds", "P11_CSK", "blob", pki.certificate_pem(certificate))], 0x4000)
+    image = nvs_build.build_image([nvs.NvsEntry("creds", "P11_CSK", "blob", pki.certificate_pem(certificate))], 0x4000)
     with pytest.raises(VerificationFailed, match="trailing NUL"):
         signing.certificate_from_nvs(image, "pkcs11", source="creds.bin")
 

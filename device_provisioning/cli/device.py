@@ -48,7 +48,7 @@ def _partitions_show(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
-    from device_provisioning.device import credentials, nvs
+    from device_provisioning.device import credentials, nvs_keys
     from device_provisioning.files import read_bytes, refuse_overwriting_inputs, write_atomic
     from device_provisioning.identity import pki
 
@@ -89,7 +89,7 @@ def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
             refuse_overwriting_inputs(keys_out, args.out, *inputs)
             refuse_existing_outputs(args, keys_out)
     elif encrypt:
-        key = nvs_encryption_key(args) or nvs.generate_encryption_key()
+        key = nvs_encryption_key(args) or nvs_keys.generate_encryption_key()
     elif args.nvs_keys or args.hmac_key:
         raise InputFileError("--nvs-keys and --hmac-key need --encrypt (or a project that enables NVS encryption)")
     built = credentials.build_credential_image(
@@ -108,7 +108,7 @@ def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
     if hmac_key is not None and not args.hmac_key:
         hmac_path = write_atomic(keys_out, hmac_key, private=True)
     if writes_keys:
-        keys_path = write_atomic(keys_out, nvs.keys_partition_image(key or b""), private=True)
+        keys_path = write_atomic(keys_out, nvs_keys.keys_partition_image(key or b""), private=True)
     image_path = write_atomic(args.out, built.image, private=built.holds_private_key)
     csk = next(e for e in built.entries if e.key == credentials.CODE_VERIFY_KEY)
     fp = pki.fingerprint(creds.code_verify_certificate)

@@ -121,13 +121,13 @@ def passphrase(args: argparse.Namespace) -> bytes | None:
 
 def nvs_encryption_key(args: argparse.Namespace) -> bytes | None:
     """The NVS encryption key from ``--nvs-keys`` (an nvs_keys partition image), if given."""
-    from device_provisioning.device import nvs
+    from device_provisioning.device import nvs_keys
     from device_provisioning.files import read_bytes
 
     path = getattr(args, "nvs_keys", None)
     if path is None:
         return None
-    return nvs.key_from_keys_partition(read_bytes(path, "NVS keys"))
+    return nvs_keys.key_from_keys_partition(read_bytes(path, "NVS keys"))
 
 
 def connect_aws(args: argparse.Namespace) -> aws.Aws:

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from device_provisioning import contract
 from device_provisioning.device import family as families
-from device_provisioning.device import nvs
+from device_provisioning.device import nvs, nvs_build
 from device_provisioning.device.partition_types import DATA, SUBTYPES, Partition, PartitionTable
 from device_provisioning.errors import InputFileError, NvsError
 from device_provisioning.files import read_bytes
@@ -260,7 +260,7 @@ def build_pal_image(
 
     NVS keeps one erased page for itself; the PAL's own PKCS11_PAL_SaveObject writes need room beyond it.
     """
-    image, decoded = nvs.build_and_read(entries, size, encryption_key=encryption_key)
+    image, decoded = nvs_build.build_and_read(entries, size, encryption_key=encryption_key)
     if decoded.empty_pages < PAL_EMPTY_PAGES:
         raise NvsError(
             f"the credentials fill partition {partition_name!r} up to NVS's reserved page: the PKCS#11 PAL has no "
