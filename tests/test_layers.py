@@ -1,6 +1,8 @@
-"""The package's layers, read from its imports (ast, every import statement, lazy ones inside functions included).
+"""The package's layers, read from its imports (ast, every import statement, lazy ones inside functions included),
+and the size of its modules.
 
 A package imports only from the layers below it (docs/architecture.md): no package cycle, and no import upwards.
+No module of the shipped code or its tooling is over 400 lines: one that grows past it is split along its seams.
 """
 
 from __future__ import annotations
@@ -9,7 +11,11 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "device_provisioning"
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "device_provisioning"
+# Where the size rule holds (tests/ is exempt: a test module is a flat list of independent cases).
+SIZE_CHECKED = ("device_provisioning", "stacks", "devtools", "lambdas")
+MAX_MODULE_LINES = 400
 
 # Lowest first; a package may import from its own layer's other members only where listed together and acyclic.
 LAYERS: tuple[frozenset[str], ...] = (
@@ -135,3 +141,28 @@ def test_the_checks_see_a_cycle_and_an_upward_import() -> None:
     assert cycles({"a": {"b": {"x"}}, "b": {"c": {"y"}}, "c": {"a": {"z"}}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b": {"x"}}, "b": {}}) == []
     assert layer_of("cli") > layer_of("aws") > layer_of("fleet") > layer_of("device") > layer_of("errors")
+
+
+def oversized_modules(root: Path, folders: tuple[str, ...], limit: int) -> list[str]:
+    """Each module under ``folders`` longer than ``limit`` lines, named with its length."""
+    found = []
+    for folder in folders:
+        for path in sorted((root / folder).rglob("*.py")):
+            lines = len(path.read_text().splitlines())
+            if lines > limit:
+                found.append(f"{path.relative_to(root)}: {lines} lines")
+    return found
+
+
+def test_no_module_is_over_400_lines() -> None:
+    too_long = oversized_modules(ROOT, SIZE_CHECKED, MAX_MODULE_LINES)
+    assert not too_long, f"over {MAX_MODULE_LINES} lines, split along their seams: {'; '.join(too_long)}"
+
+
+def test_the_size_check_names_a_long_module_and_its_length(tmp_path: Path) -> None:
+    (tmp_path / "pkg" / "sub").mkdir(parents=True)
+    (tmp_path / "pkg" / "sub" / "long.py").write_text("x = 1\n" * 401)
+    (tmp_path / "pkg" / "exact.py").write_text("x = 1\n" * 400)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "long.py").write_text("x = 1\n" * 500)  # not a checked folder
+    assert oversized_modules(tmp_path, ("pkg",), 400) == [f"{Path('pkg', 'sub', 'long.py')}: 401 lines"]
