@@ -29,9 +29,12 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+import psycopg  # noqa: E402
 
 from device_provisioning import aws  # noqa: E402
 from device_provisioning.factory import opening  # noqa: E402
@@ -170,10 +173,11 @@ def check(url: str, devices: Path, outs: list[Path]) -> bool:
     station_dirs = {
         (out / opening.STATION_FILE).read_text().strip(): out for out in outs if (out / opening.STATION_FILE).exists()
     }
-    keys: set[str] = set()
+    keys: dict[str, str] = {}  # SPKI SHA-256 -> "<station directory>/<serial>"
     for out in outs:
         for key_file in (out / opening.DEVICES_DIR).glob("*/device.key"):
-            keys.add(pki.public_key_sha256(pki.load_private_key_file(key_file).public_key()))
+            spki = pki.public_key_sha256(pki.load_private_key_file(key_file).public_key())
+            keys[spki] = f"{out.name}/{key_file.parent.name}"
     states = Counter(str(r.state) for r in records)
     errors = [r for r in records if r.error]
     not_one, journaled = [], set()
@@ -215,7 +219,50 @@ def check(url: str, devices: Path, outs: list[Path]) -> bool:
     )
     verdict = "OK" if not stray else "BROKEN"
     print(f"invariant    no other ACTIVE certificate for any station's key ... {verdict} ({len(stray)} stray)")
+    if not_one or stray:
+        explain(url, iot, records, owners, keys, not_one, stray)
     return finished and not errors and not not_one and not stray
+
+
+def explain(
+    url: str,
+    iot: Any,
+    records: list[Any],
+    owners: dict[str, str],
+    keys: dict[str, str],
+    not_one: list[str],
+    stray: set[str],
+) -> None:
+    """What AWS and the journal hold for each broken device and stray certificate (the first five of each)."""
+
+    def certificate(certificate_id: str) -> str:
+        try:
+            description = iot.describe_certificate(certificateId=certificate_id)["certificateDescription"]
+        except Exception as error:  # noqa: BLE001 - a diagnosis: say what was found
+            return f"{certificate_id[:12]} ({type(error).__name__})"
+        spki = pki.public_key_sha256(pki.load_certificate(description["certificatePem"].encode()).public_key())
+        arn = description["certificateArn"]
+        things = iot.list_principal_things(principal=arn)["things"]
+        policies = [p["policyName"] for p in iot.list_attached_policies(target=arn)["policies"]]
+        return (
+            f"{certificate_id[:12]} {description['status']} key {keys.get(spki, 'unknown')} things {things} "
+            f"policies {len(policies)} created {description['creationDate']:%H:%M:%S.%f}"
+        )
+
+    by_serial = {record.serial: record for record in records}
+    with psycopg.connect(url) as db:
+        for serial in not_one[:5]:
+            record = by_serial[serial]
+            print(f"broken       {serial} {record.state} journaled {str(record.certificate_id)[:12]} "
+                  f"key station {owners.get(serial)}")  # fmt: skip
+            for principal in iot.list_thing_principals(thingName=record.thing_name)["principals"]:
+                print(f"  on thing   {certificate(principal.rsplit('/', 1)[1])}")
+            moves = db.execute(
+                "SELECT state, station, at FROM esp_batch_transitions WHERE serial = %s ORDER BY at", (serial,)
+            ).fetchall()
+            print("  moves      " + ", ".join(f"{state}@{station}:{at:%H:%M:%S.%f}" for state, station, at in moves))
+    for certificate_id in sorted(stray)[:5]:
+        print(f"stray        {certificate(certificate_id)}")
 
 
 if __name__ == "__main__":
