@@ -116,7 +116,8 @@ def commands() -> Iterator[tuple[str, argparse.ArgumentParser]]:
 
 
 def option_name(action: argparse.Action) -> str:
-    return action.option_strings[0] if action.option_strings else action.dest
+    # The long form (-p/--port is named --port; -p/--port/--ports is named --ports).
+    return action.option_strings[-1] if action.option_strings else action.dest
 
 
 def bad_values(command: str, action: argparse.Action) -> list[tuple[str, bool]]:

@@ -144,7 +144,7 @@ def _check_thing(aws: Aws, thing: str, found: list[Diagnosis]) -> list[Diagnosis
                             f"as AWS IoT documents it (it starts {printable(str(text))[:40]!r}): its permissions "
                             "cannot be judged, and AWS IoT would not have accepted it",
                             f"aws iot get-policy --policy-name {name}; replace it with the DeviceFleet stack's "
-                            "device policy (create-policy-version --set-as-default)",
+                            "device policy (aws iot create-policy-version --set-as-default)",
                         )
             if not all(isinstance(document, dict) for document in documents):
                 continue  # what an unreadable policy allows cannot be judged: its finding says so
@@ -206,7 +206,7 @@ def check_signing_profile(aws: Aws, profile_name: str, held: HeldCertificate) ->
             f"but the device holds {held.fingerprint[:16]}... ({held.source}): every image signed with this "
             "profile fails the device's check (OtaPalSignatureCheckFailed, 0xe3000000)",
             "sign with the profile whose certificate the devices hold, or give the devices this certificate "
-            "(device-provisioning nvs build --code-verify-cert ..., then flash --no-firmware)",
+            "(device-provisioning nvs build --code-verify-cert ..., then device-provisioning flash --no-firmware)",
         )
     ]
 

@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import TextIO
 
@@ -26,39 +27,48 @@ from device_provisioning.cli.parsing import Command, CommandGroup, Formatter, Ha
 from device_provisioning.cli.refusal import error_code, error_hint, refusal
 from device_provisioning.errors import ExitCode, ProvisioningError
 
-# The order of `device-provisioning --help`: the path from a key to a device in the field.
-COMMANDS: tuple[Command | CommandGroup, ...] = (
-    project.GROUP,
-    codesign.GROUP,
-    cloud.SIGNER,
-    cloud.DEVICE,
-    cloud.OTA,
-    fleet.FLEET,
-    batch.GROUP,
-    factory_ca.GROUP,
-    device.PARTITIONS,
-    device.NVS,
-    flash.FLASH,
-    flash.IMAGE,
-    verify.SIGN,
-    verify.VERIFY,
-    verify.DOCTOR,
+# `device-provisioning --help` lists the commands by concern, in the order of the path from a key to a device in
+# the field.
+CONCERNS: tuple[tuple[str, tuple[Command | CommandGroup, ...]], ...] = (
+    ("firmware project", (project.GROUP, device.PARTITIONS)),
+    ("code signing", (codesign.GROUP, verify.SIGN, verify.VERIFY)),
+    ("AWS IoT: signing, devices, updates, fleet", (cloud.SIGNER, cloud.DEVICE, cloud.OTA, fleet.FLEET)),
+    ("factory: credentials, images, flashing", (device.NVS, flash.IMAGE, flash.FLASH, batch.GROUP, factory_ca.GROUP)),
+    ("diagnosis", (verify.DOCTOR,)),
 )
+COMMANDS: tuple[Command | CommandGroup, ...] = tuple(command for _, commands in CONCERNS for command in commands)
+
+
+def _command_list() -> str:
+    """The commands under their concerns, for the top-level help (argparse's own list is one flat block)."""
+    width = max(len(command.name) for command in COMMANDS) + 2
+    lines = []
+    for concern, commands in CONCERNS:
+        lines.append(f"{concern}:")
+        for command in commands:
+            text = textwrap.wrap(command.help, 96 - width) or [""]
+            lines.append(f"  {command.name:<{width}}{text[0]}")
+            lines += [f"  {'':<{width}}{more}" for more in text[1:]]
+        lines.append("")
+    return "\n".join(lines)
 
 
 def build_parser() -> Parser:
-    """The whole command line, from :data:`COMMANDS`."""
+    """The whole command line, from :data:`CONCERNS`."""
     parser = Parser(
         prog="device-provisioning",
-        description="Provision ESP32 devices for signed OTA updates on AWS IoT.",
+        description="Provision ESP32 devices for signed OTA updates on AWS IoT.\n\n" + _command_list(),
         formatter_class=Formatter,
-        epilog="example:\n  device-provisioning codesign create --out keys/",
+        epilog="`device-provisioning COMMAND --help` shows a command's options, grouped (inputs, outputs, signing, "
+        "AWS ...).\n\nexample:\n  device-provisioning codesign create --out keys/",
         allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subparsers = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="one of the commands above"
+    )
     for command in COMMANDS:
-        command.add_to(subparsers)
+        command.add_to(subparsers, listed=False)
     return parser
 
 

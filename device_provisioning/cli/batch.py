@@ -104,12 +104,17 @@ def _batch_flash(args: argparse.Namespace, out: TextIO) -> int:
     from device_provisioning.factory import station
 
     results = station.flash_station(
-        args.dir, split_list(args.ports), stub=not args.no_stub,
+        args.dir, _ports(args.ports), stub=not args.no_stub, baud=args.baud,
         report=(lambda line: None) if args.json else (lambda line: print(line, file=sys.stderr, flush=True)),
     )  # fmt: skip
     lines = [f"{r.port:<20} {r.serial:<16} {'verified' if r.ok else 'FAILED ' + r.detail}" for r in results]
     emit(out, args, lines, {"results": [r.to_json() for r in results]})
     return status(not all(r.ok for r in results))
+
+
+def _ports(given: list[str]) -> tuple[str, ...]:
+    """``-p A -p B,C`` -> ``("A", "B", "C")``, each once, in the order given."""
+    return tuple(dict.fromkeys(port for value in given for port in split_list(value)))
 
 
 def _batch_allow(args: argparse.Namespace, out: TextIO) -> int:
@@ -132,15 +137,21 @@ def _batch_allow(args: argparse.Namespace, out: TextIO) -> int:
 
 def _allow_arguments(parser: argparse.ArgumentParser) -> None:
     _directory_argument(parser)
-    parser.add_argument("--bucket", help="firmware bucket holding the allow list (default: the stack's)")
+    section(parser, "AWS").add_argument(
+        "--bucket", help="firmware bucket holding the allow list (default: the stack's)"
+    )
 
 
 def _prepare_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--devices", required=True, type=Path, help="CSV: serial,thing_name[,thing_group,<nvs values>]")
-    parser.add_argument("--config", required=True, type=Path, help="batch TOML ([batch], [registration], [nvs])")
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--workers", type=bounded_int(1, 256), help="processes (default: one per core)")
-    parser.add_argument(
+    inputs = section(parser, "inputs")
+    inputs.add_argument("--devices", required=True, type=Path, help="CSV: serial,thing_name[,thing_group,<nvs values>]")
+    inputs.add_argument("--config", required=True, type=Path, help="batch TOML ([batch], [registration], [nvs])")
+    section(parser, "outputs").add_argument(
+        "--out", required=True, type=Path, help="the batch directory (created; an existing one is resumed)"
+    )
+    behaviour = section(parser, "behaviour")
+    behaviour.add_argument("--workers", type=bounded_int(1, 256), help="processes (default: one per core)")
+    behaviour.add_argument(
         "--journal",
         type=journal_url,
         metavar="URL",
@@ -195,7 +206,9 @@ def _station_arguments(parser: argparse.ArgumentParser) -> None:
         type=non_empty,
         help="address to listen on; off loopback every request needs the token in the printed URL",
     )
-    network.add_argument("--port", type=bounded_int(0, 65535), default=8765, help="0: any free port")
+    network.add_argument(
+        "--port", type=bounded_int(0, 65535), default=8765, help="the page's TCP port; 0: any free port"
+    )
     network.add_argument(
         "--allow-host",
         action="append",
@@ -207,12 +220,28 @@ def _station_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _directory_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dir", type=Path)
+    parser.add_argument("dir", type=Path, help="the batch directory (`batch prepare --out`)")
 
 
 def _flash_arguments(parser: argparse.ArgumentParser) -> None:
     _directory_argument(parser)
-    parser.add_argument("--ports", required=True)
+    section(parser, "serial port").add_argument(
+        "-p",
+        "--port",
+        "--ports",
+        dest="ports",
+        action="append",
+        required=True,
+        metavar="PORT[,PORT...]",
+        help="the station's serial ports, one board each: repeat it (-p /dev/ttyUSB0 -p /dev/ttyUSB1) or "
+        "comma-separate",
+    )
+    section(parser, "serial port").add_argument(
+        "-b",
+        "--baud",
+        type=bounded_int(9600, 5_000_000),
+        help="baud rate on every port (default: the fastest each port's USB bridge takes)",
+    )
 
 
 GROUP = CommandGroup(
@@ -246,7 +275,7 @@ GROUP = CommandGroup(
             "flash",
             _batch_flash,
             "flash the next prepared devices, one board per port",
-            "device-provisioning batch flash batch-42 --ports /dev/ttyUSB0,/dev/ttyUSB1",
+            "device-provisioning batch flash batch-42 -p /dev/ttyUSB0 -p /dev/ttyUSB1",
             [NO_STUB],
             _flash_arguments,
         ),

@@ -33,6 +33,7 @@ from device_provisioning.cli.common import (
     held_key_signer,
     passphrase,
     read_firmware,
+    section,
     split_list,
     trust_family,
 )
@@ -115,7 +116,8 @@ def _device_register(args: argparse.Namespace, out: TextIO) -> int:
         f"{registration.DEVICE_CERT}, {registration.ROOT_CA}",
         f"endpoint     {result.endpoint}",
         f"inventory    {_inventory_line(inventory)}",
-        "next: nvs build ... --device-cert DIR/device.crt --device-key DIR/device.key",
+        f"next: device-provisioning nvs build ... --device-cert {args.out}/device.crt "
+        f"--device-key {args.out}/device.key",
     ]
     if not result.certificate_matches_key:
         lines.append("WARNING      the endpoint issued a certificate for another key (local emulator): demo only")
@@ -257,15 +259,21 @@ def _ota_status(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _signer_profile_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--name", required=True)
-    parser.add_argument("--certificate-arn", required=True)
+    signing = section(parser, "signing")
+    signing.add_argument("--name", required=True, help="the signing profile's name (letters, digits and _)")
+    signing.add_argument(
+        "--certificate-arn", required=True, help="the code-signing certificate in ACM (`codesign import` prints it)"
+    )
 
 
 def _register_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("thing")
-    parser.add_argument("--out", required=True, type=Path, help="directory for device.key (0600), device.crt, root CA")
-    parser.add_argument("--policy", help="device IoT policy (default: the DeviceFleet stack's)")
-    inventory = parser.add_argument_group("fleet inventory (recorded on the thing)")
+    parser.add_argument("thing", help="the thing name (at most 64 characters: it is the certificate's CN)")
+    section(parser, "outputs").add_argument(
+        "--out", required=True, type=Path, help="directory for device.key (0600), device.crt, root CA"
+    )
+    section(parser, "AWS").add_argument("--policy", help="device IoT policy (default: the DeviceFleet stack's)")
+    inventory = section(parser, "fleet pre-flight")
+    inventory.description = "what the device holds, recorded on its thing for later pre-flights"
     inventory.add_argument(
         "--code-verify-cert", type=Path, help="the code-verification certificate the device's image holds"
     )
@@ -286,32 +294,48 @@ def _register_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _ota_create_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--firmware", required=True, type=Path)
-    parser.add_argument("--targets", help="thing names, comma-separated")
-    parser.add_argument("--thing-groups", help="thing group names, comma-separated")
-    how = parser.add_mutually_exclusive_group(required=True)
+    inputs = section(parser, "inputs")
+    inputs.add_argument("--firmware", required=True, type=Path, help="the app image to ship (build/<project>.bin)")
+    inputs.add_argument("--targets", help="thing names, comma-separated")
+    inputs.add_argument("--thing-groups", help="thing group names, comma-separated")
+    signing = section(parser, "signing")
+    how = signing.add_mutually_exclusive_group(required=True)
     how.add_argument("--signing-profile", help="AWS Signer profile (CreateOTAUpdate signs in the cloud)")
     how.add_argument("--sign-key", type=Path, help="local code-signing key (custom signing)")
     add_kms_key(how)
     add_pkcs11_uri(how)
-    add_pkcs11_module(parser)
-    parser.add_argument("--via", choices=choices.VIAS, default="ota-update")
-    parser.add_argument("--protocol", choices=choices.PROTOCOLS, default="mqtt")
-    parser.add_argument("--certfile", default=choices.CODE_VERIFY_LABEL, help="certificate name on the device")
-    parser.add_argument("--device-path", default="/device/firmware.bin", help="file path the device is told")
-    parser.add_argument("--nvs", type=Path, help="pre-flight: the devices' NVS image")
-    parser.add_argument("--embedded-in", type=Path, help="pre-flight: app image with the certificate compiled in")
-    parser.add_argument("--device-cert", type=Path, help="pre-flight: the certificate on the devices")
-    parser.add_argument("--bucket", help="firmware bucket (default: the stack's)")
-    parser.add_argument("--role-arn", help="OTA service role (default: the stack's)")
-    parser.add_argument("--ota-id")
-    parser.add_argument(
-        "--rollout-rate", type=bounded_int(1, 1000), metavar="PER_MINUTE", help="AWS: 1-1000 devices/min"
+    add_pkcs11_module(signing)
+    job = section(parser, "behaviour")
+    job.add_argument(
+        "--via",
+        choices=choices.VIAS,
+        default="ota-update",
+        help="ota-update: CreateOTAUpdate (AWS makes the job); job: an IoT job with the OTA document, made here",
     )
-    parser.add_argument("--abort-percent", type=bounded_float(0, 100), metavar="FAILED_PERCENT")
-    parser.add_argument("--timeout-minutes", type=bounded_int(1, 10080), help="AWS: 1-10080 minutes")
-    parser.add_argument("--continuous", action="store_true", help="also update devices added to the groups later")
-    fleet = parser.add_argument_group("fleet pre-flight (every target's recorded inventory)")
+    job.add_argument("--protocol", choices=choices.PROTOCOLS, default="mqtt", help="how the devices download")
+    job.add_argument("--certfile", default=choices.CODE_VERIFY_LABEL, help="certificate name on the device")
+    job.add_argument("--device-path", default="/device/firmware.bin", help="file path the device is told")
+    job.add_argument(
+        "--ota-id",
+        help="the OTA update's id, 1-64 of a-z A-Z 0-9 _ - (default: the stage's prefix + ota- + a random part)",
+    )
+    job.add_argument("--rollout-rate", type=bounded_int(1, 1000), metavar="PER_MINUTE", help="AWS: 1-1000 devices/min")
+    job.add_argument(
+        "--abort-percent",
+        type=bounded_float(0, 100),
+        metavar="FAILED_PERCENT",
+        help="cancel the job when this share of the devices fail (default: never)",
+    )
+    job.add_argument("--timeout-minutes", type=bounded_int(1, 10080), help="AWS: 1-10080 minutes")
+    job.add_argument("--continuous", action="store_true", help="also update devices added to the groups later")
+    aws_side = section(parser, "AWS")
+    aws_side.add_argument("--bucket", help="firmware bucket (default: the stack's)")
+    aws_side.add_argument("--role-arn", help="OTA service role (default: the stack's)")
+    fleet = section(parser, "fleet pre-flight")
+    fleet.description = "every target's recorded inventory, or the certificate the devices hold"
+    fleet.add_argument("--nvs", type=Path, help="pre-flight: the devices' NVS image")
+    fleet.add_argument("--embedded-in", type=Path, help="pre-flight: app image with the certificate compiled in")
+    fleet.add_argument("--device-cert", type=Path, help="pre-flight: the certificate on the devices")
     fleet.add_argument(
         "--exclude-rejecting", action="store_true", help="update the devices that accept; list the others"
     )
@@ -320,18 +344,20 @@ def _ota_create_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="let devices with no recorded inventory through (checked against --nvs/--device-cert when given)",
     )
-    rules = parser.add_argument_group("update-compatibility rules (chip, revision, slot, version, anti-rollback)")
+    rules = section(parser, "update rules")
+    rules.description = "chip, revision, slot, version, anti-rollback"
     compat_cli.add_image_version(rules)
     compat_cli.add_overrides(rules)
 
 
 def _ota_status_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("id")
-    parser.add_argument(
+    parser.add_argument("id", help="the OTA update's or job's id (`ota create` prints it)")
+    shown = section(parser, "outputs")
+    shown.add_argument(
         "--per-device", action="store_true", help="each device's status details, decoded, with call-outs"
     )
-    parser.add_argument("--expect-version", type=app_version, help="the version the image carries (X.Y.Z)")
-    parser.add_argument(
+    shown.add_argument("--expect-version", type=app_version, help="the version the image carries (X.Y.Z)")
+    shown.add_argument(
         "--record-versions",
         action="store_true",
         help="record the version each device reports accepting on its thing (the inventory's appVersion)",

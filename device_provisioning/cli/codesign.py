@@ -19,8 +19,9 @@ from device_provisioning.cli.common import (
     bounded_int,
     connect_aws,
     emit,
-    held_key_signer,
+    generating_signer,
     passphrase,
+    section,
     split_list,
     trust_family,
 )
@@ -30,7 +31,7 @@ from device_provisioning.errors import ExitCode, InputFileError
 def _codesign_create(args: argparse.Namespace, out: TextIO) -> int:
     from device_provisioning.identity import codesign, pki
 
-    signer = held_key_signer(args, generate=args.generate)
+    signer = generating_signer(args)
     if signer is not None:
         if args.passphrase_env:
             raise InputFileError("--passphrase-env protects a key file; a KMS or token key has none")
@@ -153,9 +154,10 @@ def _codesign_rotate(args: argparse.Namespace, out: TextIO) -> int:
 
 def _rotate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["plan"], help="plan: print and check the release sequence")
-    parser.add_argument("--from", dest="from_cert", required=True, type=Path, help="the certificate devices hold now")
-    parser.add_argument("--to", dest="to_cert", required=True, type=Path, help="the certificate to move to")
-    parser.add_argument(
+    inputs = section(parser, "inputs")
+    inputs.add_argument("--from", dest="from_cert", required=True, type=Path, help="the certificate devices hold now")
+    inputs.add_argument("--to", dest="to_cert", required=True, type=Path, help="the certificate to move to")
+    inputs.add_argument(
         "--steps",
         help="a sequence to check instead of the default (bridge,release-new): bridge, reflash, release-new, "
         "release-old, comma-separated",
@@ -204,15 +206,22 @@ def _codesign_import(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _identity_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--common-name", default=choices.DEFAULT_COMMON_NAME)
-    parser.add_argument("--organization")
+    subject = section(parser, "outputs")
+    subject.add_argument("--common-name", default=choices.DEFAULT_COMMON_NAME, help="the certificate's subject CN")
+    subject.add_argument("--organization", help="the certificate's subject O (default: none)")
+
+
+def _out_directory(parser: argparse.ArgumentParser, text: str) -> None:
+    section(parser, "outputs").add_argument("--out", required=True, type=Path, help=text)
 
 
 def _create_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, type=Path, help="directory for codesign.key and codesign.crt")
-    parser.add_argument("--generate", action="store_true", help="with --pkcs11-uri: create the P-256 key in the token")
+    _out_directory(parser, "directory for codesign.key and codesign.crt")
+    section(parser, "signing").add_argument(
+        "--generate", action="store_true", help="with --pkcs11-uri: create the P-256 key in the token"
+    )
     _identity_options(parser)
-    parser.add_argument(
+    section(parser, "outputs").add_argument(
         "--days",
         type=bounded_int(1, choices.MAX_DAYS),
         default=choices.DEFAULT_DAYS,
@@ -221,29 +230,35 @@ def _create_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _csr_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, type=Path)
+    _out_directory(parser, "directory for codesign.key and codesign.csr")
     _identity_options(parser)
 
 
 def _import_cert_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, type=Path, help="directory holding codesign.key")
-    parser.add_argument("--cert", required=True, type=Path)
+    _out_directory(parser, "directory holding codesign.key (the certificate is stored beside it)")
+    section(parser, "inputs").add_argument(
+        "--cert", required=True, type=Path, help="the certificate the CA issued for codesign.csr"
+    )
 
 
 def _show_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("cert", type=Path)
-    parser.add_argument("--key", type=Path, help="also check that this key matches")
+    parser.add_argument("cert", type=Path, help="a code-signing certificate (PEM or DER)")
+    section(parser, "inputs").add_argument("--key", type=Path, help="also check that this key matches")
 
 
 def _install_embedded_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--project", required=True, type=Path)
-    parser.add_argument("--cert", required=True, type=Path)
+    inputs = section(parser, "inputs")
+    inputs.add_argument(
+        "--project", required=True, type=Path, metavar="DIR", help="the master/LTS ESP-IDF demo project"
+    )
+    inputs.add_argument("--cert", required=True, type=Path, help="the code-signing certificate to compile in")
 
 
 def _import_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cert", required=True, type=Path)
-    parser.add_argument("--key", required=True, type=Path)
-    parser.add_argument(
+    inputs = section(parser, "inputs")
+    inputs.add_argument("--cert", required=True, type=Path, help="the code-signing certificate")
+    inputs.add_argument("--key", required=True, type=Path, help="its private key (ACM needs both)")
+    section(parser, "outputs").add_argument(
         "--write-context",
         type=Path,
         metavar="CDK_CONTEXT_JSON",

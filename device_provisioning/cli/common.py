@@ -33,10 +33,12 @@ from device_provisioning.cli.readers import (
     device_certificates,
     device_limits,
     firmware_project,
+    generating_signer,
     held_key_signer,
     load_table,
     nvs_encryption_key,
     nvs_family,
+    open_held_key,
     passphrase,
     read_firmware,
     refuse_existing_outputs,
@@ -56,6 +58,8 @@ __all__ = [
     "nvs_encryption_key",
     "connect_aws",
     "held_key_signer",
+    "generating_signer",
+    "open_held_key",
     "read_firmware",
     "split_list",
     "device_certificates",
@@ -172,7 +176,7 @@ PROJECT = option_group(
 PARTITION_TABLE = option_group(
     "inputs",
     lambda p: p.add_argument("--partition-table", type=Path, help="CSV or partition-table.bin (default: --project's)"),
-    lambda p: p.add_argument("--partition", default=choices.DEFAULT_PARTITION, help="NVS partition label"),
+    lambda p: p.add_argument("--partition", default=choices.DEFAULT_PARTITION, help="the NVS partition's label"),
 )
 FAMILY = option_group(
     "inputs",
@@ -253,7 +257,12 @@ PKCS11 = option_group("signing", add_pkcs11_uri, add_pkcs11_module)
 FORCE = option_group(
     "outputs", lambda p: p.add_argument("--force", action="store_true", help="replace output files that already exist")
 )
-STAGE = option_group("AWS", lambda p: p.add_argument("--stage", default="dev", help="the stacks' stage"))
+STAGE = option_group(
+    "AWS",
+    lambda p: p.add_argument(
+        "--stage", default="dev", help="the stacks' stage (dev, prod ...: `cdk deploy -c stage=`)"
+    ),
+)
 NO_STUB = option_group(
     "flashing",
     lambda p: p.add_argument(

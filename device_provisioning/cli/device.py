@@ -21,12 +21,17 @@ from device_provisioning.cli.common import (
     nvs_encryption_key,
     nvs_family,
     refuse_existing_outputs,
+    section,
+    table_offset,
 )
 from device_provisioning.errors import InputFileError, NvsError, ProvisioningError
 
 
 def _partitions_show(args: argparse.Namespace, out: TextIO) -> int:
-    table = load_table(args, args.table)
+    from device_provisioning.device import partition_table
+
+    offset = partition_table.DEFAULT_TABLE_OFFSET if args.table_offset is None else args.table_offset
+    table = partition_table.load(args.table, offset)
     rows = [
         {
             "name": p.name,
@@ -200,39 +205,52 @@ def _nvs_show(args: argparse.Namespace, out: TextIO) -> int:
 
 def _show_table_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("table", type=Path, help="CSV or partition-table.bin")
+    section(parser, "inputs").add_argument(
+        "--table-offset",
+        type=table_offset,
+        metavar="OFFSET",
+        help="CONFIG_PARTITION_TABLE_OFFSET, for a CSV (default: ESP-IDF's 0x8000)",
+    )
 
 
 def _build_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+    inputs = section(parser, "inputs")
+    inputs.add_argument(
         "--family",
         metavar="FAMILY",
         help="beta: NVS strings (PEM); pkcs11: NVS blobs (DER, or PEM+NUL) (default: the --project's)",
     )
-    parser.add_argument("--pkcs11-encoding", choices=choices.PKCS11_ENCODINGS, default="der")
-    parser.add_argument("--code-verify-cert", required=True, type=Path, help="the code-signing certificate (P11_CSK)")
-    parser.add_argument("--device-cert", type=Path, help="device certificate (P11_Cert)")
-    parser.add_argument("--device-key", type=Path, help="device private key (P11_Key)")
-    parser.add_argument("--claim-cert", type=Path, help="fleet-provisioning claim certificate (P11_Claim_Cert)")
-    parser.add_argument("--claim-key", type=Path, help="claim private key (P11_Claim_Key)")
-    parser.add_argument("--jitp-cert", type=Path, help="JITP certificate (P11_JITP)")
-    parser.add_argument("--value", action="append", metavar="NS/KEY=VALUE", help="extra string value (repeatable)")
-    parser.add_argument(
+    inputs.add_argument(
+        "--pkcs11-encoding",
+        choices=choices.PKCS11_ENCODINGS,
+        default="der",
+        help="pkcs11 family: how the blobs hold certificates",
+    )
+    inputs.add_argument("--code-verify-cert", required=True, type=Path, help="the code-signing certificate (P11_CSK)")
+    inputs.add_argument("--device-cert", type=Path, help="device certificate (P11_Cert)")
+    inputs.add_argument("--device-key", type=Path, help="device private key (P11_Key)")
+    inputs.add_argument("--claim-cert", type=Path, help="fleet-provisioning claim certificate (P11_Claim_Cert)")
+    inputs.add_argument("--claim-key", type=Path, help="claim private key (P11_Claim_Key)")
+    inputs.add_argument("--jitp-cert", type=Path, help="JITP certificate (P11_JITP)")
+    inputs.add_argument("--value", action="append", metavar="NS/KEY=VALUE", help="extra string value (repeatable)")
+    encryption = section(parser, "signing")
+    encryption.add_argument(
         "--encrypt",
         action="store_true",
         help="NVS encryption (default: on when the --project enables CONFIG_NVS_ENCRYPTION, as Kconfig resolves it)",
     )
-    parser.add_argument(
+    encryption.add_argument(
         "--hmac-key",
         type=Path,
         metavar="FILE",
         help="HMAC scheme: the 32-byte eFuse HMAC key the NVS keys derive from (default: a new one, written beside "
         "--out); the scheme is the --project's CONFIG_NVS_SEC_KEY_PROTECT_USING_HMAC",
     )
-    parser.add_argument("--out", required=True, type=Path)
+    section(parser, "outputs").add_argument("--out", required=True, type=Path, help="the NVS image to write")
 
 
 def _show_image_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("image", type=Path)
+    parser.add_argument("image", type=Path, help="an NVS partition image (built here or read from a device)")
 
 
 PARTITIONS = CommandGroup(
@@ -244,8 +262,7 @@ PARTITIONS = CommandGroup(
             _partitions_show,
             "show a partition table with computed offsets",
             "device-provisioning partitions show partitions_ota_mqtt.csv --table-offset 0x10000",
-            [TABLE_OFFSET],
-            _show_table_arguments,
+            arguments=_show_table_arguments,
         )
     ],
 )

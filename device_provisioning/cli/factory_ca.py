@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import TextIO
 
-from device_provisioning.cli.common import AWS, KMS_KEY, PKCS11, Command, CommandGroup, bounded_int, emit
-from device_provisioning.cli.readers import held_key_signer
+from device_provisioning.cli.common import AWS, KMS_KEY, PKCS11, Command, CommandGroup, bounded_int, emit, section
+from device_provisioning.cli.readers import generating_signer
 from device_provisioning.errors import InputFileError
 
 
@@ -16,7 +16,7 @@ def _create(args: argparse.Namespace, out: TextIO) -> int:
     from device_provisioning.identity import factory_ca, pki
 
     refuse_existing(args.out, hint="choose another --out")
-    signer = held_key_signer(args, generate=args.generate)
+    signer = generating_signer(args)
     if signer is None:
         raise InputFileError("the factory CA's key never sits on a disk: give --kms-key or --pkcs11-uri")
     certificate = factory_ca.create_ca_certificate(
@@ -51,11 +51,14 @@ def _show(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _create_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, type=Path, help="the CA certificate (PEM) to write")
-    parser.add_argument("--generate", action="store_true", help="with --pkcs11-uri: create the P-256 key in the token")
-    parser.add_argument("--common-name", default="ESP32 factory CA")
-    parser.add_argument("--organization")
-    parser.add_argument(
+    outputs = section(parser, "outputs")
+    outputs.add_argument("--out", required=True, type=Path, help="the CA certificate (PEM) to write")
+    section(parser, "signing").add_argument(
+        "--generate", action="store_true", help="with --pkcs11-uri: create the P-256 key in the token"
+    )
+    outputs.add_argument("--common-name", default="ESP32 factory CA", help="the CA certificate's subject CN")
+    outputs.add_argument("--organization", help="the CA certificate's subject O (default: none)")
+    outputs.add_argument(
         "--days",
         type=bounded_int(1, 36500),
         default=7300,
@@ -64,7 +67,7 @@ def _create_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _show_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("cert", type=Path)
+    parser.add_argument("cert", type=Path, help="the factory CA certificate (PEM)")
 
 
 GROUP = CommandGroup(

@@ -23,6 +23,7 @@ from device_provisioning.cli.common import (
     load_table,
     nvs_encryption_key,
     refuse_existing_outputs,
+    section,
 )
 from device_provisioning.errors import InputFileError
 
@@ -31,33 +32,38 @@ if TYPE_CHECKING:
     from device_provisioning.flashing import layout
 
 
-def _build_dir(args: argparse.Namespace) -> Path | None:
-    """``--build-dir``, else the ``--project``'s ``build/`` (unless ``--no-firmware``)."""
+def _project_build(args: argparse.Namespace, otherwise: str) -> Path:
+    """``--build-dir``, else the ``--project``'s ``build/``; ``otherwise`` ends the refusal (what else to pass)."""
     from device_provisioning.device import esp_build
 
-    if args.build_dir or getattr(args, "no_firmware", False):
-        return Path(args.build_dir) if args.build_dir else None
+    if args.build_dir:
+        return Path(args.build_dir)
     derived = firmware_project(args)
     if derived is None:
-        raise InputFileError("give --build-dir BUILD (or --project DIR) to flash the firmware too, or --no-firmware")
+        raise InputFileError(f"give --build-dir BUILD or --project DIR (the built firmware), {otherwise}")
     if not (derived.build_dir / esp_build.FLASHER_ARGS).is_file():
         raise InputFileError(
             f"{derived.directory}: not built yet (no build/{esp_build.FLASHER_ARGS}); run `idf.py build` there, "
-            "or pass --no-firmware for credentials only"
+            f"{otherwise}"
         )
     return derived.build_dir
 
 
-def _plan(args: argparse.Namespace, build: esp_build.EspBuild | None = None) -> layout.FlashPlan:
+def _flash_build(args: argparse.Namespace) -> esp_build.EspBuild | None:
+    """The firmware ``flash`` writes too, unless ``--no-firmware``."""
     from device_provisioning.device import esp_build
+
+    if args.no_firmware:
+        return None
+    return esp_build.load_build(_project_build(args, "or pass --no-firmware for credentials only"))
+
+
+def _plan(args: argparse.Namespace, build: esp_build.EspBuild | None) -> layout.FlashPlan:
     from device_provisioning.files import read_bytes
     from device_provisioning.flashing import layout
 
     table = load_table(args, args.partition_table)
     derived = firmware_project(args)
-    directory = _build_dir(args) if build is None else None
-    if directory is not None:
-        build = esp_build.load_build(directory)
     return layout.plan_flash(
         table,
         read_bytes(args.nvs, "NVS image"),
@@ -89,7 +95,7 @@ def _flash(args: argparse.Namespace, out: TextIO) -> int:
     from device_provisioning.flashing import esptool_device
     from device_provisioning.identity import pki
 
-    plan = _plan(args)
+    plan = _plan(args, _flash_build(args))
     expected = pki.load_certificate_file(args.code_verify_cert) if args.code_verify_cert else None
     report = esptool_device.flash_device(
         plan,
@@ -129,7 +135,7 @@ def _image_merge(args: argparse.Namespace, out: TextIO) -> int:
     from device_provisioning.flashing import factory_image
 
     sidecar = Path(str(args.out) + ".json")
-    build = esp_build.load_build(_build_dir(args) or "")
+    build = esp_build.load_build(_project_build(args, "as the factory image holds the firmware"))
     for output in (args.out, sidecar):
         refuse_overwriting_inputs(
             output, args.partition_table, args.nvs, args.nvs_keys, args.secure_cert, *(f.path for f in build.files)
@@ -168,8 +174,9 @@ def _image_inspect(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _nvs_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--nvs", required=True, type=Path, help="NVS image from `nvs build`")
-    parser.add_argument(
+    inputs = section(parser, "inputs")
+    inputs.add_argument("--nvs", required=True, type=Path, help="NVS image from `nvs build`")
+    inputs.add_argument(
         "--secure-cert",
         type=Path,
         metavar="IMAGE",
@@ -178,43 +185,54 @@ def _nvs_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _flash_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", help="serial port (default: auto-detect, like esptool)")
-    parser.add_argument(
-        "--baud", type=bounded_int(9600, 5_000_000), help="default: the fastest the port's USB bridge takes"
+    port = section(parser, "serial port")
+    port.add_argument("-p", "--port", help="serial port, as esptool takes it (default: auto-detect, like esptool)")
+    port.add_argument(
+        "-b",
+        "--baud",
+        type=bounded_int(9600, 5_000_000),
+        help="baud rate (default: the fastest the port's USB bridge takes)",
     )
-    parser.add_argument(
+    flashing = section(parser, "flashing")
+    flashing.add_argument(
         "--verify",
         choices=choices.VERIFY_CHOICES,
         default="md5",
         help="md5: the chip hashes what was written (fast); read-back: read the NVS partition back",
     )
-    parser.add_argument(
+    flashing.add_argument(
         "--chip", help="expected chip (esp32, esp32s3, ...; default: the --project's); checked against build and device"
     )
     _nvs_argument(parser)
-    firmware = parser.add_mutually_exclusive_group()
+    firmware = section(parser, "inputs").add_mutually_exclusive_group()
     firmware.add_argument(
         "--build-dir", type=Path, help="ESP-IDF build directory (reads flasher_args.json; default: --project's build/)"
     )
     firmware.add_argument("--no-firmware", action="store_true", help="credentials only (fast re-provisioning)")
-    parser.add_argument("--erase-storage", action="store_true", help="erase the NVS partition range first")
-    parser.add_argument("--code-verify-cert", type=Path, help="check the flashed P11_CSK is this certificate")
+    flashing.add_argument("--erase-storage", action="store_true", help="erase the NVS partition range first")
+    section(parser, "signing").add_argument(
+        "--code-verify-cert", type=Path, help="check the flashed P11_CSK is this certificate"
+    )
 
 
 def _merge_arguments(parser: argparse.ArgumentParser) -> None:
     _nvs_argument(parser)
-    parser.add_argument("--build-dir", type=Path, help="ESP-IDF build directory (default: the --project's build/)")
-    parser.add_argument("--out", required=True, type=Path, help="merged image; a .json sidecar is written beside it")
+    section(parser, "inputs").add_argument(
+        "--build-dir", type=Path, help="ESP-IDF build directory (default: the --project's build/)"
+    )
+    section(parser, "outputs").add_argument(
+        "--out", required=True, type=Path, help="merged image; a .json sidecar is written beside it"
+    )
 
 
 def _inspect_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("image", type=Path)
+    parser.add_argument("image", type=Path, help="a merged factory image (`image merge`)")
 
 
 FLASH = Command(
     "flash",
     _flash,
-    "write the NVS image (and firmware) with esptool, read back and verify",
+    "write the NVS image (and firmware) with esptool and prove it (the chip's MD5, or --verify read-back)",
     "device-provisioning flash --port /dev/ttyUSB0 --project examples/beta-ota-mqtt --nvs creds.bin --no-firmware",
     [PROJECT, PARTITION_TABLE, TABLE_OFFSET, NVS_KEYS, NO_STUB],
     _flash_arguments,

@@ -15,9 +15,10 @@ from device_provisioning.cli.common import (
     CommandGroup,
     connect_aws,
     emit,
-    held_key_signer,
+    open_held_key,
     passphrase,
     read_firmware,
+    section,
     status,
 )
 from device_provisioning.contract import StackOutput, stage_id_prefix
@@ -75,8 +76,7 @@ def _rollout_context(args: argparse.Namespace, plan: rollout.RolloutPlan) -> rol
     elif signing_table.key:
         signing = ota.LocalKeySigning(pki.load_private_key_file(signing_table.key, passphrase(args)))
     else:
-        args.kms_key, args.pkcs11_uri = signing_table.kms_key, signing_table.pkcs11_uri
-        signer = held_key_signer(args)
+        signer = open_held_key(args, signing_table.kms_key, signing_table.pkcs11_uri, None)
         if signer is None:  # load_rollout requires one way of signing
             raise InputFileError(f"rollout file {plan.source}: signing: no key")
         signing = ota.LocalKeySigning(signer)
@@ -140,7 +140,10 @@ def _ota_rollout(args: argparse.Namespace, out: TextIO) -> int:
         lines.append("complete     every stage passed its gate")
         lines += [f"cleaned up   thing group {group} (deleted: its devices are free again)" for group in report.cleaned]
     elif report.halted:
-        lines.append("halted       a stage failed its gate: fix the cause (ota status JOB --per-device), then re-run")
+        lines.append(
+            "halted       a stage failed its gate: fix the cause (`device-provisioning ota status JOB --per-device`), "
+            "then re-run"
+        )
     emit(out, args, lines, report.to_json())
     return status(report.halted)
 
@@ -171,7 +174,7 @@ def _jobs_text(jobs: ota.Rollout) -> str:
 
 
 def _fleet_show_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--group", help="only this thing group (its child groups included)")
+    section(parser, "inputs").add_argument("--group", help="only this thing group (its child groups included)")
 
 
 def _rollout_arguments(parser: argparse.ArgumentParser) -> None:

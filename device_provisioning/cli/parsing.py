@@ -15,8 +15,20 @@ from typing import Any, NoReturn, TextIO
 Handler = Callable[[argparse.Namespace, TextIO], int]
 PROG = "device-provisioning"
 
-# The sections of every command's help, in this order; options a command declares go into one of them.
-SECTIONS = ("inputs", "outputs", "signing", "AWS", "device limits", "flashing", "behaviour")
+# The sections of every command's help, in this order; every option a command declares goes into one of them
+# (tests/test_cli_help.py checks that none is left in argparse's catch-all "options").
+SECTIONS = (
+    "inputs",
+    "outputs",
+    "signing",
+    "fleet pre-flight",
+    "update rules",
+    "device limits",
+    "serial port",
+    "flashing",
+    "AWS",
+    "behaviour",
+)
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter):
@@ -24,11 +36,15 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        default = action.default
-        shown = default not in (None, False, argparse.SUPPRESS) and not isinstance(default, list)
-        if action.option_strings and shown and "default" not in text:
+        if action.option_strings and shows_default(action) and "default" not in text:
             text += " (default: %(default)s)"
         return text
+
+
+def shows_default(action: argparse.Action) -> bool:
+    """Whether ``action``'s help must show its default: an option taking a value, with a value when left out."""
+    takes_value = action.nargs != 0  # store_true, store_const, count, help and version take none
+    return takes_value and action.default not in (None, argparse.SUPPRESS)
 
 
 class UsageError(Exception):
@@ -165,10 +181,11 @@ class Command:
     parents: Sequence[argparse.ArgumentParser] = ()
     arguments: Callable[[argparse.ArgumentParser], None] = field(default=lambda parser: None)
 
-    def add_to(self, subparsers: Any) -> argparse.ArgumentParser:
+    def add_to(self, subparsers: Any, *, listed: bool = True) -> argparse.ArgumentParser:
+        """Adds the command; ``listed=False`` leaves it out of the parent's flat list (the top level groups its own)."""
         parser: argparse.ArgumentParser = subparsers.add_parser(
             self.name,
-            help=self.help,
+            **({"help": self.help} if listed else {}),
             description=self.help,
             epilog=f"example:\n  {self.example}",
             formatter_class=Formatter,
@@ -191,9 +208,13 @@ class CommandGroup:
     help: str
     commands: Sequence[Command]
 
-    def add_to(self, subparsers: Any) -> None:
+    def add_to(self, subparsers: Any, *, listed: bool = True) -> None:
         parser = subparsers.add_parser(
-            self.name, help=self.help, description=self.help, allow_abbrev=False, formatter_class=Formatter
+            self.name,
+            **({"help": self.help} if listed else {}),
+            description=self.help,
+            allow_abbrev=False,
+            formatter_class=Formatter,
         )
         children = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
         for command in self.commands:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TextIO
 
-from device_provisioning.cli.common import TABLE_OFFSET, Command, CommandGroup, emit
+from device_provisioning.cli.common import TABLE_OFFSET, Command, CommandGroup, emit, section
 
 
 def _project_show(args: argparse.Namespace, out: TextIO) -> int:
@@ -56,7 +56,9 @@ def _project_show(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _show_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--project", required=True, type=Path, metavar="DIR", help="the ESP-IDF firmware project")
+    section(parser, "inputs").add_argument(
+        "--project", required=True, type=Path, metavar="DIR", help="the ESP-IDF firmware project"
+    )
 
 
 GROUP = CommandGroup(

@@ -91,7 +91,7 @@ def nvs_family(args: argparse.Namespace) -> str:
         raise InputFileError(
             f"{derived.directory}: this firmware verifies updates with the certificate compiled into the app "
             f"({where}) and never reads P11_CSK from NVS; install it with `codesign install-embedded --project "
-            f"{derived.directory}` and check the built app (verify --embedded-in), or pass --family to override"
+            f"{derived.directory}` and check the built app (`verify --embedded-in`), or pass --family to override"
         )
     if derived.family is None:
         raise InputFileError(
@@ -137,13 +137,31 @@ def connect_aws(args: argparse.Namespace) -> aws.Aws:
     return aws.connect(profile=args.profile, region=args.region, endpoint_url=getattr(args, "endpoint_url", None))
 
 
-def held_key_signer(args: argparse.Namespace, *, generate: bool = False) -> CodeSigner | None:
+def held_key_signer(args: argparse.Namespace) -> CodeSigner | None:
     """The signer of a key this tool never reads: ``--kms-key`` (AWS KMS) or ``--pkcs11-uri`` (a token)."""
-    kms_key, uri = getattr(args, "kms_key", None), getattr(args, "pkcs11_uri", None)
-    if kms_key and uri:
+    if args.kms_key and args.pkcs11_uri:
         raise InputFileError("give --kms-key or --pkcs11-uri, not both")
-    if getattr(args, "pkcs11_module", None) and not uri:
+    if args.pkcs11_module and not args.pkcs11_uri:
         raise InputFileError("--pkcs11-module goes with --pkcs11-uri (the key in that module's token)")
+    return open_held_key(args, args.kms_key, args.pkcs11_uri, args.pkcs11_module)
+
+
+def generating_signer(args: argparse.Namespace) -> CodeSigner | None:
+    """:func:`held_key_signer`, for the commands whose ``--generate`` creates the key in the token first."""
+    if not args.generate:
+        return held_key_signer(args)
+    if not args.pkcs11_uri:
+        raise InputFileError("--generate creates the key in a token: give --pkcs11-uri")
+    if args.kms_key:
+        raise InputFileError("give --kms-key or --pkcs11-uri, not both")
+    return open_held_key(args, None, args.pkcs11_uri, args.pkcs11_module, generate=True)
+
+
+def open_held_key(
+    args: argparse.Namespace, kms_key: str | None, uri: str | None, module: Path | None, *, generate: bool = False
+) -> CodeSigner | None:
+    """The signer of a key in AWS KMS (``kms_key``, on the command's AWS session) or in a PKCS#11 token (``uri``);
+    a token session ends with the command."""
     if kms_key:
         from device_provisioning.aws.kms import kms_signer
 
@@ -151,14 +169,9 @@ def held_key_signer(args: argparse.Namespace, *, generate: bool = False) -> Code
     if uri:
         from device_provisioning.identity.pkcs11_signer import open_signer
 
-        module = getattr(args, "pkcs11_module", None)
         signer = open_signer(uri, module=str(module) if module else None, generate=generate)
-        cleanup = getattr(args, "cleanup", None)
-        if cleanup is not None:
-            cleanup.callback(signer.close)  # log out of the token when the command ends
+        args.cleanup.callback(signer.close)  # log out of the token when the command ends
         return signer
-    if generate:
-        raise InputFileError("--generate creates the key in a token: give --pkcs11-uri")
     return None
 
 

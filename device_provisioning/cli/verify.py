@@ -32,6 +32,7 @@ from device_provisioning.cli.common import (
     passphrase,
     read_firmware,
     refuse_existing_outputs,
+    section,
     status,
     trust_family,
 )
@@ -179,34 +180,38 @@ def _held_certificate(args: argparse.Namespace) -> thing_checks.HeldCertificate 
 
 
 def _sign_arguments(parser: argparse.ArgumentParser) -> None:
-    where = parser.add_mutually_exclusive_group(required=True)
+    signing = section(parser, "signing")
+    where = signing.add_mutually_exclusive_group(required=True)
     where.add_argument("--key", type=Path, help="code-signing key file")
     add_kms_key(where)
     add_pkcs11_uri(where)
-    add_pkcs11_module(parser)
-    parser.add_argument("--firmware", required=True, type=Path)
-    parser.add_argument("--out", required=True, type=Path, help="DER signature file")
+    add_pkcs11_module(signing)
+    section(parser, "inputs").add_argument("--firmware", required=True, type=Path, help="the app image to sign")
+    section(parser, "outputs").add_argument("--out", required=True, type=Path, help="DER signature file")
 
 
 def _verify_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--firmware", required=True, type=Path)
-    parser.add_argument("--signature", required=True, help="DER file, base64 string, or OTA job document JSON")
-    source = parser.add_mutually_exclusive_group()
+    inputs = section(parser, "inputs")
+    inputs.add_argument("--firmware", required=True, type=Path, help="the app image the device would download")
+    inputs.add_argument("--signature", required=True, help="DER file, base64 string, or OTA job document JSON")
+    source = inputs.add_mutually_exclusive_group()
     source.add_argument("--nvs", type=Path, help="NVS image the device was flashed with")
     source.add_argument("--embedded-in", type=Path, help="app image with the certificate compiled in")
     source.add_argument("--cert", type=Path, help="certificate file")
-    compat_cli.add_image_version(parser)
+    compat_cli.add_image_version(section(parser, "update rules"))
 
 
 def _doctor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("log", help="log file, or - for stdin")
-    parser.add_argument("--thing", help="also check this thing on AWS IoT: certificates, policies, job executions")
-    parser.add_argument(
+    cloud = section(parser, "AWS")
+    cloud.add_argument("--thing", help="also check this thing on AWS IoT: certificates, policies, job executions")
+    cloud.add_argument(
         "--signing-profile", help="also check this AWS Signer profile signs with the certificate the device holds"
     )
-    parser.add_argument("--batch", type=Path, help="what the device holds: the factory batch that made it (--thing)")
-    parser.add_argument("--nvs", type=Path, help="what the device holds: its NVS image (read back or as built)")
-    parser.add_argument(
+    inputs = section(parser, "inputs")
+    inputs.add_argument("--batch", type=Path, help="what the device holds: the factory batch that made it (--thing)")
+    inputs.add_argument("--nvs", type=Path, help="what the device holds: its NVS image (read back or as built)")
+    inputs.add_argument(
         "--elf",
         type=Path,
         help="the app ELF the device ran (or a folder of releases' ELFs: the one whose SHA-256 the log printed)",

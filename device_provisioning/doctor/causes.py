@@ -104,7 +104,8 @@ RANKED: dict[str, tuple[Cause, ...]] = {
         Cause(
             "other-partition",
             "the image was built for another partition than 'storage' (the PAL reads 'storage' only)",
-            "device-provisioning nvs show creds.bin; nvs build warns when --partition is not storage",
+            "device-provisioning nvs show creds.bin; build it for storage: "
+            "device-provisioning nvs build --partition storage",
         ),
     ),
     "creds-namespace-missing": (

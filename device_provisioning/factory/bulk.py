@@ -135,7 +135,8 @@ def run_bulk_registration(
                 if not wait_for_running or waited >= timeout_seconds:
                     raise AwsError(
                         f"bulk registration task {running[0]} is already running in this account and only one runs "
-                        "at a time: wait for it (--wait) or use per-device registration"
+                        "at a time: wait for it (wait_for_running_task = true in the batch config's "
+                        "[registration]) or use per-device registration"
                     )
                 sleep(poll_seconds)
                 waited += poll_seconds

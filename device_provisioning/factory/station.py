@@ -50,14 +50,15 @@ def flash_station(
     ports: Sequence[str],
     *,
     stub: bool = True,
+    baud: int | None = None,
     report: Callable[[str], None] = lambda line: None,
 ) -> list[StationResult]:
-    """Flash the next prepared devices (in CSV order), one per port, in parallel."""
+    """Flash the next prepared devices (in CSV order), one per port, in parallel; ``baud`` as :func:`flash_device`'s."""
     out = Path(out_dir)
     if not ports:
-        raise ProvisioningError("give at least one port: --ports /dev/ttyUSB0[,/dev/ttyUSB1...]")
+        raise ProvisioningError("give at least one port: -p /dev/ttyUSB0 [-p /dev/ttyUSB1 ...]")
     if len(set(ports)) != len(ports):
-        raise ProvisioningError("a port is listed twice in --ports")
+        raise ProvisioningError("a port is given twice (-p/--ports)")
     for port in ports:  # all of them, before the batch is locked or journaled
         serial_port.check_port(port)
     with batch_lock(out):
@@ -88,7 +89,7 @@ def flash_station(
                     with lock:
                         report(f"[{port}] {serial}: writing {len(image)} bytes")
                     result = esptool_device.flash_device(
-                        plan, port=port, stub=stub, quiet=True, progress=False,
+                        plan, port=port, baud=baud, stub=stub, quiet=True, progress=False,
                         on_phase=lambda phase: show(port, serial, thing, phase, "flashing"),
                     )  # fmt: skip
                 except ProvisioningError as error:

@@ -130,7 +130,8 @@ class FleetPreflight:
 
 UNKNOWN_REFUSED = Verdict(
     False,
-    "no inventory recorded (register it with --code-verify-cert, or accept such devices with --accept-unknown)",
+    "no inventory recorded (register it with `device register --code-verify-cert`, or accept such devices: "
+    "`ota create --accept-unknown`, a rollout file's accept_unknown = true)",
 )
 
 
