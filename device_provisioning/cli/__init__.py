@@ -1,7 +1,7 @@
 """The ``device-provisioning`` command line: a thin layer over the library.
 
 One module per command group (``codesign``, ``device`` for partitions and NVS, ``flash``, ``verify`` for
-sign/verify/doctor, ``cloud`` for Signer, devices and OTA, ``batch``); shared option groups and output
+sign/verify/doctor, ``cloud`` for Signer and OTA, ``register`` for devices, ``batch``); shared option groups and output
 in ``common``. Each handler checks its options, calls the library, and prints. :func:`main` is the
 single error boundary: it turns a :class:`~device_provisioning.errors.ProvisioningError` into
 ``ERROR <one line>`` on stderr (and, with ``--json``, one JSON object on stdout) and its
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from device_provisioning import __version__
-from device_provisioning.cli import batch, cloud, codesign, device, factory_ca, flash, fleet, project, verify
+from device_provisioning.cli import batch, cloud, codesign, device, factory_ca, flash, fleet, project, register, verify
 from device_provisioning.cli.parsing import Command, CommandGroup, Formatter, Handler, Parser, UsageError
 from device_provisioning.cli.refusal import error_code, error_hint, refusal
 from device_provisioning.errors import ExitCode, ProvisioningError
@@ -32,7 +32,7 @@ from device_provisioning.errors import ExitCode, ProvisioningError
 CONCERNS: tuple[tuple[str, tuple[Command | CommandGroup, ...]], ...] = (
     ("firmware project", (project.GROUP, device.PARTITIONS)),
     ("code signing", (codesign.GROUP, verify.SIGN, verify.VERIFY)),
-    ("AWS IoT: signing, devices, updates, fleet", (cloud.SIGNER, cloud.DEVICE, cloud.OTA, fleet.FLEET)),
+    ("AWS IoT: signing, devices, updates, fleet", (cloud.SIGNER, register.DEVICE, cloud.OTA, fleet.FLEET)),
     ("factory: credentials, images, flashing", (device.NVS, flash.IMAGE, flash.FLASH, batch.GROUP, factory_ca.GROUP)),
     ("diagnosis", (verify.DOCTOR,)),
 )

@@ -28,9 +28,9 @@ from device_provisioning.errors import InputFileError, NvsError, ProvisioningErr
 
 
 def _partitions_show(args: argparse.Namespace, out: TextIO) -> int:
-    from device_provisioning.device import partition_table
+    from device_provisioning.device import partition_table, partition_types
 
-    offset = partition_table.DEFAULT_TABLE_OFFSET if args.table_offset is None else args.table_offset
+    offset = partition_types.DEFAULT_TABLE_OFFSET if args.table_offset is None else args.table_offset
     table = partition_table.load(args.table, offset)
     rows = [
         {
