@@ -221,9 +221,19 @@ def load_signature(argument: str) -> SignatureInput:
         except UnicodeDecodeError:
             raise SignatureError(f"signature {path}: neither DER, base64 nor a job document") from None
         return SignatureInput(decode_base64_signature(text, f"signature {path}"), f"base64 file {path}")
-    if _BASE64.match(argument) and len(argument.strip()) >= 8:
-        return SignatureInput(decode_base64_signature(argument, "signature argument"), "base64 argument")
     shown = argument if len(argument) <= 60 else argument[:57] + "..."
+    if _BASE64.match(argument) and len(argument.strip()) >= 8:
+        # A mistyped file name is often valid base64 too ("nosuchfile"): only a DER SEQUENCE is taken as a signature.
+        try:
+            der = decode_base64_signature(argument, "signature argument")
+        except SignatureError:
+            der = b""
+        if len(der) >= 2 and der[0] == 0x30 and der[1] == len(der) - 2:
+            return SignatureInput(der, "base64 argument")
+        raise SignatureError(
+            f"signature {shown!r}: no such file, and not valid base64 of a DER signature; give a .sig/.der, job JSON "
+            "or base64"
+        )
     raise SignatureError(f"signature {shown!r}: no such file, and not base64; give a .sig/.der, job JSON or base64")
 
 

@@ -392,6 +392,32 @@ def test_a_rollout_through_create_ota_update_is_idempotent_too(session: aws.Aws,
     assert code == 0 and report["created"].endswith("-quarter"), err
 
 
+def test_a_plan_is_shown_whole_with_what_would_stop_it(session: aws.Aws, fleet: Fleet, tmp_path: Path) -> None:
+    firmware = placeholder_app_image(version="1.3.0")
+    name = unique("show")[:10]
+    path = write_rollout(tmp_path, fleet, firmware, name)
+    canary = len(fleet_inventory.group_members(session.client("iot"), fleet.canary_group))
+    text = path.read_text().replace("exclude_rejecting = true", "exclude_rejecting = false")
+    path.write_text(text.replace("min_succeeded = 5,", f"min_succeeded = {canary + 1},"))
+    code, plan, err = rollout_cli("plan", path)
+    # The old cohort would reject: apply refuses, but the plan is printed all the same, every stage with its gate.
+    assert code == ExitCode.REJECTED and plan["refused"], err
+    assert {r["thing"] for r in plan["preflight"]["rejecting"]} == set(fleet.old)
+    assert [s["name"] for s in plan["stages"]] == ["canary", "quarter", "all"]
+    assert (
+        plan["stages"][0]["cannot_pass"] == f"the gate needs {canary + 1} successful device(s) of the stage's {canary}"
+    )
+    assert [s["cannot_pass"] for s in plan["stages"][1:]] == [None, None]
+    code, out, _ = cli("ota", "rollout", "plan", path, "--stage", STAGE)
+    assert code == ExitCode.REJECTED and "REFUSED      apply would not start" in out
+    assert out.count("CANNOT PASS") == 1 and "gate: ≥ 30 succeeded" in out
+    # Without the rejecting devices' refusal, a gate that can never pass is still flagged (failures found).
+    path.write_text(path.read_text().replace("exclude_rejecting = false", "exclude_rejecting = true"))
+    code, plan, err = rollout_cli("plan", path)
+    assert code == ExitCode.FAILURES_FOUND and plan["refused"] is None and plan["stages"][0]["cannot_pass"], err
+    assert job_count(session, name) == 0  # a plan creates nothing
+
+
 def test_a_stage_that_cannot_be_created_leaves_no_group_behind(session: aws.Aws, fleet: Fleet, tmp_path: Path) -> None:
     firmware = placeholder_app_image(version="1.3.0")
     path = write_rollout(tmp_path, fleet, firmware, unique("nogrp")[:10])

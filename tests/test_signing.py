@@ -198,3 +198,7 @@ def test_signature_inputs(tmp_path: Path, signature) -> None:
         signing.load_signature(str(tmp_path / "other.json"))
     with pytest.raises(SignatureError, match="no such file, and not base64"):
         signing.load_signature("missing-file.sig")
+    # Mistyped file names that are base64 too: named as missing files, not as malformed signatures.
+    for name in ("nosuchfile", "nosuchfi", "signature"):
+        with pytest.raises(SignatureError, match=f"signature '{name}': no such file, and not valid base64 of a DER"):
+            signing.load_signature(name)

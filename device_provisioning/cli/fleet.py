@@ -22,7 +22,7 @@ from device_provisioning.cli.common import (
     status,
 )
 from device_provisioning.contract import StackOutput, stage_id_prefix
-from device_provisioning.errors import InputFileError
+from device_provisioning.errors import ExitCode, InputFileError
 
 if TYPE_CHECKING:
     from device_provisioning import rollout
@@ -115,8 +115,12 @@ def _ota_rollout(args: argparse.Namespace, out: TextIO) -> int:
     session = connect_aws(args)
     if args.action == "apply":
         report = rollout.apply_rollout(session, plan, context, firmware)
-    else:
-        report = rollout.rollout_status(session, plan, context, firmware)
+    else:  # a plan is shown whole, even when a device would reject the update (apply then refuses to start)
+        report = rollout.rollout_status(session, plan, context, firmware, refuse=args.action != "plan")
+    stalls = {
+        stage.name: rollout.cannot_pass(stage.gate, state.devices)
+        for stage, state in zip(plan.stages, report.stages, strict=True)
+    }
     lines = [f"rollout      {plan.name}: image sha256 {report.firmware_sha256[:16]}…, via {plan.via}/{plan.protocol}"]
     lines += [f"pre-flight   {line}" for line in report.preflight.summary()]
     lines += [f"excluded     {thing}: {reason}" for thing, reason in report.preflight.rejecting]
@@ -134,18 +138,27 @@ def _ota_rollout(args: argparse.Namespace, out: TextIO) -> int:
                 f"             gate: ≥ {gate.min_succeeded} succeeded, ≤ {gate.max_failed_percent:g}% failed or "
                 f"rejected, soak {gate.soak_minutes:g} min; jobs: {_jobs_text(stage.jobs)}"
             )
+            if stalls[stage.name]:
+                lines.append(f"             CANNOT PASS  {stalls[stage.name]}: the rollout would stop here")
     if report.created:
         lines.append(f"created      {report.created}; re-run `ota rollout apply` once its gate is met")
     elif report.complete:
         lines.append("complete     every stage passed its gate")
         lines += [f"cleaned up   thing group {group} (deleted: its devices are free again)" for group in report.cleaned]
+    elif report.refused:
+        lines.append(f"REFUSED      apply would not start: {report.refused}")
     elif report.halted:
         lines.append(
             "halted       a stage failed its gate: fix the cause (`device-provisioning ota status JOB --per-device`), "
             "then re-run"
         )
-    emit(out, args, lines, report.to_json())
-    return status(report.halted)
+    data = report.to_json()
+    for stage in data["stages"]:
+        stage["cannot_pass"] = stalls[stage["name"]]
+    emit(out, args, lines, data)
+    if report.refused:
+        return ExitCode.REJECTED
+    return status(report.halted or (args.action == "plan" and any(stalls.values())))
 
 
 def _jobs_text(jobs: ota.Rollout) -> str:

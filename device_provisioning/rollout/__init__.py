@@ -13,7 +13,7 @@ from device_provisioning.rollout.apply import (
     stage_group_name,
     stage_job_id,
 )
-from device_provisioning.rollout.gates import StageReport, evaluate_gate
+from device_provisioning.rollout.gates import StageReport, cannot_pass, evaluate_gate
 from device_provisioning.rollout.rollout_file import Gate, RolloutPlan, Signing, Stage, load_rollout
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "StageReport",
     "apply_rollout",
     "assign_devices",
+    "cannot_pass",
     "evaluate_gate",
     "load_rollout",
     "rollout_status",

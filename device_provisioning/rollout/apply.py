@@ -126,6 +126,7 @@ class RolloutReport:
     warnings: tuple[str, ...] = ()
     # The groups a finished rollout deleted (apply), and why any of its groups were kept.
     cleaned: tuple[str, ...] = ()
+    refused: str | None = None  # a plan's: why apply would not start (devices that would reject the update)
 
     @property
     def halted(self) -> bool:
@@ -144,6 +145,7 @@ class RolloutReport:
             "created": self.created,
             "warnings": list(self.warnings),
             "cleaned": list(self.cleaned),
+            "refused": self.refused,
             "halted": self.halted,
             "complete": self.complete,
         }
@@ -203,15 +205,19 @@ class _Survey:
     assigned: dict[str, list[str]]
     dynamic: stages.DynamicStages | None
     warnings: tuple[str, ...]
+    refusal: str | None  # why the rollout may not start: devices that would reject it, unless the file excludes them
 
 
-def _survey(aws: Aws, plan: RolloutPlan, context: RolloutContext, firmware: bytes) -> _Survey:
-    """The fleet pre-flight over all targets, each stage's devices and its job (None: not created yet)."""
+def _survey(aws: Aws, plan: RolloutPlan, context: RolloutContext, firmware: bytes, *, refuse: bool = True) -> _Survey:
+    """The fleet pre-flight over all targets, each stage's devices and its job (None: not created yet); refuses a
+    rollout a device would reject unless ``refuse`` is off."""
     digest = hashlib.sha256(firmware).hexdigest()
     targets = Targets(plan.things, plan.thing_groups)
     _checks, preflight = ota.fleet_preflight(aws, _request(plan, context, firmware, targets))
-    if preflight.rejecting and not plan.exclude_rejecting:
-        raise VerificationFailed(preflight.refusal().replace("--exclude-rejecting", "exclude_rejecting = true"))
+    rejected = preflight.rejecting and not plan.exclude_rejecting
+    refusal = preflight.refusal().replace("--exclude-rejecting", "exclude_rejecting = true") if rejected else None
+    if refuse and refusal:
+        raise VerificationFailed(refusal)
     iot = aws.client("iot")
     with aws_errors("reading the rollout's stages"):
         jobs = {
@@ -227,7 +233,7 @@ def _survey(aws: Aws, plan: RolloutPlan, context: RolloutContext, firmware: byte
                     scope = index.all_of(accepting, index.any_of("thingGroupNames", [stage.thing_group]))
                     devices[stage.name] = index.buckets(iot, scope, "thingGroupNames", 1)[0]
             warnings = stages.group_limit_warnings_indexed(iot, accepting)
-            return _Survey(preflight, digest, jobs, devices, {}, dynamic, tuple(warnings))
+            return _Survey(preflight, digest, jobs, devices, {}, dynamic, tuple(warnings), refusal)
         # Names: from the index (SearchIndex, 100 a page) when the buckets are missing, else the pre-flight's.
         eligible = preflight.accepting if accepting is None else [d["thingName"] for d in index.search(iot, accepting)]
         named = {stage.thing_group: group_members(iot, stage.thing_group) for stage in plan.stages if stage.thing_group}
@@ -242,7 +248,7 @@ def _survey(aws: Aws, plan: RolloutPlan, context: RolloutContext, firmware: byte
     # group may hold devices beyond the targets; its stage reaches only the targets among them).
     assigned = assign_devices(plan, eligible, named, existing)
     devices = {name: len(things) for name, things in assigned.items()}
-    return _Survey(preflight, digest, jobs, devices, assigned, None, tuple(warnings))
+    return _Survey(preflight, digest, jobs, devices, assigned, None, tuple(warnings), refusal)
 
 
 def _reports(plan: RolloutPlan, context: RolloutContext, survey: _Survey) -> list[StageReport]:
@@ -265,12 +271,15 @@ def _reports(plan: RolloutPlan, context: RolloutContext, survey: _Survey) -> lis
     return reports
 
 
-def rollout_status(aws: Aws, plan: RolloutPlan, context: RolloutContext, firmware: bytes) -> RolloutReport:
-    """Every stage's state (read only): pending, waiting on its gate, passed, or failed."""
-    survey = _survey(aws, plan, context, firmware)
+def rollout_status(
+    aws: Aws, plan: RolloutPlan, context: RolloutContext, firmware: bytes, *, refuse: bool = True
+) -> RolloutReport:
+    """Every stage's state (read only): pending, waiting on its gate, passed, or failed. With ``refuse`` off (a
+    plan), devices that would reject the update do not stop it: ``refused`` says why apply would not start."""
+    survey = _survey(aws, plan, context, firmware, refuse=refuse)
     reports = tuple(_reports(plan, context, survey))
     report = RolloutReport(plan.name, survey.digest, survey.preflight, reports, warnings=survey.warnings)
-    return _with_moves(report, survey, context)
+    return _with_moves(report if refuse else replace(report, refused=survey.refusal), survey, context)
 
 
 def apply_rollout(aws: Aws, plan: RolloutPlan, context: RolloutContext, firmware: bytes) -> RolloutReport:

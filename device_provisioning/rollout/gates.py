@@ -38,6 +38,15 @@ class StageReport:
         }
 
 
+def cannot_pass(gate: Gate, devices: int) -> str | None:
+    """Why a stage of ``devices`` devices can never pass ``gate`` (the rollout would stall there), or None."""
+    if devices == 0:
+        return "no devices: its group is empty, or the earlier stages took every target (apply refuses it)"
+    if gate.min_succeeded > devices:
+        return f"the gate needs {gate.min_succeeded} successful device(s) of the stage's {devices}"
+    return None
+
+
 def evaluate_gate(gate: Gate, job: dict[str, Any], devices: int, now: dt.datetime) -> tuple[StageState, str]:
     """``passed``, ``waiting`` or ``failed``, with the figures that decided it."""
     details = job.get("jobProcessDetails") or {}
