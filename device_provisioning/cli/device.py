@@ -24,7 +24,7 @@ from device_provisioning.cli.common import (
     section,
     table_offset,
 )
-from device_provisioning.errors import InputFileError, NvsError, ProvisioningError
+from device_provisioning.errors import NvsError, ProvisioningError
 
 
 def _partitions_show(args: argparse.Namespace, out: TextIO) -> int:
@@ -53,21 +53,21 @@ def _partitions_show(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
-    from device_provisioning.device import credentials, nvs_keys
-    from device_provisioning.files import read_bytes, refuse_overwriting_inputs, write_atomic
+    from device_provisioning.device import credential_files, credentials, nvs_keys
     from device_provisioning.identity import pki
 
     inputs = (args.partition_table, args.code_verify_cert, args.device_cert, args.device_key, args.claim_cert,
               args.claim_key, args.jitp_cert, args.nvs_keys, args.hmac_key)  # fmt: skip
-    keys_out = Path(args.out).with_suffix(".nvs_keys.bin")
-    refuse_overwriting_inputs(args.out, *inputs)
     derived = firmware_project(args)
     family = nvs_family(args)
     encrypt = args.encrypt or bool(derived and derived.nvs_encryption)
-    writes_keys = encrypt and not args.nvs_keys
-    if writes_keys:
-        refuse_overwriting_inputs(keys_out, args.out, *inputs)
-    refuse_existing_outputs(args, Path(args.out), *([keys_out] if writes_keys else []))
+    # The project's NVS key scheme: keys in an nvs_keys partition, or derived from an eFuse HMAC key.
+    scheme = credential_files.key_scheme(derived.nvs_security.scheme if derived else None, bool(args.hmac_key))
+    outputs = credential_files.plan_outputs(
+        args.out, encrypt=encrypt, scheme=scheme, nvs_keys_file=args.nvs_keys, hmac_key_file=args.hmac_key,
+        inputs=inputs,
+    )  # fmt: skip
+    refuse_existing_outputs(args, *outputs.paths)
     table = load_table(args, args.partition_table)
     creds = credentials.Credentials.from_files(
         args.code_verify_cert,
@@ -78,25 +78,7 @@ def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
         jitp_cert=args.jitp_cert,
     )
     extra = [credentials.parse_extra_value(v) for v in args.value or []]
-    key = hmac_key = None
-    # The project's NVS key scheme: keys in an nvs_keys partition, or derived from an eFuse HMAC key.
-    scheme = (derived.nvs_security.scheme if derived else None) or ("hmac" if args.hmac_key else "flash_enc")
-    if encrypt and scheme == "hmac":
-        from device_provisioning.device import nvs_keys
-
-        hmac_key = read_bytes(args.hmac_key, "HMAC key") if args.hmac_key else nvs_keys.generate_hmac_key()
-        key = nvs_keys.xts_key_from_hmac(hmac_key)
-        key_id = derived.nvs_security.hmac_key_id if derived else -1
-        burn_note = nvs_keys.key_id_note(key_id)
-        writes_keys = False
-        keys_out = Path(args.out).with_suffix(".hmac_key.bin")
-        if not args.hmac_key:
-            refuse_overwriting_inputs(keys_out, args.out, *inputs)
-            refuse_existing_outputs(args, keys_out)
-    elif encrypt:
-        key = nvs_encryption_key(args) or nvs_keys.generate_encryption_key()
-    elif args.nvs_keys or args.hmac_key:
-        raise InputFileError("--nvs-keys and --hmac-key need --encrypt (or a project that enables NVS encryption)")
+    keys = credential_files.nvs_keys_for(outputs, nvs_keys_file=args.nvs_keys, hmac_key_file=args.hmac_key)
     built = credentials.build_credential_image(
         table,
         creds,
@@ -104,17 +86,16 @@ def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
         partition_label=args.partition,
         pkcs11_encoding=args.pkcs11_encoding,
         extra=extra,
-        encryption_key=key,
+        encryption_key=keys.xts_key if keys else None,
         flash_encryption=derived.flash_encryption if derived else None,
         key_scheme=scheme,
     )
-    # Everything is checked before the first file is written; the key file before the image it opens.
-    keys_path = hmac_path = None
-    if hmac_key is not None and not args.hmac_key:
-        hmac_path = write_atomic(keys_out, hmac_key, private=True)
-    if writes_keys:
-        keys_path = write_atomic(keys_out, nvs_keys.keys_partition_image(key or b""), private=True)
-    image_path = write_atomic(args.out, built.image, private=built.holds_private_key)
+    # Everything is checked before the first file is written; the library writes the key file before the image.
+    credential_files.write_credential_files(outputs, built, keys)
+    image_path = outputs.image
+    hmac_key = keys.hmac_key if keys else None
+    keys_path = outputs.key_file if hmac_key is None else None
+    hmac_path = outputs.key_file if hmac_key is not None else None
     csk = next(e for e in built.entries if e.key == credentials.CODE_VERIFY_KEY)
     fp = pki.fingerprint(creds.code_verify_certificate)
     lines = [
@@ -126,6 +107,7 @@ def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
     if keys_path:
         lines.append(f"NVS keys     {keys_path} (flash to the nvs_keys partition; keep it secret)")
     if hmac_key is not None:
+        burn_note = nvs_keys.key_id_note(derived.nvs_security.hmac_key_id if derived else -1)
         lines.append(f"HMAC scheme  NVS keys derived from {hmac_path or args.hmac_key}: {burn_note}; keep it secret")
     lines.append("read back    every entry matches what was written")
     warnings = list(built.warnings)

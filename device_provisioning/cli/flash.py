@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -131,10 +130,10 @@ def _flash(args: argparse.Namespace, out: TextIO) -> int:
 
 def _image_merge(args: argparse.Namespace, out: TextIO) -> int:
     from device_provisioning.device import esp_build
-    from device_provisioning.files import refuse_overwriting_inputs, write_atomic
+    from device_provisioning.files import refuse_overwriting_inputs
     from device_provisioning.flashing import factory_image
 
-    sidecar = Path(str(args.out) + ".json")
+    sidecar = factory_image.sidecar_path(args.out)
     build = esp_build.load_build(_project_build(args, "as the factory image holds the firmware"))
     for output in (args.out, sidecar):
         refuse_overwriting_inputs(
@@ -142,9 +141,7 @@ def _image_merge(args: argparse.Namespace, out: TextIO) -> int:
         )
     refuse_existing_outputs(args, args.out, sidecar)
     merged = factory_image.merge_factory_image(_plan(args, build), quiet=args.json)
-    # The image holds the NVS partition and with it the device's private key: readable by its owner only.
-    image_path = write_atomic(args.out, merged.image, private=True)
-    sidecar_path = write_atomic(sidecar, (json.dumps(merged.sidecar, indent=2, sort_keys=True) + "\n").encode())
+    image_path, sidecar_path = factory_image.write_factory_image(merged, args.out)
     lines = [f"image        {image_path} ({len(merged.image)} bytes, sha256 {merged.sidecar['sha256']})"]
     lines += [
         f"region       {r['name']:<16} 0x{r['offset']:06x} {r['size']:>8} bytes" for r in merged.sidecar["regions"]

@@ -8,8 +8,11 @@ what it programs.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from esptool import cmds
@@ -18,6 +21,7 @@ from esptool.util import FatalError
 from device_provisioning.device import nvs, partition_table, partition_types
 from device_provisioning.device.credentials import CODE_VERIFY_KEY, CREDS_NAMESPACE
 from device_provisioning.errors import InputFileError, ProvisioningError
+from device_provisioning.files import write_atomic
 from device_provisioning.flashing.esptool_device import esptool_quiet, flash_size_bytes
 from device_provisioning.flashing.layout import FlashPlan
 from device_provisioning.identity import pki
@@ -76,6 +80,22 @@ def merge_factory_image(plan: FlashPlan, *, quiet: bool = True) -> MergedImage:
         "regions": regions,
     }
     return MergedImage(image, sidecar)
+
+
+def sidecar_path(image: str | os.PathLike[str]) -> Path:
+    """Where a merged image's sidecar goes: beside it, ``<image>.json``."""
+    return Path(f"{os.fspath(image)}.json")
+
+
+def write_factory_image(merged: MergedImage, image: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Write the image, then its sidecar; returns both paths.
+
+    The image holds the NVS partition and with it the device's private key: it is readable by its owner only
+    (0600). The sidecar comes second, so it never describes an image that was not written.
+    """
+    image_path = write_atomic(image, merged.image, private=True)
+    sidecar = write_atomic(sidecar_path(image), (json.dumps(merged.sidecar, indent=2, sort_keys=True) + "\n").encode())
+    return image_path, sidecar
 
 
 def _find_partition_table(image: bytes) -> partition_types.PartitionTable:
