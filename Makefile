@@ -33,8 +33,9 @@ $(SYSTEM_FILES) &:
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-	$(PY) -m pip install --quiet -r requirements-dev.txt -e . 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
+	@# pip's and setuptools' own notes (editable-install warnings) are kept in a log, shown only when pip fails.
+	$(PY) -m pip install --quiet --upgrade pip > $(VENV)/pip.log 2>&1 || true
+	$(PY) -m pip install --quiet -r requirements-dev.txt -e . > $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
 	touch $@
 
 $(CHECKOV_VENV)/.installed: requirements-checkov.txt
@@ -43,7 +44,7 @@ $(CHECKOV_VENV)/.installed: requirements-checkov.txt
 	touch $@
 
 $(CDK): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm ci --no-audit --no-fund --loglevel=error --no-update-notifier > /dev/null
 	touch $@
 
 # Prints the time of the whole gate (lint, types, suite); the target is under 2 minutes on 2 cores.

@@ -250,11 +250,34 @@ def test_unusable_ports_give_one_clear_line(port: str, message: str, beta_image)
 
 
 def test_no_port_at_all(beta_image, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from serial.tools import list_ports
+
     plan = layout.plan_flash(pt.load(BETA_TABLE), beta_image)
-    # Auto-detection on a machine with no serial devices (CI): esptool finds zero ports.
-    monkeypatch.setattr(cmds, "get_port_names", lambda **_: [])
-    with pytest.raises(DeviceError, match="no serial port found"):
+    # Auto-detection on a machine with no USB serial device (CI): one line at once, no scan of every port.
+    monkeypatch.setattr(list_ports, "comports", lambda: [])
+    scanned: list[object] = []
+    monkeypatch.setattr(cmds, "get_port_names", lambda **kwargs: scanned.append(kwargs) or [])
+    with pytest.raises(DeviceError, match="no USB serial port found: .* pass -p/--port PORT"):
         esptool_device.flash_device(plan, port=None, stub=False, quiet=True)
+    assert scanned == []
+
+
+def test_the_one_usb_port_is_taken_and_several_are_named() -> None:
+    assert serial_port.auto_port(["/dev/ttyUSB0"]) == "/dev/ttyUSB0"
+    with pytest.raises(DeviceError, match=r"^no USB serial port found"):
+        serial_port.auto_port([])
+    ports = [f"/dev/ttyUSB{n}" for n in range(6)]
+    with pytest.raises(DeviceError, match=r"6 USB serial ports \(/dev/ttyUSB0, .*ttyUSB3 and 2 more\): pass -p/--port"):
+        serial_port.auto_port(ports)
+
+
+def test_flash_without_a_port_ends_in_one_line(beta_image, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from serial.tools import list_ports
+
+    monkeypatch.setattr(list_ports, "comports", lambda: [])
+    (tmp_path / "creds.bin").write_bytes(beta_image)
+    code, out, err = cli("flash", "--partition-table", BETA_TABLE, "--nvs", tmp_path / "creds.bin", "--no-firmware")
+    assert code == 1 and out == "" and err.count("\n") == 1 and "pass -p/--port" in err, err
 
 
 @pytest.mark.parametrize(
@@ -275,7 +298,7 @@ def test_esptool_failures_become_actionable(esptool_message: str, expected: str)
 # --- factory images -------------------------------------------------------------------------------
 
 
-def test_merged_image_has_nvs_at_the_storage_offset_byte_for_byte(identity, tmp_path: Path) -> None:
+def test_merged_image_has_nvs_at_the_storage_offset_byte_for_byte(identity, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     table = pt.load(MASTER_TABLE)
     certificate = pki.load_certificate_file(identity.certificate)
     nvs_image = credentials.build_credential_image(table, credentials.Credentials(certificate), "beta").image
@@ -284,6 +307,7 @@ def test_merged_image_has_nvs_at_the_storage_offset_byte_for_byte(identity, tmp_
     code, out, err = cli("image", "merge", "--partition-table", MASTER_TABLE, "--nvs", tmp_path / "creds.bin",
                          "--build-dir", tmp_path / "build", "--out", tmp_path / "factory.bin", "--json")  # fmt: skip
     assert code == 0, err
+    assert capsys.readouterr().out == ""  # esptool's own messages are hidden without --verbose
     merged = (tmp_path / "factory.bin").read_bytes()
     assert stat.S_IMODE((tmp_path / "factory.bin").stat().st_mode) == 0o600  # it holds the device's credentials
     storage = table.find("storage")
@@ -304,6 +328,12 @@ def test_merged_image_has_nvs_at_the_storage_offset_byte_for_byte(identity, tmp_
     assert by_name["ota_1"]["content"] == "erased"
     code, out, _ = cli("image", "inspect", tmp_path / "factory.bin")
     assert code == 0 and "P11_CSK SHA-256" in out
+    capsys.readouterr()
+    again = tmp_path / "again.bin"
+    code, out, err = cli("--verbose", "image", "merge", "--partition-table", MASTER_TABLE, "--nvs",
+                         tmp_path / "creds.bin", "--build-dir", tmp_path / "build", "--out", again)  # fmt: skip
+    assert code == 0, err
+    assert "Merged 0x400000 bytes" in capsys.readouterr().out  # --verbose: esptool's messages, as it prints them
 
 
 @pytest.mark.hardware

@@ -64,6 +64,9 @@ def build_parser() -> Parser:
         allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--verbose", action="store_true", help="show esptool's messages (flash, image merge; hidden otherwise)"
+    )
     subparsers = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", help="one of the commands above"
     )

@@ -263,6 +263,16 @@ STAGE = option_group(
         "--stage", default="dev", help="the stacks' stage (dev, prod ...: `cdk deploy -c stage=`)"
     ),
 )
+# Also a top-level option (`device-provisioning --verbose flash ...`): left out here, the top level's value stands.
+VERBOSE = option_group(
+    "outputs",
+    lambda p: p.add_argument(
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show esptool's messages and progress bars (hidden otherwise; failures are one line either way)",
+    ),
+)
 NO_STUB = option_group(
     "flashing",
     lambda p: p.add_argument(

@@ -14,6 +14,7 @@ from device_provisioning.cli.common import (
     PARTITION_TABLE,
     PROJECT,
     TABLE_OFFSET,
+    VERBOSE,
     Command,
     CommandGroup,
     bounded_int,
@@ -103,8 +104,8 @@ def _flash(args: argparse.Namespace, out: TextIO) -> int:
         stub=not args.no_stub,
         erase_storage=args.erase_storage,
         expected_certificate=expected,
-        quiet=args.json,
-        progress=not args.json,
+        quiet=not args.verbose,
+        progress=args.verbose and not args.json,
         verify=args.verify,
     )
     lines = [f"wrote        {name} at 0x{offset:x} ({size} bytes)" for name, offset, size in report.regions]
@@ -140,7 +141,7 @@ def _image_merge(args: argparse.Namespace, out: TextIO) -> int:
             output, args.partition_table, args.nvs, args.nvs_keys, args.secure_cert, *(f.path for f in build.files)
         )
     refuse_existing_outputs(args, args.out, sidecar)
-    merged = factory_image.merge_factory_image(_plan(args, build), quiet=args.json)
+    merged = factory_image.merge_factory_image(_plan(args, build), quiet=not args.verbose)
     image_path, sidecar_path = factory_image.write_factory_image(merged, args.out)
     lines = [f"image        {image_path} ({len(merged.image)} bytes, sha256 {merged.sidecar['sha256']})"]
     lines += [
@@ -183,7 +184,9 @@ def _nvs_argument(parser: argparse.ArgumentParser) -> None:
 
 def _flash_arguments(parser: argparse.ArgumentParser) -> None:
     port = section(parser, "serial port")
-    port.add_argument("-p", "--port", help="serial port, as esptool takes it (default: auto-detect, like esptool)")
+    port.add_argument(
+        "-p", "--port", help="serial port, as esptool takes it (default: the machine's one USB serial port)"
+    )
     port.add_argument(
         "-b",
         "--baud",
@@ -231,7 +234,7 @@ FLASH = Command(
     _flash,
     "write the NVS image (and firmware) with esptool and prove it (the chip's MD5, or --verify read-back)",
     "device-provisioning flash --port /dev/ttyUSB0 --project examples/beta-ota-mqtt --nvs creds.bin --no-firmware",
-    [PROJECT, PARTITION_TABLE, TABLE_OFFSET, NVS_KEYS, NO_STUB],
+    [PROJECT, PARTITION_TABLE, TABLE_OFFSET, NVS_KEYS, NO_STUB, VERBOSE],
     _flash_arguments,
 )
 
@@ -244,7 +247,7 @@ IMAGE = CommandGroup(
             _image_merge,
             "merge bootloader, table, otadata, app and NVS into one factory image",
             "device-provisioning image merge --project my-firmware --nvs creds.bin --out factory.bin",
-            [PROJECT, PARTITION_TABLE, TABLE_OFFSET, NVS_KEYS, FORCE],
+            [PROJECT, PARTITION_TABLE, TABLE_OFFSET, NVS_KEYS, FORCE, VERBOSE],
             _merge_arguments,
         ),
         Command(

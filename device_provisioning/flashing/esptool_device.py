@@ -1,6 +1,6 @@
 """The only module that opens a serial port: flashing one device with esptool as a library.
 
-Connect (auto-detecting the port like esptool when none is given), refuse what the device makes
+Connect (to the one USB serial port when none is given), refuse what the device makes
 unsafe (chip mismatch, flash encryption with a plaintext image, a layout beyond the flash size),
 write compressed, prove what landed (proof.py: the chip's MD5 of every region, or a read-back; the NVS
 partition decoded), then reset the chip; each phase is timed. The port itself (its existence, its speed,
@@ -31,7 +31,14 @@ from device_provisioning.flashing.proof import (
     describe_nvs,
     verify_written,
 )
-from device_provisioning.flashing.serial_port import ROM_BAUD, check_port, esptool_errors, fastest_baud
+from device_provisioning.flashing.serial_port import (
+    ROM_BAUD,
+    auto_port,
+    check_port,
+    esptool_errors,
+    fastest_baud,
+    usb_serial_ports,
+)
 
 
 @contextlib.contextmanager
@@ -86,16 +93,17 @@ def flash_device(
 ) -> FlashReport:
     """Write the plan to the device and prove what landed in the NVS partition.
 
-    ``baud`` defaults to the fastest the port's USB bridge takes (:func:`fastest_baud`); ``verify``
-    ``"md5"`` has the chip hash each written region and compares it with the image's (seconds instead of
-    reading everything back), ``"read-back"`` reads the NVS partition back. ``on_phase`` is told each
-    phase as it starts (connect, stub, write, verify, reset). esptool stays silent unless ``quiet=False``
-    (its messages) and ``progress=True`` (its progress bars) are asked for; the library itself prints
-    nothing. Raises :class:`DeviceError` for a refused or failed write; a refusal happens before the first
-    byte is written.
+    Without ``port``, the machine's one USB serial port (:func:`auto_port`: none or several is one line, not
+    esptool's scan of every port). ``baud`` defaults to the fastest the port's USB bridge takes
+    (:func:`fastest_baud`); ``verify`` ``"md5"`` has the chip hash each written region and compares it with the
+    image's (seconds instead of reading everything back), ``"read-back"`` reads the NVS partition back.
+    ``on_phase`` is told each phase as it starts (connect, stub, write, verify, reset). esptool stays silent
+    unless ``quiet=False`` (its messages) and ``progress=True`` (its progress bars) are asked for; the library
+    itself prints nothing. Raises :class:`DeviceError` for a refused or failed write; a refusal happens before
+    the first byte is written.
     """
-    if port is not None:
-        check_port(port)
+    port = auto_port(usb_serial_ports()) if port is None else port
+    check_port(port)
     speed = baud or fastest_baud(port)
     phases = _Phases(on_phase)
     with esptool_quiet(quiet), esptool_errors(port, speed):

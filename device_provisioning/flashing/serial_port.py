@@ -36,12 +36,32 @@ def check_port(port: str) -> None:
         raise DeviceError(f"port {shown!r} does not exist: check the cable and the name (ls /dev/ttyUSB* /dev/ttyACM*)")
 
 
+def usb_serial_ports() -> list[str]:
+    """The USB serial ports of this machine (where a development board appears), by pyserial's listing."""
+    from serial.tools import list_ports
+
+    return sorted(info.device for info in list_ports.comports() if info.vid is not None)
+
+
+def auto_port(ports: list[str]) -> str:
+    """The one port to flash when none was given: the only USB serial port, else one line saying what to pass.
+
+    esptool would try every port in turn (seconds each, with an error line per port); a board is on one port.
+    """
+    if len(ports) == 1:
+        return ports[0]
+    if not ports:
+        raise DeviceError("no USB serial port found: connect the board by USB, or pass -p/--port PORT")
+    shown = ", ".join(ports[:4]) + (f" and {len(ports) - 4} more" if len(ports) > 4 else "")
+    raise DeviceError(f"{len(ports)} USB serial ports ({shown}): pass -p/--port with the board's")
+
+
 def explain_port_error(error: BaseException, port: str | None, baud: int) -> DeviceError:
     """What an esptool or pyserial failure on ``port`` means, as one line saying what to do."""
     text = str(error)
     where = port or "the auto-detected port"
     if "available serial ports" in text and "0 available" in text:
-        return DeviceError("no serial port found: connect the board by USB, or pass --port /dev/ttyUSB0")
+        return DeviceError("no serial port found: connect the board by USB, or pass -p/--port /dev/ttyUSB0")
     if "Could not connect to an Espressif device" in text:
         return DeviceError(f"{text} Put the board in download mode (hold BOOT, tap EN) or pass --port")
     if "No such file or directory" in text or "Connection refused" in text:
