@@ -1,6 +1,6 @@
 """The local endpoint's stand-ins for the AWS IoT calls moto lacks: streams and OTA updates.
 
-Written from AWS's API reference (CreateStream, DescribeStream, DeleteStream, CreateOTAUpdate,
+Written from AWS's API reference (CreateStream, DescribeStream, ListStreams, DeleteStream, CreateOTAUpdate,
 GetOTAUpdate, DeleteOTAUpdate) and the FreeRTOS OTA user guide's description of the job AWS creates,
 so ``ota create`` runs those paths end to end here instead of only validating its request:
 
@@ -10,7 +10,10 @@ so ``ota create`` runs those paths end to end here instead of only validating it
   ``AFR_OTA-<otaUpdateId>`` whose document is the ``afr_ota`` document the OTA agent parses: for custom
   signing, ``sig-sha256-ecdsa`` holds the bytes of ``signature.inlineDocument`` **as they are** (AWS
   copies the blob; it does not base64-encode it), ``certfile`` the certificate name. AWS creates the
-  update asynchronously; here it is complete when the call returns.
+  update asynchronously: here it is ``CREATE_IN_PROGRESS`` for ``LOCAL_AWS_OTA_UPDATE_SECONDS`` (read when
+  the update is created; default 0: complete when the call returns), and names its job only once complete;
+- DeleteOTAUpdate removes the job the update made (refused while that job is not COMPLETED or CANCELED,
+  unless ``forceDeleteAWSJob``) and, with ``deleteStream``, the stream it made, as AWS documents it.
 - Signer signing (``startSigningJobParameter``) needs StartSigningJob, which the local endpoint does not
   have: that update ends ``CREATE_FAILED`` with an error saying so, as AWS reports a failed signing job.
 """
@@ -20,6 +23,8 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import os
+import time
 import uuid
 from typing import Any
 
@@ -29,6 +34,10 @@ from moto.iot import responses as iot_responses
 from moto.s3.models import s3_backends
 
 # AWS: a stream id and an OTA update id are 1-128 characters of [a-zA-Z0-9_-].
+# How long this endpoint takes to create an OTA update (AWS signs, makes the stream, then the job).
+UPDATE_SECONDS_VARIABLE = "LOCAL_AWS_OTA_UPDATE_SECONDS"
+# What the endpoint keeps about an update beyond what GetOTAUpdate answers.
+_PRIVATE = ("localReadyAt", "localStreamId", "localJob")
 _ID_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
@@ -104,6 +113,12 @@ def _existing(table: dict[str, Any], name: Any, what: str) -> Any:
 def _describe_stream(self: Any) -> ActionResult:
     streams, _ = _state(self.iot_backend)
     return ActionResult({"streamInfo": _existing(streams, self._get_param("streamId"), "stream")})
+
+
+def _list_streams(self: Any) -> ActionResult:
+    streams, _ = _state(self.iot_backend)
+    keys = ("streamId", "streamArn", "streamVersion", "description")
+    return ActionResult({"streams": [{key: stream[key] for key in keys} for stream in streams.values()]})
 
 
 def _delete_stream(self: Any) -> ActionResult:
@@ -216,22 +231,43 @@ def _create_ota_update(self: Any) -> ActionResult:
         timeout_config=self._get_param("awsJobTimeoutConfig"),
     )
     job_arn = f"arn:aws:iot:{backend.region_name}:{backend.account_id}:job/{job_id}"
-    info.update(awsIotJobId=job_id, awsIotJobArn=job_arn)
-    return ActionResult(
-        {"otaUpdateId": ota_id, "otaUpdateArn": arn, "awsIotJobId": job_id, "awsIotJobArn": job_arn,
-         "otaUpdateStatus": "CREATE_IN_PROGRESS"}
-    )  # fmt: skip
+    seconds = float(os.environ.get(UPDATE_SECONDS_VARIABLE) or 0)
+    info.update(otaUpdateStatus="CREATE_IN_PROGRESS", localReadyAt=time.monotonic() + seconds)
+    info.update(localStreamId=stream_id, localJob={"awsIotJobId": job_id, "awsIotJobArn": job_arn})
+    _progress(info)
+    return ActionResult({"otaUpdateId": ota_id, "otaUpdateArn": arn, "otaUpdateStatus": "CREATE_IN_PROGRESS"})
+
+
+def _progress(info: dict[str, Any]) -> None:
+    """Complete an update whose creation time has passed: from then on it names its job."""
+    if info["otaUpdateStatus"] == "CREATE_IN_PROGRESS" and time.monotonic() >= info["localReadyAt"]:
+        info.update(otaUpdateStatus="CREATE_COMPLETE", **info["localJob"])
 
 
 def _get_ota_update(self: Any) -> ActionResult:
     _, updates = _state(self.iot_backend)
-    return ActionResult({"otaUpdateInfo": _existing(updates, self._get_param("otaUpdateId"), "OTA update")})
+    info = _existing(updates, self._get_param("otaUpdateId"), "OTA update")
+    if "localReadyAt" in info:
+        _progress(info)
+    return ActionResult({"otaUpdateInfo": {k: v for k, v in info.items() if k not in _PRIVATE}})
 
 
 def _delete_ota_update(self: Any) -> ActionResult:
-    _, updates = _state(self.iot_backend)
+    backend = self.iot_backend
+    streams, updates = _state(backend)
     ota_id = self._get_param("otaUpdateId")
-    _existing(updates, ota_id, "OTA update")
+    info = _existing(updates, ota_id, "OTA update")
+    job_id = (info.get("localJob") or {}).get("awsIotJobId")
+    job = backend.jobs.get(job_id) if job_id else None
+    force = str(self._get_param("forceDeleteAWSJob")).lower() == "true"
+    if job is not None and job.status not in ("COMPLETED", "CANCELED") and not force:
+        raise iot_exceptions.InvalidRequestException(
+            f"the job {job_id} of OTA update {ota_id} is {job.status}: cancel it first or set forceDeleteAWSJob"
+        )
+    if job is not None:
+        backend.delete_job(job_id, force=True)
+    if str(self._get_param("deleteStream")).lower() == "true" and info.get("localStreamId") in streams:
+        del streams[info["localStreamId"]]
     del updates[ota_id]
     return ActionResult({})
 
@@ -241,6 +277,7 @@ def add_ota_stand_ins() -> None:
     for name, method in {
         "create_stream": _create_stream,
         "describe_stream": _describe_stream,
+        "list_streams": _list_streams,
         "delete_stream": _delete_stream,
         "create_ota_update": _create_ota_update,
         "get_ota_update": _get_ota_update,

@@ -1,4 +1,4 @@
-"""SIGINT and SIGTERM at each AWS call of `ota create` and `batch prepare`: AWS ends as the last line says.
+"""SIGINT, SIGTERM and SIGHUP at each AWS call of `ota create` and `batch prepare`: AWS ends as the last line says.
 
 The fault proxy sends the signal to the command as a chosen call arrives and lets that call go on (it is
 in flight: it finishes). After the signal no new change may start; what the command made is removed and
@@ -29,6 +29,8 @@ from tests.helpers import BETA_TABLE
 from tests.test_batch import check_invariants, prepare_command, write_config, write_devices
 
 POLICY = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}]}'
+# A service manager's SIGTERM and a closed terminal's SIGHUP are handled as Ctrl-C is.
+SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
 # Each AWS change of `ota create --via job --protocol mqtt`, as the proxy sees it arrive.
 OTA_CALLS = {
     "upload": ("PUT", r"firmware/"),
@@ -77,7 +79,7 @@ def run_with_signal(endpoint, argv: list[str], method: str, path: str, signum: i
         return process.returncode, out, err, list(proxy.calls)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("signum", SIGNALS, ids=[s.name for s in SIGNALS])
 @pytest.mark.parametrize("call", list(OTA_CALLS))
 def test_ota_create_interrupted_at_each_call_leaves_aws_as_its_last_line_says(
     setup: dict,
@@ -115,7 +117,7 @@ def test_ota_create_interrupted_at_each_call_leaves_aws_as_its_last_line_says(
     assert versions == [] and streams == [] and jobs == []
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("signum", SIGNALS, ids=[s.name for s in SIGNALS])
 def test_batch_prepare_stops_at_once_and_resumes(
     setup: dict,
     local_endpoint,
@@ -149,3 +151,39 @@ def test_batch_prepare_stops_at_once_and_resumes(
                            timeout=300)  # fmt: skip
     assert final.returncode == 0, final.stderr
     check_invariants(out, before)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_signal_while_aws_is_still_creating_the_ota_update_removes_all_it_made(
+    setup: dict,
+    local_endpoint,
+    tmp_path: Path,
+    monkeypatch,
+    signum: int,  # type: ignore[type-arg]
+) -> None:  # type: ignore[no-untyped-def]
+    """CreateOTAUpdate answered; AWS is still making it (CREATE_IN_PROGRESS, its stream and job already there) when
+    the signal comes with the first GetOTAUpdate. The command deletes the update with its stream and its job
+    (forced: the job is IN_PROGRESS) and the firmware version, and its one line says so: nothing is left."""
+    monkeypatch.setenv("LOCAL_AWS_OTA_UPDATE_SECONDS", "60")  # read by the endpoint (this process) per update
+    firmware = tmp_path / "app.bin"
+    firmware.write_bytes(placeholder_app_image(version=f"8.{uuid.uuid4().int % 1000}"))
+    ota_id = f"dev-mid-{uuid.uuid4().hex[:10]}"
+    argv = [sys.executable, "-m", "device_provisioning", "ota", "create", "--ota-id", ota_id,
+            "--firmware", str(firmware), "--targets", str(setup["thing"]), "--sign-key", str(setup["key"]),
+            "--nvs", str(setup["root"] / "creds.bin"), "--family", "beta", "--via", "ota-update",
+            "--protocol", "mqtt", "--bucket", str(setup["bucket"]), "--role-arn",
+            "arn:aws:iam::123456789012:role/ota", "--accept-unknown", "--json"]  # fmt: skip
+    code, _, err, calls = run_with_signal(local_endpoint, argv, "GET", rf"^/otaUpdates/{ota_id}", signum)
+    assert ("POST", f"/otaUpdates/{ota_id}") in calls, calls  # the update was made before the signal
+    session = aws.connect()
+    iot, s3 = session.client("iot"), session.client("s3")
+    lines = err.strip().splitlines()
+    name = signal.Signals(signum).name
+    assert code == 130 and len(lines) == 1, err
+    assert lines[0].startswith(f"ERROR interrupted by {name}: OTA {ota_id} was not created; removed "), err
+    assert f"OTA update {ota_id} (with its stream and job)" in lines[0] and "firmware version" in lines[0], err
+    assert "nothing of it is left in AWS" in lines[0], err
+    assert not exists(iot.get_ota_update, otaUpdateId=ota_id)
+    assert not exists(iot.describe_job, jobId=f"AFR_OTA-{ota_id}")
+    assert not [s for s in iot.list_streams()["streams"] if ota_id in s.get("description", "")]
+    assert not [v for v in s3.list_object_versions(Bucket=setup["bucket"]).get("Versions", []) if ota_id in v["Key"]]

@@ -104,8 +104,13 @@ def _create(
             response = iot.create_ota_update(
                 **ota_update_request(request, target_arns, firmware, plan.ota_id, plan.code_signing)
             )
-            what = f"OTA update {plan.ota_id} (with its stream)"
-            undo.callback(log.undo, what, iot.delete_ota_update, otaUpdateId=plan.ota_id, deleteStream=True)
+            # Still being created, or just created: its job is IN_PROGRESS, which DeleteOTAUpdate refuses to delete
+            # unless forced (and without deleteStream it would leave the stream AWS made for it).
+            what = f"OTA update {plan.ota_id} (with its stream and job)"
+            undo.callback(
+                log.undo, what, iot.delete_ota_update, otaUpdateId=plan.ota_id, deleteStream=True,
+                forceDeleteAWSJob=True,
+            )  # fmt: skip
             info = _wait_for_ota_update(iot, plan.ota_id, poll)
             return Created("ota-update", info.get("awsIotJobId") or response.get("awsIotJobId"), firmware)
         if plan.stream_id is not None:
