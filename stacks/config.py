@@ -81,6 +81,20 @@ class AppConfig:
         return tuple(sorted(s for s, a in accounts.items() if s != "prod" and prod is not None and a == prod))
 
     @property
+    def alone_in_account(self) -> bool:
+        """Whether ``stageAccounts`` puts every stage in an account and none beside this stage in this one.
+
+        Only then may operators make dynamic thing groups: IAM evaluates a group's name, never its query,
+        and a query reaches every thing of the account (docs/aws-side.md, "Dynamic thing groups")."""
+        accounts = dict(self.stage_accounts)
+        own = accounts.get(self.stage)
+        if own is None or any(stage not in accounts for stage in STAGES):
+            return False
+        if self.account and self.account.isdigit() and self.account != own:
+            return False  # deployed elsewhere than the context says: what the context says proves nothing
+        return all(account != own for stage, account in accounts.items() if stage != self.stage)
+
+    @property
     def device_policy_name(self) -> str:
         """The IoT policy every device certificate gets."""
         return f"{self.name_prefix}-device"

@@ -3,8 +3,9 @@
 Every id an operator creates carries the stage's prefix (``<prefix>ota-…`` OTA updates and jobs, their
 ``AFR_OTA-<prefix>…`` jobs made by AWS, ``<prefix>…`` streams), so each job, OTA-update and stream action is
 granted on this stage's ids only, and ``iot:CreateJob``, which IAM evaluates on the job *and* on each target,
-on this stage's things and groups only. The few calls IAM evaluates on ``*`` (List*) live in a second
-policy of their own, so a wildcard added to the first one later still fails the synth.
+on this stage's things and groups only. Dynamic thing groups only where the stage is alone in its account
+(IAM sees a group's name, not the query that picks its members). The few calls IAM evaluates on ``*``
+(List*) live in a second policy of their own, so a wildcard added to the first one later still fails the synth.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class OtaOperatorPolicy(Construct):
         code_signing_certificate_arn: str | None = None,
         stack_names: tuple[str, ...] = (),
         target_name_prefix: str,
+        dynamic_thing_groups: bool = False,
     ) -> None:
         super().__init__(scope, id_)
         stack = Stack.of(self)
@@ -92,8 +94,7 @@ class OtaOperatorPolicy(Construct):
                     "iot:CreateThingGroup",
                     "iot:DeleteThingGroup",
                     "iot:AddThingToThingGroup",
-                    # With fleet indexing: a stage, or the accepting devices, as a dynamic group of this stage.
-                    "iot:CreateDynamicThingGroup",
+                    # Removing a dynamic group (made while they were granted) narrows what a job reaches.
                     "iot:DeleteDynamicThingGroup",
                     # `ota status --per-device --record-versions` records the version each device reports.
                     "iot:UpdateThing",
@@ -148,6 +149,17 @@ class OtaOperatorPolicy(Construct):
                 conditions={"StringEquals": {"iam:PassedToService": "iot.amazonaws.com"}},
             ),
         ]
+        if dynamic_thing_groups:
+            # IAM evaluates a dynamic group's name, never its query, and the query reaches every thing of the
+            # account: granted only to a stage alone in its account (AppConfig.alone_in_account). Never
+            # UpdateDynamicThingGroup: the tool does not re-query a group, and it would move one's members.
+            statements.append(
+                iam.PolicyStatement(
+                    sid="DynamicGroupsInAnAccountOfThisStageAlone",
+                    actions=["iot:CreateDynamicThingGroup"],
+                    resources=groups,
+                )
+            )
         if stack_names:
             # The command line finds the bucket, role and policy names in the stacks' outputs.
             statements.append(

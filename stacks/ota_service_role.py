@@ -25,6 +25,8 @@ from stacks.nag import acknowledge_wildcard_resources
 
 # CreateOTAUpdate names its job AFR_OTA-<otaUpdateId> and its stream AFR_OTA-<uuid>.
 OTA_NAME_PATTERN = f"{contract.OTA_STREAM_PREFIX}*"
+# What the OTA service does with its streams: on AFR_OTA-*, which no stage can narrow.
+OTA_STREAM_ACTIONS = ("iot:CreateStream", "iot:DescribeStream", "iot:DeleteStream")
 
 
 def ota_job_pattern(target_name_prefix: str) -> str:
@@ -95,9 +97,6 @@ class OtaServiceRole(Construct):
             iam.PolicyStatement(actions=["signer:DescribeSigningJob"], resources=[signing_jobs]),
             iam.PolicyStatement(actions=["iot:CreateJob"], resources=[ota_jobs, *targets]),
             iam.PolicyStatement(actions=["iot:DescribeJob", "iot:DeleteJob"], resources=[ota_jobs]),
-            iam.PolicyStatement(
-                actions=["iot:CreateStream", "iot:DescribeStream", "iot:DeleteStream"], resources=[ota_streams]
-            ),
             # Firmware is addressed by object version; the signed copy is written back under a prefix.
             iam.PolicyStatement(actions=["s3:GetObject", "s3:GetObjectVersion"], resources=[read_objects]),
             iam.PolicyStatement(actions=["s3:PutObject"], resources=[signed_objects]),
@@ -110,8 +109,29 @@ class OtaServiceRole(Construct):
             self.role.add_to_policy(statement)
         acknowledge_wildcard_resources(
             self.role,
-            [read_objects, signed_objects, signing_jobs, ota_jobs, ota_streams, *targets],
+            [read_objects, signed_objects, signing_jobs, ota_jobs, *targets],
             "Wildcards are confined to this stage's firmware bucket (read; write under signed/), Signer jobs of "
-            "this account (ids are made by Signer), this stage's OTA jobs (AFR_OTA-<prefix>*) and targets "
-            "(<prefix>*), and OTA streams (AFR_OTA-<uuid>: AWS names them, no stage fits in).",
+            "this account (ids are made by Signer), and this stage's OTA jobs (AFR_OTA-<prefix>*) and targets "
+            "(<prefix>*).",
+        )
+        # The one grant no stage fits in, in a policy of its own with its own acknowledgment: a wildcard added to
+        # the scoped policy above still fails the synth. CreateOTAUpdate names its stream AFR_OTA-<uuid>.
+        self.unscopable_streams = iam.Policy(
+            self,
+            "StreamsNoStageFitsIn",
+            statements=[
+                iam.PolicyStatement(
+                    sid="OtaStreamsNamedByAws",
+                    actions=list(OTA_STREAM_ACTIONS),
+                    resources=[ota_streams],
+                )
+            ],
+        )
+        self.role.attach_inline_policy(self.unscopable_streams)
+        acknowledge_wildcard_resources(
+            self.unscopable_streams,
+            [ota_streams],
+            "AWS IoT's OTA service names an OTA update's stream AFR_OTA-<uuid> (CreateOTAUpdate has no stream-id "
+            "parameter), so no stage fits in the name: any stage's OTA role can describe or delete another stage's "
+            "AFR_OTA streams in the same account (docs/aws-side.md, What IAM cannot scope).",
         )

@@ -33,6 +33,12 @@ def warn_about_shared_accounts(stack: Stack, config: AppConfig) -> None:
             "AttachThingPrincipal, List*), so a credential of the other stage can reach prod's devices. Give prod "
             "its own account.",
         )
+    if config.fleet_indexing and not config.alone_in_account:
+        Annotations.of(stack).add_info(
+            "Operators get no iot:CreateDynamicThingGroup: a dynamic group's query could reach another stage's "
+            "things in the same account. Rollouts and --exclude-rejecting use static groups (one write per "
+            "device). With each stage in its own account, say so: -c stageAccounts=dev=ACCOUNT,prod=ACCOUNT."
+        )
     if (
         config.stage == "dev"
         and config.fleet_provisioning
@@ -99,6 +105,7 @@ class OtaUpdateStack(Stack):
             code_signing_certificate_arn=config.code_signing_certificate_arn,
             stack_names=own_stacks,
             target_name_prefix=config.operator_target_prefix,
+            dynamic_thing_groups=config.alone_in_account,
         )
         self.operator_policy = operator.policy
         factory = FactoryPolicy(
@@ -136,6 +143,13 @@ class OtaUpdateStack(Stack):
             description="Calls IAM evaluates on * only: they reach every stage of the account",
         )
         CfnOutput(self, contract.StackOutput.REGISTRATION_MODE, value=config.registration)
+        CfnOutput(
+            self,
+            "DynamicThingGroups",
+            value="granted" if config.alone_in_account else "withheld",
+            description="Operators may make dynamic thing groups only when stageAccounts puts this stage alone in "
+            "its account; otherwise the tool targets indexed fleets with static groups",
+        )
         CfnOutput(
             self,
             contract.StackOutput.TARGET_NAME_PREFIX,

@@ -49,8 +49,19 @@ def access_level(action: str) -> str:
     return str(PRIVILEGES[action.lower()]["access_level"])
 
 
-def iot_arn(resource: str, name: str) -> str:
-    return f"arn:aws:iot:{REGION}:{ACCOUNT}:{resource}/{name}"
+def iot_arn(resource: str, name: str, account: str = ACCOUNT) -> str:
+    return f"arn:aws:iot:{REGION}:{account}:{resource}/{name}"
+
+
+def account_of(arn: str) -> str:
+    return arn.split(":")[4]
+
+
+# A dynamic group's members are whatever its query selects, in the whole account: IAM evaluates the group's
+# name only. Whoever may set a query on a group it may target reaches every thing of that account through it.
+QUERY_ACTIONS = ("iot:createdynamicthinggroup", "iot:updatedynamicthinggroup")
+# Actions that act on every member of a group given as a target.
+TARGETING_ACTIONS = ("iot:createjob",)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -153,4 +164,21 @@ class Principal:
                 resource_type in TARGET_TYPES or not targets or any(self.allows(action, own) for own in targets)
             ):
                 found.add(action)
+        if resource_type == "thing":
+            found |= self._reach_through_queries(arn, own_names)
         return found
+
+    def chooses_group_members(self, groups: Iterable[str]) -> bool:
+        """Whether this principal may set the query of one of ``groups`` (so choose its members)."""
+        return any(self.allows(action, group) for action in QUERY_ACTIONS for group in groups)
+
+    def _reach_through_queries(self, thing: str, own_names: Mapping[str, list[str]]) -> set[str]:
+        groups = [group for group in own_names["thinggroup"] if account_of(group) == account_of(thing)]
+        if not self.chooses_group_members(groups):
+            return set()
+        return {
+            action
+            for group in groups
+            for action in self.reach("thinggroup", group, own_names)
+            if action.lower() in TARGETING_ACTIONS
+        }

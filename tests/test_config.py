@@ -111,3 +111,17 @@ def test_factory_ca_context_reads_a_ca_certificate_file(tmp_path) -> None:  # ty
         AppConfig.from_context({"stageAccounts": "qa=123"}.get)
     shared = AppConfig.from_context({"stage": "prod", "stageAccounts": "dev=111111111111,prod=111111111111"}.get)
     assert shared.accounts_shared_with_prod == ("dev",)
+
+
+def test_a_stage_is_alone_in_its_account_only_when_the_context_says_where_every_stage_is() -> None:
+    def alone(stage: str, accounts: str, account: str | None = None) -> bool:
+        get = {"stage": stage, "stageAccounts": accounts}.get
+        return AppConfig.from_context(get, account=account).alone_in_account
+
+    assert alone("prod", "dev=111111111111,prod=222222222222")
+    assert alone("dev", "dev=111111111111,prod=222222222222", account="111111111111")
+    assert not alone("prod", "dev=111111111111,prod=111111111111")  # shared
+    assert not alone("prod", "prod=222222222222")  # where dev is, unknown
+    assert not alone("prod", "")
+    # Deployed to another account than the context names for the stage: the context proves nothing.
+    assert not alone("dev", "dev=111111111111,prod=222222222222", account="222222222222")

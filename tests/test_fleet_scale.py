@@ -26,6 +26,7 @@ from device_provisioning.fleet import index
 from device_provisioning.identity import codesign, pki
 from devtools import local_registry, synthetic_fleet
 from devtools.synthetic_fleet import Cohort
+from tests.fault_proxy import fault_proxy
 
 STAGE = "scale"
 PREFIX = "scale-"
@@ -462,3 +463,68 @@ def test_with_the_index_the_update_rules_split_cohorts_by_what_each_device_recor
     pages = iot.get_paginator("list_things_in_thing_group").paginate(thingGroupName=target.rsplit("/")[-1])
     members = [thing for page in pages for thing in page["things"]]
     assert sorted(members) == sorted(things["ok"])  # the dynamic group's query admits exactly the accepting devices
+
+
+# --- a stage that shares its account: no dynamic groups (IAM withholds them) ---------------------------------
+
+# What IAM answers a principal without iot:CreateDynamicThingGroup (the stacks grant it only to a stage alone in
+# its account: docs/aws-side.md, "Dynamic thing groups").
+DENIED = {"status": 403, "code": "AccessDeniedException", "message": "not authorized: iot:CreateDynamicThingGroup"}
+
+
+def members_of(iot, group: str) -> list[str]:  # type: ignore[no-untyped-def]
+    pages = iot.get_paginator("list_things_in_thing_group").paginate(thingGroupName=group)
+    return sorted(thing for page in pages for thing in page["things"])
+
+
+def test_without_dynamic_groups_the_accepting_devices_get_a_static_group(
+    session: aws.Aws,
+    world: dict,  # type: ignore[type-arg]
+    indexing: None,
+    local_endpoint,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    iot = session.client("iot")
+    count = 120
+    group, things = fleet(world, count)
+    ota_id = unique(PREFIX)
+    with fault_proxy(local_endpoint.url) as proxy:
+        denied = proxy.fail("POST", r"^/dynamic-thing-groups/", **DENIED)  # type: ignore[arg-type]
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        created, calls = counted(
+            "ota", "create", "--stage", STAGE, "--firmware", world["firmware"], "--thing-groups", group,
+            "--sign-key", world["current"].key, "--device-cert", world["current"].certificate, "--via", "job",
+            "--ota-id", ota_id, "--exclude-rejecting",
+        )  # fmt: skip
+    assert denied.hits == 1 and created["fleet"]["accepting"] == round(count * 0.9)
+    job = iot.describe_job(jobId=ota_id)["job"]
+    (target,) = job["targets"]
+    made = target.rsplit("/")[-1]
+    assert "queryString" not in iot.describe_thing_group(thingGroupName=made) and made.startswith(PREFIX)
+    accepting = members_of(iot, made)
+    assert len(accepting) == round(count * 0.9) and set(accepting) <= set(things)
+    assert calls["iot:AddThingToThingGroup"] == len(accepting) and job["targetSelection"] == "SNAPSHOT"
+
+
+def test_without_dynamic_groups_a_rollouts_percent_stage_is_a_static_group(
+    session: aws.Aws,
+    world: dict,  # type: ignore[type-arg]
+    indexing: None,
+    local_endpoint,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    iot = session.client("iot")
+    rollout, _things = staged_rollout(session, world, tmp_path, 200)
+    plan, _ = counted("ota", "rollout", "plan", rollout, "--stage", STAGE)
+    with fault_proxy(local_endpoint.url) as proxy:
+        denied = proxy.fail("POST", r"^/dynamic-thing-groups/", **DENIED)  # type: ignore[arg-type]
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        for stage in plan["stages"][:2]:
+            report, calls = counted("ota", "rollout", "apply", rollout, "--stage", STAGE)
+            synthetic_fleet.play_devices(report["created"], {}, ("SUCCEEDED", {"reason": "accepted v1.3.0"}))
+    assert denied.hits == 1
+    quarter = plan["stages"][1]
+    assert "queryString" not in iot.describe_thing_group(thingGroupName=quarter["thing_group"])
+    assert len(members_of(iot, quarter["thing_group"])) == quarter["devices"] == calls["iot:AddThingToThingGroup"]
+    assert iot.describe_job(jobId=quarter["job_id"])["job"]["targetSelection"] == "SNAPSHOT"

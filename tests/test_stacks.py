@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import aws_cdk as cdk
 import pytest
+from aws_cdk import aws_iam as iam
 from aws_cdk.assertions import Capture, Match
 
 from device_provisioning import contract
+from stacks.app_builder import build_app
 from stacks.config import AppConfig
-from tests.cdk_helpers import CERT_ARN, SynthesizedApp, synthesize
+from tests.cdk_helpers import CERT_ARN, REPO_ROOT, SynthesizedApp, synthesize
 
 # Synthesis runs in jsii's node process; checkov and cfn-lint run as subprocesses.
 pytestmark = pytest.mark.integration
@@ -176,13 +180,50 @@ def test_ota_role_is_assumed_by_iot_for_this_account_only(without_certificate) -
     (trust,) = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"] == {"Service": "iot.amazonaws.com"}
     assert trust["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
-    assert ":iot:" in json.dumps(trust["Condition"]["ArnLike"]["aws:SourceArn"])
+    # AWS IoT documents the form arn:<partition>:iot:<region>:<account>:* for the SourceArn it sends (and no
+    # narrower one for OTA updates, whose role is also used by the jobs and streams it makes): docs/aws-side.md.
+    assert trust["Condition"]["ArnLike"]["aws:SourceArn"] == {
+        "Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":iot:", {"Ref": "AWS::Region"}, ":",
+                          {"Ref": "AWS::AccountId"}, ":*"]]
+    }  # fmt: skip
     assert "ManagedPolicyArns" not in role["Properties"]  # no AWS managed policy with Signer/CreateJob on "*"
 
 
+def ota_role_policies(app: SynthesizedApp) -> dict[str, dict[str, Any]]:
+    return {k: p for k, p in resources_of(app.ota_json, "AWS::IAM::Policy").items() if k.startswith("OtaServiceRole")}
+
+
 def ota_role_statements(app: SynthesizedApp) -> dict[str, dict[str, Any]]:
-    (policy,) = [p for k, p in resources_of(app.ota_json, "AWS::IAM::Policy").items() if k.startswith("OtaServiceRole")]
-    return {",".join(_as_list(s["Action"])): s for s in policy["Properties"]["PolicyDocument"]["Statement"]}
+    return {
+        ",".join(_as_list(s["Action"])): s
+        for policy in ota_role_policies(app).values()
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]
+    }
+
+
+def test_the_ota_roles_unscopable_streams_sit_in_a_policy_of_their_own_with_their_own_acknowledgment(
+    without_certificate,
+) -> None:
+    policies = ota_role_policies(without_certificate)
+    assert len(policies) == 2
+    (streams,) = [p for k, p in policies.items() if "Streams" in k]
+    (statement,) = streams["Properties"]["PolicyDocument"]["Statement"]
+    assert sorted(_as_list(statement["Action"])) == ["iot:CreateStream", "iot:DeleteStream", "iot:DescribeStream"]
+    assert _flatten(statement["Resource"]).endswith(":stream/AFR_OTA-*")
+    (scoped,) = [p for k, p in policies.items() if "Streams" not in k]
+    scoped_text = json.dumps(scoped["Properties"]["PolicyDocument"])
+    assert "Stream" not in scoped_text and "AFR_OTA-*" not in scoped_text.replace("AFR_OTA-dev-*", "")
+
+
+def test_a_stream_wildcard_added_to_the_ota_roles_scoped_policy_fails_the_synth() -> None:
+    # The streams' acknowledgment belongs to their own policy: the same wildcard anywhere else is a finding.
+    context = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
+    app = cdk.App(outdir=tempfile.mkdtemp(prefix="cdk-test-"), context=context)
+    ota, _fleet = build_app(app, AppConfig())
+    streams = ota.format_arn(service="iot", resource="stream", resource_name="AFR_OTA-*")
+    ota.ota_role.add_to_principal_policy(iam.PolicyStatement(actions=["iot:DescribeStream"], resources=[streams]))
+    with pytest.raises(Exception, match=r"AwsSolutions-IAM5"):
+        app.synth()
 
 
 def test_ota_role_signs_only_with_its_stage_profile_and_passes_only_itself(

@@ -22,7 +22,7 @@ from stacks.config import AppConfig
 from stacks.factory_policy import STATION_UNSCOPABLE_ACTIONS
 from stacks.operator_policy import OPERATOR_LIST_ACTIONS
 from tests.cdk_helpers import CERT_ARN, SynthesizedApp, synthesize
-from tests.iam_eval import WRITE_LEVELS, Principal, access_level, iot_arn, resource_types
+from tests.iam_eval import ACCOUNT, WRITE_LEVELS, Principal, access_level, iot_arn, resource_types
 from tests.test_stacks import concrete, resources_of
 
 
@@ -43,6 +43,7 @@ def ca_pem() -> str:
 pytestmark = pytest.mark.integration
 
 HOOK_ARN = "arn:aws:lambda:eu-west-1:123456789012:function:check-serial"
+OTHER_ACCOUNT = "210987654321"
 CONFIGURATIONS = {
     "dev": lambda: AppConfig(thing_names=("dev-board-1",)),
     "dev-certificate": lambda: AppConfig(code_signing_certificate_arn=CERT_ARN),
@@ -54,6 +55,10 @@ CONFIGURATIONS = {
     "prod-shipped-hook": lambda: AppConfig(stage="prod", fleet_provisioning=True),
     "dev-factory-ca": lambda: AppConfig(factory_ca_certificate_pem=ca_pem()),
     "prod-factory-ca": lambda: AppConfig(stage="prod", factory_ca_certificate_pem=ca_pem(), fleet_provisioning=True),
+    # Each stage in its own account (as stageAccounts says): dynamic thing groups are granted.
+    "prod-own-account": lambda: AppConfig(
+        stage="prod", fleet_indexing=True, stage_accounts=(("dev", OTHER_ACCOUNT), ("prod", ACCOUNT)),
+    ),
 }  # fmt: skip
 
 
@@ -106,17 +111,18 @@ def principals(app: SynthesizedApp) -> dict[str, Principal]:
     return found
 
 
-def names(prefix: str, stage: str) -> dict[str, list[str]]:
+def names(prefix: str, stage: str, account: str = ACCOUNT) -> dict[str, list[str]]:
     """Resources of a stage whose ids start with ``prefix``, one or two of each type, as ARNs."""
+    arn = lambda kind, name: iot_arn(kind, name, account)  # noqa: E731
     return {
-        "thing": [iot_arn("thing", f"{prefix}esp32-1"), iot_arn("thing", f"{stage}-esp32-7")],
-        "thinggroup": [iot_arn("thinggroup", f"{prefix}fleet")],
-        "job": [iot_arn("job", f"{prefix}ota-1"), iot_arn("job", f"AFR_OTA-{prefix}ota-1")],
-        "stream": [iot_arn("stream", f"{prefix}ota-1")],
-        "otaupdate": [iot_arn("otaupdate", f"{prefix}ota-1")],
-        "cert": [iot_arn("cert", "0" * 64)],
-        "policy": [iot_arn("policy", f"{stage}-esp-ota-device")],
-        "client": [iot_arn("client", f"{prefix}esp32-1")],
+        "thing": [arn("thing", f"{prefix}esp32-1"), arn("thing", f"{stage}-esp32-7")],
+        "thinggroup": [arn("thinggroup", f"{prefix}fleet")],
+        "job": [arn("job", f"{prefix}ota-1"), arn("job", f"AFR_OTA-{prefix}ota-1")],
+        "stream": [arn("stream", f"{prefix}ota-1")],
+        "otaupdate": [arn("otaupdate", f"{prefix}ota-1")],
+        "cert": [arn("cert", "0" * 64)],
+        "policy": [arn("policy", f"{stage}-esp-ota-device")],
+        "client": [arn("client", f"{prefix}esp32-1")],
     }
 
 
@@ -124,12 +130,17 @@ def other_stage(config: AppConfig) -> str:
     return "prod" if config.stage == "dev" else "dev"
 
 
+def other_stage_account(config: AppConfig) -> str:
+    """Where the other stage's resources are: its own account when the context says so, else this one."""
+    return dict(config.stage_accounts).get(other_stage(config), ACCOUNT) if config.alone_in_account else ACCOUNT
+
+
 def test_no_principal_of_a_stage_acts_on_the_other_stages_things_groups_jobs_streams_or_ota_updates(
     deployed: tuple[AppConfig, SynthesizedApp],
 ) -> None:
     config, app = deployed
     own = names(config.operator_target_prefix, config.stage)
-    theirs = names(f"{other_stage(config)}-", other_stage(config))
+    theirs = names(f"{other_stage(config)}-", other_stage(config), other_stage_account(config))
     for principal in principals(app).values():
         for resource_type in ("thing", "thinggroup", "job", "stream", "otaupdate"):
             for arn in theirs[resource_type]:
@@ -189,15 +200,24 @@ def test_a_device_certificate_attached_to_the_other_stages_thing_cannot_connect(
     assert not device.allows("iot:Subscribe", iot_arn("topicfilter", f"$aws/things/{stolen}/jobs/notify-next"), context)
 
 
-def test_a_dynamic_groups_query_is_not_evaluated_by_iam(deployed: tuple[AppConfig, SynthesizedApp]) -> None:
-    # The operator may make dynamic groups named <prefix>*; their members are whatever the query selects,
-    # which no IAM condition key covers: documented in docs/aws-side.md as unscopable (prod: its own account).
+def test_dynamic_groups_only_for_a_stage_alone_in_its_account(deployed: tuple[AppConfig, SynthesizedApp]) -> None:
+    # IAM evaluates a dynamic group's name, never its query: a <prefix>* group whose query selects the other
+    # stage's things passes the thinggroup/<prefix>* scope. So no principal may set a query unless the stage is
+    # alone in its account, where a query can select this stage's things only.
     config, app = deployed
-    operator = principals(app)["operator"]
-    prefix = config.operator_target_prefix
-    assert operator.allows("iot:CreateDynamicThingGroup", iot_arn("thinggroup", f"{prefix}accepting"))
-    assert not operator.allows("iot:CreateDynamicThingGroup", iot_arn("thinggroup", f"{other_stage(config)}-x"))
+    found = principals(app)
+    prefix, other = config.operator_target_prefix, other_stage(config)
+    own_group = iot_arn("thinggroup", f"{prefix}accepting")
+    assert found["operator"].allows("iot:CreateDynamicThingGroup", own_group) == config.alone_in_account
+    assert config.alone_in_account == (config.stage_accounts != ())  # the configurations cover both answers
+    for principal in found.values():
+        assert not principal.allows("iot:UpdateDynamicThingGroup", own_group), principal.name
+        assert not principal.allows("iot:CreateDynamicThingGroup", iot_arn("thinggroup", f"{other}-x"))
+        if principal.name != "operator":
+            assert not principal.chooses_group_members([own_group]), principal.name
     assert resource_types("iot:CreateDynamicThingGroup") == ("thinggroup*",)
+    outputs = app.ota_json["Outputs"]
+    assert outputs["DynamicThingGroups"]["Value"] == ("granted" if config.alone_in_account else "withheld")
 
 
 def test_create_ota_update_is_evaluated_on_the_update_only_so_the_ota_role_guards_the_targets(
@@ -229,6 +249,16 @@ def test_the_evaluator_counts_an_action_iam_evaluates_on_star_as_unscoped() -> N
     own = names("dev-", "dev")
     assert scoped_looking.reach("thing", iot_arn("thing", "prod-esp32-1"), own) == {"iot:CreateJob"}
     assert scoped_looking.reach("job", iot_arn("job", "prod-ota-1"), own) == set()
+    # A dynamic group named dev-* whose query selects prod things: CreateJob on it reaches them all, in its account.
+    querying = Principal("q", ({"Statement": [
+        {"Effect": "Allow", "Action": "iot:CreateDynamicThingGroup", "Resource": iot_arn("thinggroup", "dev-*")},
+        {"Effect": "Allow", "Action": "iot:CreateJob",
+         "Resource": [iot_arn("job", "dev-*"), iot_arn("thinggroup", "dev-*")]},
+    ]},))  # fmt: skip
+    assert querying.reach("thing", iot_arn("thing", "prod-esp32-1"), own) == {"iot:CreateJob"}
+    assert querying.reach("thing", iot_arn("thing", "prod-esp32-1", "210987654321"), own) == set()
+    static_only = Principal("s", (querying.documents[0] | {"Statement": querying.documents[0]["Statement"][1:]},))
+    assert static_only.reach("thing", iot_arn("thing", "prod-esp32-1"), own) == set()
     denied = Principal("d", ({"Statement": [
         {"Effect": "Allow", "Action": "iot:UpdateThing", "Resource": "*"},
         {"Effect": "Deny", "Action": "iot:UpdateThing", "NotResource": iot_arn("thing", "dev-*")},

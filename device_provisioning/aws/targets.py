@@ -3,7 +3,8 @@
 With fleet indexing on, the targets are one query: their cohorts are counted with GetBucketsAggregation
 (one call for the certificates, one per certificate for the families), only rejecting devices are named
 (SearchIndex, 100 a page), and the accepting devices are the query ``targets AND NOT rejecting`` — which a
-dynamic thing group turns into a job target without one write per device. Without it, each group is read
+dynamic thing group turns into a job target without one write per device (where IAM grants dynamic groups;
+else a static group, one write per device). Without the index, each group is read
 250 things a page (ListThingsInThingGroup) and the attributes with them (:func:`read_inventory`).
 """
 
@@ -14,7 +15,9 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from device_provisioning.aws.session import best_effort
+import botocore.exceptions
+
+from device_provisioning.aws.session import best_effort, error_code
 from device_provisioning.contract import CERTIFICATE_ATTRIBUTE, FAMILY_ATTRIBUTE
 from device_provisioning.device.project import FAMILIES
 from device_provisioning.fleet import index, indexed_rules
@@ -108,14 +111,17 @@ def exclusion_targets(
     """Job targets that reach exactly the accepting devices, and whether the job must be continuous.
 
     From the index: a dynamic thing group over the accepting query (one call; AWS recommends continuous
-    jobs for dynamic groups, and a device joining it later is one the query accepts). From the registry:
+    jobs for dynamic groups, and a device joining it later is one the query accepts), or a static group of the
+    devices the query names where IAM withholds dynamic groups. From the registry:
     each thing up to 100 (AWS's limit for a job's targets), else a static group of them (one write each)."""
     if preflight.accepting_query is not None:
-        arn = iot.create_dynamic_thing_group(
-            thingGroupName=group_name, indexName=index.INDEX, queryString=preflight.accepting_query
-        )["thingGroupArn"]
-        undo.callback(best_effort, iot.delete_dynamic_thing_group, thingGroupName=group_name)
-        return [arn], True
+        arn, dynamic = create_query_group(iot, group_name, preflight.accepting_query)
+        remove = iot.delete_dynamic_thing_group if dynamic else iot.delete_thing_group
+        undo.callback(best_effort, remove, thingGroupName=group_name)
+        if not dynamic:
+            for thing in query_members(iot, preflight.accepting_query):
+                iot.add_thing_to_thing_group(thingGroupName=group_name, thingName=thing)
+        return [arn], dynamic
     things = preflight.accepting
     if len(things) <= MAX_JOB_TARGETS:
         return [arns[thing] for thing in things], False
@@ -124,3 +130,21 @@ def exclusion_targets(
     for thing in things:
         iot.add_thing_to_thing_group(thingGroupName=group_name, thingName=thing)
     return [arn], False
+
+
+def create_query_group(iot: Any, group_name: str, query: str) -> tuple[str, bool]:
+    """(ARN, True): a dynamic thing group over ``query``. Where IAM withholds CreateDynamicThingGroup (a stage
+    that shares its account: docs/aws-side.md, "Dynamic thing groups"), (ARN, False): an empty static group of
+    that name instead, for the caller to fill with :func:`query_members`."""
+    try:
+        made = iot.create_dynamic_thing_group(thingGroupName=group_name, indexName=index.INDEX, queryString=query)
+        return str(made["thingGroupArn"]), True
+    except botocore.exceptions.ClientError as error:
+        if error_code(error) != "AccessDeniedException":
+            raise
+    return str(iot.create_thing_group(thingGroupName=group_name)["thingGroupArn"]), False
+
+
+def query_members(iot: Any, query: str) -> list[str]:
+    """The names of the things ``query`` matches (SearchIndex, 100 a call)."""
+    return [document["thingName"] for document in index.search(iot, query)]

@@ -23,6 +23,7 @@ from device_provisioning import interrupts
 from device_provisioning.aws import ota
 from device_provisioning.aws.ota_request import FleetCheck, OtaRequest, Targets
 from device_provisioning.aws.session import Aws, aws_errors
+from device_provisioning.aws.targets import create_query_group, query_members
 from device_provisioning.aws.undo import UndoLog
 from device_provisioning.device.compatibility import UpdateCheck
 from device_provisioning.errors import InputFileError, VerificationFailed
@@ -344,25 +345,26 @@ def _open_stage(
     """
     iot, log = aws.client("iot"), UndoLog()
     query = survey.dynamic.queries.get(stage.name) if survey.dynamic else None
-    group = report.thing_group
+    group, dynamic = report.thing_group, query is not None
     try:
         with interrupts.handled(), contextlib.ExitStack() as undo:
             with aws_errors(f"preparing the thing group of stage {stage.name}"):
                 if stage.thing_group is None and not _group_exists(iot, group):
                     interrupts.check()
-                    if query is not None:
-                        iot.create_dynamic_thing_group(thingGroupName=group, indexName=index.INDEX, queryString=query)
-                        what, remove = f"dynamic thing group {group}", iot.delete_dynamic_thing_group
+                    if query is not None:  # static where IAM withholds dynamic groups (docs/aws-side.md)
+                        _arn, dynamic = create_query_group(iot, group, query)
+                        what = f"dynamic thing group {group}" if dynamic else f"thing group {group}"
+                        remove = iot.delete_dynamic_thing_group if dynamic else iot.delete_thing_group
                     else:
                         iot.create_thing_group(thingGroupName=group)
                         what, remove = f"thing group {group}", iot.delete_thing_group
                     # A stage whose update is not created leaves no group behind either.
                     undo.callback(log.undo, what, remove, thingGroupName=group)
-                if stage.thing_group is None and query is None:
-                    for thing in survey.assigned[stage.name]:
+                if stage.thing_group is None and not dynamic:
+                    for thing in survey.assigned[stage.name] if query is None else query_members(iot, query):
                         interrupts.check()
                         iot.add_thing_to_thing_group(thingGroupName=group, thingName=thing)
-            _create_stage(aws, plan, context, firmware, stage, report, dynamic=query is not None)
+            _create_stage(aws, plan, context, firmware, stage, report, dynamic=dynamic)
             undo.pop_all()
     except Interrupted as stopped:
         done = Interrupted("", stopped.removed + log.removed, stopped.left + log.left)
