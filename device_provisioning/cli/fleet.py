@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from device_provisioning.cli.common import (
     AWS,
@@ -13,6 +14,7 @@ from device_provisioning.cli.common import (
     STAGE,
     Command,
     CommandGroup,
+    bounded_int,
     connect_aws,
     emit,
     open_held_key,
@@ -55,9 +57,33 @@ def _fleet_show(args: argparse.Namespace, out: TextIO) -> int:
             f"{inventory.app_version or '-':<11} {inventory.chip or '-':<9} {held['chip_revision'] or '-':<8} "
             f"{'-' if inventory.secure_version is None else inventory.secure_version}"
         )
+    if args.certificates or args.expiring_within is not None:
+        return _show_certificates(args, out, iot, [device.thing for device in devices])
     unknown = sum(1 for device in devices if device.inventory is None)
     lines.append(f"{len(devices)} device(s); {unknown} without inventory")
     emit(out, args, lines, {"group": args.group, "devices": [device.to_json() for device in devices]})
+    return 0
+
+
+def _show_certificates(args: argparse.Namespace, out: TextIO, iot: Any, things: list[str]) -> int:
+    from device_provisioning import aws
+    from device_provisioning.fleet import certificates
+
+    with aws.aws_errors("reading the devices' certificates"):
+        held = certificates.thing_certificates(iot, things)
+    now = dt.datetime.now(dt.UTC)
+    listed = certificates.by_expiry(held, now, args.expiring_within)
+    lines = [f"{'thing':<40} {'certificate':<16} {'status':<9} {'not after (UTC)':<20} days left"]
+    for entry in listed:
+        days = entry.days_left(now)
+        lines.append(
+            f"{entry.thing:<40} {entry.certificate_id[:12] + '…':<16} {entry.status:<9} "
+            f"{entry.not_after:%Y-%m-%d %H:%M}     {'EXPIRED' if days < 0 else f'{days:.0f}'}"
+        )
+    within = "" if args.expiring_within is None else f" ending within {args.expiring_within} day(s)"
+    lines.append(f"{len(listed)} certificate(s){within}, of {len(held)} on {len(things)} device(s)")
+    data = {"group": args.group, "expiring_within": args.expiring_within}
+    emit(out, args, lines, data | {"certificates": [entry.to_json(now) for entry in listed]})
     return 0
 
 
@@ -188,6 +214,18 @@ def _jobs_text(jobs: ota.Rollout) -> str:
 
 def _fleet_show_arguments(parser: argparse.ArgumentParser) -> None:
     section(parser, "inputs").add_argument("--group", help="only this thing group (its child groups included)")
+    outputs = section(parser, "outputs")
+    outputs.add_argument(
+        "--certificates",
+        action="store_true",
+        help="list the devices' certificates by expiry, soonest first (two AWS calls per device)",
+    )
+    outputs.add_argument(
+        "--expiring-within",
+        type=bounded_int(0, 36500),
+        metavar="DAYS",
+        help="only certificates ending within DAYS days, expired ones included (implies --certificates)",
+    )
 
 
 def _rollout_arguments(parser: argparse.ArgumentParser) -> None:
