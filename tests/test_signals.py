@@ -117,36 +117,58 @@ def test_ota_create_interrupted_at_each_call_leaves_aws_as_its_last_line_says(
     assert versions == [] and streams == [] and jobs == []
 
 
-@pytest.mark.parametrize("signum", SIGNALS, ids=[s.name for s in SIGNALS])
+# Each AWS change of per-device registration in `batch prepare`, as the proxy sees it arrive.
+PREPARE_CALLS = {
+    "create-thing": ("POST", r"^/things/[^/?]+$"),
+    "create-certificate": ("POST", r"^/certificates\?"),
+    "attach-policy": ("PUT", r"^/target-policies/"),
+    "attach-thing": ("PUT", r"^/things/[^/?]+/principals"),
+    "activate": ("PUT", r"^/certificates/[0-9a-f]+\?newStatus=ACTIVE"),
+}
+PREPARE_CASES = [("create-certificate", signum) for signum in SIGNALS] + [
+    ("create-thing", signal.SIGTERM), ("attach-policy", signal.SIGINT), ("attach-thing", signal.SIGHUP),
+    ("activate", signal.SIGTERM),
+]  # fmt: skip
+MUTATING = ("POST", "PUT", "DELETE", "PATCH")
+
+
+@pytest.mark.parametrize(
+    ("call", "signum"), PREPARE_CASES, ids=[f"{call}-{signal.Signals(s).name}" for call, s in PREPARE_CASES]
+)
 def test_batch_prepare_stops_at_once_and_resumes(
     setup: dict,
     local_endpoint,
     tmp_path: Path,
+    call: str,
     signum: int,  # type: ignore[type-arg]
 ) -> None:  # type: ignore[no-untyped-def]
     from tests.test_batch import active_certificate_ids
 
     before = active_certificate_ids()
     prefix = f"sig{uuid.uuid4().hex[:6]}"
-    devices = write_devices(tmp_path / "devices.csv", 40, prefix)
+    devices = write_devices(tmp_path / "devices.csv", 32, prefix)
     config = write_config(tmp_path / "batch.toml", Path(str(setup["root"])) / "keys" / codesign.CERT_FILE,
                           mode="per-device", policy=str(setup["policy"]), concurrency=4)  # fmt: skip
     out = tmp_path / "out"
     argv = prepare_command(devices, config, out, 1)
-    # The signal arrives with the 6th certificate creation: a few devices are done, many are still to come.
+    method, path = PREPARE_CALLS[call]
+    # The signal arrives with the 6th such call: a few devices are done, many are still to come.
     with fault_proxy(local_endpoint.url) as proxy:
-        fault = Fault("POST", re.compile(r"^/certificates\?"), send=signum, times=1, every=6)
+        fault = Fault(method, re.compile(path), send=signum, times=1, every=6)
         proxy.faults.append(fault)
         env = {**os.environ, **local_endpoint.environment, "AWS_ENDPOINT_URL": proxy.url}
         process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         proxy.victim = process.pid
         _, err = process.communicate(timeout=120)
-        creations = [c for c in proxy.calls if c[0] == "POST" and c[1].startswith("/certificates?")]
+        calls = list(proxy.calls)
+    assert fault.hits == 1, f"the call never came: {err}"
+    signalled = [n for n, (m, p) in enumerate(calls) if m == method and re.search(path, p)][5]
     lines = err.strip().splitlines()
     assert process.returncode == 130 and len(lines) == 1, err
     assert lines[0].startswith(f"ERROR interrupted by {signal.Signals(signum).name}: no AWS change was started")
-    # At most the calls already in flight on the 4 registration threads; nowhere near the 40 devices.
-    assert len(creations) <= 6 + 3, len(creations)
+    # After the signal, at most the changes already on their way from the 3 other registration threads.
+    after = [c for c in calls[signalled + 1 :] if c[0] in MUTATING]
+    assert len(after) <= 3, after
     final = subprocess.run(argv, env={**os.environ, **local_endpoint.environment}, capture_output=True, text=True,
                            timeout=300)  # fmt: skip
     assert final.returncode == 0, final.stderr

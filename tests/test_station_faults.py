@@ -45,6 +45,7 @@ PAUSE_POINTS = {
     "policy-attached": ("PUT", r"^/target-policies/", "after"),  # AttachPolicy answered
     "thing-attached": ("PUT", r"^/things/[^/?]+/principals", "before"),  # AttachThingPrincipal, arriving late
     "activated": ("PUT", r"^/certificates/[0-9a-f]+\?newStatus=ACTIVE", "before"),  # UpdateCertificate, late
+    "activation-answered": ("PUT", r"^/certificates/[0-9a-f]+\?newStatus=ACTIVE", "after"),  # ACTIVE, unjournaled
 }
 
 
