@@ -44,6 +44,7 @@ class Fault:
     fail: bool = False  # with pause: answer with the error after the pause instead of forwarding the call
     release: Fault | None = None  # when this call arrives: the held call goes on first, then this one
     first: Callable[[], object] | None = None  # run as the call arrives, before it goes on (another party's act)
+    victim: int | None = None  # the process group this fault pauses or kills (default: the proxy's victim)
     hits: int = 0
     seen: int = 0
     held: threading.Event = field(default_factory=threading.Event)
@@ -60,6 +61,11 @@ class FaultProxy:
     victim: int | None = None  # process group id killed by kill faults
     killed: threading.Event = field(default_factory=threading.Event)
 
+    def victim_of(self, fault: Fault | None) -> int:
+        victim = fault.victim if fault is not None and fault.victim is not None else self.victim
+        assert victim is not None, "set proxy.victim (or the fault's) before a kill, pause or signal fault can fire"
+        return victim
+
     def kill_victim(self) -> None:
         assert self.victim is not None, "set proxy.victim before a kill fault can fire"
         os.killpg(self.victim, signal.SIGKILL)  # the station loses power: no cleanup runs
@@ -67,8 +73,7 @@ class FaultProxy:
 
     def hold(self, fault: Fault) -> None:
         """Stop the victim (SIGSTOP), tell the test, and wait until it says go on."""
-        assert self.victim is not None, "set proxy.victim before a pause fault can fire"
-        os.killpg(self.victim, signal.SIGSTOP)
+        os.killpg(self.victim_of(fault), signal.SIGSTOP)
         fault.held.set()
         fault.resume.wait(600)
 
@@ -131,8 +136,7 @@ def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
                         self.wfile.write(payload)
                         fault.answered.set()
                         if fault.pause is not None:
-                            assert proxy.victim is not None
-                            os.killpg(proxy.victim, signal.SIGCONT)
+                            os.killpg(proxy.victim_of(fault), signal.SIGCONT)
                         return
             connection = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
             headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
@@ -149,8 +153,7 @@ def fault_proxy(upstream: str) -> Iterator[FaultProxy]:
             if paused is not None:
                 if paused.pause == "after":
                     proxy.hold(paused)
-                assert proxy.victim is not None
-                os.killpg(proxy.victim, signal.SIGCONT)
+                os.killpg(proxy.victim_of(paused), signal.SIGCONT)
             self.send_response(response.status)
             for key, value in response.getheaders():
                 if key.lower() not in ("transfer-encoding", "connection", "content-length"):

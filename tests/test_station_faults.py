@@ -285,3 +285,40 @@ def test_a_certificate_deleted_between_the_sweeps_listing_and_its_look_is_skippe
     assert gone.hits == 1, "the sweep never looked at the certificate"
     assert a.returncode == 0, a_err.decode()
     check_exactly_one_identity(postgres_url, devices, outs)
+
+
+def test_a_take_over_stopped_half_way_is_finished_by_the_station_that_made_the_key(
+    policy: str, postgres_url: str, local_endpoint, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """A registers its devices and sleeps before journaling the last; B takes them over and sleeps right after
+    detaching A's first certificate from its thing; A wakes, claims its devices back once B's leases run out, and
+    must not trust its `registered` row for a device whose certificate B already detached (nor reuse one B's late
+    call may still detach): it finishes B's take-over and registers the device again."""
+    devices, config = write_batch(tmp_path, postgres_url, policy, 4)
+    config.write_text(config.read_text().replace("concurrency = 2", "concurrency = 1"))
+    outs = [tmp_path / "station-a", tmp_path / "station-b"]
+    with fault_proxy(local_endpoint.url) as proxy:
+        # A's fourth activation answered: devices 1-3 are registered, the fourth is not journaled yet.
+        a_held = Fault("PUT", re.compile(r"^/certificates/[0-9a-f]+\?newStatus=ACTIVE"), pause="after", times=1,
+                       every=4)  # fmt: skip
+        proxy.faults.append(a_held)
+        a = station_through(proxy.url, devices, config, outs[0])
+        proxy.victim = a.pid
+        b_held = Fault("DELETE", re.compile(r"^/things/[^/?]+/principals"), pause="after", times=1)
+        b: subprocess.Popen[bytes] | None = None
+        try:
+            assert a_held.held.wait(60), "A never reached its pause"
+            proxy.faults.append(b_held)
+            b = station_through(proxy.url, devices, config, outs[1])
+            b_held.victim = b.pid
+            assert b_held.held.wait(60), "B never detached A's certificate"
+            a_held.resume.set()  # A goes on while B sleeps past its lease
+            _, a_err = a.communicate(timeout=120)
+        finally:
+            a_held.resume.set()
+            b_held.resume.set()
+        assert b is not None
+        _, b_err = b.communicate(timeout=120)
+    assert a.returncode == 0, a_err.decode()
+    assert b.returncode == 0, b_err.decode()
+    check_exactly_one_identity(postgres_url, devices, outs)

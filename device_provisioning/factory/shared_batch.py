@@ -58,7 +58,7 @@ def work_through_shared(
                 continue
             try:
                 for record, key_station, key_spki in claimed:
-                    if key_station not in (None, journal.station) and shared.shared_keys is None:
+                    if shared.shared_keys is None and must_take_over(record, key_station, key_spki, journal.station):
                         take_over(stages, record, key_spki)
                 stages.run(pool, only={record.serial for record, _, _ in claimed})
             except LeaseLost as lost:
@@ -80,14 +80,28 @@ def lease_lost_line(station: str, lost: LeaseLost, lease_seconds: float) -> str:
     )
 
 
+def must_take_over(record: DeviceRecord, key_station: str | None, key_spki: str | None, station: str) -> bool:
+    """Whether this station must take the device over before working on it: another station made its key, or a
+    take-over began and did not finish (its key's station cleared, its key's SPKI kept: see :func:`take_over`)."""
+    if key_station is not None:
+        return key_station != station
+    return key_spki is not None and record.state != DeviceState.PENDING
+
+
 def take_over(stages: DeviceStages, record: DeviceRecord, key_spki: str | None) -> None:
     """Another station made this device's key and died holding it: its key is out of reach here.
 
     Whatever AWS issued for that key is removed (certificates on the thing, and any certificate for that
     key left unattached by a crash before it was journaled), and the device starts again here with a key
     of this station's: still exactly one identity per device, the journaled one.
+
+    Before the first removal the journal forgets which station holds the key (the SPKI stays): a take-over
+    stopped half way (this station paused or killed) is then finished by whoever claims the device next — the
+    key's own station included, which would otherwise trust its ``registered`` row and keep a certificate that
+    was already detached here, or that this station's one late call may still detach.
     """
     if stages.aws is not None and record.state != DeviceState.PENDING:
+        stages.journal.update(record.serial, None, key_station=None)
         iot = stages.aws.client("iot")
         with aws_errors(f"taking over device {record.serial}"):
             register.remove_identity(iot, stages.journal, stages.rows[record.serial], key_spki)
