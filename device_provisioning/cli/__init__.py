@@ -102,8 +102,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
     try:
         handler: Handler = args.handler
         # Resources a command opens (a token session) are released when it ends, however it ends.
-        with contextlib.ExitStack() as args.cleanup:
-            return handler(args, out)
+        with contextlib.ExitStack() as cleanup:
+            return handler(args.options.of(args, cleanup), out)
     except ProvisioningError as error:
         return _refuse(out, err, args.json, error_code(error), str(error), error.exit_code, error_hint(error))
     except KeyboardInterrupt:

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -23,6 +24,8 @@ from device_provisioning.cli.common import (
     split_list,
     status,
 )
+from device_provisioning.cli.options import AwsOptions, NoStubOptions, StageOptions
+from device_provisioning.cli.parsing import Options
 from device_provisioning.errors import InputFileError, WriteFailed
 
 
@@ -46,7 +49,41 @@ def host_name(text: str) -> str:
     return text
 
 
-def _batch_prepare(args: argparse.Namespace, out: TextIO) -> int:
+@dataclass(frozen=True, kw_only=True)
+class BatchDirectoryOptions(Options):
+    dir: Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchPrepareOptions(AwsOptions):
+    devices: Path
+    config: Path
+    out: Path
+    workers: int | None = None
+    journal: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchAllowOptions(BatchDirectoryOptions, AwsOptions, StageOptions):
+    bucket: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchFlashOptions(BatchDirectoryOptions, NoStubOptions):
+    ports: list[str]
+    baud: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchStationOptions(BatchDirectoryOptions):
+    action: str
+    config: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8765
+    allow_host: list[str] | None = None
+
+
+def _batch_prepare(args: BatchPrepareOptions, out: TextIO) -> int:
     from device_provisioning.cli.progress import stage_progress
     from device_provisioning.factory import batch, manifest
     from device_provisioning.factory import inputs as batch_input
@@ -89,7 +126,7 @@ def _resumable() -> Iterator[None]:
         ) from None
 
 
-def _batch_status(args: argparse.Namespace, out: TextIO) -> int:
+def _batch_status(args: BatchDirectoryOptions, out: TextIO) -> int:
     from device_provisioning.factory.status import batch_status
 
     status = batch_status(args.dir)
@@ -100,7 +137,7 @@ def _batch_status(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _batch_flash(args: argparse.Namespace, out: TextIO) -> int:
+def _batch_flash(args: BatchFlashOptions, out: TextIO) -> int:
     from device_provisioning.factory import station
 
     results = station.flash_station(
@@ -117,7 +154,7 @@ def _ports(given: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(port for value in given for port in split_list(value)))
 
 
-def _batch_allow(args: argparse.Namespace, out: TextIO) -> int:
+def _batch_allow(args: BatchAllowOptions, out: TextIO) -> int:
     from device_provisioning import aws
     from device_provisioning.contract import StackOutput
     from device_provisioning.factory import allow_list
@@ -159,7 +196,7 @@ def _prepare_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _batch_station(args: argparse.Namespace, out: TextIO) -> int:
+def _batch_station(args: BatchStationOptions, out: TextIO) -> int:
     from device_provisioning.factory import operator_page
 
     if not operator_page.is_loopback(args.host):

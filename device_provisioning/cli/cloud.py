@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Literal, TextIO
 
 from device_provisioning.cli import choices
 from device_provisioning.cli import compat as compat_cli
@@ -37,6 +38,17 @@ from device_provisioning.cli.common import (
     split_list,
     trust_family,
 )
+from device_provisioning.cli.options import (
+    AwsOptions,
+    CertificateSourceOptions,
+    ExpectFingerprintOptions,
+    HeldKeyOptions,
+    ImageVersionOptions,
+    LimitsOptions,
+    PassphraseOptions,
+    RuleOverrideOptions,
+    StageOptions,
+)
 from device_provisioning.contract import (
     StackOutput,
     stage_id_prefix,
@@ -47,7 +59,53 @@ if TYPE_CHECKING:
     from device_provisioning.aws import ota
 
 
-def _signer_profile(args: argparse.Namespace, out: TextIO) -> int:
+@dataclass(frozen=True, kw_only=True)
+class SignerProfileOptions(AwsOptions):
+    name: str
+    certificate_arn: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class OtaCreateOptions(
+    CertificateSourceOptions,
+    LimitsOptions,
+    ImageVersionOptions,
+    RuleOverrideOptions,
+    HeldKeyOptions,
+    PassphraseOptions,
+    ExpectFingerprintOptions,
+    StageOptions,
+):
+    firmware: Path
+    targets: str | None = None
+    thing_groups: str | None = None
+    signing_profile: str | None = None
+    sign_key: Path | None = None
+    via: Literal["ota-update", "job"] = "ota-update"
+    protocol: Literal["mqtt", "http"] = "mqtt"
+    certfile: str = choices.CODE_VERIFY_LABEL
+    device_path: str = "/device/firmware.bin"
+    ota_id: str | None = None
+    rollout_rate: int | None = None
+    abort_percent: float | None = None
+    timeout_minutes: int | None = None
+    continuous: bool = False
+    bucket: str | None = None
+    role_arn: str | None = None
+    device_cert: Path | None = None
+    exclude_rejecting: bool = False
+    accept_unknown: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class OtaStatusOptions(AwsOptions):
+    id: str
+    per_device: bool = False
+    expect_version: str | None = None
+    record_versions: bool = False
+
+
+def _signer_profile(args: SignerProfileOptions, out: TextIO) -> int:
     from device_provisioning.aws import codesign as aws_codesign
 
     result = aws_codesign.put_signing_profile(connect_aws(args), args.name, args.certificate_arn)
@@ -55,7 +113,7 @@ def _signer_profile(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _trust(args: argparse.Namespace) -> ota.DeviceTrust | None:
+def _trust(args: OtaCreateOptions) -> ota.DeviceTrust | None:
     """The devices' certificate from the options, or None when none is given (the inventory decides)."""
     from device_provisioning.aws import ota
 
@@ -78,7 +136,7 @@ def _refuse_other_stages_targets(targets: ota.Targets, prefix: str | None, stage
         )
 
 
-def _ota_create(args: argparse.Namespace, out: TextIO) -> int:
+def _ota_create(args: OtaCreateOptions, out: TextIO) -> int:
     from device_provisioning import aws
     from device_provisioning.aws import ota
     from device_provisioning.identity import pki
@@ -97,11 +155,18 @@ def _ota_create(args: argparse.Namespace, out: TextIO) -> int:
         role = role or values[StackOutput.OTA_SERVICE_ROLE_ARN]
         prefix = values.get(StackOutput.TARGET_NAME_PREFIX) or None
         _refuse_other_stages_targets(targets, prefix, args.stage)
-    compat = compat_cli.update_check(args, firmware_bytes, args.firmware)
+    compat = compat_cli.update_check(args, firmware_bytes, args.firmware, allowed=args)
     limits = device_limits(args)
     if compat.settings.app_slot_size is not None:  # the fleet pre-flight judges the slot, naming the devices
         limits = dataclasses.replace(limits, app_partition_size=None)
     id_prefix = stage_id_prefix(args.stage, prefix)
+    signing: ota.SigningMode
+    if key is not None:
+        signing = ota.LocalKeySigning(key)
+    elif args.signing_profile:
+        signing = ota.SignerProfileSigning(args.signing_profile)
+    else:  # argparse requires one way of signing
+        raise InputFileError("give a way to sign: --signing-profile, --sign-key, --kms-key or --pkcs11-uri")
     request = ota.OtaRequest(
         firmware=firmware_bytes,
         device_path=args.device_path,
@@ -111,7 +176,7 @@ def _ota_create(args: argparse.Namespace, out: TextIO) -> int:
         trust=trust,
         via=args.via,
         protocol=args.protocol,
-        signing=ota.LocalKeySigning(key) if key else ota.SignerProfileSigning(args.signing_profile),
+        signing=signing,
         certfile=args.certfile,
         ota_id=args.ota_id,
         rollout=ota.Rollout(
@@ -142,7 +207,7 @@ def _ota_create(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _ota_status(args: argparse.Namespace, out: TextIO) -> int:
+def _ota_status(args: OtaStatusOptions, out: TextIO) -> int:
     from device_provisioning.aws import ota
 
     if (args.expect_version or args.record_versions) and not args.per_device:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -25,10 +26,65 @@ from device_provisioning.cli.common import (
     split_list,
     trust_family,
 )
+from device_provisioning.cli.options import (
+    AwsOptions,
+    FamilyOptions,
+    GeneratingKeyOptions,
+    PassphraseOptions,
+)
+from device_provisioning.cli.parsing import Options
 from device_provisioning.errors import ExitCode, InputFileError
 
 
-def _codesign_create(args: argparse.Namespace, out: TextIO) -> int:
+@dataclass(frozen=True, kw_only=True)
+class CreateOptions(GeneratingKeyOptions, PassphraseOptions):
+    out: Path
+    common_name: str = choices.DEFAULT_COMMON_NAME
+    organization: str | None = None
+    days: int = choices.DEFAULT_DAYS
+
+
+@dataclass(frozen=True, kw_only=True)
+class CsrOptions(PassphraseOptions):
+    out: Path
+    common_name: str = choices.DEFAULT_COMMON_NAME
+    organization: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImportCertOptions(PassphraseOptions):
+    out: Path
+    cert: Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShowOptions(PassphraseOptions):
+    cert: Path
+    key: Path | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstallEmbeddedOptions(Options):
+    project: Path
+    cert: Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class RotateOptions(FamilyOptions):
+    action: str
+    from_cert: Path
+    to_cert: Path
+    steps: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImportOptions(AwsOptions, PassphraseOptions):
+    cert: Path
+    key: Path
+    write_context: Path | None = None
+
+
+def _codesign_create(args: CreateOptions, out: TextIO) -> int:
     from device_provisioning.identity import codesign, pki
 
     signer = generating_signer(args)
@@ -73,7 +129,7 @@ def _codesign_create(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _codesign_csr(args: argparse.Namespace, out: TextIO) -> int:
+def _codesign_csr(args: CsrOptions, out: TextIO) -> int:
     from device_provisioning.identity import codesign
 
     files = codesign.create_signing_request(
@@ -93,7 +149,7 @@ def _codesign_csr(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _codesign_import_cert(args: argparse.Namespace, out: TextIO) -> int:
+def _codesign_import_cert(args: ImportCertOptions, out: TextIO) -> int:
     from device_provisioning.identity import codesign, pki
 
     files = codesign.import_issued_certificate(args.out, args.cert, passphrase=passphrase(args))
@@ -107,7 +163,7 @@ def _codesign_import_cert(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _codesign_show(args: argparse.Namespace, out: TextIO) -> int:
+def _codesign_show(args: ShowOptions, out: TextIO) -> int:
     from device_provisioning.identity import codesign_checks, pki
 
     certificate = pki.load_certificate_file(args.cert)
@@ -129,7 +185,7 @@ def _codesign_show(args: argparse.Namespace, out: TextIO) -> int:
     return ExitCode.ERROR if any(f.level == "error" for f in summary.findings) else ExitCode.OK
 
 
-def _codesign_rotate(args: argparse.Namespace, out: TextIO) -> int:
+def _codesign_rotate(args: RotateOptions, out: TextIO) -> int:
     from device_provisioning import rotation
     from device_provisioning.identity import pki
 
@@ -164,7 +220,7 @@ def _rotate_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _codesign_install_embedded(args: argparse.Namespace, out: TextIO) -> int:
+def _codesign_install_embedded(args: InstallEmbeddedOptions, out: TextIO) -> int:
     from device_provisioning.device import embedded
     from device_provisioning.identity import codesign_checks, pki
 
@@ -188,7 +244,7 @@ def _codesign_install_embedded(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _codesign_import(args: argparse.Namespace, out: TextIO) -> int:
+def _codesign_import(args: ImportOptions, out: TextIO) -> int:
     from device_provisioning.aws import codesign as aws_codesign
     from device_provisioning.identity import pki
 

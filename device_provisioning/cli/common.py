@@ -21,6 +21,7 @@ from device_provisioning.cli.parsing import (
     CommandGroup,
     Formatter,
     Handler,
+    Options,
     Parser,
     UsageError,
     bounded_float,
@@ -284,9 +285,9 @@ NO_STUB = option_group(
 # --- output ---------------------------------------------------------------------------------------------
 
 
-def emit(out: TextIO, args: argparse.Namespace, human: Sequence[str], data: dict[str, Any]) -> None:
+def emit(out: TextIO, args: Options, human: Sequence[str], data: dict[str, Any]) -> None:
     """Text lines for people, or one JSON object with ``--json``."""
-    if getattr(args, "json", False):
+    if args.json:
         json.dump(data, out, indent=2, sort_keys=True)
         out.write("\n")
     else:

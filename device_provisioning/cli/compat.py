@@ -14,6 +14,7 @@ from device_provisioning.cli import choices
 from device_provisioning.errors import InputFileError, VerificationFailed
 
 if TYPE_CHECKING:
+    from device_provisioning.cli.options import ImageVersionOptions, ProjectOptions, RuleOverrideOptions
     from device_provisioning.device.compatibility import UpdateCheck
     from device_provisioning.device.update_rules import FirmwareSettings, Overrides
 
@@ -50,31 +51,30 @@ def add_overrides(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
         parser.add_argument(option, action="store_true", help=f"override rule {rule}: {_WHY[rule]}")
 
 
-def overrides(args: argparse.Namespace) -> Overrides:
+def overrides(args: RuleOverrideOptions | None) -> Overrides:
+    """The rules the command's ``--allow-*`` options override (none on a command without them)."""
     from device_provisioning.device.update_rules import Overrides
 
-    chosen = {
-        rule for rule, option in choices.RULE_OVERRIDES.items() if getattr(args, option[2:].replace("-", "_"), False)
-    }
-    return Overrides(frozenset(chosen))
+    return Overrides(args.overridden() if args is not None else frozenset())
 
 
-def firmware_settings(args: argparse.Namespace) -> FirmwareSettings:
+def firmware_settings(args: ProjectOptions) -> FirmwareSettings:
     from device_provisioning.device import compatibility
     from device_provisioning.device.update_rules import FirmwareSettings
 
-    project = getattr(args, "project", None)
-    return compatibility.firmware_settings(str(project)) if project else FirmwareSettings()
+    return compatibility.firmware_settings(str(args.project)) if args.project else FirmwareSettings()
 
 
-def update_check(args: argparse.Namespace, firmware: bytes, path: Path) -> UpdateCheck:
-    """The image as the devices will read it, with the project's firmware settings and the overrides."""
+def update_check(
+    args: ImageVersionOptions, firmware: bytes, path: Path, allowed: RuleOverrideOptions | None = None
+) -> UpdateCheck:
+    """The image as the devices will read it, with the project's firmware settings and the ``allowed`` overrides."""
     from device_provisioning.device import app_image, compatibility
 
     info = app_image.read_app_image(firmware, f"firmware {path}")
     settings = firmware_settings(args)
-    image = compatibility.update_image(info, getattr(args, "app_version", None), settings)
-    return compatibility.UpdateCheck(image, settings, overrides(args))
+    image = compatibility.update_image(info, args.app_version, settings)
+    return compatibility.UpdateCheck(image, settings, overrides(allowed))
 
 
 def refuse_for_every_device(check: UpdateCheck) -> list[str]:

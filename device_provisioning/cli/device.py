@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -24,10 +25,38 @@ from device_provisioning.cli.common import (
     section,
     table_offset,
 )
+from device_provisioning.cli.options import FamilyOptions, ForceOptions, NvsKeysOptions, PartitionTableOptions
+from device_provisioning.cli.parsing import Options
 from device_provisioning.errors import NvsError, ProvisioningError
 
 
-def _partitions_show(args: argparse.Namespace, out: TextIO) -> int:
+@dataclass(frozen=True, kw_only=True)
+class PartitionsShowOptions(Options):
+    table: Path
+    table_offset: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NvsBuildOptions(PartitionTableOptions, FamilyOptions, NvsKeysOptions, ForceOptions):
+    pkcs11_encoding: str = "der"
+    code_verify_cert: Path
+    device_cert: Path | None = None
+    device_key: Path | None = None
+    claim_cert: Path | None = None
+    claim_key: Path | None = None
+    jitp_cert: Path | None = None
+    value: list[str] | None = None
+    encrypt: bool = False
+    hmac_key: Path | None = None
+    out: Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class NvsShowOptions(NvsKeysOptions):
+    image: Path
+
+
+def _partitions_show(args: PartitionsShowOptions, out: TextIO) -> int:
     from device_provisioning.device import partition_table, partition_types
 
     offset = partition_types.DEFAULT_TABLE_OFFSET if args.table_offset is None else args.table_offset
@@ -52,7 +81,7 @@ def _partitions_show(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
+def _nvs_build(args: NvsBuildOptions, out: TextIO) -> int:
     from device_provisioning.device import credential_files, credentials, nvs_keys
     from device_provisioning.identity import pki
 
@@ -139,7 +168,7 @@ def _nvs_build(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _nvs_show(args: argparse.Namespace, out: TextIO) -> int:
+def _nvs_show(args: NvsShowOptions, out: TextIO) -> int:
     from device_provisioning.device import nvs
     from device_provisioning.files import read_bytes
     from device_provisioning.identity import pki

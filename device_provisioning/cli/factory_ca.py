@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from device_provisioning.cli.common import AWS, KMS_KEY, PKCS11, Command, CommandGroup, bounded_int, emit, section
+from device_provisioning.cli.options import GeneratingKeyOptions
+from device_provisioning.cli.parsing import Options
 from device_provisioning.cli.readers import generating_signer
 from device_provisioning.errors import InputFileError
 
 
-def _create(args: argparse.Namespace, out: TextIO) -> int:
+@dataclass(frozen=True, kw_only=True)
+class FactoryCaCreateOptions(GeneratingKeyOptions):
+    out: Path
+    common_name: str = "ESP32 factory CA"
+    organization: str | None = None
+    days: int = 7300
+
+
+@dataclass(frozen=True, kw_only=True)
+class FactoryCaShowOptions(Options):
+    cert: Path
+
+
+def _create(args: FactoryCaCreateOptions, out: TextIO) -> int:
     from device_provisioning.files import refuse_existing, write_atomic
     from device_provisioning.identity import factory_ca, pki
 
@@ -35,7 +51,7 @@ def _create(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _show(args: argparse.Namespace, out: TextIO) -> int:
+def _show(args: FactoryCaShowOptions, out: TextIO) -> int:
     from device_provisioning.identity import factory_ca, pki
 
     certificate = pki.load_certificate_file(args.cert)

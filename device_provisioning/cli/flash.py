@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Literal, TextIO
 
 from device_provisioning.cli import choices
 from device_provisioning.cli.common import (
@@ -25,6 +26,8 @@ from device_provisioning.cli.common import (
     refuse_existing_outputs,
     section,
 )
+from device_provisioning.cli.options import ForceOptions, NoStubOptions, NvsKeysOptions, PartitionTableOptions
+from device_provisioning.cli.parsing import Options
 from device_provisioning.errors import InputFileError
 
 if TYPE_CHECKING:
@@ -32,7 +35,37 @@ if TYPE_CHECKING:
     from device_provisioning.flashing import layout
 
 
-def _project_build(args: argparse.Namespace, otherwise: str) -> Path:
+@dataclass(frozen=True, kw_only=True)
+class FlashPlanOptions(PartitionTableOptions, NvsKeysOptions):
+    """What ``flash`` and ``image merge`` both lay out: the table, the NVS image, an identity, the firmware."""
+
+    nvs: Path
+    secure_cert: Path | None = None
+    build_dir: Path | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FlashOptions(FlashPlanOptions, NoStubOptions):
+    port: str | None = None
+    baud: int | None = None
+    verify: Literal["md5", "read-back"] = "md5"
+    chip: str | None = None
+    no_firmware: bool = False
+    erase_storage: bool = False
+    code_verify_cert: Path | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageMergeOptions(FlashPlanOptions, ForceOptions):
+    out: Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageInspectOptions(Options):
+    image: Path
+
+
+def _project_build(args: FlashPlanOptions, otherwise: str) -> Path:
     """``--build-dir``, else the ``--project``'s ``build/``; ``otherwise`` ends the refusal (what else to pass)."""
     from device_provisioning.device import esp_build
 
@@ -49,7 +82,7 @@ def _project_build(args: argparse.Namespace, otherwise: str) -> Path:
     return derived.build_dir
 
 
-def _flash_build(args: argparse.Namespace) -> esp_build.EspBuild | None:
+def _flash_build(args: FlashOptions) -> esp_build.EspBuild | None:
     """The firmware ``flash`` writes too, unless ``--no-firmware``."""
     from device_provisioning.device import esp_build
 
@@ -58,7 +91,7 @@ def _flash_build(args: argparse.Namespace) -> esp_build.EspBuild | None:
     return esp_build.load_build(_project_build(args, "or pass --no-firmware for credentials only"))
 
 
-def _plan(args: argparse.Namespace, build: esp_build.EspBuild | None) -> layout.FlashPlan:
+def _plan(args: FlashPlanOptions, build: esp_build.EspBuild | None, chip: str | None = None) -> layout.FlashPlan:
     from device_provisioning.files import read_bytes
     from device_provisioning.flashing import layout
 
@@ -69,14 +102,14 @@ def _plan(args: argparse.Namespace, build: esp_build.EspBuild | None) -> layout.
         read_bytes(args.nvs, "NVS image"),
         partition_label=args.partition,
         build=build,
-        chip=getattr(args, "chip", None) or (derived.target if derived else None),
+        chip=chip or (derived.target if derived else None),
         nvs_encryption_key=nvs_encryption_key(args),
         identity_images=_identity_images(args),
         flash_encryption=derived.flash_encryption if derived else None,
     )
 
 
-def _identity_images(args: argparse.Namespace) -> list[tuple[str, bytes]]:
+def _identity_images(args: FlashPlanOptions) -> list[tuple[str, bytes]]:
     """``--secure-cert IMAGE``: the device identity of esp_secure_cert firmware, checked as its reader reads it."""
     from device_provisioning.device import secure_cert
     from device_provisioning.files import read_bytes
@@ -90,12 +123,12 @@ def _identity_images(args: argparse.Namespace) -> list[tuple[str, bytes]]:
     return [(secure_cert.PARTITION_LABEL, image)]
 
 
-def _flash(args: argparse.Namespace, out: TextIO) -> int:
+def _flash(args: FlashOptions, out: TextIO) -> int:
     from device_provisioning.device import credentials
     from device_provisioning.flashing import esptool_device
     from device_provisioning.identity import pki
 
-    plan = _plan(args, _flash_build(args))
+    plan = _plan(args, _flash_build(args), args.chip)
     expected = pki.load_certificate_file(args.code_verify_cert) if args.code_verify_cert else None
     report = esptool_device.flash_device(
         plan,
@@ -129,7 +162,7 @@ def _flash(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _image_merge(args: argparse.Namespace, out: TextIO) -> int:
+def _image_merge(args: ImageMergeOptions, out: TextIO) -> int:
     from device_provisioning.device import esp_build
     from device_provisioning.files import refuse_overwriting_inputs
     from device_provisioning.flashing import factory_image
@@ -152,7 +185,7 @@ def _image_merge(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _image_inspect(args: argparse.Namespace, out: TextIO) -> int:
+def _image_inspect(args: ImageInspectOptions, out: TextIO) -> int:
     from device_provisioning.files import read_bytes
     from device_provisioning.flashing import factory_image
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -23,6 +24,7 @@ from device_provisioning.cli.common import (
     section,
     status,
 )
+from device_provisioning.cli.options import AwsOptions, PassphraseOptions, StageOptions
 from device_provisioning.contract import StackOutput, stage_id_prefix
 from device_provisioning.errors import ExitCode, InputFileError
 
@@ -31,7 +33,20 @@ if TYPE_CHECKING:
     from device_provisioning.aws import ota
 
 
-def _fleet_show(args: argparse.Namespace, out: TextIO) -> int:
+@dataclass(frozen=True, kw_only=True)
+class FleetShowOptions(AwsOptions):
+    group: str | None = None
+    certificates: bool = False
+    expiring_within: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RolloutOptions(AwsOptions, PassphraseOptions, StageOptions):
+    action: str
+    file: Path
+
+
+def _fleet_show(args: FleetShowOptions, out: TextIO) -> int:
     from device_provisioning import aws
     from device_provisioning.fleet import index
     from device_provisioning.fleet.inventory import group_members, read_indexed, read_inventory
@@ -65,7 +80,7 @@ def _fleet_show(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _show_certificates(args: argparse.Namespace, out: TextIO, iot: Any, things: list[str]) -> int:
+def _show_certificates(args: FleetShowOptions, out: TextIO, iot: Any, things: list[str]) -> int:
     from device_provisioning import aws
     from device_provisioning.fleet import certificates
 
@@ -87,7 +102,7 @@ def _show_certificates(args: argparse.Namespace, out: TextIO, iot: Any, things: 
     return 0
 
 
-def _rollout_context(args: argparse.Namespace, plan: rollout.RolloutPlan) -> rollout.RolloutContext:
+def _rollout_context(args: RolloutOptions, plan: rollout.RolloutPlan) -> rollout.RolloutContext:
     """Signing from the file; bucket, role and the group prefix from the stage's stacks."""
     from device_provisioning import aws, rollout
     from device_provisioning.aws import ota
@@ -126,7 +141,7 @@ def _rollout_context(args: argparse.Namespace, plan: rollout.RolloutPlan) -> rol
     )
 
 
-def _ota_rollout(args: argparse.Namespace, out: TextIO) -> int:
+def _ota_rollout(args: RolloutOptions, out: TextIO) -> int:
     from device_provisioning import rollout
 
     plan = rollout.load_rollout(args.file)

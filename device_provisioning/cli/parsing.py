@@ -7,12 +7,14 @@ cheap, so command modules import boto3, esptool and cryptography inside their ha
 from __future__ import annotations
 
 import argparse
+import contextlib
+import inspect
+import typing
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn, Self, TextIO
 
-Handler = Callable[[argparse.Namespace, TextIO], int]
 PROG = "device-provisioning"
 
 # The sections of every command's help, in this order; every option a command declares goes into one of them
@@ -170,6 +172,29 @@ JSON = option_group(
 )
 
 
+@dataclass(frozen=True, kw_only=True)
+class Options:
+    """What a handler reads: one typed field per option of its command (subclasses declare them), never changed.
+
+    :func:`device_provisioning.cli.main` builds it from argparse's namespace (:meth:`of`); ``cleanup`` releases
+    what the command opened (a token session) when it ends, however it ends.
+    """
+
+    json: bool = False
+    verbose: bool = False  # the top level's --verbose, or the command's own
+    cleanup: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, namespace: argparse.Namespace, cleanup: contextlib.ExitStack) -> Self:
+        """The view of ``namespace``: every field from the option of its name (a missing one is a bug: KeyError)."""
+        given = vars(namespace)
+        return cls(**{f.name: given[f.name] for f in fields(cls) if f.name != "cleanup"}, cleanup=cleanup)
+
+
+# A handler takes its command's view (a subclass of Options) and the output stream, and returns the exit status.
+Handler = Callable[[Any, TextIO], int]
+
+
 @dataclass(frozen=True)
 class Command:
     """One command: its name, handler, one-line help, an example, and its options."""
@@ -180,6 +205,15 @@ class Command:
     example: str
     parents: Sequence[argparse.ArgumentParser] = ()
     arguments: Callable[[argparse.ArgumentParser], None] = field(default=lambda parser: None)
+
+    @property
+    def options(self) -> type[Options]:
+        """The view the handler reads: the annotation of its first parameter (one source, so never two)."""
+        first = next(iter(inspect.signature(self.handler).parameters))
+        view = typing.get_type_hints(self.handler)[first]
+        if not (isinstance(view, type) and issubclass(view, Options)):
+            raise TypeError(f"{self.handler.__qualname__}: its first parameter is not annotated with an Options view")
+        return view
 
     def add_to(self, subparsers: Any, *, listed: bool = True) -> argparse.ArgumentParser:
         """Adds the command; ``listed=False`` leaves it out of the parent's flat list (the top level groups its own)."""
@@ -192,7 +226,7 @@ class Command:
             parents=[JSON, *self.parents],
             allow_abbrev=False,
         )
-        parser.set_defaults(handler=self.handler)
+        parser.set_defaults(handler=self.handler, options=self.options)
         self.arguments(parser)
         # Sections in one order on every command, whatever order the parents declared them in.
         order = {title: index for index, title in enumerate(SECTIONS)}

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from device_provisioning.cli.common import TABLE_OFFSET, Command, CommandGroup, emit, section
+from device_provisioning.cli.parsing import Options
 
 
-def _project_show(args: argparse.Namespace, out: TextIO) -> int:
+@dataclass(frozen=True, kw_only=True)
+class ProjectShowOptions(Options):
+    project: Path
+    table_offset: int | None = None
+
+
+def _project_show(args: ProjectShowOptions, out: TextIO) -> int:
     from device_provisioning.device import project
 
     derived = project.load_project(args.project, table_offset=args.table_offset)

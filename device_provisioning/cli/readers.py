@@ -5,7 +5,6 @@ Each imports the library modules it needs when called, so that building the comm
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,25 +13,29 @@ from device_provisioning.errors import InputFileError
 
 if TYPE_CHECKING:
     from device_provisioning import aws, signing
+    from device_provisioning.cli.options import (
+        AwsOptions,
+        CertificateSourceOptions,
+        FamilyOptions,
+        ForceOptions,
+        GeneratingKeyOptions,
+        HeldKeyOptions,
+        LimitsOptions,
+        NvsKeysOptions,
+        PassphraseOptions,
+        ProjectOptions,
+        TableOffsetOptions,
+    )
     from device_provisioning.device import ota_limits, partition_types, project
     from device_provisioning.identity.signers import CodeSigner
 
 
-def firmware_project(args: argparse.Namespace) -> project.ProjectProfile | None:
+def firmware_project(args: ProjectOptions) -> project.ProjectProfile | None:
     """The ``--project`` profile (read once per command), or ``None`` without ``--project``."""
-    from device_provisioning.device import project
-
-    directory = getattr(args, "project", None)
-    if directory is None:
-        return None
-    cached = getattr(args, "_project_profile", None)
-    if cached is None:
-        cached = project.load_project(directory, table_offset=getattr(args, "table_offset", None))
-        args._project_profile = cached
-    return cached
+    return args.project_profile
 
 
-def device_limits(args: argparse.Namespace) -> ota_limits.DeviceLimits:
+def device_limits(args: LimitsOptions) -> ota_limits.DeviceLimits:
     """The OTA agent's limits from the options, else from the project, else the OTA library's defaults."""
     from device_provisioning.device import ota_limits
 
@@ -47,7 +50,7 @@ def device_limits(args: argparse.Namespace) -> ota_limits.DeviceLimits:
     )
 
 
-def load_table(args: argparse.Namespace, path: Path | None) -> partition_types.PartitionTable:
+def load_table(args: TableOffsetOptions, path: Path | None) -> partition_types.PartitionTable:
     """The partition table at ``path`` (else the project's), placed as the project's build places it."""
     from device_provisioning.device import partition_table, partition_types
 
@@ -56,7 +59,7 @@ def load_table(args: argparse.Namespace, path: Path | None) -> partition_types.P
         if derived is None:
             raise InputFileError("give --partition-table CSV|BIN or --project DIR (the firmware project)")
         return derived.table
-    offset = getattr(args, "table_offset", None)
+    offset = args.table_offset
     if offset is None:
         offset = derived.table_offset if derived else partition_types.DEFAULT_TABLE_OFFSET
     return partition_table.load(path, offset)
@@ -69,7 +72,7 @@ def _checked_family(name: str) -> str:
     return families.get(name).name
 
 
-def trust_family(args: argparse.Namespace) -> str | None:
+def trust_family(args: FamilyOptions) -> str | None:
     """The firmware family for the pre-flight: ``--family``, else the project's (``embedded`` included)."""
     if args.family:
         return _checked_family(args.family)
@@ -77,7 +80,7 @@ def trust_family(args: argparse.Namespace) -> str | None:
     return derived.family if derived else None
 
 
-def nvs_family(args: argparse.Namespace) -> str:
+def nvs_family(args: FamilyOptions) -> str:
     """How the firmware reads P11_CSK from NVS: ``--family``, else the project's; refuses firmware that never does."""
     if args.family:
         from device_provisioning.device.credentials import check_family
@@ -100,17 +103,17 @@ def nvs_family(args: argparse.Namespace) -> str:
     return derived.family
 
 
-def refuse_existing_outputs(args: argparse.Namespace, *outputs: Path) -> None:
+def refuse_existing_outputs(args: ForceOptions, *outputs: Path) -> None:
     """An existing output is replaced only with ``--force`` (it may be the only copy of an image or signature)."""
     from device_provisioning.files import refuse_existing
 
-    if not getattr(args, "force", False):
+    if not args.force:
         refuse_existing(*outputs, hint="pass --force to replace, or choose another --out")
 
 
-def passphrase(args: argparse.Namespace) -> bytes | None:
+def passphrase(args: PassphraseOptions) -> bytes | None:
     """Passphrases come from an environment variable, never from argv (visible in `ps`)."""
-    variable = getattr(args, "passphrase_env", None)
+    variable = args.passphrase_env
     if not variable:
         return None
     value = os.environ.get(variable)
@@ -119,25 +122,25 @@ def passphrase(args: argparse.Namespace) -> bytes | None:
     return value.encode()
 
 
-def nvs_encryption_key(args: argparse.Namespace) -> bytes | None:
+def nvs_encryption_key(args: NvsKeysOptions) -> bytes | None:
     """The NVS encryption key from ``--nvs-keys`` (an nvs_keys partition image), if given."""
     from device_provisioning.device import nvs_keys
     from device_provisioning.files import read_bytes
 
-    path = getattr(args, "nvs_keys", None)
+    path = args.nvs_keys
     if path is None:
         return None
     return nvs_keys.key_from_keys_partition(read_bytes(path, "NVS keys"))
 
 
-def connect_aws(args: argparse.Namespace) -> aws.Aws:
-    """A session from the command's ``--profile``/``--region``."""
+def connect_aws(args: AwsOptions) -> aws.Aws:
+    """A session from the command's ``--profile``/``--region``/``--endpoint-url``."""
     from device_provisioning import aws
 
-    return aws.connect(profile=args.profile, region=args.region, endpoint_url=getattr(args, "endpoint_url", None))
+    return aws.connect(profile=args.profile, region=args.region, endpoint_url=args.endpoint_url)
 
 
-def held_key_signer(args: argparse.Namespace) -> CodeSigner | None:
+def held_key_signer(args: HeldKeyOptions) -> CodeSigner | None:
     """The signer of a key this tool never reads: ``--kms-key`` (AWS KMS) or ``--pkcs11-uri`` (a token)."""
     if args.kms_key and args.pkcs11_uri:
         raise InputFileError("give --kms-key or --pkcs11-uri, not both")
@@ -146,7 +149,7 @@ def held_key_signer(args: argparse.Namespace) -> CodeSigner | None:
     return open_held_key(args, args.kms_key, args.pkcs11_uri, args.pkcs11_module)
 
 
-def generating_signer(args: argparse.Namespace) -> CodeSigner | None:
+def generating_signer(args: GeneratingKeyOptions) -> CodeSigner | None:
     """:func:`held_key_signer`, for the commands whose ``--generate`` creates the key in the token first."""
     if not args.generate:
         return held_key_signer(args)
@@ -158,7 +161,7 @@ def generating_signer(args: argparse.Namespace) -> CodeSigner | None:
 
 
 def open_held_key(
-    args: argparse.Namespace, kms_key: str | None, uri: str | None, module: Path | None, *, generate: bool = False
+    args: AwsOptions, kms_key: str | None, uri: str | None, module: Path | None, *, generate: bool = False
 ) -> CodeSigner | None:
     """The signer of a key in AWS KMS (``kms_key``, on the command's AWS session) or in a PKCS#11 token (``uri``);
     a token session ends with the command."""
@@ -190,14 +193,16 @@ def split_list(text: str | None) -> tuple[str, ...]:
     return tuple(item.strip() for item in (text or "").split(",") if item.strip())
 
 
-def device_certificates(args: argparse.Namespace, certificate_file: Path | None) -> list[signing.DeviceCertificate]:
+def device_certificates(
+    args: CertificateSourceOptions, certificate_file: Path | None
+) -> list[signing.DeviceCertificate]:
     """The certificate(s) the devices verify with, from --nvs/--family, --embedded-in and a certificate file."""
     from device_provisioning import signing
     from device_provisioning.files import read_bytes
     from device_provisioning.identity import pki
 
     found: list[signing.DeviceCertificate] = []
-    if getattr(args, "nvs_keys", None) and not args.nvs:
+    if args.nvs_keys and not args.nvs:
         raise InputFileError("--nvs-keys decrypts the --nvs image: give --nvs too, or leave --nvs-keys out")
     if args.nvs:
         family = nvs_family(args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -21,6 +22,7 @@ from device_provisioning.cli.common import (
     section,
     trust_family,
 )
+from device_provisioning.cli.options import AwsOptions, FamilyOptions, StageOptions
 from device_provisioning.contract import (
     CHIP_ATTRIBUTE,
     CHIP_REVISION_ATTRIBUTE,
@@ -34,7 +36,19 @@ if TYPE_CHECKING:
     from device_provisioning.fleet.inventory import Inventory
 
 
-def _register_inventory(args: argparse.Namespace) -> Inventory | None:
+@dataclass(frozen=True, kw_only=True)
+class RegisterOptions(FamilyOptions, StageOptions, AwsOptions):
+    thing: str
+    out: Path
+    policy: str | None = None
+    code_verify_cert: Path | None = None
+    app_version: str | None = None
+    chip: str | None = None
+    chip_revision: str | None = None
+    secure_version: int | None = None
+
+
+def _register_inventory(args: RegisterOptions) -> Inventory | None:
     """What the device's image verifies updates with, from --code-verify-cert and --family/--project, and what
     the update-compatibility rules compare (chip and revision, app and secure version; defaults: the project's)."""
     from device_provisioning.fleet.inventory import inventory_for_certificate, parse_revision
@@ -65,7 +79,7 @@ def _register_inventory(args: argparse.Namespace) -> Inventory | None:
     return dataclasses.replace(inventory, thing_type=thing_type_name(args.stage))
 
 
-def _device_register(args: argparse.Namespace, out: TextIO) -> int:
+def _device_register(args: RegisterOptions, out: TextIO) -> int:
     from device_provisioning import aws
     from device_provisioning.aws import registration
 

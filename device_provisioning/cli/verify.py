@@ -6,6 +6,7 @@ import argparse
 import os
 import stat
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -36,6 +37,17 @@ from device_provisioning.cli.common import (
     status,
     trust_family,
 )
+from device_provisioning.cli.options import (
+    AwsOptions,
+    CertificateSourceOptions,
+    ExpectFingerprintOptions,
+    FamilyOptions,
+    ForceOptions,
+    HeldKeyOptions,
+    ImageVersionOptions,
+    LimitsOptions,
+    PassphraseOptions,
+)
 from device_provisioning.errors import InputFileError
 
 if TYPE_CHECKING:
@@ -43,7 +55,31 @@ if TYPE_CHECKING:
     from device_provisioning.doctor.engine import Report
 
 
-def _sign(args: argparse.Namespace, out: TextIO) -> int:
+@dataclass(frozen=True, kw_only=True)
+class SignOptions(HeldKeyOptions, PassphraseOptions, ForceOptions):
+    key: Path | None = None
+    firmware: Path
+    out: Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifyOptions(CertificateSourceOptions, LimitsOptions, ImageVersionOptions, ExpectFingerprintOptions):
+    firmware: Path
+    signature: str
+    cert: Path | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DoctorOptions(FamilyOptions, AwsOptions):
+    log: str
+    thing: str | None = None
+    signing_profile: str | None = None
+    batch: Path | None = None
+    nvs: Path | None = None
+    elf: Path | None = None
+
+
+def _sign(args: SignOptions, out: TextIO) -> int:
     from device_provisioning import signing
     from device_provisioning.files import refuse_overwriting_inputs, write_atomic
     from device_provisioning.identity import pki
@@ -51,7 +87,9 @@ def _sign(args: argparse.Namespace, out: TextIO) -> int:
     refuse_overwriting_inputs(args.out, args.key, args.firmware)
     refuse_existing_outputs(args, args.out)
     firmware = read_firmware(args.firmware)
-    key = held_key_signer(args) or pki.load_private_key_file(args.key, passphrase(args))
+    key = held_key_signer(args) or (pki.load_private_key_file(args.key, passphrase(args)) if args.key else None)
+    if key is None:  # argparse requires one of --key, --kms-key, --pkcs11-uri
+        raise InputFileError("give the signing key: --key FILE, --kms-key KEY or --pkcs11-uri URI")
     der = signing.sign_firmware(key, firmware)
     write_atomic(args.out, der)
     signature = signing.SignatureInput(der, str(args.out))
@@ -64,7 +102,7 @@ def _sign(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _verify(args: argparse.Namespace, out: TextIO) -> int:
+def _verify(args: VerifyOptions, out: TextIO) -> int:
     from device_provisioning import signing
 
     firmware = read_firmware(args.firmware)
@@ -96,7 +134,7 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _doctor(args: argparse.Namespace, out: TextIO) -> int:
+def _doctor(args: DoctorOptions, out: TextIO) -> int:
     from device_provisioning.aws import thing_checks
     from device_provisioning.doctor.render import CrashDecoding, finding_lines
     from device_provisioning.doctor.symbols import release_elf
@@ -118,7 +156,7 @@ def _doctor(args: argparse.Namespace, out: TextIO) -> int:
         session = connect_aws(args)
         if args.thing:
             found += thing_checks.check_thing(session, args.thing)
-        if held is not None:
+        if held is not None and args.signing_profile:  # both, or neither (checked above)
             found += thing_checks.check_signing_profile(session, args.signing_profile, held)
     human = finding_lines(found) + crashes.lines()
     if report.findings_not_kept:
@@ -160,7 +198,7 @@ def _read_log(path: str) -> Report:
         raise InputFileError(f"cannot read log {path}: {error.strerror or error}") from error
 
 
-def _held_certificate(args: argparse.Namespace) -> thing_checks.HeldCertificate | None:
+def _held_certificate(args: DoctorOptions) -> thing_checks.HeldCertificate | None:
     """The code-verification certificate the device holds, from --batch (with --thing) or --nvs."""
     from device_provisioning.aws import thing_checks
     from device_provisioning.factory.status import device_code_verify_certificate
