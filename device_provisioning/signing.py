@@ -223,12 +223,13 @@ def load_signature(argument: str) -> SignatureInput:
         return SignatureInput(decode_base64_signature(text, f"signature {path}"), f"base64 file {path}")
     shown = argument if len(argument) <= 60 else argument[:57] + "..."
     if _BASE64.match(argument) and len(argument.strip()) >= 8:
-        # A mistyped file name is often valid base64 too ("nosuchfile"): only a DER SEQUENCE is taken as a signature.
+        # A mistyped file name is often valid base64 too ("nosuchfi"): only what starts as a DER SEQUENCE (0x30) is
+        # taken as a signature; verifying it says what else is wrong with it.
         try:
             der = decode_base64_signature(argument, "signature argument")
         except SignatureError:
             der = b""
-        if len(der) >= 2 and der[0] == 0x30 and der[1] == len(der) - 2:
+        if der[:1] == b"\x30":
             return SignatureInput(der, "base64 argument")
         raise SignatureError(
             f"signature {shown!r}: no such file, and not valid base64 of a DER signature; give a .sig/.der, job JSON "
