@@ -185,6 +185,35 @@ def test_evidence_counts_only_lines_before_the_finding() -> None:
     assert reconnected[0].causes[0].key == "root-ca" and reconnected[0].consequence_of is None
 
 
+@pytest.mark.parametrize(
+    ("flag", "first_cause"),
+    [
+        # mbedTLS's x509_crt.c verify flag strings, as esp-tls prints them after "verification info:".
+        ("The certificate validity starts in the future", "clock-not-set"),
+        ("The certificate is not correctly signed by the trusted CA", "root-ca"),
+        ("The certificate Common Name (CN) does not match with the expected CN", "wrong-endpoint"),
+    ],
+)
+def test_the_verify_flags_under_a_failed_verification_name_its_cause(flag: str, first_cause: str) -> None:
+    found = doctor.diagnose(
+        [
+            "E (13560) esp-tls-mbedtls: mbedtls_ssl_handshake returned -0x2700",
+            "I (13560) esp-tls-mbedtls: Failed to verify peer certificate!",
+            f"I (13561) esp-tls-mbedtls: verification info:   ! {flag}",
+        ]
+    )
+    assert [d.code for d in found] == ["tls-x509-cert-verify-failed"] * 2
+    for finding in found:
+        moved = finding.causes[0].moved_by
+        assert finding.causes[0].key == first_cause and moved is not None and moved.line_number == 3
+    # Far below (another connection attempt's lines between), the flag says nothing about the failure.
+    later = doctor.diagnose(
+        ["E (1) esp-tls-mbedtls: mbedtls_ssl_handshake returned -0x2700", *["I (2) app: retrying"] * 5]
+        + [f"I (3) app: verification info:   ! {flag}"]
+    )
+    assert later[0].causes[0].moved_by is None
+
+
 def test_the_modular_demo_block_count_is_not_the_old_agents_limit() -> None:
     """The modular demo has no block bitmap: 2048 blocks of 512 bytes say nothing about 8 x 128."""
     found = doctor.diagnose(

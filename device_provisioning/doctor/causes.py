@@ -189,6 +189,24 @@ def _first(causes: tuple[Cause, ...], cause: Cause, mark: Mark) -> tuple[Cause, 
     return (replace(cause, moved_by=mark), *rest)
 
 
+# mbedTLS x509_crt.c (X509_CRT_ERROR_INFO): the verify flags esp-tls prints under "verification info:" right
+# after a -0x2700, each naming which of that failure's causes it was.
+VERIFY_FLAG_CAUSES = {
+    "the certificate validity starts in the future": "clock-not-set",
+    "the certificate is not correctly signed by the trusted ca": "root-ca",
+    "the certificate common name (cn) does not match with the expected cn": "wrong-endpoint",
+}
+
+
+def named_by_verify_flags(causes: tuple[Cause, ...], low: str, mark: Mark) -> tuple[Cause, ...] | None:
+    """``causes`` with the one the mbedTLS verify flag on this line names first, if the line prints one."""
+    for flag, key in VERIFY_FLAG_CAUSES.items():
+        named = next((c for c in causes if c.key == key), None) if flag in low else None
+        if named is not None:
+            return _first(causes, named, mark)
+    return None
+
+
 def ranked_causes(code: str, explanation: str, fix: str, evidence: Evidence) -> tuple[Cause, ...]:
     """The causes of finding ``code`` in the order the log up to its line makes them likely."""
     causes = RANKED.get(code, (Cause(code, explanation, fix),))

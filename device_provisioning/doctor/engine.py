@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from device_provisioning.device import ota_limits
 from device_provisioning.doctor import evidence as evidence_module
-from device_provisioning.doctor.causes import NETWORK_FINDINGS, NO_NETWORK, ranked_causes
+from device_provisioning.doctor.causes import (
+    NETWORK_FINDINGS,
+    NO_NETWORK,
+    VERIFY_FLAG_CAUSES,
+    named_by_verify_flags,
+    ranked_causes,
+)
 from device_provisioning.doctor.crash import CrashCollector, CrashReport
-from device_provisioning.doctor.evidence import Evidence
+from device_provisioning.doctor.evidence import Evidence, Mark
 from device_provisioning.doctor.reader import blocks_of_lines, printable, read_blocks
 from device_provisioning.doctor.rules import AGENT_RULES, NVS_RULES, OTA_RULES, PAL_RULES, Diagnosis, Finding, Rule
 from device_provisioning.doctor.rules_firmware import FIRMWARE_RULES, IMAGE_RULES
@@ -37,6 +43,8 @@ RULES: tuple[Rule, ...] = (
     *NVS_RULES,
     *AGENT_RULES,
 )
+# How far under a failed certificate verification esp-tls prints the verify flags that say why.
+_VERIFY_FLAGS_WITHIN = 4
 # A log full of failures keeps the first findings in full and counts the rest.
 MAX_FINDINGS = 500
 
@@ -113,6 +121,7 @@ def trie_pattern(words: Iterable[str]) -> re.Pattern[str]:
 
 def _triggers() -> re.Pattern[str]:
     words = {t for rule in RULES for t in rule.triggers} | set(evidence_module.TRIGGERS) | set(CrashCollector.TRIGGERS)
+    words |= set(VERIFY_FLAG_CAUSES)
     return trie_pattern(words)
 
 
@@ -204,12 +213,27 @@ class Scan:
         low = line.lower()
         self.evidence.observe(number, line, low)
         self.crashes.observe(number, line, low)
+        self._verify_flags(number, line, low)
         for rule, pattern in _RULE_PATTERNS:
             if pattern.search(low):
                 result = rule.match(line, low)
                 if result:
                     self._add(number, line, self._refine(result))
                     return
+
+    def _verify_flags(self, number: int, line: str, low: str) -> None:
+        """A verify flag under a failed certificate verification says which cause it was: rank it first."""
+        if "certificate" not in low:
+            return
+        mark = Mark(number, line, "mbedTLS's verify flags name the reason the broker's certificate was refused")
+        found = self.report.findings
+        for index in range(len(found) - 1, -1, -1):
+            if number - found[index].line_number > _VERIFY_FLAGS_WITHIN:
+                return
+            if found[index].code == "tls-x509-cert-verify-failed":
+                named = named_by_verify_flags(found[index].causes, low, mark)
+                if named is not None:
+                    found[index] = replace(found[index], causes=named)
 
     def _refine(self, result: Finding) -> Finding:
         code = result[0]
