@@ -214,6 +214,17 @@ def test_the_verify_flags_under_a_failed_verification_name_its_cause(flag: str, 
     assert later[0].causes[0].moved_by is None
 
 
+@pytest.mark.parametrize(
+    ("saw", "what"),
+    [("0x3c", "a web page"), ("0x7b", "JSON"), ("0xea", "another format")],
+)
+def test_a_download_that_is_not_an_app_image_says_what_it_was(saw: str, what: str) -> None:
+    # esp_ota_ops.c's format string, as esp_ota_write() prints it on the first block.
+    found = doctor.diagnose([f"E (15034) esp_ota_ops: OTA image has invalid magic byte (expected 0xE9, saw {saw})"])
+    assert [d.code for d in found] == ["esp-err-ota-validate-failed"]
+    assert f"received is {saw}" in found[0].explanation and what in found[0].explanation
+
+
 def test_the_modular_demo_block_count_is_not_the_old_agents_limit() -> None:
     """The modular demo has no block bitmap: 2048 blocks of 512 bytes say nothing about 8 x 128."""
     found = doctor.diagnose(

@@ -82,7 +82,31 @@ _OTA_OPS_CODE = re.compile(r"\b0x15(0[1-6])\b")
 _INVALID_IMAGE = ("invalid magic", "invalid header", "checksum failed", "image hash failed", "invalid segment length")
 
 
+# esp_ota_ops.c, esp_ota_write(): "OTA image has invalid magic byte (expected 0x%02x, saw 0x%02x)".
+_OTA_MAGIC = re.compile(r"ota image has invalid magic byte \(expected 0x[0-9a-f]{2}, saw 0x([0-9a-f]{2})")
+# What a first byte that is not an app image's 0xE9 usually was.
+_FIRST_BYTES = {0x3C: "'<': a web page (a file-sharing or repository page, a router's or proxy's answer)", 0x7B: "'{': JSON"}
+
+
+def _not_an_app_image(low: str) -> Finding | None:
+    match = _OTA_MAGIC.search(low)
+    if match is None:
+        return None
+    saw = int(match.group(1), 16)
+    what = _FIRST_BYTES.get(saw, "another format (another SDK's or an encrypted image, or a cut download)")
+    return (
+        "esp-err-ota-validate-failed",
+        f"ESP_ERR_OTA_VALIDATE_FAILED: the first byte the OTA received is 0x{saw:02x}, not an app image's 0xe9: "
+        f"what the device downloaded is not an ESP32 app image but {what}",
+        "fetch the update's URL with curl and check it starts with 0xe9 (the raw build/<project>.bin, not a page "
+        "about it); create the job again from build/<project>.bin",
+    )
+
+
 def _image_validation(line: str, low: str) -> Finding | None:
+    not_an_image = _not_an_app_image(low)
+    if not_an_image is not None:
+        return not_an_image
     if "byte aligned for flash encryption" in low:
         return (
             "flash-encryption-alignment",
