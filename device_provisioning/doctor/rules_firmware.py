@@ -85,7 +85,10 @@ _INVALID_IMAGE = ("invalid magic", "invalid header", "checksum failed", "image h
 # esp_ota_ops.c, esp_ota_write(): "OTA image has invalid magic byte (expected 0x%02x, saw 0x%02x)".
 _OTA_MAGIC = re.compile(r"ota image has invalid magic byte \(expected 0x[0-9a-f]{2}, saw 0x([0-9a-f]{2})")
 # What a first byte that is not an app image's 0xE9 usually was.
-_FIRST_BYTES = {0x3C: "'<': a web page (a file-sharing or repository page, a router's or proxy's answer)", 0x7B: "'{': JSON"}
+_FIRST_BYTES = {
+    0x3C: "'<': a web page (a file-sharing or repository page, a router's or proxy's answer)",
+    0x7B: "'{': JSON",
+}
 
 
 def _not_an_app_image(low: str) -> Finding | None:
