@@ -65,6 +65,8 @@ class AppConfig:
     factory_ca_verification_pem: str | None = None
     # The account each stage is deployed to, as far as you tell: prod sharing one with another stage is warned.
     stage_accounts: tuple[tuple[str, str], ...] = ()
+    # An SNS alarm when a certificate is attached to a thing that already has one (stations that register).
+    thing_principal_alarm: bool = False
 
     @property
     def registration(self) -> str:
@@ -183,6 +185,7 @@ class AppConfig:
             factory_ca_certificate_pem=ca_pem,
             factory_ca_verification_pem=verification_pem,
             stage_accounts=_stage_accounts(get("stageAccounts")),
+            thing_principal_alarm=_boolean("thingPrincipalAlarm", get("thingPrincipalAlarm"), False),
         )
 
 

@@ -20,6 +20,7 @@ from stacks.operator_policy import OtaOperatorPolicy
 from stacks.ota_service_role import OtaServiceRole
 from stacks.pre_provisioning_hook import PreProvisioningHook
 from stacks.signing_profile import SigningProfile
+from stacks.thing_principal_alarm import ThingPrincipalAlarm
 
 
 def warn_about_shared_accounts(stack: Stack, config: AppConfig) -> None:
@@ -205,6 +206,15 @@ class DeviceFleetStack(Stack):
         if config.iot_logging:
             self.iot_logging = IotLogging(self, "IotLogging", level=config.iot_logging)
         self.fleet_indexing = FleetIndexing(self, "FleetIndexing") if config.fleet_indexing else None
+        self.thing_principal_alarm: ThingPrincipalAlarm | None = None
+        if config.thing_principal_alarm:
+            self.thing_principal_alarm = ThingPrincipalAlarm(self, "ThingPrincipalAlarm")
+            CfnOutput(
+                self,
+                "ThingPrincipalAlarmTopicArn",
+                value=self.thing_principal_alarm.topic.topic_arn,
+                description="Subscribe to hear of a certificate attached to a thing that already has one",
+            )
         self.fleet_provisioning: FleetProvisioning | None = None
         hook_arn = config.pre_provisioning_hook_arn or shipped_hook_arn
         if config.ships_pre_provisioning_hook and shipped_hook_arn is None:

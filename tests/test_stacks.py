@@ -43,6 +43,7 @@ def with_certificate() -> SynthesizedApp:
             retain_firmware_bucket=False,
             fleet_provisioning=True,
             pre_provisioning_hook_arn=HOOK_ARN,
+            thing_principal_alarm=True,  # so cfn-lint, checkov and parliament read the alarm's resources too
         )
     )
 
@@ -499,13 +500,19 @@ ARN_FORMATS = {
     "AWS::IAM::ManagedPolicy": "arn:aws:iam::123456789012:policy/{name}",
     "AWS::Lambda::Function": "arn:aws:lambda:eu-west-1:123456789012:function:{name}",
     "AWS::Logs::LogGroup": "arn:aws:logs:eu-west-1:123456789012:log-group:{name}",
+    "AWS::SQS::Queue": "arn:aws:sqs:eu-west-1:123456789012:{name}",
 }
+# Resources whose Ref is their ARN.
+REF_ARN_FORMATS = {"AWS::SNS::Topic": "arn:aws:sns:eu-west-1:123456789012:{name}"}
 
 
 def concrete(node: Any, resources: dict[str, Any]) -> Any:
     """A policy document with CloudFormation's references replaced by ARNs of the right shape."""
     if isinstance(node, dict):
         if "Ref" in node:
+            kind = resources.get(node["Ref"], {}).get("Type")
+            if kind in REF_ARN_FORMATS:
+                return REF_ARN_FORMATS[kind].format(name=node["Ref"].lower())
             return PSEUDO_PARAMETERS.get(node["Ref"], node["Ref"].lower())
         if "Fn::GetAtt" in node:
             logical = node["Fn::GetAtt"][0]
@@ -754,3 +761,36 @@ def test_fleet_indexing_is_opt_in_and_indexes_the_inventory_fields(without_certi
     policies = resources_of(shipped_hook.fleet_json, "AWS::IAM::Policy")
     statements = [s for p in policies.values() for s in p["Properties"]["PolicyDocument"]["Statement"]]
     assert {"Action": "iot:UpdateIndexingConfiguration", "Effect": "Allow", "Resource": "*"} in statements
+
+
+# --- the thing-principal alarm (opt-in) ------------------------------------------------------------------------
+
+
+def test_the_thing_principal_alarm_is_opt_in_and_reads_every_attach_thing_principal(
+    with_certificate, without_certificate
+) -> None:
+    assert not resources_of(without_certificate.fleet_json, "AWS::Events::Rule")
+    fleet = with_certificate.fleet_json
+    (rule,) = resources_of(fleet, "AWS::Events::Rule").values()
+    assert rule["Properties"]["EventPattern"] == {
+        "source": ["aws.iot"], "detail-type": ["AWS API Call via CloudTrail"],
+        "detail": {"eventSource": ["iot.amazonaws.com"], "eventName": ["AttachThingPrincipal"]},
+    }  # fmt: skip
+    ((function_id, function),) = resources_of(fleet, "AWS::Lambda::Function").items()
+    (target,) = rule["Properties"]["Targets"]
+    assert function_id in json.dumps(target["Arn"]) and "DeadLetterConfig" in target
+    assert "DeadLetterConfig" in function["Properties"]  # events the function failed on are kept, not dropped
+    (topic_id,) = resources_of(fleet, "AWS::SNS::Topic")
+    assert topic_id in json.dumps(function["Properties"]["Environment"]["Variables"]["ALARM_TOPIC_ARN"])
+    assert topic_id in json.dumps(fleet["Outputs"]["ThingPrincipalAlarmTopicArn"]["Value"])
+    # Its role: publish to its topic, its own logs, its DLQ; ListThingPrincipals (on * only) in a policy of its own.
+    alarm_policies = {k: p for k, p in resources_of(fleet, "AWS::IAM::Policy").items() if "PrincipalAlarm" in k}
+    policies = {k: p["Properties"]["PolicyDocument"]["Statement"] for k, p in alarm_policies.items()}
+    (alone,) = [statements for k, statements in policies.items() if "ListThingPrincipals" in k]
+    assert alone == [{"Sid": "ReadAThingsPrincipals", "Effect": "Allow", "Action": "iot:ListThingPrincipals",
+                      "Resource": "*"}]  # fmt: skip
+    others = [s for k, statements in policies.items() if "ListThingPrincipals" not in k for s in statements]
+    assert '"*"' not in json.dumps([s["Resource"] for s in others])
+    assert {a for s in others for a in _as_list(s["Action"])} == {
+        "sns:Publish", "logs:CreateLogStream", "logs:PutLogEvents", "sqs:SendMessage"
+    }  # fmt: skip
