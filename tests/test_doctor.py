@@ -57,6 +57,8 @@ def test_classic_failure_log_is_explained_in_order() -> None:
         ("E (1) PKCS11: nvs_get_blob failed: ESP_ERR_NVS_TYPE_MISMATCH", "ESP_ERR_NVS_TYPE_MISMATCH"),
         ("E (1) PKCS11: nvs_flash_init returned 4365", "ESP_ERR_NVS_NO_FREE_PAGES"),
         ("E (1) PKCS11: nvs init error 0x1110", "ESP_ERR_NVS_NEW_VERSION_FOUND"),
+        # An esp_err_t printed with "%x", no 0x: in decimal an NVS code is 43xx, so 11xx is hex.
+        ("W (808) wrapper_kv: nvs get blob HUM_01 failed with 110c", "ESP_ERR_NVS_INVALID_LENGTH"),
         ("E (1) app: failed nvs open 4367", "nvs-open-failed"),
         ("\x1b[0;31mE (5680) PKCS11: failed nvs open 4354\x1b[0m", "creds-namespace-missing"),
     ],

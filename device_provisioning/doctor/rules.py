@@ -82,6 +82,9 @@ def after(low: str, first: str, *then: str) -> bool:
 
 
 _NVS_NUMBER = re.compile(r"\b(0x11[0-9a-f]{2}|43[5-7]\d)\b")
+# An esp_err_t printed with "%x" after the words that report it ("nvs get blob ... failed with 110c"): in
+# decimal an NVS code is 4353..4377, so a bare 11xx there is hex.
+_NVS_BARE_HEX = re.compile(r"(?:failed with|err(?:or)?[ =:]|ret(?:urned)?[ =:]) ?(11[0-9a-f]{2})\b")
 
 
 def nvs_code_in(low: str) -> int | None:
@@ -89,6 +92,9 @@ def nvs_code_in(low: str) -> int | None:
         code = int(match.group(1), 0)
         if code in NVS_ERRORS:
             return code
+    bare = _NVS_BARE_HEX.search(low) if "nvs" in low else None
+    if bare is not None and int(bare.group(1), 16) in NVS_ERRORS:
+        return int(bare.group(1), 16)
     if "esp_err_nvs_" in low:
         for name, (code, _) in NVS_ERRORS_BY_NAME.items():
             if name.lower() in low:
