@@ -209,3 +209,38 @@ def test_a_signal_while_aws_is_still_creating_the_ota_update_removes_all_it_made
     assert not exists(iot.describe_job, jobId=f"AFR_OTA-{ota_id}")
     assert not [s for s in iot.list_streams()["streams"] if ota_id in s.get("description", "")]
     assert not [v for v in s3.list_object_versions(Bucket=setup["bucket"]).get("Versions", []) if ota_id in v["Key"]]
+
+
+@pytest.mark.integration  # worker processes and mock bootloaders
+def test_batch_flash_stopped_by_sighup_finishes_the_boards_in_flight_and_says_so(setup: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    """A closed terminal (SIGHUP) ends `batch flash` as Ctrl-C does: the boards being written are finished and
+    journaled (a half-written board would need a re-flash), no other board is started, and one line says so."""
+    from esp32_mock_bootloader import mock_bootloader
+
+    from device_provisioning.factory import batch
+    from device_provisioning.factory.status import batch_status
+
+    devices = write_devices(tmp_path / "devices.csv", 3, "hup")
+    config = write_config(tmp_path / "batch.toml", Path(str(setup["root"])) / "keys" / codesign.CERT_FILE)
+    out = tmp_path / "out"
+    batch.prepare_batch(devices, config, out, workers=1)
+    with mock_bootloader(chip="esp32") as first, mock_bootloader(chip="esp32") as second:
+        argv = [sys.executable, "-m", "device_provisioning", "batch", "flash", str(out),
+                "--ports", f"{first.url()},{second.url()}", "--no-stub"]  # fmt: skip
+        process = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                   start_new_session=True)  # fmt: skip
+        assert process.stderr is not None
+        lines = [process.stderr.readline()]
+        assert "writing" in lines[0], lines  # a board is being flashed
+        os.killpg(process.pid, signal.SIGHUP)
+        _, rest = process.communicate(timeout=120)
+    lines += rest.splitlines()
+    assert process.returncode == 130, lines
+    assert lines[-1] == (
+        "ERROR interrupted by SIGHUP: the 2 board(s) being flashed were finished and journaled (2 verified, 0 failed) "
+        "and no other was started; run the same command again for the next boards"
+    ), lines
+    assert not [line for line in lines if "FAILED" in line], lines
+    states = batch_status(out).states
+    # Both boards in flight were finished and proved; the third was never started.
+    assert states == {"verified": 2, "image_built": 1}, (states, lines)

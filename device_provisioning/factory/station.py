@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from device_provisioning import interrupts
 from device_provisioning.device import partition_table
 from device_provisioning.device.partition_types import DEFAULT_TABLE_OFFSET
 from device_provisioning.device.secure_cert import PARTITION_LABEL
@@ -110,11 +111,22 @@ def flash_station(
                     report(f"[{port}] {serial}: verified (P11_CSK {fingerprint}…)")
                 return StationResult(port, serial, True, "verified")
 
-            with ThreadPoolExecutor(max_workers=len(assignments)) as threads:
+            # SIGINT, SIGTERM and SIGHUP alike: a board being written is finished and journaled (stopped half way
+            # it would need flashing again), no other is started, and the line says what was done.
+            with interrupts.handled(), ThreadPoolExecutor(max_workers=len(assignments)) as threads:
                 results = list(
                     threads.map(lambda pair: flash_one(pair[0], pair[1].serial, pair[1].thing_name), assignments)
                 )
+                stopped = interrupts.requested() and interrupts.signal_name()
             write_manifest(journal, out)
+            if stopped:
+                done = sum(1 for result in results if result.ok)
+                raise interrupts.Interrupted(
+                    f"interrupted by {stopped}: the {len(results)} board(s) being flashed were finished and journaled "
+                    f"({done} verified, {len(results) - done} failed) and no other was started; run the same command "
+                    "again for the next boards",
+                    signal=stopped,
+                )
             return results
         finally:
             journal.close()
