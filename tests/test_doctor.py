@@ -227,6 +227,18 @@ def test_a_download_that_is_not_an_app_image_says_what_it_was(saw: str, what: st
     assert f"received is {saw}" in found[0].explanation and what in found[0].explanation
 
 
+def test_the_panic_handlers_reason_line_names_the_crash_with_its_causes() -> None:
+    # ESP-IDF's panic handler: the Guru line, then the debug exception's reason right under it.
+    found = doctor.diagnose(
+        [
+            "Guru Meditation Error: Core  0 panic'ed (Unhandled debug exception)",
+            "Debug exception reason: Stack canary watchpoint triggered (Tmr Svc) ",
+        ]
+    )
+    assert [(d.code, d.line_number) for d in found] == [("stack-overflow", 1)]
+    assert "Tmr Svc" in found[0].explanation and found[0].causes[0].key == "stack-overflow"
+
+
 def test_the_modular_demo_block_count_is_not_the_old_agents_limit() -> None:
     """The modular demo has no block bitmap: 2048 blocks of 512 bytes say nothing about 8 x 128."""
     found = doctor.diagnose(

@@ -250,7 +250,9 @@ class Scan:
         if code in _CRASH_DETAILS and found and found[-1].code.startswith("panic-"):
             panic = found[-1]
             if number - panic.line_number <= 3:  # "Debug exception reason: ..." right under the Guru line
-                found[-1] = Diagnosis(code, panic.line_number, panic.line, f"{explanation} ({line})", fix)
+                detail = f"{explanation} ({line})"
+                causes = ranked_causes(code, detail, fix, self.evidence)
+                found[-1] = Diagnosis(code, panic.line_number, panic.line, detail, fix, causes=causes)
                 return
         root = self._follows.get(code)
         if root is None and code.startswith(NETWORK_FINDINGS):
