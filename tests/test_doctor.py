@@ -227,6 +227,23 @@ def test_a_download_that_is_not_an_app_image_says_what_it_was(saw: str, what: st
     assert f"received is {saw}" in found[0].explanation and what in found[0].explanation
 
 
+@pytest.mark.parametrize(
+    ("line", "what"),
+    [
+        # esp_https_ota.c and bootloader_support's format strings.
+        (
+            "E (2115) esp_https_ota: Mismatch chip id, expected 9, found 0",
+            "an app built for ESP32, not for this ESP32-S3",
+        ),
+        ("E (1) boot_comm: mismatch chip ID, expected 16, found 14", "another chip (chip id 14)"),
+        ("E (8826) esp_https_ota: Mismatch chip id, expected 0, found 18242", "not an app image at all"),
+    ],
+)
+def test_an_image_for_another_chip_names_both(line: str, what: str) -> None:
+    found = doctor.diagnose([line])
+    assert [d.code for d in found] == ["esp-err-ota-validate-failed"] and what in found[0].explanation
+
+
 def test_the_panic_handlers_reason_line_names_the_crash_with_its_causes() -> None:
     # ESP-IDF's panic handler: the Guru line, then the debug exception's reason right under it.
     found = doctor.diagnose(

@@ -106,8 +106,44 @@ def _not_an_app_image(low: str) -> Finding | None:
     )
 
 
+# esp_https_ota.c "Mismatch chip id, expected %d, found %d" and bootloader_support's "mismatch chip ID, expected
+# %d, found %d": the image header's chip id (esp_app_format.h, esp_chip_id_t) is not the running chip's.
+_CHIP_ID = re.compile(r"mismatch chip id, expected (\d{1,5}), found (\d{1,5})")
+_CHIPS = {
+    0x0000: "ESP32",
+    0x0002: "ESP32-S2",
+    0x0005: "ESP32-C3",
+    0x0009: "ESP32-S3",
+    0x000C: "ESP32-C2",
+    0x000D: "ESP32-C6",
+    0x0010: "ESP32-H2",
+    0x0012: "ESP32-P4",
+}
+
+
+def _image_for_another_chip(low: str) -> Finding | None:
+    match = _CHIP_ID.search(low)
+    if match is None:
+        return None
+    expected, found = (int(group) for group in match.groups())
+    running = _CHIPS.get(expected, f"chip id {expected}")
+    if found in _CHIPS:
+        what = f"an app built for {_CHIPS[found]}, not for this {running}"
+    elif found > 0x00FF:
+        what = f"not an app image at all (chip id {found} is two bytes of something else, such as a web page)"
+    else:
+        what = f"an app built for another chip (chip id {found}), not for this {running}"
+    return (
+        "esp-err-ota-validate-failed",
+        f"ESP_ERR_OTA_VALIDATE_FAILED: the update's image header names chip id {found}, the device is chip id "
+        f"{expected}: what was downloaded is {what}",
+        "build the update for the devices' target (idf.py set-target) and upload build/<project>.bin of that build; "
+        "fetch the URL with curl to check what it serves",
+    )
+
+
 def _image_validation(line: str, low: str) -> Finding | None:
-    not_an_image = _not_an_app_image(low)
+    not_an_image = _not_an_app_image(low) or _image_for_another_chip(low)
     if not_an_image is not None:
         return not_an_image
     if "byte aligned for flash encryption" in low:
@@ -211,6 +247,7 @@ IMAGE_RULES = (
     Rule(
         (
             "byte aligned for flash encryption",
+            "mismatch chip id",
             "0x150",
             "esp_err_ota_",
             *_INVALID_IMAGE,
