@@ -59,6 +59,9 @@ def test_classic_failure_log_is_explained_in_order() -> None:
         ("E (1) PKCS11: nvs init error 0x1110", "ESP_ERR_NVS_NEW_VERSION_FOUND"),
         # An esp_err_t printed with "%x", no 0x: in decimal an NVS code is 43xx, so 11xx is hex.
         ("W (808) wrapper_kv: nvs get blob HUM_01 failed with 110c", "ESP_ERR_NVS_INVALID_LENGTH"),
+        # The bootloader after a hardware watchdog reset, and the ROM's reset reason for it.
+        ("W (183) boot.esp32: PRO CPU has been reset by WDT.", "watchdog-reset"),
+        ("rst:0x8 (TG1WDT_SYS_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)", "watchdog-reset"),
         ("E (1) app: failed nvs open 4367", "nvs-open-failed"),
         ("\x1b[0;31mE (5680) PKCS11: failed nvs open 4354\x1b[0m", "creds-namespace-missing"),
     ],

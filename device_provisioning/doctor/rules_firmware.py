@@ -218,6 +218,18 @@ _CRASHES = (
     ("assert failed", "assert-failed", "an assertion in the firmware failed", ""),
     ("task watchdog got triggered", "task-watchdog", "a task did not yield for the watchdog period", ""),
     ("brownout detector was triggered", "brownout", "the supply voltage dropped (power supply, USB cable)", ""),
+    # The bootloader after a hardware watchdog reset ("PRO CPU has been reset by WDT.", then the PC it stopped
+    # at), and the ROM's reset reason for the timer-group watchdogs (rst:0x7 TG0WDT_SYS_RESET, 0x8 TG1WDT_SYS_RESET).
+    *(
+        (
+            phrase,
+            "watchdog-reset",
+            "a hardware watchdog reset the chip: code kept a CPU from servicing it (interrupts off, or the flash "
+            "busy too long, such as a long erase); the 'WDT reset info' PC below says where",
+            "",
+        )
+        for phrase in ("has been reset by wdt", "tg0wdt_sys_reset", "tg1wdt_sys_reset")
+    ),
 )
 _DECODE = "run doctor LOG --elf build/<project>.elf to turn the backtrace into functions and lines"
 
