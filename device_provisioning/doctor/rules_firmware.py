@@ -230,6 +230,16 @@ _CRASHES = (
         )
         for phrase in ("has been reset by wdt", "tg0wdt_sys_reset", "tg1wdt_sys_reset")
     ),
+    # The ESP32 ROM's "flash read err, %x" (then "ets_main.c 371"): it could not read the second-stage bootloader.
+    (
+        "flash read err",
+        "bootloader-flash-read-failed",
+        "the ROM could not read the second-stage bootloader from flash (at 0x1000 on the ESP32): nothing or something "
+        "else was flashed there, the flash mode/voltage settings are wrong, or something on the flash pins "
+        "(GPIO6-11) or an unstable supply disturbs the read",
+        "flash the bootloader again (idf.py flash, or esptool write_flash 0x1000 build/bootloader/bootloader.bin) "
+        "with the module's flash mode; keep GPIO6-11 free and check the 3.3 V supply",
+    ),
 )
 _DECODE = "run doctor LOG --elf build/<project>.elf to turn the backtrace into functions and lines"
 
