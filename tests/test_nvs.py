@@ -235,3 +235,33 @@ def test_nvs_limits_are_refused_with_a_reason() -> None:
         nvs_build.build_image([nvs.NvsEntry("cfg", "k", "u8", 1)], 1024 * 1024 * 1024)
     with pytest.raises(NvsError, match="not valid UTF-8"):
         credentials.parse_extra_value("cfg/name=\udcff")
+
+
+def test_device_keys_go_through_the_one_loader(code_verify, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Device keys are read by pki.read_private_key: any type AWS IoT takes (RSA too), CRLF PEM accepted,
+    and an encrypted key refused with the device's own fix, not the code-signing passphrase option."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    certificate = tmp_path / "verify.pem"
+    certificate.write_bytes(pki.certificate_pem(code_verify))
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    plain = rsa_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    (tmp_path / "rsa.key").write_bytes(plain.replace(b"\n", b"\r\n"))
+    loaded = credentials.Credentials.from_files(certificate, device_key=tmp_path / "rsa.key").device_key
+    assert isinstance(loaded, rsa.RSAPrivateKey)
+    assert loaded.private_numbers() == rsa_key.private_numbers()
+
+    (tmp_path / "locked.key").write_bytes(
+        rsa_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    with pytest.raises(CertificateError, match="locked.key: the key is encrypted: the device needs it unencrypted"):
+        credentials.Credentials.from_files(certificate, device_key=tmp_path / "locked.key")
+    (tmp_path / "junk.key").write_bytes(b"not a key")
+    with pytest.raises(CertificateError, match="junk.key: not a readable PEM/DER private key.*device's key file"):
+        credentials.Credentials.from_files(certificate, claim_key=tmp_path / "junk.key")

@@ -21,7 +21,7 @@ from device_provisioning import contract
 from device_provisioning.device import family as families
 from device_provisioning.device import nvs, nvs_build
 from device_provisioning.device.partition_types import DATA, SUBTYPES, Partition, PartitionTable
-from device_provisioning.errors import InputFileError, NvsError
+from device_provisioning.errors import NvsError
 from device_provisioning.files import read_bytes
 from device_provisioning.identity import pki
 
@@ -97,12 +97,12 @@ class Credentials:
 def _optional_private_key(path: str | Path | None) -> PrivateKeyTypes | None:
     if not path:
         return None
-    data = read_bytes(path, "private key")
-    try:
-        loader = serialization.load_pem_private_key if b"-----BEGIN" in data else serialization.load_der_private_key
-        return loader(data.replace(b"\r\n", b"\n"), password=None)
-    except (TypeError, ValueError):
-        raise InputFileError(f"private key {path}: not an unencrypted PEM/DER private key") from None
+    return pki.read_private_key(
+        read_bytes(path, "private key"),
+        f"private key {path}",
+        fix="give the device's key file (PEM or DER)",
+        encrypted_fix="the device needs it unencrypted: `openssl pkey -in KEY -out PLAIN.key`",
+    )
 
 
 @dataclass(frozen=True)

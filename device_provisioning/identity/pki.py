@@ -161,28 +161,40 @@ def _is_ca(certificate: x509.Certificate) -> bool:
         return False
 
 
-def load_private_key(
-    data: bytes, source: str = "private key", passphrase: bytes | None = None
-) -> ec.EllipticCurvePrivateKey:
-    """Parse a PEM or DER private key and insist on ECDSA P-256."""
+def read_private_key(
+    data: bytes,
+    source: str = "private key",
+    passphrase: bytes | None = None,
+    *,
+    fix: str = "create one with `device-provisioning codesign create`",
+    encrypted_fix: str = "give --passphrase-env VAR",
+) -> PrivateKeyTypes:
+    """Parse a PEM or DER private key of any type: the one loader for code-signing, CA and device keys.
+
+    Device TLS keys may be RSA (AWS IoT accepts them), so the key type is the caller's rule, not this one's;
+    ``fix`` and ``encrypted_fix`` are the caller's words for how to get a usable key.
+    """
     data = _normalise(data)
     try:
         if b"-----BEGIN" in data:
-            key = serialization.load_pem_private_key(data, password=passphrase)
-        else:
-            key = serialization.load_der_private_key(data, password=passphrase)
+            return serialization.load_pem_private_key(data, password=passphrase)
+        return serialization.load_der_private_key(data, password=passphrase)
     except TypeError:
         hint = (
-            "the key is encrypted: give --passphrase-env VAR"
+            f"the key is encrypted: {encrypted_fix}"
             if passphrase is None
             else "the key is not encrypted; drop --passphrase-env"
         )
         raise CertificateError(f"{source}: {hint}") from None
     except (ValueError, UnsupportedAlgorithm):
-        raise CertificateError(
-            f"{source}: not a readable PEM/DER private key (or wrong passphrase); "
-            "create one with `device-provisioning codesign create`"
-        ) from None
+        raise CertificateError(f"{source}: not a readable PEM/DER private key (or wrong passphrase); {fix}") from None
+
+
+def load_private_key(
+    data: bytes, source: str = "private key", passphrase: bytes | None = None
+) -> ec.EllipticCurvePrivateKey:
+    """Parse a PEM or DER private key and insist on ECDSA P-256."""
+    key = read_private_key(data, source, passphrase)
     check_key_type(key.public_key(), source)
     if not isinstance(key, ec.EllipticCurvePrivateKey):  # check_key_type accepts only P-256 public keys
         raise CertificateError(f"{source}: not an EC private key")
