@@ -79,6 +79,12 @@ def test_which_files_and_what_is_refused(tmp_path: Path) -> None:
         )
     assert credential_files.key_scheme(None, hmac_key_given=True) == "hmac"
     assert credential_files.key_scheme("flash_enc", hmac_key_given=True) == "flash_enc"
+    # a key for the other scheme would go unused, the image opened by a key nobody kept: refused before building
+    with pytest.raises(InputFileError, match="HMAC scheme.*give --hmac-key"):
+        credential_files.plan_outputs(image, encrypt=True, scheme="hmac", nvs_keys_file=given)
+    with pytest.raises(InputFileError, match="nvs_keys partition.*give --nvs-keys"):
+        credential_files.plan_outputs(image, encrypt=True, scheme="flash_enc", hmac_key_file=tmp_path / "k.bin")
+    assert not list(tmp_path.iterdir())
 
 
 def test_nvs_build_that_cannot_write_its_key_leaves_no_image(tmp_path: Path) -> None:

@@ -69,6 +69,17 @@ def plan_outputs(
         if nvs_keys_file or hmac_key_file:
             raise InputFileError("--nvs-keys and --hmac-key need --encrypt (or a project that enables NVS encryption)")
         return CredentialOutputs(out)
+    # A key for the other scheme would be silently unused and the image opened by a key the operator never kept.
+    if scheme == HMAC_SCHEME and nvs_keys_file:
+        raise InputFileError(
+            "--nvs-keys is for the nvs_keys-partition scheme but this image uses the HMAC scheme "
+            "(CONFIG_NVS_SEC_KEY_PROTECT_USING_HMAC): give --hmac-key instead"
+        )
+    if scheme != HMAC_SCHEME and hmac_key_file:
+        raise InputFileError(
+            "--hmac-key is for the HMAC scheme but this project keeps its NVS keys in an nvs_keys partition "
+            "(CONFIG_NVS_SEC_KEY_PROTECT_USING_FLASH_ENC): give --nvs-keys instead"
+        )
     given = hmac_key_file if scheme == HMAC_SCHEME else nvs_keys_file
     if given:
         return CredentialOutputs(out, scheme)
