@@ -62,6 +62,7 @@ def test_classic_failure_log_is_explained_in_order() -> None:
         # The bootloader after a hardware watchdog reset, and the ROM's reset reason for it.
         ("W (183) boot.esp32: PRO CPU has been reset by WDT.", "watchdog-reset"),
         ("rst:0x8 (TG1WDT_SYS_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)", "watchdog-reset"),
+        ("rst:0x7 (TG0WDT_SYS_RST),boot:0x8 (SPI_FAST_FLASH_BOOT)", "watchdog-reset"),
         # The ESP32 ROM when it cannot read the second-stage bootloader.
         ("flash read err, 1000", "bootloader-flash-read-failed"),
         ("E (1) app: failed nvs open 4367", "nvs-open-failed"),

@@ -219,7 +219,8 @@ _CRASHES = (
     ("task watchdog got triggered", "task-watchdog", "a task did not yield for the watchdog period", ""),
     ("brownout detector was triggered", "brownout", "the supply voltage dropped (power supply, USB cable)", ""),
     # The bootloader after a hardware watchdog reset ("PRO CPU has been reset by WDT.", then the PC it stopped
-    # at), and the ROM's reset reason for the timer-group watchdogs (rst:0x7 TG0WDT_SYS_RESET, 0x8 TG1WDT_SYS_RESET).
+    # at), and the ROM's reset reason for the timer-group watchdogs (rst:0x7 TG0WDT_SYS_RESET, 0x8 TG1WDT_SYS_RESET;
+    # the ESP32-S3/C3 ROMs spell them TG0WDT_SYS_RST, TG1WDT_SYS_RST).
     *(
         (
             phrase,
@@ -228,7 +229,13 @@ _CRASHES = (
             "busy too long, such as a long erase); the 'WDT reset info' PC below says where",
             "",
         )
-        for phrase in ("has been reset by wdt", "tg0wdt_sys_reset", "tg1wdt_sys_reset")
+        for phrase in (
+            "has been reset by wdt",
+            "tg0wdt_sys_reset",
+            "tg1wdt_sys_reset",
+            "tg0wdt_sys_rst",
+            "tg1wdt_sys_rst",
+        )
     ),
     # The ESP32 ROM's "flash read err, %x" (then "ets_main.c 371"): it could not read the second-stage bootloader.
     (
