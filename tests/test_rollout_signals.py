@@ -161,3 +161,29 @@ def test_rollout_apply_interrupted_at_each_call_leaves_aws_as_its_last_line_says
     assert ("stream" in lines[0]) == (call == "create-stream"), err
     assert "run `ota rollout apply` again" in lines[0], err
     assert left == {"firmware": [], "streams": [], "jobs": [], "ota-updates": []}, left
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGHUP"])
+def test_a_stage_of_its_own_group_interrupted_while_filling_it_leaves_no_group(
+    small_fleet: SmallFleet, local_endpoint, tmp_path: Path, signum: str
+) -> None:  # type: ignore[no-untyped-def]
+    """A percent stage first: apply makes the stage's thing group and adds its devices; a signal then removes the
+    group again (nothing was uploaded yet) and the line names it."""
+    name = f"r{uuid.uuid4().hex[:8]}"
+    path = write_rollout(tmp_path, small_fleet, name, via="job")
+    text = path.read_text()
+    path.write_text(text[: text.index("[[stage]]")] + '[[stage]]\nname = "all"\npercent = 100\n')
+    argv = [sys.executable, "-m", "device_provisioning", "ota", "rollout", "apply", str(path),
+            "--stage", small_fleet.stage, "--json"]  # fmt: skip
+    code, _, err, calls = run_with_signal(
+        local_endpoint, argv, "PUT", r"^/thing-groups/addThingToThingGroup", SIGNALS[signum]
+    )
+    group = f"{small_fleet.prefix}{name}-all"
+    lines = err.strip().splitlines()
+    assert code == 130 and len(lines) == 1, err
+    assert lines[0].startswith(f"ERROR interrupted by {signum}: stage all of rollout {name} was not created; "), err
+    assert f"removed thing group {group}" in lines[0] and "nothing of it is left in AWS" in lines[0], err
+    # One device added (the call in flight), none after the signal; no upload.
+    assert len([c for c in calls if c[1].startswith("/thing-groups/addThingToThingGroup")]) == 1, calls
+    assert not exists(aws.connect().client("iot").describe_thing_group, thingGroupName=group)
+    assert left_in_aws(small_fleet, name) == {"firmware": [], "streams": [], "jobs": [], "ota-updates": []}
