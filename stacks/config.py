@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from device_provisioning import contract
 from device_provisioning.contract import CODE_SIGNING_CERTIFICATE_ARN_CONTEXT
@@ -163,6 +164,12 @@ class AppConfig:
         verification_pem = _pem_file("factoryCaVerificationCertificate", get("factoryCaVerificationCertificate"))
         if verification_pem and not ca_pem:
             raise ConfigError("factoryCaVerificationCertificate", "give -c factoryCaCertificate=CA.pem with it")
+        if verification_pem and ca_pem and not _issued_by(verification_pem, ca_pem):
+            # AWS IoT would refuse the CA at deploy time; say so at synth, with the command that makes one.
+            raise ConfigError(
+                "factoryCaVerificationCertificate",
+                "it is not signed by the factory CA's key; make it with `device-provisioning factory-ca verification`",
+            )
         return cls(
             stage=stage,
             thing_names=thing_names,
@@ -337,6 +344,15 @@ def _pem_file(key: str, value: Any) -> str | None:
                 key, f"{value} is not a CA certificate (basicConstraints CA:TRUE); see `factory-ca create`"
             )
     return text
+
+
+def _issued_by(certificate_pem: str, ca_pem: str) -> bool:
+    certificate = x509.load_pem_x509_certificate(certificate_pem.encode())
+    try:
+        certificate.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_pem.encode()))
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
 
 
 _ACCOUNT = re.compile(r"^\d{12}$")

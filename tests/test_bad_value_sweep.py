@@ -85,6 +85,8 @@ BASE: dict[str, list[tuple[str, str]]] = {
     "doctor": [("log", "{ws}/device.log")],
     "factory-ca create": [("--out", "{out}/factory-ca.crt"), ("--kms-key", "alias/factory-ca")],
     "factory-ca show": [("cert", "{ws}/factory-ca.crt")],
+    "factory-ca verification": [("--ca", "{ws}/factory-ca.crt"), ("--out", "{out}/verification.crt"),
+                                ("--kms-key", "alias/factory-ca")],
 }  # fmt: skip
 
 

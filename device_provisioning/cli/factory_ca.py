@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import TextIO
 
 from device_provisioning.cli.common import AWS, KMS_KEY, PKCS11, Command, CommandGroup, bounded_int, emit, section
-from device_provisioning.cli.options import GeneratingKeyOptions
+from device_provisioning.cli.options import GeneratingKeyOptions, HeldKeyOptions
 from device_provisioning.cli.parsing import Options
-from device_provisioning.cli.readers import generating_signer
+from device_provisioning.cli.readers import connect_aws, generating_signer, held_key_signer
 from device_provisioning.errors import InputFileError
 
 
@@ -25,6 +25,12 @@ class FactoryCaCreateOptions(GeneratingKeyOptions):
 @dataclass(frozen=True, kw_only=True)
 class FactoryCaShowOptions(Options):
     cert: Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class FactoryCaVerificationOptions(HeldKeyOptions):
+    ca: Path
+    out: Path
 
 
 def _create(args: FactoryCaCreateOptions, out: TextIO) -> int:
@@ -66,6 +72,37 @@ def _show(args: FactoryCaShowOptions, out: TextIO) -> int:
     return 0
 
 
+def _verification(args: FactoryCaVerificationOptions, out: TextIO) -> int:
+    from device_provisioning import aws
+    from device_provisioning.files import refuse_existing, write_atomic
+    from device_provisioning.identity import factory_ca, pki
+
+    refuse_existing(args.out, hint="choose another --out")
+    ca = pki.load_certificate_file(args.ca)
+    signer = held_key_signer(args)
+    if signer is None:
+        raise InputFileError("sign with the factory CA's key: give --kms-key or --pkcs11-uri")
+    with aws.aws_errors("reading the account's CA registration code"):
+        code = connect_aws(args).client("iot").get_registration_code()["registrationCode"]
+    certificate = factory_ca.verification_certificate(signer, ca, code)
+    write_atomic(args.out, pki.certificate_pem(certificate))
+    lines = [
+        f"verification {args.out} (CN = this account's registration code, issued by {args.ca}; no key kept)",
+        f"next: cdk deploy --all -c factoryCaCertificate={args.ca} -c factoryCaVerificationCertificate={args.out}"
+        " (the CA is registered in DEFAULT mode)",
+    ]
+    emit(out, args, lines, {"verification_certificate": str(args.out), "registration_code": code})
+    return 0
+
+
+def _verification_arguments(parser: argparse.ArgumentParser) -> None:
+    inputs = section(parser, "inputs")
+    inputs.add_argument("--ca", required=True, type=Path, help="the factory CA certificate (PEM)")
+    section(parser, "outputs").add_argument(
+        "--out", required=True, type=Path, help="the verification certificate (PEM) to write"
+    )
+
+
 def _create_arguments(parser: argparse.ArgumentParser) -> None:
     outputs = section(parser, "outputs")
     outputs.add_argument("--out", required=True, type=Path, help="the CA certificate (PEM) to write")
@@ -98,6 +135,16 @@ GROUP = CommandGroup(
             "--out factory-ca.crt",
             [KMS_KEY, PKCS11, AWS],
             _create_arguments,
+        ),
+        Command(
+            "verification",
+            _verification,
+            "sign a verification certificate over this account's registration code, to register the CA in "
+            "DEFAULT mode (proof of the CA's key) instead of SNI_ONLY",
+            "device-provisioning factory-ca verification --ca factory-ca.crt --kms-key alias/factory-ca "
+            "--out verification.crt",
+            [KMS_KEY, PKCS11, AWS],
+            _verification_arguments,
         ),
         Command(
             "show",

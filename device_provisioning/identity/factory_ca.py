@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import re
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -30,6 +31,10 @@ from device_provisioning.identity.pki import check_key_type, signed_through
 from device_provisioning.identity.signers import CodeSigner
 
 DEFAULT_CA_DAYS = 20 * 365  # devices in the field present certificates that end with the CA
+# The verification certificate is read once, when the CA is registered.
+VERIFICATION_DAYS = 30
+# GetRegistrationCode's answer goes into a CN (at most 64 characters): a plain token.
+_REGISTRATION_CODE = re.compile(r"[A-Za-z0-9-]{1,64}")
 # The subject attribute for each inventory field (the JITP template's AWS::IoT::Certificate::<name>).
 INVENTORY_SUBJECT = {
     "code_verify_sha256": NameOID.DN_QUALIFIER,
@@ -151,3 +156,35 @@ def sign_device_certificate(
         .sign(_draft_key(), hashes.SHA256())
     )  # fmt: skip
     return signed_through(signer, draft)
+
+
+def verification_certificate(
+    signer: CodeSigner, ca: x509.Certificate, registration_code: str, *, now: dt.datetime | None = None
+) -> x509.Certificate:
+    """The proof AWS IoT asks before it registers a CA in ``DEFAULT`` mode: a certificate whose ``CN`` is the
+    account's registration code (``GetRegistrationCode``), issued by the CA through ``signer``.
+
+    Its own key is made here and dropped: AWS checks only the issuer's signature and the CN, and no file of a
+    private key is ever written."""
+    check_ca(ca, signer, now=now)
+    code = registration_code.strip()
+    if not _REGISTRATION_CODE.fullmatch(code):
+        raise CertificateError(f"registration code {registration_code[:70]!r}: expected AWS IoT's code (hex)")
+    start = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
+    throwaway = ec.generate_private_key(ec.SECP256R1()).public_key()
+    ca_key_id = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    draft = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, code)]))
+        .issuer_name(ca.subject).public_key(throwaway).serial_number(x509.random_serial_number())
+        .not_valid_before(start - dt.timedelta(minutes=5))
+        .not_valid_after(min(start + dt.timedelta(days=VERIFICATION_DAYS), ca.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_key_id), critical=False)
+        .sign(_draft_key(), hashes.SHA256())
+    )  # fmt: skip
+    certificate = signed_through(signer, draft)
+    try:
+        certificate.verify_directly_issued_by(ca)
+    except (InvalidSignature, ValueError, TypeError):
+        raise CertificateError(f"{signer.description}: the verification certificate does not verify") from None
+    return certificate
