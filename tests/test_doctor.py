@@ -65,6 +65,9 @@ def test_classic_failure_log_is_explained_in_order() -> None:
         ("rst:0x7 (TG0WDT_SYS_RST),boot:0x8 (SPI_FAST_FLASH_BOOT)", "watchdog-reset"),
         # The ESP32 ROM when it cannot read the second-stage bootloader.
         ("flash read err, 1000", "bootloader-flash-read-failed"),
+        # The ROM when the word at the bootloader's offset is not an image header (erased, or something else).
+        ("invalid header: 0xffffffff", "bootloader-invalid-header"),
+        ("invalid header: 0x00000000", "bootloader-invalid-header"),
         ("E (1) app: failed nvs open 4367", "nvs-open-failed"),
         ("\x1b[0;31mE (5680) PKCS11: failed nvs open 4354\x1b[0m", "creds-namespace-missing"),
     ],

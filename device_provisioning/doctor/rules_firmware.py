@@ -247,6 +247,17 @@ _CRASHES = (
         "flash the bootloader again (idf.py flash, or esptool write_flash 0x1000 build/bootloader/bootloader.bin) "
         "with the module's flash mode; keep GPIO6-11 free and check the 3.3 V supply",
     ),
+    # The ROM's "invalid header: 0x%08x", printed (in a reset loop) when the word it reads where the second-stage
+    # bootloader should start is not an image header (magic 0xE9): 0xffffffff is erased flash, nothing was written
+    # at that offset; another value is something else written there, or the flash read in the wrong mode.
+    (
+        "invalid header: 0x",
+        "bootloader-invalid-header",
+        "the ROM found no bootloader image where it boots from (0x1000 on the ESP32, 0x0 on the ESP32-S3/C3): "
+        "flashing did not complete, or the binaries were written to other offsets (0xffffffff is erased flash)",
+        "flash the bootloader, partition table and app again at the offsets the build prints (idf.py flash), "
+        "and check the write was verified",
+    ),
 )
 _DECODE = "run doctor LOG --elf build/<project>.elf to turn the backtrace into functions and lines"
 
