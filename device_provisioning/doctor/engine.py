@@ -63,6 +63,7 @@ CAUSES = {
     "tls-ssl-fatal-alert-message": ("mqtt-connection-lost",),
     "tls-connection-failed": ("mqtt-connection-lost",),
     "dns-lookup-failed": ("tls-connection-failed", "mqtt-connection-lost"),
+    "tls-no-server-verification": ("tls-connection-failed", "mqtt-connection-lost"),
 }
 _CREDENTIAL_CODES = frozenset(
     {

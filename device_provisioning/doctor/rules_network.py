@@ -65,7 +65,20 @@ def tls_code(low: str) -> int | None:
     return None
 
 
+# esp_tls_mbedtls.c, set_client_config(): none of cacert_buf (cert_pem), crt_bundle_attach, use_global_ca_store
+# or psk_hint_key was given, and CONFIG_ESP_TLS_SKIP_SERVER_CERT_VERIFY is off, so esp-tls refuses to connect.
+_NO_SERVER_VERIFICATION = "no server verification option set in esp_tls_cfg_t"
+
+
 def _tls_error(line: str, low: str) -> Finding | None:
+    if _NO_SERVER_VERIFICATION in low:
+        return (
+            "tls-no-server-verification",
+            "esp-tls was given nothing to verify the server with (no CA certificate, certificate bundle or global CA "
+            "store), so it refused to open the connection (ESP_ERR_MBEDTLS_SSL_SETUP_FAILED) before any handshake",
+            "give the connection the server's root CA: for AWS IoT, Amazon Root CA 1 as cert_pem/server_root_ca "
+            "(device register writes AmazonRootCA1.pem), or attach the certificate bundle (crt_bundle_attach)",
+        )
     code = tls_code(low) if any(word in low for word in TLS_WORDS) else None
     if code is None:
         if any(phrase in low for phrase in TLS_FAILED):
