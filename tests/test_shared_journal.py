@@ -63,6 +63,7 @@ def test_an_unreachable_journal_is_one_line(tmp_path: Path) -> None:
             "--out", tmp_path / "out", "--journal", "postgresql://nobody@127.0.0.1:1/none"]  # fmt: skip
     code = main([str(a) for a in argv], out=io.StringIO(), err=err)
     assert code != 0 and err.getvalue().count("\n") == 1 and "cannot connect" in err.getvalue()
+    assert "nothing was changed and the batch on that server is intact" in err.getvalue()
     assert "Traceback" not in err.getvalue()
 
 

@@ -111,7 +111,15 @@ class SharedJournal(SharedLeases, BatchJournal):
         self._lock = threading.Lock()
         self._held: dict[str, int] = {}  # serial -> the lease generation this station claimed
         self._lease_seconds = 60.0
-        self._db = pg_connection.connect(url, timeouts)
+        try:
+            self._db = pg_connection.connect(url, timeouts)
+        except InputFileError as error:
+            # Nothing has been read or written yet, so whatever the batch holds on that server is as it was; a
+            # refused connection looks the same for a server that is down and for a wrong port, so name both.
+            raise InputFileError(
+                f"{error}; nothing was changed and the batch on that server is intact: start this command again "
+                "once the database answers (or correct the journal URL)"
+            ) from None
 
         def setup(db: Any) -> None:
             # Stations starting together must not race to create the tables.
