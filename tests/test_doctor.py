@@ -67,6 +67,8 @@ def test_classic_failure_log_is_explained_in_order() -> None:
         ("flash read err, 1000", "bootloader-flash-read-failed"),
         # The ROM when the word at the bootloader's offset is not an image header (erased, or something else).
         ("invalid header: 0xffffffff", "bootloader-invalid-header"),
+        # mbedTLS's MBEDTLS_ERR_SSL_TIMEOUT from the older aws_iot port.
+        ("E (13503) aws_iot: failed! mbedtls_ssl_handshake returned -0x6800", "tls-ssl-timeout"),
         ("invalid header: 0x00000000", "bootloader-invalid-header"),
         ("E (1) app: failed nvs open 4367", "nvs-open-failed"),
         ("\x1b[0;31mE (5680) PKCS11: failed nvs open 4354\x1b[0m", "creds-namespace-missing"),

@@ -195,6 +195,12 @@ MBEDTLS_ERRORS = {
     0x4D80: ("MBEDTLS_ERR_ECP_ALLOC_FAILED", "the handshake's elliptic-curve arithmetic ran out of heap"),
     0x0042: ("MBEDTLS_ERR_NET_SOCKET_FAILED", "no socket could be opened: the network stack is not up"),
     0x004E: ("MBEDTLS_ERR_NET_SEND_FAILED", "sending on the socket failed: network lost or the broker disconnected"),
+    # ssl.h: the TLS layer's read timeout (mbedtls_ssl_conf_read_timeout) ran out waiting for the peer.
+    0x6800: (
+        "MBEDTLS_ERR_SSL_TIMEOUT",
+        "the handshake timed out waiting for the broker's answer: a slow or lossy network, a firewall that drops "
+        "the traffic, or an endpoint/port that never answers TLS",
+    ),
 }
 # mbedTLS codes that say the device's own certificate or key did not load, not that the broker refused it.
 MBEDTLS_CREDENTIAL_ERRORS = frozenset({0x3D00, 0x3B00, 0x2180, 0x1F00, 0x1280, 0x1300, 0x1380})

@@ -38,6 +38,8 @@ _TLS_FIXES = {
     "CONFIG_MBEDTLS_EXTERNAL_MEM_ALLOC)",
     0x4D80: "free heap before the handshake (fewer/lighter tasks, CONFIG_MBEDTLS_DYNAMIC_BUFFER, PSRAM with "
     "CONFIG_MBEDTLS_EXTERNAL_MEM_ALLOC)",
+    0x6800: "check the network path to the endpoint (port 8883 open, or 443 with ALPN) and the endpoint name "
+    "(aws iot describe-endpoint --endpoint-type iot:Data-ATS); raise the TLS read timeout on a slow link",
     0x7F00: "enable and check PSRAM (CONFIG_SPIRAM) or free heap; CONFIG_MBEDTLS_DYNAMIC_BUFFER reduces the need",
 }
 _CREDENTIAL_FIX = (
