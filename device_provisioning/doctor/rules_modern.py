@@ -79,7 +79,9 @@ _SECURE_CERT_READS = (
     (
         "metadata magic word does not match",
         "esp-secure-cert-not-found",
-        "the legacy esp_secure_cert metadata (magic 0x12345678) is not there: nothing valid was flashed",
+        "the legacy (cust_flash) esp_secure_cert metadata (magic 0x12345678) is not there: nothing valid was "
+        "flashed, or the partition was generated in the other format than the one this firmware reads "
+        "(cust_flash against cust_flash_tlv)",
     ),
     ("failed to decrypt the data", "esp-secure-cert-decrypt-failed", "an HMAC-encrypted entry did not decrypt"),
     (
@@ -100,7 +102,9 @@ _APP_READS = (
 )
 SECURE_CERT_FIX = (
     "generate the partition with esp-secure-cert-tool (configure_esp_secure_cert.py --skip_flash) and flash it at "
-    "the esp_secure_cert offset of the partition table (with flash encryption on: esptool write_flash --encrypt)"
+    "the esp_secure_cert offset of the partition table (with flash encryption on: esptool write_flash --encrypt), "
+    "in the format the firmware reads: --secure_cert_type cust_flash_tlv, the default; the legacy cust_flash "
+    "format is read only with CONFIG_ESP_SECURE_CERT_SUPPORT_LEGACY_FORMATS"
 )
 
 
