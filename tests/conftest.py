@@ -20,13 +20,14 @@ def pytest_addoption(parser):  # type: ignore[no-untyped-def]
     )
 
 
+import collections  # noqa: E402
 import multiprocessing.process  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
 
-from tests.tiers import INTEGRATION, integration_fixture  # noqa: E402
+from tests.tiers import INTEGRATION, integration_fixture, schedule_rank  # noqa: E402
 
 # --- test tiers ----------------------------------------------------------------------------------------
 # `make check` runs the unit tier (`-m "not integration"`): pure code and files under tmp_path, no server, no
@@ -43,10 +44,19 @@ def _uses_integration_fixture(item: pytest.Item) -> bool:
     return any(getattr(d.func, INTEGRATION, False) for defs in definitions for d in defs)
 
 
+def pytest_configure(config):  # type: ignore[no-untyped-def]
+    # xdist would reorder files by their number of tests: the collection order below is the schedule instead.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
 def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
     for item in items:
         if _uses_integration_fixture(item):
             item.add_marker(pytest.mark.integration)
+    # Longest files first (tests.tiers.LONGEST_FIRST); a stable sort keeps each file's own order.
+    counts = collections.Counter(item.path.name for item in items)
+    items.sort(key=lambda item: schedule_rank(item.path.name, counts[item.path.name]))
 
 
 def _refuse(what: str):  # type: ignore[no-untyped-def]
