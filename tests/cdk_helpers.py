@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aws_cdk as cdk
@@ -25,7 +26,19 @@ class SynthesizedApp:
     fleet_json: dict
 
 
+# One synth per configuration and test process: several test files read the same configuration's templates
+# (each synth runs jsii's Node.js for seconds). Each caller gets its own copy of the JSON to read or change.
+_synthesized: dict[AppConfig, SynthesizedApp] = {}
+
+
 def synthesize(config: AppConfig) -> SynthesizedApp:
+    if config not in _synthesized:
+        _synthesized[config] = _synthesize(config)
+    app = _synthesized[config]
+    return replace(app, ota_json=copy.deepcopy(app.ota_json), fleet_json=copy.deepcopy(app.fleet_json))
+
+
+def _synthesize(config: AppConfig) -> SynthesizedApp:
     # The nag plugin is registered by build_app: synth raises if any finding is unacknowledged.
     # Same feature flags as `cdk synth` from the repo root.
     context = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]

@@ -157,7 +157,7 @@ def test_batch_prepare_stops_at_once_and_resumes(
 
     before = active_certificate_ids()
     prefix = f"sig{uuid.uuid4().hex[:6]}"
-    devices = write_devices(tmp_path / "devices.csv", 32, prefix)
+    devices = write_devices(tmp_path / "devices.csv", 16, prefix)  # the 6th call: 10 or more still to come
     config = write_config(tmp_path / "batch.toml", Path(str(setup["root"])) / "keys" / codesign.CERT_FILE,
                           mode="per-device", policy=str(setup["policy"]), concurrency=4)  # fmt: skip
     out = tmp_path / "out"
