@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 # No test waits in botocore's backoff: one attempt per call (inherited by the CLI subprocesses the
 # tests start). The throttling test passes its own RetrySettings to exercise retries.
 os.environ["AWS_RETRY_MODE"] = "standard"
 os.environ["AWS_MAX_ATTEMPTS"] = "1"
+# esp32-mock-bootloader keeps its port registry (and a lock file) in one folder under the temp dir, by default the
+# same for every user: a folder another user made first (root's CI, a teammate) is not writable and every board
+# fails to start. One folder per user, inherited by the CLI and station subprocesses the tests start.
+os.environ.setdefault(
+    "ESP32_MOCK_BOOTLOADER_STATE_DIR",
+    os.path.join(tempfile.gettempdir(), f"esp32-mock-bootloader-{os.getuid()}"),
+)
 
 
 def pytest_addoption(parser):  # type: ignore[no-untyped-def]
