@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -29,7 +28,7 @@ from device_provisioning.identity.pki import (
     load_certificate_file,
     load_private_key_file,
     private_key_pem,
-    signed_through,
+    signed_and_checked,
 )
 from device_provisioning.identity.signers import CodeSigner
 
@@ -100,12 +99,7 @@ def create_certificate_with_signer(
         generate_signing_key(), common_name=common_name, organization=organization, days=days,
         public_key=signer.public_key(),
     )  # fmt: skip
-    certificate = signed_through(signer, draft)
-    try:
-        certificate.verify_directly_issued_by(certificate)
-    except (InvalidSignature, ValueError, TypeError):
-        raise CertificateError(f"{signer.description}: the certificate it signed does not verify") from None
-    return certificate
+    return signed_and_checked(signer, draft, "the certificate it signed")
 
 
 def create_self_signed_certificate(

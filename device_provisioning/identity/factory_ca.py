@@ -18,7 +18,6 @@ import functools
 import re
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -27,7 +26,7 @@ from device_provisioning.errors import CertificateError
 from device_provisioning.identity import pki
 from device_provisioning.identity.codesign import MAX_NAME_LENGTH
 from device_provisioning.identity.codesign_checks import EXPIRY_WARNING_DAYS
-from device_provisioning.identity.pki import check_key_type, signed_through
+from device_provisioning.identity.pki import check_key_type, signed_and_checked, signed_through
 from device_provisioning.identity.signers import CodeSigner
 
 DEFAULT_CA_DAYS = 20 * 365  # devices in the field present certificates that end with the CA
@@ -81,12 +80,7 @@ def create_ca_certificate(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
         .sign(_draft_key(), hashes.SHA256())
     )  # fmt: skip
-    certificate = signed_through(signer, draft)
-    try:
-        certificate.verify_directly_issued_by(certificate)
-    except (InvalidSignature, ValueError, TypeError):
-        raise CertificateError(f"{signer.description}: the CA certificate it signed does not verify") from None
-    return certificate
+    return signed_and_checked(signer, draft, "the CA certificate it signed")
 
 
 def check_ca(ca: x509.Certificate, signer: CodeSigner | None = None, *, now: dt.datetime | None = None) -> list[str]:
@@ -182,9 +176,4 @@ def verification_certificate(
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_key_id), critical=False)
         .sign(_draft_key(), hashes.SHA256())
     )  # fmt: skip
-    certificate = signed_through(signer, draft)
-    try:
-        certificate.verify_directly_issued_by(ca)
-    except (InvalidSignature, ValueError, TypeError):
-        raise CertificateError(f"{signer.description}: the verification certificate does not verify") from None
-    return certificate
+    return signed_and_checked(signer, draft, "the verification certificate", issuer=ca)

@@ -9,7 +9,7 @@ import hashlib
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
@@ -41,6 +41,19 @@ def signed_through(signer: CodeSigner, draft: x509.Certificate) -> x509.Certific
     tbs = draft.tbs_certificate_bytes
     signature = signer.sign_digest(hashlib.sha256(tbs).digest())
     return x509.load_der_x509_certificate(_der(0x30, tbs + _ECDSA_SHA256_ALGORITHM + _der(0x03, b"\x00" + signature)))
+
+
+def signed_and_checked(
+    signer: CodeSigner, draft: x509.Certificate, what: str, issuer: x509.Certificate | None = None
+) -> x509.Certificate:
+    """:func:`signed_through`, then checked to verify under ``issuer`` (itself when None): a signer whose key is
+    not the one it claims (a wrong KMS key, a token's other object) is refused here, never written out."""
+    certificate = signed_through(signer, draft)
+    try:
+        certificate.verify_directly_issued_by(issuer or certificate)
+    except (InvalidSignature, ValueError, TypeError):
+        raise CertificateError(f"{signer.description}: {what} does not verify") from None
+    return certificate
 
 
 def private_key_pem(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None = None) -> bytes:
