@@ -163,10 +163,7 @@ def check(url: str, devices: Path, outs: list[Path]) -> bool:
     journal = SharedJournal(url, opening.batch_name(devices), "checker")
     try:
         records = journal.records()
-        with journal.transaction() as db:
-            owners = dict(db.execute(
-                "SELECT serial, key_station FROM esp_batch_devices WHERE batch = %s", (journal.batch,)
-            ).fetchall())  # fmt: skip
+        owners = journal.key_stations()
     finally:
         journal.close()
     iot = aws.connect().client("iot")

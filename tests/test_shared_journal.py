@@ -184,10 +184,8 @@ def test_three_stations_one_killed_every_device_gets_exactly_one_identity(
     journal = SharedJournal(postgres_url, opening.batch_name(devices), "checker")
     try:
         records = journal.records()
+        owners = journal.key_stations()
         with journal.transaction() as db:
-            owners = dict(db.execute(
-                "SELECT serial, key_station FROM esp_batch_devices WHERE batch = %s", (journal.batch,)
-            ).fetchall())  # fmt: skip
             worked_on = dict(db.execute(
                 "SELECT station, COUNT(DISTINCT serial) FROM esp_batch_transitions WHERE batch = %s GROUP BY station",
                 (journal.batch,),

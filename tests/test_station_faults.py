@@ -62,10 +62,7 @@ def check_exactly_one_identity(url: str, devices: Path, outs: list[Path]) -> Non
     journal = SharedJournal(url, opening.batch_name(devices), "checker")
     try:
         records = journal.records()
-        with journal.transaction() as db:
-            owners = dict(db.execute(
-                "SELECT serial, key_station FROM esp_batch_devices WHERE batch = %s", (journal.batch,)
-            ).fetchall())  # fmt: skip
+        owners = journal.key_stations()
     finally:
         journal.close()
     assert {r.state for r in records} == {DeviceState.IMAGE_BUILT} and not any(r.error for r in records), records

@@ -286,6 +286,16 @@ class SharedJournal(SharedLeases, BatchJournal):
         )
         return [DeviceRecord.from_row(row) for row in rows]
 
+    def key_stations(self) -> dict[str, str | None]:
+        """Which station made each device's key (None: no key yet, or a take-over cleared it): what the
+        exactly-once checks (tests, the soak) compare each device's ACTIVE certificate with."""
+        rows = self._run(
+            lambda db: db.execute(
+                "SELECT serial, key_station FROM esp_batch_devices WHERE batch = %s", (self.batch,)
+            ).fetchall()
+        )
+        return dict(rows)
+
     def counts(self) -> dict[str, int]:
         rows = self._run(
             lambda db: db.execute(
