@@ -254,16 +254,42 @@ def load_config(path: str | Path) -> BatchConfig:
     """
     source = Path(path)
     document = read_toml(source, "batch config", CONFIG_SCHEMA)
-
-    def path_of(value: str) -> Path:
-        return beside(source, value)
-
     batch, table, nvs = document["batch"], document.get("registration", {}), document.get("nvs", {})
     if nvs.get("namespace") == "creds":
         raise InputFileError(
             f"batch config {source}: nvs.namespace: 'creds' belongs to the PKCS#11 PAL; choose another"
         )
-    offset = batch.get("table_offset")
+    table_offset = _table_offset(source, batch.get("table_offset"))
+    derived = None
+    if "project" in batch:
+        derived = load_project(beside(source, batch["project"]), table_offset=table_offset)
+        table_offset = derived.table_offset
+    family = _family(source, batch, derived)
+    registration = _registration(source, family, table)
+    config = BatchConfig(
+        partition_table=beside(source, batch["partition_table"]) if "partition_table" in batch else None,
+        code_verify_cert=beside(source, batch["code_verify_cert"]),
+        family=family,
+        partition=batch.get("partition", "storage"),
+        pkcs11_encoding=nvs.get("pkcs11_encoding", "der"),
+        values_namespace=nvs.get("namespace", "cfg"),
+        table_offset=DEFAULT_TABLE_OFFSET if table_offset is None else table_offset,
+        registration=registration,
+        extra={str(k): str(v) for k, v in nvs.get("values", {}).items()},
+        project=derived,
+        app_version=batch.get("app_version"),
+        journal=_journal(source, document.get("journal")),
+        chip=batch.get("chip") or (derived.target if derived else None),
+        chip_revision=batch.get("chip_revision"),
+        secure_version=batch.get("secure_version"),
+        thing_type=table.get("thing_type"),
+    )
+    _check_thing_type(source, config)
+    return config
+
+
+def _table_offset(source: Path, offset: int | str | None) -> int | None:
+    """``batch.table_offset`` as a number (TOML integer or a string such as "0x8000"), checked 0x1000-aligned."""
     try:
         table_offset = offset if isinstance(offset, int | None) else parse_number(offset)
     except ValueError as error:
@@ -272,11 +298,12 @@ def load_config(path: str | Path) -> BatchConfig:
         raise InputFileError(
             f"batch config {source}: batch.table_offset: 0x{table_offset:x} is not a 0x1000-aligned offset"
         )
-    derived = None
-    if "project" in batch:
-        derived = load_project(path_of(batch["project"]), table_offset=table_offset)
-        table_offset = derived.table_offset
-    family = batch.get("family") or (derived.family if derived else "beta")
+    return table_offset
+
+
+def _family(source: Path, batch: dict[str, Any], derived: ProjectProfile | None) -> str:
+    """The firmware family, given or told from the project, refused if a batch cannot serve it."""
+    family: str | None = batch.get("family") or (derived.family if derived else "beta")
     if family is None:
         raise InputFileError(
             f"batch config {source}: the firmware family of {batch['project']} could not be told; set batch.family"
@@ -290,62 +317,61 @@ def load_config(path: str | Path) -> BatchConfig:
             "certificate compiled into the app and never reads P11_CSK from NVS; install it with `codesign "
             "install-embedded`, or set batch.family if this firmware does read NVS"
         )
+    return family
+
+
+def _registration(source: Path, family: str, table: dict[str, Any]) -> Registration:
+    """The ``[registration]`` table as its mode's settings, refused where the family needs another mode."""
     mode = table.get("mode", "none")
-    if rules.identity_home == "esp_secure_cert" and mode not in ("per-device", "bulk"):
+    if families.get(family).identity_home == "esp_secure_cert" and mode not in ("per-device", "bulk"):
         raise InputFileError(
             f"batch config {source}: {family} firmware reads its own certificate and key from esp_secure_cert (no "
             "claim credentials): use registration mode per-device or bulk, which give each device its identity"
         )
-    registration: Registration
     if mode == "per-device":
-        registration = PerDeviceRegistration(table["policy"], table.get("concurrency", 8))
-    elif mode == "bulk":
-        registration = BulkRegistration(
+        return PerDeviceRegistration(table["policy"], table.get("concurrency", 8))
+    if mode == "bulk":
+        return BulkRegistration(
             table["policy"], table["bucket"], table["role_arn"], table.get("wait_for_running_task", False)
         )
-    elif mode == "claim":
-        registration = ClaimRegistration(path_of(table["claim_cert"]), path_of(table["claim_key"]))
-    elif mode == "factory-ca":
-        uri = table.get("ca_pkcs11_uri")
-        if uri and "pin-value=" in uri:
-            raise InputFileError(
-                f"batch config {source}: registration.ca_pkcs11_uri: a PIN in a file is readable by whoever reads the "
-                "file; drop pin-value= and set PKCS11_PIN, or use pin-source= naming a 0600 file"
-            )
-        registration = FactoryCaRegistration(
-            path_of(table["ca_cert"]), uri, table.get("ca_kms_key"), table.get("validity_days")
+    if mode == "claim":
+        return ClaimRegistration(beside(source, table["claim_cert"]), beside(source, table["claim_key"]))
+    if mode == "factory-ca":
+        return _factory_ca_registration(source, table)
+    return NoRegistration()
+
+
+def _factory_ca_registration(source: Path, table: dict[str, Any]) -> FactoryCaRegistration:
+    """Mode factory-ca: the CA certificate and where its key is (a file, a PKCS#11 token without a PIN, KMS)."""
+    uri = table.get("ca_pkcs11_uri")
+    if uri and "pin-value=" in uri:
+        raise InputFileError(
+            f"batch config {source}: registration.ca_pkcs11_uri: a PIN in a file is readable by whoever reads the "
+            "file; drop pin-value= and set PKCS11_PIN, or use pin-source= naming a 0600 file"
         )
-    else:
-        registration = NoRegistration()
-    config = BatchConfig(
-        partition_table=path_of(batch["partition_table"]) if "partition_table" in batch else None,
-        code_verify_cert=path_of(batch["code_verify_cert"]),
-        family=family,
-        partition=batch.get("partition", "storage"),
-        pkcs11_encoding=nvs.get("pkcs11_encoding", "der"),
-        values_namespace=nvs.get("namespace", "cfg"),
-        table_offset=DEFAULT_TABLE_OFFSET if table_offset is None else table_offset,
-        registration=registration,
-        extra={str(k): str(v) for k, v in nvs.get("values", {}).items()},
-        project=derived,
-        app_version=batch.get("app_version"),
-        journal=SharedJournalConfig(
-            journal["url"],
-            path_of(journal["shared_keys"]) if "shared_keys" in journal else None,
-            float(journal.get("lease_seconds", 60.0)),
-            float(journal.get("reconnect_seconds", 120.0)),
-        )
-        if (journal := document.get("journal"))
-        else None,
-        chip=batch.get("chip") or (derived.target if derived else None),
-        chip_revision=batch.get("chip_revision"),
-        secure_version=batch.get("secure_version"),
-        thing_type=table.get("thing_type"),
+    return FactoryCaRegistration(
+        beside(source, table["ca_cert"]), uri, table.get("ca_kms_key"), table.get("validity_days")
     )
+
+
+def _journal(source: Path, journal: dict[str, Any] | None) -> SharedJournalConfig | None:
+    """The ``[journal]`` table: the PostgreSQL journal several stations share, or ``None`` for the local one."""
+    if not journal:
+        return None
+    return SharedJournalConfig(
+        journal["url"],
+        beside(source, journal["shared_keys"]) if "shared_keys" in journal else None,
+        float(journal.get("lease_seconds", 60.0)),
+        float(journal.get("reconnect_seconds", 120.0)),
+    )
+
+
+def _check_thing_type(source: Path, config: BatchConfig) -> None:
+    """Refuse AWS registration of an inventory larger than a thing without a thing type holds (three attributes)."""
     needs_type = config.inventory("0" * 64).needs_thing_type
-    if needs_type and isinstance(registration, PerDeviceRegistration | BulkRegistration) and not config.thing_type:
+    registers = isinstance(config.registration, PerDeviceRegistration | BulkRegistration)
+    if needs_type and registers and not config.thing_type:
         raise InputFileError(
             f"batch config {source}: the inventory has more than the three attributes a thing without a thing "
             "type holds: set registration.thing_type to the stage's thing type (e.g. dev-esp32-device)"
         )
-    return config
