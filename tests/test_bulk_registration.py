@@ -148,6 +148,17 @@ def test_waits_for_the_running_task_then_starts(stubbed) -> None:
     assert run(stubbed, wait_for_running=True).task_id == TASK
 
 
+def test_one_timeout_covers_waiting_for_the_running_task_and_for_ours(stubbed) -> None:
+    # 20 s of the 30 s went on another task: ours gets one more poll, then the refusal.
+    expect_start(stubbed, [["other-task"], ["other-task"], []])
+    for _ in range(2):
+        stubbed.stubbers["iot"].add_response(
+            "describe_thing_registration_task", {"taskId": TASK, "status": "InProgress"}, {"taskId": TASK}
+        )
+    with pytest.raises(AwsError, match=f"task {TASK} still InProgress after 30s; rerun later"):
+        run(stubbed, wait_for_running=True, poll_seconds=10.0, timeout_seconds=30.0)
+
+
 def test_resume_follows_the_journaled_task_instead_of_starting_another(stubbed) -> None:
     expect_finish(stubbed, ["Completed"])
     result = run(stubbed, existing_task_id=TASK)

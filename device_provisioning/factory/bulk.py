@@ -120,65 +120,105 @@ def run_bulk_registration(
     refused, or waited for with ``wait_for_running``. Raises :class:`AwsError`."""
     fetch = fetch or _fetch
     iot, s3 = aws.client("iot"), aws.client("s3")
-    calls = 0
-    waited = 0.0
+    tally = _Tally(poll_seconds, timeout_seconds, sleep)
     with aws_errors("bulk registration"):
         task_id = existing_task_id
         if task_id is None:
-            while True:
-                running = []
-                for page in iot.get_paginator("list_thing_registration_tasks").paginate(status="InProgress"):
-                    running += page.get("taskIds", [])
-                    calls += 1
-                if not running:
-                    break
-                if not wait_for_running or waited >= timeout_seconds:
-                    raise AwsError(
-                        f"bulk registration task {running[0]} is already running in this account and only one runs "
-                        "at a time: wait for it (wait_for_running_task = true in the batch config's "
-                        "[registration]) or use per-device registration"
-                    )
-                sleep(poll_seconds)
-                waited += poll_seconds
-            calls += _refuse_things_with_certificates(iot, [name for name, _ in devices])
+            _wait_for_no_running_task(iot, tally, wait_for_running)
+            tally.calls += _refuse_things_with_certificates(iot, [name for name, _ in devices])
             s3.put_object(Bucket=bucket, Key=key, Body=input_file(devices))
-            calls += 1
+            tally.calls += 1
             task_id = iot.start_thing_registration_task(
                 templateBody=json.dumps(registration_template(policy_name, inventory)),
                 inputFileBucket=bucket,
                 inputFileKey=key,
                 roleArn=role_arn,
             )["taskId"]
-            calls += 1
+            tally.calls += 1
             on_task_started(task_id)  # journaled, so a rerun follows this task instead of starting another
-        while True:
-            description = iot.describe_thing_registration_task(taskId=task_id)
-            calls += 1
-            status = description["status"]
-            if status in FINISHED:
-                break
-            if waited >= timeout_seconds:
-                raise AwsError(
-                    f"bulk registration task {task_id} still {status} after {timeout_seconds:.0f}s; rerun later"
-                )
-            sleep(poll_seconds)
-            waited += poll_seconds
-        registered: dict[int, tuple[str, str]] = {}
-        errors: dict[int, str] = {}
-        reports = iot.get_paginator("list_thing_registration_task_reports")
-        for report_type in ("RESULTS", "ERRORS"):
-            for page in reports.paginate(taskId=task_id, reportType=report_type):
-                calls += 1
-                for link in page.get("resourceLinks", []):
-                    for line in fetch(link).decode().splitlines():
-                        if not line.strip():
-                            continue
-                        entry = json.loads(line)
-                        offset = int(entry.get("offset", -1))
-                        if report_type == "ERRORS":
-                            errors[offset] = str(entry.get("errorMessage") or entry)
-                            continue
-                        response = entry.get("response", {})
-                        arn = response.get("ResourceArns", {}).get("certificate", "")
-                        registered[offset] = (arn.rsplit("/", 1)[-1], response.get("CertificatePem", ""))
-    return BulkResult(task_id, status, registered, errors, calls)
+        status = _wait_until_finished(iot, task_id, tally)
+        registered, errors = _read_reports(iot, task_id, fetch, tally)
+    return BulkResult(task_id, status, registered, errors, tally.calls)
+
+
+@dataclass
+class _Tally:
+    """The API calls a bulk registration made and the seconds it waited: one timeout covers both its waits."""
+
+    poll_seconds: float
+    timeout_seconds: float
+    sleep: Callable[[float], None]
+    calls: int = 0
+    waited: float = 0.0
+
+    def timed_out(self) -> bool:
+        return self.waited >= self.timeout_seconds
+
+    def wait(self) -> None:
+        self.sleep(self.poll_seconds)
+        self.waited += self.poll_seconds
+
+
+def _wait_for_no_running_task(iot: Any, tally: _Tally, wait_for_running: bool) -> None:
+    """Return once no bulk task runs in the account; refuse a running one unless told to wait for it."""
+    while True:
+        running = []
+        for page in iot.get_paginator("list_thing_registration_tasks").paginate(status="InProgress"):
+            running += page.get("taskIds", [])
+            tally.calls += 1
+        if not running:
+            return
+        if not wait_for_running or tally.timed_out():
+            raise AwsError(
+                f"bulk registration task {running[0]} is already running in this account and only one runs "
+                "at a time: wait for it (wait_for_running_task = true in the batch config's "
+                "[registration]) or use per-device registration"
+            )
+        tally.wait()
+
+
+def _wait_until_finished(iot: Any, task_id: str, tally: _Tally) -> str:
+    """The task's final status (one of ``FINISHED``), polled until then or until the timeout refuses."""
+    while True:
+        description = iot.describe_thing_registration_task(taskId=task_id)
+        tally.calls += 1
+        status: str = description["status"]
+        if status in FINISHED:
+            return status
+        if tally.timed_out():
+            raise AwsError(
+                f"bulk registration task {task_id} still {status} after {tally.timeout_seconds:.0f}s; rerun later"
+            )
+        tally.wait()
+
+
+def _read_reports(
+    iot: Any, task_id: str, fetch: Callable[[str], bytes], tally: _Tally
+) -> tuple[dict[int, tuple[str, str]], dict[int, str]]:
+    """The task's reports: (certificate id, certificate PEM) and errors, each by input line offset."""
+    registered: dict[int, tuple[str, str]] = {}
+    errors: dict[int, str] = {}
+    reports = iot.get_paginator("list_thing_registration_task_reports")
+    for report_type in ("RESULTS", "ERRORS"):
+        for page in reports.paginate(taskId=task_id, reportType=report_type):
+            tally.calls += 1
+            for link in page.get("resourceLinks", []):
+                _read_report(fetch(link), report_type, registered, errors)
+    return registered, errors
+
+
+def _read_report(
+    report: bytes, report_type: str, registered: dict[int, tuple[str, str]], errors: dict[int, str]
+) -> None:
+    """One report file's JSON lines into ``registered`` (RESULTS) or ``errors`` (ERRORS)."""
+    for line in report.decode().splitlines():
+        if not line.strip():
+            continue
+        entry = json.loads(line)
+        offset = int(entry.get("offset", -1))
+        if report_type == "ERRORS":
+            errors[offset] = str(entry.get("errorMessage") or entry)
+            continue
+        response = entry.get("response", {})
+        arn = response.get("ResourceArns", {}).get("certificate", "")
+        registered[offset] = (arn.rsplit("/", 1)[-1], response.get("CertificatePem", ""))
