@@ -57,75 +57,91 @@ class DeviceStages:
 
     def run(self, pool: ProcessPoolExecutor, only: set[str] | None = None) -> None:
         """Take every device (or those in ``only``) as far as it can go."""
-        journal, config, registration = self.journal, self.config, self.config.registration
-
-        def todo(*states: DeviceState) -> list[DeviceRecord]:
-            return [r for r in journal.records() if r.state in states and (only is None or r.serial in only)]
-
         t = time.monotonic()
-        if isinstance(registration, ClaimRegistration):
-            # A claim device gets its own identity from fleet provisioning: a factory key would never be used.
-            journal.update_many([(r.serial, DeviceState.KEY_MADE, {}) for r in todo(DeviceState.PENDING)])
-        else:
-            run_pool(
-                pool,
-                make_key,
-                [(r.serial, r.thing_name, str(self.device_dir[r.serial])) for r in todo(DeviceState.PENDING)],
-                lambda made: journal.update_many(
-                    [(s, DeviceState.KEY_MADE, self._key_fields(spki)) for s, spki in made]
-                ),
-                "keys",
-                self.progress,
-            )
+        self._make_keys(pool, only)
         self._timed("keys", t)
-
+        self._register(only)
         t = time.monotonic()
+        self._build_images(pool, only)
+        self._timed("images", t)
+
+    def _todo(self, only: set[str] | None, *states: DeviceState) -> list[DeviceRecord]:
+        """The devices (of ``only``, if given) the journal has in one of ``states``."""
+        return [r for r in self.journal.records() if r.state in states and (only is None or r.serial in only)]
+
+    def _make_keys(self, pool: ProcessPoolExecutor, only: set[str] | None) -> None:
+        """Each pending device's TLS key and CSR, made in the worker processes."""
+        journal = self.journal
+        if isinstance(self.config.registration, ClaimRegistration):
+            # A claim device gets its own identity from fleet provisioning: a factory key would never be used.
+            journal.update_many([(r.serial, DeviceState.KEY_MADE, {}) for r in self._todo(only, DeviceState.PENDING)])
+            return
+        run_pool(
+            pool,
+            make_key,
+            [(r.serial, r.thing_name, str(self.device_dir[r.serial])) for r in self._todo(only, DeviceState.PENDING)],
+            lambda made: journal.update_many([(s, DeviceState.KEY_MADE, self._key_fields(spki)) for s, spki in made]),
+            "keys",
+            self.progress,
+        )
+
+    def _register(self, only: set[str] | None) -> None:
+        """Registration in AWS (per device or bulk) or certificates from the factory CA; timed only when it ran."""
+        t = time.monotonic()
+        registration = self.config.registration
         if isinstance(registration, PerDeviceRegistration) and self.aws is not None:
-            _register_all(self, registration, todo(DeviceState.KEY_MADE, DeviceState.REGISTERING))
+            _register_all(self, registration, self._todo(only, DeviceState.KEY_MADE, DeviceState.REGISTERING))
             self._timed("registration", t)
         elif isinstance(registration, BulkRegistration) and self.aws is not None:
-            _register_bulk(self, registration, todo(DeviceState.KEY_MADE, DeviceState.REGISTERING))
+            _register_bulk(self, registration, self._todo(only, DeviceState.KEY_MADE, DeviceState.REGISTERING))
             self._timed("registration", t)
-        elif isinstance(registration, FactoryCaRegistration) and (devices := todo(DeviceState.KEY_MADE)):
-            with ca_batch.ca_signer(registration, self.aws) as signer:
-                ca, warnings = ca_batch.check_factory_ca(registration, signer)
-                self.warnings.extend(w for w in warnings if w not in self.warnings)
-                ca_batch.certify_devices(
-                    signer, ca, registration, journal=journal, todo=devices, device_dir=self.device_dir,
-                    inventory=self.inventory, progress=self.progress,
-                )  # fmt: skip
+        elif isinstance(registration, FactoryCaRegistration) and (devices := self._todo(only, DeviceState.KEY_MADE)):
+            self._certify(registration, devices)
             self._timed("certificates", t)
 
-        t = time.monotonic()
-        tasks = [
-            ImageTask(
-                serial=r.serial,
-                directory=str(self.device_dir[r.serial]),
-                family=config.family,
-                pkcs11_encoding=config.pkcs11_encoding,
-                partition_size=self.partition_size,
-                partition_name=self.partition_name,
-                code_verify_pem=self.code_verify_pem,
-                with_device_credentials=config.issues_certificates,
-                claim_cert_pem=self.claim_cert_pem,
-                claim_key_pem=self.claim_key_pem,
-                values=_values(config, self.rows[r.serial]),
-                secure_cert_size=self.secure_cert_size,
-                ca_pem=self.ca_pem,
-            )
-            for r in todo(DeviceState.REGISTERED if config.issues_certificates else DeviceState.KEY_MADE)
-        ]
+    def _certify(self, registration: FactoryCaRegistration, devices: list[DeviceRecord]) -> None:
+        """Certificates for ``devices`` from the factory CA, its warnings kept once each."""
+        with ca_batch.ca_signer(registration, self.aws) as signer:
+            ca, warnings = ca_batch.check_factory_ca(registration, signer)
+            self.warnings.extend(w for w in warnings if w not in self.warnings)
+            ca_batch.certify_devices(
+                signer, ca, registration, journal=self.journal, todo=devices, device_dir=self.device_dir,
+                inventory=self.inventory, progress=self.progress,
+            )  # fmt: skip
+
+    def _build_images(self, pool: ProcessPoolExecutor, only: set[str] | None) -> None:
+        """The images of every device ready for them (registered, or with its key when none is issued)."""
+        config, journal = self.config, self.journal
+        ready = DeviceState.REGISTERED if config.issues_certificates else DeviceState.KEY_MADE
         run_pool(
             pool,
             build_image,
-            tasks,
+            [self._image_task(r) for r in self._todo(only, ready)],
             lambda results: journal.update_many(
                 [(s, DeviceState.IMAGE_BUILT, {"image_sha256": h}) for s, h in results]
             ),
             "images",
             self.progress,
         )
-        self._timed("images", t)
+
+    def _image_task(self, record: DeviceRecord) -> ImageTask:
+        """What a worker needs to build one device's images."""
+        config = self.config
+        return ImageTask(
+            serial=record.serial,
+            directory=str(self.device_dir[record.serial]),
+            family=config.family,
+            pkcs11_encoding=config.pkcs11_encoding,
+            partition_size=self.partition_size,
+            partition_name=self.partition_name,
+            code_verify_pem=self.code_verify_pem,
+            with_device_credentials=config.issues_certificates,
+            claim_cert_pem=self.claim_cert_pem,
+            claim_key_pem=self.claim_key_pem,
+            values=_values(config, self.rows[record.serial]),
+            secure_cert_size=self.secure_cert_size,
+            ca_pem=self.ca_pem,
+        )
 
     def _key_fields(self, spki: str) -> dict[str, Any]:
         # A shared journal records who holds the key and which key, for a station taking the device over.
@@ -167,7 +183,6 @@ def _register_all(stages: DeviceStages, registration: PerDeviceRegistration, tod
     journal, rows, device_dir, progress, inventory = (
         stages.journal, stages.rows, stages.device_dir, stages.progress, stages.inventory
     )  # fmt: skip
-    lost: list[LeaseLost] = []
     with aws_errors("registering the batch's devices"):
         with ThreadPoolExecutor(max_workers=registration.concurrency) as threads:
             futures: list[Future[str | None]] = [
@@ -182,26 +197,33 @@ def _register_all(stages: DeviceStages, registration: PerDeviceRegistration, tod
                 )
                 for r in todo
             ]
-            done = 0
-            waiting = set(futures)
-            while waiting:
-                finished, waiting = wait(waiting, timeout=0.2, return_when=FIRST_COMPLETED)
-                if interrupts.requested() or lost:  # start no new device; the running ones stop at their next call
-                    for queued in waiting:
-                        queued.cancel()
-                for future in finished:
-                    done += 1
-                    try:
-                        future.result()
-                    except LeaseLost as error:  # paused past the lease: the others' leases are gone too
-                        lost.append(error)
-                    except (CancelledError, interrupts.Interrupted):
-                        continue
-                if done % 50 == 0 or not waiting:
-                    progress("registration", done, len(futures))
+            lost = _await_registrations(futures, progress)
     interrupts.check()
     if lost:
         raise LeaseLost([s for e in lost for s in e.serials], [u for e in lost for u in e.undone])
+
+
+def _await_registrations(futures: list[Future[str | None]], progress: ProgressCallback) -> list[LeaseLost]:
+    """Wait for every device's registration; after a signal or a lost lease, cancel those not started yet."""
+    lost: list[LeaseLost] = []
+    done = 0
+    waiting = set(futures)
+    while waiting:
+        finished, waiting = wait(waiting, timeout=0.2, return_when=FIRST_COMPLETED)
+        if interrupts.requested() or lost:  # start no new device; the running ones stop at their next call
+            for queued in waiting:
+                queued.cancel()
+        for future in finished:
+            done += 1
+            try:
+                future.result()
+            except LeaseLost as error:  # paused past the lease: the others' leases are gone too
+                lost.append(error)
+            except (CancelledError, interrupts.Interrupted):
+                continue
+        if done % 50 == 0 or not waiting:
+            progress("registration", done, len(futures))
+    return lost
 
 
 def _register_bulk(stages: DeviceStages, registration: BulkRegistration, todo: list[DeviceRecord]) -> None:
@@ -226,6 +248,19 @@ def _register_bulk(stages: DeviceStages, registration: BulkRegistration, todo: l
         wait_for_running=registration.wait_for_running_task,
         inventory=inventory,
     )
+    updates, failed = _bulk_outcomes(result, todo, device_dir)
+    journal.update_many(updates)
+    for serial, message in failed:  # back to key_made: a later run registers them again
+        journal.undo(serial, DeviceState.KEY_MADE, error=message)
+    # The task is finished: a later run (after fixing the errors) starts a new one.
+    journal.set_meta("bulk_task_id", "")
+    journal.set_meta("bulk_input_key", "")
+
+
+def _bulk_outcomes(
+    result: bulk.BulkResult, todo: list[DeviceRecord], device_dir: dict[str, Path]
+) -> tuple[list[tuple[str, DeviceState | None, dict[str, Any]]], list[tuple[str, str]]]:
+    """The task's reports per device: registered (its certificate written, for its own key) or failed, why."""
     updates: list[tuple[str, DeviceState | None, dict[str, Any]]] = []
     failed: list[tuple[str, str]] = []
     for offset, record in enumerate(todo):
@@ -244,9 +279,4 @@ def _register_bulk(stages: DeviceStages, registration: BulkRegistration, todo: l
         fingerprint = pki.fingerprint(certificate)
         fields = {"certificate_id": certificate_id, "certificate_fingerprint": fingerprint, "error": None}
         updates.append((record.serial, DeviceState.REGISTERED, fields))
-    journal.update_many(updates)
-    for serial, message in failed:  # back to key_made: a later run registers them again
-        journal.undo(serial, DeviceState.KEY_MADE, error=message)
-    # The task is finished: a later run (after fixing the errors) starts a new one.
-    journal.set_meta("bulk_task_id", "")
-    journal.set_meta("bulk_input_key", "")
+    return updates, failed
