@@ -16,8 +16,7 @@ from cryptography.x509.oid import NameOID
 from device_provisioning import aws
 from device_provisioning.cli import main
 from stacks.config import AppConfig, ConfigError
-from tests.cdk_helpers import synthesize
-from tests.test_stacks import resources_of
+from tests.cdk_helpers import resources_of, synthesize
 
 
 def cli(*argv: object) -> tuple[int, str, str]:

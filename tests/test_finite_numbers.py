@@ -16,7 +16,7 @@ from device_provisioning.factory.inputs import load_config
 from device_provisioning.rollout import evaluate_gate
 from device_provisioning.rollout.rollout_file import load_rollout
 from tests.helpers import BETA_TABLE
-from tests.test_fleet import write_rollout
+from tests.simulated_fleet import write_rollout
 
 
 @pytest.mark.parametrize(

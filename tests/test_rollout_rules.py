@@ -1,10 +1,10 @@
 """Rollout rules without a server: who goes into each stage, and each gate read from DescribeJob as AWS answers it.
 
-The rollout tests in test_fleet.py run against the project's own emulation of IoT Jobs (devtools/local_jobs.py),
-so a wrong idea of what AWS reports would be shared by the test and the code. Here every DescribeJob answer is
-written from the IoT API reference and first checked against botocore's model of the DescribeJob response (the
-same check botocore's Stubber makes): a field AWS does not return, or a count of the wrong type, fails the test
-before the gate is judged.
+The rollout tests in test_fleet_preflight_and_rollouts.py run against the project's own emulation of IoT Jobs
+(devtools/local_jobs.py), so a wrong idea of what AWS reports would be shared by the test and the code. Here every
+DescribeJob answer is written from the IoT API reference and first checked against botocore's model of the DescribeJob
+response (the same check botocore's Stubber makes): a field AWS does not return, or a count of the wrong type, fails
+the test before the gate is judged.
 """
 
 from __future__ import annotations

@@ -21,9 +21,8 @@ from cryptography.x509.oid import NameOID
 from stacks.config import AppConfig
 from stacks.factory_policy import STATION_UNSCOPABLE_ACTIONS
 from stacks.operator_policy import OPERATOR_LIST_ACTIONS
-from tests.cdk_helpers import CERT_ARN, SynthesizedApp, synthesize
+from tests.cdk_helpers import CERT_ARN, SynthesizedApp, concrete, resources_of, synthesize
 from tests.iam_eval import ACCOUNT, WRITE_LEVELS, Principal, access_level, iot_arn, resource_types
-from tests.test_stacks import concrete, resources_of
 
 
 def ca_pem() -> str:

@@ -23,8 +23,10 @@ def integration_fixture(function: F) -> F:
 # so the many short files fill the end of the run on both workers instead of one long file keeping one
 # worker busy while the other idles. Order only: every test still runs.
 LONGEST_FIRST = (
-    "test_station_faults.py", "test_fleet_scale.py", "test_batch.py", "test_bad_value_sweep.py",
-    "test_signals.py", "test_stacks.py", "test_fleet.py", "test_shared_journal.py", "test_install.py",
+    "test_station_faults.py", "test_fleet_commands_at_scale.py", "test_rollout_schedules.py",
+    "test_local_fleet_index.py", "test_batch.py", "test_bad_value_sweep.py", "test_signals.py",
+    "test_stack_linters.py", "test_ota_stack_template.py", "test_fleet_stack_template.py",
+    "test_fleet_preflight_and_rollouts.py", "test_rollout_files.py", "test_shared_journal.py", "test_install.py",
     "test_local_aws_docs.py", "test_cdk_cli.py", "test_rollout_signals.py", "test_stage_isolation.py",
     "test_factory_ca.py", "test_flashing.py", "test_aws.py", "test_local_endpoint_calls.py",
     "test_operator_page_server.py", "test_factory_ca_verification.py", "test_update_rules.py",

@@ -1,210 +1,41 @@
 """Fleet OTA on the local endpoint: inventory, the fleet pre-flight, staged rollouts, the truth per device.
 
-A simulated fleet of 210 devices in three cohorts — 100 beta devices and 80 pkcs11 devices holding the
-current code-verification certificate, 30 beta devices still holding the old one — goes through a
-three-stage rollout (a canary thing group, 25 %, 100 %). Simulated devices act as the OTA agent does: they
-read their job document, verify its signature with the certificate they hold (the same verification as
-the device's), and report through UpdateJobExecution with the agent's own status details.
+The simulated fleet of tests/simulated_fleet.py — 210 devices in three cohorts, 30 of them holding the old
+code-verification certificate — goes through a three-stage rollout (a canary thing group, 25 %, 100 %); its
+simulated devices act as the OTA agent does and report with the agent's own status details.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
-import math
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
 
 from device_provisioning import aws, rollout, signing
 from device_provisioning.aws import ota
-from device_provisioning.cli import main
 from device_provisioning.device.app_image import placeholder_app_image
 from device_provisioning.errors import ExitCode, VerificationFailed
 from device_provisioning.fleet import inventory as fleet_inventory
 from device_provisioning.fleet.status import decode_status_details
-from device_provisioning.identity import codesign, pki
+from device_provisioning.identity import pki
+from tests.simulated_fleet import (
+    PREFIX,
+    ROLE,
+    STAGE,
+    Fleet,
+    cli,
+    group_of,
+    job_count,
+    rollout_cli,
+    run_devices,
+    unique,
+    write_rollout,
+)
 
-STAGE = "fleet"
-PREFIX = "fleet-"
-ROLE = "arn:aws:iam::123456789012:role/ota"
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def cli(*argv: object) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main([str(a) for a in argv], out=out, err=err)
-    return code, out.getvalue(), err.getvalue()
-
-
-@dataclass(frozen=True)
-class Identity:
-    key_file: Path
-    cert_file: Path
-    certificate: x509.Certificate
-
-    @property
-    def fingerprint(self) -> str:
-        return pki.fingerprint(self.certificate)
-
-
-@dataclass(frozen=True)
-class Fleet:
-    group: str
-    canary_group: str
-    holds: dict[str, tuple[x509.Certificate, str]]  # thing -> (certificate it verifies with, family)
-    current: list[str]  # the 180 devices holding the current certificate
-    old: list[str]  # the 30 devices still holding the old certificate
-    current_identity: Identity
-    old_identity: Identity
-    bucket: str
-
-
-@pytest.fixture(scope="module")
-def session(local_endpoint) -> aws.Aws:  # type: ignore[no-untyped-def]
-    return aws.connect()
-
-
-@pytest.fixture(scope="module")
-def fleet(session: aws.Aws, tmp_path_factory) -> Fleet:  # type: ignore[no-untyped-def]
-    """210 things with their inventory on the things, one fleet group, a canary group, the stage's stacks."""
-    keys = tmp_path_factory.mktemp("keys")
-    identities = []
-    for name in ("current", "old"):
-        files = codesign.create_identity(keys / name)
-        assert files.certificate is not None
-        identities.append(Identity(files.key, files.certificate, pki.load_certificate_file(files.certificate)))
-    current, old = identities
-    iot = session.client("iot")
-    group, canary = unique(f"{PREFIX}all"), unique(f"{PREFIX}canary")
-    iot.create_thing_group(thingGroupName=group)
-    iot.create_thing_group(thingGroupName=canary)
-    cohorts = [(100, current, "beta"), (80, current, "pkcs11"), (30, old, "beta")]
-    holds: dict[str, tuple[x509.Certificate, str]] = {}
-    for count, identity, family in cohorts:
-        for _ in range(count):
-            thing = unique(f"{PREFIX}{family}")
-            entry = fleet_inventory.Inventory(identity.fingerprint, family, "1.2.0")
-            iot.create_thing(thingName=thing, **fleet_inventory.thing_attribute_payload(entry))
-            iot.add_thing_to_thing_group(thingGroupName=group, thingName=thing)
-            holds[thing] = (identity.certificate, family)
-    things = list(holds)
-    for thing in things[:5]:  # the canary group: five beta devices of the current cohort
-        iot.add_thing_to_thing_group(thingGroupName=canary, thingName=thing)
-    bucket = unique("fleet-firmware")
-    session.client("s3").create_bucket(Bucket=bucket)
-    session.client("s3").put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    outputs = {"FirmwareBucketName": bucket, "OtaServiceRoleArn": ROLE, "TargetNamePrefix": PREFIX}
-    cloudformation = session.client("cloudformation")
-    for stack, values in (("FleetOtaUpdate", outputs), ("FleetDeviceFleet", {"DevicePolicyName": "p"})):
-        template = {"Resources": {"Nothing": {"Type": "AWS::SNS::Topic"}},
-                    "Outputs": {k: {"Value": v} for k, v in values.items()}}  # fmt: skip
-        cloudformation.create_stack(StackName=stack, TemplateBody=json.dumps(template))
-    return Fleet(group, canary, holds, things[:180], things[180:], current, old, bucket)
-
-
-# --- simulated devices -------------------------------------------------------------------------------
-
-
-def version_word(version: str) -> str:
-    major, minor, build = (int(part) for part in version.split("."))
-    return f"0x{major << 24 | minor << 16 | build:x}"
-
-
-def run_devices(
-    session: aws.Aws, job_id: str, fleet: Fleet, firmware: bytes, *, self_test_passes: bool = True,
-    reports_version: str = "1.3.0", only: set[str] | None = None,
-) -> dict[str, str]:  # fmt: skip
-    """Every QUEUED device of the job does what its OTA agent does; returns each device's final status."""
-    iot, jobs = session.client("iot"), session.client("iot-jobs-data")
-    document = json.loads(iot.get_job_document(jobId=job_id)["document"])
-    signature = signing.signature_from_job_document(document, job_id)
-    outcome = {}
-    pages = iot.get_paginator("list_job_executions_for_job").paginate(jobId=job_id, status="QUEUED")
-    queued = [s["thingArn"].rsplit("/", 1)[1] for page in pages for s in page["executionSummaries"]]
-    for thing in queued:
-        if only is not None and thing not in only:
-            continue
-        certificate, family = fleet.holds[thing]
-        blocks = math.ceil(len(firmware) / 4096)
-        jobs.update_job_execution(jobId=job_id, thingName=thing, status="IN_PROGRESS",
-                                  statusDetails={"receive": f"{blocks}/{blocks}"})  # fmt: skip
-        try:
-            signing.verify_update(
-                firmware, signature, [signing.DeviceCertificate(certificate, "P11_CSK")], family=family
-            )
-        except VerificationFailed:
-            status, details = "FAILED", {"reason": "0xe3000000: 0x00000000"}  # OtaPalSignatureCheckFailed
-        else:
-            testing = {"self_test": "ready", "updatedBy": version_word("1.2.0")}
-            jobs.update_job_execution(jobId=job_id, thingName=thing, status="IN_PROGRESS", statusDetails=testing)
-            if self_test_passes:
-                status, details = "SUCCEEDED", {"reason": f"accepted v{reports_version}"}
-            else:
-                status, details = "REJECTED", {"reason": "rejected: 0x00000000"}
-        jobs.update_job_execution(jobId=job_id, thingName=thing, status=status, statusDetails=details)
-        outcome[thing] = status
-    return outcome
-
-
-def write_rollout(tmp_path: Path, fleet: Fleet | None, firmware: bytes, name: str) -> Path:
-    group, canary = (fleet.group, fleet.canary_group) if fleet else (f"{PREFIX}all", f"{PREFIX}canary")
-    key, certificate = (fleet.current_identity.key_file, fleet.current_identity.cert_file) if fleet else ("k", "c")
-    (tmp_path / "app.bin").write_bytes(firmware)
-    path = tmp_path / "rollout.toml"
-    path.write_text(f"""
-[rollout]
-name = "{name}"
-firmware = "app.bin"
-app_version = "1.3.0"
-protocol = "mqtt"
-thing_groups = ["{group}"]
-exclude_rejecting = true
-
-[signing]
-key = "{key}"
-certificate = "{certificate}"
-
-[[stage]]
-name = "canary"
-thing_group = "{canary}"
-gate = {{ min_succeeded = 5, max_failed_percent = 0 }}
-jobs = {{ timeout_minutes = 60, retries = 1 }}
-
-[[stage]]
-name = "quarter"
-percent = 25
-gate = {{ min_succeeded = 30, max_failed_percent = 5 }}
-jobs = {{ maximum_per_minute = 50, abort_failed_percent = 10, abort_min_executed = 10 }}
-
-[[stage]]
-name = "all"
-percent = 100
-jobs = {{ exponential = {{ base_per_minute = 10, increment_factor = 2.0, after_succeeded = 20 }} }}
-""")
-    return path
-
-
-def rollout_cli(action: str, path: Path) -> tuple[int, dict, str]:  # type: ignore[type-arg]
-    code, out, err = cli("ota", "rollout", action, path, "--stage", STAGE, "--json")
-    return code, (json.loads(out) if out else {}), err
-
-
-def job_count(session: aws.Aws, name: str) -> int:
-    pages = session.client("iot").get_paginator("list_jobs").paginate()
-    return sum(1 for page in pages for job in page["jobs"] if job["jobId"].startswith(f"{PREFIX}{name}-"))
-
-
-def group_of(job: dict) -> str:  # type: ignore[type-arg]
-    (target,) = job["targets"]
-    return str(target.rsplit("/", 1)[1])
+# The simulated fleet (fixtures session and fleet), shared by every test of this file.
+pytest_plugins = ("tests.fleet_fixtures",)
 
 
 # --- the fleet pre-flight ------------------------------------------------------------------------------
@@ -506,42 +337,3 @@ def test_operator_policy_grants_every_call_of_the_fleet_commands(fleet: Fleet, t
 def test_status_details_are_decoded_as_the_agent_writes_them(details, version, meaning) -> None:  # type: ignore[no-untyped-def]
     report = decode_status_details(details)
     assert report.version == version and meaning in report.meaning
-
-
-# --- rollout files -----------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        (('name = "', 'name = "far-too-long-for-a-job-'), "rollout.name"),
-        (("percent = 100", "percent = 20"), "shares are cumulative and must increase"),
-        (("retries = 1", "retries = 11"), "stage.0.jobs.retries"),
-        (("increment_factor = 2.0", "increment_factor = 9.0"), "increment_factor"),
-        (("key = ", 'kms_key = "alias/x"\nkey = '), "exactly one of key, kms_key"),
-        (('[[stage]]\nname = "canary"', '[[stage]]\nname = "quarter"'), "names must differ"),
-        (('protocol = "mqtt"', 'protocol = "mqtt"\nvia = "ota-update"'), "CreateOTAUpdate has no retries"),
-        # AWS Signer signs only inside CreateOTAUpdate, which has no retries.
-        (("key = ", 'signing_profile = "dev_signing"\n#'), "CreateOTAUpdate has no retries"),
-    ],
-)
-def test_bad_rollout_files_are_refused_with_their_place(tmp_path: Path, change: tuple[str, str], message: str) -> None:
-    path = write_rollout(tmp_path, None, b"", "ok")
-    path.write_text(path.read_text().replace(*change, 1))
-    with pytest.raises(Exception, match=message.replace(".", r"\.")):
-        rollout.load_rollout(path)
-
-
-def test_stage_assignment_is_stable_and_cumulative() -> None:
-    stages = tuple(
-        rollout.Stage(n, None, p, rollout.Gate(), ota.Rollout()) for n, p in (("a", 5), ("b", 25), ("c", 100))
-    )
-    plan = rollout.RolloutPlan(
-        Path("r.toml"), "r", Path("f"), None, "/f", "mqtt", "job", None, ("g",), (), False, False,
-        rollout.Signing(), stages,
-    )  # fmt: skip
-    things = [f"t{i}" for i in range(200)]
-    first = rollout.assign_devices(plan, things, {}, {})
-    assert [len(first[s]) for s in "abc"] == [10, 40, 150]
-    assert first == rollout.assign_devices(plan, list(reversed(things)), {}, {})
-    assert set().union(*first.values()) == set(things)
