@@ -101,24 +101,25 @@ def state_of(
             count for state, count in states.items() if state not in ("image_built", "flashed", "verified")
         ),
     }
-    where = str(directory) if directory is not None else "BATCH_DIR"
-    if sum(states.values()) == 0 or ready + states.get("verified", 0) == 0:
-        next_step = (
-            f"nothing is ready to flash: prepare the batch with `device-provisioning batch prepare ... --out {where}`"
-        )
-    elif not ports:
-        next_step = (
-            f"no board flashed yet: start this station with `device-provisioning batch flash {where} --ports PORT`"
-        )
-    else:
-        next_step = ""
     return {
         "devices": sum(states.values()),
         "states": states,
         "counts": counts,
         "ports": [{**port.to_json(), "station_name": _station_name(port.station, names or {})} for port in ports],
-        "next_step": next_step,
+        "next_step": _next_step(states, ready, bool(ports), directory),
     }
+
+
+def _next_step(states: Mapping[str, int], ready: int, flashed_any: bool, directory: Path | None) -> str:
+    """The command an operator runs next when the batch cannot move by itself, else nothing."""
+    where = str(directory) if directory is not None else "BATCH_DIR"
+    if sum(states.values()) == 0 or ready + states.get("verified", 0) == 0:
+        return (
+            f"nothing is ready to flash: prepare the batch with `device-provisioning batch prepare ... --out {where}`"
+        )
+    if not flashed_any:
+        return f"no board flashed yet: start this station with `device-provisioning batch flash {where} --ports PORT`"
+    return ""
 
 
 def _failed_devices(opened: OpenJournal) -> int:
