@@ -2,7 +2,8 @@
 
 AWS answers on the wire (a loopback proxy in front of the local endpoint fails AttachThingPrincipal for one
 thing with InvalidRequestException); the batch goes on with the others, journals the refusal, and leaves no
-certificate of any status for the refused device's key: a rerun registers it from scratch.
+certificate of any status for the refused device's key: a rerun registers it from scratch. A thing that
+already holds a certificate the batch did not create is refused before any change, and left as it was.
 """
 
 from __future__ import annotations
@@ -89,3 +90,39 @@ def test_a_permanent_refusal_undoes_the_devices_registration(tmp_path: Path, loc
     batch.prepare_batch(devices, config, out, workers=1, aws=aws.connect())
     assert batch_status(out).errors == ()
     assert [s for _, s in certificates_issued_since(iot, started)[spki(key)]] == ["ACTIVE"]
+
+
+def test_a_thing_holding_a_certificate_the_batch_did_not_create_is_refused_and_left_alone(  # type: ignore[no-untyped-def]
+    tmp_path: Path, local_endpoint
+) -> None:
+    iot = aws.connect().client("iot")
+    policy = f"foreign-{uuid.uuid4().hex[:8]}"
+    iot.create_policy(policyName=policy, policyDocument=POLICY)
+    prefix = f"foreign{uuid.uuid4().hex[:6]}"
+    # Someone else's device already uses thing-1: its certificate must not be replaced or joined by another.
+    iot.create_thing(thingName=f"{prefix}-thing-1")
+    foreign = iot.create_keys_and_certificate(setAsActive=True)
+    iot.attach_thing_principal(thingName=f"{prefix}-thing-1", principal=foreign["certificateArn"])
+    devices = tmp_path / "devices.csv"
+    devices.write_text("serial,thing_name\n" + "".join(f"{prefix}-SN{i},{prefix}-thing-{i}\n" for i in range(2)))
+    codesign.create_identity(tmp_path / "signer")
+    config = tmp_path / "batch.toml"
+    config.write_text(
+        f'[batch]\npartition_table = "{BETA_TABLE}"\ncode_verify_cert = "{tmp_path / "signer" / codesign.CERT_FILE}"\n'
+        f'family = "beta"\n[registration]\nmode = "per-device"\nconcurrency = 1\npolicy = "{policy}"\n'
+    )
+    out = tmp_path / "out"
+    summary = batch.prepare_batch(devices, config, out, workers=1, aws=aws.connect())
+
+    assert summary.failed == 1 and summary.counts == {"key_made": 1, "image_built": 1}
+    status = batch_status(out)
+    assert status.errors == (
+        (
+            f"{prefix}-SN1",
+            f"thing {prefix}-thing-1 already has certificate(s) {foreign['certificateId'][:12]} that this batch did "
+            "not create; deactivate them or remove the device from the CSV",
+        ),
+    )
+    assert iot.list_thing_principals(thingName=f"{prefix}-thing-1")["principals"] == [foreign["certificateArn"]]
+    described = iot.describe_certificate(certificateId=foreign["certificateId"])["certificateDescription"]
+    assert described["status"] == "ACTIVE"

@@ -33,7 +33,7 @@ from device_provisioning.aws import error_code
 from device_provisioning.contract import DEVICE_CERT_FILE, DEVICE_CSR_FILE, DEVICE_KEY_FILE
 from device_provisioning.factory.devices_csv import DeviceRow
 from device_provisioning.factory.journal_interface import BatchJournal
-from device_provisioning.factory.states import DeviceState, LeaseLost
+from device_provisioning.factory.states import DeviceRecord, DeviceState, LeaseLost
 from device_provisioning.files import write_atomic
 from device_provisioning.fleet.inventory import Inventory, record_inventory, thing_attribute_payload
 from device_provisioning.identity import pki
@@ -209,25 +209,9 @@ def register_batch_device(
     record = journal.get(row.serial)
     if record.reached(DeviceState.REGISTERED):
         return None
-    thing = row.thing_name
-    if record.state == DeviceState.REGISTERING:
-        # A previous run died half way: only the journaled certificate may stay on this thing.
-        for certificate_id in _certificate_ids(iot, thing):
-            if certificate_id != record.certificate_id:
-                _remove_certificate(iot, certificate_id)
-        since = journal.entered_at(row.serial, DeviceState.REGISTERING)
-        if record.certificate_id is None and since is not None:
-            sweep_unjournaled_certificates(iot, device_dir, since)
-    else:
-        existing = _certificate_ids(iot, thing)
-        if existing:
-            message = (
-                f"thing {thing} already has certificate(s) {', '.join(c[:12] for c in existing)} that this batch "
-                "did not create; deactivate them or remove the device from the CSV"
-            )
-            journal.update(row.serial, None, error=message)
-            return message
-        journal.update(row.serial, DeviceState.REGISTERING, error=None)
+    refusal = _begin_registering(iot, journal, row, record, device_dir)
+    if refusal is not None:
+        return refusal
     try:
         _register(iot, journal, row, device_dir, policy, inventory)
     except Exception as error:
@@ -240,38 +224,42 @@ def register_batch_device(
     return None
 
 
+def _begin_registering(
+    iot: Any, journal: BatchJournal, row: DeviceRow, record: DeviceRecord, device_dir: Path
+) -> str | None:
+    """Journal the device as registering, or clean up the run that died doing so; returns why it cannot be."""
+    thing = row.thing_name
+    if record.state == DeviceState.REGISTERING:
+        # A previous run died half way: only the journaled certificate may stay on this thing.
+        for certificate_id in _certificate_ids(iot, thing):
+            if certificate_id != record.certificate_id:
+                _remove_certificate(iot, certificate_id)
+        since = journal.entered_at(row.serial, DeviceState.REGISTERING)
+        if record.certificate_id is None and since is not None:
+            sweep_unjournaled_certificates(iot, device_dir, since)
+        return None
+    existing = _certificate_ids(iot, thing)
+    if existing:
+        message = (
+            f"thing {thing} already has certificate(s) {', '.join(c[:12] for c in existing)} that this batch "
+            "did not create; deactivate them or remove the device from the CSV"
+        )
+        journal.update(row.serial, None, error=message)
+        return message
+    journal.update(row.serial, DeviceState.REGISTERING, error=None)
+    return None
+
+
 def _register(
     iot: Any, journal: BatchJournal, row: DeviceRow, device_dir: Path, policy: str, inventory: Inventory | None
 ) -> None:
     thing = row.thing_name
-    try:
-        iot.create_thing(thingName=thing, **thing_attribute_payload(inventory, bucket_of=thing))
-    except Exception as error:
-        if error_code(error) != "ResourceAlreadyExistsException":
-            raise
-        if inventory is not None:  # made by an earlier run, or before the batch: record it now
-            record_inventory(iot, thing, inventory)
+    _create_thing(iot, thing, inventory)
     if row.thing_group:
         iot.add_thing_to_thing_group(thingGroupName=row.thing_group, thingName=thing)
     certificate_id = journal.get(row.serial).certificate_id
     if certificate_id is None:
-        csr = (device_dir / DEVICE_CSR).read_text()
-        created = iot.create_certificate_from_csr(certificateSigningRequest=csr, setAsActive=False)
-        certificate_id = created["certificateId"]
-        try:
-            journal.update(row.serial, None, certificate_id=certificate_id, certificate_arn=created["certificateArn"])
-        except LeaseLost as lost:
-            # Created while this station no longer held the device: no journal row names it, so it goes again
-            # (INACTIVE and attached to nothing: nobody else can be using it). The station that took the device
-            # over may have swept it already (it was issued for the key it found journaled): then it is gone.
-            try:
-                iot.unfenced.delete_certificate(certificateId=certificate_id)
-            except Exception as error:
-                if error_code(error) != "ResourceNotFoundException":
-                    raise
-            else:
-                lost.undone.append(f"certificate {certificate_id[:12]}")
-            raise
+        certificate_id = _create_journaled_certificate(iot, journal, row, device_dir)
     description = iot.describe_certificate(certificateId=certificate_id)["certificateDescription"]
     arn, pem = description["certificateArn"], description["certificatePem"]
     iot.attach_policy(policyName=policy, target=arn)
@@ -283,6 +271,39 @@ def _register(
     write_atomic(device_dir / DEVICE_CERT, pem.encode())
     fingerprint = pki.fingerprint(pki.load_certificate(pem.encode()))
     journal.update(row.serial, DeviceState.REGISTERED, certificate_fingerprint=fingerprint, error=None)
+
+
+def _create_thing(iot: Any, thing: str, inventory: Inventory | None) -> None:
+    """The device's thing with its inventory; one that exists already gets the inventory recorded."""
+    try:
+        iot.create_thing(thingName=thing, **thing_attribute_payload(inventory, bucket_of=thing))
+    except Exception as error:
+        if error_code(error) != "ResourceAlreadyExistsException":
+            raise
+        if inventory is not None:  # made by an earlier run, or before the batch: record it now
+            record_inventory(iot, thing, inventory)
+
+
+def _create_journaled_certificate(iot: Any, journal: BatchJournal, row: DeviceRow, device_dir: Path) -> str:
+    """An inactive certificate from the device's CSR, journaled before anything is attached to it; returns its id."""
+    csr = (device_dir / DEVICE_CSR).read_text()
+    created = iot.create_certificate_from_csr(certificateSigningRequest=csr, setAsActive=False)
+    certificate_id: str = created["certificateId"]
+    try:
+        journal.update(row.serial, None, certificate_id=certificate_id, certificate_arn=created["certificateArn"])
+    except LeaseLost as lost:
+        # Created while this station no longer held the device: no journal row names it, so it goes again
+        # (INACTIVE and attached to nothing: nobody else can be using it). The station that took the device
+        # over may have swept it already (it was issued for the key it found journaled): then it is gone.
+        try:
+            iot.unfenced.delete_certificate(certificateId=certificate_id)
+        except Exception as error:
+            if error_code(error) != "ResourceNotFoundException":
+                raise
+        else:
+            lost.undone.append(f"certificate {certificate_id[:12]}")
+        raise
+    return certificate_id
 
 
 def remove_identity(iot: Any, journal: BatchJournal, row: DeviceRow, key_spki: str | None) -> None:
