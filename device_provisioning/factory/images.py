@@ -12,6 +12,9 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from device_provisioning import contract
 from device_provisioning.device import credentials, nvs
 from device_provisioning.errors import ProvisioningError
@@ -45,22 +48,8 @@ class ImageTask:
 def build_image(task: ImageTask) -> tuple[str, str]:
     """Build, verify and write the device's images; returns (serial, SHA-256 of what was written)."""
     device_dir = Path(task.directory)
-    device_cert = device_key = None
     extra = [nvs.NvsEntry(namespace, key, "string", value) for namespace, key, value in task.values]
-    secure = b""
-    if task.secure_cert_size:  # identity in esp_secure_cert, certificate compiled in: NVS holds only the values
-        cert_path, key_path = device_dir / register.DEVICE_CERT, device_dir / register.DEVICE_KEY
-        secure = identity_images.write_secure_cert(
-            device_dir,
-            cert_path,
-            key_path,
-            partition_size=task.secure_cert_size,
-            ca_pem=task.ca_pem,
-            fsync=not GROUP_SYNC,
-        )
-    elif task.with_device_credentials:
-        device_cert = pki.load_certificate_file(device_dir / register.DEVICE_CERT)
-        device_key = pki.load_private_key_file(device_dir / register.DEVICE_KEY)
+    secure, device_cert, device_key = _device_identity(task, device_dir)
     claim_chain = identity_images.split_chain(task.claim_cert_pem) if task.claim_cert_pem else ()
     creds = credentials.Credentials(
         code_verify_certificate=pki.load_certificate(task.code_verify_pem),
@@ -71,12 +60,7 @@ def build_image(task: ImageTask) -> tuple[str, str]:
         claim_chain=claim_chain[1:],
     )
     if task.claim_cert_pem:
-        # This board's own claim secret: only its image holds it; the allow list holds its hash.
-        secret = secrets.token_hex(16)
-        namespace = task.values[0][0] if task.values else "cfg"
-        extra.append(nvs.NvsEntry(namespace, contract.CLAIM_SECRET_NVS_KEY, "string", secret))
-        digest = hashlib.sha256(secret.encode()).hexdigest()
-        write_atomic(device_dir / contract.CLAIM_SECRET_HASH_FILE, f"{digest}\n".encode(), fsync=not GROUP_SYNC)
+        extra.append(_claim_secret(task, device_dir))
     entries = (
         extra
         if secure
@@ -88,3 +72,35 @@ def build_image(task: ImageTask) -> tuple[str, str]:
         raise ProvisioningError(f"device {task.serial}: {error}") from None
     write_atomic(device_dir / IMAGE_FILE, image, private=creds.holds_private_key, fsync=not GROUP_SYNC)
     return task.serial, hashlib.sha256(image + secure).hexdigest()
+
+
+def _device_identity(
+    task: ImageTask, device_dir: Path
+) -> tuple[bytes, x509.Certificate | None, ec.EllipticCurvePrivateKey | None]:
+    """The esp_secure_cert image (written now) when the family keeps its identity there, else the device's
+    certificate and key for NVS when the batch issues them."""
+    if task.secure_cert_size:  # identity in esp_secure_cert, certificate compiled in: NVS holds only the values
+        cert_path, key_path = device_dir / register.DEVICE_CERT, device_dir / register.DEVICE_KEY
+        secure = identity_images.write_secure_cert(
+            device_dir,
+            cert_path,
+            key_path,
+            partition_size=task.secure_cert_size,
+            ca_pem=task.ca_pem,
+            fsync=not GROUP_SYNC,
+        )
+        return secure, None, None
+    if task.with_device_credentials:
+        device_cert = pki.load_certificate_file(device_dir / register.DEVICE_CERT)
+        device_key = pki.load_private_key_file(device_dir / register.DEVICE_KEY)
+        return b"", device_cert, device_key
+    return b"", None, None
+
+
+def _claim_secret(task: ImageTask, device_dir: Path) -> nvs.NvsEntry:
+    """This board's own claim secret: only its image holds it; the allow list holds its hash (written now)."""
+    secret = secrets.token_hex(16)
+    namespace = task.values[0][0] if task.values else "cfg"
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    write_atomic(device_dir / contract.CLAIM_SECRET_HASH_FILE, f"{digest}\n".encode(), fsync=not GROUP_SYNC)
+    return nvs.NvsEntry(namespace, contract.CLAIM_SECRET_NVS_KEY, "string", secret)
