@@ -20,7 +20,7 @@ from esp32_mock_bootloader import mock_bootloader
 
 from device_provisioning.cli import main
 from device_provisioning.identity import codesign
-from tests.test_batch import write_config, write_devices
+from tests.batch_helpers import write_config, write_devices
 
 # Batches run worker processes, and the disks are mounted by `mount`: integration tier (see tests/conftest.py).
 pytestmark = pytest.mark.integration

@@ -24,12 +24,14 @@ def integration_fixture(function: F) -> F:
 # worker busy while the other idles. Order only: every test still runs.
 LONGEST_FIRST = (
     "test_station_faults.py", "test_fleet_commands_at_scale.py", "test_rollout_schedules.py",
-    "test_local_fleet_index.py", "test_batch.py", "test_bad_value_sweep.py", "test_signals.py",
-    "test_stack_linters.py", "test_ota_stack_template.py", "test_fleet_stack_template.py",
-    "test_fleet_preflight_and_rollouts.py", "test_rollout_files.py", "test_shared_journal.py", "test_install.py",
-    "test_local_aws_docs.py", "test_cdk_cli.py", "test_rollout_signals.py", "test_stage_isolation.py",
-    "test_factory_ca.py", "test_flashing.py", "test_aws.py", "test_local_endpoint_calls.py",
-    "test_operator_page_server.py", "test_factory_ca_verification.py", "test_update_rules.py",
+    "test_local_fleet_index.py", "test_batch.py", "test_batch_prepare_and_flash.py", "test_batch_inputs.py",
+    "test_bad_value_sweep.py", "test_signals.py", "test_stack_linters.py", "test_ota_stack_template.py",
+    "test_fleet_stack_template.py", "test_fleet_preflight_and_rollouts.py", "test_rollout_files.py",
+    "test_shared_journal.py", "test_install.py", "test_local_aws_docs.py", "test_cdk_cli.py",
+    "test_rollout_signals.py", "test_stage_isolation.py", "test_factory_ca.py", "test_flashing.py",
+    "test_aws_ota.py", "test_aws_cli.py", "test_aws_registration.py", "test_local_endpoint_calls.py",
+    "test_operator_page_server.py", "test_factory_ca_verification.py", "test_update_rules_on_the_fleet.py",
+    "test_update_rules.py",
 )  # fmt: skip
 
 
