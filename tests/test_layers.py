@@ -2,7 +2,8 @@
 and the size of its modules.
 
 A package imports only from the layers below it (docs/architecture.md): no package cycle, and no import upwards.
-No module of the shipped code or its tooling is over 400 lines: one that grows past it is split along its seams.
+No module of the shipped code, its tooling, its benchmarks or its tests is over 400 lines: one that grows past it is
+split along its seams.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "device_provisioning"
-# Where the size rule holds (tests/ is exempt: a test module is a flat list of independent cases).
-SIZE_CHECKED = ("device_provisioning", "stacks", "devtools", "lambdas")
+# Where the size rule holds: a long test file is as hard to read and to own as a long module (issue 23).
+SIZE_CHECKED = ("device_provisioning", "stacks", "devtools", "lambdas", "bench", "tests")
 MAX_MODULE_LINES = 400
 
 # Lowest first; a package may import from its own layer's other members only where listed together and acyclic.
