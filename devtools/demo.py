@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -67,8 +68,8 @@ class DemoFailed(ProvisioningError):
     pass
 
 
-def _run(command: Sequence[str], env: dict[str, str], what: str) -> str:
-    result = subprocess.run(list(command), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+def _run(command: Sequence[str], env: dict[str, str], what: str, cwd: Path = REPO) -> str:
+    result = subprocess.run(list(command), cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
         raise DemoFailed(f"{what} failed (exit {result.returncode}):\n{tail}")
@@ -96,7 +97,11 @@ def _cdk() -> str:
 def deploy_stacks(log: DemoLog, session: aws.Aws, out: Path, context: Sequence[str], where: str) -> dict[str, str]:
     env = _cdk_environment()
     account = session.client("sts").get_caller_identity()["Account"]
-    _run([_cdk(), "bootstrap", f"aws://{account}/{session.region}", "--no-notices"], env, "cdk bootstrap")
+    # Run outside the project: in a directory with cdk.json the CLI synthesizes the whole app first (~8 s) only to
+    # read bootstrap settings, and cdk.json sets none (no qualifier, no toolkit stack name).
+    with tempfile.TemporaryDirectory(prefix="cdk-bootstrap-") as outside:
+        _run([_cdk(), "bootstrap", f"aws://{account}/{session.region}", "--no-notices"], env, "cdk bootstrap",
+             Path(outside))  # fmt: skip
     log.record("cdk bootstrap", where, f"aws://{account}/{session.region}")
     args = [_cdk(), "deploy", "--all", "--require-approval", "never", "--no-notices"]
     args += ["--outputs-file", str(out / "outputs.json")]

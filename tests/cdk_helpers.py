@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
-from aws_cdk.assertions import Template
+from aws_cdk.assertions import Annotations, Match, Template
 
 from stacks.app_builder import build_app
 from stacks.config import AppConfig
@@ -26,6 +26,8 @@ class SynthesizedApp:
     fleet: Template
     ota_json: dict
     fleet_json: dict
+    # The info annotations of both stacks (what `cdk synth` prints as [Info]).
+    infos: tuple[str, ...] = ()
 
 
 # One synth per configuration and test process: several test files read the same configuration's templates
@@ -48,7 +50,12 @@ def _synthesize(config: AppConfig) -> SynthesizedApp:
     ota, fleet = build_app(app, config)
     app.synth()
     ota_t, fleet_t = Template.from_stack(ota), Template.from_stack(fleet)
-    return SynthesizedApp(ota_t, fleet_t, ota_t.to_json(), fleet_t.to_json())
+    infos = tuple(
+        str(message.entry.data)
+        for stack in (ota, fleet)
+        for message in Annotations.from_stack(stack).find_info("*", Match.any_value())
+    )
+    return SynthesizedApp(ota_t, fleet_t, ota_t.to_json(), fleet_t.to_json(), infos)
 
 
 def resources_of(template: dict[str, Any], type_: str) -> dict[str, dict[str, Any]]:
