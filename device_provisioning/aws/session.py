@@ -20,6 +20,8 @@ from urllib.parse import urlparse
 import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.loaders
+import botocore.session
 
 from device_provisioning.contract import STACKS, StackOutput, stack_name
 from device_provisioning.errors import AwsError
@@ -83,6 +85,23 @@ class Aws:
         return bool(self.endpoint_url) and urlparse(self.endpoint_url).hostname in LOOPBACK_HOSTS
 
 
+# What botocore's data loaders read, for every session of the process. Each session otherwise parses the endpoint
+# rules and each service model it uses again (megabytes of JSON: most of the time of creating a client), which a
+# process opening several sessions (the operator page, a station, a test run) paid for each. Every session of a
+# process reads the same files (botocore's and boto3's data, AWS_DATA_PATH).
+_LOADED_BY_THE_PROCESS: dict[Any, Any] = {}
+
+
+def _botocore_session() -> botocore.session.Session:
+    search_path = os.environ.get("AWS_DATA_PATH")
+    extra = [os.path.expanduser(os.path.expandvars(p)) for p in search_path.split(os.pathsep)] if search_path else []
+    loader = botocore.loaders.Loader(extra_search_paths=extra)
+    loader._cache = _LOADED_BY_THE_PROCESS  # where botocore's instance_cache keeps what each load returned
+    session = botocore.session.get_session()
+    session.register_component("data_loader", loader)
+    return session
+
+
 def connect(
     profile: str | None = None,
     region: str | None = None,
@@ -100,10 +119,13 @@ def connect(
     try:
         # AWS_REGION as the AWS CLI v2 and the other SDKs read it (boto3 alone reads only AWS_DEFAULT_REGION).
         region = region or os.environ.get("AWS_REGION") or None
-        session = boto3.session.Session(profile_name=profile, region_name=region)
+        core = _botocore_session()
+        session = boto3.session.Session(botocore_session=core, profile_name=profile, region_name=region)
+        core.get_scoped_config()  # reads the profile now (boto3's own loader did): an unknown one fails here
+        session_region = session.region_name
     except botocore.exceptions.ProfileNotFound:
         raise AwsError(f"AWS profile {profile!r} not found in ~/.aws/config; check --profile / AWS_PROFILE") from None
-    if session.region_name is None:
+    if session_region is None:
         raise AwsError("no AWS region: pass --region or set AWS_REGION (or the profile's region)")
     if endpoint_url:
         return Aws(session, endpoint_url, retries, explicit_endpoint=True)
