@@ -19,19 +19,18 @@ def integration_fixture(function: F) -> F:
 
 
 # The test files that take longest, longest first (per-file sums of `pytest --durations=0`; refresh them when
-# the order drifts). `pytest -n 2 --dist loadfile` hands out whole files in collection order: these go first,
-# so the many short files fill the end of the run on both workers instead of one long file keeping one
-# worker busy while the other idles. Order only: every test still runs.
+# the order drifts). `pytest -n 3 --dist loadfile` hands out whole files in collection order: these go first,
+# so the many short files fill the end of the run on every worker instead of one long file keeping one
+# worker busy while the others idle. Order only: every test still runs.
 LONGEST_FIRST = (
-    "test_station_faults.py", "test_fleet_commands_at_scale.py", "test_rollout_schedules.py",
-    "test_local_fleet_index.py", "test_batch.py", "test_batch_prepare_and_flash.py", "test_batch_inputs.py",
-    "test_bad_value_sweep.py", "test_signals.py", "test_stack_linters.py", "test_ota_stack_template.py",
-    "test_fleet_stack_template.py", "test_fleet_preflight_and_rollouts.py", "test_rollout_files.py",
-    "test_shared_journal.py", "test_install.py", "test_local_aws_docs.py", "test_cdk_cli.py",
-    "test_rollout_signals.py", "test_stage_isolation.py", "test_factory_ca.py", "test_flashing.py",
-    "test_aws_ota.py", "test_aws_cli.py", "test_aws_registration.py", "test_local_endpoint_calls.py",
-    "test_operator_page_server.py", "test_factory_ca_verification.py", "test_update_rules_on_the_fleet.py",
-    "test_update_rules.py",
+    "test_station_faults.py", "test_signals.py", "test_shared_journal.py", "test_fleet_preflight_and_rollouts.py",
+    "test_stack_linters.py", "test_fleet_commands_at_scale.py", "test_flashing.py", "test_local_aws_docs.py",
+    "test_batch.py", "test_bad_value_sweep.py", "test_rollout_signals.py", "test_cdk_cli.py",
+    "test_batch_prepare_and_flash.py", "test_install.py", "test_operator_page_server.py", "test_stage_isolation.py",
+    "test_ota_stack_template.py", "test_fleet_stack_template.py", "test_factory_ca.py", "test_operator_page.py",
+    "test_local_endpoint_calls.py", "test_thing_principal_alarm.py", "test_rollout_schedules.py",
+    "test_local_fleet_index.py", "test_journal.py", "test_aws_registration.py", "test_aws_stubbed.py",
+    "test_secure_cert.py", "test_bulk_registration.py", "test_doctor_crash.py", "test_modular.py",
 )  # fmt: skip
 
 
