@@ -35,7 +35,7 @@ import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
 
-from tests.tiers import INTEGRATION, integration_fixture, schedule_rank  # noqa: E402
+from tests.tiers import INTEGRATION, integration_fixture, schedule_rank, scope_of  # noqa: E402
 
 # --- test tiers ----------------------------------------------------------------------------------------
 # `make check` runs the unit tier (`-m "not integration"`): pure code and files under tmp_path, no server, no
@@ -56,6 +56,20 @@ def pytest_configure(config):  # type: ignore[no-untyped-def]
     # xdist would reorder files by their number of tests: the collection order below is the schedule instead.
     if hasattr(config.option, "loadscopereorder"):
         config.option.loadscopereorder = False
+
+
+def pytest_xdist_make_scheduler(config, log):  # type: ignore[no-untyped-def]
+    """`--dist loadfile`, except that the files of one tests.tiers.SHARED_SCOPES entry are one unit of work."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedScopeScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = nodeid.split("::", 1)[0]
+            return scope_of(file.rsplit("/", 1)[-1]) or file
+
+    return SharedScopeScheduling(config, log)
 
 
 def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]

@@ -35,8 +35,29 @@ LONGEST_FIRST = (
 
 
 def schedule_rank(file_name: str, tests_in_file: int) -> tuple[int, int]:
-    """Where a file goes in the run: the longest files first, then the others by their number of tests,
-    most first (what xdist's own reordering does)."""
-    if file_name in LONGEST_FIRST:
-        return (LONGEST_FIRST.index(file_name), 0)
+    """Where a file goes in the run: the longest files first (a shared scope as its longest file), then the
+    others by their number of tests, most first (what xdist's own reordering does)."""
+    scope = scope_of(file_name)
+    names = SHARED_SCOPES[scope] if scope else (file_name,)
+    ranks = [LONGEST_FIRST.index(name) for name in names if name in LONGEST_FIRST]
+    if ranks:
+        return (min(ranks), 0)
     return (len(LONGEST_FIRST), -tests_in_file)
+
+
+# Files run by one worker together (a scope of their own in tests/conftest.py's scheduler), named by what they
+# share: each reads synthesized apps (tests/cdk_helpers.synthesize keeps one synth per configuration and process),
+# and the first synth in a process loads aws-cdk-lib into jsii's Node.js (~6 s of CPU). Spread over three workers,
+# each paid that load and synthesized the configurations they share again.
+SHARED_SCOPES = {
+    "synthesized-apps": (
+        "test_ota_stack_template.py", "test_fleet_stack_template.py", "test_stack_linters.py",
+        "test_stage_isolation.py", "test_cdk_cli.py", "test_factory_ca_verification.py", "test_aws_registration.py",
+        "test_aws_ota.py",
+    ),
+}  # fmt: skip
+
+
+def scope_of(file_name: str) -> str | None:
+    """The shared scope a test file belongs to, if any."""
+    return next((scope for scope, files in SHARED_SCOPES.items() if file_name in files), None)
