@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from stacks.config import AppConfig
-from tests.cdk_helpers import CERT_ARN, HOOK_ARN, SynthesizedApp, synthesize
+from tests.cdk_helpers import CERT_ARN, HOOK_ARN, SynthesizedApp, ca_pem, synthesize
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +51,4 @@ def dev_with_certificate() -> SynthesizedApp:
 @pytest.fixture(scope="module")
 def factory_ca() -> SynthesizedApp:
     """prod whose devices get their certificates from the factory CA and register just in time."""
-    from tests.test_stage_isolation import ca_pem
-
     return synthesize(AppConfig(stage="prod", factory_ca_certificate_pem=ca_pem(), fleet_provisioning=True))

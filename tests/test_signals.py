@@ -27,9 +27,9 @@ from device_provisioning.aws import registration
 from device_provisioning.contract import OTA_STREAM_PREFIX
 from device_provisioning.device.app_image import placeholder_app_image
 from device_provisioning.identity import codesign
+from tests.batch_helpers import check_invariants, prepare_command, write_config, write_devices
 from tests.fault_proxy import Fault, fault_proxy
 from tests.helpers import BETA_TABLE
-from tests.test_batch import check_invariants, prepare_command, write_config, write_devices
 
 POLICY = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}]}'
 # A service manager's SIGTERM and a closed terminal's SIGHUP are handled as Ctrl-C is.
@@ -153,7 +153,7 @@ def test_batch_prepare_stops_at_once_and_resumes(
     call: str,
     signum: int,  # type: ignore[type-arg]
 ) -> None:  # type: ignore[no-untyped-def]
-    from tests.test_batch import active_certificate_ids
+    from tests.batch_helpers import active_certificate_ids
 
     before = active_certificate_ids()
     prefix = f"sig{uuid.uuid4().hex[:6]}"

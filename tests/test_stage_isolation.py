@@ -8,35 +8,16 @@ list is what docs/aws-side.md says cannot be scoped.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from stacks.config import AppConfig
 from stacks.factory_policy import STATION_UNSCOPABLE_ACTIONS
 from stacks.operator_policy import OPERATOR_LIST_ACTIONS
-from tests.cdk_helpers import CERT_ARN, SynthesizedApp, concrete, resources_of, synthesize
+from tests.cdk_helpers import CERT_ARN, SynthesizedApp, ca_pem, concrete, resources_of, synthesize
 from tests.iam_eval import ACCOUNT, WRITE_LEVELS, Principal, access_level, iot_arn, resource_types
-
-
-def ca_pem() -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test factory CA")])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
-    return certificate.public_bytes(serialization.Encoding.PEM).decode()
-
 
 # Synthesizing runs CDK's Node.js process: the integration tier.
 pytestmark = pytest.mark.integration

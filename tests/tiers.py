@@ -25,7 +25,7 @@ def integration_fixture(function: F) -> F:
 LONGEST_FIRST = (
     "test_station_faults.py", "test_signals.py", "test_shared_journal.py", "test_fleet_preflight_and_rollouts.py",
     "test_stack_linters.py", "test_fleet_commands_at_scale.py", "test_flashing.py", "test_local_aws_docs.py",
-    "test_batch.py", "test_bad_value_sweep.py", "test_rollout_signals.py", "test_cdk_cli.py",
+    "test_batch_registration.py", "test_bad_value_sweep.py", "test_rollout_signals.py", "test_cdk_cli.py",
     "test_batch_prepare_and_flash.py", "test_install.py", "test_operator_page_server.py", "test_stage_isolation.py",
     "test_ota_stack_template.py", "test_fleet_stack_template.py", "test_factory_ca.py", "test_operator_page.py",
     "test_local_endpoint_calls.py", "test_thing_principal_alarm.py", "test_rollout_schedules.py",

@@ -1,7 +1,5 @@
 """Factory batches registering their devices on the local endpoint (per-device mode): idempotent, under throttling,
-and after kill -9 at each point of the registration protocol, one active certificate per device and no orphan.
-
-tests/test_signals.py imports this file's helpers from here; they live in tests/batch_helpers.py."""
+and after kill -9 at each point of the registration protocol, one active certificate per device and no orphan."""
 
 from __future__ import annotations
 
