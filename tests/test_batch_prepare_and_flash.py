@@ -26,6 +26,7 @@ from tests.batch_helpers import (
     write_config,
     write_devices,
 )
+from tests.helpers import BETA_TABLE
 
 # The code-verification certificate a batch builds into its images (fixture signer).
 pytest_plugins = ("tests.batch_fixtures",)
@@ -189,3 +190,18 @@ def test_a_moved_partition_table_moves_the_batch_layout(tmp_path: Path, signer: 
     table = pt.load(out / opening.TABLE_FILE, 0x10000)
     # nvs at 0x11000 instead of 0x9000; the apps move to the next 64 KiB boundary, and storage with them.
     assert (table.find("nvs").offset, table.find("storage").offset) == (0x11000, 0x320000)
+
+
+@pytest.mark.integration  # worker processes
+def test_an_nvs_partition_flagged_encrypted_is_a_warning_in_the_summary(tmp_path: Path, signer: Path) -> None:
+    # Opened only while flash encryption stays off: `nvs build` warns, and a batch of such images says so too.
+    table = tmp_path / "partitions.csv"
+    table.write_text(
+        BETA_TABLE.read_text().replace("storage, data, nvs, , 0x4000,", "storage, data, nvs, , 0x4000, encrypted")
+    )
+    config = write_config(tmp_path / "batch.toml", signer)
+    config.write_text(config.read_text().replace(str(BETA_TABLE), str(table)))
+    summary = batch.prepare_batch(
+        write_devices(tmp_path / "devices.csv", 1, "flag"), config, tmp_path / "out", workers=1
+    )
+    assert [w for w in summary.warnings if "flagged 'encrypted'" in w and "flash encryption stays off" in w], summary

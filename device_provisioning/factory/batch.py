@@ -145,12 +145,13 @@ def _checked_inputs(devices_csv: Path, config_path: Path, journal_url: str | Non
     table = config.table()
     partition = table.nvs_partition(config.partition)
     flash_encryption = config.project.flash_encryption if config.project else None
-    credentials.partition_warnings(partition, flash_encryption)
+    # A partition the firmware opens only while flash encryption stays off: said in the summary, as `nvs build` says it.
+    partition_warnings = credentials.partition_warnings(partition, flash_encryption)
     code_verify = pki.load_certificate_file(config.code_verify_cert)
     pki.check_key_type(code_verify.public_key(), f"certificate {config.code_verify_cert}")
     inventory = config.inventory(pki.fingerprint(code_verify))
     claim_cert_pem, claim_key_pem = _claim_credentials(config.registration)
-    warnings = identity_images.claim_warnings(config.family, claim_cert_pem is not None)
+    warnings = partition_warnings + identity_images.claim_warnings(config.family, claim_cert_pem is not None)
     ds = bool(config.project and config.project.secure_cert_ds)
     secure_partition = identity_images.secure_cert_partition(config.family, table, flash_encryption, ds)
     _check_registration_is_possible(config, aws)
