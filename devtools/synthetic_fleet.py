@@ -74,6 +74,20 @@ def seed_fleet(
     return names
 
 
+def remove_fleet(group: str) -> None:
+    """The things of a fleet seed_fleet made, gone again: from the registry and from every group they joined (the
+    group stays, empty: a test may have made child groups under it). A test's fleet left in the account would make
+    every later account-wide listing (ListThings, the index's queries) read it again."""
+    registry = backend()
+    members = set(registry.describe_thing_group(group).things)
+    for other in registry.thing_groups.values():
+        for arn in members & other.things.keys():
+            del other.things[arn]
+    for arn in members:
+        registry.things.pop(arn, None)
+    registry.local_generation = getattr(registry, "local_generation", 0) + 1
+
+
 def set_indexing(iot: Any, on: bool) -> None:
     """Thing indexing as the stacks configure it (REGISTRY, the inventory attributes as custom fields), or off."""
     if on:

@@ -22,8 +22,17 @@ def session(local_endpoint) -> aws.Aws:  # type: ignore[no-untyped-def]
     return aws.connect()
 
 
+@pytest.fixture
+def world(shared_world: dict) -> Iterator[dict]:  # type: ignore[type-arg]
+    """The shared world for one test: the fleets it seeds (tests/fleet_scale_helpers.py ``fleet``) are removed after
+    it, so no later test's account-wide listings pay for them."""
+    yield shared_world
+    while shared_world["seeded"]:
+        synthetic_fleet.remove_fleet(shared_world["seeded"].pop())
+
+
 @pytest.fixture(scope="session")
-def world(local_endpoint, tmp_path_factory) -> dict:  # type: ignore[no-untyped-def, type-arg]
+def shared_world(local_endpoint, tmp_path_factory) -> dict:  # type: ignore[no-untyped-def, type-arg]
     """Two code-signing identities, a versioned bucket and the stage's stack outputs. Made once per endpoint: its
     stacks have fixed names, and every file of the scale tests reads it."""
     session = aws.connect()
@@ -43,7 +52,8 @@ def world(local_endpoint, tmp_path_factory) -> dict:  # type: ignore[no-untyped-
         name: pki.fingerprint(pki.load_certificate_file(files.certificate))  # type: ignore[arg-type]
         for name, files in (("current", current), ("old", old))
     }
-    return {"current": current, "old": old, "bucket": bucket, "firmware": firmware, "fingerprints": fingerprints}
+    return {"current": current, "old": old, "bucket": bucket, "firmware": firmware, "fingerprints": fingerprints,
+            "seeded": []}  # fmt: skip
 
 
 @pytest.fixture

@@ -43,8 +43,10 @@ def counted(*argv: object) -> tuple[dict, Counter[str]]:  # type: ignore[type-ar
 
 
 def fleet(world: dict, count: int, *, buckets: bool = True) -> tuple[str, list[str]]:  # type: ignore[type-arg]
-    """A group of ``count`` devices: 90 % hold the current certificate (beta and pkcs11), 10 % the old one."""
+    """A group of ``count`` devices: 90 % hold the current certificate (beta and pkcs11), 10 % the old one. The
+    ``world`` fixture removes it after the test."""
     group = unique(f"{PREFIX}g")
+    world["seeded"].append(group)
     prints = world["fingerprints"]
     cohorts = [Cohort(0.6, "beta", prints["current"]), Cohort(0.3, "pkcs11", prints["current"]),
                Cohort(0.1, "beta", prints["old"])]  # fmt: skip

@@ -156,12 +156,13 @@ def test_three_stage_rollout_goes_through_its_gates(session: aws.Aws, fleet: Fle
     quarter = report["stages"][1]
     members = fleet_inventory.group_members(session.client("iot"), quarter["thing_group"])
     assert len(members) == 40 and not set(members) & set(fleet.old) and quarter["thing_group"].startswith(PREFIX)
-    assert set(run_devices(session, quarter["job_id"], fleet, firmware).values()) == {"SUCCEEDED"}
+    # The canary's devices reported every step of the agent; the larger stages are judged by how they end.
+    assert set(run_devices(session, quarter["job_id"], fleet, firmware, progress=False).values()) == {"SUCCEEDED"}
 
     code, report, err = rollout_cli("apply", path)
     assert code == 0 and report["created"].endswith("-all"), err
     final = report["stages"][2]
-    run_devices(session, final["job_id"], fleet, firmware)
+    run_devices(session, final["job_id"], fleet, firmware, progress=False)
     code, report, err = rollout_cli("status", path)
     assert code == 0 and report["complete"], err
     assert job_count(session, name) == 3
