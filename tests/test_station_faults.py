@@ -27,7 +27,7 @@ from device_provisioning.factory.states import DeviceState
 from device_provisioning.identity import device_tls, pki
 from tests.fault_proxy import Fault, fault_proxy
 from tests.postgres_server import throwaway_cluster
-from tests.test_shared_journal import POLICY_DOCUMENT, start_station, write_batch
+from tests.test_shared_journal import POLICY_DOCUMENT, active_certificates_for, keys_made, start_station, write_batch
 
 # The late call of the paused station (arriving in the middle of the other station's take-over), and how the
 # certificate it acts on is read from the request.
@@ -68,10 +68,6 @@ def check_exactly_one_identity(url: str, devices: Path, outs: list[Path]) -> Non
     assert {r.state for r in records} == {DeviceState.IMAGE_BUILT} and not any(r.error for r in records), records
     station_dirs = {(out / opening.STATION_FILE).read_text().strip(): out for out in outs}
     iot = aws.connect().client("iot")
-    keys: set[str] = set()
-    for out in outs:
-        for key_file in (out / opening.DEVICES_DIR).glob("*/device.key"):
-            keys.add(pki.public_key_sha256(pki.load_private_key_file(key_file).public_key()))
     journaled = set()
     for record in records:
         principals = iot.list_thing_principals(thingName=record.thing_name)["principals"]
@@ -82,15 +78,8 @@ def check_exactly_one_identity(url: str, devices: Path, outs: list[Path]) -> Non
         certificate = pki.load_certificate(description["certificatePem"].encode())
         assert pki.key_matches_certificate(pki.load_private_key_file(key_file), certificate)
         journaled.add(record.certificate_id)
-    active = set()
-    for page in iot.get_paginator("list_certificates").paginate():
-        for summary in page["certificates"]:
-            if summary["status"] != "ACTIVE":
-                continue
-            pem = iot.describe_certificate(certificateId=summary["certificateId"])["certificateDescription"]
-            if pki.public_key_sha256(pki.load_certificate(pem["certificatePem"].encode()).public_key()) in keys:
-                active.add(summary["certificateId"])
-    assert active == journaled
+    # Every key a station made is younger than the batch's devices file (written before any station started).
+    assert active_certificates_for(iot, keys_made(outs), devices.stat().st_mtime) == journaled
 
 
 @pytest.mark.parametrize("point", list(PAUSE_POINTS))
