@@ -13,6 +13,10 @@ corrects moto's IoT backend before the server starts (:func:`correct_moto`):
   rests on certificates being created INACTIVE;
 - it issues the certificate for the CSR's own public key, signed by a local CA (moto certified a
   fresh RSA key of its own), and refuses a CSR whose signature does not verify, as AWS does;
+- ``ListCertificates`` lists the newest first unless ``ascendingOrder`` is set, as AWS does (moto listed the
+  oldest first): taking a device over sweeps the certificates issued since it began registering, reading
+  newest first and stopping at the first one older than that, so it found none on an endpoint that held one
+  certificate from long before;
 - KMS ``Sign`` with ``MessageType=DIGEST`` signs the given SHA-256 digest as it is (moto hashed it a
   second time, so no signature it made of a digest verified against the data): signing firmware
   through KMS rests on it;
@@ -56,6 +60,7 @@ from moto import backends as moto_backends
 from moto import settings as moto_settings
 from moto.iot import exceptions as iot_exceptions
 from moto.iot import models as iot_models
+from moto.iot import responses as iot_responses
 from moto.kms import exceptions as kms_exceptions
 from moto.kms import responses as kms_responses
 from moto.server import ThreadedMotoServer
@@ -120,6 +125,15 @@ def _create_certificate_from_csr(self: Any, csr: str, set_as_active: object) -> 
     )
 
 
+def _list_certificates(self: Any) -> Any:
+    """Newest first unless ``ascendingOrder``, as AWS lists them (moto listed them oldest first)."""
+    from moto.core.responses import ActionResult
+
+    ascending = str(self._get_param("isAscendingOrder", "false")).lower() == "true"  # ascendingOrder, as sent
+    certificates = sorted(self.iot_backend.list_certificates(), key=lambda c: c.creation_date, reverse=not ascending)
+    return ActionResult({"certificates": [certificate.to_dict() for certificate in certificates]})
+
+
 _moto_kms_sign = kms_responses.KmsResponse.sign
 
 
@@ -156,6 +170,7 @@ def correct_moto() -> None:
     # lines when there is none). Nothing here runs in Docker: the endpoint is on loopback.
     moto_settings.moto_server_host = lambda: "http://localhost"  # type: ignore[assignment]
     iot_models.IoTBackend.create_certificate_from_csr = _create_certificate_from_csr  # type: ignore[method-assign]
+    iot_responses.IoTResponse.list_certificates = _list_certificates  # type: ignore[method-assign]
     kms_responses.KmsResponse.sign = _kms_sign  # type: ignore[method-assign]
     add_ota_stand_ins()
     add_jobs_corrections()
