@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ from device_provisioning.factory.shared_journal import SharedJournal
 from device_provisioning.factory.states import DeviceState
 from device_provisioning.identity import device_tls, pki
 from tests.fault_proxy import Fault, fault_proxy
-from tests.postgres_server import throwaway_cluster
+from tests.postgres_server import Cluster, throwaway_cluster
 from tests.test_shared_journal import POLICY_DOCUMENT, active_certificates_for, keys_made, start_station, write_batch
 
 # The late call of the paused station (arriving in the middle of the other station's take-over), and how the
@@ -54,6 +55,13 @@ def policy(local_endpoint) -> str:  # type: ignore[no-untyped-def]
     name = f"faults-{uuid.uuid4().hex[:8]}"
     aws.connect().client("iot").create_policy(policyName=name, policyDocument=POLICY_DOCUMENT)
     return name
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    """A PostgreSQL cluster of this module's own, for the tests that restart or stop it (one initdb for both)."""
+    with throwaway_cluster() as started:
+        yield started
 
 
 def check_exactly_one_identity(url: str, devices: Path, outs: list[Path]) -> None:
@@ -115,40 +123,40 @@ def test_a_station_paused_past_its_lease_touches_nothing_and_the_batch_completes
 
 
 def test_a_database_restart_under_two_stations_ends_with_the_batch_complete(
-    policy: str, local_endpoint, tmp_path: Path
+    policy: str, cluster: Cluster, local_endpoint, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    with throwaway_cluster() as cluster:
-        devices, config = write_batch(tmp_path, cluster.url, policy, 24)
-        outs = [tmp_path / "station-a", tmp_path / "station-b"]
-        stations = [start_station(devices, config, out) for out in outs]
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (outs[0] / opening.STATION_FILE).exists():
-            time.sleep(0.05)
-        time.sleep(1.5)  # both mid-batch
-        restarted = threading.Thread(target=cluster.restart)
-        restarted.start()
-        restarted.join(120)
-        results = [station.communicate(timeout=180) for station in stations]
-        for station, (_, err) in zip(stations, results, strict=True):
-            assert station.returncode == 0, err.decode()
-            assert "Traceback" not in err.decode()
-        check_exactly_one_identity(cluster.url, devices, outs)
+    devices, config = write_batch(tmp_path, cluster.url, policy, 24)
+    outs = [tmp_path / "station-a", tmp_path / "station-b"]
+    stations = [start_station(devices, config, out) for out in outs]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (outs[0] / opening.STATION_FILE).exists():
+        time.sleep(0.05)
+    time.sleep(1.5)  # both mid-batch
+    restarted = threading.Thread(target=cluster.restart)
+    restarted.start()
+    restarted.join(120)
+    results = [station.communicate(timeout=180) for station in stations]
+    for station, (_, err) in zip(stations, results, strict=True):
+        assert station.returncode == 0, err.decode()
+        assert "Traceback" not in err.decode()
+    check_exactly_one_identity(cluster.url, devices, outs)
 
 
 def test_a_database_gone_for_good_is_one_line_saying_the_batch_is_intact(
-    policy: str, local_endpoint, tmp_path: Path
+    policy: str, cluster: Cluster, local_endpoint, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    with throwaway_cluster() as cluster:
-        devices, config = write_batch(tmp_path, cluster.url, policy, 40)
-        config.write_text(config.read_text() + "reconnect_seconds = 3\n")
-        station = start_station(devices, config, tmp_path / "a")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (tmp_path / "a" / opening.STATION_FILE).exists():
-            time.sleep(0.05)
-        time.sleep(1.0)
-        cluster.stop()
+    devices, config = write_batch(tmp_path, cluster.url, policy, 40)
+    config.write_text(config.read_text() + "reconnect_seconds = 3\n")
+    station = start_station(devices, config, tmp_path / "a")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (tmp_path / "a" / opening.STATION_FILE).exists():
+        time.sleep(0.05)
+    time.sleep(1.0)
+    cluster.stop()
+    try:
         _, err = station.communicate(timeout=120)
-        cluster.start()
+    finally:
+        cluster.start()  # the module's cluster stays up for whoever uses it next
     text = err.decode()
     assert station.returncode == 1 and text.count("\n") == 1, text
     assert text.startswith("ERROR batch journal") and "the batch is intact" in text and "run the same command" in text
