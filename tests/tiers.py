@@ -53,7 +53,7 @@ SHARED_SCOPES = {
     "synthesized-apps": (
         "test_ota_stack_template.py", "test_fleet_stack_template.py", "test_stack_linters.py",
         "test_stage_isolation.py", "test_cdk_cli.py", "test_factory_ca_verification.py", "test_aws_registration.py",
-        "test_aws_ota.py",
+        "test_aws_ota.py", "test_fleet_preflight_and_rollouts.py", "test_factory_ca.py",
     ),
 }  # fmt: skip
 
