@@ -78,7 +78,7 @@ check: setup
 # batch workers, xdist's workers): coverage's `patch = subprocess` in pyproject.toml. Slower than `make test`.
 coverage: test-setup
 	rm -f .coverage .coverage.*
-	$(PY) -m coverage run -m pytest -n 2 --dist loadfile -q
+	$(PY) -m coverage run -m pytest -n 3 --dist loadfile -q
 	$(PY) -m coverage combine -q && $(PY) -m coverage report --skip-covered --sort=cover
 
 # Mutation testing (mutmut) of the issue-23 scope against the unit tier, on both cores, stopped after
