@@ -136,7 +136,10 @@ def load_modules() -> dict[str, Module]:
     return modules
 
 
-MODULES = load_modules()
+# The package's modules, their functions and what each command's handler reaches: read by the autouse fixture
+# below when this file's tests run, not at import (every xdist worker collects this file; reading and parsing
+# the package took each of them ~1.5 s).
+MODULES: dict[str, Module] = {}
 
 
 def functions(module: Module) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef]:
@@ -145,7 +148,7 @@ def functions(module: Module) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDe
     }
 
 
-FUNCTIONS = {name: functions(module) for name, module in MODULES.items()}
+FUNCTIONS: dict[str, dict[str, ast.FunctionDef | ast.AsyncFunctionDef]] = {}
 
 
 def resolve(module: str, name: str, depth: int = 0) -> tuple[str, str] | None:
@@ -207,7 +210,16 @@ def handlers() -> dict[str, tuple[str, str]]:
     return found
 
 
-REACH = {command: reach(handler) for command, handler in handlers().items()}
+REACH: dict[str, tuple[set[tuple[str, str]], set[str]]] = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def package_index() -> None:
+    if not MODULES:
+        MODULES.update(load_modules())
+        FUNCTIONS.update({name: functions(module) for name, module in MODULES.items()})
+        REACH.update({command: reach(handler) for command, handler in handlers().items()})
+    assert MODULES and FUNCTIONS and REACH, "no module of the package was read"
 
 
 def package_strings() -> Iterator[tuple[str, str | None, str, int]]:

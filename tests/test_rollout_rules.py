@@ -10,6 +10,7 @@ the test before the gate is judged.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -95,9 +96,14 @@ def test_the_spread_depends_on_the_rollout_name_only(tmp_path: Path) -> None:
 
 # --- gates, from DescribeJob as AWS answers it --------------------------------------------------------
 
-DESCRIBE_JOB = (
-    boto3.session.Session(region_name="us-east-1").client("iot").meta.service_model.operation_model("DescribeJob")
-)
+
+@functools.cache
+def describe_job_model() -> Any:
+    """botocore's DescribeJob model (read when first needed: loading the IoT model at import cost every xdist worker
+    its collection time)."""
+    return (
+        boto3.session.Session(region_name="us-east-1").client("iot").meta.service_model.operation_model("DescribeJob")
+    )
 
 
 def describe_job(status: str = "IN_PROGRESS", created: dt.datetime = NOW, **counts: int) -> dict[str, Any]:
@@ -149,7 +155,7 @@ def describe_job(status: str = "IN_PROGRESS", created: dt.datetime = NOW, **coun
 def test_each_gate_reads_describe_job_as_aws_answers_it(
     gate: Gate, answer: dict[str, Any], devices: int, state: str, detail: str
 ) -> None:
-    report = ParamValidator().validate(answer, DESCRIBE_JOB.output_shape)
+    report = ParamValidator().validate(answer, describe_job_model().output_shape)
     assert not report.has_errors(), report.generate_report()
     judged, why = rollout.evaluate_gate(gate, answer["job"], devices, NOW)
     assert (judged, detail in why) == (state, True), why
