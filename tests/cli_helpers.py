@@ -7,7 +7,8 @@ import io
 from device_provisioning.cli import main
 
 
-def run(*argv: str) -> tuple[int, str, str]:
+def run(*argv: object) -> tuple[int, str, str]:
+    """main(argv) in-process, each argument as text (paths too): its exit code, stdout and stderr."""
     out, err = io.StringIO(), io.StringIO()
     code = main([str(a) for a in argv], out=out, err=err)
     return code, out.getvalue(), err.getvalue()

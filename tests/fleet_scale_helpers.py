@@ -7,14 +7,13 @@ GetBucketsAggregation and dynamic thing groups over AWS's query syntax, and coun
 
 from __future__ import annotations
 
-import io
 import json
 import uuid
 from collections import Counter
 
-from device_provisioning.cli import main
 from devtools import local_registry, synthetic_fleet
 from devtools.synthetic_fleet import Cohort
+from tests.cli_helpers import run as cli
 
 STAGE = "scale"
 PREFIX = "scale-"
@@ -26,12 +25,6 @@ CONSTANT = 60
 
 def unique(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:8]}"
-
-
-def cli(*argv: object) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main([str(a) for a in argv], out=out, err=err)
-    return code, out.getvalue(), err.getvalue()
 
 
 def counted(*argv: object) -> tuple[dict, Counter[str]]:  # type: ignore[type-arg]

@@ -8,7 +8,6 @@ verification as the device's), and report through UpdateJobExecution with the ag
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import uuid
@@ -18,9 +17,9 @@ from pathlib import Path
 from cryptography import x509
 
 from device_provisioning import aws, signing
-from device_provisioning.cli import main
 from device_provisioning.errors import VerificationFailed
 from device_provisioning.identity import pki
+from tests.cli_helpers import run as cli
 
 STAGE = "fleet"
 PREFIX = "fleet-"
@@ -29,12 +28,6 @@ ROLE = "arn:aws:iam::123456789012:role/ota"
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def cli(*argv: object) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main([str(a) for a in argv], out=out, err=err)
-    return code, out.getvalue(), err.getvalue()
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from device_provisioning.device.app_image import placeholder_app_image
 from device_provisioning.errors import ExitCode
 from device_provisioning.identity import codesign, pki
 from tests.aws_helpers import POLICY_DOCUMENT, object_versions, unique
+from tests.cli_helpers import run as cli
 from tests.helpers import BETA_TABLE
 
 # A session on the local endpoint and what the tests share there (fixtures session, device_policy, firmware_bucket,
@@ -22,11 +23,6 @@ pytest_plugins = ("tests.aws_fixtures",)
 
 
 # --- the CLI over the same endpoint -----------------------------------------------------------------
-
-
-def cli(*argv: object) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    return main([str(a) for a in argv], out=out, err=err), out.getvalue(), err.getvalue()
 
 
 def test_cli_register_sign_and_ota_job(session, device_policy, firmware_bucket, tmp_path: Path) -> None:

@@ -3,7 +3,6 @@ factory CA's key in (local) KMS, and the stacks registering the CA with it."""
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -14,15 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from device_provisioning import aws
-from device_provisioning.cli import main
 from stacks.config import AppConfig, ConfigError
 from tests.cdk_helpers import resources_of, synthesize
-
-
-def cli(*argv: object) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main([str(a) for a in argv], out=out, err=err)
-    return code, out.getvalue(), err.getvalue()
+from tests.cli_helpers import run as cli
 
 
 @pytest.fixture(scope="module")

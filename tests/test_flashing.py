@@ -8,7 +8,6 @@ Its stub READ_FLASH does not work with esptool 5.6, so these tests use the ROM l
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import stat
 from pathlib import Path
@@ -18,12 +17,12 @@ from esp32_mock_bootloader import mock_bootloader
 from esptool import cmds
 from esptool.util import FatalError
 
-from device_provisioning.cli import main
 from device_provisioning.device import app_image, credentials, esp_build, nvs, nvs_build
 from device_provisioning.device import partition_table as pt
 from device_provisioning.errors import DeviceError, PartitionTableError, ProvisioningError
 from device_provisioning.flashing import esptool_device, factory_image, layout, serial_port
 from device_provisioning.identity import codesign, pki
+from tests.cli_helpers import run as cli
 from tests.helpers import BETA_TABLE, MASTER_TABLE
 from tests.tiers import integration_fixture
 
@@ -79,11 +78,6 @@ def identity(tmp_path_factory):  # type: ignore[no-untyped-def]
 def beta_image(identity) -> bytes:  # type: ignore[no-untyped-def]
     certificate = pki.load_certificate_file(identity.certificate)
     return credentials.build_credential_image(pt.load(BETA_TABLE), credentials.Credentials(certificate), "beta").image
-
-
-def cli(*argv: object) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    return main([str(a) for a in argv], out=out, err=err), out.getvalue(), err.getvalue()
 
 
 def test_credentials_only_writes_only_the_storage_range(mock, identity, beta_image, tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import uuid
 
@@ -14,16 +13,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from device_provisioning import aws
-from device_provisioning.cli import main
 from device_provisioning.fleet import certificates
+from tests.cli_helpers import run as cli
 
 NOW = dt.datetime.now(dt.UTC)
-
-
-def cli(*argv: object) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main([str(a) for a in argv], out=out, err=err)
-    return code, out.getvalue(), err.getvalue()
 
 
 def certificate_pem(thing: str, days: float) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -10,15 +9,10 @@ import pytest
 
 from device_provisioning import aws, signing
 from device_provisioning.aws.kms import kms_signer
-from device_provisioning.cli import main
 from device_provisioning.device.app_image import placeholder_app_image
 from device_provisioning.errors import CertificateError
 from device_provisioning.identity import codesign, pki
-
-
-def run(*argv: object) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    return main([str(a) for a in argv], out=out, err=err), out.getvalue(), err.getvalue()
+from tests.cli_helpers import run
 
 
 @pytest.fixture(scope="module")

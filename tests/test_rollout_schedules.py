@@ -9,7 +9,8 @@ import pytest
 
 from device_provisioning import aws
 from device_provisioning.errors import ExitCode
-from tests.fleet_scale_helpers import STAGE, cli, counted, fleet, unique
+from tests.cli_helpers import run as cli
+from tests.fleet_scale_helpers import STAGE, counted, fleet, unique
 
 # The world the scale tests share (fixtures session, world, indexing).
 pytest_plugins = ("tests.fleet_scale_fixtures",)

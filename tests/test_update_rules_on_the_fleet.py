@@ -5,7 +5,6 @@ tests/test_update_rules.py."""
 
 from __future__ import annotations
 
-import io
 import json
 import uuid
 from pathlib import Path
@@ -13,21 +12,16 @@ from pathlib import Path
 import pytest
 
 from device_provisioning import aws
-from device_provisioning.cli import main
 from device_provisioning.contract import thing_type_name
 from device_provisioning.device.app_image import placeholder_app_image
 from device_provisioning.errors import ExitCode
 from device_provisioning.fleet import inventory as fleet_inventory
 from device_provisioning.identity import codesign, pki
+from tests.cli_helpers import run as cli
 from tests.helpers import EXAMPLES
 
 ROLE = "arn:aws:iam::123456789012:role/ota"
 STAGE = "compat"
-
-
-def cli(*argv: object) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    return main([str(a) for a in argv], out=out, err=err), out.getvalue(), err.getvalue()
 
 
 # --- the fleet pre-flight on the local endpoint ---------------------------------------------------------
