@@ -93,9 +93,7 @@ _LOADED_BY_THE_PROCESS: dict[Any, Any] = {}
 
 
 def _botocore_session() -> botocore.session.Session:
-    search_path = os.environ.get("AWS_DATA_PATH")
-    extra = [os.path.expanduser(os.path.expandvars(p)) for p in search_path.split(os.pathsep)] if search_path else []
-    loader = botocore.loaders.Loader(extra_search_paths=extra)
+    loader = botocore.loaders.create_loader(os.environ.get("AWS_DATA_PATH"))  # what a botocore session makes itself
     loader._cache = _LOADED_BY_THE_PROCESS  # where botocore's instance_cache keeps what each load returned
     session = botocore.session.get_session()
     session.register_component("data_loader", loader)
