@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import functools
 import json
 import tempfile
@@ -13,10 +12,6 @@ from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk.assertions import Annotations, Match, Template
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from stacks.app_builder import build_app
 from stacks.config import AppConfig
@@ -133,13 +128,8 @@ def concrete(node: Any, resources: dict[str, Any]) -> Any:
 def ca_pem() -> str:
     """A factory CA certificate, one per test process: configurations that carry it compare equal, so
     synthesize() makes each of them once."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test factory CA")])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
-    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+    from device_provisioning.identity import codesign, factory_ca, pki
+    from device_provisioning.identity.signers import FileSigner
+
+    signer = FileSigner(codesign.generate_signing_key())
+    return pki.certificate_pem(factory_ca.create_ca_certificate(signer, common_name="test factory CA")).decode()
